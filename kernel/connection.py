@@ -1,0 +1,312 @@
+"""The SQLite connection: settings, write transactions, and the one place
+where ``apsw`` errors become :mod:`kernel.errors`.
+
+Each setting is a small named function with the SQLite page that explains it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal, NoReturn
+
+import apsw
+
+from kernel.errors import (
+    CommitOutcomeUnknown,
+    InvalidArgument,
+    JournalBusy,
+    JournalCorrupt,
+    JournalError,
+    JournalFull,
+    KernelError,
+)
+
+log = logging.getLogger("eventkernel")
+
+Synchronous = Literal["full", "normal"]
+
+DEFAULT_BUSY_TIMEOUT_MS = 10_000
+# Checkpoint once the WAL holds this many pages (about 64 MiB of 4 KiB pages).
+DEFAULT_WAL_CHECKPOINT_PAGES = 16_384
+
+
+def translate(e: apsw.Error, doing: str) -> KernelError:
+    """Map an apsw exception to the KernelError tree (the cause is kept by the caller)."""
+    if isinstance(e, apsw.BusyError | apsw.LockedError):
+        return JournalBusy(f"{doing} failed: the database is locked by another connection ({e})")
+    if isinstance(e, apsw.FullError):
+        return JournalFull(f"{doing} failed: the disk or database is full; nothing was written ({e})")
+    if isinstance(e, apsw.CorruptError | apsw.NotADBError):
+        return JournalCorrupt(f"{doing} failed: the file is not a sound SQLite database ({e})")
+    return JournalError(f"{doing} failed: {type(e).__name__}: {e}")
+
+
+def raise_translated(e: apsw.Error, doing: str) -> NoReturn:
+    raise translate(e, doing) from e
+
+
+@contextmanager
+def translating(doing: str) -> Iterator[None]:
+    """Run a block, turning any apsw error into its KernelError."""
+    try:
+        yield
+    except apsw.Error as e:
+        raise translate(e, doing) from e
+
+
+# --- settings -----------------------------------------------------------------
+
+
+def _busy_timeout(conn: apsw.Connection, ms: int) -> None:
+    """Wait up to ``ms`` for another writer's lock instead of failing at once.
+    https://sqlite.org/c3ref/busy_timeout.html"""
+    conn.set_busy_timeout(ms)
+
+
+def _wal(conn: apsw.Connection, timeout_ms: int) -> None:
+    """Write-ahead logging: readers never block the writer, one fsync per commit.
+    Switching a brand-new file to WAL from several processes at once can return
+    BUSY even with a busy timeout, so the switch is retried until the deadline.
+    https://sqlite.org/wal.html"""
+    deadline = time.monotonic() + timeout_ms / 1000
+    delay = 0.001
+    while True:
+        try:
+            mode = conn.pragma("journal_mode", "wal")
+            break
+        except apsw.BusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+    if mode != "wal":
+        raise JournalError(f"opening {conn.filename!r} failed: journal_mode=WAL was refused (got {mode!r})")
+
+
+def _synchronous(conn: apsw.Connection, mode: Synchronous) -> None:
+    """FULL: a commit is on stable storage when COMMIT returns. NORMAL in WAL
+    mode: commits survive a process crash but the last ones may be lost on
+    power failure. https://sqlite.org/pragma.html#pragma_synchronous"""
+    conn.pragma("synchronous", mode.upper())
+
+
+def _no_autocheckpoint(conn: apsw.Connection) -> None:
+    """Keep checkpoints off the append path, so an I/O error while copying the
+    WAL back is never reported to a caller whose commit succeeded.
+    https://sqlite.org/c3ref/wal_autocheckpoint.html"""
+    conn.wal_autocheckpoint(0)
+
+
+def _safety(conn: apsw.Connection) -> None:
+    """Refuse double-quoted string literals (a typo becomes an error, not a
+    string) and do not trust functions in schema objects.
+    https://sqlite.org/quirks.html#dblquote · https://sqlite.org/pragma.html#pragma_trusted_schema"""
+    conn.config(apsw.SQLITE_DBCONFIG_DQS_DML, 0)
+    conn.config(apsw.SQLITE_DBCONFIG_DQS_DDL, 0)
+    conn.pragma("trusted_schema", False)
+
+
+def _temp_in_memory(conn: apsw.Connection) -> None:
+    """Temporary tables and indexes stay in memory. https://sqlite.org/pragma.html#pragma_temp_store"""
+    conn.pragma("temp_store", "MEMORY")
+
+
+# --- the database ---------------------------------------------------------------
+
+
+class Database:
+    """One apsw connection with the kernel's settings and write transactions.
+
+    Writes go through :meth:`write`: the outermost block is ``BEGIN IMMEDIATE``
+    (the write lock is taken before anything is read, so a read-then-write
+    never fails with SQLITE_BUSY_SNAPSHOT); nested blocks are savepoints, so a
+    rejected command inside a larger transaction undoes only itself.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: Synchronous = "full",
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        wal_checkpoint_pages: int = DEFAULT_WAL_CHECKPOINT_PAGES,
+    ) -> None:
+        if synchronous not in ("full", "normal"):
+            raise InvalidArgument(f"open refused: synchronous must be 'full' or 'normal', got {synchronous!r}")
+        if type(busy_timeout_ms) is not int or busy_timeout_ms < 0:
+            raise InvalidArgument(f"open refused: busy_timeout_ms must be an int >= 0, got {busy_timeout_ms!r}")
+        self.path = path
+        self.synchronous: Synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
+        self.wal_checkpoint_pages = wal_checkpoint_pages
+        self.in_memory = path == ":memory:" or path == ""
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._wal_pages = 0
+        self.conn: apsw.Connection = self._connect()
+
+    def _connect(self) -> apsw.Connection:
+        with translating(f"opening {self.path!r}"):
+            conn = apsw.Connection(self.path)
+            try:
+                _busy_timeout(conn, self.busy_timeout_ms)
+                _safety(conn)
+                _temp_in_memory(conn)
+                if not self.in_memory:
+                    _wal(conn, self.busy_timeout_ms)
+                    _no_autocheckpoint(conn)
+                    conn.set_wal_hook(self._on_wal)
+                _synchronous(conn, self.synchronous)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def _on_wal(self, conn: apsw.Connection, dbname: str, pages: int) -> int:
+        self._wal_pages = pages
+        return apsw.SQLITE_OK
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    @contextmanager
+    def write(self, doing: str = "write") -> Iterator[apsw.Connection]:
+        """A write transaction (outermost) or a savepoint (nested).
+
+        Commits when the block ends normally, undoes everything on an
+        exception. An error from COMMIT itself is :class:`CommitOutcomeUnknown`
+        and the connection is reopened.
+        """
+        with self._lock:
+            conn = self.conn
+            depth = self._depth
+            with translating(f"{doing}: starting the transaction"):
+                conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT ek_{depth}")
+            self._depth = depth + 1
+            try:
+                try:
+                    yield conn
+                except apsw.Error as e:
+                    raise translate(e, doing) from e
+            except BaseException:
+                self._depth = depth
+                self._undo(conn, depth)
+                raise
+            self._depth = depth
+            if depth:
+                with translating(f"{doing}: releasing the savepoint"):
+                    conn.execute(f"RELEASE ek_{depth}")
+                return
+            try:
+                conn.execute("COMMIT")
+            except apsw.Error as e:
+                self._after_failed_commit(conn)
+                raise CommitOutcomeUnknown(
+                    f"{doing}: COMMIT failed ({type(e).__name__}: {e}); the transaction may or may "
+                    "not be durable. Retry with the same command_id or event_ids: a retry of "
+                    "what committed appends nothing"
+                ) from e
+            self._maybe_checkpoint()
+
+    @contextmanager
+    def read(self, doing: str = "read") -> Iterator[apsw.Connection]:
+        """A consistent snapshot for several statements (a deferred read
+        transaction); inside a write transaction, that transaction's view."""
+        with self._lock:
+            conn = self.conn
+            if self._depth:
+                with translating(doing):
+                    yield conn
+                return
+            with translating(f"{doing}: starting the read transaction"):
+                conn.execute("BEGIN DEFERRED")
+            self._depth = 1
+            try:
+                with translating(doing):
+                    yield conn
+            finally:
+                self._depth = 0
+                try:
+                    if not conn.get_autocommit():
+                        conn.execute("ROLLBACK")
+                except apsw.Error:
+                    self._reopen()
+
+    def _undo(self, conn: apsw.Connection, depth: int) -> None:
+        try:
+            if depth == 0:
+                if not conn.get_autocommit():
+                    conn.execute("ROLLBACK")
+            else:
+                conn.execute(f"ROLLBACK TO ek_{depth}; RELEASE ek_{depth}")
+        except apsw.Error:
+            # A failed rollback leaves the connection in an unknown state;
+            # start over on a fresh one.
+            log.warning("rollback failed on %r; reopening the connection", self.path, exc_info=True)
+            self._reopen()
+
+    def _after_failed_commit(self, conn: apsw.Connection) -> None:
+        try:
+            if not conn.get_autocommit():
+                conn.execute("ROLLBACK")
+        except apsw.Error:
+            pass
+        # After a failed fsync Linux may have dropped the dirty pages, so the
+        # page cache no longer tells the truth: read the file afresh.
+        self._reopen()
+
+    def _reopen(self) -> None:
+        if self.in_memory:
+            return
+        try:
+            self.conn.close()
+        except apsw.Error:
+            pass
+        self.conn = self._connect()
+
+    def _maybe_checkpoint(self) -> None:
+        """Checkpoint after a commit once the WAL passes its bound; never raises,
+        because the caller's commit already succeeded."""
+        if self._wal_pages < self.wal_checkpoint_pages:
+            return
+        try:
+            self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+            self._wal_pages = 0
+        except apsw.Error:
+            log.warning("WAL checkpoint of %r failed; will retry after a later commit", self.path, exc_info=True)
+
+    def checkpoint(self, mode: Literal["passive", "full", "restart", "truncate"] = "passive") -> tuple[int, int]:
+        """Copy the WAL back into the database file now: (WAL pages, pages copied)."""
+        modes = {
+            "passive": apsw.SQLITE_CHECKPOINT_PASSIVE,
+            "full": apsw.SQLITE_CHECKPOINT_FULL,
+            "restart": apsw.SQLITE_CHECKPOINT_RESTART,
+            "truncate": apsw.SQLITE_CHECKPOINT_TRUNCATE,
+        }
+        if mode not in modes:
+            raise InvalidArgument(f"checkpoint refused: mode must be one of {sorted(modes)}, got {mode!r}")
+        with self._lock, translating(f"checkpointing {self.path!r}"):
+            result: tuple[int, int] = self.conn.wal_checkpoint(mode=modes[mode])
+        return result
+
+    def execute(self, sql: str, bindings: Any = None) -> apsw.Cursor:
+        return self.conn.execute(sql, bindings)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._depth:
+                raise JournalError(f"closing {self.path!r} refused: a transaction is still open")
+            self.conn.close()
+
+
+def memory_connection() -> apsw.Connection:
+    """A private in-memory database (rebuilds, verification, views of the past)."""
+    conn = apsw.Connection(":memory:")
+    _safety(conn)
+    conn.pragma("synchronous", "OFF")
+    return conn

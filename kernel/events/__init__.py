@@ -1,0 +1,11 @@
+"""The kernel's own events, one module per domain.
+
+These types are written only by the kernel's commands (``k.work.*`` …); the
+public ``k.append`` refuses them so that the rules of each domain cannot be
+bypassed. Applications define their own events with :class:`kernel.Event`.
+"""
+
+from kernel.events import work
+from kernel.events.base import KernelEvent
+
+__all__ = ["KernelEvent", "work"]

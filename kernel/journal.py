@@ -1,0 +1,305 @@
+"""The journal: appending events with optimistic concurrency, idempotent
+event ids and a hash chain, and reading them back in order.
+
+Functions here take an ``apsw.Connection`` already inside a write
+transaction (appends) or any connection (reads); transactions and error
+translation belong to :mod:`kernel.connection`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import apsw
+import msgspec
+
+from kernel import codec
+from kernel.codec import Event
+from kernel.errors import ConcurrencyConflict, IdempotencyConflict, InvalidArgument
+from kernel.validate import check_json_dict, check_optional_text, check_text
+
+GENESIS_HASH = bytes(32)
+_STREAM = re.compile(r"^[a-z][a-z0-9_]*:.+$", re.DOTALL)
+_PAGE = 1000
+_COLUMNS = "position, stream, version, type, schema, data, meta, event_id, correlation_id, recorded_at, hash"
+_canonical = msgspec.json.Encoder()
+
+
+class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as stored in the journal."""
+
+    position: int
+    stream: str
+    version: int
+    type: str
+    event: Event
+    event_id: str | None
+    correlation_id: str | None
+    meta: dict[str, Any] | None
+    recorded_at: int  # ms since epoch, UTC
+    hash: bytes
+
+
+class Appended(msgspec.Struct, frozen=True):
+    """What an append wrote, or found already written (``replayed``)."""
+
+    records: list[Recorded]
+    replayed: bool
+
+
+def row_hash(
+    prev: bytes,
+    position: int,
+    stream: str,
+    version: int,
+    type_: str,
+    schema: int,
+    data: str,
+    meta: str | None,
+    event_id: str | None,
+    correlation_id: str | None,
+    recorded_at: int,
+) -> bytes:
+    """sha256(prev ‖ canonical JSON of the row's immutable columns)."""
+    body = _canonical.encode(
+        [position, stream, version, type_, schema, data, meta, event_id, correlation_id, recorded_at]
+    )
+    return hashlib.sha256(prev + body).digest()
+
+
+def head(conn: apsw.Connection) -> tuple[int, bytes]:
+    """(position, hash) of the last event; (0, GENESIS_HASH) when empty."""
+    for position, hash_ in conn.execute("SELECT position, hash FROM journal ORDER BY position DESC LIMIT 1"):
+        return position, hash_
+    return 0, GENESIS_HASH
+
+
+def stream_version(conn: apsw.Connection, stream: str) -> int:
+    """The stream's current version; 0 when it has no events."""
+    for (version,) in conn.execute("SELECT max(version) FROM journal WHERE stream = ?", (stream,)):
+        return version or 0
+    return 0
+
+
+def check_stream(where: str, stream: Any) -> str:
+    check_text(where, "stream", stream)
+    if not _STREAM.match(stream):
+        raise InvalidArgument(
+            f"{where} refused: stream {stream!r} must be named '<kind>:<id>' with a lowercase kind, "
+            "e.g. 'order:42'"
+        )
+    return stream
+
+
+def append(
+    conn: apsw.Connection,
+    stream: str,
+    events: Sequence[Event],
+    *,
+    recorded_at: int,
+    expected_version: int | None = None,
+    event_ids: Sequence[str | None] | None = None,
+    correlation_id: str | None = None,
+    meta: dict[str, Any] | None = None,
+    where: str = "append",
+) -> Appended:
+    """Append events to one stream. Call inside a write transaction.
+
+    Raises InvalidArgument, ConcurrencyConflict, IdempotencyConflict; on a
+    rejection nothing is written.
+    """
+    check_stream(where, stream)
+    if isinstance(events, Event) or not isinstance(events, Sequence) or not events:
+        raise InvalidArgument(f"{where} refused: events must be a non-empty list of Event, got {events!r:.80}")
+    check_optional_text(where, "correlation_id", correlation_id)
+    check_json_dict(where, "meta", meta)
+    if expected_version is not None and (type(expected_version) is not int or expected_version < 0):
+        raise InvalidArgument(
+            f"{where} refused: expected_version must be an int >= 0 or None, got {expected_version!r}"
+        )
+    encoded = [(codec.type_name(e), type(e).__event_schema__, codec.encode(e, where=where)) for e in events]
+    meta_text = None if meta is None else codec.encode_json(meta, where=where, name="meta")
+
+    ids: list[str | None] = [None] * len(events)
+    if event_ids is not None:
+        if isinstance(event_ids, str) or len(event_ids) != len(events):
+            raise InvalidArgument(
+                f"{where} refused: event_ids must be a list with one id (or None) per event; "
+                f"got {event_ids!r:.80} for {len(events)} events"
+            )
+        seen: set[str] = set()
+        for i, event_id in enumerate(event_ids):
+            check_optional_text(where, f"event_ids[{i}]", event_id)
+            if event_id is not None:
+                if event_id in seen:
+                    raise InvalidArgument(f"{where} refused: event id {event_id!r} appears twice in one append")
+                seen.add(event_id)
+            ids[i] = event_id
+        replay = _replayed(conn, stream, encoded, ids, where)
+        if replay is not None:
+            return Appended(replay, True)
+
+    current = stream_version(conn, stream)
+    if expected_version is not None and expected_version != current:
+        raise ConcurrencyConflict(stream, expected_version, current)
+
+    position, prev = head(conn)
+    records = []
+    for i, (event, (type_, schema, data)) in enumerate(zip(events, encoded, strict=True)):
+        position += 1
+        version = current + 1 + i
+        prev = row_hash(prev, position, stream, version, type_, schema, data, meta_text, ids[i], correlation_id, recorded_at)
+        conn.execute(
+            f"INSERT INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (position, stream, version, type_, schema, data, meta_text, ids[i], correlation_id, recorded_at, prev),
+        )
+        records.append(
+            Recorded(
+                position=position,
+                stream=stream,
+                version=version,
+                type=type_,
+                event=event,
+                event_id=ids[i],
+                correlation_id=correlation_id,
+                meta=meta,
+                recorded_at=recorded_at,
+                hash=prev,
+            )
+        )
+    return Appended(records, False)
+
+
+def _replayed(
+    conn: apsw.Connection,
+    stream: str,
+    encoded: list[tuple[str, int, str]],
+    ids: list[str | None],
+    where: str,
+) -> list[Recorded] | None:
+    """The original records when every event id was appended before with the
+    same content; None when none was; IdempotencyConflict otherwise."""
+    found = []
+    for event_id, (type_, _, data) in zip(ids, encoded, strict=True):
+        if event_id is None:
+            found.append(None)
+            continue
+        row = conn.execute(f"SELECT {_COLUMNS} FROM journal WHERE event_id = ?", (event_id,)).fetchone()
+        if row is not None and (row[1], row[3], row[5]) != (stream, type_, data):
+            raise IdempotencyConflict(
+                f"{where} refused: event id {event_id!r} was already used at position {row[0]} "
+                f"for a different event ({row[3]} on {row[1]!r}); an event id names one event forever"
+            )
+        found.append(row)
+    present = [row for row in found if row is not None]
+    if not present:
+        return None
+    if len(present) != len(found):
+        first = present[0]
+        raise IdempotencyConflict(
+            f"{where} refused: event id {first[7]!r} was already appended at position {first[0]}, "
+            "but other events of this append were not; a retry must repeat the original append exactly"
+        )
+    return [record_from_row(row) for row in present]
+
+
+def record_from_row(row: Sequence[Any]) -> Recorded:
+    """Decode one journal row (in ``_COLUMNS`` order)."""
+    position, stream, version, type_, schema, data, meta, event_id, correlation_id, recorded_at, hash_ = row
+    return Recorded(
+        position=position,
+        stream=stream,
+        version=version,
+        type=type_,
+        event=codec.decode(type_, schema, data),
+        event_id=event_id,
+        correlation_id=correlation_id,
+        meta=codec.decode_json(meta),
+        recorded_at=recorded_at,
+        hash=hash_,
+    )
+
+
+def read(
+    conn: apsw.Connection,
+    *,
+    stream: str | None = None,
+    after: int = 0,
+    until: int | None = None,
+    limit: int | None = None,
+    types: Sequence[str] = (),
+    correlation_id: str | None = None,
+) -> Iterator[Recorded]:
+    """Events in position order matching every filter given, fetched a page
+    at a time so no read transaction stays open between pages."""
+    for row in read_rows(
+        conn, stream=stream, after=after, until=until, limit=limit, types=types, correlation_id=correlation_id
+    ):
+        yield record_from_row(row)
+
+
+def read_rows(
+    conn: apsw.Connection,
+    *,
+    stream: str | None = None,
+    after: int = 0,
+    until: int | None = None,
+    limit: int | None = None,
+    types: Sequence[str] = (),
+    correlation_id: str | None = None,
+    page: int = _PAGE,
+) -> Iterator[tuple[Any, ...]]:
+    """Raw journal rows (``_COLUMNS`` order) matching the filters; see :func:`read`."""
+    where = ["position > ?"]
+    args: list[Any] = []
+    if stream is not None:
+        where.append("stream = ?")
+        args.append(stream)
+    if until is not None:
+        where.append("position <= ?")
+        args.append(until)
+    if types:
+        where.append(f"type IN ({', '.join('?' * len(types))})")
+        args.extend(types)
+    if correlation_id is not None:
+        where.append("correlation_id = ?")
+        args.append(correlation_id)
+    # Within one stream, version order is position order and rides the
+    # (stream, version) index.
+    order = "version" if stream is not None else "position"
+    sql = f"SELECT {_COLUMNS} FROM journal WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
+    remaining = limit
+    last = after
+    while remaining is None or remaining > 0:
+        n = page if remaining is None else min(page, remaining)
+        rows = conn.execute(sql, (last, *args, n)).fetchall()
+        yield from rows
+        if len(rows) < n:
+            return
+        last = rows[-1][0]
+        if remaining is not None:
+            remaining -= len(rows)
+
+
+def find_command(conn: apsw.Connection, command_id: str) -> list[Recorded]:
+    """The events a command with this id appended, in order (empty if none).
+    A command's events are contiguous: they were appended in one transaction."""
+    first = conn.execute(
+        "SELECT position FROM journal WHERE event_id = ?", (command_event_id(command_id, 0),)
+    ).fetchone()
+    if first is None:
+        return []
+    records: list[Recorded] = []
+    for row in read_rows(conn, after=first[0] - 1, page=16):
+        if row[7] != command_event_id(command_id, len(records)):
+            break
+        records.append(record_from_row(row))
+    return records
+
+
+def command_event_id(command_id: str, n: int) -> str:
+    """The event id of the n-th event a command appended (ids start with 'cmd:')."""
+    return f"cmd:{command_id}:{n}"

@@ -1,0 +1,206 @@
+"""The facade: ``kernel.open(path)`` returns a :class:`Kernel`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from kernel import journal, migrations
+from kernel.clock import Clock, system_clock
+from kernel.codec import Event
+from kernel.connection import Database, Synchronous, translating
+from kernel.errors import InvalidArgument
+from kernel.journal import Recorded
+from kernel.projector import Progress, Projector
+from kernel.services.base import Context
+from kernel.services.work import WorkQueue
+from kernel.validate import check_int, check_optional_text
+from kernel.verify import VerifyReport, verify
+
+
+def open(  # noqa: A001 - kernel.open is the contract's name
+    path: str,
+    *,
+    clock: Clock | None = None,
+    synchronous: Synchronous = "full",
+    busy_timeout_ms: int = 10_000,
+) -> Kernel:
+    """Open (creating if needed) the journal at ``path`` (or ":memory:").
+
+    ``clock`` is a zero-argument callable returning int ms since the epoch
+    (default: the system clock). ``synchronous="full"`` makes every
+    acknowledged commit survive power loss; ``"normal"`` trades the last
+    commits before a power cut for speed (a process crash still loses
+    nothing). Raises JournalError subclasses when the file cannot be opened.
+    """
+    return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+
+
+class Kernel:
+    """An open journal with its projections and commands. A context manager.
+
+    One Kernel is meant for one thread at a time; open one per thread or
+    process (they coordinate through SQLite's locks).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        clock: Clock | None = None,
+        synchronous: Synchronous = "full",
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        if clock is not None and not callable(clock):
+            raise InvalidArgument(f"open refused: clock must be a callable returning int ms, got {clock!r}")
+        self._db = Database(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+        try:
+            self._projector = Projector()
+            self._ctx = Context(self._db, self._projector, clock or system_clock)
+            with self._db.write(f"opening {path!r}") as conn:
+                migrations.migrate(conn, self._ctx.now())
+            self._projector.setup(self._db)
+        except BaseException:
+            self._db.close()
+            raise
+        self.work = WorkQueue(self._ctx)
+        self._closed = False
+
+    # --- the journal ------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        return self._db.path
+
+    @property
+    def head(self) -> int:
+        """The position of the last event; 0 when the journal is empty."""
+        with translating("reading the head"):
+            return journal.head(self._db.conn)[0]
+
+    def append(
+        self,
+        stream: str,
+        events: Sequence[Event],
+        expected_version: int | None = None,
+        event_ids: Sequence[str | None] | None = None,
+        correlation_id: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> int:
+        """Append application events to ``stream`` ('<kind>:<id>') in one
+        transaction; returns the position of the last one.
+
+        ``expected_version`` (the stream's current version, 0 for a new
+        stream) makes the append conditional: ConcurrencyConflict otherwise.
+        ``event_ids`` make it idempotent: an append whose ids were all written
+        before with the same content returns the original position and
+        appends nothing; IdempotencyConflict when the content differs.
+        Events of the kernel's own domains are refused (use their commands).
+        """
+        if isinstance(events, Event):
+            events = [events]
+        if isinstance(events, Sequence):
+            for e in events:
+                if getattr(type(e), "__kernel_owned__", False):
+                    raise InvalidArgument(
+                        f"append refused: {type(e).__event_type__} events are written only by the kernel's "
+                        "commands (k.work.* …), so that their rules hold"
+                    )
+        if event_ids is not None and not isinstance(event_ids, str) and isinstance(event_ids, Sequence):
+            for event_id in event_ids:
+                if isinstance(event_id, str) and event_id.startswith("cmd:"):
+                    raise InvalidArgument(
+                        f"append refused: event id {event_id!r} starts with 'cmd:', which is reserved for "
+                        "command ids"
+                    )
+        with self._db.write("append"):
+            appended = self._ctx.emit(
+                stream,
+                events,
+                recorded_at=self._ctx.now(),
+                expected_version=expected_version,
+                event_ids=event_ids,
+                correlation_id=correlation_id,
+                meta=meta,
+            )
+        return appended.records[-1].position
+
+    def read(
+        self,
+        stream: str | None = None,
+        after: int = 0,
+        limit: int | None = None,
+        types: Sequence[str] = (),
+        correlation_id: str | None = None,
+    ) -> Iterator[Recorded]:
+        """Events in position order: of one stream, after a position, of some
+        types, of one correlation id. Lazily fetched in pages."""
+        where = "read"
+        check_optional_text(where, "stream", stream)
+        check_int(where, "after", after, minimum=0)
+        if limit is not None:
+            check_int(where, "limit", limit, minimum=0)
+        if isinstance(types, str):
+            types = (types,)
+        for t in types:
+            check_optional_text(where, "types[]", t)
+        check_optional_text(where, "correlation_id", correlation_id)
+        rows = journal.read_rows(
+            self._db.conn, stream=stream, after=after, limit=limit, types=tuple(types), correlation_id=correlation_id
+        )
+        while True:
+            with translating(where):
+                row = next(rows, None)
+            if row is None:
+                return
+            yield journal.record_from_row(row)
+
+    def stream_version(self, stream: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        with translating("reading a stream version"):
+            return journal.stream_version(self._db.conn, stream)
+
+    # --- transactions and maintenance ----------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Kernel]:
+        """Run many commands in one transaction: one commit, one fsync.
+        Everything commits together or nothing does; a command rejected inside
+        undoes only itself (its savepoint) and raises."""
+        with self._db.write("transaction"):
+            yield self
+
+    def rebuild(self, name: str | None = None, *, progress: Progress | None = None) -> int:
+        """Rebuild one projection (or all) from the journal; readers and writers
+        keep working until the final swap. Returns the head it reflects."""
+        check_optional_text("rebuild", "name", name)
+        return self._projector.rebuild(self._db, None if name is None else [name], progress)
+
+    def verify(self, *, progress: Progress | None = None) -> VerifyReport:
+        """Check the file, the journal's order and hash chain, and that every
+        projection equals a rebuild row for row. Never raises for what it finds."""
+        return verify(self._db, self._projector, progress=progress)
+
+    def checkpoint(self, mode: Literal["passive", "full", "restart", "truncate"] = "passive") -> tuple[int, int]:
+        """Copy the WAL into the database file now (maintenance; appends never
+        checkpoint synchronously). Returns (WAL pages, pages copied)."""
+        return self._db.checkpoint(mode)
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        if self._closed:
+            return
+        self._db.close()
+        self._closed = True
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Kernel {self._db.path!r} synchronous={self._db.synchronous}>"
+
+

@@ -1,0 +1,246 @@
+"""The projection engine: inline application inside the append transaction,
+catch-up on open, rebuild through a private in-memory database swapped in
+one transaction, and row-for-row comparison of live tables with a rebuild.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from functools import cached_property
+from types import ModuleType
+from typing import Any
+
+import apsw
+
+import projections
+from kernel import journal, migrations
+from kernel.connection import Database, memory_connection
+from kernel.errors import InvalidArgument
+from kernel.journal import Recorded
+
+Progress = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` during long work."""
+
+_BATCH = 10_000
+
+
+class Projector:
+    """Keeps every registered projection equal to a fold of the journal."""
+
+    def __init__(self, modules: Sequence[ModuleType] = projections.ALL) -> None:
+        self.modules = tuple(modules)
+        self.by_name = {m.NAME: m for m in self.modules}
+        handlers: dict[str, list[ModuleType]] = {}
+        for m in self.modules:
+            for type_name in m.HANDLES:
+                handlers.setdefault(type_name, []).append(m)
+        self.handlers = {k: tuple(v) for k, v in handlers.items()}
+
+    # --- schema -----------------------------------------------------------------
+
+    @staticmethod
+    def ddl(module: ModuleType) -> str:
+        return migrations.sql(f"projections/{module.NAME}.sql")
+
+    @cached_property
+    def tables(self) -> dict[str, tuple[str, ...]]:
+        """The tables each projection's DDL creates, learnt by running it."""
+        out = {}
+        for m in self.modules:
+            mem = memory_connection()
+            mem.execute(self.ddl(m))
+            out[m.NAME] = tuple(
+                name for (name,) in mem.execute("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            )
+            mem.close()
+        return out
+
+    def select(self, names: Iterable[str] | None) -> tuple[ModuleType, ...]:
+        if names is None:
+            return self.modules
+        chosen = []
+        for name in names:
+            if name not in self.by_name:
+                raise InvalidArgument(
+                    f"rebuild refused: no projection named {name!r}; known: {', '.join(sorted(self.by_name))}"
+                )
+            chosen.append(self.by_name[name])
+        return tuple(chosen)
+
+    def positions(self, conn: apsw.Connection) -> dict[str, tuple[int, int]]:
+        return {name: (v, p) for name, v, p in conn.execute("SELECT name, version, position FROM projection_positions")}
+
+    def _recreate(self, conn: apsw.Connection, module: ModuleType, position: int) -> None:
+        # Table names come from our own DDL, never from user input.
+        for table in self.tables[module.NAME]:
+            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+        conn.execute(self.ddl(module))
+        conn.execute(
+            "INSERT OR REPLACE INTO projection_positions (name, version, position) VALUES (?, ?, ?)",
+            (module.NAME, module.VERSION, position),
+        )
+
+    def setup(self, db: Database, progress: Progress | None = None) -> None:
+        """Create missing projections, rebuild those whose VERSION changed, and
+        apply whatever events each one has not seen yet."""
+        stale = []
+        with db.write("opening the projections") as conn:
+            known = self.positions(conn)
+            for m in self.modules:
+                if m.NAME not in known:
+                    self._recreate(conn, m, 0)
+                elif known[m.NAME][0] != m.VERSION:
+                    stale.append(m.NAME)
+                else:
+                    conn.execute(self.ddl(m))  # IF NOT EXISTS: restores a dropped table
+        if stale:
+            self.rebuild(db, stale, progress)
+        self.catch_up(db, progress)
+
+    # --- applying -----------------------------------------------------------------
+
+    def apply(self, conn: apsw.Connection, records: Iterable[Recorded]) -> None:
+        """Fold freshly appended records into every projection (inline)."""
+        handlers = self.handlers
+        for r in records:
+            for m in handlers.get(r.type, ()):
+                m.apply(conn, r, r.event)
+
+    @staticmethod
+    def advance(conn: apsw.Connection, position: int) -> None:
+        conn.execute("UPDATE projection_positions SET position = ?", (position,))
+
+    def _fold_rows(
+        self,
+        target: apsw.Connection,
+        rows: Iterable[tuple[Any, ...]],
+        modules: Sequence[ModuleType],
+        after: dict[str, int] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Apply raw journal rows to ``modules`` on ``target``; a module sees
+        only rows past its ``after`` position. Returns the last position."""
+        wanted = {m.NAME for m in modules}
+        last = 0
+        for n, row in enumerate(rows, 1):
+            last = row[0]
+            targets = [m for m in self.handlers.get(row[3], ()) if m.NAME in wanted]
+            if after is not None:
+                targets = [m for m in targets if after[m.NAME] < last]
+            if targets:
+                record = journal.record_from_row(row)
+                for m in targets:
+                    m.apply(target, record, record.event)
+            if progress is not None and n % 4096 == 0:
+                progress(n)
+        return last
+
+    def catch_up(self, db: Database, progress: Progress | None = None) -> None:
+        """Apply the events each projection has not seen, in batches of
+        transactions so the write lock is released now and then."""
+        while True:
+            with db.write("catching up the projections") as conn:
+                head = journal.head(conn)[0]
+                after = {name: p for name, (_, p) in self.positions(conn).items() if name in self.by_name}
+                start = min(after.values(), default=head)
+                if start >= head:
+                    return
+                rows = journal.read_rows(conn, after=start, limit=_BATCH)
+                last = self._fold_rows(conn, rows, self.modules, after)
+                conn.execute(
+                    "UPDATE projection_positions SET position = ? WHERE position < ?", (last, last)
+                )
+                if progress is not None:
+                    progress(last, head)
+
+    # --- rebuilding -------------------------------------------------------------------
+
+    def build_in_memory(
+        self,
+        db: Database,
+        names: Iterable[str] | None = None,
+        *,
+        until: int | None = None,
+        progress: Progress | None = None,
+    ) -> tuple[apsw.Connection, int]:
+        """Replay the journal up to ``until`` (default: head) into a private
+        in-memory database holding the selected projections' tables."""
+        modules = self.select(names)
+        mem = memory_connection()
+        with db.read("replaying the journal") as conn:
+            head = journal.head(conn)[0]
+            upto = head if until is None else min(until, head)
+            mem.execute("BEGIN")
+            for m in modules:
+                mem.execute(self.ddl(m))
+            report = None if progress is None else (lambda n: progress(n, upto))
+            self._fold_rows(mem, journal.read_rows(conn, until=upto, page=_BATCH), modules, progress=report)
+            mem.execute("COMMIT")
+        if progress is not None:
+            progress(upto, upto)
+        return mem, upto
+
+    def rebuild(self, db: Database, names: Iterable[str] | None = None, progress: Progress | None = None) -> int:
+        """Rebuild projections from the journal: replay into memory, then swap
+        the tables in one transaction and apply what was appended meanwhile.
+        Returns the head position the rebuilt tables reflect."""
+        modules = self.select(names)
+        mem, upto = self.build_in_memory(db, [m.NAME for m in modules], progress=progress)
+        try:
+            with db.write("swapping in the rebuilt projections") as conn:
+                for m in modules:
+                    self._recreate(conn, m, upto)
+                    for table in self.tables[m.NAME]:
+                        ncols = len(mem.execute(f'PRAGMA table_info("{table}")').fetchall())
+                        conn.executemany(
+                            f'INSERT INTO "{table}" VALUES ({", ".join("?" * ncols)})',
+                            mem.execute(f'SELECT * FROM "{table}"'),
+                        )
+                head = journal.head(conn)[0]
+                if head > upto:
+                    self._fold_rows(conn, journal.read_rows(conn, after=upto), modules)
+                conn.execute(
+                    f"UPDATE projection_positions SET position = ? WHERE name IN ({', '.join('?' * len(modules))})",
+                    (head, *(m.NAME for m in modules)),
+                )
+        finally:
+            mem.close()
+        return head
+
+    # --- comparing --------------------------------------------------------------------
+
+    def compare(
+        self, live: apsw.Connection, rebuilt: apsw.Connection, *, limit: int = 20
+    ) -> list[str]:
+        """Differences between live projection tables and a rebuild, table by
+        table and row by row (at most ``limit`` reported)."""
+        problems: list[str] = []
+        for m in self.modules:
+            for table in self.tables[m.NAME]:
+                info = rebuilt.execute(f'PRAGMA table_info("{table}")').fetchall()
+                columns = [row[1] for row in info]
+                pk = [row[1] for row in sorted(info, key=lambda r: r[5]) if row[5]] or columns
+                key_idx = [columns.index(c) for c in pk]
+                order = ", ".join(f'"{c}"' for c in pk)
+                try:
+                    live_rows = live.execute(f'SELECT * FROM "{table}" ORDER BY {order}').fetchall()
+                except apsw.SQLError as e:
+                    problems.append(f"{table}: the live table cannot be read ({e})")
+                    continue
+                want = {tuple(r[i] for i in key_idx): r for r in rebuilt.execute(f'SELECT * FROM "{table}"')}
+                have = {tuple(r[i] for i in key_idx): r for r in live_rows}
+                for key in sorted(want.keys() | have.keys(), key=repr):
+                    w, h = want.get(key), have.get(key)
+                    if w == h:
+                        continue
+                    where = ", ".join(f"{c}={v!r}" for c, v in zip(pk, key, strict=True))
+                    if h is None:
+                        problems.append(f"{table}: row {where} is missing from the live table")
+                    elif w is None:
+                        problems.append(f"{table}: live row {where} does not follow from the journal")
+                    else:
+                        diffs = [f"{c} live {a!r} != rebuilt {b!r}" for c, a, b in zip(columns, h, w, strict=True) if a != b]
+                        problems.append(f"{table}: row {where} differs: {'; '.join(diffs)}")
+                    if len(problems) >= limit:
+                        return problems
+        return problems

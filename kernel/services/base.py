@@ -1,0 +1,123 @@
+"""What every command shares: the write transaction, the clock, appending
+with inline projections, and ``command_id`` deduplication."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from kernel import codec, journal
+from kernel.clock import Clock
+from kernel.codec import Event
+from kernel.connection import Database
+from kernel.errors import IdempotencyConflict, JournalError
+from kernel.journal import Appended, Recorded
+from kernel.projector import Projector
+from kernel.validate import check_optional_text
+
+
+class Context:
+    """The storage a service writes through."""
+
+    def __init__(self, db: Database, projector: Projector, clock: Clock) -> None:
+        self.db = db
+        self.projector = projector
+        self.clock = clock
+
+    def now(self) -> int:
+        t = self.clock()
+        if type(t) is not int:
+            raise JournalError(f"the kernel clock returned {t!r}; a clock must return int ms since the epoch")
+        return t
+
+    def emit(
+        self,
+        stream: str,
+        events: Sequence[Event],
+        *,
+        recorded_at: int,
+        expected_version: int | None = None,
+        event_ids: Sequence[str | None] | None = None,
+        correlation_id: str | None = None,
+        meta: dict[str, Any] | None = None,
+        where: str = "append",
+    ) -> Appended:
+        """Append and apply every inline projection; call inside ``db.write()``."""
+        conn = self.db.conn
+        appended = journal.append(
+            conn,
+            stream,
+            events,
+            recorded_at=recorded_at,
+            expected_version=expected_version,
+            event_ids=event_ids,
+            correlation_id=correlation_id,
+            meta=meta,
+            where=where,
+        )
+        if not appended.replayed:
+            self.projector.apply(conn, appended.records)
+            self.projector.advance(conn, appended.records[-1].position)
+        return appended
+
+    @contextmanager
+    def command(self, name: str, command_id: str | None, args: dict[str, Any]) -> Iterator[Command]:
+        """One command in one write transaction (a savepoint when nested)."""
+        check_optional_text(name, "command_id", command_id, max_len=256)
+        with self.db.write(name):
+            cmd = Command(self, name, command_id, args)
+            yield cmd
+
+
+class Command:
+    """A command in flight: its time, its events so far, and — when a
+    ``command_id`` was used before — the events it appended then."""
+
+    def __init__(self, ctx: Context, name: str, command_id: str | None, args: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.command_id = command_id
+        self.now = ctx.now()
+        self.records: list[Recorded] = []
+        self.previous: list[Recorded] | None = None
+        self._meta: dict[str, Any] = {"command": name}
+        if command_id is not None:
+            digest = hashlib.sha256(codec.canonical_json(args)).hexdigest()[:32]
+            self._meta.update(command_id=command_id, args=digest)
+            found = journal.find_command(ctx.db.conn, command_id)
+            if found:
+                meta = found[0].meta or {}
+                if meta.get("command") != name or meta.get("args") != digest:
+                    raise IdempotencyConflict(
+                        f"{name} refused: command_id {command_id!r} was already used at position "
+                        f"{found[0].position} by {meta.get('command')} with other arguments; "
+                        "a command id names one command forever"
+                    )
+                self.previous = found
+
+    def emit(
+        self,
+        stream: str,
+        events: Sequence[Event],
+        *,
+        expected_version: int | None = None,
+        correlation_id: str | None = None,
+    ) -> list[Recorded]:
+        ids = None
+        if self.command_id is not None:
+            n = len(self.records)
+            ids = [journal.command_event_id(self.command_id, n + i) for i in range(len(events))]
+        appended = self.ctx.emit(
+            stream,
+            events,
+            recorded_at=self.now,
+            expected_version=expected_version,
+            event_ids=ids,
+            correlation_id=correlation_id,
+            meta=self._meta,
+            where=self.name,
+        )
+        self.records.extend(appended.records)
+        return appended.records

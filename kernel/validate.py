@@ -1,0 +1,118 @@
+"""Checks applied to every argument before anything is written.
+
+Values must survive JSON exactly: what a caller stores is what every later
+reader — this kernel, ``json_extract`` in the sqlite3 shell, an analytics
+script — gets back. So values JSON would silently change are refused rather
+than coerced.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+
+from kernel.errors import InvalidArgument
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+MAX_DEPTH = 64
+
+
+def _refuse(where: str, path: str, why: str) -> InvalidArgument:
+    return InvalidArgument(f"{where} refused: {path} {why}")
+
+
+def _check_str(where: str, path: str, s: str) -> None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _refuse(
+            where, path, f"contains a lone surrogate at index {e.start}, which UTF-8 cannot carry"
+        ) from None
+
+
+def check_json_value(where: str, path: str, value: Any, _depth: int = 0) -> None:
+    """Raise InvalidArgument unless ``value`` round-trips through JSON unchanged.
+
+    Accepted: None, bool, int within 64 bits, finite float, str (valid UTF-8),
+    list/tuple of those, dict with str keys, msgspec Structs of those.
+    """
+    if _depth > MAX_DEPTH:
+        raise _refuse(where, path, f"is nested deeper than {MAX_DEPTH} levels")
+    if value is None or value is True or value is False:
+        return
+    t = type(value)
+    if t is str:
+        _check_str(where, path, value)
+    elif t is int:
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise _refuse(where, path, f"is {value}, outside the signed 64-bit range JSON readers keep exactly")
+    elif t is float:
+        if not math.isfinite(value):
+            raise _refuse(where, path, f"is {value!r}; JSON has no NaN or infinity")
+    elif t is dict:
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _refuse(where, path, f"has the key {k!r} ({type(k).__name__}); JSON object keys must be str")
+            _check_str(where, f"{path} key {k!r}", k)
+            check_json_value(where, f"{path}[{k!r}]", v, _depth + 1)
+    elif t is list or t is tuple:
+        for i, v in enumerate(value):
+            check_json_value(where, f"{path}[{i}]", v, _depth + 1)
+    elif isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            check_json_value(where, f"{path}.{name}", getattr(value, name), _depth + 1)
+    else:
+        raise _refuse(
+            where, path, f"is a {t.__name__} ({value!r:.60}); only JSON values are stored "
+            "(None, bool, int, float, str, list, dict with str keys)"
+        )
+
+
+def check_text(where: str, name: str, value: Any, *, max_len: int = 1024) -> str:
+    """A required, non-empty identifier-like string without NUL."""
+    if type(value) is not str:
+        raise _refuse(where, name, f"must be a str, got {type(value).__name__} {value!r:.60}")
+    if not value:
+        raise _refuse(where, name, "must not be empty")
+    if len(value) > max_len:
+        raise _refuse(where, name, f"is {len(value)} characters long; at most {max_len} are allowed")
+    if "\x00" in value:
+        raise _refuse(where, name, f"contains a NUL character: {value!r:.60}")
+    _check_str(where, name, value)
+    return value
+
+
+def check_optional_text(where: str, name: str, value: Any, *, max_len: int = 1024) -> str | None:
+    if value is None:
+        return None
+    return check_text(where, name, value, max_len=max_len)
+
+
+def check_int(where: str, name: str, value: Any, *, minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> int:
+    """An int (not bool) within [minimum, maximum]."""
+    if type(value) is not int:
+        raise _refuse(where, name, f"must be an int, got {type(value).__name__} {value!r:.60}")
+    if not minimum <= value <= maximum:
+        if maximum == INT64_MAX:
+            raise _refuse(where, name, f"must be >= {minimum}, got {value}")
+        raise _refuse(where, name, f"must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def check_bool(where: str, name: str, value: Any) -> bool:
+    if type(value) is not bool:
+        raise _refuse(where, name, f"must be a bool, got {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def check_json_dict(where: str, name: str, value: Any) -> dict[str, Any] | None:
+    """None, or a JSON-safe dict with str keys."""
+    if value is None:
+        return None
+    if type(value) is not dict:
+        raise _refuse(where, name, f"must be a dict, got {type(value).__name__} {value!r:.60}")
+    check_json_value(where, name, value)
+    return value

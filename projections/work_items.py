@@ -1,0 +1,193 @@
+"""Projection ``work_items``: the lease-based work queue, one row per item.
+
+Lease columns (``lease_holder``, ``lease_acquired_at``, ``lease_expires_at``,
+``heartbeat_at``) describe the current lease and are NULL whenever the item
+is not ``in_progress``; ``token`` keeps the latest lease's fencing token.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import apsw
+import msgspec
+
+from kernel import codec
+from kernel.events.work import (
+    WorkItemCancelled,
+    WorkItemClaimed,
+    WorkItemCompleted,
+    WorkItemEnqueued,
+    WorkItemFailed,
+    WorkItemLeaseExpired,
+    WorkItemLeaseExtended,
+)
+from kernel.journal import Recorded
+
+NAME = "work_items"
+VERSION = 1
+HANDLES = frozenset(
+    cls.__event_type__
+    for cls in (
+        WorkItemEnqueued,
+        WorkItemClaimed,
+        WorkItemLeaseExtended,
+        WorkItemCompleted,
+        WorkItemFailed,
+        WorkItemLeaseExpired,
+        WorkItemCancelled,
+    )
+)
+
+PENDING = "pending"
+IN_PROGRESS = "in_progress"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+STATUSES = (PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
+TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+
+
+class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
+    """A row of ``work_items``; ``token`` is the fencing token of the latest lease."""
+
+    work_item_id: str
+    task_id: str
+    kind: str
+    priority: int
+    input: Any
+    status: str
+    attempt: int
+    retry_count: int
+    max_retries: int
+    token: int
+    lease_holder: str | None
+    lease_acquired_at: int | None
+    lease_expires_at: int | None
+    heartbeat_at: int | None
+    output: Any
+    error: str | None
+    created_at: int
+    updated_at: int
+    enqueued_position: int
+    position: int
+
+
+_COLUMNS = ", ".join(WorkItem.__struct_fields__)
+_CLEAR_LEASE = "lease_holder = NULL, lease_acquired_at = NULL, lease_expires_at = NULL, heartbeat_at = NULL"
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else codec.encode_json(value, where="work_items", name="value")
+
+
+def apply(conn: apsw.Connection, recorded: Recorded, event: codec.Event) -> None:
+    """Fold one work-item event into ``work_items``."""
+    at = recorded.recorded_at
+    pos = recorded.position
+    if isinstance(event, WorkItemEnqueued):
+        conn.execute(
+            f"INSERT INTO work_items ({_COLUMNS}) VALUES "
+            "(?, ?, ?, ?, ?, 'pending', 0, 0, ?, 0, NULL, NULL, NULL, NULL, NULL, NULL, ?, ?, ?, ?)",
+            (event.work_item_id, event.task_id, event.kind, event.priority, _json(event.input),
+             event.max_retries, at, at, pos, pos),
+        )
+    elif isinstance(event, WorkItemClaimed):
+        conn.execute(
+            "UPDATE work_items SET status = 'in_progress', attempt = attempt + 1, token = ?, "
+            "lease_holder = ?, lease_acquired_at = ?, lease_expires_at = ?, heartbeat_at = NULL, "
+            "updated_at = ?, position = ? WHERE work_item_id = ?",
+            (event.token, event.worker, at, event.lease_expires_at, at, pos, event.work_item_id),
+        )
+    elif isinstance(event, WorkItemLeaseExtended):
+        conn.execute(
+            "UPDATE work_items SET lease_expires_at = ?, heartbeat_at = ?, updated_at = ?, position = ? "
+            "WHERE work_item_id = ?",
+            (event.lease_expires_at, at, at, pos, event.work_item_id),
+        )
+    elif isinstance(event, WorkItemCompleted):
+        conn.execute(
+            f"UPDATE work_items SET status = 'completed', output = ?, {_CLEAR_LEASE}, "
+            "updated_at = ?, position = ? WHERE work_item_id = ?",
+            (_json(event.output), at, pos, event.work_item_id),
+        )
+    elif isinstance(event, WorkItemFailed | WorkItemLeaseExpired):
+        if isinstance(event, WorkItemFailed):
+            error = event.error
+        else:
+            error = f"lease of worker {event.worker!r} (token {event.token}) expired at {event.lease_expires_at}"
+        conn.execute(
+            f"UPDATE work_items SET status = ?, retry_count = retry_count + ?, error = ?, {_CLEAR_LEASE}, "
+            "updated_at = ?, position = ? WHERE work_item_id = ?",
+            (PENDING if event.retry else FAILED, int(event.retry), error, at, pos, event.work_item_id),
+        )
+    elif isinstance(event, WorkItemCancelled):
+        conn.execute(
+            f"UPDATE work_items SET status = 'cancelled', error = ?, {_CLEAR_LEASE}, "
+            "updated_at = ?, position = ? WHERE work_item_id = ?",
+            (event.reason, at, pos, event.work_item_id),
+        )
+
+
+# --- queries --------------------------------------------------------------------
+
+
+def _item(row: tuple[Any, ...]) -> WorkItem:
+    values = builtins.list(row)
+    values[4] = codec.decode_json(values[4])  # input
+    values[14] = codec.decode_json(values[14])  # output
+    return WorkItem(**dict(zip(WorkItem.__struct_fields__, values, strict=True)))
+
+
+def get(conn: apsw.Connection, work_item_id: str) -> WorkItem | None:
+    """One item by id."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM work_items WHERE work_item_id = ?", (work_item_id,)).fetchone()
+    return None if row is None else _item(row)
+
+
+def list(  # noqa: A001 - the query is named for what it does
+    conn: apsw.Connection, *, status: str | None = None, task_id: str | None = None, limit: int | None = None
+) -> builtins.list[WorkItem]:
+    """Items in queue order (priority, then age) filtered by status and/or task."""
+    where, args = [], []
+    if status is not None:
+        where.append("status = ?")
+        args.append(status)
+    if task_id is not None:
+        where.append("task_id = ?")
+        args.append(task_id)
+    sql = f"SELECT {_COLUMNS} FROM work_items"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY priority DESC, enqueued_position LIMIT ?"
+    return [_item(row) for row in conn.execute(sql, (*args, -1 if limit is None else limit))]
+
+
+def next_pending(conn: apsw.Connection) -> WorkItem | None:
+    """The pending item a claim takes first: highest priority, then oldest."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM work_items WHERE status = 'pending' "
+        "ORDER BY priority DESC, enqueued_position LIMIT 1"
+    ).fetchone()
+    return None if row is None else _item(row)
+
+
+def next_expired(conn: apsw.Connection, now: int) -> WorkItem | None:
+    """The in-progress item with an expired lease that a claim would take first."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM work_items WHERE status = 'in_progress' AND lease_expires_at <= ? "
+        "ORDER BY priority DESC, enqueued_position LIMIT 1",
+        (now,),
+    ).fetchone()
+    return None if row is None else _item(row)
+
+
+def expiring(conn: apsw.Connection, before: int, *, limit: int | None = None) -> builtins.list[WorkItem]:
+    """In-progress items whose lease ends at or before ``before``, soonest first."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM work_items WHERE status = 'in_progress' AND lease_expires_at <= ? "
+        "ORDER BY lease_expires_at, enqueued_position LIMIT ?",
+        (before, -1 if limit is None else limit),
+    )
+    return [_item(row) for row in rows]
