@@ -120,7 +120,10 @@ def append(
         raise InvalidArgument(
             f"{where} refused: expected_version must be an int >= 0 or None, got {expected_version!r}"
         )
-    encoded = [(codec.type_name(e), type(e).__event_schema__, codec.encode(e, where=where)) for e in events]
+    encoded = []
+    for e in events:
+        data = codec.encode(e, where=where)  # refuses non-events first
+        encoded.append((codec.type_name(e), type(e).__event_schema__, data))
     meta_text = None if meta is None else codec.encode_json(meta, where=where, name="meta")
 
     ids: list[str | None] = [None] * len(events)

@@ -58,8 +58,11 @@ class Kernel:
         try:
             self._projector = Projector()
             self._ctx = Context(self._db, self._projector, clock or system_clock)
-            with self._db.write(f"opening {path!r}") as conn:
-                migrations.migrate(conn, self._ctx.now())
+            with self._db.read(f"opening {path!r}") as conn:
+                migrated = migrations.up_to_date(conn)
+            if not migrated:
+                with self._db.write(f"opening {path!r}") as conn:
+                    migrations.migrate(conn, self._ctx.now())
             self._projector.setup(self._db)
         except BaseException:
             self._db.close()

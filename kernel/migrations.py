@@ -51,6 +51,14 @@ def journal_migrations() -> tuple[tuple[int, str, str], ...]:
     return tuple(found)
 
 
+def up_to_date(conn: apsw.Connection) -> bool:
+    """Whether every known journal migration is applied (a read; no lock)."""
+    if not conn.table_exists("main", "schema_migrations"):
+        return False
+    (count,) = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+    return int(count) == len(journal_migrations())
+
+
 def migrate(conn: apsw.Connection, now_ms: int) -> list[int]:
     """Apply the journal migrations this file lacks. Call inside a write
     transaction. Returns the versions applied."""

@@ -83,6 +83,13 @@ class Projector:
     def setup(self, db: Database, progress: Progress | None = None) -> None:
         """Create missing projections, rebuild those whose VERSION changed, and
         apply whatever events each one has not seen yet."""
+        with db.read("opening the projections") as conn:
+            head = journal.head(conn)[0]
+            current = {m.NAME: (m.VERSION, head) for m in self.modules}
+            if {k: v for k, v in self.positions(conn).items() if k in current} == current and all(
+                conn.table_exists("main", t) for names in self.tables.values() for t in names
+            ):
+                return  # nothing to do: no write lock taken
         stale = []
         with db.write("opening the projections") as conn:
             known = self.positions(conn)

@@ -1,0 +1,35 @@
+"""Fixtures and hypothesis profiles shared by every test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import kernel
+
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile(
+    "ci", max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+START_MS = 1_700_000_000_000
+
+
+@pytest.fixture
+def clock() -> kernel.FrozenClock:
+    return kernel.FrozenClock(START_MS)
+
+
+@pytest.fixture
+def db_path(tmp_path: object) -> str:
+    return str(tmp_path / "journal.db")  # type: ignore[operator]
+
+
+@pytest.fixture
+def k(db_path: str, clock: kernel.FrozenClock) -> Iterator[kernel.Kernel]:
+    with kernel.open(db_path, clock=clock) as kern:
+        yield kern

@@ -1,0 +1,54 @@
+"""Helpers for tests: snapshots of everything a kernel has written."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import kernel
+
+
+def snapshot(k: kernel.Kernel) -> dict[str, Any]:
+    """The head and the full content of every table, journal included."""
+    conn = k._db.conn
+    tables = [n for (n,) in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")]
+    out: dict[str, Any] = {"head": k.head, "data_version": conn.pragma("data_version")}
+    for t in tables:
+        out[t] = sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)
+    return out
+
+
+@contextmanager
+def refused(k: kernel.Kernel, error: type[BaseException], match: str | None = None) -> Iterator[None]:
+    """Assert the block raises ``error`` (message matching) and writes nothing."""
+    before = snapshot(k)
+    with pytest.raises(error, match=match):
+        yield
+    after = snapshot(k)
+    assert after == before, "a rejected command changed the database"
+
+
+def live_tables(k: kernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
+    """Every projection table of a kernel, rows sorted."""
+    conn = k._db.conn
+    out = {}
+    for names in k._projector.tables.values():
+        for t in names:
+            out[t] = sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)
+    return out
+
+
+def rebuilt_tables(k: kernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
+    """The same tables rebuilt from the journal in a private memory database."""
+    mem, _ = k._projector.build_in_memory(k._db)
+    try:
+        out = {}
+        for names in k._projector.tables.values():
+            for t in names:
+                out[t] = sorted(mem.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)
+        return out
+    finally:
+        mem.close()

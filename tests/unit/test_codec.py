@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+
+import kernel
+from kernel import codec
+from kernel.errors import CodecError, InvalidArgument, UnknownEventType
+from strategies import json_values, unjsonable
+
+
+class Note(kernel.Event, tag="test_codec.note"):
+    text: str
+    extra: Any = None
+
+
+class Renamed(kernel.Event, tag="test_codec.renamed", schema=2):
+    title: str
+    words: int = 0
+
+
+codec.register_upcaster("test_codec.renamed", 1, lambda d: {"title": d["name"], "words": len(d["name"].split())})
+
+
+def test_data_holds_only_the_fields_not_the_type():
+    assert codec.encode(Note(text="hi")) == '{"text":"hi","extra":null}'
+
+
+def test_events_are_frozen_and_keyword_only():
+    n = Note(text="x")
+    with pytest.raises(AttributeError):
+        n.text = "y"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Note("x")  # type: ignore[misc]
+
+
+@given(json_values)
+def test_json_values_round_trip_exactly(value):
+    data = codec.encode(Note(text="v", extra=value))
+    assert codec.decode("test_codec.note", 1, data) == Note(text="v", extra=_listify(value))
+
+
+def _listify(v: Any) -> Any:
+    if isinstance(v, list | tuple):
+        return [_listify(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _listify(x) for k, x in v.items()}
+    return v
+
+
+@given(unjsonable)
+def test_values_json_would_change_are_refused(value):
+    with pytest.raises(InvalidArgument, match=r"test_codec\.note\.extra"):
+        codec.encode(Note(text="v", extra=value))
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (float("nan"), "no NaN"),
+        ({1: "a"}, "keys must be str"),
+        (b"ab", "only JSON values"),
+        (2**64, "64-bit"),
+        ("a\udc80", "lone surrogate"),
+    ],
+)
+def test_refusals_say_why(value, why):
+    with pytest.raises(InvalidArgument, match=why):
+        codec.encode(Note(text="v", extra=value))
+
+
+def test_deep_nesting_is_refused():
+    v: Any = []
+    for _ in range(100):
+        v = [v]
+    with pytest.raises(InvalidArgument, match="nested deeper"):
+        codec.encode(Note(text="v", extra=v))
+
+
+def test_declared_field_types_are_checked():
+    with pytest.raises(InvalidArgument, match=r"Expected `str`, got `int` - at `\$.text`"):
+        codec.encode(Note(text=3))  # type: ignore[arg-type]
+
+
+def test_unknown_type_on_read():
+    with pytest.raises(UnknownEventType, match="no Event class is registered") as e:
+        codec.decode("nobody.knows", 1, "{}")
+    assert e.value.type_name == "nobody.knows"
+
+
+def test_type_names_must_be_dotted_lowercase():
+    with pytest.raises(TypeError, match="dotted lowercase"):
+
+        class Bad(kernel.Event, tag="NoDots"):
+            x: int
+
+
+def test_a_type_name_cannot_be_taken_twice():
+    with pytest.raises(TypeError, match="already taken"):
+
+        class Other(kernel.Event, tag="test_codec.note"):
+            x: int
+
+
+def test_old_schema_is_upcast_on_read():
+    assert codec.decode("test_codec.renamed", 1, '{"name": "two words"}') == Renamed(title="two words", words=2)
+    assert codec.decode("test_codec.renamed", 2, '{"title": "t", "words": 5}') == Renamed(title="t", words=5)
+
+
+def test_missing_upcaster_and_newer_schema_are_codec_errors():
+    class Versioned(kernel.Event, tag="test_codec.versioned", schema=3):
+        x: int
+
+    codec.register_upcaster("test_codec.versioned", 2, lambda d: d)
+    with pytest.raises(CodecError, match="no upcaster registered from schema 1 to 2"):
+        codec.decode("test_codec.versioned", 1, '{"x": 1}')
+    with pytest.raises(CodecError, match="knows schema 3 at most"):
+        codec.decode("test_codec.versioned", 4, '{"x": 1}')
+
+
+def test_corrupt_stored_data_is_a_codec_error():
+    with pytest.raises(CodecError, match="cannot decode stored test_codec.note"):
+        codec.decode("test_codec.note", 1, '{"text": 5}')
+
+
+def test_canonical_json_sorts_keys():
+    assert codec.canonical_json({"b": 1, "a": {"d": 2, "c": 3}}) == b'{"a":{"c":3,"d":2},"b":1}'
+
+
+def test_recorded_is_a_frozen_struct():
+    assert issubclass(kernel.Recorded, msgspec.Struct)
+    assert kernel.Recorded.__struct_config__.frozen

@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+import apsw
+import pytest
+
+import kernel
+from kernel import journal, migrations
+from kernel.errors import ConcurrencyConflict, IdempotencyConflict, InvalidArgument, JournalError
+from support import refused, snapshot
+
+
+class Said(kernel.Event, tag="test_journal.said"):
+    text: str
+
+
+def said(*texts: str) -> list[Said]:
+    return [Said(text=t) for t in texts]
+
+
+def test_positions_are_dense_from_one_and_versions_count_per_stream(k):
+    assert k.head == 0
+    assert k.append("chat:a", said("1", "2")) == 2
+    assert k.append("chat:b", said("3")) == 3
+    assert k.append("chat:a", said("4")) == 4
+    rows = [(r.position, r.stream, r.version) for r in k.read()]
+    assert rows == [(1, "chat:a", 1), (2, "chat:a", 2), (3, "chat:b", 1), (4, "chat:a", 3)]
+    assert k.stream_version("chat:a") == 3
+    assert k.stream_version("chat:none") == 0
+
+
+def test_recorded_carries_everything_that_was_appended(k, clock):
+    k.append("chat:a", said("hi"), event_ids=["e-1"], correlation_id="task-9", meta={"actor": "alice"})
+    (r,) = k.read()
+    assert r.event == Said(text="hi")
+    assert (r.type, r.event_id, r.correlation_id, r.meta, r.recorded_at) == (
+        "test_journal.said", "e-1", "task-9", {"actor": "alice"}, clock(),
+    )
+    assert len(r.hash) == 32
+
+
+def test_expected_version_conflict_writes_nothing(k):
+    k.append("chat:a", said("1"))
+    with refused(k, ConcurrencyConflict, "expected version 0, the stream is at version 1"):
+        k.append("chat:a", said("2"), expected_version=0)
+    assert k.append("chat:a", said("2"), expected_version=1) == 2
+    assert k.append("chat:new", said("x"), expected_version=0) == 3
+
+
+def test_same_event_ids_and_content_return_the_original_position(k):
+    first = k.append("chat:a", said("1", "2"), event_ids=["a", "b"])
+    k.append("chat:z", said("other"))
+    before = snapshot(k)
+    assert k.append("chat:a", said("1", "2"), event_ids=["a", "b"]) == first
+    assert snapshot(k) == before
+
+
+def test_a_replayed_append_wins_over_expected_version(k):
+    k.append("chat:a", said("1"), event_ids=["a"], expected_version=0)
+    assert k.append("chat:a", said("1"), event_ids=["a"], expected_version=0) == 1
+
+
+def test_event_id_with_other_content_is_a_conflict(k):
+    k.append("chat:a", said("1"), event_ids=["a"])
+    with refused(k, IdempotencyConflict, "event id 'a' was already used at position 1"):
+        k.append("chat:a", said("changed"), event_ids=["a"])
+    with refused(k, IdempotencyConflict, "already used"):
+        k.append("chat:b", said("1"), event_ids=["a"])
+
+
+def test_a_partial_repeat_is_a_conflict(k):
+    k.append("chat:a", said("1"), event_ids=["a"])
+    with refused(k, IdempotencyConflict, "repeat the original append exactly"):
+        k.append("chat:a", said("1", "2"), event_ids=["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"stream": "NoKind"}, "must be named '<kind>:<id>'"),
+        ({"stream": "chat:"}, "must be named"),
+        ({"stream": ""}, "stream must not be empty"),
+        ({"stream": 5}, "stream must be a str"),
+        ({"events": []}, "non-empty list of Event"),
+        ({"events": ["text"]}, "expected an Event instance"),
+        ({"event_ids": ["a", "a"]}, "appears twice"),
+        ({"event_ids": ["a"]}, "one id \\(or None\\) per event"),
+        ({"event_ids": ["cmd:x", None]}, "reserved for command ids"),
+        ({"expected_version": -1}, "expected_version must be an int >= 0"),
+        ({"meta": {"x": float("nan")}}, "NaN"),
+        ({"meta": "not a dict"}, "meta must be a dict"),
+        ({"correlation_id": "a\x00b"}, "NUL"),
+    ],
+)
+def test_bad_appends_are_refused_with_nothing_written(k, kwargs, match):
+    args = {"stream": "chat:a", "events": said("1", "2")} | kwargs
+    with refused(k, InvalidArgument, match):
+        k.append(args.pop("stream"), args.pop("events"), **args)
+
+
+def test_kernel_owned_events_cannot_be_appended_directly(k):
+    from kernel.events.work import WorkItemCancelled
+
+    with refused(k, InvalidArgument, "written only by the kernel's commands"):
+        k.append("work_item:x", [WorkItemCancelled(work_item_id="x", reason="r")])
+
+
+def test_read_filters(k):
+    k.append("chat:a", said("1"), correlation_id="t1")
+    k.append("chat:b", said("2"), correlation_id="t2")
+    k.append("chat:a", said("3"), correlation_id="t1")
+    assert [r.position for r in k.read(stream="chat:a")] == [1, 3]
+    assert [r.position for r in k.read(after=1)] == [2, 3]
+    assert [r.position for r in k.read(limit=2)] == [1, 2]
+    assert [r.position for r in k.read(correlation_id="t2")] == [2]
+    assert [r.position for r in k.read(types=["test_journal.said"], after=2)] == [3]
+    assert list(k.read(types=["nothing.here"])) == []
+
+
+def test_read_pages_through_long_journals(k):
+    with k.transaction():
+        for i in range(2500):
+            k.append(f"chat:{i % 3}", said(str(i)))
+    assert [r.position for r in k.read()] == list(range(1, 2501))
+    assert [r.version for r in k.read(stream="chat:1")] == list(range(1, 834))
+    assert len(list(k.read(after=100, limit=1500))) == 1500
+
+
+def test_journal_rows_cannot_be_updated_or_deleted(k, db_path):
+    k.append("chat:a", said("1"))
+    raw = apsw.Connection(db_path)
+    try:
+        with pytest.raises(apsw.ConstraintError, match="append-only: UPDATE refused"):
+            raw.execute("UPDATE journal SET data = '{}'")
+        with pytest.raises(apsw.ConstraintError, match="append-only: DELETE refused"):
+            raw.execute("DELETE FROM journal")
+    finally:
+        raw.close()
+
+
+def test_hash_chain_links_every_row(k):
+    k.append("chat:a", said("1", "2", "3"))
+    prev = journal.GENESIS_HASH
+    for row in journal.read_rows(k._db.conn):
+        assert row[10] == journal.row_hash(prev, *row[:10])
+        prev = row[10]
+
+
+def test_migrations_are_recorded_and_applied_once(db_path, clock):
+    with kernel.open(db_path, clock=clock) as k:
+        rows = k._db.conn.execute("SELECT version, name, applied_at FROM schema_migrations").fetchall()
+    assert rows == [(1, "journal", clock())]
+    clock.advance(10)
+    with kernel.open(db_path, clock=clock) as k:
+        assert k._db.conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (1,)
+
+
+def test_a_file_from_a_newer_version_is_refused(db_path):
+    kernel.open(db_path).close()
+    raw = apsw.Connection(db_path)
+    raw.execute("INSERT INTO schema_migrations VALUES (99, 'future', 0)")
+    raw.close()
+    with pytest.raises(JournalError, match="upgrade eventkernel"):
+        kernel.open(db_path)
+
+
+def test_migration_files_are_numbered_without_gaps():
+    versions = [v for v, _, _ in migrations.journal_migrations()]
+    assert versions == list(range(1, len(versions) + 1))
+
+
+def test_durability_settings(db_path):
+    with kernel.open(db_path) as k:
+        conn = k._db.conn
+        assert conn.pragma("journal_mode") == "wal"
+        assert conn.pragma("synchronous") == 2  # FULL
+    with kernel.open(db_path, synchronous="normal") as k:
+        assert k._db.conn.pragma("synchronous") == 1
+    with pytest.raises(InvalidArgument, match="synchronous must be 'full' or 'normal'"):
+        kernel.open(db_path, synchronous="off")  # type: ignore[arg-type]
+
+
+def test_a_failed_commit_is_outcome_unknown_and_the_connection_is_reopened(k):
+    old = k._db.conn
+    old.set_commit_hook(lambda: True)  # turns the COMMIT into a failure
+    with pytest.raises(kernel.CommitOutcomeUnknown, match="may or may not be durable") as e:
+        k.append("chat:a", said("1"), event_ids=["e1"])
+    assert isinstance(e.value.__cause__, apsw.Error)
+    assert k._db.conn is not old
+    # The retry with the same event id is safe either way.
+    assert k.append("chat:a", said("1"), event_ids=["e1"]) == 1
+    assert k.append("chat:a", said("1"), event_ids=["e1"]) == 1
+    assert k.head == 1
+
+
+def test_checkpoint_is_explicit(k):
+    k.append("chat:a", said("1"))
+    wal_pages, copied = k.checkpoint("truncate")
+    assert wal_pages == copied == 0  # truncated: the WAL is empty afterwards
+    with pytest.raises(InvalidArgument, match="mode must be one of"):
+        k.checkpoint("sometimes")  # type: ignore[arg-type]
+
+
+def test_busy_is_reported_as_journal_busy(db_path):
+    with kernel.open(db_path, busy_timeout_ms=50) as a, kernel.open(db_path, busy_timeout_ms=50) as b:
+        with a.transaction():
+            a.append("chat:a", said("1"))
+            with pytest.raises(kernel.JournalBusy, match="locked by another connection"):
+                b.append("chat:a", said("2"))
+        assert b.head == 1

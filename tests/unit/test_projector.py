@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import apsw
+import pytest
+
+import kernel
+from kernel.errors import InvalidArgument
+from projections import work_items
+from support import live_tables, rebuilt_tables
+
+
+def workload(k, clock):
+    ids = [k.work.enqueue(f"t{i % 2}", {"n": i}, priority=i % 3, max_retries=1) for i in range(6)]
+    a = k.work.claim("w1", lease_ms=100)
+    b = k.work.claim("w2", lease_ms=100)
+    k.work.complete(a.work_item_id, "w1", a.token, output="ok")
+    k.work.fail(b.work_item_id, "w2", b.token, "flaky")
+    k.work.claim("w3", lease_ms=10)
+    clock.advance(50)
+    k.work.expire_leases()
+    k.work.cancel(ids[0], "not needed")
+    return ids
+
+
+def raw(path):
+    return apsw.Connection(path)
+
+
+def test_rebuild_restores_a_damaged_projection(k, clock, db_path):
+    workload(k, clock)
+    expected = live_tables(k)
+    conn = raw(db_path)
+    conn.execute("UPDATE work_items SET status = 'completed'; DELETE FROM work_items WHERE priority = 0")
+    conn.close()
+    assert not k.verify().ok
+    assert k.rebuild() == k.head
+    assert live_tables(k) == expected
+    assert k.verify().ok
+
+
+def test_rebuild_one_projection_by_name_and_refuse_unknown_names(k, clock):
+    workload(k, clock)
+    assert k.rebuild("work_items") == k.head
+    with pytest.raises(InvalidArgument, match="no projection named 'nope'; known: work_items"):
+        k.rebuild("nope")
+
+
+def test_rebuild_reports_progress(k, clock):
+    workload(k, clock)
+    seen = []
+    k.rebuild(progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (k.head, k.head)
+
+
+def test_open_catches_up_a_projection_that_fell_behind(db_path, clock):
+    with kernel.open(db_path, clock=clock) as k:
+        workload(k, clock)
+        expected = live_tables(k)
+    conn = raw(db_path)
+    conn.execute("DELETE FROM work_items; UPDATE projection_positions SET position = 0")
+    conn.close()
+    with kernel.open(db_path, clock=clock) as k:
+        assert live_tables(k) == expected
+        assert k.verify().ok
+
+
+def test_open_recreates_a_dropped_projection_table(db_path, clock):
+    with kernel.open(db_path, clock=clock) as k:
+        workload(k, clock)
+        expected = live_tables(k)
+    conn = raw(db_path)
+    conn.execute("DROP TABLE work_items; DELETE FROM projection_positions")
+    conn.close()
+    with kernel.open(db_path, clock=clock) as k:
+        assert live_tables(k) == expected
+
+
+def test_a_changed_projection_version_is_rebuilt_on_open(db_path, clock, monkeypatch):
+    with kernel.open(db_path, clock=clock) as k:
+        workload(k, clock)
+        expected = live_tables(k)
+    conn = raw(db_path)
+    conn.execute("UPDATE work_items SET error = 'stale'")
+    conn.close()
+    monkeypatch.setattr(work_items, "VERSION", work_items.VERSION + 1)
+    with kernel.open(db_path, clock=clock) as k:
+        assert live_tables(k) == expected
+        assert k._db.conn.execute("SELECT version FROM projection_positions").fetchone() == (work_items.VERSION,)
+
+
+def test_live_equals_rebuilt_after_a_workload(k, clock):
+    workload(k, clock)
+    assert live_tables(k) == rebuilt_tables(k)
+
+
+def test_verify_is_ok_on_a_sound_file(k, clock):
+    workload(k, clock)
+    report = k.verify()
+    assert report.ok and report.problems == [] and report.first_bad_position is None
+    assert report.head == k.head
+    (last,) = list(k.read(after=k.head - 1))
+    assert report.head_hash == last.hash.hex()
+
+
+def _tamper(path, sql):
+    conn = raw(path)
+    conn.execute("DROP TRIGGER journal_no_update; DROP TRIGGER journal_no_delete")
+    conn.execute(sql)
+    conn.close()
+
+
+def test_verify_names_the_first_edited_row(k, clock, db_path):
+    workload(k, clock)
+    _tamper(db_path, """UPDATE journal SET data = replace(data, '"ok"', '"no"') WHERE type = 'work_item.completed'""")
+    (failed,) = [r.position for r in k.read(types=["work_item.completed"])]
+    report = k.verify()
+    assert not report.ok
+    assert report.first_bad_position == failed
+    assert any(f"position {failed}: the hash chain breaks" in p for p in report.problems)
+    # The projection no longer follows from the (edited) journal either.
+    assert any("work_items: row" in p and "differs" in p for p in report.problems)
+
+
+def test_verify_finds_a_deleted_row(k, clock, db_path):
+    workload(k, clock)
+    _tamper(db_path, "DELETE FROM journal WHERE position = 3")
+    report = k.verify()
+    assert report.first_bad_position == 3
+    assert "position 3 is missing: the next event is at 4" in report.problems
+
+
+def test_verify_finds_reordered_versions(k, clock, db_path):
+    workload(k, clock)
+    _tamper(db_path, "UPDATE journal SET version = version + 10 WHERE position = 2")
+    report = k.verify()
+    assert report.first_bad_position == 2
+    assert any("position 2: stream" in p and "version 11, expected 1" in p for p in report.problems)
+
+
+def test_verify_head_hash_detects_a_cut_tail(k, clock, db_path):
+    workload(k, clock)
+    anchored = k.verify().head_hash
+    _tamper(db_path, f"DELETE FROM journal WHERE position = {k.head}")
+    report = k.verify()
+    assert report.head_hash != anchored  # a kept head hash tells the tail was cut
