@@ -1,0 +1,100 @@
+"""Timing, environment and the raw-APSW baseline shared by the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import apsw
+import msgspec
+
+import kernel
+
+
+def environment(synchronous: str) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "sqlite": apsw.sqlite_lib_version(),
+        "apsw": apsw.apsw_version(),
+        "msgspec": msgspec.__version__,
+        "eventkernel": kernel.__version__,
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
+        "synchronous": synchronous,
+    }
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="eventkernel-bench-"))
+
+
+JOURNAL_DDL = """
+CREATE TABLE journal (
+    position INTEGER PRIMARY KEY, stream TEXT NOT NULL, version INTEGER NOT NULL,
+    type TEXT NOT NULL, schema INTEGER NOT NULL DEFAULT 1, data TEXT NOT NULL, meta TEXT,
+    event_id TEXT UNIQUE, correlation_id TEXT, recorded_at INTEGER NOT NULL, hash BLOB NOT NULL,
+    UNIQUE (stream, version)) STRICT;
+CREATE INDEX journal_type ON journal (type, position);
+CREATE INDEX journal_correlation ON journal (correlation_id, position) WHERE correlation_id IS NOT NULL;
+"""
+
+
+class RawJournal:
+    """The baseline: raw APSW inserting one journal-shaped row per event, with
+    the kernel's pragmas (WAL, the same synchronous mode, no autocheckpoint)."""
+
+    def __init__(self, path: str, synchronous: str) -> None:
+        self.conn = apsw.Connection(path)
+        self.conn.pragma("journal_mode", "wal")
+        self.conn.pragma("synchronous", synchronous.upper())
+        self.conn.wal_autocheckpoint(0)
+        self.conn.execute(JOURNAL_DDL)
+        self.n = 0
+        self._encode = msgspec.json.Encoder().encode
+
+    def insert(self) -> None:
+        self.n += 1
+        self.conn.execute(
+            "INSERT INTO journal (position, stream, version, type, data, correlation_id, recorded_at, hash) "
+            "VALUES (?, ?, 1, 'work_item.enqueued', ?, 'task', ?, ?)",
+            (self.n, f"work_item:{self.n}", self._encode({"input": {"n": self.n}, "priority": 0}).decode(),
+             time.time_ns() // 1_000_000, b"\0" * 32),
+        )
+
+    def one_per_transaction(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.insert()
+        self.conn.execute("COMMIT")
+
+    def batch(self, n: int) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        for _ in range(n):
+            self.insert()
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def interleaved(rounds: int, candidate: Callable[[], float], baseline: Callable[[], float]) -> tuple[list[float], list[float]]:
+    """Run candidate and baseline alternately; each returns a rate (ops/s)."""
+    ours, theirs = [], []
+    for _ in range(rounds):
+        theirs.append(baseline())
+        ours.append(candidate())
+    return ours, theirs
+
+
+def rate(n: int, fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - start)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}

@@ -1,0 +1,49 @@
+"""Programs the integration tests run in child processes.
+
+    python children.py worker DB NAME      claim and complete until the queue is done
+    python children.py appender DB SYNC    append forever, printing each acknowledged id
+"""
+
+from __future__ import annotations
+
+import sys
+
+import kernel
+
+
+def worker(path: str, name: str) -> None:
+    done = []
+    with kernel.open(path, busy_timeout_ms=30_000) as k:
+        while True:
+            item = k.work.claim(name, lease_ms=60_000)
+            if item is None:
+                if not k.work.list(status="pending") and not k.work.list(status="in_progress"):
+                    break
+                continue
+            k.work.complete(item.work_item_id, name, item.token, output={"by": name})
+            done.append(item.work_item_id)
+    print("\n".join(done), flush=True)
+
+
+def appender(path: str, synchronous: str) -> None:
+    with kernel.open(path, synchronous=synchronous, busy_timeout_ms=30_000) as k:  # type: ignore[arg-type]
+        print("ready", flush=True)
+        n = 0
+        while True:
+            n += 1
+            if n % 3 == 0:
+                # Several commands, one commit: acknowledged together.
+                ids = [f"{n}-{j}" for j in range(5)]
+                with k.transaction():
+                    for command_id in ids:
+                        k.work.enqueue("crash", {"n": n}, command_id=command_id)
+                print(*ids, flush=True)
+            else:
+                command_id = f"{n}"
+                k.work.enqueue("crash", {"n": n}, command_id=command_id)
+                print(command_id, flush=True)
+
+
+if __name__ == "__main__":
+    role, *args = sys.argv[1:]
+    {"worker": worker, "appender": appender}[role](*args)
