@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from kernel.errors import CodecError, InvalidArgument, UnknownEventType
-from kernel.validate import check_json_value
+from kernel.validate import check_json_value, plain_json, walk_json
 
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
@@ -125,12 +125,20 @@ def encode(event: Event, *, where: str = "append") -> str:
             f"{where} refused: expected an Event instance, got {type(event).__name__} {event!r:.80}"
         )
     name = type_name(event)
-    check_json_value(where, name, event)
-    data = _encoder.encode(event)
+    # Decided in C in the common case: encode, decode with the declared field
+    # types, compare. Anything else is walked to name the offending value.
     try:
-        _decoders[name].decode(data)
+        data = _encoder.encode(event)
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
+        walk_json(where, name, event)
+        raise InvalidArgument(f"{where} refused: event {name} cannot be encoded as JSON: {e}") from None
+    try:
+        decoded = _decoders[name].decode(data)
     except msgspec.ValidationError as e:
+        walk_json(where, name, event)
         raise InvalidArgument(f"{where} refused: event {name} does not match its declared fields: {e}") from None
+    if not (plain_json(data) and decoded == event):
+        walk_json(where, name, event)
     return data.decode()
 
 
@@ -162,6 +170,11 @@ def decode(type_name: str, schema: int, data: str | bytes) -> Event:
 def encode_json(value: Any, *, where: str, name: str) -> str:
     """Validate and encode a free-form JSON value (input, output, meta, …)."""
     check_json_value(where, name, value)
+    return _encoder.encode(value).decode()
+
+
+def dump_json(value: Any) -> str:
+    """Encode a value already validated (e.g. a field of a stored event)."""
     return _encoder.encode(value).decode()
 
 

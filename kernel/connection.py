@@ -147,6 +147,9 @@ class Database:
         self._lock = threading.RLock()
         self._depth = 0
         self._wal_pages = 0
+        # (position, hash) of the journal head, known only while this
+        # connection holds the write lock; restored when a savepoint rolls back.
+        self.head_cache: tuple[int, bytes] | None = None
         self.conn: apsw.Connection = self._connect()
 
     def _connect(self) -> apsw.Connection:
@@ -188,6 +191,8 @@ class Database:
             with translating(f"{doing}: starting the transaction"):
                 conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT ek_{depth}")
             self._depth = depth + 1
+            saved_head = self.head_cache if depth else None
+            self.head_cache = saved_head
             try:
                 try:
                     yield conn
@@ -195,6 +200,7 @@ class Database:
                     raise translate(e, doing) from e
             except BaseException:
                 self._depth = depth
+                self.head_cache = saved_head
                 self._undo(conn, depth)
                 raise
             self._depth = depth
@@ -202,6 +208,7 @@ class Database:
                 with translating(f"{doing}: releasing the savepoint"):
                     conn.execute(f"RELEASE ek_{depth}")
                 return
+            self.head_cache = None
             try:
                 conn.execute("COMMIT")
             except apsw.Error as e:

@@ -84,6 +84,10 @@ def stream_version(conn: apsw.Connection, stream: str) -> int:
     return 0
 
 
+def _has_version(conn: apsw.Connection, stream: str, version: int) -> bool:
+    return conn.execute("SELECT 1 FROM journal WHERE stream = ? AND version = ?", (stream, version)).fetchone() is not None
+
+
 def check_stream(where: str, stream: Any) -> str:
     check_text(where, "stream", stream)
     if not _STREAM.match(stream):
@@ -105,8 +109,11 @@ def append(
     correlation_id: str | None = None,
     meta: dict[str, Any] | None = None,
     where: str = "append",
+    known_head: tuple[int, bytes] | None = None,
 ) -> Appended:
     """Append events to one stream. Call inside a write transaction.
+    ``known_head`` spares the head lookup when the caller, holding the write
+    lock, already knows it.
 
     Raises InvalidArgument, ConcurrencyConflict, IdempotencyConflict; on a
     rejection nothing is written.
@@ -145,20 +152,30 @@ def append(
         if replay is not None:
             return Appended(replay, True)
 
-    current = stream_version(conn, stream)
-    if expected_version is not None and expected_version != current:
-        raise ConcurrencyConflict(stream, expected_version, current)
+    if expected_version is None:
+        current = stream_version(conn, stream)
+    else:
+        # A point lookup proves version n exists; UNIQUE(stream, version)
+        # refuses n + 1 if it exists too. Cheaper than max(version).
+        if expected_version > 0 and not _has_version(conn, stream, expected_version):
+            raise ConcurrencyConflict(stream, expected_version, stream_version(conn, stream))
+        current = expected_version
 
-    position, prev = head(conn)
+    position, prev = known_head if known_head is not None else head(conn)
     records = []
     for i, (event, (type_, schema, data)) in enumerate(zip(events, encoded, strict=True)):
         position += 1
         version = current + 1 + i
         prev = row_hash(prev, position, stream, version, type_, schema, data, meta_text, ids[i], correlation_id, recorded_at)
-        conn.execute(
-            f"INSERT INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (position, stream, version, type_, schema, data, meta_text, ids[i], correlation_id, recorded_at, prev),
-        )
+        try:
+            conn.execute(
+                f"INSERT INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (position, stream, version, type_, schema, data, meta_text, ids[i], correlation_id, recorded_at, prev),
+            )
+        except apsw.ConstraintError as e:
+            if expected_version is not None and "journal.stream" in str(e):
+                raise ConcurrencyConflict(stream, expected_version, stream_version(conn, stream)) from None
+            raise
         records.append(
             Recorded(
                 position=position,

@@ -9,6 +9,7 @@ than coerced.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import msgspec
@@ -18,6 +19,19 @@ from kernel.errors import InvalidArgument
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 MAX_DEPTH = 64
+
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+# 19+ digits in a row may be an integer beyond 64 bits (or a long digit string;
+# the slow path tells them apart).
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def plain_json(encoded: bytes) -> bool:
+    """True when encoded JSON surely holds no out-of-range integer and no
+    nesting deeper than MAX_DEPTH (each level needs a bracket)."""
+    return encoded.count(b"[") + encoded.count(b"{") <= MAX_DEPTH and _LONG_DIGITS.search(encoded) is None
 
 
 def _refuse(where: str, path: str, why: str) -> InvalidArgument:
@@ -33,12 +47,25 @@ def _check_str(where: str, path: str, s: str) -> None:
         ) from None
 
 
-def check_json_value(where: str, path: str, value: Any, _depth: int = 0) -> None:
+def check_json_value(where: str, path: str, value: Any) -> None:
     """Raise InvalidArgument unless ``value`` round-trips through JSON unchanged.
 
     Accepted: None, bool, int within 64 bits, finite float, str (valid UTF-8),
-    list/tuple of those, dict with str keys, msgspec Structs of those.
+    list/tuple of those, dict with str keys, msgspec Structs of those. The
+    common case is decided in C (encode, decode, compare); only a value that
+    does not come back equal is walked in Python, to name what is wrong.
     """
+    try:
+        encoded = _encoder.encode(value)
+        if plain_json(encoded) and _decoder.decode(encoded) == value:
+            return
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError):
+        pass
+    walk_json(where, path, value)
+
+
+def walk_json(where: str, path: str, value: Any, _depth: int = 0) -> None:
+    """The slow, exact check behind :func:`check_json_value`, naming the path."""
     if _depth > MAX_DEPTH:
         raise _refuse(where, path, f"is nested deeper than {MAX_DEPTH} levels")
     if value is None or value is True or value is False:
@@ -57,13 +84,13 @@ def check_json_value(where: str, path: str, value: Any, _depth: int = 0) -> None
             if type(k) is not str:
                 raise _refuse(where, path, f"has the key {k!r} ({type(k).__name__}); JSON object keys must be str")
             _check_str(where, f"{path} key {k!r}", k)
-            check_json_value(where, f"{path}[{k!r}]", v, _depth + 1)
+            walk_json(where, f"{path}[{k!r}]", v, _depth + 1)
     elif t is list or t is tuple:
         for i, v in enumerate(value):
-            check_json_value(where, f"{path}[{i}]", v, _depth + 1)
+            walk_json(where, f"{path}[{i}]", v, _depth + 1)
     elif isinstance(value, msgspec.Struct):
         for name in value.__struct_fields__:
-            check_json_value(where, f"{path}.{name}", getattr(value, name), _depth + 1)
+            walk_json(where, f"{path}.{name}", getattr(value, name), _depth + 1)
     else:
         raise _refuse(
             where, path, f"is a {t.__name__} ({value!r:.60}); only JSON values are stored "

@@ -79,7 +79,7 @@ _CLEAR_LEASE = "lease_holder = NULL, lease_acquired_at = NULL, lease_expires_at 
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else codec.encode_json(value, where="work_items", name="value")
+    return None if value is None else codec.dump_json(value)
 
 
 def apply(conn: apsw.Connection, recorded: Recorded, event: codec.Event) -> None:

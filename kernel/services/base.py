@@ -45,7 +45,8 @@ class Context:
         where: str = "append",
     ) -> Appended:
         """Append and apply every inline projection; call inside ``db.write()``."""
-        conn = self.db.conn
+        db = self.db
+        conn = db.conn
         appended = journal.append(
             conn,
             stream,
@@ -56,10 +57,13 @@ class Context:
             correlation_id=correlation_id,
             meta=meta,
             where=where,
+            known_head=db.head_cache,
         )
         if not appended.replayed:
+            last = appended.records[-1]
+            db.head_cache = (last.position, last.hash)
             self.projector.apply(conn, appended.records)
-            self.projector.advance(conn, appended.records[-1].position)
+            self.projector.advance(conn, last.position)
         return appended
 
     @contextmanager

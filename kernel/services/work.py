@@ -83,7 +83,9 @@ class WorkQueue:
                 assert isinstance(event, WorkItemEnqueued)
                 return event.work_item_id
             item_id = work_item_id if work_item_id is not None else new_id("wi", cmd.now)
-            if work_items.get(self._ctx.db.conn, item_id) is not None:
+            # A generated id cannot collide in practice, and if it did the
+            # stream's expected_version=0 would still refuse it.
+            if work_item_id is not None and work_items.get(self._ctx.db.conn, item_id) is not None:
                 raise InvalidArgument(f"{where} refused: work_item_id {item_id!r} already exists")
             cmd.emit(
                 stream_of(item_id),

@@ -207,3 +207,11 @@ def test_busy_is_reported_as_journal_busy(db_path):
             with pytest.raises(kernel.JournalBusy, match="locked by another connection"):
                 b.append("chat:a", said("2"))
         assert b.head == 1
+
+
+@pytest.mark.parametrize("expected", [0, 1, 2, 4, 9])
+def test_every_wrong_expected_version_is_a_conflict(k, expected):
+    k.append("chat:a", said("1", "2", "3"))
+    with refused(k, ConcurrencyConflict, f"expected version {expected}, the stream is at version 3"):
+        k.append("chat:a", said("x"), expected_version=expected)
+    assert k.append("chat:a", said("4"), expected_version=3) == 4
