@@ -2,6 +2,7 @@
 
     python children.py worker DB NAME      claim and complete until the queue is done
     python children.py appender DB SYNC    append forever, printing each acknowledged id
+    python children.py opener DB AT        open a new file at time AT and enqueue once
 """
 
 from __future__ import annotations
@@ -44,6 +45,17 @@ def appender(path: str, synchronous: str) -> None:
                 print(command_id, flush=True)
 
 
+def opener(path: str, start_at: str) -> None:
+    """Open a (brand-new) file at a agreed moment, append one event."""
+    import time
+
+    while time.time() < float(start_at):
+        pass
+    with kernel.open(path, busy_timeout_ms=30_000) as k:
+        k.work.enqueue("open", None)
+    print("opened", flush=True)
+
+
 if __name__ == "__main__":
     role, *args = sys.argv[1:]
-    {"worker": worker, "appender": appender}[role](*args)
+    {"worker": worker, "appender": appender, "opener": opener}[role](*args)

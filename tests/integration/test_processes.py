@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 import kernel
 from conftest import spawn
 
@@ -31,3 +33,20 @@ def test_each_item_is_completed_exactly_once_across_processes(db_path, child_env
         assert [r.position for r in k.read()] == list(range(1, k.head + 1))
         report = k.verify()
         assert report.ok, report.problems
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_many_processes_opening_a_brand_new_file_at_once_all_succeed(db_path, child_env, round_):
+    # Switching a new file to WAL from several processes can return BUSY even
+    # with a busy timeout; the open retries it.
+    import time
+
+    start_at = str(time.time() + 1.5)  # after every interpreter has started
+    children = [spawn(child_env, "opener", db_path, start_at) for _ in range(8)]
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        assert out.strip() == "opened"
+    with kernel.open(db_path) as k:
+        assert len(k.work.list()) == 8
+        assert k.verify().ok
