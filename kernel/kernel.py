@@ -14,6 +14,8 @@ from kernel.errors import InvalidArgument
 from kernel.journal import Recorded
 from kernel.projector import Progress, Projector
 from kernel.services.base import Context
+from kernel.services.checkpoints import Checkpoints
+from kernel.services.idempotency import Idempotency
 from kernel.services.work import WorkQueue
 from kernel.validate import check_int, check_optional_text
 from kernel.verify import VerifyReport, verify
@@ -68,6 +70,8 @@ class Kernel:
             self._db.close()
             raise
         self.work = WorkQueue(self._ctx)
+        self.checkpoints = Checkpoints(self._ctx)
+        self.idempotency = Idempotency(self._ctx)
         self._closed = False
 
     # --- the journal ------------------------------------------------------------------

@@ -27,8 +27,9 @@ _BATCH = 10_000
 class Projector:
     """Keeps every registered projection equal to a fold of the journal."""
 
-    def __init__(self, modules: Sequence[ModuleType] = projections.ALL) -> None:
-        self.modules = tuple(modules)
+    def __init__(self, modules: Sequence[ModuleType] | None = None) -> None:
+        # Resolved at call time: ``projections`` may still be importing.
+        self.modules = tuple(projections.ALL if modules is None else modules)
         self.by_name = {m.NAME: m for m in self.modules}
         handlers: dict[str, list[ModuleType]] = {}
         for m in self.modules:

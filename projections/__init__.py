@@ -3,8 +3,11 @@ declares ``NAME``, ``VERSION`` and ``HANDLES`` (the event types it folds), one
 ``apply(conn, recorded, event)`` used for live updates and rebuilds alike,
 and the query functions over its tables."""
 
-from projections import work_items
+# Importing any kernel module runs kernel/__init__, which imports the facade,
+# which imports this package's modules: let that finish before ours.
+import kernel.codec  # noqa: F401  isort: skip
+from projections import checkpoints, idempotency_keys, work_items
 
-ALL = (work_items,)
+ALL = (work_items, checkpoints, idempotency_keys)
 
-__all__ = ["ALL", "work_items"]
+__all__ = ["ALL", "checkpoints", "idempotency_keys", "work_items"]

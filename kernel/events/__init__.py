@@ -5,7 +5,7 @@ public ``k.append`` refuses them so that the rules of each domain cannot be
 bypassed. Applications define their own events with :class:`kernel.Event`.
 """
 
-from kernel.events import work
+from kernel.events import checkpoints, idempotency, memory, recovery, sessions, tasks, work
 from kernel.events.base import KernelEvent
 
-__all__ = ["KernelEvent", "work"]
+__all__ = ["KernelEvent", "checkpoints", "idempotency", "memory", "recovery", "sessions", "tasks", "work"]

@@ -8,10 +8,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from types import ModuleType
+
+import apsw
+
 from kernel import codec, journal
 from kernel.clock import Clock
 from kernel.codec import Event
-from kernel.connection import Database
+from kernel.connection import Database, memory_connection
 from kernel.errors import IdempotencyConflict, JournalError
 from kernel.journal import Appended, Recorded
 from kernel.projector import Projector
@@ -65,6 +69,20 @@ class Context:
             self.projector.apply(conn, appended.records)
             self.projector.advance(conn, last.position)
         return appended
+
+    @contextmanager
+    def folded(self, module: ModuleType, stream: str, until: int) -> Iterator[apsw.Connection]:
+        """A private in-memory copy of ``module``'s tables holding only
+        ``stream`` folded up to position ``until``: how one thing looked
+        right after an event (the result of a repeated command_id)."""
+        mem = memory_connection()
+        try:
+            mem.execute(self.projector.ddl(module))
+            for r in journal.read(self.db.conn, stream=stream, until=until):
+                module.apply(mem, r, r.event)
+            yield mem
+        finally:
+            mem.close()
 
     @contextmanager
     def command(self, name: str, command_id: str | None, args: dict[str, Any]) -> Iterator[Command]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from kernel import journal
-from kernel.connection import memory_connection
 from kernel.errors import InvalidArgument, LeaseNotHeld, NotFound, TerminalState
 from kernel.events.work import (
     WorkItemCancelled,
@@ -26,7 +24,6 @@ from kernel.events.work import (
 )
 from kernel.ids import new_id
 from kernel.journal import Recorded
-from kernel.projector import Projector
 from kernel.services.base import Command, Context
 from kernel.validate import (
     check_bool,
@@ -318,17 +315,10 @@ class WorkQueue:
         return retry
 
     def _replayed_item(self, record: Recorded) -> WorkItem:
-        """The item exactly as it was right after ``record`` (for a repeated
-        command_id): its stream folded up to that position in memory."""
+        """The item exactly as it was right after ``record`` (for a repeated command_id)."""
         item_id = record.event.work_item_id  # type: ignore[attr-defined]
-        mem = memory_connection()
-        try:
-            mem.execute(Projector.ddl(work_items))
-            for r in journal.read(self._ctx.db.conn, stream=stream_of(item_id), until=record.position):
-                work_items.apply(mem, r, r.event)
+        with self._ctx.folded(work_items, stream_of(item_id), record.position) as mem:
             item = work_items.get(mem, item_id)
-        finally:
-            mem.close()
         assert item is not None
         return item
 

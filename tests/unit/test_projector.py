@@ -41,7 +41,7 @@ def test_rebuild_restores_a_damaged_projection(k, clock, db_path):
 def test_rebuild_one_projection_by_name_and_refuse_unknown_names(k, clock):
     workload(k, clock)
     assert k.rebuild("work_items") == k.head
-    with pytest.raises(InvalidArgument, match="no projection named 'nope'; known: work_items"):
+    with pytest.raises(InvalidArgument, match="no projection named 'nope'; known: .*work_items"):
         k.rebuild("nope")
 
 
@@ -85,7 +85,7 @@ def test_a_changed_projection_version_is_rebuilt_on_open(db_path, clock, monkeyp
     monkeypatch.setattr(work_items, "VERSION", work_items.VERSION + 1)
     with kernel.open(db_path, clock=clock) as k:
         assert live_tables(k) == expected
-        assert k._db.conn.execute("SELECT version FROM projection_positions").fetchone() == (work_items.VERSION,)
+        assert k._db.conn.execute("SELECT version FROM projection_positions WHERE name = 'work_items'").fetchone() == (work_items.VERSION,)
 
 
 def test_live_equals_rebuilt_after_a_workload(k, clock):

@@ -1,0 +1,72 @@
+"""Projection ``checkpoints``: snapshots of long runs, sequence-numbered per task."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import apsw
+import msgspec
+
+from kernel.codec import Event
+from kernel.events.checkpoints import CheckpointRecorded
+from kernel.journal import Recorded
+from projections.rows import columns, dump, loader, placeholders
+
+NAME = "checkpoints"
+VERSION = 1
+HANDLES = frozenset({CheckpointRecorded.__event_type__})
+
+TYPES = (
+    "iteration_start",
+    "iteration_end",
+    "tool_executed",
+    "llm_response",
+    "state_transition",
+    "approval_point",
+    "error_boundary",
+    "manual",
+)
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+    checkpoint_id: str
+    task_id: str
+    work_item_id: str | None
+    session_id: str | None
+    checkpoint_type: str
+    sequence_number: int
+    snapshot: Any
+    created_at: int
+    position: int
+
+
+_COLS = columns(Checkpoint)
+_load = loader(Checkpoint, json=["snapshot"])
+
+
+def apply(conn: apsw.Connection, recorded: Recorded, event: Event) -> None:
+    if isinstance(event, CheckpointRecorded):
+        conn.execute(
+            f"INSERT INTO checkpoints ({_COLS}) VALUES ({placeholders(Checkpoint)})",
+            (event.checkpoint_id, event.task_id, event.work_item_id, event.session_id, event.checkpoint_type,
+             recorded.version, dump(event.snapshot), recorded.recorded_at, recorded.position),
+        )
+
+
+def latest(conn: apsw.Connection, task_id: str) -> Checkpoint | None:
+    row = conn.execute(
+        f"SELECT {_COLS} FROM checkpoints WHERE task_id = ? ORDER BY sequence_number DESC LIMIT 1", (task_id,)
+    ).fetchone()
+    return None if row is None else _load(row)
+
+
+def list(conn: apsw.Connection, task_id: str) -> builtins.list[Checkpoint]:  # noqa: A001
+    return [_load(r) for r in conn.execute(
+        f"SELECT {_COLS} FROM checkpoints WHERE task_id = ? ORDER BY sequence_number", (task_id,)
+    )]
+
+
+def get(conn: apsw.Connection, checkpoint_id: str) -> Checkpoint | None:
+    row = conn.execute(f"SELECT {_COLS} FROM checkpoints WHERE checkpoint_id = ?", (checkpoint_id,)).fetchone()
+    return None if row is None else _load(row)

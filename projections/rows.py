@@ -1,0 +1,45 @@
+"""Rows ↔ frozen Structs, shared by the projections' query functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import msgspec
+
+from kernel import codec
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def columns(cls: type[msgspec.Struct]) -> str:
+    """The Struct's fields as a SELECT list (the table's column names)."""
+    return ", ".join(cls.__struct_fields__)
+
+
+def placeholders(cls: type[msgspec.Struct]) -> str:
+    return ", ".join("?" * len(cls.__struct_fields__))
+
+
+def loader(cls: type[S], json: Iterable[str] = (), flags: Iterable[str] = ()) -> Callable[[tuple[Any, ...]], S]:
+    """A function turning a row (in ``columns(cls)`` order) into ``cls``,
+    decoding the JSON columns and turning 0/1 columns into bools."""
+    names = cls.__struct_fields__
+    json_idx = [names.index(n) for n in json]
+    flag_idx = [names.index(n) for n in flags]
+
+    def load(row: tuple[Any, ...]) -> S:
+        values = list(row)
+        for i in json_idx:
+            values[i] = codec.decode_json(values[i])
+        for i in flag_idx:
+            if values[i] is not None:
+                values[i] = bool(values[i])
+        return cls(**dict(zip(names, values, strict=True)))
+
+    return load
+
+
+def dump(value: Any) -> str | None:
+    """JSON text for a column; None stays NULL."""
+    return None if value is None else codec.dump_json(value)
