@@ -16,6 +16,7 @@ from kernel.projector import Progress, Projector
 from kernel.services.base import Context
 from kernel.services.checkpoints import Checkpoints
 from kernel.services.idempotency import Idempotency
+from kernel.services.sessions import Sessions
 from kernel.services.work import WorkQueue
 from kernel.validate import check_int, check_optional_text
 from kernel.verify import VerifyReport, verify
@@ -72,6 +73,7 @@ class Kernel:
         self.work = WorkQueue(self._ctx)
         self.checkpoints = Checkpoints(self._ctx)
         self.idempotency = Idempotency(self._ctx)
+        self.sessions = Sessions(self._ctx)
         self._closed = False
 
     # --- the journal ------------------------------------------------------------------

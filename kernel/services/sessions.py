@@ -1,0 +1,183 @@
+"""Conversation sessions (DOMAIN.md §4).
+
+Lifecycle: created → active ⇄ paused → terminated → archived (created and
+paused may also be terminated). The first event makes a created session
+active; events are refused while paused, terminated or archived. State keys
+``app:``/``user:`` are shared by the app's / the user's sessions; ``temp:``
+keys are dropped before anything is written.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+from kernel.errors import InvalidArgument, InvalidTransition, NotFound
+from kernel.events.sessions import SessionCreated, SessionEventAppended, SessionStatusChanged
+from kernel.ids import new_id
+from kernel.services.base import Context
+from kernel.validate import check_int, check_json_dict, check_json_value, check_optional_text, check_text
+from projections import sessions
+from projections.sessions import STATUSES, TEMP, Session, SessionEvent
+
+TRANSITIONS = {
+    "created": ("active", "terminated"),
+    "active": ("paused", "terminated"),
+    "paused": ("active", "terminated"),
+    "terminated": ("archived",),
+    "archived": (),
+}
+
+
+def _persisted(state: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (state or {}).items() if not k.startswith(TEMP)}
+
+
+class Sessions:
+    """``k.sessions``."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def create(
+        self,
+        app_name: str,
+        user_id: str,
+        *,
+        session_id: str | None = None,
+        project_id: str | None = None,
+        state: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        command_id: str | None = None,
+    ) -> Session:
+        """Start a session (status ``created``). Raises InvalidArgument."""
+        where = "sessions.create"
+        check_text(where, "app_name", app_name)
+        check_text(where, "user_id", user_id)
+        check_optional_text(where, "session_id", session_id, max_len=256)
+        check_optional_text(where, "project_id", project_id)
+        check_json_dict(where, "state", state)
+        check_json_dict(where, "metadata", metadata)
+        kept = _persisted(state)
+        args = {"app_name": app_name, "user_id": user_id, "session_id": session_id, "project_id": project_id,
+                "state": kept, "metadata": metadata}
+        with self._ctx.command(where, command_id, args) as cmd:
+            if cmd.previous is not None:
+                return self._as_of(cmd.previous[0].event.session_id, cmd.previous[-1].position)  # type: ignore[attr-defined]
+            sid = session_id or new_id("ses", cmd.now)
+            if session_id is not None and sessions.get_own(self._ctx.db.conn, sid) is not None:
+                raise InvalidArgument(f"{where} refused: session_id {sid!r} already exists")
+            cmd.emit(
+                f"session:{sid}",
+                [SessionCreated(session_id=sid, app_name=app_name, user_id=user_id, project_id=project_id,
+                                state=kept, metadata=metadata)],
+                expected_version=0,
+            )
+            return self._current(sid)
+
+    def append_event(
+        self,
+        session_id: str,
+        *,
+        author: str,
+        content: Any,
+        state_delta: dict[str, Any] | None = None,
+        command_id: str | None = None,
+    ) -> SessionEvent:
+        """Add one turn to the conversation and apply its state delta.
+        Raises NotFound, InvalidTransition (paused, terminated, archived)."""
+        where = "sessions.append_event"
+        check_text(where, "session_id", session_id, max_len=256)
+        check_text(where, "author", author)
+        check_json_value(where, "content", content)
+        check_json_dict(where, "state_delta", state_delta)
+        delta = _persisted(state_delta)
+        args = {"session_id": session_id, "author": author, "content": content, "state_delta": delta}
+        with self._ctx.command(where, command_id, args) as cmd:
+            conn = self._ctx.db.conn
+            if cmd.previous is None:
+                s = self._existing(where, session_id)
+                if s.status not in ("created", "active"):
+                    hint = "; set_status(…, 'active') first" if s.status == "paused" else ""
+                    raise InvalidTransition(f"{where} refused: session {session_id} is {s.status}{hint}")
+                seq = s.event_count + 1
+                cmd.emit(
+                    f"session:{session_id}",
+                    [SessionEventAppended(session_id=session_id, seq=seq, author=author, content=content,
+                                          state_delta=delta)],
+                )
+            else:
+                seq = cmd.previous[0].event.seq  # type: ignore[attr-defined]
+            found = sessions.event(conn, session_id, seq)
+            assert found is not None
+            return found
+
+    def set_status(self, session_id: str, status: str, *, command_id: str | None = None) -> Session:
+        """Move the session through its lifecycle; the same status again is a
+        no-op. Raises NotFound, InvalidArgument, InvalidTransition."""
+        where = "sessions.set_status"
+        check_text(where, "session_id", session_id, max_len=256)
+        if status not in STATUSES:
+            raise InvalidArgument(f"{where} refused: status must be one of {', '.join(STATUSES)}, got {status!r}")
+        with self._ctx.command(where, command_id, {"session_id": session_id, "status": status}) as cmd:
+            if cmd.previous is not None:
+                return self._as_of(session_id, cmd.previous[-1].position)
+            s = self._existing(where, session_id)
+            if s.status == status:
+                return self._current(session_id)
+            if status not in TRANSITIONS[s.status]:
+                allowed = ", ".join(TRANSITIONS[s.status]) or "nothing (archived is final)"
+                raise InvalidTransition(
+                    f"{where} refused: session {session_id} cannot go from {s.status} to {status}; "
+                    f"from {s.status} it may go to {allowed}"
+                )
+            cmd.emit(f"session:{session_id}", [SessionStatusChanged(session_id=session_id, status=status)])
+            return self._current(session_id)
+
+    def get(self, session_id: str) -> Session:
+        """The session, its state merged with the current app: and user: keys. Raises NotFound."""
+        check_text("sessions.get", "session_id", session_id, max_len=256)
+        with self._ctx.db.read("sessions.get") as conn:
+            found = sessions.get(conn, session_id)
+        if found is None:
+            raise NotFound(f"sessions.get refused: no session {session_id!r}")
+        return found
+
+    def list(self, app_name: str, user_id: str | None = None) -> builtins.list[Session]:
+        """An app's sessions, or one user's, most recently updated first."""
+        check_text("sessions.list", "app_name", app_name)
+        check_optional_text("sessions.list", "user_id", user_id)
+        with self._ctx.db.read("sessions.list") as conn:
+            return sessions.list(conn, app_name, user_id)
+
+    def events(self, session_id: str, *, after_seq: int = 0, limit: int | None = None) -> builtins.list[SessionEvent]:
+        """The conversation in order, after ``after_seq``. Raises NotFound."""
+        where = "sessions.events"
+        check_text(where, "session_id", session_id, max_len=256)
+        check_int(where, "after_seq", after_seq, minimum=0)
+        if limit is not None:
+            check_int(where, "limit", limit, minimum=0)
+        with self._ctx.db.read(where) as conn:
+            if sessions.get_own(conn, session_id) is None:
+                raise NotFound(f"{where} refused: no session {session_id!r}")
+            return sessions.events(conn, session_id, after_seq=after_seq, limit=limit)
+
+    # --- helpers ------------------------------------------------------------------
+
+    def _existing(self, where: str, session_id: str) -> Session:
+        found = sessions.get_own(self._ctx.db.conn, session_id)
+        if found is None:
+            raise NotFound(f"{where} refused: no session {session_id!r}")
+        return found
+
+    def _current(self, session_id: str) -> Session:
+        found = sessions.get(self._ctx.db.conn, session_id)
+        assert found is not None
+        return found
+
+    def _as_of(self, session_id: str, position: int) -> Session:
+        """The session as it was right after ``position`` (a repeated command_id)."""
+        with self._ctx.folded(sessions, f"session:{session_id}", position) as mem:
+            own = sessions.get_own(mem, session_id)
+        assert own is not None
+        return sessions.with_shared(self._ctx.db.conn, own, as_of=position)

@@ -1,0 +1,182 @@
+"""Projection ``sessions``: sessions, their events, and shared app:/user: state."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import apsw
+import msgspec
+
+from kernel import codec
+from kernel.codec import Event
+from kernel.events.sessions import SessionCreated, SessionEventAppended, SessionStatusChanged
+from kernel.journal import Recorded
+from projections.rows import columns, dump, loader
+
+NAME = "sessions"
+VERSION = 1
+HANDLES = frozenset(c.__event_type__ for c in (SessionCreated, SessionEventAppended, SessionStatusChanged))
+
+APP, USER, TEMP = "app:", "user:", "temp:"
+STATUSES = ("created", "active", "paused", "terminated", "archived")
+
+
+class Session(msgspec.Struct, frozen=True, kw_only=True):
+    """A session; ``state`` merges its own keys with the current ``app:`` and ``user:`` keys."""
+
+    session_id: str
+    app_name: str
+    user_id: str
+    project_id: str | None
+    status: str
+    state: dict[str, Any]
+    metadata: dict[str, Any] | None
+    event_count: int
+    created_at: int
+    last_update_time: int
+    terminated_at: int | None
+    archived_at: int | None
+    position: int
+
+
+class SessionEvent(msgspec.Struct, frozen=True, kw_only=True):
+    session_id: str
+    seq: int
+    author: str
+    content: Any
+    state_delta: dict[str, Any]
+    timestamp: int
+    position: int
+
+
+_SCOLS = columns(Session)
+_ECOLS = columns(SessionEvent)
+_load_session = loader(Session, json=["state", "metadata"])
+_load_event = loader(SessionEvent, json=["content", "state_delta"])
+
+
+def _split(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(own, app, user) keys; temp: keys are dropped."""
+    own, app, user = {}, {}, {}
+    for k, v in state.items():
+        if k.startswith(APP):
+            app[k] = v
+        elif k.startswith(USER):
+            user[k] = v
+        elif not k.startswith(TEMP):
+            own[k] = v
+    return own, app, user
+
+
+def _share(conn: apsw.Connection, app_name: str, user_id: str, app: dict[str, Any], user: dict[str, Any], pos: int) -> None:
+    for scope_user, values in (("", app), (user_id, user)):
+        for k, v in values.items():
+            conn.execute(
+                "INSERT OR REPLACE INTO session_shared_state (app_name, user_id, key, position, value) VALUES (?, ?, ?, ?, ?)",
+                (app_name, scope_user, k, pos, codec.dump_json(v)),
+            )
+
+
+def apply(conn: apsw.Connection, recorded: Recorded, event: Event) -> None:
+    at, pos = recorded.recorded_at, recorded.position
+    if isinstance(event, SessionCreated):
+        own, app, user = _split(event.state)
+        conn.execute(
+            f"INSERT INTO sessions ({_SCOLS}) VALUES (?, ?, ?, ?, 'created', ?, ?, 0, ?, ?, NULL, NULL, ?)",
+            (event.session_id, event.app_name, event.user_id, event.project_id, codec.dump_json(own),
+             dump(event.metadata), at, at, pos),
+        )
+        _share(conn, event.app_name, event.user_id, app, user, pos)
+    elif isinstance(event, SessionEventAppended):
+        row = conn.execute(
+            "SELECT app_name, user_id, state FROM sessions WHERE session_id = ?", (event.session_id,)
+        ).fetchone()
+        if row is None:
+            return
+        app_name, user_id, state_text = row
+        own, app, user = _split(event.state_delta)
+        state = codec.decode_json(state_text)
+        state.update(own)
+        conn.execute(
+            f"INSERT INTO session_events ({_ECOLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (event.session_id, event.seq, event.author, dump(event.content), codec.dump_json(event.state_delta), at, pos),
+        )
+        conn.execute(
+            "UPDATE sessions SET state = ?, event_count = ?, last_update_time = ?, position = ?, "
+            "status = CASE status WHEN 'created' THEN 'active' ELSE status END WHERE session_id = ?",
+            (codec.dump_json(state), event.seq, at, pos, event.session_id),
+        )
+        _share(conn, app_name, user_id, app, user, pos)
+    elif isinstance(event, SessionStatusChanged):
+        conn.execute(
+            "UPDATE sessions SET status = ?, last_update_time = ?, position = ?, "
+            "terminated_at = CASE WHEN ? = 'terminated' THEN ? ELSE terminated_at END, "
+            "archived_at = CASE WHEN ? = 'archived' THEN ? ELSE archived_at END WHERE session_id = ?",
+            (event.status, at, pos, event.status, at, event.status, at, event.session_id),
+        )
+
+
+# --- queries ----------------------------------------------------------------------
+
+
+def shared_state(conn: apsw.Connection, app_name: str, user_id: str, *, as_of: int | None = None) -> dict[str, Any]:
+    """The app: keys of ``app_name`` and the user: keys of ``user_id`` there,
+    as of a journal position (default: now)."""
+    limit = (1 << 63) - 1 if as_of is None else as_of
+    out: dict[str, Any] = {}
+    for scope_user in ("", user_id):
+        rows = conn.execute(
+            "SELECT key, value FROM session_shared_state s WHERE app_name = ? AND user_id = ? AND position = "
+            "(SELECT max(position) FROM session_shared_state WHERE app_name = s.app_name "
+            "AND user_id = s.user_id AND key = s.key AND position <= ?)",
+            (app_name, scope_user, limit),
+        )
+        for key, value in rows:
+            out[key] = codec.decode_json(value)
+    return out
+
+
+def with_shared(conn: apsw.Connection, session: Session, *, as_of: int | None = None) -> Session:
+    state = dict(session.state)
+    state.update(shared_state(conn, session.app_name, session.user_id, as_of=as_of))
+    return msgspec.structs.replace(session, state=state)
+
+
+def get_own(conn: apsw.Connection, session_id: str) -> Session | None:
+    """The row alone: ``state`` holds only the session's own keys."""
+    row = conn.execute(f"SELECT {_SCOLS} FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+    return None if row is None else _load_session(row)
+
+
+def get(conn: apsw.Connection, session_id: str) -> Session | None:
+    found = get_own(conn, session_id)
+    return None if found is None else with_shared(conn, found)
+
+
+def list(conn: apsw.Connection, app_name: str, user_id: str | None = None) -> builtins.list[Session]:  # noqa: A001
+    """An app's sessions (one user's, if given), most recently updated first."""
+    if user_id is None:
+        rows = conn.execute(
+            f"SELECT {_SCOLS} FROM sessions WHERE app_name = ? ORDER BY last_update_time DESC, session_id", (app_name,)
+        )
+    else:
+        rows = conn.execute(
+            f"SELECT {_SCOLS} FROM sessions WHERE app_name = ? AND user_id = ? "
+            "ORDER BY last_update_time DESC, session_id",
+            (app_name, user_id),
+        )
+    return [with_shared(conn, _load_session(r)) for r in rows.fetchall()]
+
+
+def events(conn: apsw.Connection, session_id: str, *, after_seq: int = 0, limit: int | None = None) -> builtins.list[SessionEvent]:
+    rows = conn.execute(
+        f"SELECT {_ECOLS} FROM session_events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (session_id, after_seq, -1 if limit is None else limit),
+    )
+    return [_load_event(r) for r in rows]
+
+
+def event(conn: apsw.Connection, session_id: str, seq: int) -> SessionEvent | None:
+    row = conn.execute(f"SELECT {_ECOLS} FROM session_events WHERE session_id = ? AND seq = ?", (session_id, seq)).fetchone()
+    return None if row is None else _load_event(row)
