@@ -16,6 +16,7 @@ from kernel.projector import Progress, Projector
 from kernel.services.base import Context
 from kernel.services.checkpoints import Checkpoints
 from kernel.services.idempotency import Idempotency
+from kernel.services.memory import Memory
 from kernel.services.sessions import Sessions
 from kernel.services.work import WorkQueue
 from kernel.validate import check_int, check_optional_text
@@ -74,6 +75,7 @@ class Kernel:
         self.checkpoints = Checkpoints(self._ctx)
         self.idempotency = Idempotency(self._ctx)
         self.sessions = Sessions(self._ctx)
+        self.memory = Memory(self._ctx)
         self._closed = False
 
     # --- the journal ------------------------------------------------------------------

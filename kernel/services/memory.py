@@ -1,0 +1,233 @@
+"""Versioned long-term memory (DOMAIN.md §5).
+
+Each memory is the stream ``memory:<namespace>/<key>``, and each of its
+events is a version: put, delete (soft), restore, rollback (a new version
+equal to an older one), expire (TTL) and publish (a copy arriving from
+another namespace). ``get`` returns the newest version unless it is deleted
+or expired; ``version=`` and ``as_of=`` read the version rows.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+from kernel.errors import InvalidArgument, InvalidTransition, NotFound
+from kernel.events.memory import (
+    MemoryDeleted,
+    MemoryExpired,
+    MemoryPublished,
+    MemoryPut,
+    MemoryRestored,
+    MemoryRolledBack,
+)
+from kernel.services.base import Command, Context
+from kernel.validate import check_bool, check_int, check_json_dict, check_json_value, check_optional_text, check_text
+from projections import memory_entries
+from projections.memory_entries import TYPES, MemoryEntry
+
+MAX_TTL_MS = 100 * 366 * 24 * 3600 * 1000
+
+
+def stream_of(namespace: str, key: str) -> str:
+    return f"memory:{namespace}/{key}"
+
+
+def _check_address(where: str, namespace: Any, key: Any, name: str = "namespace") -> None:
+    check_text(where, name, namespace)
+    if "/" in namespace:
+        raise InvalidArgument(f"{where} refused: {name} {namespace!r} must not contain '/' (it separates the key)")
+    check_text(where, "key", key)
+
+
+def _check_type(where: str, memory_type: Any) -> None:
+    if memory_type not in TYPES:
+        raise InvalidArgument(f"{where} refused: memory_type must be one of {', '.join(TYPES)}, got {memory_type!r}")
+
+
+class Memory:
+    """``k.memory``."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def put(
+        self,
+        namespace: str,
+        key: str,
+        value: Any,
+        *,
+        memory_type: str = "semantic",
+        metadata: dict[str, Any] | None = None,
+        actor: str | None = None,
+        ttl_ms: int | None = None,
+        expected_version: int | None = None,
+        command_id: str | None = None,
+    ) -> MemoryEntry:
+        """Write a new version. ``expected_version`` (the current version, 0
+        for a new memory) makes it compare-and-set: ConcurrencyConflict otherwise.
+        ``ttl_ms`` sets ``expires_at``; ``expire()`` records the expiry."""
+        where = "memory.put"
+        _check_address(where, namespace, key)
+        check_json_value(where, "value", value)
+        _check_type(where, memory_type)
+        check_json_dict(where, "metadata", metadata)
+        check_optional_text(where, "actor", actor)
+        if ttl_ms is not None:
+            check_int(where, "ttl_ms", ttl_ms, minimum=1, maximum=MAX_TTL_MS)
+        if expected_version is not None:
+            check_int(where, "expected_version", expected_version, minimum=0)
+        args = {"namespace": namespace, "key": key, "value": value, "memory_type": memory_type,
+                "metadata": metadata, "actor": actor, "ttl_ms": ttl_ms, "expected_version": expected_version}
+        with self._ctx.command(where, command_id, args) as cmd:
+            if cmd.previous is None:
+                event = MemoryPut(namespace=namespace, key=key, value=value, memory_type=memory_type,
+                                  metadata=metadata, actor=actor,
+                                  expires_at=None if ttl_ms is None else cmd.now + ttl_ms)
+                cmd.emit(stream_of(namespace, key), [event], expected_version=expected_version)
+            return self._written(cmd, namespace, key)
+
+    def get(
+        self, namespace: str, key: str, *, version: int | None = None, as_of: int | None = None
+    ) -> MemoryEntry | None:
+        """The newest live version; or version ``version``; or the newest as of
+        journal position ``as_of``. None when there is none or it is deleted/expired."""
+        where = "memory.get"
+        _check_address(where, namespace, key)
+        if version is not None and as_of is not None:
+            raise InvalidArgument(f"{where} refused: give version= or as_of=, not both")
+        with self._ctx.db.read(where) as conn:
+            if version is not None:
+                check_int(where, "version", version, minimum=1)
+                found = memory_entries.version(conn, namespace, key, version)
+            elif as_of is not None:
+                check_int(where, "as_of", as_of, minimum=0)
+                found = memory_entries.as_of(conn, namespace, key, as_of)
+            else:
+                found = memory_entries.latest(conn, namespace, key)
+        return None if found is None or found.is_deleted else found
+
+    def history(self, namespace: str, key: str) -> builtins.list[MemoryEntry]:
+        """Every version, oldest first (deletes and expiries included)."""
+        _check_address("memory.history", namespace, key)
+        with self._ctx.db.read("memory.history") as conn:
+            return memory_entries.history(conn, namespace, key)
+
+    def list(
+        self, prefix: str = "", *, memory_type: str | None = None, include_deleted: bool = False
+    ) -> builtins.list[MemoryEntry]:
+        """The newest version of each memory whose namespace starts with ``prefix``."""
+        where = "memory.list"
+        if type(prefix) is not str:
+            raise InvalidArgument(f"{where} refused: prefix must be a str, got {prefix!r}")
+        if memory_type is not None:
+            _check_type(where, memory_type)
+        check_bool(where, "include_deleted", include_deleted)
+        with self._ctx.db.read(where) as conn:
+            return memory_entries.list(conn, prefix, memory_type=memory_type, include_deleted=include_deleted)
+
+    def delete(self, namespace: str, key: str, *, actor: str | None = None, command_id: str | None = None) -> MemoryEntry:
+        """Soft-delete: a new version that ``get`` does not return. Raises NotFound, InvalidTransition."""
+        return self._mark("memory.delete", namespace, key, actor, command_id, live=True)
+
+    def restore(self, namespace: str, key: str, *, actor: str | None = None, command_id: str | None = None) -> MemoryEntry:
+        """Undo a delete or an expiry: a new, live version with the last value."""
+        return self._mark("memory.restore", namespace, key, actor, command_id, live=False)
+
+    def rollback(
+        self, namespace: str, key: str, to_version: int, *, actor: str | None = None, command_id: str | None = None
+    ) -> MemoryEntry:
+        """Write a new version equal to version ``to_version`` (live). Raises NotFound."""
+        where = "memory.rollback"
+        _check_address(where, namespace, key)
+        check_int(where, "to_version", to_version, minimum=1)
+        check_optional_text(where, "actor", actor)
+        args = {"namespace": namespace, "key": key, "to_version": to_version, "actor": actor}
+        with self._ctx.command(where, command_id, args) as cmd:
+            if cmd.previous is None:
+                conn = self._ctx.db.conn
+                current = self._latest(where, namespace, key)
+                old = memory_entries.version(conn, namespace, key, to_version)
+                if old is None or to_version >= current.version:
+                    raise NotFound(
+                        f"{where} refused: {namespace}/{key} has no version {to_version} before its "
+                        f"current version {current.version}"
+                    )
+                cmd.emit(
+                    stream_of(namespace, key),
+                    [MemoryRolledBack(namespace=namespace, key=key, to_version=to_version, value=old.value,
+                                      memory_type=old.memory_type, metadata=old.metadata, actor=actor)],
+                    expected_version=current.version,
+                )
+            return self._written(cmd, namespace, key)
+
+    def expire(self, *, command_id: str | None = None) -> int:
+        """Record the expiry of every live memory whose TTL has run out (the
+        reaper; until it runs, such a memory is still returned). Returns the count."""
+        with self._ctx.command("memory.expire", command_id, {}) as cmd:
+            if cmd.previous is not None:
+                return len(cmd.previous)
+            due = memory_entries.due(self._ctx.db.conn, cmd.now)
+            for entry in due:
+                assert entry.expires_at is not None
+                cmd.emit(
+                    stream_of(entry.namespace, entry.key),
+                    [MemoryExpired(namespace=entry.namespace, key=entry.key, expires_at=entry.expires_at)],
+                    expected_version=entry.version,
+                )
+            return len(due)
+
+    def publish(
+        self, namespace: str, key: str, to_namespace: str, *, actor: str | None = None, command_id: str | None = None
+    ) -> MemoryEntry:
+        """Copy the live memory to ``to_namespace`` (same key) as a new version
+        there, e.g. from a session's namespace to the user's. Raises NotFound."""
+        where = "memory.publish"
+        _check_address(where, namespace, key)
+        _check_address(where, to_namespace, key, "to_namespace")
+        if to_namespace == namespace:
+            raise InvalidArgument(f"{where} refused: to_namespace is the same as namespace ({namespace!r})")
+        check_optional_text(where, "actor", actor)
+        args = {"namespace": namespace, "key": key, "to_namespace": to_namespace, "actor": actor}
+        with self._ctx.command(where, command_id, args) as cmd:
+            if cmd.previous is None:
+                source = self._latest(where, namespace, key)
+                if source.is_deleted:
+                    raise NotFound(f"{where} refused: {namespace}/{key} is {source.operation}d; nothing to publish")
+                cmd.emit(
+                    stream_of(to_namespace, key),
+                    [MemoryPublished(namespace=to_namespace, key=key, from_namespace=namespace,
+                                     from_version=source.version, value=source.value,
+                                     memory_type=source.memory_type, metadata=source.metadata, actor=actor)],
+                )
+            return self._written(cmd, to_namespace, key)
+
+    # --- helpers ------------------------------------------------------------------
+
+    def _latest(self, where: str, namespace: str, key: str) -> MemoryEntry:
+        found = memory_entries.latest(self._ctx.db.conn, namespace, key)
+        if found is None:
+            raise NotFound(f"{where} refused: no memory {namespace}/{key}")
+        return found
+
+    def _written(self, cmd: Command, namespace: str, key: str) -> MemoryEntry:
+        """The version this command wrote (or wrote the first time, on a repeat)."""
+        records = cmd.records if cmd.previous is None else cmd.previous
+        found = memory_entries.version(self._ctx.db.conn, namespace, key, records[-1].version)
+        assert found is not None
+        return found
+
+    def _mark(
+        self, where: str, namespace: str, key: str, actor: str | None, command_id: str | None, *, live: bool
+    ) -> MemoryEntry:
+        _check_address(where, namespace, key)
+        check_optional_text(where, "actor", actor)
+        with self._ctx.command(where, command_id, {"namespace": namespace, "key": key, "actor": actor}) as cmd:
+            if cmd.previous is None:
+                current = self._latest(where, namespace, key)
+                if current.is_deleted == live:
+                    state = f"already {current.operation}d" if current.is_deleted else "live (not deleted)"
+                    raise InvalidTransition(f"{where} refused: {namespace}/{key} is {state}")
+                event = (MemoryDeleted if live else MemoryRestored)(namespace=namespace, key=key, actor=actor)
+                cmd.emit(stream_of(namespace, key), [event], expected_version=current.version)
+            return self._written(cmd, namespace, key)

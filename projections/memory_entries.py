@@ -1,0 +1,161 @@
+"""Projection ``memory_entries``: every version of every memory."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import apsw
+import msgspec
+
+from kernel.codec import Event
+from kernel.events.memory import (
+    MemoryDeleted,
+    MemoryExpired,
+    MemoryPublished,
+    MemoryPut,
+    MemoryRestored,
+    MemoryRolledBack,
+)
+from kernel.journal import Recorded
+from projections.rows import columns, dump, loader
+
+NAME = "memory_entries"
+VERSION = 1
+HANDLES = frozenset(
+    c.__event_type__ for c in (MemoryPut, MemoryDeleted, MemoryRestored, MemoryRolledBack, MemoryExpired, MemoryPublished)
+)
+TYPES = ("semantic", "episodic", "procedural")
+
+
+class MemoryEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One version of a memory."""
+
+    namespace: str
+    key: str
+    version: int
+    value: Any
+    memory_type: str
+    is_deleted: bool
+    operation: str
+    metadata: dict[str, Any] | None
+    created_by: str | None
+    updated_by: str | None
+    created_at: int
+    updated_at: int
+    expires_at: int | None
+    position: int
+
+
+_COLS = columns(MemoryEntry)
+_load = loader(MemoryEntry, json=["value", "metadata"], flags=["is_deleted"])
+_OPS = {
+    MemoryPut: "put",
+    MemoryDeleted: "delete",
+    MemoryRestored: "restore",
+    MemoryRolledBack: "rollback",
+    MemoryExpired: "expire",
+    MemoryPublished: "publish",
+}
+
+
+def apply(conn: apsw.Connection, recorded: Recorded, event: Event) -> None:
+    op = _OPS.get(type(event))
+    if op is None:
+        return
+    ns, key = event.namespace, event.key  # type: ignore[attr-defined]
+    row = conn.execute(
+        "SELECT value, memory_type, metadata, created_by, created_at, expires_at, operation FROM memory_entries "
+        "WHERE namespace = ? AND key = ? AND is_latest = 1",
+        (ns, key),
+    ).fetchone()
+    at = recorded.recorded_at
+    if isinstance(event, MemoryPut | MemoryRolledBack | MemoryPublished):
+        value, memory_type, metadata = dump(event.value), event.memory_type, dump(event.metadata)
+        expires_at = event.expires_at if isinstance(event, MemoryPut) else None
+        deleted, actor = 0, event.actor
+    elif row is None:
+        return  # delete/restore/expire of nothing: nothing to fold
+    else:
+        value, memory_type, metadata, _, _, expires_at, last_op = row
+        actor = getattr(event, "actor", None)
+        deleted = 0 if isinstance(event, MemoryRestored) else 1
+        if isinstance(event, MemoryRestored) and last_op == "expire":
+            expires_at = None  # restored after its TTL: it lives on without one
+    created_by, created_at = (row[3], row[4]) if row is not None else (actor, at)
+    if row is not None:
+        conn.execute("UPDATE memory_entries SET is_latest = 0 WHERE namespace = ? AND key = ? AND is_latest = 1", (ns, key))
+    conn.execute(
+        f"INSERT INTO memory_entries ({_COLS}, is_latest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+        (ns, key, recorded.version, value, memory_type, deleted, op, metadata, created_by, actor, created_at, at,
+         expires_at, recorded.position),
+    )
+
+
+# --- queries ----------------------------------------------------------------------
+
+
+def latest(conn: apsw.Connection, namespace: str, key: str) -> MemoryEntry | None:
+    """The newest version, deleted or not."""
+    row = conn.execute(
+        f"SELECT {_COLS} FROM memory_entries WHERE namespace = ? AND key = ? AND is_latest = 1", (namespace, key)
+    ).fetchone()
+    return None if row is None else _load(row)
+
+
+def version(conn: apsw.Connection, namespace: str, key: str, version: int) -> MemoryEntry | None:
+    row = conn.execute(
+        f"SELECT {_COLS} FROM memory_entries WHERE namespace = ? AND key = ? AND version = ?", (namespace, key, version)
+    ).fetchone()
+    return None if row is None else _load(row)
+
+
+def as_of(conn: apsw.Connection, namespace: str, key: str, position: int) -> MemoryEntry | None:
+    """The newest version written at or before journal ``position``."""
+    row = conn.execute(
+        f"SELECT {_COLS} FROM memory_entries WHERE namespace = ? AND key = ? AND position <= ? "
+        "ORDER BY version DESC LIMIT 1",
+        (namespace, key, position),
+    ).fetchone()
+    return None if row is None else _load(row)
+
+
+def history(conn: apsw.Connection, namespace: str, key: str) -> builtins.list[MemoryEntry]:
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM memory_entries WHERE namespace = ? AND key = ? ORDER BY version", (namespace, key)
+    )
+    return [_load(r) for r in rows]
+
+
+def _upper(prefix: str) -> str:
+    """The smallest string greater than every string starting with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def list(  # noqa: A001
+    conn: apsw.Connection, prefix: str = "", *, memory_type: str | None = None, include_deleted: bool = False
+) -> builtins.list[MemoryEntry]:
+    """The newest version of each memory whose namespace starts with ``prefix``."""
+    where, args = ["is_latest = 1"], []
+    if prefix:
+        where.append("namespace >= ? AND namespace < ?")
+        args += [prefix, _upper(prefix)]
+    if memory_type is not None:
+        where.append("memory_type = ?")
+        args.append(memory_type)
+    if not include_deleted:
+        where.append("is_deleted = 0")
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM memory_entries WHERE {' AND '.join(where)} ORDER BY namespace, key", args
+    )
+    return [_load(r) for r in rows]
+
+
+def due(conn: apsw.Connection, now: int) -> builtins.list[MemoryEntry]:
+    """Live memories whose TTL ran out at or before ``now``."""
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM memory_entries WHERE is_latest = 1 AND is_deleted = 0 AND expires_at IS NOT NULL "
+        "AND expires_at <= ? ORDER BY expires_at, namespace, key",
+        (now,),
+    )
+    return [_load(r) for r in rows]
