@@ -17,6 +17,7 @@ from kernel.services.base import Context
 from kernel.services.checkpoints import Checkpoints
 from kernel.services.idempotency import Idempotency
 from kernel.services.memory import Memory
+from kernel.services.recovery import Recovery
 from kernel.services.sessions import Sessions
 from kernel.services.work import WorkQueue
 from kernel.validate import check_int, check_optional_text
@@ -76,6 +77,7 @@ class Kernel:
         self.idempotency = Idempotency(self._ctx)
         self.sessions = Sessions(self._ctx)
         self.memory = Memory(self._ctx)
+        self.recovery = Recovery(self._ctx)
         self._closed = False
 
     # --- the journal ------------------------------------------------------------------

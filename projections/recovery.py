@@ -1,0 +1,200 @@
+"""Projection ``recovery``: attempts, failure patterns, explanations and
+per-task counters."""
+
+from __future__ import annotations
+
+import builtins
+
+import apsw
+import msgspec
+
+from kernel.codec import Event
+from kernel.events.recovery import (
+    AutoRecoverySet,
+    FailureRecorded,
+    RecoveryAttemptFinished,
+    RecoveryAttemptStarted,
+    RecoveryExplained,
+)
+from kernel.journal import Recorded
+from projections.rows import columns, loader
+
+NAME = "recovery"
+VERSION = 1
+HANDLES = frozenset(
+    c.__event_type__
+    for c in (FailureRecorded, RecoveryAttemptStarted, RecoveryAttemptFinished, RecoveryExplained, AutoRecoverySet)
+)
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+class RecoveryAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    attempt_id: str
+    task_id: str
+    strategy: str
+    attempt_number: int
+    started_at: int
+    finished_at: int | None
+    success: bool | None
+    reasoning: str | None
+    notes: str | None
+    resolution_ms: int | None
+    position: int
+
+
+class FailurePattern(msgspec.Struct, frozen=True, kw_only=True):
+    pattern_signature: str
+    failure_type: str
+    error_message_hash: str
+    example_message: str
+    occurrence_count: int
+    first_seen: int
+    last_seen: int
+    confidence: float
+    position: int
+
+
+class RecoveryExplanation(msgspec.Struct, frozen=True, kw_only=True):
+    task_id: str
+    failure_summary: str
+    root_cause: str
+    retry_decision: str
+    user_action_required: str | None
+    severity: str
+    created_at: int
+    position: int
+
+
+class RecoveryTask(msgspec.Struct, frozen=True, kw_only=True):
+    task_id: str
+    failure_count: int
+    recovery_count: int
+    last_failure_type: str | None
+    last_failure_at: int | None
+    last_recovery_attempt_at: int | None
+    auto_recovery_enabled: bool
+    position: int
+
+
+class RecoveryStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Over finished attempts: how many, how many succeeded, and the mean
+    time from start to a successful finish."""
+
+    attempts: int
+    successes: int
+    success_rate: float | None
+    mean_time_to_recovery_ms: float | None
+
+
+_ACOLS, _PCOLS = columns(RecoveryAttempt), columns(FailurePattern)
+_ECOLS, _TCOLS = columns(RecoveryExplanation), columns(RecoveryTask)
+_load_attempt = loader(RecoveryAttempt, flags=["success"])
+_load_pattern = loader(FailurePattern)
+_load_explanation = loader(RecoveryExplanation)
+_load_task = loader(RecoveryTask, flags=["auto_recovery_enabled"])
+
+
+def _task_row(conn: apsw.Connection, task_id: str, pos: int) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO recovery_tasks (task_id, failure_count, recovery_count, auto_recovery_enabled, position) "
+        "VALUES (?, 0, 0, 1, ?)",
+        (task_id, pos),
+    )
+
+
+def apply(conn: apsw.Connection, recorded: Recorded, event: Event) -> None:
+    at, pos = recorded.recorded_at, recorded.position
+    if isinstance(event, FailureRecorded):
+        conn.execute(
+            f"INSERT INTO failure_patterns ({_PCOLS}) VALUES (?, ?, ?, ?, 1, ?, ?, 0.5, ?) "
+            "ON CONFLICT (pattern_signature) DO UPDATE SET occurrence_count = occurrence_count + 1, "
+            "error_message_hash = excluded.error_message_hash, example_message = excluded.example_message, "
+            "last_seen = excluded.last_seen, confidence = 1.0 - 1.0 / (2 + occurrence_count), "
+            "position = excluded.position",
+            (event.signature, event.failure_type, event.error_hash, event.error_message, at, at, pos),
+        )
+        _task_row(conn, event.task_id, pos)
+        conn.execute(
+            "UPDATE recovery_tasks SET failure_count = failure_count + 1, last_failure_type = ?, "
+            "last_failure_at = ?, position = ? WHERE task_id = ?",
+            (event.failure_type, at, pos, event.task_id),
+        )
+    elif isinstance(event, RecoveryAttemptStarted):
+        conn.execute(
+            f"INSERT INTO recovery_attempts ({_ACOLS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, NULL, NULL, ?)",
+            (event.attempt_id, event.task_id, event.strategy, event.attempt_number, at, event.reasoning, pos),
+        )
+        _task_row(conn, event.task_id, pos)
+        conn.execute(
+            "UPDATE recovery_tasks SET recovery_count = recovery_count + 1, last_recovery_attempt_at = ?, "
+            "position = ? WHERE task_id = ?",
+            (at, pos, event.task_id),
+        )
+    elif isinstance(event, RecoveryAttemptFinished):
+        conn.execute(
+            "UPDATE recovery_attempts SET finished_at = ?, success = ?, notes = ?, resolution_ms = ? - started_at, "
+            "position = ? WHERE attempt_id = ?",
+            (at, int(event.success), event.notes, at, pos, event.attempt_id),
+        )
+    elif isinstance(event, RecoveryExplained):
+        conn.execute(
+            f"INSERT OR REPLACE INTO recovery_explanations ({_ECOLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (event.task_id, event.failure_summary, event.root_cause, event.retry_decision,
+             event.user_action_required, event.severity, at, pos),
+        )
+    elif isinstance(event, AutoRecoverySet):
+        _task_row(conn, event.task_id, pos)
+        conn.execute(
+            "UPDATE recovery_tasks SET auto_recovery_enabled = ?, position = ? WHERE task_id = ?",
+            (int(event.enabled), pos, event.task_id),
+        )
+
+
+# --- queries ----------------------------------------------------------------------
+
+
+def attempt(conn: apsw.Connection, attempt_id: str) -> RecoveryAttempt | None:
+    row = conn.execute(f"SELECT {_ACOLS} FROM recovery_attempts WHERE attempt_id = ?", (attempt_id,)).fetchone()
+    return None if row is None else _load_attempt(row)
+
+
+def attempts(conn: apsw.Connection, task_id: str) -> builtins.list[RecoveryAttempt]:
+    rows = conn.execute(
+        f"SELECT {_ACOLS} FROM recovery_attempts WHERE task_id = ? ORDER BY attempt_number", (task_id,)
+    )
+    return [_load_attempt(r) for r in rows]
+
+
+def pattern(conn: apsw.Connection, signature: str) -> FailurePattern | None:
+    row = conn.execute(f"SELECT {_PCOLS} FROM failure_patterns WHERE pattern_signature = ?", (signature,)).fetchone()
+    return None if row is None else _load_pattern(row)
+
+
+def patterns(conn: apsw.Connection, limit: int) -> builtins.list[FailurePattern]:
+    rows = conn.execute(
+        f"SELECT {_PCOLS} FROM failure_patterns ORDER BY occurrence_count DESC, last_seen DESC LIMIT ?", (limit,)
+    )
+    return [_load_pattern(r) for r in rows]
+
+
+def explanation(conn: apsw.Connection, task_id: str) -> RecoveryExplanation | None:
+    row = conn.execute(f"SELECT {_ECOLS} FROM recovery_explanations WHERE task_id = ?", (task_id,)).fetchone()
+    return None if row is None else _load_explanation(row)
+
+
+def task(conn: apsw.Connection, task_id: str) -> RecoveryTask | None:
+    row = conn.execute(f"SELECT {_TCOLS} FROM recovery_tasks WHERE task_id = ?", (task_id,)).fetchone()
+    return None if row is None else _load_task(row)
+
+
+def stats(conn: apsw.Connection) -> RecoveryStats:
+    finished, successes, mttr = conn.execute(
+        "SELECT count(*), coalesce(sum(success), 0), avg(CASE WHEN success = 1 THEN resolution_ms END) "
+        "FROM recovery_attempts WHERE finished_at IS NOT NULL"
+    ).fetchone()
+    return RecoveryStats(
+        attempts=finished,
+        successes=successes,
+        success_rate=None if finished == 0 else successes / finished,
+        mean_time_to_recovery_ms=mttr,
+    )
