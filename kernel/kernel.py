@@ -19,6 +19,7 @@ from kernel.services.idempotency import Idempotency
 from kernel.services.memory import Memory
 from kernel.services.recovery import Recovery
 from kernel.services.sessions import Sessions
+from kernel.services.tasks import Tasks
 from kernel.services.work import WorkQueue
 from kernel.validate import check_int, check_optional_text
 from kernel.verify import VerifyReport, verify
@@ -78,6 +79,7 @@ class Kernel:
         self.sessions = Sessions(self._ctx)
         self.memory = Memory(self._ctx)
         self.recovery = Recovery(self._ctx)
+        self.tasks = Tasks(self._ctx)
         self._closed = False
 
     # --- the journal ------------------------------------------------------------------

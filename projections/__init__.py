@@ -6,8 +6,8 @@ and the query functions over its tables."""
 # Importing any kernel module runs kernel/__init__, which imports the facade,
 # which imports this package's modules: let that finish before ours.
 import kernel.codec  # noqa: F401  isort: skip
-from projections import checkpoints, idempotency_keys, memory_entries, recovery, sessions, work_items
+from projections import checkpoints, idempotency_keys, memory_entries, recovery, sessions, tasks, work_items
 
-ALL = (work_items, checkpoints, idempotency_keys, sessions, memory_entries, recovery)
+ALL = (work_items, checkpoints, idempotency_keys, sessions, memory_entries, recovery, tasks)
 
-__all__ = ["ALL", "checkpoints", "idempotency_keys", "memory_entries", "recovery", "sessions", "work_items"]
+__all__ = ["ALL", "checkpoints", "idempotency_keys", "memory_entries", "recovery", "sessions", "tasks", "work_items"]
