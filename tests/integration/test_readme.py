@@ -25,6 +25,14 @@ def test_the_python_example_runs(tmp_path, child_env):
     ]
 
 
+def test_every_python_block_runs_in_order(tmp_path, child_env):
+    blocks = re.findall(r"```python\n(.*?)```", README, re.DOTALL)
+    assert len(blocks) >= 8  # the first screen, one per domain, the journal API
+    program = "import kernel\n" + "\n".join(blocks)
+    done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, env=child_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_ci_runs_the_readme_test_command_word_for_word():
     ci = (ROOT / ".ci" / "run").read_text()
     command = next(line.strip() for line in ci.splitlines() if "pytest" in line and not line.startswith("#"))
