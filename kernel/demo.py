@@ -41,6 +41,19 @@ def run(path: str, *, seed: int = 7, out: Callable[[str], None] = print) -> int:
                 ids.append(item_id)
                 say(f"enqueued  {item_id}  task={task} step={step!r} priority={priority}")
 
+        session = k.sessions.create("demo", "operator", state={"user:name": "operator", "goal": "a report"})
+        say(f"session   {session.session_id}  app=demo user=operator")
+        open_attempts: dict[str, tuple[str, str]] = {}  # task -> (attempt_id, work_item_id)
+
+        def recover(task: str, item_id: str, failure_type: str, message: str, strategy: str) -> None:
+            pattern = k.recovery.record_failure(task, failure_type, message)
+            note = f"pattern seen {pattern.occurrence_count}x"
+            if task not in open_attempts:
+                attempt = k.recovery.start_attempt(task, strategy, reasoning=message)
+                open_attempts[task] = (attempt.attempt_id, item_id)
+                note += f", recovery attempt {attempt.attempt_number} ({strategy})"
+            say(f"recovery  task={task}: {failure_type} — {note}")
+
         holding: dict[str, WorkItem] = {}
         stalled: set[str] = set()
         scripted = {"w2": "stall", "w3": "fail"}  # make sure both stories happen
@@ -60,7 +73,14 @@ def run(path: str, *, seed: int = 7, out: Callable[[str], None] = print) -> int:
                     stale = next((s for s in stalled if s in holding and holding[s].work_item_id == claimed.work_item_id), None)
                     note = f" (took over {stale}'s expired lease)" if stale else ""
                     say(f"{w} claimed   {claimed.work_item_id}  token={claimed.token} attempt={claimed.attempt}{note}")
+                    cp = k.checkpoints.record(
+                        claimed.task_id, "iteration_start", {"step": claimed.input["step"], "worker": w},
+                        work_item_id=claimed.work_item_id, session_id=session.session_id,
+                    )
+                    say(f"{w} checkpoint task={claimed.task_id} #{cp.sequence_number} iteration_start")
                     if stale:
+                        recover(claimed.task_id, claimed.work_item_id, "lease_expired",
+                                f"worker {stale} stopped sending heartbeats", "reassign")
                         # The stalled worker wakes up and tries to finish: its token is stale.
                         old = holding.pop(stale)
                         try:
@@ -81,16 +101,40 @@ def run(path: str, *, seed: int = 7, out: Callable[[str], None] = print) -> int:
                     after = k.work.fail(item.work_item_id, w, item.token, "tool call timed out")
                     del holding[w]
                     say(f"{w} failed    {item.work_item_id}  -> {after.status} (retries used {after.retry_count}/{after.max_retries})")
+                    recover(item.task_id, item.work_item_id, "tool_timeout",
+                            f"web_search timed out after {rng.randint(3000, 3100)} ms", "retry")
                 else:
-                    k.work.complete(item.work_item_id, w, item.token, output={"by": w, "ok": True})
+                    step = item.input["step"]
+                    with k.transaction():  # the completion and what it produced, one commit
+                        k.work.complete(item.work_item_id, w, item.token, output={"by": w, "ok": True})
+                        k.checkpoints.record(item.task_id, "iteration_end", {"step": step, "worker": w},
+                                             work_item_id=item.work_item_id, session_id=session.session_id)
+                        k.memory.put(f"task:{item.task_id}", step, f"notes on {step}", actor=w)
+                        k.sessions.append_event(session.session_id, author=w, content={"completed": step},
+                                                state_delta={"last_step": step})
+                        attempt = open_attempts.get(item.task_id)
+                        if attempt is not None and attempt[1] == item.work_item_id:
+                            k.recovery.finish_attempt(attempt[0], success=True)
+                            del open_attempts[item.task_id]
                     del holding[w]
-                    say(f"{w} completed {item.work_item_id}")
+                    say(f"{w} completed {item.work_item_id}  (checkpoint, memory task:{item.task_id}/{step}, session event)")
             clock.advance(TICK_MS)
         out("")
         out("work items:")
         for item in k.work.list():
             if item.work_item_id in ids:
                 out(f"  {item.work_item_id}  {item.status:<10} attempts={item.attempt} retries={item.retry_count}  task={item.task_id}")
+        out("")
+        for task in ("research", "write"):
+            cps = k.checkpoints.list(task)
+            out(f"checkpoints of {task}: {len(cps)}, latest #{cps[-1].sequence_number} {cps[-1].checkpoint_type}")
+        out(f"memory under task: {', '.join(f'{e.namespace}/{e.key} v{e.version}' for e in k.memory.list('task:'))}")
+        stats = k.recovery.stats()
+        rate = "n/a" if stats.success_rate is None else f"{stats.success_rate:.0%}"
+        mttr = "n/a" if stats.mean_time_to_recovery_ms is None else f"{stats.mean_time_to_recovery_ms / 1000:.1f}s"
+        out(f"recovery: {stats.attempts} attempts, success rate {rate}, mean time to recovery {mttr}")
+        final = k.sessions.get(session.session_id)
+        out(f"session {final.session_id}: {final.event_count} events, state {final.state}")
         report = k.verify()
         out("")
         out(f"journal head: {report.head} (+{report.head - first} events this run), hash {report.head_hash[:16]}…")

@@ -20,10 +20,12 @@ def test_init_creates_an_empty_journal(db_path, capsys):
 def test_demo_runs_a_simulation_and_ends_verified(db_path, capsys):
     assert main(["demo", db_path]) == 0
     out = capsys.readouterr().out
-    for story in ("claimed", "heartbeat", "failed", "completed", "took over", "wakes up and is refused", "verify: ok"):
+    for story in ("claimed", "heartbeat", "failed", "completed", "took over", "wakes up and is refused",
+                  "checkpoint task=", "recovery  task=", "recovery: 2 attempts, success rate 100%", "verify: ok"):
         assert story in out, story
     with kernel.open(db_path) as k:
         assert {i.status for i in k.work.list()} == {"completed"}
+        assert len(k.memory.list("task:")) == 6 and k.checkpoints.latest("write").checkpoint_type == "iteration_end"
         assert any(True for _ in k.read(types=["work_item.lease_expired"]))
         head = k.head
     assert f"journal head: {head}" in out
