@@ -23,6 +23,7 @@ from kernel.errors import (
     JournalError,
     JournalFull,
     KernelError,
+    ReadOnly,
 )
 
 log = logging.getLogger("eventkernel")
@@ -144,6 +145,7 @@ class Database:
         self.busy_timeout_ms = busy_timeout_ms
         self.wal_checkpoint_pages = wal_checkpoint_pages
         self.in_memory = path == ":memory:" or path == ""
+        self.read_only: str | None = None  # why writes are refused, for views of the past
         self._lock = threading.RLock()
         self._depth = 0
         self._wal_pages = 0
@@ -151,6 +153,17 @@ class Database:
         # connection holds the write lock; restored when a savepoint rolls back.
         self.head_cache: tuple[int, bytes] | None = None
         self.conn: apsw.Connection = self._connect()
+
+    @classmethod
+    def adopt(cls, conn: apsw.Connection, *, read_only: str) -> Database:
+        """Wrap a private connection (a view of the past) whose writes are refused."""
+        self = cls.__new__(cls)
+        self.path, self.synchronous, self.busy_timeout_ms = ":memory:", "normal", 0
+        self.wal_checkpoint_pages = DEFAULT_WAL_CHECKPOINT_PAGES
+        self.in_memory, self.read_only = True, read_only
+        self._lock, self._depth, self._wal_pages, self.head_cache = threading.RLock(), 0, 0, None
+        self.conn = conn
+        return self
 
     def _connect(self) -> apsw.Connection:
         with translating(f"opening {self.path!r}"):
@@ -185,6 +198,8 @@ class Database:
         exception. An error from COMMIT itself is :class:`CommitOutcomeUnknown`
         and the connection is reopened.
         """
+        if self.read_only is not None:
+            raise ReadOnly(f"{doing} refused: {self.read_only}")
         with self._lock:
             conn = self.conn
             depth = self._depth
@@ -312,8 +327,9 @@ class Database:
 
 
 def memory_connection() -> apsw.Connection:
-    """A private in-memory database (rebuilds, verification, views of the past)."""
-    conn = apsw.Connection(":memory:")
+    """A private in-memory database (rebuilds, verification, views of the past).
+    URI names are on so that a view of the past can ATTACH the file read-only."""
+    conn = apsw.Connection(":memory:", flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI)
     _safety(conn)
     conn.pragma("synchronous", "OFF")
     return conn

@@ -14,15 +14,9 @@ from kernel.errors import InvalidArgument
 from kernel.journal import Recorded
 from kernel.projector import Progress, Projector
 from kernel.services.base import Context
-from kernel.services.checkpoints import Checkpoints
-from kernel.services.idempotency import Idempotency
-from kernel.services.memory import Memory
-from kernel.services.recovery import Recovery
-from kernel.services.sessions import Sessions
-from kernel.services.tasks import Tasks
-from kernel.services.work import WorkQueue
 from kernel.validate import check_int, check_optional_text
 from kernel.verify import VerifyReport, verify
+from kernel.view import KernelView, Reader
 
 
 def open(  # noqa: A001 - kernel.open is the contract's name
@@ -43,7 +37,7 @@ def open(  # noqa: A001 - kernel.open is the contract's name
     return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
 
 
-class Kernel:
+class Kernel(Reader):
     """An open journal with its projections and commands. A context manager.
 
     One Kernel is meant for one thread at a time; open one per thread or
@@ -73,13 +67,7 @@ class Kernel:
         except BaseException:
             self._db.close()
             raise
-        self.work = WorkQueue(self._ctx)
-        self.checkpoints = Checkpoints(self._ctx)
-        self.idempotency = Idempotency(self._ctx)
-        self.sessions = Sessions(self._ctx)
-        self.memory = Memory(self._ctx)
-        self.recovery = Recovery(self._ctx)
-        self.tasks = Tasks(self._ctx)
+        self._services(self._ctx)
         self._closed = False
 
     # --- the journal ------------------------------------------------------------------
@@ -87,12 +75,6 @@ class Kernel:
     @property
     def path(self) -> str:
         return self._db.path
-
-    @property
-    def head(self) -> int:
-        """The position of the last event; 0 when the journal is empty."""
-        with translating("reading the head"):
-            return journal.head(self._db.conn)[0]
 
     def append(
         self,
@@ -141,40 +123,27 @@ class Kernel:
             )
         return appended.records[-1].position
 
-    def read(
-        self,
-        stream: str | None = None,
-        after: int = 0,
-        limit: int | None = None,
-        types: Sequence[str] = (),
-        correlation_id: str | None = None,
-    ) -> Iterator[Recorded]:
-        """Events in position order: of one stream, after a position, of some
-        types, of one correlation id. Lazily fetched in pages."""
-        where = "read"
-        check_optional_text(where, "stream", stream)
-        check_int(where, "after", after, minimum=0)
-        if limit is not None:
-            check_int(where, "limit", limit, minimum=0)
-        if isinstance(types, str):
-            types = (types,)
-        for t in types:
-            check_optional_text(where, "types[]", t)
-        check_optional_text(where, "correlation_id", correlation_id)
-        rows = journal.read_rows(
-            self._db.conn, stream=stream, after=after, limit=limit, types=tuple(types), correlation_id=correlation_id
-        )
-        while True:
-            with translating(where):
-                row = next(rows, None)
-            if row is None:
-                return
-            yield journal.record_from_row(row)
-
-    def stream_version(self, stream: str) -> int:
-        """The stream's current version (0 when it has no events)."""
-        with translating("reading a stream version"):
-            return journal.stream_version(self._db.conn, stream)
+    def at(self, position: int | None = None, *, time_ms: int | None = None,
+           progress: Progress | None = None) -> KernelView:
+        """A read-only view of every projection as of journal ``position`` (or
+        of the last event recorded at or before ``time_ms``): the same read
+        methods, answering what this kernel answered when its head was there.
+        Commands on it raise ReadOnly. Use it as a context manager."""
+        if (position is None) == (time_ms is None):
+            raise InvalidArgument("at refused: give a position or time_ms=, exactly one")
+        if time_ms is not None:
+            check_int("at", "time_ms", time_ms)
+            with translating("finding the position of a time"):
+                (found,) = self._db.conn.execute(
+                    "SELECT coalesce(max(position), 0) FROM journal WHERE recorded_at <= ?", (time_ms,)
+                ).fetchone()
+            position = found
+        assert position is not None
+        check_int("at", "position", position, minimum=0)
+        head = self.head
+        if position > head:
+            raise InvalidArgument(f"at refused: position {position} is past the journal head {head}")
+        return KernelView(self._db, self._projector, self._ctx.clock, position, progress)
 
     # --- transactions and maintenance ----------------------------------------------------
 

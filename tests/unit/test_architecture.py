@@ -17,7 +17,7 @@ LAYERS = [
     {"kernel.connection", "kernel.migrations", "kernel.journal"},
     {"projections", "kernel.projector", "kernel.verify"},
     {"kernel.services"},
-    {"kernel.kernel", "kernel.demo", "kernel.cli", "kernel", "kernel.__main__"},
+    {"kernel.kernel", "kernel.view", "kernel.demo", "kernel.cli", "kernel", "kernel.__main__"},
 ]
 
 

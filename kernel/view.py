@@ -1,0 +1,128 @@
+"""Reading the journal, and views of the past: ``k.at(position)``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from urllib.parse import quote
+
+import apsw
+
+from kernel import journal
+from kernel.clock import Clock
+from kernel.connection import Database, translating
+from kernel.journal import Recorded
+from kernel.projector import Progress, Projector
+from kernel.services.base import Context
+from kernel.services.checkpoints import Checkpoints
+from kernel.services.idempotency import Idempotency
+from kernel.services.memory import Memory
+from kernel.services.recovery import Recovery
+from kernel.services.sessions import Sessions
+from kernel.services.tasks import Tasks
+from kernel.services.work import WorkQueue
+from kernel.validate import check_int, check_optional_text
+
+
+class Reader:
+    """What the live kernel and a view of the past both answer."""
+
+    _db: Database
+
+    def _services(self, ctx: Context) -> None:
+        self.work = WorkQueue(ctx)
+        self.checkpoints = Checkpoints(ctx)
+        self.idempotency = Idempotency(ctx)
+        self.sessions = Sessions(ctx)
+        self.memory = Memory(ctx)
+        self.recovery = Recovery(ctx)
+        self.tasks = Tasks(ctx)
+
+    @property
+    def head(self) -> int:
+        """The position of the last event; 0 when the journal is empty."""
+        with translating("reading the head"):
+            return journal.head(self._db.conn)[0]
+
+    def read(
+        self,
+        stream: str | None = None,
+        after: int = 0,
+        limit: int | None = None,
+        types: Sequence[str] = (),
+        correlation_id: str | None = None,
+    ) -> Iterator[Recorded]:
+        """Events in position order: of one stream, after a position, of some
+        types, of one correlation id. Lazily fetched in pages."""
+        where = "read"
+        check_optional_text(where, "stream", stream)
+        check_int(where, "after", after, minimum=0)
+        if limit is not None:
+            check_int(where, "limit", limit, minimum=0)
+        if isinstance(types, str):
+            types = (types,)
+        for t in types:
+            check_optional_text(where, "types[]", t)
+        check_optional_text(where, "correlation_id", correlation_id)
+        rows = journal.read_rows(
+            self._db.conn, stream=stream, after=after, limit=limit, types=tuple(types), correlation_id=correlation_id
+        )
+        while True:
+            with translating(where):
+                row = next(rows, None)
+            if row is None:
+                return
+            yield journal.record_from_row(row)
+
+    def stream_version(self, stream: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        with translating("reading a stream version"):
+            return journal.stream_version(self._db.conn, stream)
+
+
+class KernelView(Reader):
+    """Every projection as it was when the journal's head was ``position``:
+    the same read methods as the live kernel; commands raise ReadOnly.
+    A context manager; built by replaying the journal up to ``position``
+    into a private in-memory database."""
+
+    def __init__(self, source: Database, projector: Projector, clock: Clock, position: int,
+                 progress: Progress | None = None) -> None:
+        mem, upto = projector.build_in_memory(source, until=position, progress=progress)
+        try:
+            with translating(f"opening a view as of position {upto}"):
+                _bounded_journal(source, mem, upto)
+        except BaseException:
+            mem.close()
+            raise
+        self.position = upto
+        self._db = Database.adopt(mem, read_only=f"this is a read-only view of the journal as of position {upto}")
+        self._services(Context(self._db, projector, clock))
+
+    def close(self) -> None:
+        self._db.conn.close()
+
+    def __enter__(self) -> KernelView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<KernelView as of position {self.position}>"
+
+
+def _bounded_journal(source: Database, mem: apsw.Connection, upto: int) -> None:
+    """Give ``mem`` a ``journal`` holding exactly positions 1..upto: the file
+    attached read-only behind a view, or, for an in-memory kernel, a copy."""
+    if source.in_memory:
+        ddl = source.conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'journal'").fetchone()[0]
+        mem.execute(ddl.replace("CREATE TABLE journal", "CREATE TEMP TABLE journal", 1))
+        mem.executemany(
+            f"INSERT INTO temp.journal VALUES ({', '.join('?' * 11)})",
+            journal.read_rows(source.conn, until=upto, page=10_000),
+        )
+        return
+    uri = "file:" + quote(os.path.abspath(source.path)) + "?mode=ro"
+    mem.execute("ATTACH ? AS journal_file", (uri,))
+    mem.execute(f"CREATE TEMP VIEW journal AS SELECT * FROM journal_file.journal WHERE position <= {int(upto)}")
