@@ -43,6 +43,32 @@ class Recorded(msgspec.Struct, frozen=True, kw_only=True):
     hash: bytes
 
 
+class LogEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A journal row with its JSON decoded but no Event class needed: what
+    tools (the CLI, exports) show for any event type, known or not."""
+
+    position: int
+    stream: str
+    version: int
+    type: str
+    schema: int
+    data: Any
+    meta: dict[str, Any] | None
+    event_id: str | None
+    correlation_id: str | None
+    recorded_at: int
+    hash: str  # hex
+
+
+def entry_from_row(row: Sequence[Any]) -> LogEntry:
+    position, stream, version, type_, schema, data, meta, event_id, correlation_id, recorded_at, hash_ = row
+    return LogEntry(
+        position=position, stream=stream, version=version, type=type_, schema=schema,
+        data=codec.decode_json(data), meta=codec.decode_json(meta), event_id=event_id,
+        correlation_id=correlation_id, recorded_at=recorded_at, hash=hash_.hex(),
+    )
+
+
 class Appended(msgspec.Struct, frozen=True):
     """What an append wrote, or found already written (``replayed``)."""
 
@@ -270,14 +296,28 @@ def read_rows(
     limit: int | None = None,
     types: Sequence[str] = (),
     correlation_id: str | None = None,
+    stream_prefix: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
     page: int = _PAGE,
 ) -> Iterator[tuple[Any, ...]]:
-    """Raw journal rows (``_COLUMNS`` order) matching the filters; see :func:`read`."""
+    """Raw journal rows (``_COLUMNS`` order) matching the filters; see :func:`read`.
+    ``since_ms``/``until_ms`` bound ``recorded_at`` (inclusive)."""
     where = ["position > ?"]
     args: list[Any] = []
     if stream is not None:
         where.append("stream = ?")
         args.append(stream)
+    if stream_prefix:
+        # A range on the (stream, version) index, not LIKE (whose wildcards a prefix may contain).
+        where.append("stream >= ? AND stream < ?")
+        args += [stream_prefix, stream_prefix[:-1] + chr(ord(stream_prefix[-1]) + 1)]
+    if since_ms is not None:
+        where.append("recorded_at >= ?")
+        args.append(since_ms)
+    if until_ms is not None:
+        where.append("recorded_at <= ?")
+        args.append(until_ms)
     if until is not None:
         where.append("position <= ?")
         args.append(until)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+import os
 from typing import Any, Literal
+
+import msgspec
 
 from kernel import journal, migrations
 from kernel.clock import Clock, system_clock
@@ -12,11 +15,22 @@ from kernel.codec import Event
 from kernel.connection import Database, Synchronous, translating
 from kernel.errors import InvalidArgument
 from kernel.journal import Recorded
-from kernel.projector import Progress, Projector
+from kernel.projector import Progress, Projector, TableDiff
 from kernel.services.base import Context
 from kernel.validate import check_int, check_optional_text
 from kernel.verify import VerifyReport, verify
 from kernel.view import KernelView, Reader
+
+
+class Stats(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``k.stats()`` reports."""
+
+    head: int
+    events_by_type: dict[str, int]
+    events_by_stream_kind: dict[str, int]
+    database_bytes: int
+    files: dict[str, int]
+    projections: dict[str, dict[str, int]]
 
 
 def open(  # noqa: A001 - kernel.open is the contract's name
@@ -154,6 +168,34 @@ class Kernel(Reader):
         undoes only itself (its savepoint) and raises."""
         with self._db.write("transaction"):
             yield self
+
+    def diff(self, a: int, b: int, *, progress: Progress | None = None) -> list[TableDiff]:
+        """Per projection table, the rows added, removed and changed between
+        journal positions ``a`` and ``b``."""
+        with self.at(a, progress=progress) as before, self.at(b, progress=progress) as after:
+            return self._projector.diff(before._db.conn, after._db.conn)
+
+    def stats(self) -> Stats:
+        """Head, events per type and per stream kind, file sizes, projections and their lag."""
+        with self._db.read("stats") as conn:
+            head = journal.head(conn)[0]
+            by_type = dict(conn.execute("SELECT type, count(*) FROM journal GROUP BY type ORDER BY 2 DESC, 1"))
+            by_kind = dict(conn.execute(
+                "SELECT substr(stream, 1, instr(stream, ':') - 1) AS kind, count(*) FROM journal "
+                "GROUP BY kind ORDER BY 2 DESC, 1"
+            ))
+            projections = {
+                name: {"version": version, "position": position, "lag": head - position}
+                for name, (version, position) in sorted(self._projector.positions(conn).items())
+            }
+            page_size, page_count = conn.pragma("page_size"), conn.pragma("page_count")
+        files = {}
+        if not self._db.in_memory:
+            for suffix in ("", "-wal", "-shm"):
+                p = self._db.path + suffix
+                files[os.path.basename(p)] = os.path.getsize(p) if os.path.exists(p) else 0
+        return Stats(head=head, events_by_type=by_type, events_by_stream_kind=by_kind,
+                     database_bytes=page_size * page_count, files=files, projections=projections)
 
     def rebuild(self, name: str | None = None, *, progress: Progress | None = None) -> int:
         """Rebuild one projection (or all) from the journal; readers and writers

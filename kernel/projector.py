@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import apsw
+import msgspec
 
 import projections
 from kernel import journal, migrations
@@ -22,6 +23,25 @@ Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` during long work."""
 
 _BATCH = 10_000
+
+
+class TableDiff(msgspec.Struct, frozen=True, kw_only=True):
+    """How one projection table changed between two positions."""
+
+    table: str
+    columns: list[str]
+    added: list[tuple[Any, ...]]
+    removed: list[tuple[Any, ...]]
+    changed: list[tuple[tuple[Any, ...], tuple[Any, ...]]]  # (before, after)
+
+
+def _keyed(conn: apsw.Connection, table: str) -> tuple[list[str], list[str], dict[tuple[Any, ...], tuple[Any, ...]]]:
+    info = conn.execute(f'PRAGMA table_info("{table}")').fetchall()
+    columns = [row[1] for row in info]
+    pk = [row[1] for row in sorted(info, key=lambda r: r[5]) if row[5]] or columns
+    idx = [columns.index(c) for c in pk]
+    rows = {tuple(r[i] for i in idx): tuple(r) for r in conn.execute(f'SELECT * FROM "{table}"')}
+    return columns, pk, rows
 
 
 class Projector:
@@ -215,7 +235,27 @@ class Projector:
             mem.close()
         return head
 
-    # --- comparing --------------------------------------------------------------------
+    # --- comparing ---
+
+    def diff(self, before: apsw.Connection, after: apsw.Connection) -> list[TableDiff]:
+        """Per projection table, the rows added, removed and changed from
+        ``before`` to ``after`` (two databases holding the projections)."""
+        out = []
+        for m in self.modules:
+            for table in self.tables[m.NAME]:
+                columns, key_of, a = _keyed(before, table)
+                _, _, b = _keyed(after, table)
+                changed = [(a[k], b[k]) for k in sorted(a.keys() & b.keys(), key=repr) if a[k] != b[k]]
+                out.append(TableDiff(
+                    table=table,
+                    columns=columns,
+                    added=[b[k] for k in sorted(b.keys() - a.keys(), key=repr)],
+                    removed=[a[k] for k in sorted(a.keys() - b.keys(), key=repr)],
+                    changed=changed,
+                ))
+        return out
+
+    # --- comparing (live vs rebuilt) --------------------------------------------------------------------
 
     def compare(
         self, live: apsw.Connection, rebuilt: apsw.Connection, *, limit: int = 20

@@ -11,7 +11,7 @@ import apsw
 from kernel import journal
 from kernel.clock import Clock
 from kernel.connection import Database, translating
-from kernel.journal import Recorded
+from kernel.journal import LogEntry, Recorded
 from kernel.projector import Progress, Projector
 from kernel.services.base import Context
 from kernel.services.checkpoints import Checkpoints
@@ -21,6 +21,7 @@ from kernel.services.recovery import Recovery
 from kernel.services.sessions import Sessions
 from kernel.services.tasks import Tasks
 from kernel.services.work import WorkQueue
+from kernel.errors import InvalidArgument
 from kernel.validate import check_int, check_optional_text
 
 
@@ -28,6 +29,7 @@ class Reader:
     """What the live kernel and a view of the past both answer."""
 
     _db: Database
+    _projector: Projector
 
     def _services(self, ctx: Context) -> None:
         self.work = WorkQueue(ctx)
@@ -74,6 +76,51 @@ class Reader:
                 return
             yield journal.record_from_row(row)
 
+    def log(
+        self,
+        *,
+        stream: str | None = None,
+        stream_prefix: str | None = None,
+        types: Sequence[str] = (),
+        correlation_id: str | None = None,
+        after: int = 0,
+        before: int | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[LogEntry]:
+        """Journal rows with their JSON decoded, for any event type (known to
+        this process or not): what debugging tools show. ``before`` is an
+        exclusive position bound, ``since_ms``/``until_ms`` inclusive times."""
+        where = "log"
+        check_optional_text(where, "stream", stream)
+        check_optional_text(where, "stream_prefix", stream_prefix)
+        check_optional_text(where, "correlation_id", correlation_id)
+        check_int(where, "after", after, minimum=0)
+        for name, value in (("before", before), ("since_ms", since_ms), ("until_ms", until_ms), ("limit", limit)):
+            if value is not None:
+                check_int(where, name, value, minimum=0)
+        rows = journal.read_rows(
+            self._db.conn, stream=stream, stream_prefix=stream_prefix, types=tuple(types),
+            correlation_id=correlation_id, after=after, until=None if before is None else before - 1,
+            since_ms=since_ms, until_ms=until_ms, limit=limit,
+        )
+        while True:
+            with translating(where):
+                row = next(rows, None)
+            if row is None:
+                return
+            yield journal.entry_from_row(row)
+
+    def table(self, name: str) -> tuple[list[str], list[tuple[object, ...]]]:
+        """(columns, rows) of one projection table, by primary key."""
+        known = {t for names in self._projector.tables.values() for t in names}
+        if name not in known:
+            raise InvalidArgument(f"table refused: {name!r} is not a projection table; known: {', '.join(sorted(known))}")
+        with translating(f"reading {name}"):  # a name from our own DDL
+            columns = [row[1] for row in self._db.conn.execute(f'PRAGMA table_info("{name}")')]
+            return columns, self._db.conn.execute(f'SELECT * FROM "{name}" ORDER BY 1').fetchall()
+
     def stream_version(self, stream: str) -> int:
         """The stream's current version (0 when it has no events)."""
         with translating("reading a stream version"):
@@ -96,8 +143,17 @@ class KernelView(Reader):
             mem.close()
             raise
         self.position = upto
+        self._projector = projector
         self._db = Database.adopt(mem, read_only=f"this is a read-only view of the journal as of position {upto}")
         self._services(Context(self._db, projector, clock))
+
+    def save(self, path: str) -> None:
+        """Write every projection table as of this position into a new,
+        standalone SQLite file (for analytics tools). Refuses an existing file."""
+        if os.path.exists(path):
+            raise InvalidArgument(f"save refused: {path!r} already exists")
+        with translating(f"saving the view to {path!r}"):
+            self._db.conn.execute("VACUUM main INTO ?", (path,))
 
     def close(self) -> None:
         self._db.conn.close()

@@ -148,10 +148,35 @@ def test_hash_chain_links_every_row(k):
 def test_migrations_are_recorded_and_applied_once(db_path, clock):
     with kernel.open(db_path, clock=clock) as k:
         rows = k._db.conn.execute("SELECT version, name, applied_at FROM schema_migrations").fetchall()
-    assert rows == [(1, "journal", clock())]
+    assert rows == [(1, "journal", clock()), (2, "views", clock())]
     clock.advance(10)
     with kernel.open(db_path, clock=clock) as k:
-        assert k._db.conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (1,)
+        assert k._db.conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (2,)
+
+
+def test_an_older_file_is_migrated_forward_on_open(db_path, clock):
+    kernel.open(db_path, clock=clock).close()
+    raw = apsw.Connection(db_path)
+    raw.execute("DROP VIEW journal_events; DROP VIEW work_item_events; DELETE FROM schema_migrations WHERE version = 2")
+    raw.close()
+    with kernel.open(db_path, clock=clock) as k:
+        k.work.enqueue("t", None)
+        assert k._db.conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (2,)
+        assert k._db.conn.execute("SELECT stream_kind, command FROM journal_events").fetchall() == [
+            ("work_item", "work.enqueue")]
+
+
+def test_the_analytics_views(k, clock):
+    item = k.work.enqueue("task-1", None)
+    claimed = k.work.claim("w1", lease_ms=500)
+    row = k._db.conn.execute(
+        "SELECT stream_kind, stream_id, type, command, correlation_id, recorded_at_iso FROM journal_events "
+        "WHERE position = 2"
+    ).fetchone()
+    assert row[:5] == ("work_item", item, "work_item.claimed", "work.claim", "task-1")
+    assert row[5] == "2023-11-14T22:13:20.000Z"
+    assert k._db.conn.execute("SELECT event, worker, token, lease_expires_at, task_id FROM work_item_events ORDER BY position").fetchall() == [
+        ("enqueued", None, None, None, "task-1"), ("claimed", "w1", 1, claimed.lease_expires_at, "task-1")]
 
 
 def test_a_file_from_a_newer_version_is_refused(db_path):
