@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import datetime
+import io
 import json
+import pathlib
+import re
 import subprocess
 import sys
 
 import apsw
+import pytest
 
 import kernel
 from kernel.cli import main
@@ -75,3 +81,155 @@ def test_python_dash_m_kernel_is_the_cli(db_path):
     done = subprocess.run([sys.executable, "-m", "kernel", "init", db_path], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "initialised" in done.stdout
+
+
+# --- the debugging commands -------------------------------------------------------
+
+
+@pytest.fixture
+def demo_db(db_path, capsys):
+    assert main(["demo", db_path]) == 0
+    capsys.readouterr()
+    return db_path
+
+
+def lines(capsys):
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_log_filters_and_json(demo_db, capsys):
+    assert main(["log", demo_db, "--json"]) == 0
+    everything = lines(capsys)
+    assert [e["position"] for e in everything] == list(range(1, len(everything) + 1))
+    assert set(everything[0]) == {"position", "stream", "version", "type", "schema", "data", "meta", "event_id",
+                                  "correlation_id", "recorded_at", "hash"}
+    assert isinstance(everything[0]["data"], dict)
+    main(["log", demo_db, "--json", "--type", "work_item.claimed", "--type", "work_item.completed"])
+    assert {e["type"] for e in lines(capsys)} == {"work_item.claimed", "work_item.completed"}
+    main(["log", demo_db, "--json", "--prefix", "memory:"])
+    assert {e["stream"].split(":")[0] for e in lines(capsys)} == {"memory"}
+    main(["log", demo_db, "--json", "--correlation", "write", "--after", "10", "--before", "30", "--limit", "3"])
+    got = lines(capsys)
+    assert len(got) == 3 and all(e["correlation_id"] == "write" and 10 < e["position"] < 30 for e in got)
+    t = everything[20]["recorded_at"]
+    main(["log", demo_db, "--json", "--since", str(t), "--until", str(t)])
+    assert {e["recorded_at"] for e in lines(capsys)} == {t}
+    iso = datetime.datetime.fromtimestamp(t / 1000, datetime.UTC).isoformat()
+    main(["log", demo_db, "--json", "--since", iso, "--until", iso])
+    assert {e["recorded_at"] for e in lines(capsys)} == {t}
+    assert main(["log", demo_db, "--since", "yesterday"]) == 1
+    assert "cannot read 'yesterday' as a time" in capsys.readouterr().err
+
+
+def test_log_follow_prints_what_another_process_appends(demo_db, child_env):
+    proc = subprocess.Popen([sys.executable, "-m", "kernel", "log", demo_db, "--json", "--follow", "--after", "65"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env)
+    try:
+        with kernel.open(demo_db) as k:
+            k.work.enqueue("followed", {"n": 1})
+        line = proc.stdout.readline()
+        assert json.loads(line)["data"]["task_id"] == "followed"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_show_by_position_and_by_stream(demo_db, capsys):
+    assert main(["show", demo_db, "1", "--json"]) == 0
+    (first,) = lines(capsys)
+    assert first["position"] == 1 and len(first["hash"]) == 64
+    assert main(["show", demo_db, first["stream"]]) == 0
+    out = capsys.readouterr().out
+    assert out.count("position ") >= 2 and "hash" in out and "data" in out
+    assert main(["show", demo_db, "99999"]) == 1
+    assert "no event at position 99999" in capsys.readouterr().err
+
+
+def test_replay_summary_and_out_file(demo_db, tmp_path, capsys):
+    assert main(["replay", demo_db, "--to", "20", "--json"]) == 0
+    (summary,) = lines(capsys)
+    assert summary["position"] == 20 and summary["tables"]["work_items"] == 6
+    out = str(tmp_path / "then.db")
+    assert main(["replay", demo_db, "--to", "20", "--out", out]) == 0
+    conn = apsw.Connection(out)
+    with kernel.open(demo_db) as k, k.at(20) as view:
+        assert conn.execute("SELECT * FROM work_items ORDER BY 1").fetchall() == view.table("work_items")[1]
+    conn.close()
+    assert main(["replay", demo_db, "--to", "20", "--out", out]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_diff_between_two_positions(demo_db, capsys):
+    assert main(["diff", demo_db, "0", "6", "--json"]) == 0
+    (work,) = lines(capsys)
+    assert work["table"] == "work_items" and len(work["added"]) == 6 and not work["removed"]
+    assert main(["diff", demo_db, "20", "22"]) == 0
+    assert "~ " in capsys.readouterr().out
+
+
+def test_stats(demo_db, capsys):
+    assert main(["stats", demo_db, "--json"]) == 0
+    (stats,) = lines(capsys)
+    assert stats["head"] == 65 and sum(stats["events_by_type"].values()) == 65
+    assert stats["events_by_stream_kind"]["work_item"] > 0
+    assert all(p["lag"] == 0 for p in stats["projections"].values())
+    assert main(["stats", demo_db]) == 0
+    assert "projections:" in capsys.readouterr().out
+
+
+def test_export_events_and_tables(demo_db, capsys):
+    assert main(["export", demo_db]) == 0
+    assert len(lines(capsys)) == 65
+    assert main(["export", demo_db, "--table", "memory_entries"]) == 0
+    assert {row["namespace"] for row in lines(capsys)} == {"task:research", "task:write"}
+    assert main(["export", demo_db, "--table", "work_items", "--format", "csv"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0][:2] == ["work_item_id", "task_id"] and len(rows) == 7
+    assert main(["export", demo_db, "--table", "journal"]) == 1
+    assert "not a projection table" in capsys.readouterr().err
+
+
+def test_query_reads(demo_db, capsys):
+    assert main(["query", demo_db, "SELECT type, count(*) AS n FROM journal GROUP BY type ORDER BY n DESC", "--json"]) == 0
+    rows = lines(capsys)
+    assert rows[0] == {"type": "checkpoint.recorded", "n": 15}
+    assert main(["query", demo_db, "SELECT * FROM journal_events WHERE 0"]) == 0
+    assert "recorded_at_iso" in capsys.readouterr().out
+
+
+def dump(path):
+    """Schema, settings and every row of a file."""
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        schema = conn.execute("SELECT type, name, sql FROM sqlite_schema ORDER BY name").fetchall()
+        out = {"schema": schema, "journal_mode": conn.pragma("journal_mode"), "user_version": conn.pragma("user_version")}
+        for _, name, _ in schema:
+            if conn.execute("SELECT type FROM sqlite_schema WHERE name = ?", (name,)).fetchone()[0] == "table":
+                out[name] = conn.execute(f'SELECT * FROM "{name}"').fetchall()
+        return out
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "why"),
+    [
+        ("DELETE FROM journal", "would write"),
+        ("UPDATE work_items SET status = 'x'", "would write"),
+        ("DROP TABLE work_items", "would write"),
+        ("SELECT 1; DELETE FROM journal", "one statement at a time"),
+        ("ATTACH 'other.db' AS o", "needs more than reading"),
+        ("PRAGMA journal_mode = DELETE", "would write|needs more than reading"),
+        ("PRAGMA user_version", "needs more than reading"),
+        ("SELECT * FROM nowhere", "no such table"),
+    ],
+)
+def test_query_refuses_anything_but_one_read(demo_db, capsys, sql, why):
+    before = dump(demo_db)
+    assert main(["query", demo_db, sql]) == 1
+    err = capsys.readouterr().err
+    assert re.search(why, err) and err.count("\n") == 1
+    assert dump(demo_db) == before
+    assert not pathlib.Path(demo_db).with_name("other.db").exists()
+    with kernel.open(demo_db) as k:
+        assert k.head == 65 and k.verify().ok

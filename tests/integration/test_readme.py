@@ -47,3 +47,18 @@ def test_every_cli_command_is_documented():
     sub = next(a for a in parser()._actions if a.dest == "command")
     for name in sub.choices:
         assert f"eventkernel {name} DB" in README, name
+
+
+def test_the_sql_examples_run_on_a_demo_file(tmp_path, capsys):
+    from kernel import readonly
+    from kernel.cli import main
+
+    db = str(tmp_path / "demo.db")
+    assert main(["demo", db]) == 0
+    capsys.readouterr()
+    block = re.search(r"```sql\n(.*?)```", README, re.DOTALL).group(1)
+    statements = [s for s in (st.strip() for st in block.split(";")) if "SELECT" in s]
+    assert len(statements) == 4
+    for sql in statements:
+        columns, rows = readonly.query(db, sql)
+        assert columns and list(rows), sql
