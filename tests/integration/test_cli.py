@@ -233,3 +233,19 @@ def test_query_refuses_anything_but_one_read(demo_db, capsys, sql, why):
     assert not pathlib.Path(demo_db).with_name("other.db").exists()
     with kernel.open(demo_db) as k:
         assert k.head == 65 and k.verify().ok
+
+
+def test_verify_expect_head_detects_a_truncated_tail(demo_db, capsys):
+    assert main(["verify", demo_db, "--json"]) == 0
+    anchor = json.loads(capsys.readouterr().out)["head_hash"]
+    conn = apsw.Connection(demo_db)
+    conn.execute("DROP TRIGGER journal_no_delete")
+    conn.execute("DELETE FROM journal WHERE position > 60")
+    conn.close()
+    with kernel.open(demo_db) as k:
+        k.rebuild()  # even with projections rebuilt to match, the cut is visible against the anchor
+    assert main(["verify", demo_db]) == 0
+    capsys.readouterr()
+    assert main(["verify", demo_db, "--expect-head", anchor]) == 1
+    out = capsys.readouterr().out
+    assert "at position 60" in out and "the tail was truncated or rewritten" in out

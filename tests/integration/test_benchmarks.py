@@ -1,0 +1,20 @@
+"""The benchmark program runs (tiny sizes); no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.__main__ import main
+
+
+def test_benchmarks_run_and_write_the_documented_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--events", "1500", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "sqlite" in printed and "synchronous full" in printed
+    results = json.loads(out.read_text())
+    assert len(results) == 5
+    for r in results:
+        assert set(r) == {"name", "value", "unit", "baseline", "baseline_value", "ratio", "target"}
+        assert r["value"] > 0 and r["baseline_value"] > 0
+        assert abs(r["ratio"] - (r["value"] / r["baseline_value"])) < 1e-9
