@@ -183,8 +183,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         if not (d.added or d.removed or d.changed):
             continue
         if args.json:
-            def row(r: tuple[Any, ...]) -> dict[str, Any]:
-                return dict(zip(d.columns, r, strict=True))
+            def row(r: tuple[Any, ...], columns: list[str] = d.columns) -> dict[str, Any]:
+                return dict(zip(columns, r, strict=True))
 
             print(_dump({"table": d.table, "added": [row(r) for r in d.added], "removed": [row(r) for r in d.removed],
                          "changed": [{"before": row(a), "after": row(b)} for a, b in d.changed]}))

@@ -14,7 +14,6 @@ from kernel.clock import Clock, system_clock
 from kernel.codec import Event
 from kernel.connection import Database, Synchronous, translating
 from kernel.errors import InvalidArgument
-from kernel.journal import Recorded
 from kernel.projector import Progress, Projector, TableDiff
 from kernel.services.base import Context
 from kernel.validate import check_int, check_optional_text

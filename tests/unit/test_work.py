@@ -107,7 +107,7 @@ def test_a_stale_token_is_refused_after_takeover(k, clock):
     clock.advance(10)
     new = k.work.claim("w1", lease_ms=10)  # the same worker name, a new lease
     assert new.token == old.token + 1
-    with refused(k, LeaseNotHeld, "presented token 1, the live lease is token 2 held by 'w1'") as e:
+    with refused(k, LeaseNotHeld, "presented token 1, the live lease is token 2 held by 'w1'"):
         k.work.complete(item_id, "w1", old.token)
     k.work.complete(item_id, "w1", new.token)
 
