@@ -43,3 +43,12 @@ def loader(cls: type[S], json: Iterable[str] = (), flags: Iterable[str] = ()) ->
 def dump(value: Any) -> str | None:
     """JSON text for a column; None stays NULL."""
     return None if value is None else codec.dump_json(value)
+
+
+def where_equal(**filters: Any) -> tuple[str, list[Any]]:
+    """`` WHERE a = ? AND b = ?`` for the filters that are not None, and their
+    values; ``("", [])`` when none is. Names are column names from our code."""
+    given = [(name, value) for name, value in filters.items() if value is not None]
+    if not given:
+        return "", []
+    return " WHERE " + " AND ".join(f"{name} = ?" for name, _ in given), [value for _, value in given]

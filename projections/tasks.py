@@ -20,7 +20,7 @@ from kernel.events.tasks import (
     WorkflowTaskAdded,
 )
 from kernel.journal import Recorded
-from projections.rows import columns, dump, loader, placeholders
+from projections.rows import columns, dump, loader, placeholders, where_equal
 
 NAME = "tasks"
 VERSION = 1
@@ -147,17 +147,8 @@ def get(conn: apsw.Connection, task_id: str) -> Task | None:
 
 def list(conn: apsw.Connection, *, status: str | None = None, session_id: str | None = None) -> builtins.list[Task]:  # noqa: A001
     """Tasks by status and/or session, oldest first."""
-    where, args = [], []
-    if status is not None:
-        where.append("status = ?")
-        args.append(status)
-    if session_id is not None:
-        where.append("session_id = ?")
-        args.append(session_id)
-    sql = f"SELECT {_T} FROM tasks"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    return [_load_task(r) for r in conn.execute(sql + " ORDER BY created_at, task_id", args)]
+    where, args = where_equal(status=status, session_id=session_id)
+    return [_load_task(r) for r in conn.execute(f"SELECT {_T} FROM tasks{where} ORDER BY created_at, task_id", args)]
 
 
 def children(conn: apsw.Connection, parent_task_id: str) -> builtins.list[Task]:

@@ -24,6 +24,7 @@ from kernel.events.work import (
     WorkItemLeaseExtended,
 )
 from kernel.journal import Recorded
+from projections.rows import where_equal
 
 NAME = "work_items"
 VERSION = 1
@@ -150,17 +151,8 @@ def list(  # noqa: A001 - the query is named for what it does
     conn: apsw.Connection, *, status: str | None = None, task_id: str | None = None, limit: int | None = None
 ) -> builtins.list[WorkItem]:
     """Items in queue order (priority, then age) filtered by status and/or task."""
-    where, args = [], []
-    if status is not None:
-        where.append("status = ?")
-        args.append(status)
-    if task_id is not None:
-        where.append("task_id = ?")
-        args.append(task_id)
-    sql = f"SELECT {_COLUMNS} FROM work_items"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY priority DESC, enqueued_position LIMIT ?"
+    where, args = where_equal(status=status, task_id=task_id)
+    sql = f"SELECT {_COLUMNS} FROM work_items{where} ORDER BY priority DESC, enqueued_position LIMIT ?"
     return [_item(row) for row in conn.execute(sql, (*args, -1 if limit is None else limit))]
 
 
