@@ -143,3 +143,20 @@ def test_verify_head_hash_detects_a_cut_tail(k, clock, db_path):
     _tamper(db_path, f"DELETE FROM journal WHERE position = {k.head}")
     report = k.verify()
     assert report.head_hash != anchored  # a kept head hash tells the tail was cut
+
+
+def test_a_rebuild_in_memory_has_every_table_and_index_of_the_ddl(k, clock):
+    from kernel.connection import memory_connection
+
+    workload(k, clock)
+    mem, _ = k._projector.build_in_memory(k._db)
+    fresh = memory_connection()
+    try:
+        for m in k._projector.modules:
+            fresh.execute(k._projector.ddl(m))
+        schema = "SELECT type, name, sql FROM sqlite_schema ORDER BY name"
+        assert mem.execute(schema).fetchall() == fresh.execute(schema).fetchall()
+        assert any(t == "index" for t, _, _ in fresh.execute(schema))
+    finally:
+        mem.close()
+        fresh.close()
