@@ -84,6 +84,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.json:
+        return demo.run(args.db, seed=args.seed, out=lambda text: print(_dump({"line": text})))
     return demo.run(args.db, seed=args.seed)
 
 

@@ -37,6 +37,12 @@ def test_demo_runs_a_simulation_and_ends_verified(db_path, capsys):
     assert f"journal head: {head}" in out
 
 
+def test_demo_json_prints_one_object_per_line(db_path, capsys):
+    assert main(["demo", db_path, "--json"]) == 0
+    out = [json.loads(line)["line"] for line in capsys.readouterr().out.splitlines()]
+    assert out[-1] == "verify: ok"
+
+
 def test_verify_prints_the_head_hash_and_checks_an_anchor(db_path, capsys):
     main(["demo", db_path])
     capsys.readouterr()
