@@ -259,6 +259,13 @@ class Database:
                 except apsw.Error:
                     self._reopen()
 
+    @contextmanager
+    def statement(self, doing: str = "read") -> Iterator[apsw.Connection]:
+        """For a read that is one statement (atomic by itself): the lock and
+        error translation, without the cost of BEGIN and ROLLBACK."""
+        with self._lock, translating(doing):
+            yield self.conn
+
     def _undo(self, conn: apsw.Connection, depth: int) -> None:
         try:
             if depth == 0:

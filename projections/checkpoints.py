@@ -29,7 +29,7 @@ TYPES = (
 )
 
 
-class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+class Checkpoint(msgspec.Struct, frozen=True):
     checkpoint_id: str
     task_id: str
     work_item_id: str | None

@@ -17,7 +17,7 @@ VERSION = 1
 HANDLES = frozenset(c.__event_type__ for c in (IdempotencyKeyStarted, IdempotencyKeyCompleted, IdempotencyKeyFailed))
 
 
-class IdempotencyKey(msgspec.Struct, frozen=True, kw_only=True):
+class IdempotencyKey(msgspec.Struct, frozen=True):
     key: str
     request_hash: str
     task_id: str | None

@@ -28,7 +28,7 @@ HANDLES = frozenset(
 TYPES = ("semantic", "episodic", "procedural")
 
 
-class MemoryEntry(msgspec.Struct, frozen=True, kw_only=True):
+class MemoryEntry(msgspec.Struct, frozen=True):
     """One version of a memory."""
 
     namespace: str

@@ -28,7 +28,7 @@ HANDLES = frozenset(
 SEVERITIES = ("low", "medium", "high", "critical")
 
 
-class RecoveryAttempt(msgspec.Struct, frozen=True, kw_only=True):
+class RecoveryAttempt(msgspec.Struct, frozen=True):
     attempt_id: str
     task_id: str
     strategy: str
@@ -42,7 +42,7 @@ class RecoveryAttempt(msgspec.Struct, frozen=True, kw_only=True):
     position: int
 
 
-class FailurePattern(msgspec.Struct, frozen=True, kw_only=True):
+class FailurePattern(msgspec.Struct, frozen=True):
     pattern_signature: str
     failure_type: str
     error_message_hash: str
@@ -54,7 +54,7 @@ class FailurePattern(msgspec.Struct, frozen=True, kw_only=True):
     position: int
 
 
-class RecoveryExplanation(msgspec.Struct, frozen=True, kw_only=True):
+class RecoveryExplanation(msgspec.Struct, frozen=True):
     task_id: str
     failure_summary: str
     root_cause: str
@@ -65,7 +65,7 @@ class RecoveryExplanation(msgspec.Struct, frozen=True, kw_only=True):
     position: int
 
 
-class RecoveryTask(msgspec.Struct, frozen=True, kw_only=True):
+class RecoveryTask(msgspec.Struct, frozen=True):
     task_id: str
     failure_count: int
     recovery_count: int

@@ -22,7 +22,7 @@ APP, USER, TEMP = "app:", "user:", "temp:"
 STATUSES = ("created", "active", "paused", "terminated", "archived")
 
 
-class Session(msgspec.Struct, frozen=True, kw_only=True):
+class Session(msgspec.Struct, frozen=True):
     """A session; ``state`` merges its own keys with the current ``app:`` and ``user:`` keys."""
 
     session_id: str
@@ -40,7 +40,7 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
     position: int
 
 
-class SessionEvent(msgspec.Struct, frozen=True, kw_only=True):
+class SessionEvent(msgspec.Struct, frozen=True):
     session_id: str
     seq: int
     author: str

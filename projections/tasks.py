@@ -34,7 +34,7 @@ TOOL_STATUSES = ("succeeded", "failed", "timeout", "cancelled")
 AGENT_STATUSES = ("spawned", "running", "completed", "failed", "terminated")
 
 
-class Task(msgspec.Struct, frozen=True, kw_only=True):
+class Task(msgspec.Struct, frozen=True):
     task_id: str
     title: str
     task_type: str
@@ -52,7 +52,7 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
     position: int
 
 
-class Workflow(msgspec.Struct, frozen=True, kw_only=True):
+class Workflow(msgspec.Struct, frozen=True):
     workflow_id: str
     name: str
     definition: Any
@@ -60,7 +60,7 @@ class Workflow(msgspec.Struct, frozen=True, kw_only=True):
     position: int
 
 
-class WorkflowTask(msgspec.Struct, frozen=True, kw_only=True):
+class WorkflowTask(msgspec.Struct, frozen=True):
     workflow_id: str
     sequence: int
     task_id: str
@@ -68,7 +68,7 @@ class WorkflowTask(msgspec.Struct, frozen=True, kw_only=True):
     position: int
 
 
-class ToolExecution(msgspec.Struct, frozen=True, kw_only=True):
+class ToolExecution(msgspec.Struct, frozen=True):
     execution_id: str
     task_id: str
     tool_name: str
@@ -81,7 +81,7 @@ class ToolExecution(msgspec.Struct, frozen=True, kw_only=True):
     position: int
 
 
-class Agent(msgspec.Struct, frozen=True, kw_only=True):
+class Agent(msgspec.Struct, frozen=True):
     agent_id: str
     task_id: str
     name: str

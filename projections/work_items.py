@@ -24,7 +24,7 @@ from kernel.events.work import (
     WorkItemLeaseExtended,
 )
 from kernel.journal import Recorded
-from projections.rows import where_equal
+from projections.rows import loader, where_equal
 
 NAME = "work_items"
 VERSION = 1
@@ -50,7 +50,7 @@ STATUSES = (PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 
 
-class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
+class WorkItem(msgspec.Struct, frozen=True):
     """A row of ``work_items``; ``token`` is the fencing token of the latest lease."""
 
     work_item_id: str
@@ -134,11 +134,7 @@ def apply(conn: apsw.Connection, recorded: Recorded, event: codec.Event) -> None
 # --- queries --------------------------------------------------------------------
 
 
-def _item(row: tuple[Any, ...]) -> WorkItem:
-    values = builtins.list(row)
-    values[4] = codec.decode_json(values[4])  # input
-    values[14] = codec.decode_json(values[14])  # output
-    return WorkItem(**dict(zip(WorkItem.__struct_fields__, values, strict=True)))
+_item = loader(WorkItem, json=["input", "output"])
 
 
 def get(conn: apsw.Connection, work_item_id: str) -> WorkItem | None:

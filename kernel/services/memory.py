@@ -96,7 +96,7 @@ class Memory:
         _check_address(where, namespace, key)
         if version is not None and as_of is not None:
             raise InvalidArgument(f"{where} refused: give version= or as_of=, not both")
-        with self._ctx.db.read(where) as conn:
+        with self._ctx.db.statement(where) as conn:
             if version is not None:
                 check_int(where, "version", version, minimum=1)
                 found = memory_entries.version(conn, namespace, key, version)

@@ -265,7 +265,7 @@ class WorkQueue:
         return item
 
     def _existing(self, where: str, work_item_id: str) -> WorkItem:
-        with self._ctx.db.read(where) as conn:
+        with self._ctx.db.statement(where) as conn:
             item = work_items.get(conn, work_item_id)
         if item is None:
             raise NotFound(f"{where} refused: no work item {work_item_id!r}")
