@@ -172,7 +172,8 @@ class Kernel(Reader):
         """Per projection table, the rows added, removed and changed between
         journal positions ``a`` and ``b``."""
         with self.at(a, progress=progress) as before, self.at(b, progress=progress) as after:
-            return self._projector.diff(before._db.conn, after._db.conn)
+            with translating(f"diffing positions {a} and {b}"):
+                return self._projector.diff(before._db.conn, after._db.conn)
 
     def stats(self) -> Stats:
         """Head, events per type and per stream kind, file sizes, projections and their lag."""
@@ -216,7 +217,8 @@ class Kernel(Reader):
         """Close the connection. Idempotent."""
         if self._closed:
             return
-        self._db.close()
+        with translating(f"closing {self._db.path!r}"):
+            self._db.close()
         self._closed = True
 
     def __enter__(self) -> Kernel:
