@@ -77,6 +77,47 @@ class RawJournal:
             self.insert()
         self.conn.execute("COMMIT")
 
+    # The floor: the statements the kernel itself issues for work.enqueue
+    # (a savepoint per command inside a larger transaction, the journal row,
+    # the work_items row with its indexes, the projection positions once per
+    # transaction) with none of its Python. The ratio against this floor is
+    # what the kernel's own code costs.
+
+    def _floor_setup(self) -> None:
+        if self.conn.table_exists("main", "work_items"):
+            return
+        from kernel import migrations
+
+        self.conn.execute(migrations.sql("projections/work_items.sql"))
+        self.conn.execute("CREATE TABLE projection_positions (name TEXT PRIMARY KEY, version INTEGER NOT NULL, "
+                          "position INTEGER NOT NULL) STRICT")
+        self.conn.executemany("INSERT INTO projection_positions VALUES (?, 1, 0)", [(f"p{i}",) for i in range(7)])
+
+    def _floor_command(self) -> None:
+        self.insert()
+        self.conn.execute(
+            "INSERT INTO work_items VALUES (?, 'task', 'task', 0, ?, 'pending', 0, 0, 3, 0, NULL, NULL, NULL, NULL, "
+            "NULL, NULL, ?, ?, ?, ?)",
+            (f"wi_{self.n}", self._encode({"n": self.n}).decode(), self.n, self.n, self.n, self.n),
+        )
+
+    def floor_one_per_transaction(self) -> None:
+        self._floor_setup()
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._floor_command()
+        self.conn.execute("UPDATE projection_positions SET position = ?", (self.n,))
+        self.conn.execute("COMMIT")
+
+    def floor_batch(self, n: int) -> None:
+        self._floor_setup()
+        self.conn.execute("BEGIN IMMEDIATE")
+        for _ in range(n):
+            self.conn.execute("SAVEPOINT ek_1")
+            self._floor_command()
+            self.conn.execute("RELEASE ek_1")
+        self.conn.execute("UPDATE projection_positions SET position = ?", (self.n,))
+        self.conn.execute("COMMIT")
+
     def close(self) -> None:
         self.conn.close()
 

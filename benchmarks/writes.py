@@ -9,6 +9,9 @@ from typing import Any
 import kernel
 from benchmarks.common import RawJournal, interleaved, rate, scratch_dir, summary
 
+RAW = "raw APSW insert of journal-shaped rows"
+FLOOR = "raw APSW running the statements the kernel issues (journal row, work_items row, savepoint, positions)"
+
 
 def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
     where = scratch_dir()
@@ -35,18 +38,29 @@ def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
     def raw_batch() -> float:
         return rate(batch_n, lambda: raw.batch(batch_n))
 
+    floor = RawJournal(str(where / "floor.db"), synchronous)
+
+    def floor_single() -> float:
+        return rate(single_n, lambda: [floor.floor_one_per_transaction() for _ in range(single_n)])
+
+    def floor_batch() -> float:
+        return rate(batch_n, lambda: floor.floor_batch(batch_n))
+
     results = []
-    for name, ours, theirs, target in (
-        ("work.enqueue, one durable transaction each", ours_single, raw_single, 0.8),
-        ("work.enqueue x1000 in one k.transaction()", ours_batch, raw_batch, 0.5),
+    for name, ours, theirs, baseline, target in (
+        ("work.enqueue, one durable transaction each", ours_single, raw_single, RAW, 0.8),
+        ("work.enqueue x1000 in one k.transaction()", ours_batch, raw_batch, RAW, 0.5),
+        ("  the same, vs the kernel's own SQL", ours_single, floor_single, FLOOR, None),
+        ("  x1000, vs the kernel's own SQL", ours_batch, floor_batch, FLOOR, None),
     ):
         a, b = interleaved(rounds, ours, theirs)
         sa, sb = summary(a), summary(b)
         results.append({
             "name": name, "value": sa["median"], "min": sa["min"], "max": sa["max"], "unit": "commands/s",
-            "baseline": "raw APSW insert of journal-shaped rows", "baseline_value": sb["median"],
+            "baseline": baseline, "baseline_value": sb["median"],
             "ratio": sa["median"] / sb["median"], "target": target,
         })
     k.close()
     raw.close()
+    floor.close()
     return results

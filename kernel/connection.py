@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, NoReturn
 
@@ -152,6 +152,10 @@ class Database:
         # (position, hash) of the journal head, known only while this
         # connection holds the write lock; restored when a savepoint rolls back.
         self.head_cache: tuple[int, bytes] | None = None
+        # Called with the head position just before an outermost COMMIT that
+        # appended something: the projector records how far the projections
+        # reached once per transaction rather than once per command.
+        self.before_commit: Callable[[apsw.Connection, int], None] | None = None
         self.conn: apsw.Connection = self._connect()
 
     @classmethod
@@ -162,6 +166,7 @@ class Database:
         self.wal_checkpoint_pages = DEFAULT_WAL_CHECKPOINT_PAGES
         self.in_memory, self.read_only = True, read_only
         self._lock, self._depth, self._wal_pages, self.head_cache = threading.RLock(), 0, 0, None
+        self.before_commit = None
         self.conn = conn
         return self
 
@@ -190,8 +195,7 @@ class Database:
     def in_transaction(self) -> bool:
         return self._depth > 0
 
-    @contextmanager
-    def write(self, doing: str = "write") -> Iterator[apsw.Connection]:
+    def write(self, doing: str = "write") -> _Write:
         """A write transaction (outermost) or a savepoint (nested).
 
         Commits when the block ends normally, undoes everything on an
@@ -200,40 +204,7 @@ class Database:
         """
         if self.read_only is not None:
             raise ReadOnly(f"{doing} refused: {self.read_only}")
-        with self._lock:
-            conn = self.conn
-            depth = self._depth
-            with translating(f"{doing}: starting the transaction"):
-                conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT ek_{depth}")
-            self._depth = depth + 1
-            saved_head = self.head_cache if depth else None
-            self.head_cache = saved_head
-            try:
-                try:
-                    yield conn
-                except apsw.Error as e:
-                    raise translate(e, doing) from e
-            except BaseException:
-                self._depth = depth
-                self.head_cache = saved_head
-                self._undo(conn, depth)
-                raise
-            self._depth = depth
-            if depth:
-                with translating(f"{doing}: releasing the savepoint"):
-                    conn.execute(f"RELEASE ek_{depth}")
-                return
-            self.head_cache = None
-            try:
-                conn.execute("COMMIT")
-            except apsw.Error as e:
-                self._after_failed_commit(conn)
-                raise CommitOutcomeUnknown(
-                    f"{doing}: COMMIT failed ({type(e).__name__}: {e}); the transaction may or may "
-                    "not be durable. Retry with the same command_id or event_ids: a retry of "
-                    "what committed appends nothing"
-                ) from e
-            self._maybe_checkpoint()
+        return _Write(self, doing)
 
     @contextmanager
     def read(self, doing: str = "read") -> Iterator[apsw.Connection]:
@@ -259,12 +230,10 @@ class Database:
                 except apsw.Error:
                     self._reopen()
 
-    @contextmanager
-    def statement(self, doing: str = "read") -> Iterator[apsw.Connection]:
+    def statement(self, doing: str = "read") -> _Statement:
         """For a read that is one statement (atomic by itself): the lock and
         error translation, without the cost of BEGIN and ROLLBACK."""
-        with self._lock, translating(doing):
-            yield self.conn
+        return _Statement(self, doing)
 
     def _undo(self, conn: apsw.Connection, depth: int) -> None:
         try:
@@ -331,6 +300,104 @@ class Database:
             if self._depth:
                 raise JournalError(f"closing {self.path!r} refused: a transaction is still open")
             self.conn.close()
+
+
+class _Statement:
+    """The context manager behind :meth:`Database.statement` (a class, as
+    point reads are hot)."""
+
+    __slots__ = ("db", "doing")
+
+    def __init__(self, db: Database, doing: str) -> None:
+        self.db = db
+        self.doing = doing
+
+    def __enter__(self) -> apsw.Connection:
+        self.db._lock.acquire()
+        return self.db.conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        self.db._lock.release()
+        if isinstance(exc, apsw.Error):
+            raise translate(exc, self.doing) from exc
+        return False
+
+
+class _Write:
+    """The context manager behind :meth:`Database.write`. A class rather than
+    a generator: it runs once per command, and a generator-based context
+    manager costs several microseconds more on every entry and exit."""
+
+    __slots__ = ("db", "doing", "depth", "saved_head", "locked")
+
+    def __init__(self, db: Database, doing: str) -> None:
+        self.db = db
+        self.doing = doing
+
+    def __enter__(self) -> apsw.Connection:
+        db = self.db
+        db._lock.acquire()
+        try:
+            conn = db.conn
+            depth = self.depth = db._depth
+            try:
+                conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT ek_{depth}")
+            except apsw.Error as e:
+                raise translate(e, f"{self.doing}: starting the transaction") from e
+        except BaseException:
+            db._lock.release()
+            raise
+        db._depth = depth + 1
+        self.saved_head = db.head_cache = db.head_cache if depth else None
+        return conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        db = self.db
+        depth = self.depth
+        try:
+            db._depth = depth
+            conn = db.conn
+            if exc is not None:
+                db.head_cache = self.saved_head
+                db._undo(conn, depth)
+                if isinstance(exc, apsw.Error):
+                    raise translate(exc, self.doing) from exc
+                return False
+            if depth:
+                try:
+                    conn.execute(f"RELEASE ek_{depth}")
+                except apsw.Error as e:
+                    db.head_cache = self.saved_head
+                    db._undo(conn, depth)
+                    raise translate(e, f"{self.doing}: releasing the savepoint") from e
+                return False
+            self._commit(conn)
+            return False
+        finally:
+            db._lock.release()
+
+    def _commit(self, conn: apsw.Connection) -> None:
+        db = self.db
+        try:
+            if db.head_cache is not None and db.before_commit is not None:
+                db.before_commit(conn, db.head_cache[0])
+        except BaseException as e:
+            db.head_cache = None
+            db._undo(conn, 0)
+            if isinstance(e, apsw.Error):
+                raise translate(e, f"{self.doing}: finishing the transaction") from e
+            raise
+        db.head_cache = None
+        try:
+            conn.execute("COMMIT")
+        except apsw.Error as e:
+            db._after_failed_commit(conn)
+            raise CommitOutcomeUnknown(
+                f"{self.doing}: COMMIT failed ({type(e).__name__}: {e}); the transaction may or may "
+                "not be durable. Retry with the same command_id or event_ids: a retry of "
+                "what committed appends nothing"
+            ) from e
+        db._maybe_checkpoint()
 
 
 def memory_connection() -> apsw.Connection:

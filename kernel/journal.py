@@ -136,10 +136,12 @@ def append(
     meta: dict[str, Any] | None = None,
     where: str = "append",
     known_head: tuple[int, bytes] | None = None,
+    meta_text: str | None = None,
 ) -> Appended:
     """Append events to one stream. Call inside a write transaction.
     ``known_head`` spares the head lookup when the caller, holding the write
-    lock, already knows it.
+    lock, already knows it; ``meta_text`` is ``meta`` already checked and
+    encoded (the kernel's own command metadata, encoded once per command).
 
     Raises InvalidArgument, ConcurrencyConflict, IdempotencyConflict; on a
     rejection nothing is written.
@@ -148,7 +150,8 @@ def append(
     if isinstance(events, Event) or not isinstance(events, Sequence) or not events:
         raise InvalidArgument(f"{where} refused: events must be a non-empty list of Event, got {events!r:.80}")
     check_optional_text(where, "correlation_id", correlation_id)
-    check_json_dict(where, "meta", meta)
+    if meta_text is None:
+        check_json_dict(where, "meta", meta)
     if expected_version is not None and (type(expected_version) is not int or expected_version < 0):
         raise InvalidArgument(
             f"{where} refused: expected_version must be an int >= 0 or None, got {expected_version!r}"
@@ -157,7 +160,8 @@ def append(
     for e in events:
         data = codec.encode(e, where=where)  # refuses non-events first
         encoded.append((codec.type_name(e), type(e).__event_schema__, data))
-    meta_text = None if meta is None else codec.encode_json(meta, where=where, name="meta")
+    if meta_text is None and meta is not None:
+        meta_text = codec.encode_json(meta, where=where, name="meta")
 
     ids: list[str | None] = [None] * len(events)
     if event_ids is not None:

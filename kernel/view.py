@@ -11,6 +11,7 @@ import apsw
 from kernel import journal
 from kernel.clock import Clock
 from kernel.connection import Database, translating
+from kernel.errors import InvalidArgument
 from kernel.journal import LogEntry, Recorded
 from kernel.projector import Progress, Projector
 from kernel.services.base import Context
@@ -21,7 +22,6 @@ from kernel.services.recovery import Recovery
 from kernel.services.sessions import Sessions
 from kernel.services.tasks import Tasks
 from kernel.services.work import WorkQueue
-from kernel.errors import InvalidArgument
 from kernel.validate import check_int, check_optional_text
 
 

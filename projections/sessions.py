@@ -149,9 +149,29 @@ def get_own(conn: apsw.Connection, session_id: str) -> Session | None:
     return None if row is None else _load_session(row)
 
 
+# The session row and its current shared keys in one statement (atomic by
+# itself, so a reader needs no transaction around it). The shared values
+# are stored JSON text, spliced into one JSON object unchanged.
+_GET = (
+    f"SELECT {_SCOLS}, (SELECT '{{' || group_concat(json_quote(x.key) || ':' || x.value, ',') || '}}' "
+    "FROM session_shared_state x WHERE x.app_name = s.app_name AND x.user_id IN ('', s.user_id) "
+    "AND x.position = (SELECT max(position) FROM session_shared_state "
+    "WHERE app_name = x.app_name AND user_id = x.user_id AND key = x.key)) "
+    "FROM sessions s WHERE session_id = ?"
+)
+
+
 def get(conn: apsw.Connection, session_id: str) -> Session | None:
-    found = get_own(conn, session_id)
-    return None if found is None else with_shared(conn, found)
+    """The session with ``state`` merged with the current app: and user: keys."""
+    row = conn.execute(_GET, (session_id,)).fetchone()
+    if row is None:
+        return None
+    session = _load_session(row[:-1])
+    if row[-1] is None:
+        return session
+    state = dict(session.state)
+    state.update(codec.decode_json(row[-1]))
+    return msgspec.structs.replace(session, state=state)
 
 
 def list(conn: apsw.Connection, app_name: str, user_id: str | None = None) -> builtins.list[Session]:  # noqa: A001

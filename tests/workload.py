@@ -4,9 +4,9 @@ strategy of commands and the driver that runs one."""
 from __future__ import annotations
 
 from hypothesis import strategies as st
+from strategies import json_values
 
 import kernel
-from strategies import json_values
 
 TASKS = st.sampled_from(["t1", "t2", "t3"])
 SESSIONS = st.sampled_from(["s1", "s2"])

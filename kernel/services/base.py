@@ -6,9 +6,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
-
 from types import ModuleType
+from typing import Any
 
 import apsw
 
@@ -29,6 +28,7 @@ class Context:
         self.db = db
         self.projector = projector
         self.clock = clock
+        db.before_commit = projector.advance
 
     def now(self) -> int:
         t = self.clock()
@@ -46,6 +46,7 @@ class Context:
         event_ids: Sequence[str | None] | None = None,
         correlation_id: str | None = None,
         meta: dict[str, Any] | None = None,
+        meta_text: str | None = None,
         where: str = "append",
     ) -> Appended:
         """Append and apply every inline projection; call inside ``db.write()``."""
@@ -62,12 +63,13 @@ class Context:
             meta=meta,
             where=where,
             known_head=db.head_cache,
+            meta_text=meta_text,
         )
         if not appended.replayed:
             last = appended.records[-1]
             db.head_cache = (last.position, last.hash)
+            # projection_positions moves once, just before COMMIT (Database.before_commit).
             self.projector.apply(conn, appended.records)
-            self.projector.advance(conn, last.position)
         return appended
 
     @contextmanager
@@ -84,27 +86,45 @@ class Context:
         finally:
             mem.close()
 
-    @contextmanager
-    def command(self, name: str, command_id: str | None, args: dict[str, Any]) -> Iterator[Command]:
-        """One command in one write transaction (a savepoint when nested)."""
+    def command(self, name: str, command_id: str | None, args: dict[str, Any]) -> Command:
+        """One command in one write transaction (a savepoint when nested):
+        ``with ctx.command(...) as cmd:``."""
         check_optional_text(name, "command_id", command_id, max_len=256)
-        with self.db.write(name):
-            cmd = Command(self, name, command_id, args)
-            yield cmd
+        return Command(self, name, command_id, args)
 
 
 class Command:
     """A command in flight: its time, its events so far, and — when a
-    ``command_id`` was used before — the events it appended then."""
+    ``command_id`` was used before — the events it appended then. A context
+    manager: the write transaction (or savepoint) spans the ``with`` block."""
 
     def __init__(self, ctx: Context, name: str, command_id: str | None, args: dict[str, Any]) -> None:
         self.ctx = ctx
         self.name = name
         self.command_id = command_id
-        self.now = ctx.now()
+        self._args = args
+        self.now = 0  # set when the transaction starts
+        self._meta_text = ""
         self.records: list[Recorded] = []
         self.previous: list[Recorded] | None = None
         self._meta: dict[str, Any] = {"command": name}
+        self._write = ctx.db.write(name)
+
+    def __enter__(self) -> Command:
+        self._write.__enter__()
+        try:
+            self._start()
+        except BaseException as e:
+            self._write.__exit__(type(e), e, e.__traceback__)
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        return self._write.__exit__(exc_type, exc, tb)
+
+    def _start(self) -> None:
+        ctx, name, command_id, args = self.ctx, self.name, self.command_id, self._args
+        self.now = ctx.now()
         if command_id is not None:
             digest = hashlib.sha256(codec.canonical_json(args)).hexdigest()[:32]
             self._meta.update(command_id=command_id, args=digest)
@@ -118,6 +138,7 @@ class Command:
                         "a command id names one command forever"
                     )
                 self.previous = found
+        self._meta_text = codec.dump_json(self._meta)
 
     def emit(
         self,
@@ -139,6 +160,7 @@ class Command:
             event_ids=ids,
             correlation_id=correlation_id,
             meta=self._meta,
+            meta_text=self._meta_text,
             where=self.name,
         )
         self.records.extend(appended.records)

@@ -137,7 +137,7 @@ class Sessions:
     def get(self, session_id: str) -> Session:
         """The session, its state merged with the current app: and user: keys. Raises NotFound."""
         check_text("sessions.get", "session_id", session_id, max_len=256)
-        with self._ctx.db.read("sessions.get") as conn:
+        with self._ctx.db.statement("sessions.get") as conn:
             found = sessions.get(conn, session_id)
         if found is None:
             raise NotFound(f"sessions.get refused: no session {session_id!r}")

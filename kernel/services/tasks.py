@@ -24,7 +24,16 @@ from kernel.ids import new_id
 from kernel.services.base import Command, Context
 from kernel.validate import check_int, check_json_dict, check_json_value, check_optional_text, check_text
 from projections import tasks
-from projections.tasks import AGENT_STATUSES, TASK_STATUSES, TOOL_STATUSES, Agent, Task, ToolExecution, Workflow, WorkflowTask
+from projections.tasks import (
+    AGENT_STATUSES,
+    TASK_STATUSES,
+    TOOL_STATUSES,
+    Agent,
+    Task,
+    ToolExecution,
+    Workflow,
+    WorkflowTask,
+)
 
 TASK_MOVES = {"pending": ("running", "cancelled"), "running": ("completed", "failed", "cancelled")}
 AGENT_MOVES = {"spawned": ("running", "completed", "failed", "terminated"), "running": ("completed", "failed", "terminated")}

@@ -10,10 +10,10 @@ import threading
 import time
 
 import pytest
-
-import kernel
 from conftest import spawn
 from support import live_tables, rebuilt_tables
+
+import kernel
 
 TRIALS = int(os.environ.get("EVENTKERNEL_CRASH_TRIALS", "20"))
 

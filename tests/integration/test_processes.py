@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from conftest import spawn
 
 import kernel
-from conftest import spawn
 
 WORKERS = 4
 ITEMS = 300

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import json_values, lease_ms, workers
+from support import live_tables, rebuilt_tables
 
 import kernel
-from support import live_tables, rebuilt_tables
-from strategies import json_values, lease_ms, workers
 
 
 class Remark(kernel.Event, tag="test_property.remark"):

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from support import refused
 
 import kernel
-from support import refused
 
 
 def test_commands_on_a_view_are_read_only_and_append_nothing(k):

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from support import refused, snapshot
 
 from kernel.errors import InvalidArgument, NotFound
 from projections.checkpoints import TYPES
-from support import refused, snapshot
 
 
 def test_sequence_numbers_count_per_task_without_gaps(k):

@@ -5,11 +5,11 @@ from typing import Any
 import msgspec
 import pytest
 from hypothesis import given
+from strategies import json_values, unjsonable
 
 import kernel
 from kernel import codec
 from kernel.errors import CodecError, InvalidArgument, UnknownEventType
-from strategies import json_values, unjsonable
 
 
 class Note(kernel.Event, tag="test_codec.note"):

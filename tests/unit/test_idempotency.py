@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from support import refused, snapshot
 
 from kernel.errors import IdempotencyConflict, InvalidArgument, InvalidTransition, NotFound, TerminalState
 from kernel.services.idempotency import request_hash
-from support import refused, snapshot
 
 
 def test_first_call_starts_and_repeats_are_in_flight(k):

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import apsw
 import pytest
+from support import refused, snapshot
 
 import kernel
 from kernel import journal, migrations
 from kernel.errors import ConcurrencyConflict, IdempotencyConflict, InvalidArgument, JournalError
-from support import refused, snapshot
 
 
 class Said(kernel.Event, tag="test_journal.said"):

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import apsw
 import pytest
+from support import live_tables, rebuilt_tables
 
 import kernel
 from kernel.errors import InvalidArgument
 from projections import work_items
-from support import live_tables, rebuilt_tables
 
 
 def workload(k, clock):

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from support import refused, snapshot
 
 from kernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
 from kernel.services.recovery import normalise
-from support import refused, snapshot
 
 
 def test_failures_of_one_shape_are_one_pattern(k, clock):

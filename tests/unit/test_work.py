@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from support import refused, snapshot
 
 import kernel
 from kernel.errors import IdempotencyConflict, InvalidArgument, LeaseNotHeld, NotFound, TerminalState
-from support import refused, snapshot
 
 
 def types_of(k, after=0):
