@@ -160,3 +160,32 @@ def test_a_rebuild_in_memory_has_every_table_and_index_of_the_ddl(k, clock):
     finally:
         mem.close()
         fresh.close()
+
+
+def _positions(k):
+    return {p for (p,) in k._db.conn.execute("SELECT position FROM projection_positions")}
+
+
+def test_projection_positions_reach_the_head_when_a_transaction_commits(k):
+    with k.transaction():
+        k.work.enqueue("t", 1)
+        k.work.enqueue("t", 2)
+        with pytest.raises(InvalidArgument):
+            k.work.enqueue("", 3)  # refused inside the transaction: undoes only itself
+        k.work.enqueue("t", 4)
+    assert k.head == 3
+    assert _positions(k) == {3}
+    assert k.verify().ok
+
+
+def test_projection_positions_stay_put_when_everything_in_a_transaction_is_undone(k):
+    k.work.enqueue("t", 1)
+    with pytest.raises(RuntimeError), k.transaction():
+        k.work.enqueue("t", 2)
+        raise RuntimeError("the caller gives up")
+    with k.transaction():
+        with pytest.raises(kernel.NotFound):
+            k.work.cancel("wi_missing", "nope")
+    assert k.head == 1
+    assert _positions(k) == {1}
+    assert k.verify().ok
