@@ -15,7 +15,7 @@ import msgspec
 
 import projections
 from kernel import journal, migrations
-from kernel.connection import Database, memory_connection
+from kernel.connection import Database, memory_connection, translating
 from kernel.errors import InvalidArgument
 from kernel.journal import Recorded
 
@@ -42,6 +42,53 @@ def _keyed(conn: apsw.Connection, table: str) -> tuple[list[str], list[str], dic
     idx = [columns.index(c) for c in pk]
     rows = {tuple(r[i] for i in idx): tuple(r) for r in conn.execute(f'SELECT * FROM "{table}"')}
     return columns, pk, rows
+
+
+class _Shadow:
+    """The rebuilt tables made visible to the live connection, for the swap.
+
+    Outside a transaction, the in-memory build is serialized and ATTACHed to
+    the live connection, so each table is copied by one ``INSERT … SELECT``
+    inside SQLite (several times faster than moving rows through Python).
+    Inside a caller's transaction ATTACH is not allowed, so rows are moved
+    with ``executemany`` instead.
+    """
+
+    SCHEMA = "ek_rebuilt"
+
+    def __init__(self, db: Database, mem: apsw.Connection) -> None:
+        self.db = db
+        self.mem = mem
+        self.attached = False
+
+    def __enter__(self) -> _Shadow:
+        if not self.db.in_transaction:
+            conn = self.db.conn
+            with translating("attaching the rebuilt projections"):
+                conn.execute(f"ATTACH ':memory:' AS {self.SCHEMA}")
+                self.attached = True
+                try:
+                    conn.deserialize(self.SCHEMA, self.mem.serialize("main"))
+                except BaseException:
+                    self.__exit__()
+                    raise
+        return self
+
+    def copy(self, conn: apsw.Connection, table: str) -> None:
+        # Table names come from our own DDL, never from user input.
+        if self.attached:
+            conn.execute(f'INSERT INTO main."{table}" SELECT * FROM {self.SCHEMA}."{table}"')
+            return
+        ncols = len(self.mem.execute(f'PRAGMA table_info("{table}")').fetchall())
+        conn.executemany(
+            f'INSERT INTO main."{table}" VALUES ({", ".join("?" * ncols)})',
+            self.mem.execute(f'SELECT * FROM "{table}"'),
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.attached:
+            with translating("detaching the rebuilt projections"):
+                self.db.conn.execute(f"DETACH {self.SCHEMA}")
 
 
 class Projector:
@@ -164,17 +211,24 @@ class Projector:
         """Apply raw journal rows to ``modules`` on ``target``; a module sees
         only rows past its ``after`` position. Returns the last position."""
         wanted = {m.NAME for m in modules}
+        # Per event type, the wanted modules that handle it (the hot loop
+        # below runs once per event of a rebuild).
+        handlers = {t: ms for t, hs in self.handlers.items() if (ms := tuple(m for m in hs if m.NAME in wanted))}
+        record_from_row = journal.record_from_row
         last = 0
-        for n, row in enumerate(rows, 1):
+        n = 0
+        for row in rows:
+            n += 1
             last = row[0]
-            targets = [m for m in self.handlers.get(row[3], ()) if m.NAME in wanted]
-            if after is not None:
-                targets = [m for m in targets if after[m.NAME] < last]
-            if targets:
-                record = journal.record_from_row(row)
+            targets = handlers.get(row[3])
+            if targets is not None:
+                if after is not None:
+                    targets = tuple(m for m in targets if after[m.NAME] < last)
+                record = record_from_row(row)
+                event = record.event
                 for m in targets:
-                    m.apply(target, record, record.event)
-            if progress is not None and n % 4096 == 0:
+                    m.apply(target, record, event)
+            if progress is not None and not n & 4095:
                 progress(n)
         return last
 
@@ -210,6 +264,8 @@ class Projector:
         in-memory database holding the selected projections' tables."""
         modules = self.select(names)
         mem = memory_connection()
+        # A private, throwaway database: no rollback journal to keep.
+        mem.pragma("journal_mode", "off")
         with db.read("replaying the journal") as conn:
             head = journal.head(conn)[0]
             upto = head if until is None else min(until, head)
@@ -233,15 +289,11 @@ class Projector:
         modules = self.select(names)
         mem, upto = self.build_in_memory(db, [m.NAME for m in modules], progress=progress)
         try:
-            with db.write("swapping in the rebuilt projections") as conn:
+            with _Shadow(db, mem) as shadow, db.write("swapping in the rebuilt projections") as conn:
                 for m in modules:
                     self._recreate(conn, m, upto)
                     for table in self.tables[m.NAME]:
-                        ncols = len(mem.execute(f'PRAGMA table_info("{table}")').fetchall())
-                        conn.executemany(
-                            f'INSERT INTO "{table}" VALUES ({", ".join("?" * ncols)})',
-                            mem.execute(f'SELECT * FROM "{table}"'),
-                        )
+                        shadow.copy(conn, table)
                 head = journal.head(conn)[0]
                 if head > upto:
                     self._fold_rows(conn, journal.read_rows(conn, after=upto), modules)

@@ -189,3 +189,22 @@ def test_projection_positions_stay_put_when_everything_in_a_transaction_is_undon
     assert k.head == 1
     assert _positions(k) == {1}
     assert k.verify().ok
+
+
+def test_rebuild_inside_a_transaction_copies_rows_without_attaching(k, clock):
+    workload(k, clock)
+    expected = live_tables(k)
+    with k.transaction():
+        k.work.enqueue("t-late", {"n": 99})
+        assert k.rebuild() == k.head
+    assert live_tables(k)["work_items"] != expected["work_items"]
+    assert live_tables(k) == rebuilt_tables(k)
+    assert k.verify().ok
+
+
+def test_rebuild_leaves_no_database_attached(k, clock):
+    workload(k, clock)
+    k.rebuild()
+    names = [row[1] for row in k._db.conn.execute("PRAGMA database_list")]
+    assert names == ["main"] or names == ["main", "temp"]
+    assert k.verify().ok
