@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from benchmarks import common, reads, replay, writes
+from benchmarks import common, peers, reads, replay, workers, writes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes, a few rounds")
     p.add_argument("--json", metavar="FILE", help="also write the results as a JSON list")
     p.add_argument("--synchronous", choices=["full", "normal"], default="full")
-    p.add_argument("--only", choices=["writes", "reads", "replay"], help="run one group")
+    p.add_argument("--only", choices=["writes", "reads", "replay", "workers", "peers"], help="run one group")
     p.add_argument("--events", type=int, help="size of the replay journal (default 1,000,000; --quick 20,000)")
     args = p.parse_args(argv)
     env = common.environment(args.synchronous)
@@ -24,16 +24,26 @@ def main(argv: list[str] | None = None) -> int:
         results += writes.run(quick=args.quick, synchronous=args.synchronous)
     if args.only in (None, "reads"):
         results += reads.run(quick=args.quick)
+    if args.only in (None, "workers"):
+        results += workers.run(quick=args.quick)
+    if args.only in (None, "peers"):
+        results += peers.run(quick=args.quick, synchronous=args.synchronous)
     if args.only in (None, "replay"):
         results += replay.run(quick=args.quick, events=args.events)
-    print(f"{'figure':<50} {'median':>12} {'(min–max)':>22} {'unit':>10} {'raw APSW':>12} {'ratio':>6} {'target':>7}")
+    print(f"{'figure':<50} {'median':>12} {'(min–max)':>22} {'unit':>10} {'baseline':>12} {'ratio':>6} {'target':>7}")
     for r in results:
         fine = r["unit"] in ("s", "µs")
         spread = f"({r['min']:,.2f}–{r['max']:,.2f})" if fine else f"({r['min']:,.0f}–{r['max']:,.0f})"
         value = f"{r['value']:,.2f}" if fine else f"{r['value']:,.0f}"
         base = f"{r['baseline_value']:,.2f}" if fine else f"{r['baseline_value']:,.0f}"
-        target = "" if r["target"] is None else ("<=" if r["unit"] == "µs" else ">=") + str(r["target"])
-        print(f"{r['name']:<50} {value:>12} {spread:>22} {r['unit']:>10} {base:>12} {r['ratio']:>6.2f} {target:>7}")
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        if r["target"] is None:
+            target = ""
+        elif r["unit"] == "items":
+            target = f"=={r['target']}"
+        else:
+            target = ("<=" if r["unit"] == "µs" else ">=") + str(r["target"])
+        print(f"{r['name']:<50} {value:>12} {spread:>22} {r['unit']:>10} {base:>12} {ratio:>6} {target:>7}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump([{k: r[k] for k in ("name", "value", "unit", "baseline", "baseline_value", "ratio", "target")}
