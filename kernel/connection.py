@@ -135,7 +135,11 @@ class Database:
         synchronous: Synchronous = "full",
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         wal_checkpoint_pages: int = DEFAULT_WAL_CHECKPOINT_PAGES,
+        vfs: str | None = None,
     ) -> None:
+        if vfs is not None and vfs not in apsw.vfs_names():
+            raise InvalidArgument(f"open refused: no SQLite VFS named {vfs!r}; registered: {apsw.vfs_names()}")
+        self.vfs = vfs
         if synchronous not in ("full", "normal"):
             raise InvalidArgument(f"open refused: synchronous must be 'full' or 'normal', got {synchronous!r}")
         if type(busy_timeout_ms) is not int or busy_timeout_ms < 0:
@@ -149,6 +153,7 @@ class Database:
         self._lock = threading.RLock()
         self._depth = 0
         self._wal_pages = 0
+        self._stale = False  # the connection was lost and could not be reopened yet
         # (position, hash) of the journal head, known only while this
         # connection holds the write lock; restored when a savepoint rolls back.
         self.head_cache: tuple[int, bytes] | None = None
@@ -164,15 +169,16 @@ class Database:
         self = cls.__new__(cls)
         self.path, self.synchronous, self.busy_timeout_ms = ":memory:", "normal", 0
         self.wal_checkpoint_pages = DEFAULT_WAL_CHECKPOINT_PAGES
-        self.in_memory, self.read_only = True, read_only
+        self.in_memory, self.read_only, self.vfs = True, read_only, None
         self._lock, self._depth, self._wal_pages, self.head_cache = threading.RLock(), 0, 0, None
+        self._stale = False
         self.before_commit = None
         self.conn = conn
         return self
 
     def _connect(self) -> apsw.Connection:
         with translating(f"opening {self.path!r}"):
-            conn = apsw.Connection(self.path)
+            conn = apsw.Connection(self.path, vfs=self.vfs)
             try:
                 _busy_timeout(conn, self.busy_timeout_ms)
                 _safety(conn)
@@ -211,12 +217,12 @@ class Database:
         """A consistent snapshot for several statements (a deferred read
         transaction); inside a write transaction, that transaction's view."""
         with self._lock:
-            conn = self.conn
             if self._depth:
                 with translating(doing):
-                    yield conn
+                    yield self.conn
                 return
             with translating(f"{doing}: starting the read transaction"):
+                conn = self._fresh()
                 conn.execute("BEGIN DEFERRED")
             self._depth = 1
             try:
@@ -259,13 +265,28 @@ class Database:
         self._reopen()
 
     def _reopen(self) -> None:
+        """Replace the connection with a fresh one. Never raises: if the file
+        cannot be opened right now (the disk still failing), the next use
+        tries again and reports that error to its caller instead."""
         if self.in_memory:
             return
         try:
             self.conn.close()
         except apsw.Error:
             pass
-        self.conn = self._connect()
+        try:
+            self.conn = self._connect()
+            self._stale = False
+        except KernelError:
+            log.warning("reopening %r failed; the next use will try again", self.path, exc_info=True)
+            self._stale = True
+
+    def _fresh(self) -> apsw.Connection:
+        """The connection, reopened first if an earlier reopen failed."""
+        if self._stale:
+            self.conn = self._connect()
+            self._stale = False
+        return self.conn
 
     def _maybe_checkpoint(self) -> None:
         """Checkpoint after a commit once the WAL passes its bound; never raises,
@@ -299,7 +320,8 @@ class Database:
         with self._lock:
             if self._depth:
                 raise JournalError(f"closing {self.path!r} refused: a transaction is still open")
-            self.conn.close()
+            if not self._stale:
+                self.conn.close()
 
 
 class _Statement:
@@ -313,8 +335,16 @@ class _Statement:
         self.doing = doing
 
     def __enter__(self) -> apsw.Connection:
-        self.db._lock.acquire()
-        return self.db.conn
+        db = self.db
+        db._lock.acquire()
+        if db._stale:
+            try:
+                with translating(self.doing):
+                    return db._fresh()
+            except BaseException:
+                db._lock.release()
+                raise
+        return db.conn
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         self.db._lock.release()
@@ -338,8 +368,11 @@ class _Write:
         db = self.db
         db._lock.acquire()
         try:
-            conn = db.conn
             depth = self.depth = db._depth
+            if db._stale and depth == 0:
+                with translating(f"{self.doing}: reopening {db.path!r}"):
+                    db._fresh()
+            conn = db.conn
             try:
                 conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT ek_{depth}")
             except apsw.Error as e:

@@ -38,6 +38,7 @@ def open(  # noqa: A001 - kernel.open is the contract's name
     clock: Clock | None = None,
     synchronous: Synchronous = "full",
     busy_timeout_ms: int = 10_000,
+    vfs: str | None = None,
 ) -> Kernel:
     """Open (creating if needed) the journal at ``path`` (or ":memory:").
 
@@ -45,9 +46,11 @@ def open(  # noqa: A001 - kernel.open is the contract's name
     (default: the system clock). ``synchronous="full"`` makes every
     acknowledged commit survive power loss; ``"normal"`` trades the last
     commits before a power cut for speed (a process crash still loses
-    nothing). Raises JournalError subclasses when the file cannot be opened.
+    nothing). ``vfs`` names a registered SQLite VFS to do the file I/O
+    (default: the platform's). Raises JournalError subclasses when the file
+    cannot be opened.
     """
-    return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+    return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs)
 
 
 class Kernel(Reader):
@@ -64,10 +67,11 @@ class Kernel(Reader):
         clock: Clock | None = None,
         synchronous: Synchronous = "full",
         busy_timeout_ms: int = 10_000,
+        vfs: str | None = None,
     ) -> None:
         if clock is not None and not callable(clock):
             raise InvalidArgument(f"open refused: clock must be a callable returning int ms, got {clock!r}")
-        self._db = Database(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+        self._db = Database(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs)
         try:
             self._projector = Projector()
             self._ctx = Context(self._db, self._projector, clock or system_clock)

@@ -5,6 +5,7 @@ one transaction, and row-for-row comparison of live tables with a rebuild.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from types import ModuleType
@@ -18,6 +19,8 @@ from kernel import journal, migrations
 from kernel.connection import Database, memory_connection, translating
 from kernel.errors import InvalidArgument
 from kernel.journal import Recorded
+
+log = logging.getLogger("eventkernel")
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` during long work."""
@@ -65,6 +68,8 @@ class _Shadow:
         if not self.db.in_transaction:
             conn = self.db.conn
             with translating("attaching the rebuilt projections"):
+                if any(row[1] == self.SCHEMA for row in conn.execute("PRAGMA database_list")):
+                    conn.execute(f"DETACH {self.SCHEMA}")  # left by a rebuild the disk interrupted
                 conn.execute(f"ATTACH ':memory:' AS {self.SCHEMA}")
                 self.attached = True
                 try:
@@ -86,9 +91,13 @@ class _Shadow:
         )
 
     def __exit__(self, *exc: object) -> None:
+        # Never raises: an error here must not hide the one that ended the
+        # block; a copy left attached is detached by the next rebuild.
         if self.attached:
-            with translating("detaching the rebuilt projections"):
+            try:
                 self.db.conn.execute(f"DETACH {self.SCHEMA}")
+            except apsw.Error:
+                log.warning("detaching %s failed; the next rebuild will", self.SCHEMA, exc_info=True)
 
 
 class Projector:

@@ -1,0 +1,194 @@
+"""I/O faults injected through an APSW VFS that inherits the platform's:
+the Nth xWrite, xSync, xTruncate or xRead fails, once or from then on, with
+SQLITE_IOERR_* or SQLITE_FULL. Swept over every I/O call of a command, of a
+transaction of several commands, and of a rebuild.
+
+After every fault: the error is a JournalError with a readable message; the
+file is sound; the command is entirely there or entirely absent; a retry
+with the same command_id settles it (exactly one copy); and the same Kernel
+keeps working once the disk does.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import apsw
+import pytest
+from faults import Fault, FaultPlan, FaultVFS
+from stress import scale
+from support import live_tables, rebuilt_tables
+
+import kernel
+from kernel.journal import command_event_id
+
+PLAN = FaultPlan()
+VFS = FaultVFS("eventkernel-faults", PLAN)
+
+CODES = {
+    "write": (apsw.SQLITE_IOERR_WRITE, apsw.SQLITE_FULL),
+    "sync": (apsw.SQLITE_IOERR_FSYNC,),
+    "truncate": (apsw.SQLITE_IOERR_TRUNCATE,),
+    "read": (apsw.SQLITE_IOERR_READ,),
+}
+SEEN: Counter[str] = Counter()  # outcomes over the whole module, for the figures
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("faults") / "template.db"
+    with kernel.open(str(path)) as k:
+        for i in range(20):
+            k.work.enqueue(f"task-{i % 3}", {"n": i})
+        item = k.work.claim("w0", lease_ms=60_000)
+        assert item is not None
+        k.memory.put("user:1", "prefs", {"lang": "fr"})
+    return path
+
+
+def _fresh_copy(template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "case.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    shutil.copy(template, path)
+    return str(path)
+
+
+def _one_command(k: kernel.Kernel) -> list[str]:
+    k.work.enqueue("task-f", {"payload": "x" * 3000}, command_id="faulted-1")
+    return ["faulted-1"]
+
+
+def _a_transaction(k: kernel.Kernel) -> list[str]:
+    with k.transaction():
+        k.work.enqueue("task-f", {"n": 1}, command_id="faulted-a")
+        k.memory.put("user:1", "prefs", {"lang": "de"}, command_id="faulted-b")
+        k.checkpoints.record("task-f", "manual", {"step": 3}, command_id="faulted-c")
+    return ["faulted-a", "faulted-b", "faulted-c"]
+
+
+def _retry(k: kernel.Kernel, op_name: str) -> None:
+    {"command": _one_command, "transaction": _a_transaction}[op_name](k)
+
+
+def _present(path: str, command_ids: list[str]) -> list[bool]:
+    with kernel.open(path) as k:
+        found = []
+        for c in command_ids:
+            rows = k._db.conn.execute(
+                "SELECT count(*) FROM journal WHERE event_id = ?", (command_event_id(c, 0),)
+            ).fetchone()[0]
+            assert rows <= 1, f"command {c} appended {rows} times"
+            found.append(rows == 1)
+        return found
+
+
+def _sound(path: str) -> None:
+    with kernel.open(path) as k:
+        report = k.verify()
+        assert report.ok, report.problems
+        assert live_tables(k) == rebuilt_tables(k)
+
+
+def _count_io(template: Path, tmp_path: Path, op) -> Counter[str]:
+    path = _fresh_copy(template, tmp_path)
+    k = kernel.open(path, vfs="eventkernel-faults")
+    PLAN.arm(None)
+    op(k)
+    counts = Counter(PLAN.counts)
+    k.close()
+    return counts
+
+
+def _cases(counts: Counter[str]) -> list[Fault]:
+    out = []
+    for op, codes in CODES.items():
+        # One past the last call too: a fault that never fires must change nothing.
+        for n in range(1, counts.get(op, 0) + 2):
+            for code in codes:
+                for persistent in (False, True):
+                    out.append(Fault(op, n, code, persistent))
+    return out
+
+
+@pytest.mark.parametrize("op_name", ["command", "transaction"])
+def test_a_fault_at_any_io_call_of_a_commit_leaves_all_or_nothing(template, tmp_path, op_name):
+    op = {"command": _one_command, "transaction": _a_transaction}[op_name]
+    counts = _count_io(template, tmp_path, op)
+    assert counts["write"] > 0 and counts["sync"] > 0
+    cases = _cases(counts)
+    outcomes: Counter[str] = Counter()
+    for fault in cases:
+        path = _fresh_copy(template, tmp_path)
+        k = kernel.open(path, vfs="eventkernel-faults")
+        head_before = k.head
+        PLAN.arm(fault)
+        error: BaseException | None = None
+        try:
+            ids = op(k)
+        except BaseException as e:  # noqa: BLE001 - classified below
+            error = e
+            ids = ["faulted-1"] if op_name == "command" else ["faulted-a", "faulted-b", "faulted-c"]
+        fired = PLAN.fired
+        PLAN.arm(None)
+        if error is not None:
+            assert isinstance(error, kernel.JournalError), f"{fault}: {type(error).__name__}: {error}"
+            assert str(error) and ("failed" in str(error) or "refused" in str(error)), str(error)
+            assert fired, f"{fault}: an error without a fault: {error!r}"
+        present = _present(path, ids)
+        assert len(set(present)) == 1, f"{fault}: half a transaction is durable: {present}"
+        if error is None:
+            assert all(present), f"{fault}: acknowledged but absent"
+        _sound(path)
+        # The same Kernel works again now that the disk does, and a retry
+        # with the same command ids settles an unknown outcome.
+        _retry(k, op_name)
+        k.work.enqueue("after-the-fault", None)
+        assert all(_present(path, ids))
+        assert k.head >= head_before + 2
+        k.close()
+        _sound(path)
+        kind = "ok" if error is None else type(error).__name__
+        outcomes[f"{fault.op}:{kind}:{'durable' if present[0] else 'absent'}"] += 1
+        SEEN[kind] += 1
+    assert sum(outcomes.values()) == len(cases)
+    # Faults did fire and were refused: the sweep is not vacuous.
+    assert any(":CommitOutcomeUnknown:" in o or ":JournalError:" in o for o in outcomes), outcomes
+
+
+def test_a_fault_at_any_io_call_of_a_rebuild_leaves_the_projections_sound(template, tmp_path):
+    counts = _count_io(template, tmp_path, lambda k: k.rebuild())
+    for fault in _cases(counts)[:: scale(3, 1)]:
+        path = _fresh_copy(template, tmp_path)
+        k = kernel.open(path, vfs="eventkernel-faults")
+        before = live_tables(k)
+        PLAN.arm(fault)
+        try:
+            k.rebuild()
+        except kernel.JournalError as e:
+            assert "failed" in str(e), str(e)
+        PLAN.arm(None)
+        assert live_tables(k) == before, f"{fault}: a failed rebuild changed the tables"
+        assert k.rebuild() == k.head
+        k.close()
+        _sound(path)
+
+
+def test_the_kernel_reconnects_when_the_disk_fails_again_while_it_reopens(template, tmp_path):
+    # The fsync of the commit fails; every read after it fails too, so the
+    # reopen that follows a failed COMMIT cannot read the file.
+    path = _fresh_copy(template, tmp_path)
+    k = kernel.open(path, vfs="eventkernel-faults")
+    PLAN.arm(Fault("sync", 1, apsw.SQLITE_IOERR_FSYNC, False), then=Fault("read", 1, apsw.SQLITE_IOERR_READ, True))
+    with pytest.raises(kernel.CommitOutcomeUnknown, match="COMMIT failed"):
+        k.work.enqueue("t", None, command_id="reopen-1")
+    with pytest.raises(kernel.JournalError):
+        k.work.enqueue("t", None, command_id="reopen-2")  # the disk still fails
+    PLAN.arm(None)
+    k.work.enqueue("t", None, command_id="reopen-1")  # settles the unknown outcome
+    k.work.enqueue("t", None, command_id="reopen-2")
+    assert _present(path, ["reopen-1", "reopen-2"]) == [True, True]
+    k.close()
+    _sound(path)
