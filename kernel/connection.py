@@ -72,7 +72,16 @@ def _wal(conn: apsw.Connection, timeout_ms: int) -> None:
     """Write-ahead logging: readers never block the writer, one fsync per commit.
     Switching a brand-new file to WAL from several processes at once can return
     BUSY even with a busy timeout, so the switch is retried until the deadline.
-    https://sqlite.org/wal.html"""
+
+    On a new file the switch commits in rollback-journal mode, by deleting the
+    journal. Under synchronous=FULL that unlink is not made durable, so a
+    power cut soon after creating the file could bring the journal back; it
+    would then roll the switch back, leaving an empty database file, and
+    SQLite discards a WAL beside an empty file: every acknowledged commit
+    would go. synchronous=EXTRA syncs the directory after the unlink; the
+    chosen mode is set right after. https://sqlite.org/wal.html ·
+    https://sqlite.org/pragma.html#pragma_synchronous"""
+    conn.pragma("synchronous", "EXTRA")
     deadline = time.monotonic() + timeout_ms / 1000
     delay = 0.001
     while True:

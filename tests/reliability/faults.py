@@ -115,6 +115,12 @@ class RecordingVFS(apsw.VFS):
     def xOpen(self, name: Any, flags: list[int]) -> apsw.VFSFile:  # noqa: N802
         return _RecordingFile(self.log, name, flags)
 
+    def xDelete(self, filename: str, syncdir: bool) -> None:  # noqa: N802
+        # An unlink is durable only once the directory is synced, which the
+        # platform VFS does itself when asked to (``syncdir``).
+        super().xDelete(filename, syncdir)
+        self.log.ops.append(("delete", filename, bool(syncdir)))
+
 
 class _RecordingFile(apsw.VFSFile):
     def __init__(self, log: IoLog, name: Any, flags: list[int]) -> None:
@@ -176,16 +182,34 @@ def crash_image(log: IoLog, upto: int, mode: str, rng: random.Random) -> dict[st
         if kind == "mark":
             continue
         path = op[1]
+        if kind == "delete":
+            if op[2]:  # synced: the file is gone for good
+                durable.pop(path, None)
+                pending.pop(path, None)
+            elif path in durable:
+                pending.setdefault(path, []).append(op)
+            continue
         durable.setdefault(path, bytearray())
         if kind == "sync":
             for p in pending.pop(path, []):
-                _apply(durable[path], p)
+                if p[0] == "delete":
+                    durable[path] = bytearray()
+                else:
+                    _apply(durable[path], p)
         else:
             pending.setdefault(path, []).append(op)
     out = {}
     for path, image in durable.items():
         image = bytearray(image)
+        exists = True
         for op in pending.get(path, []):
+            if op[0] == "delete":
+                # An unsynced unlink: lost (drop), done (keep), either (torn).
+                if mode == "keep" or (mode == "torn" and rng.random() < 0.5):
+                    exists, image = False, bytearray()
+                continue
+            if not exists:
+                exists = True  # written again after the unlink: a new file
             if mode == "keep":
                 _apply(image, op)
             elif mode == "torn":
@@ -197,7 +221,8 @@ def crash_image(log: IoLog, upto: int, mode: str, rng: random.Random) -> dict[st
                         _apply(image, ("write", path, torn[2] + i, chunk))
                 else:
                     _apply(image, torn)
-        out[path] = bytes(image)
+        if exists:
+            out[path] = bytes(image)
     return out
 
 
