@@ -207,10 +207,19 @@ class Kernel(Reader):
         check_optional_text("rebuild", "name", name)
         return self._projector.rebuild(self._db, None if name is None else [name], progress)
 
-    def verify(self, *, progress: Progress | None = None) -> VerifyReport:
+    def verify(self, *, anchor: tuple[int, str] | None = None, progress: Progress | None = None) -> VerifyReport:
         """Check the file, the journal's order and hash chain, and that every
-        projection equals a rebuild row for row. Never raises for what it finds."""
-        return verify(self._db, self._projector, progress=progress)
+        projection equals a rebuild row for row. ``anchor=(report.head,
+        report.head_hash)`` from an earlier report also detects a cut tail.
+        Never raises for what it finds; raises InvalidArgument for a bad anchor."""
+        if anchor is not None and not (
+            isinstance(anchor, tuple) and len(anchor) == 2 and type(anchor[0]) is int and anchor[0] >= 0
+            and isinstance(anchor[1], str) and len(anchor[1]) == 64
+        ):
+            raise InvalidArgument(
+                f"verify refused: anchor must be (position, 64-hex-digit head_hash), got {anchor!r:.100}"
+            )
+        return verify(self._db, self._projector, anchor=anchor, progress=progress)
 
     def checkpoint(self, mode: Literal["passive", "full", "restart", "truncate"] = "passive") -> tuple[int, int]:
         """Copy the WAL into the database file now (maintenance; appends never

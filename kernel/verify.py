@@ -22,10 +22,19 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
     first_bad_position: int | None = None
 
 
-def verify(db: Database, projector: Projector, *, progress: Progress | None = None, limit: int = 50) -> VerifyReport:
+def verify(
+    db: Database,
+    projector: Projector,
+    *,
+    anchor: tuple[int, str] | None = None,
+    progress: Progress | None = None,
+    limit: int = 50,
+) -> VerifyReport:
     """Check ``integrity_check``, dense positions, dense stream versions, the
     hash chain, projection positions, and that every projection rebuilt in
-    memory equals its live tables row for row."""
+    memory equals its live tables row for row. ``anchor`` is a
+    ``(position, head_hash)`` kept from an earlier report: the chain must
+    still pass through it, which detects a cut tail the chain alone cannot."""
     problems: list[str] = []
     bad: list[int] = []
 
@@ -58,11 +67,19 @@ def verify(db: Database, projector: Projector, *, progress: Progress | None = No
             )
             if actual != stored:
                 problem(f"position {position}: the hash chain breaks (the row or its predecessor was altered)", position)
+            if anchor is not None and position == anchor[0] and stored.hex() != anchor[1]:
+                problem(f"position {position}: the hash is {stored.hex()}, the anchor recorded {anchor[1]}", position)
             prev = stored
             expected += 1
             if progress is not None and position % 8192 == 0:
                 progress(position, total)
         head = expected - 1
+        if anchor is not None and head < anchor[0]:
+            problem(
+                f"the journal ends at position {head}, but the anchor recorded position {anchor[0]}: "
+                f"events {head + 1}..{anchor[0]} were cut from the tail",
+                head + 1,
+            )
         for name, (version, position) in projector.positions(conn).items():
             module = projector.by_name.get(name)
             if module is not None and version != module.VERSION:

@@ -145,6 +145,36 @@ def test_verify_head_hash_detects_a_cut_tail(k, clock, db_path):
     assert report.head_hash != anchored  # a kept head hash tells the tail was cut
 
 
+def test_verify_with_an_anchor_names_where_a_cut_tail_began(k, clock, db_path):
+    workload(k, clock)
+    before = k.verify()
+    anchor = (before.head, before.head_hash)
+    assert k.verify(anchor=anchor).ok
+    _tamper(db_path, f"DELETE FROM journal WHERE position > {before.head - 3}")
+    report = k.verify(anchor=anchor)
+    assert not report.ok
+    assert report.first_bad_position == before.head - 2
+    assert any(f"events {before.head - 2}..{before.head} were cut from the tail" in p for p in report.problems)
+    with pytest.raises(InvalidArgument, match="anchor must be"):
+        k.verify(anchor=(1, "nothex"))
+
+
+def test_verify_finds_two_rows_swapped(k, clock, db_path):
+    workload(k, clock)
+    cols = "stream, version, type, schema, data, meta, event_id, correlation_id, recorded_at, hash"
+    _tamper(db_path, f"""
+        CREATE TEMP TABLE a AS SELECT {cols} FROM journal WHERE position = 4;
+        CREATE TEMP TABLE b AS SELECT {cols} FROM journal WHERE position = 5;
+        DELETE FROM journal WHERE position IN (4, 5);
+        INSERT INTO journal (position, {cols}) SELECT 4, * FROM b;
+        INSERT INTO journal (position, {cols}) SELECT 5, * FROM a;
+    """)
+    report = k.verify()
+    assert not report.ok
+    assert report.first_bad_position == 4
+    assert any("position 4: the hash chain breaks" in p for p in report.problems)
+
+
 def test_a_rebuild_in_memory_has_every_table_and_index_of_the_ddl(k, clock):
     from kernel.connection import memory_connection
 
