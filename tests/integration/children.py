@@ -1,7 +1,7 @@
 """Programs the integration tests run in child processes.
 
     python children.py worker DB NAME      claim and complete until the queue is done
-    python children.py appender DB SYNC    append forever, printing each acknowledged id
+    python children.py appender DB SYNC [PREFIX]  append forever, printing each acknowledged id
     python children.py opener DB AT        open a new file at time AT and enqueue once
 """
 
@@ -26,7 +26,7 @@ def worker(path: str, name: str) -> None:
     print("\n".join(done), flush=True)
 
 
-def appender(path: str, synchronous: str) -> None:
+def appender(path: str, synchronous: str, prefix: str = "") -> None:
     with kernel.open(path, synchronous=synchronous, busy_timeout_ms=30_000) as k:  # type: ignore[arg-type]
         print("ready", flush=True)
         n = 0
@@ -34,13 +34,13 @@ def appender(path: str, synchronous: str) -> None:
             n += 1
             if n % 3 == 0:
                 # Several commands, one commit: acknowledged together.
-                ids = [f"{n}-{j}" for j in range(5)]
+                ids = [f"{prefix}{n}-{j}" for j in range(5)]
                 with k.transaction():
                     for command_id in ids:
                         k.work.enqueue("crash", {"n": n}, command_id=command_id)
                 print(*ids, flush=True)
             else:
-                command_id = f"{n}"
+                command_id = f"{prefix}{n}"
                 k.work.enqueue("crash", {"n": n}, command_id=command_id)
                 print(command_id, flush=True)
 
