@@ -3,6 +3,9 @@
     python children.py worker DB NAME      claim and complete until the queue is done
     python children.py appender DB SYNC [PREFIX]  append forever, printing each acknowledged id
     python children.py opener DB AT        open a new file at time AT and enqueue once
+    python children.py contender DB NAME SEED LEASE_MS
+                                           claim, work, heartbeat, pause past the lease,
+                                           fail or complete; print each acknowledged completion
 """
 
 from __future__ import annotations
@@ -56,6 +59,43 @@ def opener(path: str, start_at: str) -> None:
     print("opened", flush=True)
 
 
+def contender(path: str, name: str, seed: str, lease: str) -> None:
+    """A worker that misbehaves the ways real ones do: it stalls past its
+    lease, heartbeats, fails, and may be killed at any moment by the test."""
+    import random
+    import time
+
+    rng = random.Random(seed)
+    lease_ms = int(lease)
+    with kernel.open(path, busy_timeout_ms=30_000) as k:
+        print("ready", flush=True)
+        while True:
+            item = k.work.claim(name, lease_ms=lease_ms)
+            if item is None:
+                if not k.work.list(status="pending") and not k.work.list(status="in_progress"):
+                    return
+                time.sleep(0.005)
+                continue
+            token = item.token
+            try:
+                r = rng.random()
+                time.sleep(rng.uniform(0, lease_ms / 4000))
+                if r < 0.3:
+                    k.work.heartbeat(item.work_item_id, name, token, lease_ms=lease_ms)
+                    time.sleep(rng.uniform(0, lease_ms / 2000))
+                elif r < 0.45:
+                    time.sleep(lease_ms * 1.5 / 1000)  # a stall longer than the lease
+                if r > 0.93:
+                    k.work.fail(item.work_item_id, name, token, "flaky tool", retryable=r < 0.97)
+                    continue
+                k.work.complete(item.work_item_id, name, token, output={"by": name, "token": token})
+                print("completed", item.work_item_id, token, flush=True)
+            except kernel.LeaseNotHeld:
+                print("fenced", item.work_item_id, token, flush=True)
+            except kernel.TerminalState:
+                print("fenced", item.work_item_id, token, flush=True)
+
+
 if __name__ == "__main__":
     role, *args = sys.argv[1:]
-    {"worker": worker, "appender": appender, "opener": opener}[role](*args)
+    {"worker": worker, "appender": appender, "opener": opener, "contender": contender}[role](*args)
