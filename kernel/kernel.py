@@ -53,6 +53,13 @@ def open(  # noqa: A001 - kernel.open is the contract's name
     return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs)
 
 
+def _check_progress(where: str, progress: object) -> None:
+    if progress is not None and not callable(progress):
+        raise InvalidArgument(
+            f"{where} refused: progress must be a callable taking (done, total), got {progress!r:.60}"
+        )
+
+
 class Kernel(Reader):
     """An open journal with its projections and commands. A context manager.
 
@@ -146,6 +153,7 @@ class Kernel(Reader):
         of the last event recorded at or before ``time_ms``): the same read
         methods, answering what this kernel answered when its head was there.
         Commands on it raise ReadOnly. Use it as a context manager."""
+        _check_progress("at", progress)
         if (position is None) == (time_ms is None):
             raise InvalidArgument("at refused: give a position or time_ms=, exactly one")
         if time_ms is not None:
@@ -205,6 +213,7 @@ class Kernel(Reader):
         """Rebuild one projection (or all) from the journal; readers and writers
         keep working until the final swap. Returns the head it reflects."""
         check_optional_text("rebuild", "name", name)
+        _check_progress("rebuild", progress)
         return self._projector.rebuild(self._db, None if name is None else [name], progress)
 
     def verify(self, *, anchor: tuple[int, str] | None = None, progress: Progress | None = None) -> VerifyReport:
@@ -212,6 +221,7 @@ class Kernel(Reader):
         projection equals a rebuild row for row. ``anchor=(report.head,
         report.head_hash)`` from an earlier report also detects a cut tail.
         Never raises for what it finds; raises InvalidArgument for a bad anchor."""
+        _check_progress("verify", progress)
         if anchor is not None and not (
             isinstance(anchor, tuple) and len(anchor) == 2 and type(anchor[0]) is int and anchor[0] >= 0
             and isinstance(anchor[1], str) and len(anchor[1]) == 64

@@ -22,7 +22,20 @@ from kernel.services.recovery import Recovery
 from kernel.services.sessions import Sessions
 from kernel.services.tasks import Tasks
 from kernel.services.work import WorkQueue
-from kernel.validate import check_int, check_optional_text
+from kernel.validate import check_int, check_optional_text, check_text
+
+
+def _type_names(where: str, types: object) -> tuple[str, ...]:
+    """A type filter: one name, or a list or tuple of names (None or empty: all)."""
+    if types is None:
+        return ()
+    if isinstance(types, str):
+        types = (types,)
+    if not isinstance(types, list | tuple | frozenset | set):
+        raise InvalidArgument(f"{where} refused: types must be a list of event type names, got {types!r:.60}")
+    for t in types:
+        check_text(where, "types[]", t)
+    return tuple(types)
 
 
 class Reader:
@@ -61,13 +74,10 @@ class Reader:
         check_int(where, "after", after, minimum=0)
         if limit is not None:
             check_int(where, "limit", limit, minimum=0)
-        if isinstance(types, str):
-            types = (types,)
-        for t in types:
-            check_optional_text(where, "types[]", t)
+        types = _type_names(where, types)
         check_optional_text(where, "correlation_id", correlation_id)
         rows = journal.read_rows(
-            self._db.conn, stream=stream, after=after, limit=limit, types=tuple(types), correlation_id=correlation_id
+            self._db.conn, stream=stream, after=after, limit=limit, types=types, correlation_id=correlation_id
         )
         while True:
             with translating(where):
@@ -101,7 +111,7 @@ class Reader:
             if value is not None:
                 check_int(where, name, value, minimum=0)
         rows = journal.read_rows(
-            self._db.conn, stream=stream, stream_prefix=stream_prefix, types=tuple(types),
+            self._db.conn, stream=stream, stream_prefix=stream_prefix, types=_type_names(where, types),
             correlation_id=correlation_id, after=after, until=None if before is None else before - 1,
             since_ms=since_ms, until_ms=until_ms, limit=limit,
         )
@@ -123,6 +133,7 @@ class Reader:
 
     def stream_version(self, stream: str) -> int:
         """The stream's current version (0 when it has no events)."""
+        check_text("stream_version", "stream", stream)
         with translating("reading a stream version"):
             return journal.stream_version(self._db.conn, stream)
 

@@ -118,8 +118,8 @@ class Memory:
     ) -> builtins.list[MemoryEntry]:
         """The newest version of each memory whose namespace starts with ``prefix``."""
         where = "memory.list"
-        if type(prefix) is not str:
-            raise InvalidArgument(f"{where} refused: prefix must be a str, got {prefix!r}")
+        if prefix != "":
+            check_text(where, "prefix", prefix)
         if memory_type is not None:
             _check_type(where, memory_type)
         check_bool(where, "include_deleted", include_deleted)

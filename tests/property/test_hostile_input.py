@@ -1,0 +1,181 @@
+"""Hostile input: every public command and query of every service, and the
+kernel's own append/read/at/verify, called with arguments hypothesis draws
+from plausible values and hostile ones (wrong types, huge and deeply nested
+values, NUL bytes, lone surrogates, NaN/inf, SQL fragments in ids and
+namespaces, unknown enum values).
+
+Whatever happens, the call either succeeds or raises a KernelError
+subclass, and a refused call leaves the database exactly as it was: head,
+data_version, total_changes and every row of every table. Accepted values
+come back exactly as they were given.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import hostile_text, hostile_values, json_values
+from support import snapshot
+
+import kernel
+
+SERVICES = ("work", "checkpoints", "idempotency", "sessions", "memory", "recovery", "tasks")
+KERNEL_METHODS = ("append", "read", "at", "verify", "stream_version")
+
+
+class Note(kernel.Event, tag="test.hostile_note"):
+    text: str
+
+
+def _seeded() -> kernel.Kernel:
+    k = kernel.open(":memory:", clock=kernel.FrozenClock(1_700_000_000_000))
+    k.tasks.create("a task", task_id="t-1")
+    k.work.enqueue("t-1", {"n": 1}, work_item_id="wi-1")
+    k.work.enqueue("t-1", {"n": 2}, work_item_id="wi-2")
+    k.work.claim("w1", lease_ms=60_000)
+    k.sessions.create("app", "u1", session_id="s-1", state={"a": 1})
+    k.memory.put("user:1", "prefs", {"lang": "fr"})
+    k.checkpoints.record("t-1", "manual", {"step": 1}, checkpoint_id="cp-1")
+    k.idempotency.begin("key-1", {"q": 1})
+    k.recovery.record_failure("t-1", "timeout", "no answer after 30 s")
+    k.recovery.start_attempt("t-1", "retry", attempt_id="att-1")
+    k.tasks.define_workflow("flow", definition={"steps": []}, workflow_id="wf-1")
+    k.tasks.spawn_agent("t-1", name="planner", agent_id="ag-1")
+    return k
+
+
+PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
+    "task_id": st.sampled_from(["t-1", "t-2"]),
+    "parent_task_id": st.sampled_from(["t-1", "t-9"]),
+    "work_item_id": st.sampled_from(["wi-1", "wi-2", "wi-3"]),
+    "worker": st.sampled_from(["w1", "w2"]),
+    "token": st.integers(-1, 3),
+    "session_id": st.sampled_from(["s-1", "s-2"]),
+    "namespace": st.sampled_from(["user:1", "user:2"]),
+    "to_namespace": st.sampled_from(["team:1"]),
+    "key": st.sampled_from(["prefs", "key-1", "key-2"]),
+    "checkpoint_id": st.sampled_from(["cp-1", "cp-2"]),
+    "attempt_id": st.sampled_from(["att-1", "att-2"]),
+    "workflow_id": st.sampled_from(["wf-1", "wf-2"]),
+    "agent_id": st.sampled_from(["ag-1", "ag-2"]),
+    "status": st.sampled_from(["pending", "in_progress", "completed", "failed", "cancelled", "running", "active",
+                               "paused", "terminated", "archived", "idle", "exploded", "COMPLETED"]),
+    "checkpoint_type": st.sampled_from(["manual", "llm_response", "nope"]),
+    "memory_type": st.sampled_from(["semantic", "episodic", "procedural", "other"]),
+    "severity": st.sampled_from(["low", "medium", "high", "critical", "apocalyptic"]),
+    "lease_ms": st.integers(-5, 10**13),
+    "ttl_ms": st.integers(-5, 10**13),
+    "priority": st.integers(-(2**64), 2**64),
+    "max_retries": st.integers(-3, 2_000_000),
+    "version": st.integers(-1, 5),
+    "to_version": st.integers(-1, 5),
+    "expected_version": st.integers(-1, 5),
+    "sequence": st.integers(-1, 5),
+    "duration_ms": st.integers(-1, 10**6),
+    "limit": st.integers(-1, 5),
+    "after": st.integers(-1, 20),
+    "after_seq": st.integers(-1, 5),
+    "position": st.integers(-1, 30),
+    "stream": st.sampled_from(["note:1", "Note:1", "note", "work_item:wi-1", ":x", "note:\x00"]),
+    "events": st.sampled_from([[Note(text="hi")], [], [Note(text="a"), Note(text="b")], ["not an event"]]),
+}
+
+
+def _methods() -> list[tuple[str, str]]:
+    k = kernel.open(":memory:")
+    out = []
+    for svc in SERVICES:
+        obj = getattr(k, svc)
+        out += [(svc, name) for name, _ in inspect.getmembers(type(obj), inspect.isfunction) if not name.startswith("_")]
+    k.close()
+    return sorted(out) + [("kernel", m) for m in KERNEL_METHODS]
+
+
+METHODS = _methods()
+_K: list[kernel.Kernel] = []
+
+
+def _kernel() -> kernel.Kernel:
+    if not _K:
+        _K.append(_seeded())
+    return _K[0]
+
+
+def _call(k: kernel.Kernel, svc: str, name: str, kwargs: dict[str, Any]) -> Any:
+    target = k if svc == "kernel" else getattr(k, svc)
+    result = getattr(target, name)(**kwargs)
+    if name == "read":
+        return list(result)
+    if name == "at":
+        with result as view:
+            return view.head
+    return result
+
+
+def _state(k: kernel.Kernel) -> dict[str, Any]:
+    s = snapshot(k)
+    s["total_changes"] = k._db.conn.total_changes()
+    return s
+
+
+@settings(max_examples=600)
+@given(data=st.data(), method=st.sampled_from(METHODS))
+def test_any_argument_is_accepted_or_refused_with_a_kernel_error_and_nothing_written(data, method):
+    svc, name = method
+    k = _kernel()
+    target = k if svc == "kernel" else getattr(k, svc)
+    params = [p for p in inspect.signature(getattr(target, name)).parameters.values() if p.name != "self"]
+    kwargs: dict[str, Any] = {}
+    for p in params:
+        how = data.draw(st.sampled_from(["plausible", "hostile", "omit"]), label=f"{p.name}?")
+        if how == "omit" and p.default is not inspect.Parameter.empty:
+            continue
+        if how == "plausible" and p.name in PLAUSIBLE:
+            kwargs[p.name] = data.draw(PLAUSIBLE[p.name], label=p.name)
+        elif how == "plausible":
+            kwargs[p.name] = data.draw(json_values | hostile_text, label=p.name)
+        else:
+            kwargs[p.name] = data.draw(hostile_values, label=p.name)
+    before = _state(k)
+    try:
+        _call(k, svc, name, kwargs)
+    except kernel.KernelError as e:
+        assert str(e), f"{svc}.{name} raised {type(e).__name__} with no message"
+        assert _state(k) == before, f"{svc}.{name} was refused ({e}) but changed the database"
+    assert k.verify().ok if data.draw(st.integers(0, 20), label="verify?") == 0 else True
+
+
+ROUND_TRIPS = st.sampled_from(["work.enqueue", "memory.put", "checkpoints.record", "sessions.append_event",
+                               "idempotency.complete", "tasks.create", "append"])
+
+
+@given(value=json_values, which=ROUND_TRIPS, text=st.text(min_size=1, max_size=40).filter(lambda s: "\x00" not in s))
+def test_accepted_values_come_back_exactly(value, which, text):
+    k = _kernel()
+    if which == "work.enqueue":
+        got = k.work.get(k.work.enqueue(text, value)).input
+    elif which == "memory.put":
+        got = k.memory.get(f"ns:{text}", text).value if k.memory.put(f"ns:{text}", text, value) else None
+    elif which == "checkpoints.record":
+        got = k.checkpoints.get(k.checkpoints.record(text, "manual", value).checkpoint_id).snapshot
+    elif which == "sessions.append_event":
+        got = k.sessions.append_event("s-1", author=text, content=value).content
+        assert k.sessions.events("s-1")[-1].content == value
+    elif which == "idempotency.complete":
+        key = f"rt:{text}:{k.head}"
+        k.idempotency.begin(key, value)
+        k.idempotency.complete(key, value)
+        got = k.idempotency.get(key).response
+    elif which == "tasks.create":
+        value = {"v": value}
+        got = k.tasks.get(k.tasks.create(text, config=value).task_id).config
+    else:
+        position = k.append("note:rt", [Note(text=text)])
+        got = value
+        (r,) = list(k.read(after=position - 1, limit=1))
+        assert r.event == Note(text=text)
+    assert got == value
+    assert type(got) is type(value)
