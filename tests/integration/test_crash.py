@@ -68,3 +68,5 @@ def test_acknowledged_commands_survive_sigkill(tmp_path, child_env, trial, synch
         report = k.verify()
         assert report.ok, report.problems
         assert live_tables(k) == rebuilt_tables(k)
+        print(f"\nkill -9 [{synchronous}, {writers} writer(s)]: {kills} kills, {len(acked)} acknowledged commands, "
+              f"0 lost, {k.head} events, verify ok")

@@ -156,11 +156,14 @@ def test_a_fault_at_any_io_call_of_a_commit_leaves_all_or_nothing(template, tmp_
     assert sum(outcomes.values()) == len(cases)
     # Faults did fire and were refused: the sweep is not vacuous.
     assert any(":CommitOutcomeUnknown:" in o or ":JournalError:" in o for o in outcomes), outcomes
+    print(f"\nI/O faults [{op_name}]: {len(cases)} faults over {dict(counts)} I/O calls: {dict(sorted(outcomes.items()))}")
 
 
 def test_a_fault_at_any_io_call_of_a_rebuild_leaves_the_projections_sound(template, tmp_path):
     counts = _count_io(template, tmp_path, lambda k: k.rebuild())
-    for fault in _cases(counts)[:: scale(3, 1)]:
+    cases = _cases(counts)[:: scale(3, 1)]
+    failed = 0
+    for fault in cases:
         path = _fresh_copy(template, tmp_path)
         k = kernel.open(path, vfs="eventkernel-faults")
         before = live_tables(k)
@@ -169,11 +172,14 @@ def test_a_fault_at_any_io_call_of_a_rebuild_leaves_the_projections_sound(templa
             k.rebuild()
         except kernel.JournalError as e:
             assert "failed" in str(e), str(e)
+            failed += 1
         PLAN.arm(None)
         assert live_tables(k) == before, f"{fault}: a failed rebuild changed the tables"
         assert k.rebuild() == k.head
         k.close()
         _sound(path)
+    assert failed > 0
+    print(f"\nI/O faults [rebuild]: {len(cases)} faults over {dict(counts)} I/O calls, {failed} rebuilds refused")
 
 
 def test_the_kernel_reconnects_when_the_disk_fails_again_while_it_reopens(template, tmp_path):

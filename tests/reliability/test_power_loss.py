@@ -82,6 +82,7 @@ def test_power_loss_at_any_moment_loses_no_acknowledged_commit(tmp_path, synchro
     _workload(path, synchronous)
     assert any(op[0] == "sync" for op in LOG.ops)
     images = 0
+    lost_in_window = 0
     for point in _crash_points(rng):
         acked = [op[1][1] for op in LOG.ops[:point] if op[0] == "mark" and op[1][0] == "acked"]
         done = [op[1][1] for op in LOG.ops[:point] if op[0] == "mark" and op[1][0] == "checkpointed"]
@@ -90,9 +91,14 @@ def test_power_loss_at_any_moment_loses_no_acknowledged_commit(tmp_path, synchro
             with tempfile.TemporaryDirectory(dir=tmp_path) as where:
                 target = str(Path(where) / "after-the-cut.db")
                 write_image(files, path, target)
-                _check(target, acked, done[-1] if done else None, synchronous)
+                survived = _check(target, acked, done[-1] if done else None, synchronous)
+                lost_in_window += survived < len(acked)
             images += 1
     assert images >= 3 * scale(40, 400)
+    ops = sum(1 for op in LOG.ops if op[0] != "mark")
+    print(f"\npower loss [{synchronous}]: {images} crash images from {ops} recorded I/O operations, 0 corrupt, "
+          f"{lost_in_window} images missing acknowledged commits after the last checkpoint (the NORMAL window), "
+          "none missing one before it")
 
 
 def test_the_model_loses_unsynced_commits(tmp_path):
