@@ -212,8 +212,14 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    anchor = None
+    if args.anchor:
+        position, sep, hash_hex = args.anchor.partition(":")
+        if not sep or not position.isdigit():
+            raise InvalidArgument(f"verify refused: --anchor must be POSITION:HASH, got {args.anchor!r}")
+        anchor = (int(position), hash_hex)
     with _open(args) as k:
-        report = k.verify(progress=_progress("verifying"))
+        report = k.verify(anchor=anchor, progress=_progress("verifying"))
     problems = list(report.problems)
     if args.expect_head and args.expect_head != report.head_hash:
         problems.append(
@@ -350,6 +356,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("name", nargs="?", help="one projection (default: all)")
     v = command("verify", cmd_verify, "check integrity, order, hash chain and projections")
     v.add_argument("--expect-head", metavar="HASH", help="the head hash recorded earlier (detects a cut tail)")
+    v.add_argument("--anchor", metavar="POSITION:HASH",
+                   help="a head and its hash recorded earlier: names where a cut tail began")
     command("stats", cmd_stats, "head, events per type and stream kind, sizes, projection lag")
     ex = command("export", cmd_export, "events as JSON lines, or one projection table")
     ex.add_argument("--table", help="a projection table instead of the events")

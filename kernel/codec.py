@@ -30,6 +30,8 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 _registry: dict[str, type[Event]] = {}
 _decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+# type name -> (current schema, its decode function): the common case of decode().
+_current: dict[str, tuple[int, Any]] = {}
 _upcasters: dict[tuple[str, int], Upcaster] = {}
 
 _encoder = msgspec.json.Encoder()
@@ -73,6 +75,7 @@ class _EventMeta(msgspec.StructMeta):
         cls.__event_schema__ = schema
         _registry[tag] = cls
         _decoders[tag] = msgspec.json.Decoder(cls)
+        _current[tag] = (schema, _decoders[tag].decode)
         return cls
 
 
@@ -144,6 +147,12 @@ def encode(event: Event, *, where: str = "append") -> str:
 
 def decode(type_name: str, schema: int, data: str | bytes) -> Event:
     """Decode stored data into its Event class, upcasting older schemas."""
+    fast = _current.get(type_name)
+    if fast is not None and fast[0] == schema:
+        try:
+            return fast[1](data)  # type: ignore[no-any-return]
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise CodecError(f"cannot decode stored {type_name} (schema {schema}): {e}") from e
     cls = event_class(type_name)
     try:
         if schema == cls.__event_schema__:

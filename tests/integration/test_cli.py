@@ -255,3 +255,23 @@ def test_verify_expect_head_detects_a_truncated_tail(demo_db, capsys):
     assert main(["verify", demo_db, "--expect-head", anchor]) == 1
     out = capsys.readouterr().out
     assert "at position 60" in out and "the tail was truncated or rewritten" in out
+
+
+def test_verify_anchor_names_where_the_cut_tail_began(demo_db, capsys):
+    assert main(["verify", demo_db, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    anchor = f"{report['head']}:{report['head_hash']}"
+    assert main(["verify", demo_db, "--anchor", anchor]) == 0
+    capsys.readouterr()
+    conn = apsw.Connection(demo_db)
+    conn.execute("DROP TRIGGER journal_no_delete")
+    conn.execute("DELETE FROM journal WHERE position > 60")
+    conn.close()
+    with kernel.open(demo_db) as k:
+        k.rebuild()
+    assert main(["verify", demo_db, "--anchor", anchor]) == 1
+    out = capsys.readouterr().out
+    assert f"events 61..{report['head']} were cut from the tail" in out
+    assert "first bad position: 61" in out
+    assert main(["verify", demo_db, "--anchor", "sixty"]) == 1
+    assert "--anchor must be POSITION:HASH" in capsys.readouterr().err
