@@ -31,8 +31,11 @@ log = logging.getLogger("eventkernel")
 Synchronous = Literal["full", "normal"]
 
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
-# Checkpoint once the WAL holds this many pages (about 64 MiB of 4 KiB pages).
-DEFAULT_WAL_CHECKPOINT_PAGES = 16_384
+# Checkpoint once the WAL holds this many pages (about 4 MiB of 4 KiB pages, the
+# bound SQLite itself uses by default). A small WAL is also a fast one: after a
+# checkpoint the next commits overwrite its start instead of growing the file,
+# and `python -m benchmarks --only writes` ran 15-25% faster than with 64 MiB.
+DEFAULT_WAL_CHECKPOINT_PAGES = 1_000
 
 
 def translate(e: apsw.Error, doing: str) -> KernelError:
