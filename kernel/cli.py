@@ -301,11 +301,11 @@ def cmd_query(args: argparse.Namespace) -> int:
             print(_dump(dict(zip(columns, [_plain(v) for v in r], strict=True))))
         return 0
     materialised = [[("NULL" if v is None else str(_plain(v))) for v in r] for r in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in materialised]) for i, c in enumerate(columns)]
+    widths = [max([len(c)] + [len(line[i]) for line in materialised]) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
-    for r in materialised:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    for line in materialised:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
     return 0
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, dataclass_transform
 
 import msgspec
 
@@ -48,7 +48,7 @@ class _EventMeta(msgspec.StructMeta):
         schema = kwargs.pop("schema", None)
         kwargs.setdefault("frozen", True)
         kwargs.setdefault("kw_only", True)
-        cls = super().__new__(mcls, name, bases, ns, **kwargs)
+        cls: Any = super().__new__(mcls, name, bases, ns, **kwargs)
         if tag is None:
             if schema is not None:
                 raise TypeError(f"{name}: schema= needs tag= as well")
@@ -79,6 +79,8 @@ class _EventMeta(msgspec.StructMeta):
         return cls
 
 
+# For type checkers: subclasses are frozen and keyword-only, as the metaclass makes them.
+@dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(msgspec.field,))
 class Event(msgspec.Struct, metaclass=_EventMeta, frozen=True, kw_only=True):
     """Base class of every event: a frozen, keyword-only msgspec Struct.
 

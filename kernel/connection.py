@@ -358,11 +358,10 @@ class _Statement:
                 raise
         return db.conn
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         self.db._lock.release()
         if isinstance(exc, apsw.Error):
             raise translate(exc, self.doing) from exc
-        return False
 
 
 class _Write:
@@ -396,7 +395,9 @@ class _Write:
         self.saved_head = db.head_cache = db.head_cache if depth else None
         return conn
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        # Never swallows the exception (returns None): callers and type
+        # checkers may rely on the block's exception propagating.
         db = self.db
         depth = self.depth
         try:
@@ -407,7 +408,7 @@ class _Write:
                 db._undo(conn, depth)
                 if isinstance(exc, apsw.Error):
                     raise translate(exc, self.doing) from exc
-                return False
+                return
             if depth:
                 try:
                     conn.execute(f"RELEASE ek_{depth}")
@@ -415,9 +416,8 @@ class _Write:
                     db.head_cache = self.saved_head
                     db._undo(conn, depth)
                     raise translate(e, f"{self.doing}: releasing the savepoint") from e
-                return False
+                return
             self._commit(conn)
-            return False
         finally:
             db._lock.release()
 

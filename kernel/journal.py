@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import apsw
 import msgspec
@@ -25,6 +25,7 @@ GENESIS_HASH = bytes(32)
 _STREAM = re.compile(r"^[a-z][a-z0-9_]*:.+$", re.DOTALL)
 _PAGE = 1000
 _COLUMNS = "position, stream, version, type, schema, data, meta, event_id, correlation_id, recorded_at, hash"
+_INSERT = f"INSERT INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _canonical = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder().decode
 
@@ -108,7 +109,7 @@ def head(conn: apsw.Connection) -> tuple[int, bytes]:
 def stream_version(conn: apsw.Connection, stream: str) -> int:
     """The stream's current version; 0 when it has no events."""
     for (version,) in conn.execute("SELECT max(version) FROM journal WHERE stream = ?", (stream,)):
-        return version or 0
+        return int(version or 0)
     return 0
 
 
@@ -117,13 +118,13 @@ def _has_version(conn: apsw.Connection, stream: str, version: int) -> bool:
 
 
 def check_stream(where: str, stream: Any) -> str:
-    check_text(where, "stream", stream)
-    if not _STREAM.match(stream):
+    text = check_text(where, "stream", stream)
+    if not _STREAM.match(text):
         raise InvalidArgument(
-            f"{where} refused: stream {stream!r} must be named '<kind>:<id>' with a lowercase kind, "
+            f"{where} refused: stream {text!r} must be named '<kind>:<id>' with a lowercase kind, "
             "e.g. 'order:42'"
         )
-    return stream
+    return text
 
 
 def append(
@@ -149,7 +150,8 @@ def append(
     rejection nothing is written.
     """
     check_stream(where, stream)
-    if isinstance(events, Event) or not isinstance(events, Sequence) or not events:
+    if type(events) not in (list, tuple) and (isinstance(events, Event) or not isinstance(events, Sequence)) \
+            or not events:
         raise InvalidArgument(f"{where} refused: events must be a non-empty list of Event, got {events!r:.80}")
     check_optional_text(where, "correlation_id", correlation_id)
     if meta_text is None:
@@ -201,7 +203,7 @@ def append(
         prev = row_hash(prev, position, stream, version, type_, schema, data, meta_text, ids[i], correlation_id, recorded_at)
         try:
             conn.execute(
-                f"INSERT INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _INSERT,
                 (position, stream, version, type_, schema, data, meta_text, ids[i], correlation_id, recorded_at, prev),
             )
         except apsw.ConstraintError as e:
@@ -209,18 +211,7 @@ def append(
                 raise ConcurrencyConflict(stream, expected_version, stream_version(conn, stream)) from None
             raise
         records.append(
-            Recorded(
-                position=position,
-                stream=stream,
-                version=version,
-                type=type_,
-                event=event,
-                event_id=ids[i],
-                correlation_id=correlation_id,
-                meta=meta,
-                recorded_at=recorded_at,
-                hash=prev,
-            )
+            Recorded(position, stream, version, type_, event, ids[i], correlation_id, meta, recorded_at, prev)
         )
     return Appended(records, False)
 
@@ -234,7 +225,7 @@ def _replayed(
 ) -> list[Recorded] | None:
     """The original records when every event id was appended before with the
     same content; None when none was; IdempotencyConflict otherwise."""
-    found = []
+    found: list[Any] = []
     for event_id, (type_, _, data) in zip(ids, encoded, strict=True):
         if event_id is None:
             found.append(None)
@@ -337,7 +328,7 @@ def read_rows(
         yield from rows
         if len(rows) < n:
             return
-        last = rows[-1][0]
+        last = cast(int, rows[-1][0])
         if remaining is not None:
             remaining -= len(rows)
 

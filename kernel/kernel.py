@@ -159,10 +159,11 @@ class Kernel(Reader):
         if time_ms is not None:
             check_int("at", "time_ms", time_ms)
             with translating("finding the position of a time"):
-                (found,) = self._db.conn.execute(
+                row = self._db.conn.execute(
                     "SELECT coalesce(max(position), 0) FROM journal WHERE recorded_at <= ?", (time_ms,)
                 ).fetchone()
-            position = found
+            assert row is not None  # an aggregate always returns a row
+            position = int(row[0])
         assert position is not None
         check_int("at", "position", position, minimum=0)
         head = self.head

@@ -55,8 +55,9 @@ def up_to_date(conn: apsw.Connection) -> bool:
     """Whether every known journal migration is applied (a read; no lock)."""
     if not conn.table_exists("main", "schema_migrations"):
         return False
-    (count,) = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
-    return int(count) == len(journal_migrations())
+    row = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+    assert row is not None  # an aggregate always returns a row
+    return int(row[0]) == len(journal_migrations())
 
 
 def migrate(conn: apsw.Connection, now_ms: int) -> list[int]:

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import apsw
 import msgspec
@@ -40,8 +40,8 @@ class TableDiff(msgspec.Struct, frozen=True, kw_only=True):
 
 def _keyed(conn: apsw.Connection, table: str) -> tuple[list[str], list[str], dict[tuple[Any, ...], tuple[Any, ...]]]:
     info = conn.execute(f'PRAGMA table_info("{table}")').fetchall()
-    columns = [row[1] for row in info]
-    pk = [row[1] for row in sorted(info, key=lambda r: r[5]) if row[5]] or columns
+    columns = [str(row[1]) for row in info]
+    pk = [str(row[1]) for row in sorted(info, key=lambda r: cast(int, r[5])) if row[5]] or columns
     idx = [columns.index(c) for c in pk]
     rows = {tuple(r[i] for i in idx): tuple(r) for r in conn.execute(f'SELECT * FROM "{table}"')}
     return columns, pk, rows
@@ -125,7 +125,9 @@ class Projector:
         secondary indexes after the fold: one sort each instead of an update
         per row. ``apply`` looks rows up by primary key, so the result is
         the same."""
-        tables, indexes, statement = [], [], ""
+        tables: list[str] = []
+        indexes: list[str] = []
+        statement = ""
         for line in cls.ddl(module).splitlines(keepends=True):
             statement += line
             if apsw.complete(statement):
@@ -345,8 +347,8 @@ class Projector:
         for m in self.modules:
             for table in self.tables[m.NAME]:
                 info = rebuilt.execute(f'PRAGMA table_info("{table}")').fetchall()
-                columns = [row[1] for row in info]
-                pk = [row[1] for row in sorted(info, key=lambda r: r[5]) if row[5]] or columns
+                columns = [str(row[1]) for row in info]
+                pk = [str(row[1]) for row in sorted(info, key=lambda r: cast(int, r[5])) if row[5]] or columns
                 key_idx = [columns.index(c) for c in pk]
                 order = ", ".join(f'"{c}"' for c in pk)
                 try:

@@ -183,7 +183,9 @@ def _bounded_journal(source: Database, mem: apsw.Connection, upto: int) -> None:
     """Give ``mem`` a ``journal`` holding exactly positions 1..upto: the file
     attached read-only behind a view, or, for an in-memory kernel, a copy."""
     if source.in_memory:
-        ddl = source.conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'journal'").fetchone()[0]
+        row = source.conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'journal'").fetchone()
+        assert row is not None  # the journal table exists once the kernel is open
+        ddl = str(row[0])
         mem.execute(ddl.replace("CREATE TABLE journal", "CREATE TEMP TABLE journal", 1))
         mem.executemany(
             f"INSERT INTO temp.journal VALUES ({', '.join('?' * 11)})",

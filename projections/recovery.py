@@ -188,10 +188,12 @@ def task(conn: apsw.Connection, task_id: str) -> RecoveryTask | None:
 
 
 def stats(conn: apsw.Connection) -> RecoveryStats:
-    finished, successes, mttr = conn.execute(
+    row = conn.execute(
         "SELECT count(*), coalesce(sum(success), 0), avg(CASE WHEN success = 1 THEN resolution_ms END) "
         "FROM recovery_attempts WHERE finished_at IS NOT NULL"
     ).fetchone()
+    assert row is not None  # an aggregate always returns a row
+    finished, successes, mttr = row
     return RecoveryStats(
         attempts=finished,
         successes=successes,

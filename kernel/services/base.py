@@ -119,8 +119,8 @@ class Command:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
-        return self._write.__exit__(exc_type, exc, tb)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._write.__exit__(exc_type, exc, tb)
 
     def _start(self) -> None:
         ctx, name, command_id, args = self.ctx, self.name, self.command_id, self._args
