@@ -100,3 +100,11 @@ def test_builtin_bases_where_callers_expect_them():
     assert issubclass(kernel.JournalBusy, TimeoutError)
     assert issubclass(kernel.TerminalState, kernel.InvalidTransition)
     assert issubclass(kernel.CommitOutcomeUnknown, kernel.JournalError)
+
+
+def test_the_library_type_checks_under_mypy_strict():
+    from mypy import api
+
+    root = Path(__file__).resolve().parents[2]
+    out, err, status = api.run(["--strict", "--no-incremental", str(root / "kernel"), str(root / "projections")])
+    assert status == 0, out + err
