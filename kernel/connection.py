@@ -308,6 +308,10 @@ class Database:
         try:
             self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
             self._wal_pages = 0
+        except apsw.BusyError:
+            # Another connection is checkpointing this file right now: its
+            # checkpoint does the work, so there is nothing to report.
+            log.debug("WAL checkpoint of %r skipped: another connection is checkpointing", self.path)
         except apsw.Error:
             log.warning("WAL checkpoint of %r failed; will retry after a later commit", self.path, exc_info=True)
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import apsw
 import pytest
 from support import refused, snapshot
@@ -223,6 +225,16 @@ def test_checkpoint_is_explicit(k):
     assert wal_pages == copied == 0  # truncated: the WAL is empty afterwards
     with pytest.raises(InvalidArgument, match="mode must be one of"):
         k.checkpoint("sometimes")  # type: ignore[arg-type]
+
+
+def test_the_wal_stays_bounded_by_checkpoints_after_commits(k, db_path):
+    k._db.wal_checkpoint_pages = 50
+    for i in range(300):
+        k.work.enqueue("t", {"n": i})
+    # Unbounded, 300 commits of ~12 pages each would be ~14 MiB of WAL; a
+    # checkpointed WAL is reused from its start and stops growing.
+    assert os.path.getsize(db_path + "-wal") < 1_000_000
+    assert k.verify().ok
 
 
 def test_busy_is_reported_as_journal_busy(db_path):
