@@ -158,7 +158,8 @@ def test_accepted_values_come_back_exactly(value, which, text):
     if which == "work.enqueue":
         got = k.work.get(k.work.enqueue(text, value)).input
     elif which == "memory.put":
-        got = k.memory.get(f"ns:{text}", text).value if k.memory.put(f"ns:{text}", text, value) else None
+        key = f"key-{k.head}"  # namespaces and keys have their own rules ('/' separates them)
+        got = k.memory.get("rt:ns", key).value if k.memory.put("rt:ns", key, value) else None
     elif which == "checkpoints.record":
         got = k.checkpoints.get(k.checkpoints.record(text, "manual", value).checkpoint_id).snapshot
     elif which == "sessions.append_event":
