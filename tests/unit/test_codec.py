@@ -5,6 +5,7 @@ from typing import Any
 import msgspec
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 from strategies import json_values, unjsonable
 
 import kernel
@@ -133,3 +134,14 @@ def test_canonical_json_sorts_keys():
 def test_recorded_is_a_frozen_struct():
     assert issubclass(kernel.Recorded, msgspec.Struct)
     assert kernel.Recorded.__struct_config__.frozen
+
+
+@given(st.binary(max_size=80) | st.text(alphabet="0123456789a,[]{}\":-.", max_size=80).map(str.encode))
+def test_plain_json_finds_runs_of_19_digits_exactly_as_a_regular_expression_would(encoded):
+    import re
+
+    from kernel.validate import MAX_DEPTH, plain_json
+
+    shallow = encoded.count(b"[") + encoded.count(b"{") <= MAX_DEPTH
+    expected = shallow and re.search(rb"\d{19}", encoded) is None
+    assert plain_json(encoded) == expected
