@@ -32,7 +32,7 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     projections: dict[str, dict[str, int]]
 
 
-def open(  # noqa: A001 - kernel.open is the contract's name
+def open(
     path: str,
     *,
     clock: Clock | None = None,

@@ -324,7 +324,7 @@ class Projector:
         out = []
         for m in self.modules:
             for table in self.tables[m.NAME]:
-                columns, key_of, a = _keyed(before, table)
+                columns, _, a = _keyed(before, table)
                 _, _, b = _keyed(after, table)
                 changed = [(a[k], b[k]) for k in sorted(a.keys() & b.keys(), key=repr) if a[k] != b[k]]
                 out.append(TableDiff(

@@ -61,7 +61,7 @@ def latest(conn: apsw.Connection, task_id: str) -> Checkpoint | None:
     return None if row is None else _load(row)
 
 
-def list(conn: apsw.Connection, task_id: str) -> builtins.list[Checkpoint]:  # noqa: A001
+def list(conn: apsw.Connection, task_id: str) -> builtins.list[Checkpoint]:
     return [_load(r) for r in conn.execute(
         f"SELECT {_COLS} FROM checkpoints WHERE task_id = ? ORDER BY sequence_number", (task_id,)
     )]

@@ -132,7 +132,7 @@ def _upper(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-def list(  # noqa: A001
+def list(
     conn: apsw.Connection, prefix: str = "", *, memory_type: str | None = None, include_deleted: bool = False
 ) -> builtins.list[MemoryEntry]:
     """The newest version of each memory whose namespace starts with ``prefix``."""

@@ -174,7 +174,7 @@ def get(conn: apsw.Connection, session_id: str) -> Session | None:
     return msgspec.structs.replace(session, state=state)
 
 
-def list(conn: apsw.Connection, app_name: str, user_id: str | None = None) -> builtins.list[Session]:  # noqa: A001
+def list(conn: apsw.Connection, app_name: str, user_id: str | None = None) -> builtins.list[Session]:
     """An app's sessions (one user's, if given), most recently updated first."""
     if user_id is None:
         rows = conn.execute(

@@ -145,7 +145,7 @@ def get(conn: apsw.Connection, task_id: str) -> Task | None:
     return None if row is None else _load_task(row)
 
 
-def list(conn: apsw.Connection, *, status: str | None = None, session_id: str | None = None) -> builtins.list[Task]:  # noqa: A001
+def list(conn: apsw.Connection, *, status: str | None = None, session_id: str | None = None) -> builtins.list[Task]:
     """Tasks by status and/or session, oldest first."""
     where, args = where_equal(status=status, session_id=session_id)
     return [_load_task(r) for r in conn.execute(f"SELECT {_T} FROM tasks{where} ORDER BY created_at, task_id", args)]

@@ -143,7 +143,7 @@ def get(conn: apsw.Connection, work_item_id: str) -> WorkItem | None:
     return None if row is None else _item(row)
 
 
-def list(  # noqa: A001 - the query is named for what it does
+def list(
     conn: apsw.Connection, *, status: str | None = None, task_id: str | None = None, limit: int | None = None
 ) -> builtins.list[WorkItem]:
     """Items in queue order (priority, then age) filtered by status and/or task."""

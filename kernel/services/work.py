@@ -53,7 +53,7 @@ class WorkQueue:
     def enqueue(
         self,
         task_id: str,
-        input: Any,  # noqa: A002 - the contract's name
+        input: Any,
         priority: int = 0,
         max_retries: int = 3,
         kind: str = "task",

@@ -68,7 +68,7 @@ class FaultVFS(apsw.VFS):
         self.plan = plan
         super().__init__(name, "")
 
-    def xOpen(self, name: Any, flags: list[int]) -> apsw.VFSFile:  # noqa: N802 - the VFS interface
+    def xOpen(self, name: Any, flags: list[int]) -> apsw.VFSFile:
         return _FaultFile(self.plan, name, flags)
 
 
@@ -77,19 +77,19 @@ class _FaultFile(apsw.VFSFile):
         self.plan = plan
         super().__init__("", name, flags)
 
-    def xWrite(self, data: bytes, offset: int) -> None:  # noqa: N802
+    def xWrite(self, data: bytes, offset: int) -> None:
         self.plan.hit("write")
         super().xWrite(data, offset)
 
-    def xSync(self, flags: int) -> None:  # noqa: N802
+    def xSync(self, flags: int) -> None:
         self.plan.hit("sync")
         super().xSync(flags)
 
-    def xTruncate(self, newsize: int) -> None:  # noqa: N802
+    def xTruncate(self, newsize: int) -> None:
         self.plan.hit("truncate")
         super().xTruncate(newsize)
 
-    def xRead(self, amount: int, offset: int) -> bytes:  # noqa: N802
+    def xRead(self, amount: int, offset: int) -> bytes:
         self.plan.hit("read")
         return super().xRead(amount, offset)  # type: ignore[no-any-return]
 
@@ -112,10 +112,10 @@ class RecordingVFS(apsw.VFS):
         self.log = log
         super().__init__(name, "")
 
-    def xOpen(self, name: Any, flags: list[int]) -> apsw.VFSFile:  # noqa: N802
+    def xOpen(self, name: Any, flags: list[int]) -> apsw.VFSFile:
         return _RecordingFile(self.log, name, flags)
 
-    def xDelete(self, filename: str, syncdir: bool) -> None:  # noqa: N802
+    def xDelete(self, filename: str, syncdir: bool) -> None:
         # An unlink is durable only once the directory is synced, which the
         # platform VFS does itself when asked to (``syncdir``).
         super().xDelete(filename, syncdir)
@@ -128,17 +128,17 @@ class _RecordingFile(apsw.VFSFile):
         self.path = _name_of(name)
         super().__init__("", name, flags)
 
-    def xWrite(self, data: bytes, offset: int) -> None:  # noqa: N802
+    def xWrite(self, data: bytes, offset: int) -> None:
         super().xWrite(data, offset)
         if self.path:
             self.log.ops.append(("write", self.path, offset, bytes(data)))
 
-    def xTruncate(self, newsize: int) -> None:  # noqa: N802
+    def xTruncate(self, newsize: int) -> None:
         super().xTruncate(newsize)
         if self.path:
             self.log.ops.append(("truncate", self.path, newsize))
 
-    def xSync(self, flags: int) -> None:  # noqa: N802
+    def xSync(self, flags: int) -> None:
         super().xSync(flags)
         if self.path:
             self.log.ops.append(("sync", self.path))

@@ -128,7 +128,7 @@ def test_a_fault_at_any_io_call_of_a_commit_leaves_all_or_nothing(template, tmp_
         error: BaseException | None = None
         try:
             ids = op(k)
-        except BaseException as e:  # noqa: BLE001 - classified below
+        except BaseException as e:
             error = e
             ids = ["faulted-1"] if op_name == "command" else ["faulted-a", "faulted-b", "faulted-c"]
         fired = PLAN.fired
