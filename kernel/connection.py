@@ -173,6 +173,7 @@ class Database:
         # appended something: the projector records how far the projections
         # reached once per transaction rather than once per command.
         self.before_commit: Callable[[apsw.Connection, int], None] | None = None
+        self._cursor: tuple[apsw.Connection, apsw.Cursor] | None = None
         self.conn: apsw.Connection = self._connect()
 
     @classmethod
@@ -185,6 +186,7 @@ class Database:
         self._lock, self._depth, self._wal_pages, self.head_cache = threading.RLock(), 0, 0, None
         self._stale = False
         self.before_commit = None
+        self._cursor = None
         self.conn = conn
         return self
 
@@ -208,6 +210,14 @@ class Database:
     def _on_wal(self, conn: apsw.Connection, dbname: str, pages: int) -> int:
         self._wal_pages = pages
         return apsw.SQLITE_OK
+
+    def apply_cursor(self) -> apsw.Cursor:
+        """A cursor kept for the projections' writes, so that each statement
+        does not create one (recreated when the connection is)."""
+        kept = self._cursor
+        if kept is None or kept[0] is not self.conn:
+            kept = self._cursor = (self.conn, self.conn.cursor())
+        return kept[1]
 
     @property
     def in_transaction(self) -> bool:

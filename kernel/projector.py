@@ -19,6 +19,7 @@ from kernel import journal, migrations
 from kernel.connection import Database, memory_connection, translating
 from kernel.errors import InvalidArgument
 from kernel.journal import Recorded
+from projections.rows import Target
 
 log = logging.getLogger("eventkernel")
 
@@ -200,7 +201,7 @@ class Projector:
 
     # --- applying -----------------------------------------------------------------
 
-    def apply(self, conn: apsw.Connection, records: Iterable[Recorded]) -> None:
+    def apply(self, conn: Target, records: Iterable[Recorded]) -> None:
         """Fold freshly appended records into every projection (inline)."""
         handlers = self.handlers
         for r in records:
@@ -213,7 +214,7 @@ class Projector:
 
     def _fold_rows(
         self,
-        target: apsw.Connection,
+        target: Target,
         rows: Iterable[tuple[Any, ...]],
         modules: Sequence[ModuleType],
         after: dict[str, int] | None = None,
@@ -254,7 +255,7 @@ class Projector:
                 if start >= head:
                     return
                 rows = journal.read_rows(conn, after=start, limit=_BATCH)
-                last = self._fold_rows(conn, rows, self.modules, after)
+                last = self._fold_rows(conn.cursor(), rows, self.modules, after)
                 conn.execute(
                     "UPDATE projection_positions SET position = ? WHERE position < ?", (last, last)
                 )
@@ -285,7 +286,7 @@ class Projector:
             for tables, _ in split:
                 mem.execute(tables)
             report = None if progress is None else (lambda n: progress(n, upto))
-            self._fold_rows(mem, journal.read_rows(conn, until=upto, page=_BATCH), modules, progress=report)
+            self._fold_rows(mem.cursor(), journal.read_rows(conn, until=upto, page=_BATCH), modules, progress=report)
             for _, indexes in split:
                 mem.execute(indexes)
             mem.execute("COMMIT")
@@ -307,7 +308,7 @@ class Projector:
                         shadow.copy(conn, table)
                 head = journal.head(conn)[0]
                 if head > upto:
-                    self._fold_rows(conn, journal.read_rows(conn, after=upto), modules)
+                    self._fold_rows(conn.cursor(), journal.read_rows(conn, after=upto), modules)
                 conn.execute(
                     f"UPDATE projection_positions SET position = ? WHERE name IN ({', '.join('?' * len(modules))})",
                     (head, *(m.NAME for m in modules)),

@@ -11,7 +11,7 @@ import msgspec
 from kernel.codec import Event
 from kernel.events.checkpoints import CheckpointRecorded
 from kernel.journal import Recorded
-from projections.rows import columns, dump, loader, placeholders
+from projections.rows import Target, columns, dump, loader, placeholders
 
 NAME = "checkpoints"
 VERSION = 1
@@ -45,7 +45,7 @@ _COLS = columns(Checkpoint)
 _load = loader(Checkpoint, json=["snapshot"])
 
 
-def apply(conn: apsw.Connection, recorded: Recorded, event: Event) -> None:
+def apply(conn: Target, recorded: Recorded, event: Event) -> None:
     if isinstance(event, CheckpointRecorded):
         conn.execute(
             f"INSERT INTO checkpoints ({_COLS}) VALUES ({placeholders(Checkpoint)})",

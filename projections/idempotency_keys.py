@@ -10,7 +10,7 @@ import msgspec
 from kernel.codec import Event
 from kernel.events.idempotency import IdempotencyKeyCompleted, IdempotencyKeyFailed, IdempotencyKeyStarted
 from kernel.journal import Recorded
-from projections.rows import columns, dump, loader, placeholders
+from projections.rows import Target, columns, dump, loader, placeholders
 
 NAME = "idempotency_keys"
 VERSION = 1
@@ -34,7 +34,7 @@ _COLS = columns(IdempotencyKey)
 _load = loader(IdempotencyKey, json=["response"])
 
 
-def apply(conn: apsw.Connection, recorded: Recorded, event: Event) -> None:
+def apply(conn: Target, recorded: Recorded, event: Event) -> None:
     at, pos = recorded.recorded_at, recorded.position
     if isinstance(event, IdempotencyKeyStarted):
         conn.execute(

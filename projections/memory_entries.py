@@ -18,7 +18,7 @@ from kernel.events.memory import (
     MemoryRolledBack,
 )
 from kernel.journal import Recorded
-from projections.rows import columns, dump, loader
+from projections.rows import Target, columns, dump, loader
 
 NAME = "memory_entries"
 VERSION = 1
@@ -59,7 +59,7 @@ _OPS = {
 }
 
 
-def apply(conn: apsw.Connection, recorded: Recorded, event: Event) -> None:
+def apply(conn: Target, recorded: Recorded, event: Event) -> None:
     op = _OPS.get(type(event))
     if op is None:
         return

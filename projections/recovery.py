@@ -17,7 +17,7 @@ from kernel.events.recovery import (
     RecoveryExplained,
 )
 from kernel.journal import Recorded
-from projections.rows import columns, loader
+from projections.rows import Target, columns, loader
 
 NAME = "recovery"
 VERSION = 1
@@ -94,7 +94,7 @@ _load_explanation = loader(RecoveryExplanation)
 _load_task = loader(RecoveryTask, flags=["auto_recovery_enabled"])
 
 
-def _task_row(conn: apsw.Connection, task_id: str, pos: int) -> None:
+def _task_row(conn: Target, task_id: str, pos: int) -> None:
     conn.execute(
         "INSERT OR IGNORE INTO recovery_tasks (task_id, failure_count, recovery_count, auto_recovery_enabled, position) "
         "VALUES (?, 0, 0, 1, ?)",
@@ -102,7 +102,7 @@ def _task_row(conn: apsw.Connection, task_id: str, pos: int) -> None:
     )
 
 
-def apply(conn: apsw.Connection, recorded: Recorded, event: Event) -> None:
+def apply(conn: Target, recorded: Recorded, event: Event) -> None:
     at, pos = recorded.recorded_at, recorded.position
     if isinstance(event, FailureRecorded):
         conn.execute(

@@ -12,7 +12,7 @@ from kernel import codec
 from kernel.codec import Event
 from kernel.events.sessions import SessionCreated, SessionEventAppended, SessionStatusChanged
 from kernel.journal import Recorded
-from projections.rows import columns, dump, loader
+from projections.rows import Target, columns, dump, loader
 
 NAME = "sessions"
 VERSION = 1
@@ -69,7 +69,7 @@ def _split(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[
     return own, app, user
 
 
-def _share(conn: apsw.Connection, app_name: str, user_id: str, app: dict[str, Any], user: dict[str, Any], pos: int) -> None:
+def _share(conn: Target, app_name: str, user_id: str, app: dict[str, Any], user: dict[str, Any], pos: int) -> None:
     for scope_user, values in (("", app), (user_id, user)):
         for k, v in values.items():
             conn.execute(
@@ -78,7 +78,7 @@ def _share(conn: apsw.Connection, app_name: str, user_id: str, app: dict[str, An
             )
 
 
-def apply(conn: apsw.Connection, recorded: Recorded, event: Event) -> None:
+def apply(conn: Target, recorded: Recorded, event: Event) -> None:
     at, pos = recorded.recorded_at, recorded.position
     if isinstance(event, SessionCreated):
         own, app, user = _split(event.state)

@@ -20,7 +20,7 @@ from kernel.events.tasks import (
     WorkflowTaskAdded,
 )
 from kernel.journal import Recorded
-from projections.rows import columns, dump, loader, placeholders, where_equal
+from projections.rows import Target, columns, dump, loader, placeholders, where_equal
 
 NAME = "tasks"
 VERSION = 1
@@ -101,7 +101,7 @@ _load_execution = loader(ToolExecution, json=["arguments", "output"])
 _load_agent = loader(Agent)
 
 
-def apply(conn: apsw.Connection, recorded: Recorded, event: Event) -> None:
+def apply(conn: Target, recorded: Recorded, event: Event) -> None:
     at, pos = recorded.recorded_at, recorded.position
     if isinstance(event, TaskCreated):
         conn.execute(

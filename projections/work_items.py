@@ -24,7 +24,7 @@ from kernel.events.work import (
     WorkItemLeaseExtended,
 )
 from kernel.journal import Recorded
-from projections.rows import loader, where_equal
+from projections.rows import Target, loader, where_equal
 
 NAME = "work_items"
 VERSION = 1
@@ -83,7 +83,7 @@ def _json(value: Any) -> str | None:
     return None if value is None else codec.dump_json(value)
 
 
-def apply(conn: apsw.Connection, recorded: Recorded, event: codec.Event) -> None:
+def apply(conn: Target, recorded: Recorded, event: codec.Event) -> None:
     """Fold one work-item event into ``work_items``."""
     at = recorded.recorded_at
     pos = recorded.position

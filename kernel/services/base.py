@@ -69,7 +69,7 @@ class Context:
             last = appended.records[-1]
             db.head_cache = (last.position, last.hash)
             # projection_positions moves once, just before COMMIT (Database.before_commit).
-            self.projector.apply(conn, appended.records)
+            self.projector.apply(db.apply_cursor(), appended.records)
         return appended
 
     @contextmanager
