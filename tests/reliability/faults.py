@@ -3,11 +3,11 @@
 ``FaultVFS`` inherits the platform's VFS and fails the Nth xWrite, xSync,
 xTruncate or xRead with a chosen SQLite error code, once or from then on.
 
-``RecordingVFS`` inherits it too and keeps, per file, the writes and
-truncations since that file's last xSync: what a power cut could still
-take away. ``crash_image`` turns that record into the files a machine would
-find after the cut, with unsynced writes dropped, kept, or torn at sector
-size.
+``RecordingVFS`` inherits it too and records every write, truncate, sync
+and unlink, in order, with the test's markers between them.
+``crash_image`` turns that record into the files a machine would find after
+a power cut at any point: what each file's last sync made durable, plus the
+later writes dropped, kept, or torn at sector size.
 """
 
 from __future__ import annotations
