@@ -14,7 +14,7 @@ from typing import Any
 import apsw
 import msgspec
 
-import kernel
+import eventkernel
 
 
 def environment(synchronous: str) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def environment(synchronous: str) -> dict[str, Any]:
         "sqlite": apsw.sqlite_lib_version(),
         "apsw": apsw.apsw_version(),
         "msgspec": msgspec.__version__,
-        "eventkernel": kernel.__version__,
+        "eventkernel": eventkernel.__version__,
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
         "synchronous": synchronous,
     }
@@ -90,7 +90,7 @@ class RawJournal:
     def _floor_setup(self) -> None:
         if self.conn.table_exists("main", "work_items"):
             return
-        from kernel import migrations
+        from eventkernel import migrations
 
         self.conn.execute(migrations.sql("projections/work_items.sql"))
         self.conn.execute("CREATE TABLE projection_positions (name TEXT PRIMARY KEY, version INTEGER NOT NULL, "

@@ -19,11 +19,11 @@ import sqlite3
 import uuid
 from typing import Any
 
-import kernel
+import eventkernel
 from benchmarks.common import interleaved, rate, scratch_dir, summary
 
 
-class BenchItemCreated(kernel.Event, tag="bench.item_created"):
+class BenchItemCreated(eventkernel.Event, tag="bench.item_created"):
     """The event our side appends: the counterpart of the peer's aggregate."""
 
     n: int
@@ -34,7 +34,7 @@ def _state(n: int) -> dict[str, Any]:
                          {"role": "assistant", "content": "an answer of a few words"}], "step": n}
 
 
-def _eventsourcing(where: Any, k: kernel.Kernel, single_n: int, rounds: int) -> list[dict[str, Any]]:
+def _eventsourcing(where: Any, k: eventkernel.Kernel, single_n: int, rounds: int) -> list[dict[str, Any]]:
     from eventsourcing.application import Application
     from eventsourcing.domain import Aggregate, event
 
@@ -87,7 +87,7 @@ def _eventsourcing(where: Any, k: kernel.Kernel, single_n: int, rounds: int) -> 
     return out
 
 
-def _langgraph(where: Any, k: kernel.Kernel, n: int, rounds: int) -> list[dict[str, Any]]:
+def _langgraph(where: Any, k: eventkernel.Kernel, n: int, rounds: int) -> list[dict[str, Any]]:
     from langgraph.checkpoint.base import empty_checkpoint
     from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -122,7 +122,7 @@ def _langgraph(where: Any, k: kernel.Kernel, n: int, rounds: int) -> list[dict[s
 
 def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
     where = scratch_dir()
-    k = kernel.open(str(where / "kernel.db"), synchronous=synchronous)  # type: ignore[arg-type]
+    k = eventkernel.open(str(where / "eventkernel.db"), synchronous=synchronous)  # type: ignore[arg-type]
     single_n = 50 if quick else 300
     rounds = 3 if quick else 7
     results: list[dict[str, Any]] = []

@@ -11,7 +11,7 @@ from typing import Any
 
 import apsw
 
-import kernel
+import eventkernel
 from benchmarks.common import scratch_dir
 
 
@@ -33,7 +33,7 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
     rng = random.Random(3)
     where = scratch_dir()
     path = str(where / "reads.db")
-    k = kernel.open(path)
+    k = eventkernel.open(path)
     rows = 500 if quick else 5_000
     with k.transaction():
         items = [k.work.enqueue("t", {"n": i}) for i in range(rows)]

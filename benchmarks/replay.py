@@ -11,15 +11,15 @@ from typing import Any
 import apsw
 import msgspec
 
-import kernel
+import eventkernel
 from benchmarks.common import scratch_dir
 
 
-def build(path: str, events: int, seed: int = 1) -> kernel.Kernel:
+def build(path: str, events: int, seed: int = 1) -> eventkernel.Kernel:
     """A seeded mixed workload over every domain, in transactions of 500 commands."""
     rng = random.Random(seed)
-    clock = kernel.FrozenClock(1_700_000_000_000)
-    k = kernel.open(path, clock=clock, synchronous="normal")
+    clock = eventkernel.FrozenClock(1_700_000_000_000)
+    k = eventkernel.open(path, clock=clock, synchronous="normal")
     sessions = [k.sessions.create("bench", f"user-{i % 50}").session_id for i in range(200)]
     n = 0
     while k.head < events:
@@ -61,13 +61,13 @@ def raw_decode_scan(path: str) -> float:
     return n / elapsed
 
 
-def sql_floor(k: kernel.Kernel) -> float:
+def sql_floor(k: eventkernel.Kernel) -> float:
     """The rebuild's own SQL, without its Python: capture every statement a
     fold into memory executes, then time raw APSW executing the same list on
     a fresh in-memory database (events/s). Reading and decoding the journal
     is not included, so this bounds what any fold issuing these statements
     can reach."""
-    from kernel import connection, projector
+    from eventkernel import connection, projector
 
     captured: list[tuple[str, Any]] = []
     original = connection.memory_connection

@@ -14,7 +14,7 @@ from typing import Any
 
 import apsw
 
-import kernel
+import eventkernel
 from benchmarks.common import scratch_dir, summary
 
 WORKERS = 4
@@ -28,7 +28,7 @@ CREATE INDEX IF NOT EXISTS queue_dequeue ON queue (status, priority DESC, id);
 
 
 def _ours(path: str, name: str, start: Any) -> int:
-    k = kernel.open(path)
+    k = eventkernel.open(path)
     start.wait()
     done = 0
     while True:
@@ -93,7 +93,7 @@ def _run_workers(target: Any, path: str) -> float:
 
 def _double_completions(path: str, items: int) -> int:
     """Items completed more than once, or not at all, according to the journal."""
-    k = kernel.open(path)
+    k = eventkernel.open(path)
     counts: dict[str, int] = {}
     for r in k.read(types=["work_item.completed"]):
         counts[r.stream] = counts.get(r.stream, 0) + 1
@@ -117,7 +117,7 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
         theirs.append(_run_workers(_raw, raw_path))
 
         path = str(where / f"kernel-{r}.db")
-        k = kernel.open(path)
+        k = eventkernel.open(path)
         with k.transaction():
             for i in range(items):
                 k.work.enqueue(f"task-{i}", {"n": i})

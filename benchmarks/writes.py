@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import kernel
+import eventkernel
 from benchmarks.common import RawJournal, interleaved, rate, scratch_dir, summary
 
 RAW = "raw APSW insert of journal-shaped rows"
@@ -15,7 +15,7 @@ FLOOR = "raw APSW running the statements the kernel issues (journal row, work_it
 
 def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
     where = scratch_dir()
-    k = kernel.open(str(where / "kernel.db"), synchronous=synchronous)  # type: ignore[arg-type]
+    k = eventkernel.open(str(where / "eventkernel.db"), synchronous=synchronous)  # type: ignore[arg-type]
     raw = RawJournal(str(where / "raw.db"), synchronous)
     single_n = 50 if quick else 300
     batch_n = 1000

@@ -2,15 +2,15 @@
 orchestration. Every state change is an event in a SQLite journal; every
 table is a projection rebuilt from it.
 
-    import kernel
-    with kernel.open("agents.db") as k:
+    import eventkernel
+    with eventkernel.open("agents.db") as k:
         item_id = k.work.enqueue("task-1", {"prompt": "hi"})
         k.memory.put("user:alice", "lang", "fr")
 """
 
-from kernel.clock import FrozenClock, system_clock
-from kernel.codec import Event, register_upcaster
-from kernel.errors import (
+from eventkernel.clock import FrozenClock, system_clock
+from eventkernel.codec import Event, register_upcaster
+from eventkernel.errors import (
     CodecError,
     CommandRejected,
     CommitOutcomeUnknown,
@@ -29,18 +29,18 @@ from kernel.errors import (
     TerminalState,
     UnknownEventType,
 )
-from kernel.journal import Recorded
-from kernel.kernel import Kernel, open
-from kernel.services.checkpoints import Resume
-from kernel.services.idempotency import IdempotencyResult
-from kernel.verify import VerifyReport
-from projections.checkpoints import Checkpoint
-from projections.idempotency_keys import IdempotencyKey
-from projections.memory_entries import MemoryEntry
-from projections.recovery import FailurePattern, RecoveryAttempt, RecoveryExplanation, RecoveryStats, RecoveryTask
-from projections.sessions import Session, SessionEvent
-from projections.tasks import Agent, Task, ToolExecution, Workflow, WorkflowTask
-from projections.work_items import WorkItem
+from eventkernel.journal import Recorded
+from eventkernel.kernel import Kernel, open
+from eventkernel.services.checkpoints import Resume
+from eventkernel.services.idempotency import IdempotencyResult
+from eventkernel.verify import VerifyReport
+from eventkernel.projections.checkpoints import Checkpoint
+from eventkernel.projections.idempotency_keys import IdempotencyKey
+from eventkernel.projections.memory_entries import MemoryEntry
+from eventkernel.projections.recovery import FailurePattern, RecoveryAttempt, RecoveryExplanation, RecoveryStats, RecoveryTask
+from eventkernel.projections.sessions import Session, SessionEvent
+from eventkernel.projections.tasks import Agent, Task, ToolExecution, Workflow, WorkflowTask
+from eventkernel.projections.work_items import WorkItem
 
 __version__ = "0.1.0"
 

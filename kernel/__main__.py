@@ -1,7 +1,7 @@
-"""``python -m kernel`` is the ``eventkernel`` command."""
+"""``python -m eventkernel`` is the ``eventkernel`` command."""
 
 import sys
 
-from kernel.cli import main
+from eventkernel.cli import main
 
 sys.exit(main())

@@ -19,11 +19,11 @@ from typing import Any
 
 import msgspec
 
-from kernel import demo, readonly
-from kernel.errors import InvalidArgument, KernelError
-from kernel.journal import LogEntry
-from kernel.kernel import Kernel
-from kernel.kernel import open as open_kernel
+from eventkernel import demo, readonly
+from eventkernel.errors import InvalidArgument, KernelError
+from eventkernel.journal import LogEntry
+from eventkernel.kernel import Kernel
+from eventkernel.kernel import open as open_kernel
 
 _json = msgspec.json.Encoder()
 

@@ -21,8 +21,8 @@ from typing import Any, ClassVar, dataclass_transform
 
 import msgspec
 
-from kernel.errors import CodecError, InvalidArgument, UnknownEventType
-from kernel.validate import check_json_value, plain_json, walk_json
+from eventkernel.errors import CodecError, InvalidArgument, UnknownEventType
+from eventkernel.validate import check_json_value, plain_json, walk_json
 
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 

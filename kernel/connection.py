@@ -1,5 +1,5 @@
 """The SQLite connection: settings, write transactions, and the one place
-where ``apsw`` errors become :mod:`kernel.errors`.
+where ``apsw`` errors become :mod:`eventkernel.errors`.
 
 Each setting is a small named function with the SQLite page that explains it.
 """
@@ -15,7 +15,7 @@ from typing import Any, Literal, NoReturn
 
 import apsw
 
-from kernel.errors import (
+from eventkernel.errors import (
     CommitOutcomeUnknown,
     InvalidArgument,
     JournalBusy,

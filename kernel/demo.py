@@ -11,10 +11,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from kernel.clock import FrozenClock, system_clock
-from kernel.errors import LeaseNotHeld
-from kernel.kernel import open as open_kernel
-from projections.work_items import TERMINAL, WorkItem
+from eventkernel.clock import FrozenClock, system_clock
+from eventkernel.errors import LeaseNotHeld
+from eventkernel.kernel import open as open_kernel
+from eventkernel.projections.work_items import TERMINAL, WorkItem
 
 LEASE_MS = 5_000
 TICK_MS = 1_000

@@ -3,7 +3,7 @@ event ids and a hash chain, and reading them back in order.
 
 Functions here take an ``apsw.Connection`` already inside a write
 transaction (appends) or any connection (reads); transactions and error
-translation belong to :mod:`kernel.connection`.
+translation belong to :mod:`eventkernel.connection`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any, cast
 import apsw
 import msgspec
 
-from kernel import codec
-from kernel.codec import Event
-from kernel.errors import ConcurrencyConflict, IdempotencyConflict, InvalidArgument
-from kernel.validate import check_json_dict, check_optional_text, check_text
+from eventkernel import codec
+from eventkernel.codec import Event
+from eventkernel.errors import ConcurrencyConflict, IdempotencyConflict, InvalidArgument
+from eventkernel.validate import check_json_dict, check_optional_text, check_text
 
 GENESIS_HASH = bytes(32)
 _STREAM = re.compile(r"^[a-z][a-z0-9_]*:.+$", re.DOTALL)

@@ -1,4 +1,4 @@
-"""The facade: ``kernel.open(path)`` returns a :class:`Kernel`."""
+"""The facade: ``eventkernel.open(path)`` returns a :class:`Kernel`."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from typing import Any, Literal
 
 import msgspec
 
-from kernel import journal, migrations
-from kernel.clock import Clock, system_clock
-from kernel.codec import Event
-from kernel.connection import Database, Synchronous, translating
-from kernel.errors import InvalidArgument
-from kernel.projector import Progress, Projector, TableDiff
-from kernel.services.base import Context
-from kernel.validate import check_int, check_optional_text
-from kernel.verify import VerifyReport, verify
-from kernel.view import KernelView, Reader
+from eventkernel import journal, migrations
+from eventkernel.clock import Clock, system_clock
+from eventkernel.codec import Event
+from eventkernel.connection import Database, Synchronous, translating
+from eventkernel.errors import InvalidArgument
+from eventkernel.projector import Progress, Projector, TableDiff
+from eventkernel.services.base import Context
+from eventkernel.validate import check_int, check_optional_text
+from eventkernel.verify import VerifyReport, verify
+from eventkernel.view import KernelView, Reader
 
 
 class Stats(msgspec.Struct, frozen=True, kw_only=True):

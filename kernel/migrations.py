@@ -1,7 +1,7 @@
 """SQL files shipped with the package, and the numbered journal migrations.
 
 The ``schema/`` folder of the source tree is installed as the package data
-``kernel.schema``; a source checkout that is not installed reads the folder
+``eventkernel.schema``; a source checkout that is not installed reads the folder
 directly.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import apsw
 
-from kernel.errors import JournalError
+from eventkernel.errors import JournalError
 
 _MIGRATION = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -23,7 +23,7 @@ _MIGRATION = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 @cache
 def _root() -> Traversable:
     try:
-        return resources.files("kernel.schema")
+        return resources.files("eventkernel.schema")
     except ModuleNotFoundError:
         return Path(__file__).resolve().parent.parent / "schema"
 

@@ -14,12 +14,12 @@ from typing import Any, cast
 import apsw
 import msgspec
 
-import projections
-from kernel import journal, migrations
-from kernel.connection import Database, memory_connection, translating
-from kernel.errors import InvalidArgument
-from kernel.journal import Recorded
-from projections.rows import Target
+from eventkernel import projections
+from eventkernel import journal, migrations
+from eventkernel.connection import Database, memory_connection, translating
+from eventkernel.errors import InvalidArgument
+from eventkernel.journal import Recorded
+from eventkernel.projections.rows import Target
 
 log = logging.getLogger("eventkernel")
 

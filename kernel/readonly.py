@@ -13,8 +13,8 @@ from typing import Any
 import apsw
 import apsw.ext
 
-from kernel.connection import translating
-from kernel.errors import InvalidArgument, ReadOnly
+from eventkernel.connection import translating
+from eventkernel.errors import InvalidArgument, ReadOnly
 
 # What a SELECT needs: reading tables and columns, calling functions,
 # recursive CTEs. Everything else (writes, ATTACH, PRAGMA, DDL, transactions) is denied.

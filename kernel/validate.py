@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from kernel.errors import InvalidArgument
+from eventkernel.errors import InvalidArgument
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
-from kernel import journal
-from kernel.connection import Database
-from kernel.errors import KernelError
-from kernel.projector import Progress, Projector
+from eventkernel import journal
+from eventkernel.connection import Database
+from eventkernel.errors import KernelError
+from eventkernel.projector import Progress, Projector
 
 
 class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):

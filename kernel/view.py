@@ -8,21 +8,21 @@ from urllib.parse import quote
 
 import apsw
 
-from kernel import journal
-from kernel.clock import Clock
-from kernel.connection import Database, translating
-from kernel.errors import InvalidArgument
-from kernel.journal import LogEntry, Recorded
-from kernel.projector import Progress, Projector
-from kernel.services.base import Context
-from kernel.services.checkpoints import Checkpoints
-from kernel.services.idempotency import Idempotency
-from kernel.services.memory import Memory
-from kernel.services.recovery import Recovery
-from kernel.services.sessions import Sessions
-from kernel.services.tasks import Tasks
-from kernel.services.work import WorkQueue
-from kernel.validate import check_int, check_optional_text, check_text
+from eventkernel import journal
+from eventkernel.clock import Clock
+from eventkernel.connection import Database, translating
+from eventkernel.errors import InvalidArgument
+from eventkernel.journal import LogEntry, Recorded
+from eventkernel.projector import Progress, Projector
+from eventkernel.services.base import Context
+from eventkernel.services.checkpoints import Checkpoints
+from eventkernel.services.idempotency import Idempotency
+from eventkernel.services.memory import Memory
+from eventkernel.services.recovery import Recovery
+from eventkernel.services.sessions import Sessions
+from eventkernel.services.tasks import Tasks
+from eventkernel.services.work import WorkQueue
+from eventkernel.validate import check_int, check_optional_text, check_text
 
 
 def _type_names(where: str, types: object) -> tuple[str, ...]:

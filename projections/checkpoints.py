@@ -8,10 +8,10 @@ from typing import Any
 import apsw
 import msgspec
 
-from kernel.codec import Event
-from kernel.events.checkpoints import CheckpointRecorded
-from kernel.journal import Recorded
-from projections.rows import Target, columns, dump, loader, placeholders
+from eventkernel.codec import Event
+from eventkernel.events.checkpoints import CheckpointRecorded
+from eventkernel.journal import Recorded
+from eventkernel.projections.rows import Target, columns, dump, loader, placeholders
 
 NAME = "checkpoints"
 VERSION = 1

@@ -7,10 +7,10 @@ from typing import Any
 import apsw
 import msgspec
 
-from kernel.codec import Event
-from kernel.events.idempotency import IdempotencyKeyCompleted, IdempotencyKeyFailed, IdempotencyKeyStarted
-from kernel.journal import Recorded
-from projections.rows import Target, columns, dump, loader, placeholders
+from eventkernel.codec import Event
+from eventkernel.events.idempotency import IdempotencyKeyCompleted, IdempotencyKeyFailed, IdempotencyKeyStarted
+from eventkernel.journal import Recorded
+from eventkernel.projections.rows import Target, columns, dump, loader, placeholders
 
 NAME = "idempotency_keys"
 VERSION = 1

@@ -8,8 +8,8 @@ from typing import Any
 import apsw
 import msgspec
 
-from kernel.codec import Event
-from kernel.events.memory import (
+from eventkernel.codec import Event
+from eventkernel.events.memory import (
     MemoryDeleted,
     MemoryExpired,
     MemoryPublished,
@@ -17,8 +17,8 @@ from kernel.events.memory import (
     MemoryRestored,
     MemoryRolledBack,
 )
-from kernel.journal import Recorded
-from projections.rows import Target, columns, dump, loader
+from eventkernel.journal import Recorded
+from eventkernel.projections.rows import Target, columns, dump, loader
 
 NAME = "memory_entries"
 VERSION = 1

@@ -8,16 +8,16 @@ import builtins
 import apsw
 import msgspec
 
-from kernel.codec import Event
-from kernel.events.recovery import (
+from eventkernel.codec import Event
+from eventkernel.events.recovery import (
     AutoRecoverySet,
     FailureRecorded,
     RecoveryAttemptFinished,
     RecoveryAttemptStarted,
     RecoveryExplained,
 )
-from kernel.journal import Recorded
-from projections.rows import Target, columns, loader
+from eventkernel.journal import Recorded
+from eventkernel.projections.rows import Target, columns, loader
 
 NAME = "recovery"
 VERSION = 1

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import apsw
 import msgspec
 
-from kernel import codec
+from eventkernel import codec
 
 S = TypeVar("S", bound=msgspec.Struct)
 

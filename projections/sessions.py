@@ -8,11 +8,11 @@ from typing import Any
 import apsw
 import msgspec
 
-from kernel import codec
-from kernel.codec import Event
-from kernel.events.sessions import SessionCreated, SessionEventAppended, SessionStatusChanged
-from kernel.journal import Recorded
-from projections.rows import Target, columns, dump, loader
+from eventkernel import codec
+from eventkernel.codec import Event
+from eventkernel.events.sessions import SessionCreated, SessionEventAppended, SessionStatusChanged
+from eventkernel.journal import Recorded
+from eventkernel.projections.rows import Target, columns, dump, loader
 
 NAME = "sessions"
 VERSION = 1

@@ -9,8 +9,8 @@ from typing import Any
 import apsw
 import msgspec
 
-from kernel.codec import Event
-from kernel.events.tasks import (
+from eventkernel.codec import Event
+from eventkernel.events.tasks import (
     AgentSpawned,
     AgentStatusChanged,
     TaskCreated,
@@ -19,8 +19,8 @@ from kernel.events.tasks import (
     WorkflowDefined,
     WorkflowTaskAdded,
 )
-from kernel.journal import Recorded
-from projections.rows import Target, columns, dump, loader, placeholders, where_equal
+from eventkernel.journal import Recorded
+from eventkernel.projections.rows import Target, columns, dump, loader, placeholders, where_equal
 
 NAME = "tasks"
 VERSION = 1

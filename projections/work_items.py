@@ -13,8 +13,8 @@ from typing import Any
 import apsw
 import msgspec
 
-from kernel import codec
-from kernel.events.work import (
+from eventkernel import codec
+from eventkernel.events.work import (
     WorkItemCancelled,
     WorkItemClaimed,
     WorkItemCompleted,
@@ -23,8 +23,8 @@ from kernel.events.work import (
     WorkItemLeaseExpired,
     WorkItemLeaseExtended,
 )
-from kernel.journal import Recorded
-from projections.rows import Target, loader, where_equal
+from eventkernel.journal import Recorded
+from eventkernel.projections.rows import Target, loader, where_equal
 
 NAME = "work_items"
 VERSION = 1

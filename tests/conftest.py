@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-import kernel
+import eventkernel
 
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(
@@ -20,8 +20,8 @@ START_MS = 1_700_000_000_000
 
 
 @pytest.fixture
-def clock() -> kernel.FrozenClock:
-    return kernel.FrozenClock(START_MS)
+def clock() -> eventkernel.FrozenClock:
+    return eventkernel.FrozenClock(START_MS)
 
 
 @pytest.fixture
@@ -30,6 +30,6 @@ def db_path(tmp_path: object) -> str:
 
 
 @pytest.fixture
-def k(db_path: str, clock: kernel.FrozenClock) -> Iterator[kernel.Kernel]:
-    with kernel.open(db_path, clock=clock) as kern:
+def k(db_path: str, clock: eventkernel.FrozenClock) -> Iterator[eventkernel.Kernel]:
+    with eventkernel.open(db_path, clock=clock) as kern:
         yield kern

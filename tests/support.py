@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-import kernel
+import eventkernel
 
 
-def snapshot(k: kernel.Kernel) -> dict[str, Any]:
+def snapshot(k: eventkernel.Kernel) -> dict[str, Any]:
     """The head and the full content of every table, journal included."""
     conn = k._db.conn
     tables = [n for (n,) in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")]
@@ -22,7 +22,7 @@ def snapshot(k: kernel.Kernel) -> dict[str, Any]:
 
 
 @contextmanager
-def refused(k: kernel.Kernel, error: type[BaseException], match: str | None = None) -> Iterator[None]:
+def refused(k: eventkernel.Kernel, error: type[BaseException], match: str | None = None) -> Iterator[None]:
     """Assert the block raises ``error`` (message matching) and writes nothing."""
     before = snapshot(k)
     with pytest.raises(error, match=match):
@@ -31,7 +31,7 @@ def refused(k: kernel.Kernel, error: type[BaseException], match: str | None = No
     assert after == before, "a rejected command changed the database"
 
 
-def live_tables(k: kernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
+def live_tables(k: eventkernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
     """Every projection table of a kernel, rows sorted."""
     conn = k._db.conn
     out = {}
@@ -41,7 +41,7 @@ def live_tables(k: kernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def rebuilt_tables(k: kernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
+def rebuilt_tables(k: eventkernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
     """The same tables rebuilt from the journal in a private memory database."""
     mem, _ = k._projector.build_in_memory(k._db)
     try:

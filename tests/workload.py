@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from strategies import json_values
 
-import kernel
+import eventkernel
 
 TASKS = st.sampled_from(["t1", "t2", "t3"])
 SESSIONS = st.sampled_from(["s1", "s2"])
@@ -55,7 +55,7 @@ class Abort(Exception):
     pass
 
 
-def run_one(k: kernel.Kernel, clock: kernel.FrozenClock, op: tuple, command_id: str | None) -> None:
+def run_one(k: eventkernel.Kernel, clock: eventkernel.FrozenClock, op: tuple, command_id: str | None) -> None:
     name, *a = op
     cid = {"command_id": command_id}
     if name == "work.enqueue":

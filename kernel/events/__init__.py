@@ -2,10 +2,10 @@
 
 These types are written only by the kernel's commands (``k.work.*`` …); the
 public ``k.append`` refuses them so that the rules of each domain cannot be
-bypassed. Applications define their own events with :class:`kernel.Event`.
+bypassed. Applications define their own events with :class:`eventkernel.Event`.
 """
 
-from kernel.events import checkpoints, idempotency, memory, recovery, sessions, tasks, work
-from kernel.events.base import KernelEvent
+from eventkernel.events import checkpoints, idempotency, memory, recovery, sessions, tasks, work
+from eventkernel.events.base import KernelEvent
 
 __all__ = ["KernelEvent", "checkpoints", "idempotency", "memory", "recovery", "sessions", "tasks", "work"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from kernel.codec import Event
+from eventkernel.codec import Event
 
 
 class KernelEvent(Event):

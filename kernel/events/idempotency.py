@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernel.events.base import KernelEvent
+from eventkernel.events.base import KernelEvent
 
 
 class IdempotencyKeyStarted(KernelEvent, tag="idempotency.started"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernel.events.base import KernelEvent
+from eventkernel.events.base import KernelEvent
 
 
 class MemoryPut(KernelEvent, tag="memory.put"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernel.events.base import KernelEvent
+from eventkernel.events.base import KernelEvent
 
 
 class SessionCreated(KernelEvent, tag="session.created"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernel.events.base import KernelEvent
+from eventkernel.events.base import KernelEvent
 
 
 class WorkItemEnqueued(KernelEvent, tag="work_item.enqueued"):

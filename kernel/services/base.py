@@ -11,14 +11,14 @@ from typing import Any
 
 import apsw
 
-from kernel import codec, journal
-from kernel.clock import Clock
-from kernel.codec import Event
-from kernel.connection import Database, memory_connection
-from kernel.errors import IdempotencyConflict, JournalError
-from kernel.journal import Appended, Recorded
-from kernel.projector import Projector
-from kernel.validate import check_optional_text
+from eventkernel import codec, journal
+from eventkernel.clock import Clock
+from eventkernel.codec import Event
+from eventkernel.connection import Database, memory_connection
+from eventkernel.errors import IdempotencyConflict, JournalError
+from eventkernel.journal import Appended, Recorded
+from eventkernel.projector import Projector
+from eventkernel.validate import check_optional_text
 
 
 class Context:

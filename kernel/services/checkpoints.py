@@ -9,15 +9,15 @@ from typing import Any
 
 import msgspec
 
-from kernel import journal
-from kernel.errors import InvalidArgument, NotFound
-from kernel.events.checkpoints import CheckpointRecorded
-from kernel.ids import new_id
-from kernel.journal import Recorded
-from kernel.services.base import Context
-from kernel.validate import check_json_value, check_optional_text, check_text
-from projections import checkpoints
-from projections.checkpoints import TYPES, Checkpoint
+from eventkernel import journal
+from eventkernel.errors import InvalidArgument, NotFound
+from eventkernel.events.checkpoints import CheckpointRecorded
+from eventkernel.ids import new_id
+from eventkernel.journal import Recorded
+from eventkernel.services.base import Context
+from eventkernel.validate import check_json_value, check_optional_text, check_text
+from eventkernel.projections import checkpoints
+from eventkernel.projections.checkpoints import TYPES, Checkpoint
 
 
 class Resume(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,13 +9,13 @@ from typing import Any, Literal
 
 import msgspec
 
-from kernel import codec
-from kernel.errors import IdempotencyConflict, InvalidTransition, NotFound, TerminalState
-from kernel.events.idempotency import IdempotencyKeyCompleted, IdempotencyKeyFailed, IdempotencyKeyStarted
-from kernel.services.base import Context
-from kernel.validate import check_int, check_json_value, check_optional_text, check_text
-from projections import idempotency_keys
-from projections.idempotency_keys import IdempotencyKey
+from eventkernel import codec
+from eventkernel.errors import IdempotencyConflict, InvalidTransition, NotFound, TerminalState
+from eventkernel.events.idempotency import IdempotencyKeyCompleted, IdempotencyKeyFailed, IdempotencyKeyStarted
+from eventkernel.services.base import Context
+from eventkernel.validate import check_int, check_json_value, check_optional_text, check_text
+from eventkernel.projections import idempotency_keys
+from eventkernel.projections.idempotency_keys import IdempotencyKey
 
 MAX_TTL_MS = 100 * 366 * 24 * 3600 * 1000
 

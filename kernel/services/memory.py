@@ -12,8 +12,8 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from kernel.errors import InvalidArgument, InvalidTransition, NotFound
-from kernel.events.memory import (
+from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
+from eventkernel.events.memory import (
     MemoryDeleted,
     MemoryExpired,
     MemoryPublished,
@@ -21,10 +21,10 @@ from kernel.events.memory import (
     MemoryRestored,
     MemoryRolledBack,
 )
-from kernel.services.base import Command, Context
-from kernel.validate import check_bool, check_int, check_json_dict, check_json_value, check_optional_text, check_text
-from projections import memory_entries
-from projections.memory_entries import TYPES, MemoryEntry
+from eventkernel.services.base import Command, Context
+from eventkernel.validate import check_bool, check_int, check_json_dict, check_json_value, check_optional_text, check_text
+from eventkernel.projections import memory_entries
+from eventkernel.projections.memory_entries import TYPES, MemoryEntry
 
 MAX_TTL_MS = 100 * 366 * 24 * 3600 * 1000
 

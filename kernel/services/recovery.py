@@ -9,19 +9,19 @@ import hashlib
 import re
 from typing import Any
 
-from kernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
-from kernel.events.recovery import (
+from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
+from eventkernel.events.recovery import (
     AutoRecoverySet,
     FailureRecorded,
     RecoveryAttemptFinished,
     RecoveryAttemptStarted,
     RecoveryExplained,
 )
-from kernel.ids import new_id
-from kernel.services.base import Context
-from kernel.validate import check_bool, check_int, check_json_dict, check_optional_text, check_text
-from projections import recovery
-from projections.recovery import (
+from eventkernel.ids import new_id
+from eventkernel.services.base import Context
+from eventkernel.validate import check_bool, check_int, check_json_dict, check_optional_text, check_text
+from eventkernel.projections import recovery
+from eventkernel.projections.recovery import (
     SEVERITIES,
     FailurePattern,
     RecoveryAttempt,

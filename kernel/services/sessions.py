@@ -12,13 +12,13 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from kernel.errors import InvalidArgument, InvalidTransition, NotFound
-from kernel.events.sessions import SessionCreated, SessionEventAppended, SessionStatusChanged
-from kernel.ids import new_id
-from kernel.services.base import Context
-from kernel.validate import check_int, check_json_dict, check_json_value, check_optional_text, check_text
-from projections import sessions
-from projections.sessions import STATUSES, TEMP, Session, SessionEvent
+from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
+from eventkernel.events.sessions import SessionCreated, SessionEventAppended, SessionStatusChanged
+from eventkernel.ids import new_id
+from eventkernel.services.base import Context
+from eventkernel.validate import check_int, check_json_dict, check_json_value, check_optional_text, check_text
+from eventkernel.projections import sessions
+from eventkernel.projections.sessions import STATUSES, TEMP, Session, SessionEvent
 
 TRANSITIONS = {
     "created": ("active", "terminated"),

@@ -10,8 +10,8 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from kernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
-from kernel.events.tasks import (
+from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
+from eventkernel.events.tasks import (
     AgentSpawned,
     AgentStatusChanged,
     TaskCreated,
@@ -20,11 +20,11 @@ from kernel.events.tasks import (
     WorkflowDefined,
     WorkflowTaskAdded,
 )
-from kernel.ids import new_id
-from kernel.services.base import Command, Context
-from kernel.validate import check_int, check_json_dict, check_json_value, check_optional_text, check_text
-from projections import tasks
-from projections.tasks import (
+from eventkernel.ids import new_id
+from eventkernel.services.base import Command, Context
+from eventkernel.validate import check_int, check_json_dict, check_json_value, check_optional_text, check_text
+from eventkernel.projections import tasks
+from eventkernel.projections.tasks import (
     AGENT_STATUSES,
     TASK_STATUSES,
     TOOL_STATUSES,

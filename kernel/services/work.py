@@ -12,8 +12,8 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from kernel.errors import InvalidArgument, LeaseNotHeld, NotFound, TerminalState
-from kernel.events.work import (
+from eventkernel.errors import InvalidArgument, LeaseNotHeld, NotFound, TerminalState
+from eventkernel.events.work import (
     WorkItemCancelled,
     WorkItemClaimed,
     WorkItemCompleted,
@@ -22,18 +22,18 @@ from kernel.events.work import (
     WorkItemLeaseExpired,
     WorkItemLeaseExtended,
 )
-from kernel.ids import new_id
-from kernel.journal import Recorded
-from kernel.services.base import Command, Context
-from kernel.validate import (
+from eventkernel.ids import new_id
+from eventkernel.journal import Recorded
+from eventkernel.services.base import Command, Context
+from eventkernel.validate import (
     check_bool,
     check_int,
     check_json_value,
     check_optional_text,
     check_text,
 )
-from projections import work_items
-from projections.work_items import IN_PROGRESS, PENDING, STATUSES, TERMINAL, WorkItem
+from eventkernel.projections import work_items
+from eventkernel.projections.work_items import IN_PROGRESS, PENDING, STATUSES, TERMINAL, WorkItem
 
 MAX_LEASE_MS = 366 * 24 * 3600 * 1000  # a year and a day
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import sys
 
-import kernel
+import eventkernel
 
 
 def worker(path: str, name: str) -> None:
     done = []
-    with kernel.open(path, busy_timeout_ms=30_000) as k:
+    with eventkernel.open(path, busy_timeout_ms=30_000) as k:
         while True:
             item = k.work.claim(name, lease_ms=60_000)
             if item is None:
@@ -30,7 +30,7 @@ def worker(path: str, name: str) -> None:
 
 
 def appender(path: str, synchronous: str, prefix: str = "") -> None:
-    with kernel.open(path, synchronous=synchronous, busy_timeout_ms=30_000) as k:  # type: ignore[arg-type]
+    with eventkernel.open(path, synchronous=synchronous, busy_timeout_ms=30_000) as k:  # type: ignore[arg-type]
         print("ready", flush=True)
         n = 0
         while True:
@@ -54,7 +54,7 @@ def opener(path: str, start_at: str) -> None:
 
     while time.time() < float(start_at):
         pass
-    with kernel.open(path, busy_timeout_ms=30_000) as k:
+    with eventkernel.open(path, busy_timeout_ms=30_000) as k:
         k.work.enqueue("open", None)
     print("opened", flush=True)
 
@@ -67,7 +67,7 @@ def contender(path: str, name: str, seed: str, lease: str) -> None:
 
     rng = random.Random(seed)
     lease_ms = int(lease)
-    with kernel.open(path, busy_timeout_ms=30_000) as k:
+    with eventkernel.open(path, busy_timeout_ms=30_000) as k:
         print("ready", flush=True)
         while True:
             item = k.work.claim(name, lease_ms=lease_ms)
@@ -90,9 +90,9 @@ def contender(path: str, name: str, seed: str, lease: str) -> None:
                     continue
                 k.work.complete(item.work_item_id, name, token, output={"by": name, "token": token})
                 print("completed", item.work_item_id, token, flush=True)
-            except kernel.LeaseNotHeld:
+            except eventkernel.LeaseNotHeld:
                 print("fenced", item.work_item_id, token, flush=True)
-            except kernel.TerminalState:
+            except eventkernel.TerminalState:
                 print("fenced", item.work_item_id, token, flush=True)
 
 

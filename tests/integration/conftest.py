@@ -13,8 +13,10 @@ CHILDREN = Path(__file__).with_name("children.py")
 
 @pytest.fixture
 def child_env() -> dict[str, str]:
+    """The environment of child processes: they import the installed
+    ``eventkernel``, never the source folders by their own names."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env.pop("PYTHONPATH", None)
     return env
 
 

@@ -1,4 +1,4 @@
-"""The command line, through main(argv) and as ``python -m kernel``."""
+"""The command line, through main(argv) and as ``python -m eventkernel``."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import sys
 import apsw
 import pytest
 
-import kernel
-from kernel.cli import main
+import eventkernel
+from eventkernel.cli import main
 
 
 def test_init_creates_an_empty_journal(db_path, capsys):
@@ -29,7 +29,7 @@ def test_demo_runs_a_simulation_and_ends_verified(db_path, capsys):
     for story in ("claimed", "heartbeat", "failed", "completed", "took over", "wakes up and is refused",
                   "checkpoint task=", "recovery  task=", "recovery: 2 attempts, success rate 100%", "verify: ok"):
         assert story in out, story
-    with kernel.open(db_path) as k:
+    with eventkernel.open(db_path) as k:
         assert {i.status for i in k.work.list()} == {"completed"}
         assert len(k.memory.list("task:")) == 6 and k.checkpoints.latest("write").checkpoint_type == "iteration_end"
         assert any(True for _ in k.read(types=["work_item.lease_expired"]))
@@ -84,7 +84,7 @@ def test_errors_are_one_line_on_stderr_with_exit_1(tmp_path, capsys):
 
 
 def test_python_dash_m_kernel_is_the_cli(db_path):
-    done = subprocess.run([sys.executable, "-m", "kernel", "init", db_path], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "eventkernel", "init", db_path], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "initialised" in done.stdout
 
@@ -128,10 +128,10 @@ def test_log_filters_and_json(demo_db, capsys):
 
 
 def test_log_follow_prints_what_another_process_appends(demo_db, child_env):
-    proc = subprocess.Popen([sys.executable, "-m", "kernel", "log", demo_db, "--json", "--follow", "--after", "65"],
+    proc = subprocess.Popen([sys.executable, "-m", "eventkernel", "log", demo_db, "--json", "--follow", "--after", "65"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env)
     try:
-        with kernel.open(demo_db) as k:
+        with eventkernel.open(demo_db) as k:
             k.work.enqueue("followed", {"n": 1})
         line = proc.stdout.readline()
         assert json.loads(line)["data"]["task_id"] == "followed"
@@ -158,7 +158,7 @@ def test_replay_summary_and_out_file(demo_db, tmp_path, capsys):
     out = str(tmp_path / "then.db")
     assert main(["replay", demo_db, "--to", "20", "--out", out]) == 0
     conn = apsw.Connection(out)
-    with kernel.open(demo_db) as k, k.at(20) as view:
+    with eventkernel.open(demo_db) as k, k.at(20) as view:
         assert conn.execute("SELECT * FROM work_items ORDER BY 1").fetchall() == view.table("work_items")[1]
     conn.close()
     assert main(["replay", demo_db, "--to", "20", "--out", out]) == 1
@@ -237,7 +237,7 @@ def test_query_refuses_anything_but_one_read(demo_db, capsys, sql, why):
     assert re.search(why, err) and err.count("\n") == 1
     assert dump(demo_db) == before
     assert not pathlib.Path(demo_db).with_name("other.db").exists()
-    with kernel.open(demo_db) as k:
+    with eventkernel.open(demo_db) as k:
         assert k.head == 65 and k.verify().ok
 
 
@@ -248,7 +248,7 @@ def test_verify_expect_head_detects_a_truncated_tail(demo_db, capsys):
     conn.execute("DROP TRIGGER journal_no_delete")
     conn.execute("DELETE FROM journal WHERE position > 60")
     conn.close()
-    with kernel.open(demo_db) as k:
+    with eventkernel.open(demo_db) as k:
         k.rebuild()  # even with projections rebuilt to match, the cut is visible against the anchor
     assert main(["verify", demo_db]) == 0
     capsys.readouterr()
@@ -267,7 +267,7 @@ def test_verify_anchor_names_where_the_cut_tail_began(demo_db, capsys):
     conn.execute("DROP TRIGGER journal_no_delete")
     conn.execute("DELETE FROM journal WHERE position > 60")
     conn.close()
-    with kernel.open(demo_db) as k:
+    with eventkernel.open(demo_db) as k:
         k.rebuild()
     assert main(["verify", demo_db, "--anchor", anchor]) == 1
     out = capsys.readouterr().out

@@ -20,8 +20,8 @@ import pytest
 from conftest import spawn
 from support import live_tables, rebuilt_tables
 
-import kernel
-from kernel.journal import command_event_id
+import eventkernel
+from eventkernel.journal import command_event_id
 
 STRESS = os.environ.get("EVENTKERNEL_STRESS", "") not in ("", "0")
 TRIALS = int(os.environ.get("EVENTKERNEL_CRASH_TRIALS", "32" if STRESS else "4"))
@@ -61,7 +61,7 @@ def test_acknowledged_commands_survive_sigkill(tmp_path, child_env, trial, synch
             child.stderr.close()
     assert kills == ROUNDS * writers
     assert acked, "the writers acknowledged nothing before they were killed"
-    with kernel.open(path) as k:
+    with eventkernel.open(path) as k:
         present = {r.event_id for r in k.read()}
         missing = [c for c in acked if command_event_id(c, 0) not in present]
         assert not missing, f"{len(missing)} of {len(acked)} acknowledged commands lost, e.g. {missing[:5]}"

@@ -26,7 +26,7 @@ from collections import Counter
 
 from conftest import spawn
 
-import kernel
+import eventkernel
 
 STRESS = os.environ.get("EVENTKERNEL_STRESS", "") not in ("", "0")
 WORKERS = 12 if STRESS else 8
@@ -39,7 +39,7 @@ def _collect(stream, lines: list[str]) -> None:
         lines.append(line.strip())
 
 
-def check_history(k: kernel.Kernel) -> Counter[str]:
+def check_history(k: eventkernel.Kernel) -> Counter[str]:
     """Replay every work item's stream and check the lease rules; returns counts."""
     counts: Counter[str] = Counter()
     lease: dict[str, tuple[str, int, int] | None] = {}  # item -> (holder, token, expires_at) of the live lease
@@ -93,7 +93,7 @@ def check_history(k: kernel.Kernel) -> Counter[str]:
 def test_leases_never_overlap_and_fencing_prevents_duplicate_effects(tmp_path, child_env):
     rng = random.Random(7)
     path = str(tmp_path / "contention.db")
-    with kernel.open(path) as k, k.transaction():
+    with eventkernel.open(path) as k, k.transaction():
         for i in range(ITEMS):
             k.work.enqueue(f"task-{i}", {"n": i}, max_retries=8)
     lines: list[str] = []
@@ -135,7 +135,7 @@ def test_leases_never_overlap_and_fencing_prevents_duplicate_effects(tmp_path, c
     else:
         raise AssertionError("the workers did not finish in time")
 
-    with kernel.open(path) as k:
+    with eventkernel.open(path) as k:
         counts = check_history(k)
         completions = {(r.stream.split(":", 1)[1], r.event.token) for r in k.read(types=["work_item.completed"])}
         assert k.verify().ok

@@ -7,14 +7,14 @@ from collections import Counter
 import pytest
 from conftest import spawn
 
-import kernel
+import eventkernel
 
 WORKERS = 4
 ITEMS = 300
 
 
 def test_each_item_is_completed_exactly_once_across_processes(db_path, child_env):
-    with kernel.open(db_path) as k:
+    with eventkernel.open(db_path) as k:
         with k.transaction():
             ids = {k.work.enqueue("multi", {"n": i}, priority=i % 4) for i in range(ITEMS)}
     children = [spawn(child_env, "worker", db_path, f"p{i}") for i in range(WORKERS)]
@@ -26,7 +26,7 @@ def test_each_item_is_completed_exactly_once_across_processes(db_path, child_env
     # Every child's acknowledged completions are disjoint and cover the queue.
     assert Counter(reported).most_common(1)[0][1] == 1
     assert set(reported) == ids
-    with kernel.open(db_path) as k:
+    with eventkernel.open(db_path) as k:
         completions = Counter(r.event.work_item_id for r in k.read(types=["work_item.completed"]))
         assert set(completions) == ids and set(completions.values()) == {1}
         assert {i.status for i in k.work.list()} == {"completed"}
@@ -47,6 +47,6 @@ def test_many_processes_opening_a_brand_new_file_at_once_all_succeed(db_path, ch
         out, err = child.communicate(timeout=120)
         assert child.returncode == 0, err
         assert out.strip() == "opened"
-    with kernel.open(db_path) as k:
+    with eventkernel.open(db_path) as k:
         assert len(k.work.list()) == 8
         assert k.verify().ok

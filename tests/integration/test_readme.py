@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kernel.cli import parser
+from eventkernel.cli import parser
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -28,7 +28,7 @@ def test_the_python_example_runs(tmp_path, child_env):
 def test_every_python_block_runs_in_order(tmp_path, child_env):
     blocks = re.findall(r"```python\n(.*?)```", README, re.DOTALL)
     assert len(blocks) >= 8  # the first screen, one per domain, the journal API
-    program = "import kernel\n" + "\n".join(blocks)
+    program = "import eventkernel\n" + "\n".join(blocks)
     done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, env=child_env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
@@ -50,8 +50,8 @@ def test_every_cli_command_is_documented():
 
 
 def test_the_sql_examples_run_on_a_demo_file(tmp_path, capsys):
-    from kernel import readonly
-    from kernel.cli import main
+    from eventkernel import readonly
+    from eventkernel.cli import main
 
     db = str(tmp_path / "demo.db")
     assert main(["demo", db]) == 0

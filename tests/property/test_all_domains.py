@@ -9,15 +9,15 @@ from hypothesis import strategies as st
 from support import live_tables, rebuilt_tables
 from workload import Abort, run_one, step
 
-import kernel
+import eventkernel
 
 
 @settings(max_examples=max(100, settings().max_examples))
 @given(st.lists(step, max_size=25))
 def test_every_domain_rebuilds_to_the_live_tables(steps):
-    clock = kernel.FrozenClock(1_000)
+    clock = eventkernel.FrozenClock(1_000)
     n = 0
-    with kernel.open(":memory:", clock=clock) as k:
+    with eventkernel.open(":memory:", clock=clock) as k:
         for kind, payload, flag in steps:
             ops = [payload] if kind == "one" else payload
             try:
@@ -27,7 +27,7 @@ def test_every_domain_rebuilds_to_the_live_tables(steps):
                             n += 1
                             try:
                                 run_one(k, clock, op, None)
-                            except kernel.CommandRejected:
+                            except eventkernel.CommandRejected:
                                 pass
                         if flag:
                             raise Abort
@@ -37,7 +37,7 @@ def test_every_domain_rebuilds_to_the_live_tables(steps):
                     for _ in range(2 if flag else 1):  # with a command id, run it twice
                         try:
                             run_one(k, clock, payload, cid)
-                        except kernel.CommandRejected:
+                        except eventkernel.CommandRejected:
                             pass
             except Abort:
                 pass

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from workload import commands, run_one
 
-import kernel
+import eventkernel
 
 TASKS, SESSIONS = ("t1", "t2", "t3"), ("s1", "s2")
 ADDRESSES = [(ns, key) for ns in ("user:a", "user:b", "session:s1", "team:t") for key in ("k1", "k2")]
@@ -21,7 +21,7 @@ ADDRESSES = [(ns, key) for ns in ("user:a", "user:b", "session:s1", "team:t") fo
 def _or_missing(call: Any) -> Any:
     try:
         return call()
-    except kernel.NotFound:
+    except eventkernel.NotFound:
         return "not found"
 
 
@@ -51,15 +51,15 @@ def answers(k: Any) -> dict[str, Any]:
 @settings(max_examples=max(25, settings().max_examples // 4))
 @given(ops=st.lists(commands, min_size=1, max_size=15))
 def test_a_view_of_the_past_answers_what_the_live_kernel_answered(where, ops):
-    clock = kernel.FrozenClock(1_000)
+    clock = eventkernel.FrozenClock(1_000)
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "at.db") if where == "file" else ":memory:"
-        with kernel.open(path, clock=clock) as k:
+        with eventkernel.open(path, clock=clock) as k:
             recorded = [answers(k)]
             for op in ops:
                 try:
                     run_one(k, clock, op, None)
-                except kernel.CommandRejected:
+                except eventkernel.CommandRejected:
                     pass
                 recorded.append(answers(k))
             for then in recorded:

@@ -20,18 +20,18 @@ from hypothesis import strategies as st
 from strategies import hostile_text, hostile_values, json_values
 from support import snapshot
 
-import kernel
+import eventkernel
 
 SERVICES = ("work", "checkpoints", "idempotency", "sessions", "memory", "recovery", "tasks")
 KERNEL_METHODS = ("append", "read", "at", "verify", "stream_version")
 
 
-class Note(kernel.Event, tag="test.hostile_note"):
+class Note(eventkernel.Event, tag="test.hostile_note"):
     text: str
 
 
-def _seeded() -> kernel.Kernel:
-    k = kernel.open(":memory:", clock=kernel.FrozenClock(1_700_000_000_000))
+def _seeded() -> eventkernel.Kernel:
+    k = eventkernel.open(":memory:", clock=eventkernel.FrozenClock(1_700_000_000_000))
     k.tasks.create("a task", task_id="t-1")
     k.work.enqueue("t-1", {"n": 1}, work_item_id="wi-1")
     k.work.enqueue("t-1", {"n": 2}, work_item_id="wi-2")
@@ -85,7 +85,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
 
 
 def _methods() -> list[tuple[str, str]]:
-    k = kernel.open(":memory:")
+    k = eventkernel.open(":memory:")
     out = []
     for svc in SERVICES:
         obj = getattr(k, svc)
@@ -95,16 +95,16 @@ def _methods() -> list[tuple[str, str]]:
 
 
 METHODS = _methods()
-_K: list[kernel.Kernel] = []
+_K: list[eventkernel.Kernel] = []
 
 
-def _kernel() -> kernel.Kernel:
+def _kernel() -> eventkernel.Kernel:
     if not _K:
         _K.append(_seeded())
     return _K[0]
 
 
-def _call(k: kernel.Kernel, svc: str, name: str, kwargs: dict[str, Any]) -> Any:
+def _call(k: eventkernel.Kernel, svc: str, name: str, kwargs: dict[str, Any]) -> Any:
     target = k if svc == "kernel" else getattr(k, svc)
     result = getattr(target, name)(**kwargs)
     if name == "read":
@@ -115,7 +115,7 @@ def _call(k: kernel.Kernel, svc: str, name: str, kwargs: dict[str, Any]) -> Any:
     return result
 
 
-def _state(k: kernel.Kernel) -> dict[str, Any]:
+def _state(k: eventkernel.Kernel) -> dict[str, Any]:
     s = snapshot(k)
     s["total_changes"] = k._db.conn.total_changes()
     return s
@@ -142,7 +142,7 @@ def test_any_argument_is_accepted_or_refused_with_a_kernel_error_and_nothing_wri
     before = _state(k)
     try:
         _call(k, svc, name, kwargs)
-    except kernel.KernelError as e:
+    except eventkernel.KernelError as e:
         assert str(e), f"{svc}.{name} raised {type(e).__name__} with no message"
         assert _state(k) == before, f"{svc}.{name} was refused ({e}) but changed the database"
     assert k.verify().ok if data.draw(st.integers(0, 20), label="verify?") == 0 else True

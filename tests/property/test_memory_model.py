@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import kernel
+import eventkernel
 
 ADDRESSES = [("user:a", "x"), ("user:a", "y"), ("user:b", "x")]
 address = st.sampled_from(ADDRESSES)
@@ -24,12 +24,12 @@ operation = st.one_of(
 @settings(max_examples=max(300, settings().max_examples))
 @given(st.lists(operation, max_size=40))
 def test_memory_matches_a_dict_of_version_lists(ops):
-    clock = kernel.FrozenClock(0)
+    clock = eventkernel.FrozenClock(0)
     # model: address -> list of (value, live) per version
     model: dict[tuple[str, str], list[tuple[int, bool]]] = {}
     ttl: dict[tuple[str, str], int | None] = {}
     seen: list[tuple[int, dict[tuple[str, str], object]]] = []  # (head, what get() returned)
-    with kernel.open(":memory:", clock=clock) as k:
+    with eventkernel.open(":memory:", clock=clock) as k:
         for op in ops:
             name = op[0]
             try:
@@ -65,7 +65,7 @@ def test_memory_matches_a_dict_of_version_lists(ops):
                         ttl[a] = None  # a memory restored after expiring lives on without a TTL
                 else:
                     clock.advance(op[1])
-            except (kernel.NotFound, kernel.InvalidTransition, kernel.InvalidArgument):
+            except (eventkernel.NotFound, eventkernel.InvalidTransition, eventkernel.InvalidArgument):
                 pass
             answers = {}
             for ns, key in {*ADDRESSES, *model}:

@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-import kernel
+import eventkernel
 
 WORKERS = st.sampled_from(["w1", "w2", "w3"])
 # Round numbers, so that "now" often lands exactly on a lease's deadline.
@@ -33,8 +33,8 @@ class Model:
 class QueueMachine(RuleBasedStateMachine):
     @initialize()
     def start(self) -> None:
-        self.clock = kernel.FrozenClock(0)
-        self.k = kernel.open(":memory:", clock=self.clock)
+        self.clock = eventkernel.FrozenClock(0)
+        self.k = eventkernel.open(":memory:", clock=self.clock)
         self.items: dict[str, Model] = {}
         self.seq = 0
 
@@ -56,12 +56,12 @@ class QueueMachine(RuleBasedStateMachine):
     def _expected_refusal(self, item_id: str, worker: str, token: int) -> type[Exception] | None:
         m = self.items[item_id]
         if m.status in ("completed", "failed", "cancelled"):
-            return kernel.TerminalState
+            return eventkernel.TerminalState
         if m.status == "pending" or token != m.token or worker != m.holder:
-            return kernel.LeaseNotHeld
+            return eventkernel.LeaseNotHeld
         assert m.expires is not None
         if self.clock() >= m.expires:
-            return kernel.LeaseNotHeld
+            return eventkernel.LeaseNotHeld
         return None
 
     # --- rules ---------------------------------------------------------------------
@@ -124,7 +124,7 @@ class QueueMachine(RuleBasedStateMachine):
                 work.complete(item_id, worker, token)
             else:
                 work.fail(item_id, worker, token, "boom", retryable=action == "fail")
-        except kernel.CommandRejected as e:
+        except eventkernel.CommandRejected as e:
             assert refusal is not None and type(e) is refusal, (e, refusal)
             assert self.k.head == head
             return
@@ -147,7 +147,7 @@ class QueueMachine(RuleBasedStateMachine):
         if m.status in ("completed", "failed", "cancelled"):
             try:
                 self.k.work.cancel(item_id, "stop")
-            except kernel.TerminalState:
+            except eventkernel.TerminalState:
                 return
             raise AssertionError("cancel of a terminal item was accepted")
         self.k.work.cancel(item_id, "stop")

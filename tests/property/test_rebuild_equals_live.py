@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 from strategies import json_values, lease_ms, workers
 from support import live_tables, rebuilt_tables
 
-import kernel
+import eventkernel
 
 
-class Remark(kernel.Event, tag="test_property.remark"):
+class Remark(eventkernel.Event, tag="test_property.remark"):
     text: str
 
 
@@ -41,7 +41,7 @@ class Aborted(Exception):
     pass
 
 
-def run(k: kernel.Kernel, clock: kernel.FrozenClock, ops, ids: list[str], n: list[int]) -> None:
+def run(k: eventkernel.Kernel, clock: eventkernel.FrozenClock, ops, ids: list[str], n: list[int]) -> None:
     for op in ops:
         name = op[0]
         if name == "transaction":
@@ -82,14 +82,14 @@ def run(k: kernel.Kernel, clock: kernel.FrozenClock, ops, ids: list[str], n: lis
                 k.append("remark:1", [Remark(text=op[1])])
             elif name == "bad_enqueue":
                 k.work.enqueue("t", op[1])
-        except kernel.CommandRejected:
+        except eventkernel.CommandRejected:
             pass
 
 
 @given(st.lists(operation, max_size=30))
 def test_rebuilt_projections_equal_live_ones_row_for_row(ops):
-    clock = kernel.FrozenClock(1_000_000)
-    with kernel.open(":memory:", clock=clock) as k:
+    clock = eventkernel.FrozenClock(1_000_000)
+    with eventkernel.open(":memory:", clock=clock) as k:
         run(k, clock, ops, [], [0])
         assert live_tables(k) == rebuilt_tables(k)
         report = k.verify()

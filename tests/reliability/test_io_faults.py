@@ -21,8 +21,8 @@ from faults import Fault, FaultPlan, FaultVFS
 from stress import scale
 from support import live_tables, rebuilt_tables
 
-import kernel
-from kernel.journal import command_event_id
+import eventkernel
+from eventkernel.journal import command_event_id
 
 PLAN = FaultPlan()
 VFS = FaultVFS("eventkernel-faults", PLAN)
@@ -38,7 +38,7 @@ CODES = {
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("faults") / "template.db"
-    with kernel.open(str(path)) as k:
+    with eventkernel.open(str(path)) as k:
         for i in range(20):
             k.work.enqueue(f"task-{i % 3}", {"n": i})
         item = k.work.claim("w0", lease_ms=60_000)
@@ -55,12 +55,12 @@ def _fresh_copy(template: Path, tmp_path: Path) -> str:
     return str(path)
 
 
-def _one_command(k: kernel.Kernel) -> list[str]:
+def _one_command(k: eventkernel.Kernel) -> list[str]:
     k.work.enqueue("task-f", {"payload": "x" * 3000}, command_id="faulted-1")
     return ["faulted-1"]
 
 
-def _a_transaction(k: kernel.Kernel) -> list[str]:
+def _a_transaction(k: eventkernel.Kernel) -> list[str]:
     with k.transaction():
         k.work.enqueue("task-f", {"n": 1}, command_id="faulted-a")
         k.memory.put("user:1", "prefs", {"lang": "de"}, command_id="faulted-b")
@@ -68,12 +68,12 @@ def _a_transaction(k: kernel.Kernel) -> list[str]:
     return ["faulted-a", "faulted-b", "faulted-c"]
 
 
-def _retry(k: kernel.Kernel, op_name: str) -> None:
+def _retry(k: eventkernel.Kernel, op_name: str) -> None:
     {"command": _one_command, "transaction": _a_transaction}[op_name](k)
 
 
 def _present(path: str, command_ids: list[str]) -> list[bool]:
-    with kernel.open(path) as k:
+    with eventkernel.open(path) as k:
         found = []
         for c in command_ids:
             rows = k._db.conn.execute(
@@ -85,7 +85,7 @@ def _present(path: str, command_ids: list[str]) -> list[bool]:
 
 
 def _sound(path: str) -> None:
-    with kernel.open(path) as k:
+    with eventkernel.open(path) as k:
         report = k.verify()
         assert report.ok, report.problems
         assert live_tables(k) == rebuilt_tables(k)
@@ -93,7 +93,7 @@ def _sound(path: str) -> None:
 
 def _count_io(template: Path, tmp_path: Path, op, synchronous: str = "full") -> Counter[str]:
     path = _fresh_copy(template, tmp_path)
-    k = kernel.open(path, vfs="eventkernel-faults", synchronous=synchronous)
+    k = eventkernel.open(path, vfs="eventkernel-faults", synchronous=synchronous)
     PLAN.arm(None)
     op(k)
     counts = Counter(PLAN.counts)
@@ -123,7 +123,7 @@ def test_a_fault_at_any_io_call_of_a_commit_leaves_all_or_nothing(template, tmp_
     outcomes: Counter[str] = Counter()
     for fault in cases:
         path = _fresh_copy(template, tmp_path)
-        k = kernel.open(path, vfs="eventkernel-faults", synchronous=synchronous)
+        k = eventkernel.open(path, vfs="eventkernel-faults", synchronous=synchronous)
         head_before = k.head
         PLAN.arm(fault)
         error: BaseException | None = None
@@ -135,7 +135,7 @@ def test_a_fault_at_any_io_call_of_a_commit_leaves_all_or_nothing(template, tmp_
         fired = PLAN.fired
         PLAN.arm(None)
         if error is not None:
-            assert isinstance(error, kernel.JournalError), f"{fault}: {type(error).__name__}: {error}"
+            assert isinstance(error, eventkernel.JournalError), f"{fault}: {type(error).__name__}: {error}"
             assert str(error) and ("failed" in str(error) or "refused" in str(error)), str(error)
             assert fired, f"{fault}: an error without a fault: {error!r}"
         present = _present(path, ids)
@@ -165,12 +165,12 @@ def test_a_fault_at_any_io_call_of_a_rebuild_leaves_the_projections_sound(templa
     failed = 0
     for fault in cases:
         path = _fresh_copy(template, tmp_path)
-        k = kernel.open(path, vfs="eventkernel-faults")
+        k = eventkernel.open(path, vfs="eventkernel-faults")
         before = live_tables(k)
         PLAN.arm(fault)
         try:
             k.rebuild()
-        except kernel.JournalError as e:
+        except eventkernel.JournalError as e:
             assert "failed" in str(e), str(e)
             failed += 1
         PLAN.arm(None)
@@ -186,11 +186,11 @@ def test_the_kernel_reconnects_when_the_disk_fails_again_while_it_reopens(templa
     # The fsync of the commit fails; every read after it fails too, so the
     # reopen that follows a failed COMMIT cannot read the file.
     path = _fresh_copy(template, tmp_path)
-    k = kernel.open(path, vfs="eventkernel-faults")
+    k = eventkernel.open(path, vfs="eventkernel-faults")
     PLAN.arm(Fault("sync", 1, apsw.SQLITE_IOERR_FSYNC, False), then=Fault("read", 1, apsw.SQLITE_IOERR_READ, True))
-    with pytest.raises(kernel.CommitOutcomeUnknown, match="COMMIT failed"):
+    with pytest.raises(eventkernel.CommitOutcomeUnknown, match="COMMIT failed"):
         k.work.enqueue("t", None, command_id="reopen-1")
-    with pytest.raises(kernel.JournalError):
+    with pytest.raises(eventkernel.JournalError):
         k.work.enqueue("t", None, command_id="reopen-2")  # the disk still fails
     PLAN.arm(None)
     k.work.enqueue("t", None, command_id="reopen-1")  # settles the unknown outcome

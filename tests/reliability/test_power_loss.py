@@ -21,8 +21,8 @@ from faults import IoLog, RecordingVFS, crash_image, write_image
 from stress import scale
 from support import live_tables, rebuilt_tables
 
-import kernel
-from kernel.journal import command_event_id
+import eventkernel
+from eventkernel.journal import command_event_id
 
 LOG = IoLog()
 VFS = RecordingVFS("eventkernel-recording", LOG)
@@ -33,7 +33,7 @@ def _workload(path: str, synchronous: str) -> None:
     """Commands with ids c0, c1, …; a mark after each acknowledgement, and
     after a WAL checkpoint half way."""
     LOG.ops.clear()
-    with kernel.open(path, synchronous=synchronous, vfs="eventkernel-recording") as k:  # type: ignore[arg-type]
+    with eventkernel.open(path, synchronous=synchronous, vfs="eventkernel-recording") as k:  # type: ignore[arg-type]
         for i in range(COMMANDS):
             if i % 4 == 3:
                 with k.transaction():
@@ -57,7 +57,7 @@ def _crash_points(rng: random.Random) -> list[int]:
 
 
 def _check(image_path: str, acked: list[int], checkpointed: int | None, synchronous: str) -> int:
-    with kernel.open(image_path) as k:
+    with eventkernel.open(image_path) as k:
         report = k.verify()
         assert report.ok, report.problems
         assert live_tables(k) == rebuilt_tables(k)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from support import refused
 
-import kernel
+import eventkernel
 
 
 def test_commands_on_a_view_are_read_only_and_append_nothing(k):
@@ -16,7 +16,7 @@ def test_commands_on_a_view_are_read_only_and_append_nothing(k):
             lambda: view.sessions.create("a", "u"),
             lambda: view.tasks.create("x"),
         ):
-            with refused(k, kernel.ReadOnly, "read-only view of the journal as of position 1"):
+            with refused(k, eventkernel.ReadOnly, "read-only view of the journal as of position 1"):
                 call()
         assert view.work.get(item).status == "pending"
 
@@ -47,21 +47,21 @@ def test_a_view_by_time(k, clock):
 
 def test_bad_positions(k):
     k.work.enqueue("t", 1)
-    with pytest.raises(kernel.InvalidArgument, match="position 5 is past the journal head 1"):
+    with pytest.raises(eventkernel.InvalidArgument, match="position 5 is past the journal head 1"):
         k.at(5)
-    with pytest.raises(kernel.InvalidArgument, match="exactly one"):
+    with pytest.raises(eventkernel.InvalidArgument, match="exactly one"):
         k.at()
-    with pytest.raises(kernel.InvalidArgument, match="exactly one"):
+    with pytest.raises(eventkernel.InvalidArgument, match="exactly one"):
         k.at(1, time_ms=5)
-    with pytest.raises(kernel.InvalidArgument, match="position must be >= 0"):
+    with pytest.raises(eventkernel.InvalidArgument, match="position must be >= 0"):
         k.at(-1)
 
 
 def test_a_view_of_a_file_survives_later_appends_by_others(db_path, clock):
-    with kernel.open(db_path, clock=clock) as k:
+    with eventkernel.open(db_path, clock=clock) as k:
         k.work.enqueue("t", 1)
         with k.at(1) as view:
-            with kernel.open(db_path, clock=clock) as other:
+            with eventkernel.open(db_path, clock=clock) as other:
                 other.work.enqueue("t", 2)
             assert [r.position for r in view.read()] == [1]
             assert len(view.work.list()) == 1

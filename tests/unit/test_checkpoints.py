@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from support import refused, snapshot
 
-from kernel.errors import InvalidArgument, NotFound
-from projections.checkpoints import TYPES
+from eventkernel.errors import InvalidArgument, NotFound
+from eventkernel.projections.checkpoints import TYPES
 
 
 def test_sequence_numbers_count_per_task_without_gaps(k):

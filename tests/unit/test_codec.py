@@ -8,17 +8,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import json_values, unjsonable
 
-import kernel
-from kernel import codec
-from kernel.errors import CodecError, InvalidArgument, UnknownEventType
+import eventkernel
+from eventkernel import codec
+from eventkernel.errors import CodecError, InvalidArgument, UnknownEventType
 
 
-class Note(kernel.Event, tag="test_codec.note"):
+class Note(eventkernel.Event, tag="test_codec.note"):
     text: str
     extra: Any = None
 
 
-class Renamed(kernel.Event, tag="test_codec.renamed", schema=2):
+class Renamed(eventkernel.Event, tag="test_codec.renamed", schema=2):
     title: str
     words: int = 0
 
@@ -95,14 +95,14 @@ def test_unknown_type_on_read():
 def test_type_names_must_be_dotted_lowercase():
     with pytest.raises(TypeError, match="dotted lowercase"):
 
-        class Bad(kernel.Event, tag="NoDots"):
+        class Bad(eventkernel.Event, tag="NoDots"):
             x: int
 
 
 def test_a_type_name_cannot_be_taken_twice():
     with pytest.raises(TypeError, match="already taken"):
 
-        class Other(kernel.Event, tag="test_codec.note"):
+        class Other(eventkernel.Event, tag="test_codec.note"):
             x: int
 
 
@@ -112,7 +112,7 @@ def test_old_schema_is_upcast_on_read():
 
 
 def test_missing_upcaster_and_newer_schema_are_codec_errors():
-    class Versioned(kernel.Event, tag="test_codec.versioned", schema=3):
+    class Versioned(eventkernel.Event, tag="test_codec.versioned", schema=3):
         x: int
 
     codec.register_upcaster("test_codec.versioned", 2, lambda d: d)
@@ -132,15 +132,15 @@ def test_canonical_json_sorts_keys():
 
 
 def test_recorded_is_a_frozen_struct():
-    assert issubclass(kernel.Recorded, msgspec.Struct)
-    assert kernel.Recorded.__struct_config__.frozen
+    assert issubclass(eventkernel.Recorded, msgspec.Struct)
+    assert eventkernel.Recorded.__struct_config__.frozen
 
 
 @given(st.binary(max_size=80) | st.text(alphabet="0123456789a,[]{}\":-.", max_size=80).map(str.encode))
 def test_plain_json_finds_runs_of_19_digits_exactly_as_a_regular_expression_would(encoded):
     import re
 
-    from kernel.validate import MAX_DEPTH, plain_json
+    from eventkernel.validate import MAX_DEPTH, plain_json
 
     shallow = encoded.count(b"[") + encoded.count(b"{") <= MAX_DEPTH
     expected = shallow and re.search(rb"\d{19}", encoded) is None

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from support import refused, snapshot
 
-from kernel.errors import IdempotencyConflict, InvalidArgument, InvalidTransition, NotFound, TerminalState
-from kernel.services.idempotency import request_hash
+from eventkernel.errors import IdempotencyConflict, InvalidArgument, InvalidTransition, NotFound, TerminalState
+from eventkernel.services.idempotency import request_hash
 
 
 def test_first_call_starts_and_repeats_are_in_flight(k):

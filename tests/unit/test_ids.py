@@ -1,6 +1,6 @@
 import re
 
-from kernel.ids import new_id
+from eventkernel.ids import new_id
 
 
 def test_ids_have_a_prefix_and_26_crockford_characters():

@@ -6,12 +6,12 @@ import apsw
 import pytest
 from support import refused, snapshot
 
-import kernel
-from kernel import journal, migrations
-from kernel.errors import ConcurrencyConflict, IdempotencyConflict, InvalidArgument, JournalError
+import eventkernel
+from eventkernel import journal, migrations
+from eventkernel.errors import ConcurrencyConflict, IdempotencyConflict, InvalidArgument, JournalError
 
 
-class Said(kernel.Event, tag="test_journal.said"):
+class Said(eventkernel.Event, tag="test_journal.said"):
     text: str
 
 
@@ -100,7 +100,7 @@ def test_bad_appends_are_refused_with_nothing_written(k, kwargs, match):
 
 
 def test_kernel_owned_events_cannot_be_appended_directly(k):
-    from kernel.events.work import WorkItemCancelled
+    from eventkernel.events.work import WorkItemCancelled
 
     with refused(k, InvalidArgument, "written only by the kernel's commands"):
         k.append("work_item:x", [WorkItemCancelled(work_item_id="x", reason="r")])
@@ -148,20 +148,20 @@ def test_hash_chain_links_every_row(k):
 
 
 def test_migrations_are_recorded_and_applied_once(db_path, clock):
-    with kernel.open(db_path, clock=clock) as k:
+    with eventkernel.open(db_path, clock=clock) as k:
         rows = k._db.conn.execute("SELECT version, name, applied_at FROM schema_migrations").fetchall()
     assert rows == [(1, "journal", clock()), (2, "views", clock())]
     clock.advance(10)
-    with kernel.open(db_path, clock=clock) as k:
+    with eventkernel.open(db_path, clock=clock) as k:
         assert k._db.conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (2,)
 
 
 def test_an_older_file_is_migrated_forward_on_open(db_path, clock):
-    kernel.open(db_path, clock=clock).close()
+    eventkernel.open(db_path, clock=clock).close()
     raw = apsw.Connection(db_path)
     raw.execute("DROP VIEW journal_events; DROP VIEW work_item_events; DELETE FROM schema_migrations WHERE version = 2")
     raw.close()
-    with kernel.open(db_path, clock=clock) as k:
+    with eventkernel.open(db_path, clock=clock) as k:
         k.work.enqueue("t", None)
         assert k._db.conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (2,)
         assert k._db.conn.execute("SELECT stream_kind, command FROM journal_events").fetchall() == [
@@ -182,12 +182,12 @@ def test_the_analytics_views(k, clock):
 
 
 def test_a_file_from_a_newer_version_is_refused(db_path):
-    kernel.open(db_path).close()
+    eventkernel.open(db_path).close()
     raw = apsw.Connection(db_path)
     raw.execute("INSERT INTO schema_migrations VALUES (99, 'future', 0)")
     raw.close()
     with pytest.raises(JournalError, match="upgrade eventkernel"):
-        kernel.open(db_path)
+        eventkernel.open(db_path)
 
 
 def test_migration_files_are_numbered_without_gaps():
@@ -196,20 +196,20 @@ def test_migration_files_are_numbered_without_gaps():
 
 
 def test_durability_settings(db_path):
-    with kernel.open(db_path) as k:
+    with eventkernel.open(db_path) as k:
         conn = k._db.conn
         assert conn.pragma("journal_mode") == "wal"
         assert conn.pragma("synchronous") == 2  # FULL
-    with kernel.open(db_path, synchronous="normal") as k:
+    with eventkernel.open(db_path, synchronous="normal") as k:
         assert k._db.conn.pragma("synchronous") == 1
     with pytest.raises(InvalidArgument, match="synchronous must be 'full' or 'normal'"):
-        kernel.open(db_path, synchronous="off")  # type: ignore[arg-type]
+        eventkernel.open(db_path, synchronous="off")  # type: ignore[arg-type]
 
 
 def test_a_failed_commit_is_outcome_unknown_and_the_connection_is_reopened(k):
     old = k._db.conn
     old.set_commit_hook(lambda: True)  # turns the COMMIT into a failure
-    with pytest.raises(kernel.CommitOutcomeUnknown, match="may or may not be durable") as e:
+    with pytest.raises(eventkernel.CommitOutcomeUnknown, match="may or may not be durable") as e:
         k.append("chat:a", said("1"), event_ids=["e1"])
     assert isinstance(e.value.__cause__, apsw.Error)
     assert k._db.conn is not old
@@ -238,10 +238,10 @@ def test_the_wal_stays_bounded_by_checkpoints_after_commits(k, db_path):
 
 
 def test_busy_is_reported_as_journal_busy(db_path):
-    with kernel.open(db_path, busy_timeout_ms=50) as a, kernel.open(db_path, busy_timeout_ms=50) as b:
+    with eventkernel.open(db_path, busy_timeout_ms=50) as a, eventkernel.open(db_path, busy_timeout_ms=50) as b:
         with a.transaction():
             a.append("chat:a", said("1"))
-            with pytest.raises(kernel.JournalBusy, match="locked by another connection"):
+            with pytest.raises(eventkernel.JournalBusy, match="locked by another connection"):
                 b.append("chat:a", said("2"))
         assert b.head == 1
 

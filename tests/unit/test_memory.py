@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from support import refused, snapshot
 
-from kernel.errors import ConcurrencyConflict, InvalidArgument, InvalidTransition, NotFound
+from eventkernel.errors import ConcurrencyConflict, InvalidArgument, InvalidTransition, NotFound
 
 
 def test_each_put_is_a_new_version_and_the_stream_version(k, clock):

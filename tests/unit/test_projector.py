@@ -4,9 +4,9 @@ import apsw
 import pytest
 from support import live_tables, rebuilt_tables
 
-import kernel
-from kernel.errors import InvalidArgument
-from projections import work_items
+import eventkernel
+from eventkernel.errors import InvalidArgument
+from eventkernel.projections import work_items
 
 
 def workload(k, clock):
@@ -53,37 +53,37 @@ def test_rebuild_reports_progress(k, clock):
 
 
 def test_open_catches_up_a_projection_that_fell_behind(db_path, clock):
-    with kernel.open(db_path, clock=clock) as k:
+    with eventkernel.open(db_path, clock=clock) as k:
         workload(k, clock)
         expected = live_tables(k)
     conn = raw(db_path)
     conn.execute("DELETE FROM work_items; UPDATE projection_positions SET position = 0")
     conn.close()
-    with kernel.open(db_path, clock=clock) as k:
+    with eventkernel.open(db_path, clock=clock) as k:
         assert live_tables(k) == expected
         assert k.verify().ok
 
 
 def test_open_recreates_a_dropped_projection_table(db_path, clock):
-    with kernel.open(db_path, clock=clock) as k:
+    with eventkernel.open(db_path, clock=clock) as k:
         workload(k, clock)
         expected = live_tables(k)
     conn = raw(db_path)
     conn.execute("DROP TABLE work_items; DELETE FROM projection_positions")
     conn.close()
-    with kernel.open(db_path, clock=clock) as k:
+    with eventkernel.open(db_path, clock=clock) as k:
         assert live_tables(k) == expected
 
 
 def test_a_changed_projection_version_is_rebuilt_on_open(db_path, clock, monkeypatch):
-    with kernel.open(db_path, clock=clock) as k:
+    with eventkernel.open(db_path, clock=clock) as k:
         workload(k, clock)
         expected = live_tables(k)
     conn = raw(db_path)
     conn.execute("UPDATE work_items SET error = 'stale'")
     conn.close()
     monkeypatch.setattr(work_items, "VERSION", work_items.VERSION + 1)
-    with kernel.open(db_path, clock=clock) as k:
+    with eventkernel.open(db_path, clock=clock) as k:
         assert live_tables(k) == expected
         assert k._db.conn.execute("SELECT version FROM projection_positions WHERE name = 'work_items'").fetchone() == (work_items.VERSION,)
 
@@ -176,7 +176,7 @@ def test_verify_finds_two_rows_swapped(k, clock, db_path):
 
 
 def test_a_rebuild_in_memory_has_every_table_and_index_of_the_ddl(k, clock):
-    from kernel.connection import memory_connection
+    from eventkernel.connection import memory_connection
 
     workload(k, clock)
     mem, _ = k._projector.build_in_memory(k._db)
@@ -214,7 +214,7 @@ def test_projection_positions_stay_put_when_everything_in_a_transaction_is_undon
         k.work.enqueue("t", 2)
         raise RuntimeError("the caller gives up")
     with k.transaction():
-        with pytest.raises(kernel.NotFound):
+        with pytest.raises(eventkernel.NotFound):
             k.work.cancel("wi_missing", "nope")
     assert k.head == 1
     assert _positions(k) == {1}

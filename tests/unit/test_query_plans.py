@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 
-import kernel
+import eventkernel
 
 # Listing everything, unfiltered, is a scan by nature; these calls are not made.
 FULL_SCAN = re.compile(r"^SCAN (\w+)(?! USING)")
 
 
-def workload(k: kernel.Kernel, clock: kernel.FrozenClock) -> None:
+def workload(k: eventkernel.Kernel, clock: eventkernel.FrozenClock) -> None:
     item = k.work.enqueue("t1", {"n": 1})
     k.work.enqueue("t1", {"n": 2}, priority=2)
     claimed = k.work.claim("w")
@@ -84,7 +84,7 @@ def workload(k: kernel.Kernel, clock: kernel.FrozenClock) -> None:
 
 
 def test_no_projection_query_scans_a_table(db_path, clock):
-    with kernel.open(db_path, clock=clock) as k:
+    with eventkernel.open(db_path, clock=clock) as k:
         tables = {t for names in k._projector.tables.values() for t in names}
         seen: dict[str, tuple] = {}
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from support import refused, snapshot
 
-from kernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
-from kernel.services.recovery import normalise
+from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
+from eventkernel.services.recovery import normalise
 
 
 def test_failures_of_one_shape_are_one_pattern(k, clock):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from support import refused, snapshot
 
-from kernel.errors import InvalidArgument, InvalidTransition, NotFound
+from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
 
 
 def test_create_keeps_own_and_shared_keys_and_drops_temp(k, clock):

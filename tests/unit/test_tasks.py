@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from support import refused, snapshot
 
-from kernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
+from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
 
 
 def test_task_lifecycle(k, clock):

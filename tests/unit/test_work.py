@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from support import refused, snapshot
 
-import kernel
-from kernel.errors import IdempotencyConflict, InvalidArgument, LeaseNotHeld, NotFound, TerminalState
+import eventkernel
+from eventkernel.errors import IdempotencyConflict, InvalidArgument, LeaseNotHeld, NotFound, TerminalState
 
 
 def types_of(k, after=0):
@@ -305,7 +305,7 @@ def test_expire_leases_replay_returns_the_original_count(k, clock):
 def test_a_transaction_commits_many_commands_at_once(k, db_path):
     with k.transaction():
         ids = [k.work.enqueue("t", i) for i in range(5)]
-        with kernel.open(db_path, busy_timeout_ms=0) as other:
+        with eventkernel.open(db_path, busy_timeout_ms=0) as other:
             assert other.head == 0  # nothing visible before the commit
     assert [i.work_item_id for i in k.work.list()] == ids
 
