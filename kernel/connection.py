@@ -7,15 +7,19 @@ Each setting is a small named function with the SQLite page that explains it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, NoReturn
+from urllib.parse import quote
 
 import apsw
 
+from eventkernel import fileformat, migrations
 from eventkernel.errors import (
+    CommitFull,
     CommitOutcomeUnknown,
     InvalidArgument,
     JournalBusy,
@@ -23,6 +27,7 @@ from eventkernel.errors import (
     JournalError,
     JournalFull,
     KernelError,
+    NotAJournal,
     ReadOnly,
 )
 
@@ -46,6 +51,11 @@ def translate(e: apsw.Error, doing: str) -> KernelError:
         return JournalFull(f"{doing} failed: the disk or database is full; nothing was written ({e})")
     if isinstance(e, apsw.CorruptError | apsw.NotADBError):
         return JournalCorrupt(f"{doing} failed: the file is not a sound SQLite database ({e})")
+    if isinstance(e, apsw.ReadOnlyError):
+        return JournalError(
+            f"{doing} failed: the file, its directory or its file system is read-only ({e}); "
+            "open it with read_only=True (the CLI's read commands do) to read it"
+        )
     return JournalError(f"{doing} failed: {type(e).__name__}: {e}")
 
 
@@ -123,6 +133,22 @@ def _safety(conn: apsw.Connection) -> None:
     conn.pragma("trusted_schema", False)
 
 
+def _incremental_vacuum(conn: apsw.Connection) -> None:
+    """New files keep freed pages apart so that forgotten data can give space
+    back with ``PRAGMA incremental_vacuum`` instead of a full VACUUM. Must be
+    set before the first table is created. https://sqlite.org/pragma.html#pragma_auto_vacuum"""
+    conn.pragma("auto_vacuum", "incremental")
+
+
+def _remove_if_empty(path: str) -> None:
+    """Undo the creation of a file that an open failed to make a journal."""
+    try:
+        if os.path.getsize(path) == 0:
+            os.remove(path)
+    except OSError:
+        pass
+
+
 def _temp_in_memory(conn: apsw.Connection) -> None:
     """Temporary tables and indexes stay in memory. https://sqlite.org/pragma.html#pragma_temp_store"""
     conn.pragma("temp_store", "MEMORY")
@@ -138,6 +164,10 @@ class Database:
     (the write lock is taken before anything is read, so a read-then-write
     never fails with SQLITE_BUSY_SNAPSHOT); nested blocks are savepoints, so a
     rejected command inside a larger transaction undoes only itself.
+
+    Opening reads the file's header and schema before anything else
+    (:func:`fileformat.inspect`): a file that is not ours is refused without a
+    byte written. ``read_only`` opens never create, migrate or switch modes.
     """
 
     def __init__(
@@ -148,7 +178,13 @@ class Database:
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         wal_checkpoint_pages: int = DEFAULT_WAL_CHECKPOINT_PAGES,
         vfs: str | None = None,
+        read_only: bool = False,
+        create: bool = True,
     ) -> None:
+        if type(path) is not str:
+            raise InvalidArgument(f"open refused: path must be a str, got {type(path).__name__} {path!r:.60}")
+        if "\x00" in path:
+            raise InvalidArgument(f"open refused: path contains a NUL character: {path!r:.60}")
         if vfs is not None and vfs not in apsw.vfs_names():
             raise InvalidArgument(f"open refused: no SQLite VFS named {vfs!r}; registered: {apsw.vfs_names()}")
         self.vfs = vfs
@@ -156,25 +192,38 @@ class Database:
             raise InvalidArgument(f"open refused: synchronous must be 'full' or 'normal', got {synchronous!r}")
         if type(busy_timeout_ms) is not int or busy_timeout_ms < 0:
             raise InvalidArgument(f"open refused: busy_timeout_ms must be an int >= 0, got {busy_timeout_ms!r}")
-        self.path = path
+        for name, flag in (("read_only", read_only), ("create", create)):
+            if type(flag) is not bool:
+                raise InvalidArgument(f"open refused: {name} must be a bool, got {flag!r:.60}")
+        self.in_memory = path == ":memory:" or path == ""
+        # Resolved once: a later os.chdir must not make the kernel (or a view
+        # of the past, or stats) reach another file.
+        self.path = path if self.in_memory else os.path.abspath(path)
         self.synchronous: Synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
         self.wal_checkpoint_pages = wal_checkpoint_pages
-        self.in_memory = path == ":memory:" or path == ""
-        self.read_only: str | None = None  # why writes are refused, for views of the past
+        # Why writes are refused (a read-only open, a view of the past), or None.
+        self.read_only: str | None = "the journal was opened read-only" if read_only else None
+        self.opened_read_only = read_only
+        self.immutable = False  # read through SQLite's immutable=1 (a read-only place)
         self._lock = threading.RLock()
         self._depth = 0
         self._wal_pages = 0
         self._stale = False  # the connection was lost and could not be reopened yet
-        # (position, hash) of the journal head, known only while this
-        # connection holds the write lock; restored when a savepoint rolls back.
-        self.head_cache: tuple[int, bytes] | None = None
+        # (position, hash, recorded_at) of the journal head, known only while
+        # this connection holds the write lock; restored when a savepoint rolls back.
+        self.head_cache: tuple[int, bytes, int] | None = None
         # Called with the head position just before an outermost COMMIT that
         # appended something: the projector records how far the projections
         # reached once per transaction rather than once per command.
         self.before_commit: Callable[[apsw.Connection, int], None] | None = None
+        # (thread, what) while user code runs inside a read (a progress
+        # callback): a command there would be undone with the read, so it is refused.
+        self.in_callback: tuple[int, str] | None = None
+        self.appended = False  # the write transaction in progress appended an event
         self._cursor: tuple[apsw.Connection, apsw.Cursor] | None = None
-        self.conn: apsw.Connection = self._connect()
+        self.found = fileformat.Found(kind="new", level=0, stamped=False)
+        self.conn: apsw.Connection = self._first_open(create)
 
     @classmethod
     def adopt(cls, conn: apsw.Connection, *, read_only: str) -> Database:
@@ -183,28 +232,128 @@ class Database:
         self.path, self.synchronous, self.busy_timeout_ms = ":memory:", "normal", 0
         self.wal_checkpoint_pages = DEFAULT_WAL_CHECKPOINT_PAGES
         self.in_memory, self.read_only, self.vfs = True, read_only, None
+        self.opened_read_only, self.immutable = True, False
         self._lock, self._depth, self._wal_pages, self.head_cache = threading.RLock(), 0, 0, None
         self._stale = False
         self.before_commit = None
+        self.in_callback = None
+        self.appended = False
         self._cursor = None
+        self.found = fileformat.Found(kind="journal", level=migrations.newest(), stamped=True)
         self.conn = conn
         return self
 
-    def _connect(self) -> apsw.Connection:
+    def _first_open(self, create: bool) -> apsw.Connection:
+        """Open, recognise the file, and only then configure it (WAL, ...)."""
+        if self.in_memory:
+            return self._connect()
+        path = self.path
+        if os.path.isdir(path):
+            raise NotAJournal(path, "it is a directory")
+        exists = os.path.exists(path)
+        if not exists and (self.opened_read_only or not create):
+            why = "a read-only open never creates one" if self.opened_read_only else "create=False"
+            raise NotAJournal(path, f"there is no such file ({why})")
+        conn = None
+        try:
+            conn = self._raw(create=not exists)
+            with translating(f"opening {path!r}"):
+                conn, self.found = self._recognise(conn)
+                if self.found.kind == "new" and self.opened_read_only:
+                    raise NotAJournal(path, "it is an empty file")
+                if self.opened_read_only:
+                    _synchronous(conn, self.synchronous)
+                else:
+                    if self.found.kind == "new":
+                        _incremental_vacuum(conn)
+                    self._configure(conn)
+                    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            if not exists:
+                _remove_if_empty(path)
+            raise
+        return conn
+
+    def _raw(self, *, create: bool) -> apsw.Connection:
+        """A connection with only the settings that write nothing. Until the
+        file is recognised it must not checkpoint on close: a stray -wal
+        beside the file would be copied into it."""
+        flags = apsw.SQLITE_OPEN_READONLY if self.opened_read_only else apsw.SQLITE_OPEN_READWRITE
+        if create:
+            flags |= apsw.SQLITE_OPEN_CREATE
+        name = self.path
+        if self.immutable:
+            flags |= apsw.SQLITE_OPEN_URI
+            name = "file:" + quote(self.path) + "?mode=ro&immutable=1"
         with translating(f"opening {self.path!r}"):
-            conn = apsw.Connection(self.path, vfs=self.vfs)
+            conn = apsw.Connection(name, flags=flags, vfs=self.vfs)
             try:
+                conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
                 _busy_timeout(conn, self.busy_timeout_ms)
                 _safety(conn)
                 _temp_in_memory(conn)
-                if not self.in_memory:
-                    _wal(conn, self.busy_timeout_ms)
-                    _no_autocheckpoint(conn)
-                    conn.set_wal_hook(self._on_wal)
-                _synchronous(conn, self.synchronous)
             except BaseException:
                 conn.close()
                 raise
+        return conn
+
+    def _recognise(self, conn: apsw.Connection) -> tuple[apsw.Connection, fileformat.Found]:
+        """Inspect the file (and check the journal's tail chains). A read-only
+        open in a place where SQLite cannot create the -shm file falls back to
+        an immutable read, unless a -wal holds committed transactions that
+        such a read would silently miss. Returns the connection to keep."""
+        newest = migrations.newest()
+        doing = "read-only open" if self.opened_read_only else "open"
+        try:
+            found = fileformat.inspect(conn, self.path, newest=newest, doing=doing)
+        except (apsw.CantOpenError, apsw.ReadOnlyError) as e:
+            if not self.opened_read_only or self.immutable:
+                raise
+            wal = self.path + "-wal"
+            if os.path.exists(wal) and os.path.getsize(wal) > 0:
+                raise JournalError(
+                    f"read-only open of {self.path!r} failed: SQLite cannot create {self.path + '-shm'!r} here "
+                    f"(a read-only directory or file system), and it needs that file to read the committed "
+                    f"transactions in {wal!r}; an immutable read would silently miss them. Copy the file and its "
+                    "-wal to a writable place, or open it once where it can be written"
+                ) from e
+            conn.close()
+            self.immutable = True
+            conn = self._raw(create=False)
+            found = fileformat.inspect(conn, self.path, newest=newest, doing=doing)
+        if found.kind == "journal":
+            fileformat.check_head(conn, self.path, found.level, doing=doing)
+        return conn, found
+
+    def _configure(self, conn: apsw.Connection) -> None:
+        """The settings of a writable connection (on a recognised file)."""
+        _wal(conn, self.busy_timeout_ms)
+        _no_autocheckpoint(conn)
+        conn.set_wal_hook(self._on_wal)
+        _synchronous(conn, self.synchronous)
+
+    def _connect(self) -> apsw.Connection:
+        """A fresh connection to a file already recognised (a reopen after a
+        failed commit), or the private database of ``:memory:``."""
+        if self.in_memory:
+            with translating("opening an in-memory journal"):
+                conn = apsw.Connection(self.path)
+                _safety(conn)
+                _temp_in_memory(conn)
+            return conn
+        conn = self._raw(create=False)
+        try:
+            with translating(f"opening {self.path!r}"):
+                if not self.opened_read_only:
+                    self._configure(conn)
+                    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0)
+                else:
+                    _synchronous(conn, self.synchronous)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _on_wal(self, conn: apsw.Connection, dbname: str, pages: int) -> int:
@@ -232,7 +381,29 @@ class Database:
         """
         if self.read_only is not None:
             raise ReadOnly(f"{doing} refused: {self.read_only}")
+        busy = self.in_callback
+        if busy is not None and busy[0] == threading.get_ident():
+            raise ReadOnly(
+                f"{doing} refused: it was called from a progress callback of {busy[1]}, which runs inside a read "
+                f"of the journal that would undo it; run commands after {busy[1]} returns"
+            )
         return _Write(self, doing)
+
+    def guard(self, what: str, progress: Callable[[int, int], None] | None) -> Callable[[int, int], None] | None:
+        """Wrap a user's progress callback so that commands issued from it are
+        refused (it runs inside a read transaction, which would undo them)."""
+        if progress is None:
+            return None
+
+        def call(done: int, total: int) -> None:
+            previous = self.in_callback
+            self.in_callback = (threading.get_ident(), what)
+            try:
+                progress(done, total)
+            finally:
+                self.in_callback = previous
+
+        return call
 
     @contextmanager
     def read(self, doing: str = "read") -> Iterator[apsw.Connection]:
@@ -383,7 +554,7 @@ class _Write:
     a generator: it runs once per command, and a generator-based context
     manager costs several microseconds more on every entry and exit."""
 
-    __slots__ = ("db", "doing", "depth", "saved_head", "locked")
+    __slots__ = ("db", "doing", "depth", "saved_head", "saved_appended")
 
     def __init__(self, db: Database, doing: str) -> None:
         self.db = db
@@ -406,7 +577,11 @@ class _Write:
             db._lock.release()
             raise
         db._depth = depth + 1
-        self.saved_head = db.head_cache = db.head_cache if depth else None
+        if depth:
+            self.saved_head, self.saved_appended = db.head_cache, db.appended
+        else:
+            self.saved_head = db.head_cache = None
+            self.saved_appended = db.appended = False
         return conn
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
@@ -418,7 +593,7 @@ class _Write:
             db._depth = depth
             conn = db.conn
             if exc is not None:
-                db.head_cache = self.saved_head
+                db.head_cache, db.appended = self.saved_head, self.saved_appended
                 db._undo(conn, depth)
                 if isinstance(exc, apsw.Error):
                     raise translate(exc, self.doing) from exc
@@ -427,7 +602,7 @@ class _Write:
                 try:
                     conn.execute(f"RELEASE ek_{depth}")
                 except apsw.Error as e:
-                    db.head_cache = self.saved_head
+                    db.head_cache, db.appended = self.saved_head, self.saved_appended
                     db._undo(conn, depth)
                     raise translate(e, f"{self.doing}: releasing the savepoint") from e
                 return
@@ -438,19 +613,25 @@ class _Write:
     def _commit(self, conn: apsw.Connection) -> None:
         db = self.db
         try:
-            if db.head_cache is not None and db.before_commit is not None:
+            if db.appended and db.head_cache is not None and db.before_commit is not None:
                 db.before_commit(conn, db.head_cache[0])
         except BaseException as e:
-            db.head_cache = None
+            db.head_cache, db.appended = None, False
             db._undo(conn, 0)
             if isinstance(e, apsw.Error):
                 raise translate(e, f"{self.doing}: finishing the transaction") from e
             raise
-        db.head_cache = None
+        db.head_cache, db.appended = None, False
         try:
             conn.execute("COMMIT")
         except apsw.Error as e:
             db._after_failed_commit(conn)
+            if isinstance(e, apsw.FullError):
+                raise CommitFull(
+                    f"{self.doing}: COMMIT failed: the disk or database is full ({e}). Free some space; the "
+                    "transaction may or may not be durable, so retry with the same command_id or event_ids: a "
+                    "retry of what committed appends nothing"
+                ) from e
             raise CommitOutcomeUnknown(
                 f"{self.doing}: COMMIT failed ({type(e).__name__}: {e}); the transaction may or may "
                 "not be durable. Retry with the same command_id or event_ids: a retry of "

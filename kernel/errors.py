@@ -13,8 +13,10 @@
     │   ├── ReadOnly               a write through a read-only view
     │   └── InvalidArgument        (also ValueError) bad input refused at the door
     ├── JournalError               the storage failed, not a rule
+    │   ├── NotAJournal            the file is not an eventkernel journal (or is a newer one)
     │   ├── JournalBusy            (also TimeoutError) another writer held the lock too long
     │   ├── JournalFull            the disk or the database size limit is full
+    │   │   └── CommitFull         ... found by COMMIT itself (also a CommitOutcomeUnknown)
     │   ├── JournalCorrupt         the file is not a sound database / journal
     │   └── CommitOutcomeUnknown   COMMIT failed; the batch may or may not be durable
     └── CodecError                 an event could not be encoded or decoded
@@ -102,6 +104,16 @@ class JournalError(KernelError):
     """The storage layer failed (I/O, locking, corruption), not a rule."""
 
 
+class NotAJournal(JournalError):
+    """The file is not an eventkernel journal, or was made by a newer eventkernel;
+    it was refused before anything was written to it."""
+
+    def __init__(self, path: str, found: str, *, doing: str = "open") -> None:
+        self.path = path
+        self.found = found
+        super().__init__(f"{doing} refused: {path!r} is not an eventkernel journal this version can open: {found}")
+
+
 class JournalBusy(JournalError, TimeoutError):
     """The database stayed locked by another writer past the busy timeout."""
 
@@ -123,6 +135,13 @@ class CommitOutcomeUnknown(JournalError):
     connection, because after a failed fsync the OS may have dropped dirty
     pages.
     """
+
+
+class CommitFull(JournalFull, CommitOutcomeUnknown):
+    """COMMIT itself hit a full disk. As a :class:`JournalFull`, free some
+    space; as a :class:`CommitOutcomeUnknown`, retry with the same
+    ``command_id``: the write of the commit may have reached the file before
+    the disk filled up, so the outcome is not known."""
 
 
 class CodecError(KernelError):

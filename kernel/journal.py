@@ -92,7 +92,35 @@ def row_hash(
     correlation_id: str | None,
     recorded_at: int,
 ) -> bytes:
-    """sha256(prev ‖ canonical JSON of the row's immutable columns)."""
+    """The chain hash of a row: sha256(prev ‖ canonical JSON of the row's
+    immutable columns, with the payload and the metadata replaced by their
+    sha256 digests). Chaining over digests rather than the payloads lets a
+    payload be erased later while the chain still verifies."""
+    body = _canonical.encode([
+        position, stream, version, type_, schema,
+        hashlib.sha256(data.encode()).hexdigest(),
+        None if meta is None else hashlib.sha256(meta.encode()).hexdigest(),
+        event_id, correlation_id, recorded_at,
+    ])
+    return hashlib.sha256(prev + body).digest()
+
+
+def row_hash_v1(
+    prev: bytes,
+    position: int,
+    stream: str,
+    version: int,
+    type_: str,
+    schema: int,
+    data: str,
+    meta: str | None,
+    event_id: str | None,
+    correlation_id: str | None,
+    recorded_at: int,
+) -> bytes:
+    """The chain hash of eventkernel 0.1.0 (over the payload itself): what
+    files of that version hold until their first writable open re-chains
+    them, and what anchors taken from them are checked against."""
     body = _canonical.encode(
         [position, stream, version, type_, schema, data, meta, event_id, correlation_id, recorded_at]
     )
@@ -104,6 +132,13 @@ def head(conn: apsw.Connection) -> tuple[int, bytes]:
     for position, hash_ in conn.execute("SELECT position, hash FROM journal ORDER BY position DESC LIMIT 1"):
         return position, hash_
     return 0, GENESIS_HASH
+
+
+def head_row(conn: apsw.Connection) -> tuple[int, bytes, int]:
+    """(position, hash, recorded_at) of the last event; (0, GENESIS_HASH, 0) when empty."""
+    for row in conn.execute("SELECT position, hash, recorded_at FROM journal ORDER BY position DESC LIMIT 1"):
+        return row[0], row[1], row[2]
+    return 0, GENESIS_HASH, 0
 
 
 def stream_version(conn: apsw.Connection, stream: str) -> int:

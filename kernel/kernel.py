@@ -14,6 +14,7 @@ from eventkernel.clock import Clock, system_clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, Synchronous, translating
 from eventkernel.errors import InvalidArgument
+from eventkernel.fileformat import Found
 from eventkernel.projector import Progress, Projector, TableDiff
 from eventkernel.services.base import Context
 from eventkernel.validate import check_int, check_optional_text
@@ -39,18 +40,27 @@ def open(
     synchronous: Synchronous = "full",
     busy_timeout_ms: int = 10_000,
     vfs: str | None = None,
+    create: bool = True,
+    read_only: bool = False,
 ) -> Kernel:
-    """Open (creating if needed) the journal at ``path`` (or ":memory:").
+    """Open the journal at ``path`` (or ":memory:").
+
+    A missing or empty file becomes a new journal (``create=False`` refuses
+    a missing one); a journal opens, and one written by eventkernel 0.1.0 is
+    migrated; anything else raises NotAJournal before a byte is written.
+    ``read_only=True`` never creates, migrates or writes: commands raise
+    ReadOnly, reads work (on a read-only file system too).
 
     ``clock`` is a zero-argument callable returning int ms since the epoch
-    (default: the system clock). ``synchronous="full"`` makes every
-    acknowledged commit survive power loss; ``"normal"`` trades the last
-    commits before a power cut for speed (a process crash still loses
-    nothing). ``vfs`` names a registered SQLite VFS to do the file I/O
-    (default: the platform's). Raises JournalError subclasses when the file
-    cannot be opened.
+    (default: the system clock); the kernel never records a time below the
+    journal head's. ``synchronous="full"`` makes every acknowledged commit
+    survive power loss; ``"normal"`` trades the last commits before a power
+    cut for speed (a process crash still loses nothing). ``vfs`` names a
+    registered SQLite VFS to do the file I/O (default: the platform's).
+    Raises JournalError subclasses when the file cannot be opened.
     """
-    return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs)
+    return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
+                  create=create, read_only=read_only)
 
 
 def _check_progress(where: str, progress: object) -> None:
@@ -75,19 +85,23 @@ class Kernel(Reader):
         synchronous: Synchronous = "full",
         busy_timeout_ms: int = 10_000,
         vfs: str | None = None,
+        create: bool = True,
+        read_only: bool = False,
     ) -> None:
         if clock is not None and not callable(clock):
             raise InvalidArgument(f"open refused: clock must be a callable returning int ms, got {clock!r}")
-        self._db = Database(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs)
+        self._db = Database(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
+                            create=create, read_only=read_only)
         try:
             self._projector = Projector()
             self._ctx = Context(self._db, self._projector, clock or system_clock)
-            with self._db.read(f"opening {path!r}") as conn:
-                migrated = migrations.up_to_date(conn)
-            if not migrated:
-                with self._db.write(f"opening {path!r}") as conn:
-                    migrations.migrate(conn, self._ctx.now())
-            self._projector.setup(self._db)
+            found = self._db.found
+            if not read_only:
+                if found.kind == "new" or not found.stamped or found.level < migrations.newest():
+                    with self._db.write(f"opening {self._db.path!r}") as conn:
+                        migrations.migrate(conn, self._ctx.now())
+                    self._db.found = Found(kind="journal", level=migrations.newest(), stamped=True)
+                self._projector.setup(self._db)
         except BaseException:
             self._db.close()
             raise
@@ -139,7 +153,7 @@ class Kernel(Reader):
             appended = self._ctx.emit(
                 stream,
                 events,
-                recorded_at=self._ctx.now(),
+                recorded_at=self._ctx.stamp(),
                 expected_version=expected_version,
                 event_ids=event_ids,
                 correlation_id=correlation_id,

@@ -18,6 +18,9 @@ from eventkernel.errors import InvalidArgument
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 MAX_DEPTH = 64
+# Times are ms since the epoch, from 1970 to the end of year 9999 (what
+# ISO 8601 and datetime can show).
+MAX_TIME_MS = 253_402_300_799_999
 
 
 _encoder = msgspec.json.Encoder()

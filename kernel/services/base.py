@@ -18,7 +18,7 @@ from eventkernel.connection import Database, memory_connection
 from eventkernel.errors import IdempotencyConflict, JournalError
 from eventkernel.journal import Appended, Recorded
 from eventkernel.projector import Projector
-from eventkernel.validate import check_optional_text
+from eventkernel.validate import MAX_TIME_MS, check_optional_text
 
 
 class Context:
@@ -31,10 +31,26 @@ class Context:
         db.before_commit = projector.advance
 
     def now(self) -> int:
+        """The clock's reading, checked."""
         t = self.clock()
-        if type(t) is not int:
-            raise JournalError(f"the kernel clock returned {t!r}; a clock must return int ms since the epoch")
+        if type(t) is not int or not 0 <= t <= MAX_TIME_MS:
+            raise JournalError(
+                f"the kernel clock returned {t!r:.60}; a clock must return int ms since the epoch, "
+                f"between 0 and {MAX_TIME_MS} (the end of year 9999)"
+            )
         return t
+
+    def stamp(self) -> int:
+        """The time a write records: the clock's reading, but never below the
+        journal head's ``recorded_at``, so that times never go backwards in a
+        file even when a clock steps back (and deadlines derived from them
+        never shrink). Call inside a write transaction."""
+        db = self.db
+        head = db.head_cache
+        if head is None:
+            head = db.head_cache = journal.head_row(db.conn)
+        t = self.now()
+        return t if t >= head[2] else head[2]
 
     def emit(
         self,
@@ -52,6 +68,7 @@ class Context:
         """Append and apply every inline projection; call inside ``db.write()``."""
         db = self.db
         conn = db.conn
+        head = db.head_cache
         appended = journal.append(
             conn,
             stream,
@@ -62,12 +79,13 @@ class Context:
             correlation_id=correlation_id,
             meta=meta,
             where=where,
-            known_head=db.head_cache,
+            known_head=None if head is None else (head[0], head[1]),
             meta_text=meta_text,
         )
         if not appended.replayed:
             last = appended.records[-1]
-            db.head_cache = (last.position, last.hash)
+            db.head_cache = (last.position, last.hash, recorded_at)
+            db.appended = True
             # projection_positions moves once, just before COMMIT (Database.before_commit).
             self.projector.apply(db.apply_cursor(), appended.records)
         return appended
@@ -124,7 +142,7 @@ class Command:
 
     def _start(self) -> None:
         ctx, name, command_id, args = self.ctx, self.name, self.command_id, self._args
-        self.now = ctx.now()
+        self.now = ctx.stamp()
         if command_id is not None:
             digest = hashlib.sha256(codec.canonical_json(args)).hexdigest()[:32]
             self._meta.update(command_id=command_id, args=digest)
