@@ -14,6 +14,7 @@ from eventkernel.clock import Clock, system_clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, Synchronous, translating
 from eventkernel.errors import InvalidArgument
+from eventkernel.events import KERNEL_STREAM_KINDS
 from eventkernel.fileformat import Found
 from eventkernel.projector import Progress, Projector, TableDiff
 from eventkernel.services.base import Context
@@ -135,6 +136,13 @@ class Kernel(Reader):
         """
         if isinstance(events, Event):
             events = [events]
+        kind = journal.check_stream("append", stream).partition(":")[0]
+        if kind in KERNEL_STREAM_KINDS:
+            raise InvalidArgument(
+                f"append refused: stream {stream!r} is of kind {kind!r}, which only the kernel's own commands "
+                "write (k.work, k.memory, k.sessions, …), so that their rules hold; application events go to "
+                "streams of other kinds, e.g. 'note:1'"
+            )
         if isinstance(events, Sequence):
             for e in events:
                 if getattr(type(e), "__kernel_owned__", False):

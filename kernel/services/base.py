@@ -4,7 +4,7 @@ with inline projections, and ``command_id`` deduplication."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
@@ -16,6 +16,7 @@ from eventkernel.clock import Clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, memory_connection
 from eventkernel.errors import IdempotencyConflict, JournalError
+from eventkernel.events.commands import CommandRecorded
 from eventkernel.journal import Appended, Recorded
 from eventkernel.projector import Projector
 from eventkernel.validate import MAX_TIME_MS, check_optional_text
@@ -91,14 +92,17 @@ class Context:
         return appended
 
     @contextmanager
-    def folded(self, module: ModuleType, stream: str, until: int) -> Iterator[apsw.Connection]:
+    def folded(
+        self, module: ModuleType, stream: str, until: int, *, records: Iterable[Recorded] | None = None
+    ) -> Iterator[apsw.Connection]:
         """A private in-memory copy of ``module``'s tables holding only
-        ``stream`` folded up to position ``until``: how one thing looked
-        right after an event (the result of a repeated command_id)."""
+        ``stream`` (or the given ``records``) folded up to position ``until``:
+        how one thing looked right after an event (the answer to a repeated
+        command_id)."""
         mem = memory_connection()
         try:
             mem.execute(self.projector.ddl(module))
-            for r in journal.read(self.db.conn, stream=stream, until=until):
+            for r in journal.read(self.db.conn, stream=stream, until=until) if records is None else records:
                 module.apply(mem, r, r.event)
             yield mem
         finally:
@@ -125,6 +129,9 @@ class Command:
         self._meta_text = ""
         self.records: list[Recorded] = []
         self.previous: list[Recorded] | None = None
+        # Which of a command's answers that change nothing it gave (recorded
+        # with the command id, so that a retry gives the same one).
+        self.outcome: str | None = None
         self._meta: dict[str, Any] = {"command": name}
         self._write = ctx.db.write(name)
 
@@ -138,7 +145,19 @@ class Command:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None and self.command_id is not None and self.previous is None and not self.records:
+            # It changed nothing: record that, so the id stays bound to it.
+            try:
+                self.emit(f"command:{self.command_id}", [CommandRecorded(command=self.name, outcome=self.outcome)])
+            except BaseException as e:
+                self._write.__exit__(type(e), e, e.__traceback__)
+                raise
         self._write.__exit__(exc_type, exc, tb)
+
+    @property
+    def noop(self) -> bool:
+        """The first run of this command id changed nothing (see CommandRecorded)."""
+        return self.previous is not None and isinstance(self.previous[-1].event, CommandRecorded)
 
     def _start(self) -> None:
         ctx, name, command_id, args = self.ctx, self.name, self.command_id, self._args

@@ -31,6 +31,13 @@ class IdempotencyResult(msgspec.Struct, frozen=True, kw_only=True):
     key: IdempotencyKey | None = None
 
 
+def _outcome(row: IdempotencyKey) -> IdempotencyResult:
+    """What ``begin`` answers for a live key holding the same request."""
+    if row.status == "pending":
+        return IdempotencyResult(status="in_flight", key=row)
+    return IdempotencyResult(status=row.status, response=row.response, error=row.error, key=row)  # type: ignore[arg-type]
+
+
 def request_hash(request: Any) -> str:
     """sha256 over the canonical JSON of ``request`` (object keys sorted)."""
     return hashlib.sha256(codec.canonical_json(request)).hexdigest()
@@ -59,7 +66,10 @@ class Idempotency:
         with self._ctx.command(where, command_id, args) as cmd:
             conn = self._ctx.db.conn
             if cmd.previous is not None:
-                return IdempotencyResult(status="started", key=self._as_of(key, cmd.previous[-1].position))
+                found = self._as_of(key, cmd.previous[-1].position)
+                if cmd.noop and found is not None:
+                    return _outcome(found)
+                return IdempotencyResult(status="started", key=found)
             row = idempotency_keys.get(conn, key)
             live = row is not None and (row.expires_at is None or cmd.now < row.expires_at)
             if row is not None and live:
@@ -69,9 +79,9 @@ class Idempotency:
                         f"{'forever' if row.expires_at is None else row.expires_at} by a different request "
                         f"(hash {row.request_hash[:12]}…, this one {digest[:12]}…)"
                     )
-                if row.status == "pending":
-                    return IdempotencyResult(status="in_flight", key=row)
-                return IdempotencyResult(status=row.status, response=row.response, error=row.error, key=row)  # type: ignore[arg-type]
+                result = _outcome(row)
+                cmd.outcome = result.status
+                return result
             cmd.emit(
                 f"idempotency:{key}",
                 [IdempotencyKeyStarted(key=key, request_hash=digest, task_id=task_id,

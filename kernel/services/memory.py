@@ -166,7 +166,7 @@ class Memory:
         reaper; until it runs, such a memory is still returned). Returns the count."""
         with self._ctx.command("memory.expire", command_id, {}) as cmd:
             if cmd.previous is not None:
-                return len(cmd.previous)
+                return sum(isinstance(r.event, MemoryExpired) for r in cmd.previous)
             due = memory_entries.due(self._ctx.db.conn, cmd.now)
             for entry in due:
                 assert entry.expires_at is not None

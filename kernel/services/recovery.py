@@ -9,6 +9,7 @@ import hashlib
 import re
 from typing import Any
 
+from eventkernel import journal
 from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
 from eventkernel.events.recovery import (
     AutoRecoverySet,
@@ -73,13 +74,14 @@ class Recovery:
         sig = signature(failure_type, error_message)
         args = {"task_id": task_id, "failure_type": failure_type, "error_message": error_message, "context": context}
         with self._ctx.command(where, command_id, args) as cmd:
-            if cmd.previous is None:
-                cmd.emit(
-                    f"recovery:{task_id}",
-                    [FailureRecorded(task_id=task_id, failure_type=failure_type, error_message=error_message,
-                                     error_hash=_hash(error_message), signature=sig, context=context)],
-                    correlation_id=task_id,
-                )
+            if cmd.previous is not None:
+                return self._pattern_as_of(sig, cmd.previous[-1].position)
+            cmd.emit(
+                f"recovery:{task_id}",
+                [FailureRecorded(task_id=task_id, failure_type=failure_type, error_message=error_message,
+                                 error_hash=_hash(error_message), signature=sig, context=context)],
+                correlation_id=task_id,
+            )
             found = recovery.pattern(self._ctx.db.conn, sig)
             assert found is not None
             return found
@@ -135,6 +137,12 @@ class Recovery:
         check_optional_text(where, "notes", notes, max_len=65_536)
         with self._ctx.command(where, command_id, {"attempt_id": attempt_id, "success": success, "notes": notes}) as cmd:
             conn = self._ctx.db.conn
+            if cmd.previous is not None:
+                last = cmd.previous[-1]
+                with self._ctx.folded(recovery, last.stream, last.position) as mem:
+                    found = recovery.attempt(mem, attempt_id)
+                assert found is not None
+                return found
             if cmd.previous is None:
                 found = recovery.attempt(conn, attempt_id)
                 if found is None:
@@ -190,12 +198,28 @@ class Recovery:
         check_text(where, "task_id", task_id)
         check_bool(where, "enabled", enabled)
         with self._ctx.command(where, command_id, {"task_id": task_id, "enabled": enabled}) as cmd:
-            if cmd.previous is None:
+            if cmd.previous is not None:
+                with self._ctx.folded(recovery, f"recovery:{task_id}", cmd.previous[-1].position) as mem:
+                    found = recovery.task(mem, task_id)
+            else:
                 cmd.emit(f"recovery:{task_id}", [AutoRecoverySet(task_id=task_id, enabled=enabled)],
                          correlation_id=task_id)
-            found = recovery.task(self._ctx.db.conn, task_id)
+                found = recovery.task(self._ctx.db.conn, task_id)
             assert found is not None
             return found
+
+    def _pattern_as_of(self, sig: str, position: int) -> FailurePattern:
+        """The failure pattern as it was right after ``position``: every
+        failure of that signature, from any task, folded up to there."""
+        conn = self._ctx.db.conn
+        failures = [
+            r for r in journal.read(conn, until=position, types=("recovery.failure_recorded",))
+            if isinstance(r.event, FailureRecorded) and r.event.signature == sig
+        ]
+        with self._ctx.folded(recovery, "", position, records=failures) as mem:
+            found = recovery.pattern(mem, sig)
+        assert found is not None
+        return found
 
     # --- queries --------------------------------------------------------------------
 

@@ -103,7 +103,19 @@ def test_kernel_owned_events_cannot_be_appended_directly(k):
     from eventkernel.events.work import WorkItemCancelled
 
     with refused(k, InvalidArgument, "written only by the kernel's commands"):
-        k.append("work_item:x", [WorkItemCancelled(work_item_id="x", reason="r")])
+        k.append("note:x", [WorkItemCancelled(work_item_id="x", reason="r")])
+
+
+@pytest.mark.parametrize("stream", ["memory:ns/k", "checkpoint:t1", "work_item:x", "session:s", "task:t",
+                                    "workflow:w", "agent:a", "idempotency:k", "recovery:t", "command:c"])
+def test_application_events_cannot_go_to_the_kernels_own_streams(k, stream):
+    k.memory.put("ns", "k", 1)
+    k.checkpoints.record("t1", "manual", None)
+    with refused(k, InvalidArgument, "only the kernel's own commands write"):
+        k.append(stream, said("intruder"))
+    # the domains' own rules still hold afterwards
+    assert k.memory.put("ns", "k", 2, expected_version=1).version == 2
+    assert k.checkpoints.record("t1", "manual", None).sequence_number == 2
 
 
 def test_read_filters(k):
