@@ -176,6 +176,7 @@ class Kernel(Reader):
         methods, answering what this kernel answered when its head was there.
         Commands on it raise ReadOnly. Use it as a context manager."""
         _check_progress("at", progress)
+        progress = self._db.guard("at", progress)
         if (position is None) == (time_ms is None):
             raise InvalidArgument("at refused: give a position or time_ms=, exactly one")
         if time_ms is not None:
@@ -237,7 +238,7 @@ class Kernel(Reader):
         keep working until the final swap. Returns the head it reflects."""
         check_optional_text("rebuild", "name", name)
         _check_progress("rebuild", progress)
-        return self._projector.rebuild(self._db, None if name is None else [name], progress)
+        return self._projector.rebuild(self._db, None if name is None else [name], self._db.guard("rebuild", progress))
 
     def verify(self, *, anchor: tuple[int, str] | None = None, progress: Progress | None = None) -> VerifyReport:
         """Check the file, the journal's order and hash chain, and that every
@@ -252,7 +253,7 @@ class Kernel(Reader):
             raise InvalidArgument(
                 f"verify refused: anchor must be (position, 64-hex-digit head_hash), got {anchor!r:.100}"
             )
-        return verify(self._db, self._projector, anchor=anchor, progress=progress)
+        return verify(self._db, self._projector, anchor=anchor, progress=self._db.guard("verify", progress))
 
     def checkpoint(self, mode: Literal["passive", "full", "restart", "truncate"] = "passive") -> tuple[int, int]:
         """Copy the WAL into the database file now (maintenance; appends never

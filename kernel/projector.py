@@ -29,6 +29,21 @@ Progress = Callable[[int, int], None]
 _BATCH = 10_000
 
 
+_POSITIONS_DDL = (
+    "CREATE TABLE IF NOT EXISTS projection_positions ("
+    " name TEXT PRIMARY KEY, version INTEGER NOT NULL, position INTEGER NOT NULL) STRICT"
+)
+
+
+class _ApplyFailed(Exception):
+    """A projection's tables refused an event while folding the journal."""
+
+    def __init__(self, name: str, position: int) -> None:
+        super().__init__(f"projection {name} failed to apply the event at position {position}")
+        self.name = name
+        self.position = position
+
+
 class TableDiff(msgspec.Struct, frozen=True, kw_only=True):
     """How one projection table changed between two positions."""
 
@@ -138,17 +153,26 @@ class Projector:
         return "\n".join(tables), "\n".join(indexes)
 
     @cached_property
-    def tables(self) -> dict[str, tuple[str, ...]]:
-        """The tables each projection's DDL creates, learnt by running it."""
+    def objects(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """(type, name) of every schema object each projection's DDL creates,
+        tables first, learnt by running it."""
         out = {}
         for m in self.modules:
             mem = memory_connection()
             mem.execute(self.ddl(m))
             out[m.NAME] = tuple(
-                name for (name,) in mem.execute("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+                (str(t), str(n)) for t, n in mem.execute(
+                    "SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+                    "ORDER BY type != 'table', name"
+                )
             )
             mem.close()
         return out
+
+    @cached_property
+    def tables(self) -> dict[str, tuple[str, ...]]:
+        """The tables each projection's DDL creates."""
+        return {name: tuple(n for t, n in objects if t == "table") for name, objects in self.objects.items()}
 
     def select(self, names: Iterable[str] | None) -> tuple[ModuleType, ...]:
         if names is None:
@@ -166,9 +190,14 @@ class Projector:
         return {name: (v, p) for name, v, p in conn.execute("SELECT name, version, position FROM projection_positions")}
 
     def _recreate(self, conn: apsw.Connection, module: ModuleType, position: int) -> None:
-        # Table names come from our own DDL, never from user input.
-        for table in self.tables[module.NAME]:
-            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+        """Drop whatever holds the names of the projection's tables, indexes
+        and triggers (damaged or not), create them afresh at ``position``."""
+        conn.execute(_POSITIONS_DDL)
+        for _, name in self.objects[module.NAME]:
+            row = conn.execute("SELECT type FROM sqlite_schema WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] in ("table", "view", "index", "trigger"):
+                # The name comes from our own DDL, never from user input.
+                conn.execute(f'DROP {str(row[0]).upper()} IF EXISTS "{name}"')
         conn.execute(self.ddl(module))
         conn.execute(
             "INSERT OR REPLACE INTO projection_positions (name, version, position) VALUES (?, ?, ?)",
@@ -176,28 +205,71 @@ class Projector:
         )
 
     def setup(self, db: Database, progress: Progress | None = None) -> None:
-        """Create missing projections, rebuild those whose VERSION changed, and
-        apply whatever events each one has not seen yet."""
+        """Bring every projection up to the journal head on open: create the
+        missing ones, rebuild those whose VERSION changed or that are damaged
+        (a table missing, a recorded position past the head or behind rows
+        it already holds), and apply what the others have not seen. Never
+        applies an event twice: when in doubt, it rebuilds."""
         with db.read("opening the projections") as conn:
             head = journal.head(conn)[0]
             current = {m.NAME: (m.VERSION, head) for m in self.modules}
-            if {k: v for k, v in self.positions(conn).items() if k in current} == current and all(
-                conn.table_exists("main", t) for names in self.tables.values() for t in names
-            ):
+            if conn.table_exists("main", "projection_positions") and {
+                k: v for k, v in self.positions(conn).items() if k in current
+            } == current and all(self._sound(conn, m) for m in self.modules):
                 return  # nothing to do: no write lock taken
-        stale = []
+        rebuild = []
         with db.write("opening the projections") as conn:
+            conn.execute(_POSITIONS_DDL)
+            head = journal.head(conn)[0]
             known = self.positions(conn)
             for m in self.modules:
+                present = [t for t in self.tables[m.NAME] if conn.table_exists("main", t)]
                 if m.NAME not in known:
-                    self._recreate(conn, m, 0)
-                elif known[m.NAME][0] != m.VERSION:
-                    stale.append(m.NAME)
-                else:
-                    conn.execute(self.ddl(m))  # IF NOT EXISTS: restores a dropped table
-        if stale:
-            self.rebuild(db, stale, progress)
+                    if present:
+                        rebuild.append(m.NAME)  # tables without a position: nothing says how far they got
+                    else:
+                        self._recreate(conn, m, 0)
+                    continue
+                version, position = known[m.NAME]
+                if version != m.VERSION or position > head or not self._sound(conn, m) \
+                        or (position < head and self._ahead_of(conn, m, position)):
+                    rebuild.append(m.NAME)
+        if rebuild:
+            log.info("rebuilding projections %s of %r", ", ".join(rebuild), db.path)
+            self.rebuild(db, rebuild, progress)
         self.catch_up(db, progress)
+
+    @cached_property
+    def _columns(self) -> dict[str, tuple[str, ...]]:
+        """The columns of every projection table, as its DDL makes them."""
+        out = {}
+        for m in self.modules:
+            mem = memory_connection()
+            mem.execute(self.ddl(m))
+            for table in self.tables[m.NAME]:
+                out[table] = tuple(str(r[1]) for r in mem.execute("SELECT * FROM pragma_table_info(?)", (table,)))
+            mem.close()
+        return out
+
+    def _sound(self, conn: apsw.Connection, module: ModuleType) -> bool:
+        """Whether each of the projection's tables exists with its columns."""
+        for table in self.tables[module.NAME]:
+            have = tuple(str(r[1]) for r in conn.execute("SELECT * FROM pragma_table_info(?)", (table,)))
+            if have != self._columns[table]:
+                return False
+        return True
+
+    def _ahead_of(self, conn: apsw.Connection, module: ModuleType, position: int) -> bool:
+        """Whether ``module``'s rows record a journal position past ``position``
+        (its recorded position is then wrong, and catching up would apply
+        events twice)."""
+        for table in self.tables[module.NAME]:
+            columns = [row[1] for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table,))]
+            if "position" in columns:
+                row = conn.execute(f'SELECT max(position) FROM "{table}"').fetchone()
+                if row is not None and row[0] is not None and (type(row[0]) is not int or row[0] > position):
+                    return True
+        return False
 
     # --- applying -----------------------------------------------------------------
 
@@ -208,9 +280,14 @@ class Projector:
             for m in handlers.get(r.type, ()):
                 m.apply(conn, r, r.event)
 
-    @staticmethod
-    def advance(conn: apsw.Connection, position: int) -> None:
-        conn.execute("UPDATE projection_positions SET position = ?", (position,))
+    def advance(self, conn: apsw.Connection, position: int) -> None:
+        """Record that this process's projections reached ``position`` (other
+        processes may register projections this one does not apply)."""
+        conn.execute(self._advance_sql, (position, *self.by_name))
+
+    @cached_property
+    def _advance_sql(self) -> str:
+        return f"UPDATE projection_positions SET position = ? WHERE name IN ({', '.join('?' * len(self.by_name))})"
 
     def _fold_rows(
         self,
@@ -239,15 +316,21 @@ class Projector:
                 record = record_from_row(row)
                 event = record.event
                 for m in targets:
-                    m.apply(target, record, event)
+                    try:
+                        m.apply(target, record, event)
+                    except apsw.Error as e:
+                        raise _ApplyFailed(m.NAME, record.position) from e
             if progress is not None and not n & 4095:
                 progress(n)
         return last
 
     def catch_up(self, db: Database, progress: Progress | None = None) -> None:
         """Apply the events each projection has not seen, in batches of
-        transactions so the write lock is released now and then."""
+        transactions so the write lock is released now and then. A
+        projection whose tables refuse an event (they do not match its
+        recorded position) is rebuilt instead."""
         while True:
+            failed = None
             with db.write("catching up the projections") as conn:
                 head = journal.head(conn)[0]
                 after = {name: p for name, (_, p) in self.positions(conn).items() if name in self.by_name}
@@ -255,12 +338,23 @@ class Projector:
                 if start >= head:
                     return
                 rows = journal.read_rows(conn, after=start, limit=_BATCH)
-                last = self._fold_rows(conn.cursor(), rows, self.modules, after)
-                conn.execute(
-                    "UPDATE projection_positions SET position = ? WHERE position < ?", (last, last)
-                )
-                if progress is not None:
-                    progress(last, head)
+                try:
+                    with db.write("catching up the projections"):  # a savepoint, undone on a failure
+                        last = self._fold_rows(conn.cursor(), rows, self.modules, after)
+                except _ApplyFailed as e:
+                    failed = e
+                else:
+                    conn.execute(
+                        f"UPDATE projection_positions SET position = ? WHERE position < ? "
+                        f"AND name IN ({', '.join('?' * len(self.by_name))})",
+                        (last, last, *self.by_name),
+                    )
+                    if progress is not None:
+                        progress(last, head)
+            if failed is not None:
+                log.warning("projection %s cannot catch up in %r (%s); rebuilding it", failed.name, db.path,
+                            failed.__cause__)
+                self.rebuild(db, [failed.name], progress)
 
     # --- rebuilding -------------------------------------------------------------------
 
@@ -340,12 +434,13 @@ class Projector:
     # --- comparing (live vs rebuilt) --------------------------------------------------------------------
 
     def compare(
-        self, live: apsw.Connection, rebuilt: apsw.Connection, *, limit: int = 20
+        self, live: apsw.Connection, rebuilt: apsw.Connection, *, names: Iterable[str] | None = None,
+        limit: int = 20,
     ) -> list[str]:
         """Differences between live projection tables and a rebuild, table by
         table and row by row (at most ``limit`` reported)."""
         problems: list[str] = []
-        for m in self.modules:
+        for m in self.select(names):
             for table in self.tables[m.NAME]:
                 info = rebuilt.execute(f'PRAGMA table_info("{table}")').fetchall()
                 columns = [str(row[1]) for row in info]

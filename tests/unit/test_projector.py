@@ -238,3 +238,96 @@ def test_rebuild_leaves_no_database_attached(k, clock):
     names = [row[1] for row in k._db.conn.execute("PRAGMA database_list")]
     assert names == ["main"] or names == ["main", "temp"]
     assert k.verify().ok
+
+
+DAMAGE = {
+    "positions set to 0 (rows kept)": "UPDATE projection_positions SET position = 0",
+    "positions set back halfway": "UPDATE projection_positions SET position = position / 2",
+    "positions past the head": "UPDATE projection_positions SET position = position + 100",
+    "a position row deleted (tables kept)": "DELETE FROM projection_positions WHERE name = 'work_items'",
+    "the positions table dropped": "DROP TABLE projection_positions",
+    "a table dropped (its position kept)": "DROP TABLE memory_entries",
+    "a column dropped": "ALTER TABLE work_items DROP COLUMN error",
+    "a table replaced by a view": "DROP TABLE checkpoints; CREATE VIEW checkpoints AS SELECT 1 AS x",
+    "an index of another table takes our index's name": (
+        "DROP INDEX work_items_task; CREATE INDEX work_items_task ON tasks (title)"),
+    "a stray row that blocks an insert": (
+        "INSERT INTO work_items SELECT 'wi_stray', task_id, kind, priority, input, status, attempt, retry_count, "
+        "max_retries, token, lease_holder, lease_acquired_at, lease_expires_at, heartbeat_at, output, error, "
+        "created_at, updated_at, enqueued_position, position + 1000 FROM work_items LIMIT 1"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_open_and_rebuild_repair_any_damage_to_projections_without_applying_an_event_twice(db_path, clock, damage):
+    with eventkernel.open(db_path, clock=clock) as k:
+        workload(k, clock)
+        k.memory.put("ns", "key", 1)
+        k.checkpoints.record("t0", "manual", None)
+        expected = live_tables(k)
+    conn = raw(db_path)
+    conn.execute(DAMAGE[damage])
+    conn.close()
+    with eventkernel.open(db_path, clock=clock) as k:
+        assert k.rebuild() == k.head
+        assert live_tables(k) == expected
+        assert k.verify().ok
+    conn = raw(db_path)
+    conn.execute(DAMAGE[damage])
+    conn.close()
+    with eventkernel.open(db_path, clock=clock) as k:  # open alone repairs what it can see
+        report = k.verify()
+        if damage == "a stray row that blocks an insert":
+            assert not report.ok and "does not follow from the journal" in " ".join(report.problems)
+            k.rebuild()
+        assert live_tables(k) == expected
+        assert k.verify().ok
+
+
+def test_the_cli_rebuild_repairs_positions_set_to_zero(db_path, clock, capsys):
+    from eventkernel.cli import main
+
+    with eventkernel.open(db_path, clock=clock) as k:
+        workload(k, clock)
+        expected = live_tables(k)
+    conn = raw(db_path)
+    conn.execute("UPDATE projection_positions SET position = 0")
+    conn.close()
+    assert main(["rebuild", db_path]) == 0
+    with eventkernel.open(db_path, clock=clock) as k:
+        assert live_tables(k) == expected
+
+
+@pytest.mark.parametrize("site", ["rebuild", "verify", "at", "diff"])
+def test_a_command_from_a_progress_callback_is_refused_not_acknowledged_and_lost(k, clock, site):
+    k.append("note:x", [Note(text="an application event")])
+    with k.transaction():
+        for i in range(10_000):
+            k.work.enqueue("t", i)
+    head = k.head
+    refusals = []
+
+    def progress(done, total):
+        try:
+            k.work.enqueue("from-callback", None)
+        except eventkernel.ReadOnly as e:
+            refusals.append(str(e))
+
+    if site == "rebuild":
+        k.rebuild(progress=progress)
+    elif site == "verify":
+        assert k.verify(progress=progress).ok
+    elif site == "at":
+        with k.at(head, progress=progress):
+            pass
+    else:
+        k.diff(1, head, progress=progress)
+    assert refusals and all(f"progress callback of {site if site != 'diff' else 'at'}" in r for r in refusals)
+    assert k.head == head
+    assert k.work.list(task_id="from-callback") == []
+    k.work.enqueue("after", None)  # commands work again once it returned
+    assert k.head == head + 1
+
+
+class Note(eventkernel.Event, tag="test.projector_note"):
+    text: str
