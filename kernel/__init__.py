@@ -36,6 +36,7 @@ from eventkernel.kernel import Kernel, open
 from eventkernel.services.checkpoints import Resume
 from eventkernel.services.idempotency import IdempotencyResult
 from eventkernel.verify import VerifyReport
+from eventkernel.version import VERSION
 from eventkernel.projections.checkpoints import Checkpoint
 from eventkernel.projections.idempotency_keys import IdempotencyKey
 from eventkernel.projections.memory_entries import MemoryEntry
@@ -44,7 +45,7 @@ from eventkernel.projections.sessions import Session, SessionEvent
 from eventkernel.projections.tasks import Agent, Task, ToolExecution, Workflow, WorkflowTask
 from eventkernel.projections.work_items import WorkItem
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "Agent",

@@ -1,9 +1,10 @@
 """The ``eventkernel`` command line: a thin layer over the library.
 
 ``main(argv) -> int``; one function per subcommand; ``--json`` for machines
-(one object per line for row streams); errors are one line on stderr and
-exit status 1. Long work shows progress on a terminal and stays quiet when
-piped.
+(one object per line for row streams); errors, usage errors included, are
+one line on stderr and exit status 1. Read commands open the file read-only:
+they never create, migrate or write it. Long work shows progress on a
+terminal and stays quiet when piped.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import argparse
 import csv
 import datetime as dt
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -24,8 +26,14 @@ from eventkernel.errors import InvalidArgument, KernelError
 from eventkernel.journal import LogEntry
 from eventkernel.kernel import Kernel
 from eventkernel.kernel import open as open_kernel
+from eventkernel.validate import INT64_MAX
+from eventkernel.version import VERSION
 
 _json = msgspec.json.Encoder()
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_DIGITS = re.compile(r"[0-9]+")
+_HASH = re.compile(r"[0-9a-f]{64}")
+_WIDTH = 100  # characters of data shown per event by `log` without --full
 
 
 def _dump(obj: Any) -> str:
@@ -33,20 +41,48 @@ def _dump(obj: Any) -> str:
 
 
 def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO 8601 in UTC for any ms since the epoch (years 1 to 9999); the bare
+    number outside that range."""
+    try:
+        return (_EPOCH + dt.timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, ValueError):
+        return f"{ms} ms"
 
 
-def _time(text: str) -> int:
-    """ms since the epoch from an int or an ISO 8601 time (UTC unless it says otherwise)."""
-    if text.lstrip("-").isdigit():
-        return int(text)
+def _whole(text: str, what: str) -> int:
+    """A whole number of ASCII digits within 0..2**63-1 (not '²', not '١')."""
+    if not _DIGITS.fullmatch(text) or int(text) > INT64_MAX:
+        raise InvalidArgument(f"{what} must be a whole number from 0 to {INT64_MAX}, got {text!r}")
+    return int(text)
+
+
+def _arg(what: str) -> Callable[[str], int]:
+    """An argparse type for a whole number, named in its error."""
+
+    def parse(text: str) -> int:
+        try:
+            return _whole(text, what)
+        except InvalidArgument as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = what
+    return parse
+
+
+def _time(text: str, what: str) -> int:
+    """ms since the epoch from a whole number or an ISO 8601 time (UTC unless it says otherwise)."""
+    if re.fullmatch(r"-?[0-9]+", text):
+        value = int(text)
+        if abs(value) > INT64_MAX:
+            raise InvalidArgument(f"{what} {text!r} is out of range")
+        return value
     try:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidArgument(f"cannot read {text!r} as a time: give ms since the epoch or ISO 8601") from None
+        raise InvalidArgument(f"cannot read {what} {text!r} as a time: give ms since the epoch or ISO 8601") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1000)
+    return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
 
 
 def _progress(label: str) -> Callable[[int, int], None] | None:
@@ -69,15 +105,29 @@ def _progress(label: str) -> Callable[[int, int], None] | None:
     return show
 
 
-def _open(args: argparse.Namespace) -> Kernel:
-    return open_kernel(args.db)
+def _read(args: argparse.Namespace) -> Kernel:
+    """The file, opened read-only: never created, migrated or written."""
+    return open_kernel(args.db, read_only=True)
+
+
+def _position(k: Kernel, text_or_int: str | int, what: str, *, event: bool = False) -> int:
+    """A journal position given on the command line, checked against the head
+    (``event``: it must name an event, so 0 is refused too)."""
+    position = text_or_int if isinstance(text_or_int, int) else _whole(text_or_int, what)
+    head = k.head
+    if event and not 1 <= position <= head:
+        span = f"positions run from 1 to the head, {head}" if head else "the journal is empty"
+        raise InvalidArgument(f"there is no event at position {position} ({span})")
+    if position > head:
+        raise InvalidArgument(f"{what} {position} is past the journal head {head}")
+    return position
 
 
 # --- subcommands ------------------------------------------------------------------
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    with _open(args) as k:
+    with open_kernel(args.db) as k:
         head = k.head
     _emit(args, {"db": args.db, "head": head}, f"initialised {args.db} (head {head})")
     return 0
@@ -85,102 +135,102 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.json:
-        return demo.run(args.db, seed=args.seed, out=lambda text: print(_dump({"line": text})))
-    return demo.run(args.db, seed=args.seed)
+        return demo.run(args.db, seed=args.seed, out=None, events=lambda e: _print(_dump(e)))
+    return demo.run(args.db, seed=args.seed, out=_print)
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
 
 
 def _print_entry(args: argparse.Namespace, e: LogEntry) -> None:
     if args.json:
-        print(_dump(e), flush=True)
-    else:
-        data = _dump(e.data)
-        if len(data) > 100:
-            data = data[:99] + "…"
-        print(f"{e.position:>8}  {_iso(e.recorded_at)}  {e.stream}  v{e.version}  {e.type}  {data}", flush=True)
+        _print(_dump(e))
+        return
+    data = _dump(e.data)
+    if not args.full and len(data) > _WIDTH:
+        data = data[: _WIDTH - 1] + "…"
+    _print(f"{e.position:>8}  {_iso(e.recorded_at)}  {e.stream}  v{e.version}  {e.type}  {data}")
 
 
 def cmd_log(args: argparse.Namespace) -> int:
     filters = dict(
         stream=args.stream, stream_prefix=args.prefix, types=args.type or (), correlation_id=args.correlation,
-        before=args.before, since_ms=None if args.since is None else _time(args.since),
-        until_ms=None if args.until is None else _time(args.until),
+        before=args.before, since_ms=None if args.since is None else _time(args.since, "--since"),
+        until_ms=None if args.until is None else _time(args.until, "--until"),
     )
-    with _open(args) as k:
+    with _read(args) as k:
+        for type_ in args.type or ():
+            if not any(True for _ in k.log(types=[type_], limit=1)):
+                print(f"eventkernel log: no event of type {type_!r} in {args.db}", file=sys.stderr)
         last, shown = args.after, 0
         for e in k.log(after=last, limit=args.limit, **filters):
             _print_entry(args, e)
             last, shown = e.position, shown + 1
         while args.follow and (args.limit is None or shown < args.limit):
             time.sleep(args.poll)
-            for e in k.log(after=last, **filters):
+            for e in k.log(after=last, limit=None if args.limit is None else args.limit - shown, **filters):
                 _print_entry(args, e)
                 last, shown = e.position, shown + 1
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with _open(args) as k:
+    with _read(args) as k:
         target = args.target
-        if target.isdigit():
-            entries = list(k.log(after=int(target) - 1, limit=1))
-            if not entries or entries[0].position != int(target):
-                raise InvalidArgument(f"no event at position {target} (the head is {k.head})")
+        if _DIGITS.fullmatch(target):
+            position = _position(k, target, "position", event=True)
+            entries = list(k.log(after=position - 1, limit=1))
         else:
             entries = list(k.log(stream=target))
             if not entries:
-                raise InvalidArgument(f"no stream {target!r}")
+                raise InvalidArgument(f"there is no stream {target!r} (nor a position: positions are whole numbers)")
     for e in entries:
         if args.json:
-            print(_dump(e))
-        else:
-            print(f"position {e.position}  {e.stream} v{e.version}  {e.type} (schema {e.schema})")
-            print(f"  recorded_at    {e.recorded_at} ({_iso(e.recorded_at)})")
-            for name in ("event_id", "correlation_id"):
-                if getattr(e, name) is not None:
-                    print(f"  {name:<14} {getattr(e, name)}")
-            if e.meta:
-                print(f"  meta           {_dump(e.meta)}")
-            print(f"  hash           {e.hash}")
-            print("  data           " + json.dumps(e.data, indent=2, ensure_ascii=False).replace("\n", "\n                 "))
+            _print(_dump(e))
+            continue
+        _print(f"position {e.position}  {e.stream} v{e.version}  {e.type} (schema {e.schema})")
+        _print(f"  recorded_at    {e.recorded_at} ({_iso(e.recorded_at)})")
+        for name in ("event_id", "correlation_id"):
+            if getattr(e, name) is not None:
+                _print(f"  {name:<14} {getattr(e, name)}")
+        if e.meta:
+            _print(f"  meta           {_dump(e.meta)}")
+        _print(f"  hash           {e.hash}")
+        _print("  data           " + json.dumps(e.data, indent=2, ensure_ascii=False).replace("\n", "\n                 "))
     return 0
 
 
-def _position_of(k: Kernel, args: argparse.Namespace) -> int:
-    if args.to is not None:
-        return int(args.to)
-    with k.at(time_ms=_time(args.at)) as view:
-        return view.position
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
-    with _open(args) as k:
-        position = _position_of(k, args)
+    with _read(args) as k:
+        if args.to is not None:
+            position = _position(k, args.to, "--to")
+        else:
+            position = k.position_at(_time(args.at, "--at"))
         with k.at(position, progress=_progress("replaying")) as view:
             if args.out:
                 view.save(args.out)
-            counts = {}
-            for names in k._projector.tables.values():
-                for table in names:
-                    counts[table] = len(view.table(table)[1])
+            counts = {table: len(view.table(table)[1]) for table in view.table_names()}
             head_entry = list(view.log(after=position - 1, limit=1)) if position else []
     at = _iso(head_entry[0].recorded_at) if head_entry else "-"
-    summary = {"position": position, "recorded_at": at, "tables": counts}
+    summary: dict[str, Any] = {"position": position, "recorded_at": at, "tables": counts}
     if args.out:
         summary["out"] = args.out
     if args.json:
-        print(_dump(summary))
-    else:
-        print(f"as of position {position} ({at}):")
-        for table, n in counts.items():
-            print(f"  {table:<24} {n:>8} rows")
-        if args.out:
-            print(f"written to {args.out}")
+        _print(_dump(summary))
+        return 0
+    _print(f"as of position {position} ({at}):")
+    for table, n in counts.items():
+        _print(f"  {table:<24} {n:>8} rows")
+    if args.out:
+        _print(f"written to {args.out}")
     return 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    with _open(args) as k:
-        diffs = k.diff(args.a, args.b, progress=_progress("replaying"))
+    with _read(args) as k:
+        a, b = _position(k, args.a, "A"), _position(k, args.b, "B")
+        diffs = k.diff(a, b, progress=_progress("replaying"))
     for d in diffs:
         if not (d.added or d.removed or d.changed):
             continue
@@ -188,23 +238,22 @@ def cmd_diff(args: argparse.Namespace) -> int:
             def row(r: tuple[Any, ...], columns: list[str] = d.columns) -> dict[str, Any]:
                 return dict(zip(columns, r, strict=True))
 
-            print(_dump({"table": d.table, "added": [row(r) for r in d.added], "removed": [row(r) for r in d.removed],
-                         "changed": [{"before": row(a), "after": row(b)} for a, b in d.changed]}))
+            _print(_dump({"table": d.table, "added": [row(r) for r in d.added], "removed": [row(r) for r in d.removed],
+                          "changed": [{"before": row(x), "after": row(y)} for x, y in d.changed]}))
             continue
-        print(f"{d.table}: +{len(d.added)} -{len(d.removed)} ~{len(d.changed)}")
+        _print(f"{d.table}: +{len(d.added)} -{len(d.removed)} ~{len(d.changed)}")
         for r in d.added:
-            print(f"  + {dict(zip(d.columns, r, strict=True))}")
+            _print(f"  + {dict(zip(d.columns, r, strict=True))}")
         for r in d.removed:
-            print(f"  - {dict(zip(d.columns, r, strict=True))}")
+            _print(f"  - {dict(zip(d.columns, r, strict=True))}")
         for before, after in d.changed:
             changes = {c: (x, y) for c, x, y in zip(d.columns, before, after, strict=True) if x != y}
-            key = before[0]
-            print(f"  ~ {key!r}: " + ", ".join(f"{c} {x!r} -> {y!r}" for c, (x, y) in changes.items()))
+            _print(f"  ~ {before[0]!r}: " + ", ".join(f"{c} {x!r} -> {y!r}" for c, (x, y) in changes.items()))
     return 0
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    with _open(args) as k:
+    with open_kernel(args.db, create=False) as k:
         head = k.rebuild(args.name, progress=_progress("rebuilding"))
     what = args.name or "every projection"
     _emit(args, {"rebuilt": args.name, "head": head}, f"rebuilt {what} up to position {head}")
@@ -213,12 +262,17 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     anchor = None
-    if args.anchor:
+    if args.anchor is not None:
         position, sep, hash_hex = args.anchor.partition(":")
-        if not sep or not position.isdigit():
-            raise InvalidArgument(f"verify refused: --anchor must be POSITION:HASH, got {args.anchor!r}")
+        if not sep or not _DIGITS.fullmatch(position) or int(position) > INT64_MAX or not _HASH.fullmatch(hash_hex):
+            raise InvalidArgument(
+                f"--anchor must be POSITION:HASH (a whole number, a colon, 64 lowercase hex digits), "
+                f"got {args.anchor!r}"
+            )
         anchor = (int(position), hash_hex)
-    with _open(args) as k:
+    if args.expect_head is not None and not _HASH.fullmatch(args.expect_head):
+        raise InvalidArgument(f"--expect-head must be 64 lowercase hex digits, got {args.expect_head!r}")
+    with _read(args) as k:
         report = k.verify(anchor=anchor, progress=_progress("verifying"))
     problems = list(report.problems)
     if args.expect_head and args.expect_head != report.head_hash:
@@ -228,47 +282,50 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
     ok = not problems
     if args.json:
-        print(_dump({"ok": ok, "head": report.head, "head_hash": report.head_hash,
-                     "first_bad_position": report.first_bad_position, "problems": problems}))
+        _print(_dump({"ok": ok, "head": report.head, "head_hash": report.head_hash,
+                      "first_bad_position": report.first_bad_position, "problems": problems,
+                      "notes": report.notes}))
     else:
-        print(f"{'ok' if ok else 'FAILED'}: head {report.head}, hash {report.head_hash}")
+        _print(f"{'ok' if ok else 'FAILED'}: head {report.head}, hash {report.head_hash}")
         for p in problems:
-            print(f"  {p}")
+            _print(f"  {p}")
+        for n in report.notes:
+            _print(f"  note: {n}")
         if report.first_bad_position is not None:
-            print(f"  first bad position: {report.first_bad_position}")
+            _print(f"  first bad position: {report.first_bad_position}")
     return 0 if ok else 1
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    with _open(args) as k:
+    with _read(args) as k:
         stats = k.stats()
     if args.json:
-        print(_dump(stats))
+        _print(_dump(stats))
         return 0
-    print(f"head {stats.head}, database {stats.database_bytes:,} bytes")
+    _print(f"head {stats.head}, database {stats.database_bytes:,} bytes")
     for name, size in stats.files.items():
-        print(f"  {name:<28} {size:>14,} bytes")
-    print("events by type:")
+        _print(f"  {name:<28} {size:>14,} bytes")
+    _print("events by type:")
     for t, n in stats.events_by_type.items():
-        print(f"  {t:<28} {n:>10,}")
-    print("events by stream kind:")
+        _print(f"  {t:<28} {n:>10,}")
+    _print("events by stream kind:")
     for kind, n in stats.events_by_stream_kind.items():
-        print(f"  {kind:<28} {n:>10,}")
-    print("projections:")
+        _print(f"  {kind:<28} {n:>10,}")
+    _print("projections:")
     for name, p in stats.projections.items():
-        print(f"  {name:<28} v{p['version']} at {p['position']:,} (lag {p['lag']:,})")
+        _print(f"  {name:<28} v{p['version']} at {p['position']:,} (lag {p['lag']:,})")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    with _open(args) as k:
+    with _read(args) as k:
         if args.table is None:
             if args.format != "jsonl":
-                raise InvalidArgument("events export only as jsonl; --format csv needs --table")
+                raise InvalidArgument("the events export only as jsonl; --format csv needs --table")
             total, done = k.head, 0
             progress = _progress("exporting")
             for e in k.log():
-                print(_dump(e))
+                _print(_dump(e))
                 done += 1
                 if progress and done % 4096 == 0:
                     progress(done, total)
@@ -282,7 +339,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         writer.writerows([_csv(v) for v in r] for r in rows)
     else:
         for r in rows:
-            print(_dump(dict(zip(columns, [_plain(v) for v in r], strict=True))))
+            _print(_dump(dict(zip(columns, [_plain(v) for v in r], strict=True))))
     return 0
 
 
@@ -298,72 +355,89 @@ def cmd_query(args: argparse.Namespace) -> int:
     columns, rows = readonly.query(args.db, args.sql)
     if args.json:
         for r in rows:
-            print(_dump(dict(zip(columns, [_plain(v) for v in r], strict=True))))
+            _print(_dump(dict(zip(columns, [_plain(v) for v in r], strict=True))))
         return 0
     materialised = [[("NULL" if v is None else str(_plain(v))) for v in r] for r in rows]
     widths = [max([len(c)] + [len(line[i]) for line in materialised]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
+    _print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    _print("  ".join("-" * w for w in widths))
     for line in materialised:
-        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
+        _print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
     return 0
 
 
 def _emit(args: argparse.Namespace, obj: dict[str, object], text: str) -> None:
-    print(_dump(obj) if args.json else text)
+    _print(_dump(obj) if args.json else text)
 
 
 # --- the parser -------------------------------------------------------------------
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eventkernel", description="Inspect and operate an eventkernel journal.")
-    sub = p.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit status 1, like every error."""
 
-    def command(name: str, fn: object, help_: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_)
-        sp.add_argument("db", help="path of the SQLite file")
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="eventkernel", description="Inspect and operate an eventkernel journal.")
+    p.add_argument("--version", action="version", version=f"eventkernel {VERSION}",
+                   help="print the version of eventkernel and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of:")
+
+    def command(name: str, fn: object, help_: str, *, db: str = "path of the journal (opened read-only)") -> Any:
+        sp = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
+        sp.add_argument("db", metavar="DB", help=db)
         sp.add_argument("--json", action="store_true", help="print JSON (one object per line for rows)")
         sp.set_defaults(fn=fn)
         return sp
 
-    command("init", cmd_init, "create the journal and projections in a file")
-    d = command("demo", cmd_demo, "run a small simulated orchestration on a file")
-    d.add_argument("--seed", type=int, default=7, help="seed of the simulation (default 7)")
-    log = command("log", cmd_log, "list events, filtered; --follow tails new ones")
+    command("init", cmd_init, "create a journal in a new or empty file (an existing journal is left as it is)",
+            db="path of the file to create")
+    d = command("demo", cmd_demo, "run a small simulated orchestration on a file, in one transaction",
+                db="path of the journal to run it on (created if missing)")
+    d.add_argument("--seed", type=_arg("--seed"), default=7, help="seed of the simulation (default 7)")
+    log = command("log", cmd_log, "list events, filtered; --follow prints new ones as they are appended")
     log.add_argument("--stream", help="one stream, e.g. work_item:wi_01…")
     log.add_argument("--prefix", help="streams starting with this, e.g. memory:user:alice")
-    log.add_argument("--type", action="append", help="an event type (repeatable)")
+    log.add_argument("--type", action="append", help="an event type, e.g. work_item.claimed (repeatable)")
     log.add_argument("--correlation", help="a correlation id (a task id)")
-    log.add_argument("--after", type=int, default=0, help="positions after this one")
-    log.add_argument("--before", type=int, help="positions before this one")
-    log.add_argument("--since", help="recorded at or after (ms or ISO 8601)")
-    log.add_argument("--until", help="recorded at or before (ms or ISO 8601)")
-    log.add_argument("--limit", type=int, help="at most this many events")
-    log.add_argument("--follow", action="store_true", help="keep printing events as they are appended")
+    log.add_argument("--after", type=_arg("--after"), default=0, help="positions after this one")
+    log.add_argument("--before", type=_arg("--before"), help="positions before this one")
+    log.add_argument("--since", help="recorded at or after this time (ms since the epoch, or ISO 8601; UTC unless "
+                                     "it says otherwise)")
+    log.add_argument("--until", help="recorded at or before this time (as --since)")
+    log.add_argument("--limit", type=_arg("--limit"), help="at most this many events")
+    log.add_argument("--full", action="store_true", help=f"show the whole data of each event (default: the first "
+                                                         f"{_WIDTH} characters)")
+    log.add_argument("--follow", action="store_true", help="keep printing events as they are appended (Ctrl-C stops)")
     log.add_argument("--poll", type=float, default=0.2, help=argparse.SUPPRESS)
     show = command("show", cmd_show, "one event (by position) or every event of a stream, in full")
-    show.add_argument("target", metavar="POSITION|STREAM")
-    replay = command("replay", cmd_replay, "every projection as of a position or time")
+    show.add_argument("target", metavar="POSITION|STREAM", help="a journal position (1, 2, …) or a stream name")
+    replay = command("replay", cmd_replay, "every projection as of a position or a time")
     when = replay.add_mutually_exclusive_group(required=True)
-    when.add_argument("--to", type=int, metavar="POSITION")
-    when.add_argument("--at", metavar="TIME", help="ms since the epoch or ISO 8601")
-    replay.add_argument("--out", metavar="FILE", help="write the projection tables as of then to a new SQLite file")
+    when.add_argument("--to", type=_arg("--to"), metavar="POSITION", help="the journal position to replay to")
+    when.add_argument("--at", metavar="TIME", help="replay to the last event recorded at or before this time (ms "
+                                                   "since the epoch, or ISO 8601)")
+    replay.add_argument("--out", metavar="FILE", help="write the projection tables as of then to a new SQLite file "
+                                                      "(refused if FILE exists)")
     diff = command("diff", cmd_diff, "rows added, removed and changed between two positions")
-    diff.add_argument("a", type=int, metavar="A")
-    diff.add_argument("b", type=int, metavar="B")
-    r = command("rebuild", cmd_rebuild, "rebuild projections from the journal")
-    r.add_argument("name", nargs="?", help="one projection (default: all)")
+    diff.add_argument("a", type=_arg("A"), metavar="A", help="the earlier journal position")
+    diff.add_argument("b", type=_arg("B"), metavar="B", help="the later journal position")
+    r = command("rebuild", cmd_rebuild, "rebuild projections from the journal (opens the file for writing)",
+                db="path of an existing journal")
+    r.add_argument("name", nargs="?", help="one projection, e.g. work_items (default: all)")
     v = command("verify", cmd_verify, "check integrity, order, hash chain and projections")
     v.add_argument("--expect-head", metavar="HASH", help="the head hash recorded earlier (detects a cut tail)")
     v.add_argument("--anchor", metavar="POSITION:HASH",
                    help="a head and its hash recorded earlier: names where a cut tail began")
     command("stats", cmd_stats, "head, events per type and stream kind, sizes, projection lag")
-    ex = command("export", cmd_export, "events as JSON lines, or one projection table")
-    ex.add_argument("--table", help="a projection table instead of the events")
-    ex.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    ex = command("export", cmd_export, "the events as JSON lines, or one projection table")
+    ex.add_argument("--table", help="a projection table instead of the events, e.g. work_items")
+    ex.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="jsonl (default) or csv (tables)")
     q = command("query", cmd_query, "run one read-only SQL statement")
-    q.add_argument("sql", metavar="SQL")
+    q.add_argument("sql", metavar="SQL", help="one SELECT statement (writes, ATTACH and PRAGMA are refused)")
     return p
 
 
@@ -377,7 +451,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and Python
+        # must not complain while flushing stdout at exit.
+        _silence_stdout()
         return 0
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

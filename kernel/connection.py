@@ -254,6 +254,8 @@ class Database:
         if not exists and (self.opened_read_only or not create):
             why = "a read-only open never creates one" if self.opened_read_only else "create=False"
             raise NotAJournal(path, f"there is no such file ({why})")
+        if exists:
+            self._peek()
         conn = None
         try:
             conn = self._raw(create=not exists)
@@ -275,6 +277,19 @@ class Database:
                 _remove_if_empty(path)
             raise
         return conn
+
+    def _peek(self) -> None:
+        """Refuse a file that is plainly not ours without a side effect."""
+        name = "file:" + quote(self.path) + "?mode=ro&immutable=1"
+        try:
+            conn = apsw.Connection(name, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI, vfs=self.vfs)
+        except apsw.Error:
+            return  # the normal open reports it
+        try:
+            fileformat.peek(conn, self.path, newest=migrations.newest(),
+                            doing="read-only open" if self.opened_read_only else "open")
+        finally:
+            conn.close()
 
     def _raw(self, *, create: bool) -> apsw.Connection:
         """A connection with only the settings that write nothing. Until the

@@ -64,6 +64,28 @@ def _legacy_level(conn: apsw.Connection, objects: list[tuple[str, str]]) -> list
     return [int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
 
 
+def _incomplete(e: NotAJournal) -> NotAJournal:
+    """Mark a refusal that the file's -wal could still overturn."""
+    e.wal_may_complete = True  # type: ignore[attr-defined]
+    return e
+
+
+def peek(conn: apsw.Connection, path: str, *, newest: int, doing: str = "open") -> None:
+    """Refuse a file that is plainly not ours, judging by the database file
+    alone: ``conn`` reads it with ``immutable=1``, which creates no -wal or
+    -shm file, takes no lock and never rolls a journal back. Whatever may
+    still be ours (a new file, a journal, one whose last changes are only in
+    its -wal) passes, to be inspected by a normal connection."""
+    try:
+        inspect(conn, path, newest=newest, doing=doing)
+    except NotAJournal as e:
+        if getattr(e, "wal_may_complete", False):
+            return  # the -wal may complete what the database file holds
+        raise
+    except apsw.Error:
+        return  # not conclusive on the file alone
+
+
 def inspect(conn: apsw.Connection, path: str, *, newest: int, doing: str = "open") -> Found:
     """Classify the file behind ``conn`` by reading its header and schema only.
 
@@ -98,13 +120,14 @@ def inspect(conn: apsw.Connection, path: str, *, newest: int, doing: str = "open
                 f"formats up to {newest}); upgrade eventkernel to open it", doing=doing,
             )
         if "journal" not in tables:
-            raise NotAJournal(path, "it is marked as an eventkernel journal but has no journal table", doing=doing)
+            raise _incomplete(NotAJournal(path, "it is marked as an eventkernel journal but has no journal table",
+                                          doing=doing))
         return Found(kind="journal", level=user_version, stamped=True)
     if legacy is not None:
         # A journal written by eventkernel 0.1.0, before files were marked.
         versions = legacy
         if versions != list(range(1, len(versions) + 1)):
-            raise NotAJournal(path, f"its schema_migrations table lists versions {versions}", doing=doing)
+            raise _incomplete(NotAJournal(path, f"its schema_migrations table lists versions {versions}", doing=doing))
         if len(versions) > newest:
             raise NotAJournal(
                 path, f"it was written by a newer eventkernel ({len(versions)} journal migrations; this version "

@@ -180,19 +180,26 @@ class Kernel(Reader):
         if (position is None) == (time_ms is None):
             raise InvalidArgument("at refused: give a position or time_ms=, exactly one")
         if time_ms is not None:
-            check_int("at", "time_ms", time_ms)
-            with translating("finding the position of a time"):
-                row = self._db.conn.execute(
-                    "SELECT coalesce(max(position), 0) FROM journal WHERE recorded_at <= ?", (time_ms,)
-                ).fetchone()
-            assert row is not None  # an aggregate always returns a row
-            position = int(row[0])
+            position = self.position_at(time_ms, where="at")
         assert position is not None
         check_int("at", "position", position, minimum=0)
         head = self.head
         if position > head:
             raise InvalidArgument(f"at refused: position {position} is past the journal head {head}")
         return KernelView(self._db, self._projector, self._ctx.clock, position, progress)
+
+    def position_at(self, time_ms: int, *, where: str = "position_at") -> int:
+        """The last position such that every event up to it was recorded at or
+        before ``time_ms`` (0 when the first was later): the head as it was at
+        that time. Times in a file never go backwards, so this is the last
+        event recorded by then; in a file written by 0.1.0 under a clock that
+        stepped back, it stops before the first event recorded later."""
+        check_int(where, "time_ms", time_ms)
+        with translating("finding the position of a time"):
+            row = self._db.conn.execute(
+                "SELECT position FROM journal WHERE recorded_at > ? ORDER BY position LIMIT 1", (time_ms,)
+            ).fetchone()
+        return self.head if row is None else int(row[0]) - 1
 
     # --- transactions and maintenance ----------------------------------------------------
 

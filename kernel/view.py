@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator, Sequence
 from urllib.parse import quote
 
@@ -11,7 +12,7 @@ import apsw
 from eventkernel import journal
 from eventkernel.clock import Clock
 from eventkernel.connection import Database, translating
-from eventkernel.errors import InvalidArgument
+from eventkernel.errors import InvalidArgument, JournalError
 from eventkernel.journal import LogEntry, Recorded
 from eventkernel.projector import Progress, Projector
 from eventkernel.services.base import Context
@@ -131,6 +132,10 @@ class Reader:
             columns = [row[1] for row in self._db.conn.execute(f'PRAGMA table_info("{name}")')]
             return columns, self._db.conn.execute(f'SELECT * FROM "{name}" ORDER BY 1').fetchall()
 
+    def table_names(self) -> list[str]:
+        """The names of every projection table, in projection order."""
+        return [t for names in self._projector.tables.values() for t in names]
+
     def stream_version(self, stream: str) -> int:
         """The stream's current version (0 when it has no events)."""
         check_text("stream_version", "stream", stream)
@@ -160,11 +165,39 @@ class KernelView(Reader):
 
     def save(self, path: str) -> None:
         """Write every projection table as of this position into a new,
-        standalone SQLite file (for analytics tools). Refuses an existing file."""
-        if os.path.exists(path):
+        standalone SQLite file (for analytics tools). Refuses an existing
+        file. The file is written under a temporary name and appears under
+        ``path`` only once complete and synced, so an interrupted save
+        leaves no half file."""
+        check_text("save", "path", path, max_len=4096)
+        path = os.path.abspath(path)
+        if os.path.lexists(path):
             raise InvalidArgument(f"save refused: {path!r} already exists")
-        with translating(f"saving the view to {path!r}"):
-            self._db.conn.execute("VACUUM main INTO ?", (path,))
+        directory = os.path.dirname(path)
+        if not os.path.isdir(directory):
+            raise InvalidArgument(f"save refused: the directory {directory!r} does not exist")
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        try:
+            with translating(f"saving the view to {path!r}"):
+                self._db.conn.execute("VACUUM main INTO ?", (tmp,))
+            try:
+                _fsync(tmp)
+                try:
+                    os.link(tmp, path)  # fails if path appeared meanwhile: never overwrites
+                except FileExistsError:
+                    raise InvalidArgument(f"save refused: {path!r} already exists") from None
+                except OSError:  # a file system without hard links
+                    if os.path.lexists(path):
+                        raise InvalidArgument(f"save refused: {path!r} already exists") from None
+                    os.rename(tmp, path)
+                _fsync(directory)
+            except OSError as e:
+                raise JournalError(f"saving the view to {path!r} failed: {e}") from e
+        finally:
+            try:
+                os.remove(tmp)
+            except FileNotFoundError:
+                pass
 
     def close(self) -> None:
         self._db.conn.close()
@@ -177,6 +210,16 @@ class KernelView(Reader):
 
     def __repr__(self) -> str:
         return f"<KernelView as of position {self.position}>"
+
+
+def _fsync(path: str) -> None:
+    """Make a file (or a directory's entries) durable. Only for files that no
+    SQLite connection of this process has open."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _bounded_journal(source: Database, mem: apsw.Connection, upto: int) -> None:
@@ -192,6 +235,6 @@ def _bounded_journal(source: Database, mem: apsw.Connection, upto: int) -> None:
             journal.read_rows(source.conn, until=upto, page=10_000),
         )
         return
-    uri = "file:" + quote(os.path.abspath(source.path)) + "?mode=ro"
+    uri = "file:" + quote(source.path) + "?mode=ro" + ("&immutable=1" if source.immutable else "")
     mem.execute("ATTACH ? AS journal_file", (uri,))
     mem.execute(f"CREATE TEMP VIEW journal AS SELECT * FROM journal_file.journal WHERE position <= {int(upto)}")

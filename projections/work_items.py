@@ -152,21 +152,31 @@ def list(
     return [_item(row) for row in conn.execute(sql, (*args, -1 if limit is None else limit))]
 
 
-def next_pending(conn: apsw.Connection) -> WorkItem | None:
-    """The pending item a claim takes first: highest priority, then oldest."""
+def _kinds(kinds: tuple[str, ...] | None) -> tuple[str, builtins.list[str]]:
+    if kinds is None:
+        return "", []
+    return f" AND kind IN ({', '.join('?' * len(kinds))})", builtins.list(kinds)
+
+
+def next_pending(conn: apsw.Connection, kinds: tuple[str, ...] | None = None) -> WorkItem | None:
+    """The pending item a claim takes first: highest priority, then oldest
+    (of the given kinds, if any)."""
+    where, args = _kinds(kinds)
     row = conn.execute(
-        f"SELECT {_COLUMNS} FROM work_items WHERE status = 'pending' "
-        "ORDER BY priority DESC, enqueued_position LIMIT 1"
+        f"SELECT {_COLUMNS} FROM work_items WHERE status = 'pending'{where} "
+        "ORDER BY priority DESC, enqueued_position LIMIT 1",
+        args,
     ).fetchone()
     return None if row is None else _item(row)
 
 
-def next_expired(conn: apsw.Connection, now: int) -> WorkItem | None:
+def next_expired(conn: apsw.Connection, now: int, kinds: tuple[str, ...] | None = None) -> WorkItem | None:
     """The in-progress item with an expired lease that a claim would take first."""
+    where, args = _kinds(kinds)
     row = conn.execute(
-        f"SELECT {_COLUMNS} FROM work_items WHERE status = 'in_progress' AND lease_expires_at <= ? "
+        f"SELECT {_COLUMNS} FROM work_items WHERE status = 'in_progress' AND lease_expires_at <= ?{where} "
         "ORDER BY priority DESC, enqueued_position LIMIT 1",
-        (now,),
+        (now, *args),
     ).fetchone()
     return None if row is None else _item(row)
 

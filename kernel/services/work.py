@@ -10,6 +10,7 @@ as a failed attempt; terminal states never change.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from typing import Any
 
 from eventkernel.errors import InvalidArgument, LeaseNotHeld, NotFound, TerminalState
@@ -93,22 +94,34 @@ class WorkQueue:
             )
             return item_id
 
-    def claim(self, worker: str, lease_ms: int = 30_000, *, command_id: str | None = None) -> WorkItem | None:
+    def claim(
+        self, worker: str, lease_ms: int = 30_000, *, kinds: Sequence[str] | None = None,
+        command_id: str | None = None,
+    ) -> WorkItem | None:
         """Lease the next item to ``worker``: the highest-priority, oldest
-        pending item, or one whose lease expired (that expiry is recorded and
-        spends a retry). Returns None when nothing is claimable. The returned
-        item's ``token`` must accompany heartbeat/complete/fail."""
+        pending item (of one of ``kinds``, when given), or one whose lease
+        expired (that expiry is recorded and spends a retry). Returns None
+        when nothing is claimable. The returned item's ``token`` must
+        accompany heartbeat/complete/fail."""
         where = "work.claim"
         check_text(where, "worker", worker)
         check_int(where, "lease_ms", lease_ms, minimum=1, maximum=MAX_LEASE_MS)
-        with self._ctx.command(where, command_id, {"worker": worker, "lease_ms": lease_ms}) as cmd:
+        chosen = None
+        if kinds is not None:
+            if isinstance(kinds, str) or not isinstance(kinds, list | tuple) or not kinds:
+                raise InvalidArgument(f"{where} refused: kinds must be a non-empty list of kinds, got {kinds!r:.60}")
+            chosen = tuple(check_text(where, "kinds[]", kind) for kind in kinds)
+        args: dict[str, Any] = {"worker": worker, "lease_ms": lease_ms}
+        if chosen is not None:
+            args["kinds"] = list(chosen)
+        with self._ctx.command(where, command_id, args) as cmd:
             if cmd.previous is not None:
                 claimed = [r for r in cmd.previous if isinstance(r.event, WorkItemClaimed)]
                 return self._replayed_item(claimed[-1]) if claimed else None
             conn = self._ctx.db.conn
             while True:
-                pending = work_items.next_pending(conn)
-                expired = work_items.next_expired(conn, cmd.now)
+                pending = work_items.next_pending(conn, chosen)
+                expired = work_items.next_expired(conn, cmd.now, chosen)
                 item = _first_in_queue(pending, expired)
                 if item is None:
                     return None

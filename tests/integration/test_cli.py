@@ -37,10 +37,13 @@ def test_demo_runs_a_simulation_and_ends_verified(db_path, capsys):
     assert f"journal head: {head}" in out
 
 
-def test_demo_json_prints_one_object_per_line(db_path, capsys):
+def test_demo_json_prints_the_events_it_appended(db_path, capsys):
     assert main(["demo", db_path, "--json"]) == 0
-    out = [json.loads(line)["line"] for line in capsys.readouterr().out.splitlines()]
-    assert out[-1] == "verify: ok"
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    with eventkernel.open(db_path, read_only=True) as k:
+        assert [e["position"] for e in events] == list(range(1, k.head + 1))
+        assert [e["type"] for e in events] == [r.type for r in k.read()]
+    assert {"position", "stream", "type", "data", "hash"} <= set(events[0])
 
 
 def test_verify_prints_the_head_hash_and_checks_an_anchor(db_path, capsys):
@@ -79,6 +82,8 @@ def test_errors_are_one_line_on_stderr_with_exit_1(tmp_path, capsys):
     assert main(["verify", str(bogus)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("eventkernel verify: ")
+    assert main(["init", str(tmp_path / "x.db")]) == 0
+    capsys.readouterr()
     assert main(["rebuild", str(tmp_path / "x.db"), "nope"]) == 1
     assert "no projection named 'nope'" in capsys.readouterr().err
 
@@ -124,7 +129,7 @@ def test_log_filters_and_json(demo_db, capsys):
     main(["log", demo_db, "--json", "--since", iso, "--until", iso])
     assert {e["recorded_at"] for e in lines(capsys)} == {t}
     assert main(["log", demo_db, "--since", "yesterday"]) == 1
-    assert "cannot read 'yesterday' as a time" in capsys.readouterr().err
+    assert "cannot read --since 'yesterday' as a time" in capsys.readouterr().err
 
 
 def test_log_follow_prints_what_another_process_appends(demo_db, child_env):

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Lower layers never import higher ones.
 _E = "eventkernel"
 LAYERS = [
-    {f"{_E}.errors", f"{_E}.clock", f"{_E}.ids", f"{_E}.validate", f"{_E}.codec", f"{_E}.events"},
+    {f"{_E}.errors", f"{_E}.clock", f"{_E}.ids", f"{_E}.validate", f"{_E}.codec", f"{_E}.events", f"{_E}.version"},
     {f"{_E}.connection", f"{_E}.fileformat", f"{_E}.migrations", f"{_E}.journal", f"{_E}.schema"},
     {f"{_E}.projections", f"{_E}.projector", f"{_E}.verify"},
     {f"{_E}.services"},
