@@ -101,7 +101,7 @@ class RawJournal:
         self.insert()
         self.conn.execute(
             "INSERT INTO work_items VALUES (?, 'task', 'task', 0, ?, 'pending', 0, 0, 3, 0, NULL, NULL, NULL, NULL, "
-            "NULL, NULL, ?, ?, ?, ?)",
+            "NULL, NULL, NULL, ?, ?, ?, ?)",
             (f"wi_{self.n}", self._encode({"n": self.n}).decode(), self.n, self.n, self.n, self.n),
         )
 

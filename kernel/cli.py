@@ -22,11 +22,12 @@ from typing import Any, NoReturn
 import msgspec
 
 from eventkernel import demo, readonly
-from eventkernel.errors import InvalidArgument, KernelError
+from eventkernel.errors import InvalidArgument, JournalCorrupt, KernelError
 from eventkernel.journal import LogEntry
 from eventkernel.kernel import Kernel
 from eventkernel.kernel import open as open_kernel
 from eventkernel.validate import INT64_MAX
+from eventkernel.verify import VerifyReport
 from eventkernel.version import VERSION
 
 _json = msgspec.json.Encoder()
@@ -272,8 +273,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         anchor = (int(position), hash_hex)
     if args.expect_head is not None and not _HASH.fullmatch(args.expect_head):
         raise InvalidArgument(f"--expect-head must be 64 lowercase hex digits, got {args.expect_head!r}")
-    with _read(args) as k:
-        report = k.verify(anchor=anchor, progress=_progress("verifying"))
+    try:
+        k = _read(args)
+    except JournalCorrupt as e:
+        # A journal too damaged to open fails verification: say so as a report.
+        report = VerifyReport(ok=False, problems=[str(e)], head=0, head_hash="")
+    else:
+        with k:
+            report = k.verify(anchor=anchor, progress=_progress("verifying"))
     problems = list(report.problems)
     if args.expect_head and args.expect_head != report.head_hash:
         problems.append(

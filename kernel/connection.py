@@ -270,11 +270,17 @@ class Database:
                         _incremental_vacuum(conn)
                     self._configure(conn)
                     conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0)
-        except BaseException:
+        except BaseException as e:
             if conn is not None:
                 conn.close()
             if not exists:
                 _remove_if_empty(path)
+            cause = e.__cause__
+            if not self.opened_read_only and isinstance(cause, apsw.CantOpenError | apsw.ReadOnlyError):
+                raise JournalError(
+                    f"opening {path!r} for writing failed ({cause}): if the file, its directory or its file "
+                    "system is read-only, open it with read_only=True to read it"
+                ) from cause
             raise
         return conn
 
@@ -285,8 +291,12 @@ class Database:
             conn = apsw.Connection(name, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI, vfs=self.vfs)
         except apsw.Error:
             return  # the normal open reports it
+        # A -wal, or a hot rollback -journal (a crash while the file was being
+        # created), can change what the database file alone says.
+        beside = [self.path + "-wal", self.path + "-journal"]
         try:
             fileformat.peek(conn, self.path, newest=migrations.newest(),
+                            complete=not any(os.path.exists(f) and os.path.getsize(f) > 0 for f in beside),
                             doing="read-only open" if self.opened_read_only else "open")
         finally:
             conn.close()

@@ -70,20 +70,26 @@ def _incomplete(e: NotAJournal) -> NotAJournal:
     return e
 
 
-def peek(conn: apsw.Connection, path: str, *, newest: int, doing: str = "open") -> None:
+def peek(conn: apsw.Connection, path: str, *, newest: int, complete: bool, doing: str = "open") -> None:
     """Refuse a file that is plainly not ours, judging by the database file
     alone: ``conn`` reads it with ``immutable=1``, which creates no -wal or
-    -shm file, takes no lock and never rolls a journal back. Whatever may
-    still be ours (a new file, a journal, one whose last changes are only in
-    its -wal) passes, to be inspected by a normal connection."""
+    -shm file, takes no lock and never rolls a journal back. ``complete``:
+    there is no -wal beside the file, so the database file is the whole
+    truth and every verdict (a tail that does not chain included) is final.
+    Otherwise only what the -wal could not overturn is refused here; the
+    rest is inspected by a normal connection."""
     try:
-        inspect(conn, path, newest=newest, doing=doing)
+        found = inspect(conn, path, newest=newest, doing=doing)
+        if complete and found.kind == "journal":
+            check_head(conn, path, found.level, doing=doing)
     except NotAJournal as e:
-        if getattr(e, "wal_may_complete", False):
-            return  # the -wal may complete what the database file holds
-        raise
+        if complete or not getattr(e, "wal_may_complete", False):
+            raise
+    except JournalCorrupt:
+        if complete:
+            raise
     except apsw.Error:
-        return  # not conclusive on the file alone
+        return  # not conclusive on the file alone: the normal open reports it
 
 
 def inspect(conn: apsw.Connection, path: str, *, newest: int, doing: str = "open") -> Found:
@@ -107,7 +113,10 @@ def inspect(conn: apsw.Connection, path: str, *, newest: int, doing: str = "open
             if not conn.get_autocommit():
                 conn.execute("ROLLBACK")
     except apsw.NotADBError as e:
-        raise NotAJournal(path, "it is not a SQLite database (SQLite says: file is not a database)", doing=doing) from e
+        # The -wal may hold the first page itself (a crash before the first
+        # checkpoint): only a reader of the -wal can tell.
+        raise _incomplete(NotAJournal(path, "it is not a SQLite database (SQLite says: file is not a database)",
+                                      doing=doing)) from e
     except apsw.CorruptError as e:
         raise JournalCorrupt(f"{doing} refused: {path!r} is a malformed SQLite database ({e})") from e
     tables = sorted(n for t, n in objects if t == "table" and not n.startswith("sqlite_"))

@@ -27,7 +27,7 @@ from eventkernel.journal import Recorded
 from eventkernel.projections.rows import Target, loader, where_equal
 
 NAME = "work_items"
-VERSION = 1
+VERSION = 2  # 2: lease_ms
 HANDLES = frozenset(
     cls.__event_type__
     for cls in (
@@ -66,6 +66,7 @@ class WorkItem(msgspec.Struct, frozen=True):
     lease_holder: str | None
     lease_acquired_at: int | None
     lease_expires_at: int | None
+    lease_ms: int | None
     heartbeat_at: int | None
     output: Any
     error: str | None
@@ -76,7 +77,9 @@ class WorkItem(msgspec.Struct, frozen=True):
 
 
 _COLUMNS = ", ".join(WorkItem.__struct_fields__)
-_CLEAR_LEASE = "lease_holder = NULL, lease_acquired_at = NULL, lease_expires_at = NULL, heartbeat_at = NULL"
+_CLEAR_LEASE = (
+    "lease_holder = NULL, lease_acquired_at = NULL, lease_expires_at = NULL, lease_ms = NULL, heartbeat_at = NULL"
+)
 
 
 def _json(value: Any) -> str | None:
@@ -90,22 +93,23 @@ def apply(conn: Target, recorded: Recorded, event: codec.Event) -> None:
     if isinstance(event, WorkItemEnqueued):
         conn.execute(
             f"INSERT INTO work_items ({_COLUMNS}) VALUES "
-            "(?, ?, ?, ?, ?, 'pending', 0, 0, ?, 0, NULL, NULL, NULL, NULL, NULL, NULL, ?, ?, ?, ?)",
+            "(?, ?, ?, ?, ?, 'pending', 0, 0, ?, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ?, ?, ?, ?)",
             (event.work_item_id, event.task_id, event.kind, event.priority, _json(event.input),
              event.max_retries, at, at, pos, pos),
         )
     elif isinstance(event, WorkItemClaimed):
+        lease_ms = event.lease_expires_at - at if event.lease_ms is None else event.lease_ms
         conn.execute(
             "UPDATE work_items SET status = 'in_progress', attempt = attempt + 1, token = ?, "
-            "lease_holder = ?, lease_acquired_at = ?, lease_expires_at = ?, heartbeat_at = NULL, "
+            "lease_holder = ?, lease_acquired_at = ?, lease_expires_at = ?, lease_ms = ?, heartbeat_at = NULL, "
             "updated_at = ?, position = ? WHERE work_item_id = ?",
-            (event.token, event.worker, at, event.lease_expires_at, at, pos, event.work_item_id),
+            (event.token, event.worker, at, event.lease_expires_at, lease_ms, at, pos, event.work_item_id),
         )
     elif isinstance(event, WorkItemLeaseExtended):
         conn.execute(
-            "UPDATE work_items SET lease_expires_at = ?, heartbeat_at = ?, updated_at = ?, position = ? "
-            "WHERE work_item_id = ?",
-            (event.lease_expires_at, at, at, pos, event.work_item_id),
+            "UPDATE work_items SET lease_expires_at = ?, lease_ms = coalesce(?, lease_ms), heartbeat_at = ?, "
+            "updated_at = ?, position = ? WHERE work_item_id = ?",
+            (event.lease_expires_at, event.lease_ms, at, at, pos, event.work_item_id),
         )
     elif isinstance(event, WorkItemCompleted):
         conn.execute(

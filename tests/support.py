@@ -52,3 +52,51 @@ def rebuilt_tables(k: eventkernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
         return out
     finally:
         mem.close()
+
+
+def sha256(path: Any) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def listing(directory: Any) -> dict[str, str]:
+    """Every file of a directory with its sha256 (what 'untouched' means)."""
+    import os
+
+    return {name: sha256(os.path.join(directory, name)) for name in sorted(os.listdir(directory))}
+
+
+@contextmanager
+def read_only_place(path: Any) -> Iterator[None]:
+    """Make a file or directory read-only for this process, root included:
+    ``chattr +i`` where root ignores permission bits, chmod otherwise. Checks
+    that it worked, so a test cannot pass without the condition it claims."""
+    import os
+    import subprocess
+
+    path = str(path)
+    is_dir = os.path.isdir(path)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", path], check=True)
+        undo = ["chattr", "-i", path]
+    else:
+        mode = os.stat(path).st_mode
+        os.chmod(path, 0o555 if is_dir else 0o444)
+        undo = None
+    try:
+        probe = os.path.join(path, ".probe") if is_dir else path
+        try:
+            with open(probe, "a"):
+                pass
+        except OSError:
+            pass
+        else:
+            raise AssertionError(f"{path} is still writable")
+        yield
+    finally:
+        if undo is not None:
+            subprocess.run(undo, check=True)
+        else:
+            os.chmod(path, mode)

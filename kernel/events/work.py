@@ -24,21 +24,27 @@ class WorkItemEnqueued(KernelEvent, tag="work_item.enqueued"):
 
 
 class WorkItemClaimed(KernelEvent, tag="work_item.claimed"):
-    """A worker took a lease on a pending item; ``token`` fences its effects."""
+    """A worker took a lease on a pending item; ``token`` fences its effects.
+    ``lease_ms`` is the lease's length, which heartbeats keep by default
+    (absent from events written by 0.1.0: there it is the deadline minus the
+    event's ``recorded_at``)."""
 
     work_item_id: str
     worker: str
     token: int
     lease_expires_at: int  # ms since epoch, UTC
+    lease_ms: int | None = None
 
 
 class WorkItemLeaseExtended(KernelEvent, tag="work_item.lease_extended"):
-    """The lease holder sent a heartbeat and moved its deadline."""
+    """The lease holder sent a heartbeat and moved its deadline (never
+    earlier). ``lease_ms`` is set when the heartbeat asked for a new length."""
 
     work_item_id: str
     worker: str
     token: int
     lease_expires_at: int
+    lease_ms: int | None = None
 
 
 class WorkItemCompleted(KernelEvent, tag="work_item.completed"):

@@ -133,28 +133,34 @@ class WorkQueue:
                 cmd.emit(
                     stream_of(item.work_item_id),
                     [WorkItemClaimed(work_item_id=item.work_item_id, worker=worker, token=token,
-                                     lease_expires_at=cmd.now + lease_ms)],
+                                     lease_expires_at=cmd.now + lease_ms, lease_ms=lease_ms)],
                     correlation_id=item.task_id,
                 )
                 return self._get(item.work_item_id)
 
     def heartbeat(
-        self, work_item_id: str, worker: str, token: int, lease_ms: int = 30_000, *, command_id: str | None = None
+        self, work_item_id: str, worker: str, token: int, lease_ms: int | None = None, *,
+        command_id: str | None = None,
     ) -> WorkItem:
-        """Extend the live lease to now + ``lease_ms``. Raises LeaseNotHeld,
-        TerminalState, NotFound."""
+        """Extend the live lease to now + ``lease_ms`` (default: the lease's
+        length, as the claim set it). The deadline never moves earlier.
+        Raises LeaseNotHeld, TerminalState, NotFound."""
         where = "work.heartbeat"
         self._check_holder_args(where, work_item_id, worker, token)
-        check_int(where, "lease_ms", lease_ms, minimum=1, maximum=MAX_LEASE_MS)
+        if lease_ms is not None:
+            check_int(where, "lease_ms", lease_ms, minimum=1, maximum=MAX_LEASE_MS)
         args = {"work_item_id": work_item_id, "worker": worker, "token": token, "lease_ms": lease_ms}
         with self._ctx.command(where, command_id, args) as cmd:
             if cmd.previous is not None:
                 return self._replayed_item(cmd.previous[-1])
             item = self._held(cmd, "heartbeat", work_item_id, worker, token)
+            assert item.lease_expires_at is not None and item.lease_ms is not None
+            length = item.lease_ms if lease_ms is None else lease_ms
             cmd.emit(
                 stream_of(work_item_id),
                 [WorkItemLeaseExtended(work_item_id=work_item_id, worker=worker, token=token,
-                                       lease_expires_at=cmd.now + lease_ms)],
+                                       lease_expires_at=max(item.lease_expires_at, cmd.now + length),
+                                       lease_ms=lease_ms)],
                 correlation_id=item.task_id,
             )
             return self._get(work_item_id)

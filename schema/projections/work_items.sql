@@ -13,6 +13,7 @@ CREATE TABLE IF NOT EXISTS work_items (
     lease_holder      TEXT,
     lease_acquired_at INTEGER,
     lease_expires_at  INTEGER,
+    lease_ms          INTEGER,                    -- the lease's length: heartbeats keep it by default
     heartbeat_at      INTEGER,
     output            TEXT,                       -- JSON
     error             TEXT,

@@ -14,6 +14,7 @@ import eventkernel
 WORKERS = st.sampled_from(["w1", "w2", "w3"])
 # Round numbers, so that "now" often lands exactly on a lease's deadline.
 LEASES = st.sampled_from([100, 500, 1_000, 2_000])
+HEARTBEAT_LEASES = st.sampled_from([None, None, 100, 500, 1_000, 2_000])
 STEPS = st.sampled_from([0, 100, 400, 500, 1_000])
 
 
@@ -28,6 +29,7 @@ class Model:
     retry_count: int = 0
     holder: str | None = None
     expires: int | None = None
+    lease: int | None = None  # the lease's length, which heartbeats keep by default
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -93,7 +95,7 @@ class QueueMachine(RuleBasedStateMachine):
                 self._lapse(m)
                 if m.status == "failed":
                     continue
-            m.status, m.holder, m.expires = "in_progress", worker, now + lease
+            m.status, m.holder, m.expires, m.lease = "in_progress", worker, now + lease, lease
             m.token += 1
             m.attempt += 1
             expected = item_id
@@ -104,9 +106,9 @@ class QueueMachine(RuleBasedStateMachine):
             assert got.token == self.items[expected].token
 
     @precondition(lambda self: self.items)
-    @rule(data=st.data(), shift=st.sampled_from([0, 0, 0, -1, 1]), lease=LEASES,
+    @rule(data=st.data(), shift=st.sampled_from([0, 0, 0, -1, 1]), lease=HEARTBEAT_LEASES,
           action=st.sampled_from(["heartbeat", "complete", "fail", "fail_final"]))
-    def act(self, data: st.DataObject, shift: int, lease: int, action: str) -> None:
+    def act(self, data: st.DataObject, shift: int, lease: int | None, action: str) -> None:
         # Mostly the holder of a live lease (the paths that change state),
         # sometimes anyone on anything (the refusals).
         held = sorted(i for i, m in self.items.items() if m.status == "in_progress")
@@ -130,7 +132,10 @@ class QueueMachine(RuleBasedStateMachine):
             return
         assert refusal is None, f"{action} should have raised {refusal}"
         if action == "heartbeat":
-            m.expires = self.clock() + lease
+            # None keeps the lease's length; the deadline never moves earlier.
+            assert m.expires is not None and m.lease is not None
+            m.lease = m.lease if lease is None else lease
+            m.expires = max(m.expires, self.clock() + m.lease)
         elif action == "complete":
             m.status, m.holder, m.expires = "completed", None, None
         elif action == "fail" and m.retry_count < m.max_retries:

@@ -253,7 +253,7 @@ DAMAGE = {
         "DROP INDEX work_items_task; CREATE INDEX work_items_task ON tasks (title)"),
     "a stray row that blocks an insert": (
         "INSERT INTO work_items SELECT 'wi_stray', task_id, kind, priority, input, status, attempt, retry_count, "
-        "max_retries, token, lease_holder, lease_acquired_at, lease_expires_at, heartbeat_at, output, error, "
+        "max_retries, token, lease_holder, lease_acquired_at, lease_expires_at, lease_ms, heartbeat_at, output, error, "
         "created_at, updated_at, enqueued_position, position + 1000 FROM work_items LIMIT 1"),
 }
 

@@ -326,3 +326,64 @@ def test_an_exception_in_a_transaction_undoes_everything(k):
             k.work.enqueue("t", 1)
             raise RuntimeError("the caller changed its mind")
     assert k.head == 0 and k.work.list() == []
+
+
+class SteppingClock:
+    """A clock that can be set anywhere, backwards included (a system clock stepped by NTP)."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def test_a_clock_stepping_back_neither_shortens_a_lease_nor_lets_another_worker_in(db_path):
+    clock = SteppingClock(1_000_000)
+    with eventkernel.open(db_path, clock=clock) as k:
+        item_id = k.work.enqueue("t", None)
+        item = k.work.claim("w1", lease_ms=10_000)
+        assert item.lease_expires_at == 1_010_000
+        clock.now -= 60_000  # the system clock steps back a minute
+        beat = k.work.heartbeat(item_id, "w1", item.token)
+        assert beat.lease_expires_at == 1_010_000  # not 950_000
+        assert k.work.claim("w2", lease_ms=10_000) is None
+        times = [r.recorded_at for r in k.read()]
+        assert times == sorted(times) and min(times) == 1_000_000
+        clock.now = 1_010_000  # the real end of the lease
+        assert k.work.claim("w2", lease_ms=10_000).lease_holder == "w2"
+
+
+def test_a_heartbeat_keeps_the_claims_lease_length_unless_told_otherwise(k, clock):
+    item_id = k.work.enqueue("t", None)
+    item = k.work.claim("w1", lease_ms=5_000)
+    assert item.lease_ms == 5_000
+    clock.advance(1_000)
+    assert k.work.heartbeat(item_id, "w1", item.token).lease_expires_at == clock() + 5_000
+    clock.advance(1_000)
+    longer = k.work.heartbeat(item_id, "w1", item.token, lease_ms=60_000)
+    assert (longer.lease_ms, longer.lease_expires_at) == (60_000, clock() + 60_000)
+    clock.advance(1_000)
+    assert k.work.heartbeat(item_id, "w1", item.token).lease_expires_at == clock() + 60_000
+    # a shorter lease_ms never moves the deadline earlier
+    assert k.work.heartbeat(item_id, "w1", item.token, lease_ms=1).lease_expires_at == clock() + 60_000
+
+
+def test_claim_takes_only_the_kinds_asked_for(k):
+    k.work.enqueue("t", 1, kind="email", priority=9)
+    wanted = k.work.enqueue("t", 2, kind="llm")
+    assert k.work.claim("w", kinds=["llm", "embed"]).work_item_id == wanted
+    assert k.work.claim("w", kinds=["llm"]) is None
+    for bad in ("llm", [], [""], [1]):
+        with pytest.raises(eventkernel.InvalidArgument, match="kinds"):
+            k.work.claim("w", kinds=bad)
+
+
+def test_the_clock_must_read_a_time_within_range(db_path):
+    clock = SteppingClock(1_000)
+    with eventkernel.open(db_path, clock=clock) as k:
+        for reading in (2**63, -1, 1.5, None):
+            clock.now = reading
+            with pytest.raises(eventkernel.JournalError, match="a clock must return int ms since the epoch"):
+                k.work.enqueue("t", None)
+        assert k.head == 0
