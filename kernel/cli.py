@@ -384,7 +384,13 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors are one line on stderr and exit status 1, like every error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(1, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(1, _one_line(f"{self.prog}: {message} (see {self.prog} --help)") + "\n")
+
+
+def _one_line(text: str) -> str:
+    """A message as one printable line: newlines, other control characters
+    and lone surrogates (undecodable bytes of argv) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -451,9 +457,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.db in ("", ":memory:"):
+            raise InvalidArgument(f"DB must be the path of a file, got {args.db!r}")
         return int(args.fn(args))
     except KernelError as e:
-        print(f"eventkernel {args.command}: {e}", file=sys.stderr)
+        print(_one_line(f"eventkernel {args.command}: {e}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

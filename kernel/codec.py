@@ -22,8 +22,11 @@ from typing import Any, ClassVar, dataclass_transform
 import msgspec
 
 from eventkernel.errors import CodecError, InvalidArgument, UnknownEventType
-from eventkernel.validate import check_json_value, plain_json, walk_json
+from eventkernel.validate import MAX_DEPTH, check_json_value, plain_json, walk_json
 
+# An event is one level above its fields: a value accepted as an argument
+# (nested up to MAX_DEPTH) must fit once it is a field.
+_EVENT_DEPTH = MAX_DEPTH + 1
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -135,15 +138,15 @@ def encode(event: Event, *, where: str = "append") -> str:
     try:
         data = _encoder.encode(event)
     except (TypeError, ValueError, OverflowError, RecursionError) as e:
-        walk_json(where, name, event)
+        walk_json(where, name, event, max_depth=_EVENT_DEPTH)
         raise InvalidArgument(f"{where} refused: event {name} cannot be encoded as JSON: {e}") from None
     try:
         decoded = _decoders[name].decode(data)
     except msgspec.ValidationError as e:
-        walk_json(where, name, event)
+        walk_json(where, name, event, max_depth=_EVENT_DEPTH)
         raise InvalidArgument(f"{where} refused: event {name} does not match its declared fields: {e}") from None
-    if not (plain_json(data) and decoded == event):
-        walk_json(where, name, event)
+    if not (plain_json(data, _EVENT_DEPTH) and decoded == event):
+        walk_json(where, name, event, max_depth=_EVENT_DEPTH)
     return data.decode()
 
 

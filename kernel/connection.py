@@ -196,6 +196,8 @@ class Database:
             if type(flag) is not bool:
                 raise InvalidArgument(f"open refused: {name} must be a bool, got {flag!r:.60}")
         self.in_memory = path == ":memory:" or path == ""
+        if self.in_memory and read_only:
+            raise InvalidArgument("open refused: read_only=True needs the path of a file, not an in-memory journal")
         # Resolved once: a later os.chdir must not make the kernel (or a view
         # of the past, or stats) reach another file.
         self.path = path if self.in_memory else os.path.abspath(path)

@@ -19,9 +19,10 @@ import msgspec
 from eventkernel import codec
 from eventkernel.codec import Event
 from eventkernel.errors import ConcurrencyConflict, IdempotencyConflict, InvalidArgument
-from eventkernel.validate import check_json_dict, check_optional_text, check_text
+from eventkernel.validate import check_json_dict, check_optional_text, check_text, prefix_upper
 
 GENESIS_HASH = bytes(32)
+MAX_STREAM_LEN = 1024
 _STREAM = re.compile(r"^[a-z][a-z0-9_]*:.+$", re.DOTALL)
 _PAGE = 1000
 _COLUMNS = "position, stream, version, type, schema, data, meta, event_id, correlation_id, recorded_at, hash"
@@ -153,7 +154,7 @@ def _has_version(conn: apsw.Connection, stream: str, version: int) -> bool:
 
 
 def check_stream(where: str, stream: Any) -> str:
-    text = check_text(where, "stream", stream)
+    text = check_text(where, "stream", stream, max_len=MAX_STREAM_LEN)
     if not _STREAM.match(text):
         raise InvalidArgument(
             f"{where} refused: stream {text!r} must be named '<kind>:<id>' with a lowercase kind, "
@@ -334,8 +335,9 @@ def read_rows(
         args.append(stream)
     if stream_prefix:
         # A range on the (stream, version) index, not LIKE (whose wildcards a prefix may contain).
-        where.append("stream >= ? AND stream < ?")
-        args += [stream_prefix, stream_prefix[:-1] + chr(ord(stream_prefix[-1]) + 1)]
+        upper = prefix_upper(stream_prefix)
+        where.append("stream >= ?" if upper is None else "stream >= ? AND stream < ?")
+        args += [stream_prefix] if upper is None else [stream_prefix, upper]
     if since_ms is not None:
         where.append("recorded_at >= ?")
         args.append(since_ms)

@@ -18,6 +18,7 @@ import apsw.ext
 
 from eventkernel.connection import Database, translating
 from eventkernel.errors import InvalidArgument, ReadOnly
+from eventkernel.validate import check_text
 
 # What a SELECT needs: reading tables and columns, calling functions,
 # recursive CTEs. Everything else (writes, ATTACH, PRAGMA, DDL, transactions) is denied.
@@ -64,8 +65,7 @@ def query(path: str, sql: str, bindings: Any = None) -> tuple[list[str], Iterato
     (column names, rows). Raises InvalidArgument, ReadOnly, NotAJournal."""
     if type(sql) is not str or not sql.strip():
         raise InvalidArgument(f"query refused: the SQL must be a non-empty str, got {sql!r:.60}")
-    if "\x00" in sql:
-        raise InvalidArgument(f"query refused: the SQL contains a NUL character: {sql!r:.60}")
+    check_text("query", "the SQL", sql, max_len=1_000_000)
     conn = open_read_only(path)
     guard = _Guard()
     conn.authorizer = guard

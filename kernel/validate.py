@@ -18,6 +18,9 @@ from eventkernel.errors import InvalidArgument
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 MAX_DEPTH = 64
+# Every id (task ids, keys, workers, namespaces, command ids …) is at most
+# this long, so that a stream named after one ('<kind>:<id>') always fits.
+MAX_ID_LEN = 256
 # Times are ms since the epoch, from 1970 to the end of year 9999 (what
 # ISO 8601 and datetime can show).
 MAX_TIME_MS = 253_402_300_799_999
@@ -33,11 +36,11 @@ _DIGITS_AS_NINES = bytes((0x39 if 0x30 <= i <= 0x39 else 0x20) for i in range(25
 _LONG_RUN = b"9" * 19
 
 
-def plain_json(encoded: bytes) -> bool:
+def plain_json(encoded: bytes, max_depth: int = MAX_DEPTH) -> bool:
     """True when encoded JSON surely holds no out-of-range integer and no
-    nesting deeper than MAX_DEPTH (each level needs a bracket)."""
+    nesting deeper than ``max_depth`` (each level needs a bracket)."""
     return (
-        encoded.count(b"[") + encoded.count(b"{") <= MAX_DEPTH
+        encoded.count(b"[") + encoded.count(b"{") <= max_depth
         and _LONG_RUN not in encoded.translate(_DIGITS_AS_NINES)
     )
 
@@ -72,10 +75,10 @@ def check_json_value(where: str, path: str, value: Any) -> None:
     walk_json(where, path, value)
 
 
-def walk_json(where: str, path: str, value: Any, _depth: int = 0) -> None:
+def walk_json(where: str, path: str, value: Any, _depth: int = 0, *, max_depth: int = MAX_DEPTH) -> None:
     """The slow, exact check behind :func:`check_json_value`, naming the path."""
-    if _depth > MAX_DEPTH:
-        raise _refuse(where, path, f"is nested deeper than {MAX_DEPTH} levels")
+    if _depth > max_depth:
+        raise _refuse(where, path, f"is nested deeper than {max_depth} levels")
     if value is None or value is True or value is False:
         return
     t = type(value)
@@ -92,13 +95,13 @@ def walk_json(where: str, path: str, value: Any, _depth: int = 0) -> None:
             if type(k) is not str:
                 raise _refuse(where, path, f"has the key {k!r} ({type(k).__name__}); JSON object keys must be str")
             _check_str(where, f"{path} key {k!r}", k)
-            walk_json(where, f"{path}[{k!r}]", v, _depth + 1)
+            walk_json(where, f"{path}[{k!r}]", v, _depth + 1, max_depth=max_depth)
     elif t is list or t is tuple:
         for i, v in enumerate(value):
-            walk_json(where, f"{path}[{i}]", v, _depth + 1)
+            walk_json(where, f"{path}[{i}]", v, _depth + 1, max_depth=max_depth)
     elif isinstance(value, msgspec.Struct):
         for name in value.__struct_fields__:
-            walk_json(where, f"{path}.{name}", getattr(value, name), _depth + 1)
+            walk_json(where, f"{path}.{name}", getattr(value, name), _depth + 1, max_depth=max_depth)
     else:
         raise _refuse(
             where, path, f"is a {t.__name__} ({value!r:.60}); only JSON values are stored "
@@ -106,21 +109,24 @@ def walk_json(where: str, path: str, value: Any, _depth: int = 0) -> None:
         )
 
 
-def check_text(where: str, name: str, value: Any, *, max_len: int = 1024) -> str:
-    """A required, non-empty identifier-like string without NUL."""
+def check_text(where: str, name: str, value: Any, *, max_len: int = MAX_ID_LEN) -> str:
+    """A required, non-empty string without NUL. By default it is an id (a
+    task id, a key, a worker, a namespace …): one rule, at most MAX_ID_LEN
+    characters, for every id of every domain; free text passes ``max_len``."""
     if type(value) is not str:
         raise _refuse(where, name, f"must be a str, got {type(value).__name__} {value!r:.60}")
     if not value:
         raise _refuse(where, name, "must not be empty")
     if len(value) > max_len:
-        raise _refuse(where, name, f"is {len(value)} characters long; at most {max_len} are allowed")
+        limit = f"at most {max_len}, as for every id" if max_len == MAX_ID_LEN else f"at most {max_len}"
+        raise _refuse(where, name, f"is {len(value)} characters long; {limit}")
     if "\x00" in value:
         raise _refuse(where, name, f"contains a NUL character: {value!r:.60}")
     _check_str(where, name, value)
     return value
 
 
-def check_optional_text(where: str, name: str, value: Any, *, max_len: int = 1024) -> str | None:
+def check_optional_text(where: str, name: str, value: Any, *, max_len: int = MAX_ID_LEN) -> str | None:
     if value is None:
         return None
     return check_text(where, name, value, max_len=max_len)
@@ -131,10 +137,27 @@ def check_int(where: str, name: str, value: Any, *, minimum: int = INT64_MIN, ma
     if type(value) is not int:
         raise _refuse(where, name, f"must be an int, got {type(value).__name__} {value!r:.60}")
     if not minimum <= value <= maximum:
-        if maximum == INT64_MAX:
+        if value < minimum and maximum == INT64_MAX:
             raise _refuse(where, name, f"must be >= {minimum}, got {value}")
         raise _refuse(where, name, f"must be between {minimum} and {maximum}, got {value}")
     return value
+
+
+def prefix_upper(prefix: str) -> str | None:
+    """The smallest string above every string that starts with ``prefix``, in
+    SQLite's BINARY order (UTF-8 bytes, which is code-point order); None when
+    there is none (a prefix made only of U+10FFFF). Surrogates, which UTF-8
+    cannot carry, are skipped."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop())
+        if code == 0x10FFFF:
+            continue  # carry: U+10FFFF has no successor
+        code += 1
+        if 0xD800 <= code <= 0xDFFF:
+            code = 0xE000
+        return "".join(chars) + chr(code)
+    return None
 
 
 def check_bool(where: str, name: str, value: Any) -> bool:

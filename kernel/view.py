@@ -71,7 +71,7 @@ class Reader:
         """Events in position order: of one stream, after a position, of some
         types, of one correlation id. Lazily fetched in pages."""
         where = "read"
-        check_optional_text(where, "stream", stream)
+        check_optional_text(where, "stream", stream, max_len=journal.MAX_STREAM_LEN)
         check_int(where, "after", after, minimum=0)
         if limit is not None:
             check_int(where, "limit", limit, minimum=0)
@@ -104,8 +104,8 @@ class Reader:
         this process or not): what debugging tools show. ``before`` is an
         exclusive position bound, ``since_ms``/``until_ms`` inclusive times."""
         where = "log"
-        check_optional_text(where, "stream", stream)
-        check_optional_text(where, "stream_prefix", stream_prefix)
+        check_optional_text(where, "stream", stream, max_len=journal.MAX_STREAM_LEN)
+        check_optional_text(where, "stream_prefix", stream_prefix, max_len=journal.MAX_STREAM_LEN)
         check_optional_text(where, "correlation_id", correlation_id)
         check_int(where, "after", after, minimum=0)
         for name, value in (("before", before), ("since_ms", since_ms), ("until_ms", until_ms), ("limit", limit)):
@@ -138,7 +138,7 @@ class Reader:
 
     def stream_version(self, stream: str) -> int:
         """The stream's current version (0 when it has no events)."""
-        check_text("stream_version", "stream", stream)
+        check_text("stream_version", "stream", stream, max_len=journal.MAX_STREAM_LEN)
         with translating("reading a stream version"):
             return journal.stream_version(self._db.conn, stream)
 

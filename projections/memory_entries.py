@@ -18,6 +18,7 @@ from eventkernel.events.memory import (
     MemoryRolledBack,
 )
 from eventkernel.journal import Recorded
+from eventkernel.validate import prefix_upper
 from eventkernel.projections.rows import Target, columns, dump, loader
 
 NAME = "memory_entries"
@@ -127,19 +128,15 @@ def history(conn: apsw.Connection, namespace: str, key: str) -> builtins.list[Me
     return [_load(r) for r in rows]
 
 
-def _upper(prefix: str) -> str:
-    """The smallest string greater than every string starting with ``prefix``."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
-
-
 def list(
     conn: apsw.Connection, prefix: str = "", *, memory_type: str | None = None, include_deleted: bool = False
 ) -> builtins.list[MemoryEntry]:
     """The newest version of each memory whose namespace starts with ``prefix``."""
     where, args = ["is_latest = 1"], []
     if prefix:
-        where.append("namespace >= ? AND namespace < ?")
-        args += [prefix, _upper(prefix)]
+        upper = prefix_upper(prefix)
+        where.append("namespace >= ?" if upper is None else "namespace >= ? AND namespace < ?")
+        args += [prefix] if upper is None else [prefix, upper]
     if memory_type is not None:
         where.append("memory_type = ?")
         args.append(memory_type)

@@ -111,7 +111,7 @@ class Context:
     def command(self, name: str, command_id: str | None, args: dict[str, Any]) -> Command:
         """One command in one write transaction (a savepoint when nested):
         ``with ctx.command(...) as cmd:``."""
-        check_optional_text(name, "command_id", command_id, max_len=256)
+        check_optional_text(name, "command_id", command_id)
         return Command(self, name, command_id, args)
 
 

@@ -56,7 +56,7 @@ class Checkpoints:
         check_json_value(where, "snapshot", snapshot)
         check_optional_text(where, "work_item_id", work_item_id)
         check_optional_text(where, "session_id", session_id)
-        check_optional_text(where, "checkpoint_id", checkpoint_id, max_len=256)
+        check_optional_text(where, "checkpoint_id", checkpoint_id)
         args = {"task_id": task_id, "checkpoint_type": checkpoint_type, "snapshot": snapshot,
                 "work_item_id": work_item_id, "session_id": session_id, "checkpoint_id": checkpoint_id}
         with self._ctx.command(where, command_id, args) as cmd:

@@ -96,7 +96,7 @@ class Recovery:
         check_text(where, "task_id", task_id)
         check_text(where, "strategy", strategy)
         check_optional_text(where, "reasoning", reasoning, max_len=65_536)
-        check_optional_text(where, "attempt_id", attempt_id, max_len=256)
+        check_optional_text(where, "attempt_id", attempt_id)
         args = {"task_id": task_id, "strategy": strategy, "reasoning": reasoning, "attempt_id": attempt_id}
         with self._ctx.command(where, command_id, args) as cmd:
             conn = self._ctx.db.conn
@@ -132,7 +132,7 @@ class Recovery:
     ) -> RecoveryAttempt:
         """Record an attempt's outcome. Raises NotFound, TerminalState."""
         where = "recovery.finish_attempt"
-        check_text(where, "attempt_id", attempt_id, max_len=256)
+        check_text(where, "attempt_id", attempt_id)
         check_bool(where, "success", success)
         check_optional_text(where, "notes", notes, max_len=65_536)
         with self._ctx.command(where, command_id, {"attempt_id": attempt_id, "success": success, "notes": notes}) as cmd:

@@ -54,7 +54,7 @@ class Sessions:
         where = "sessions.create"
         check_text(where, "app_name", app_name)
         check_text(where, "user_id", user_id)
-        check_optional_text(where, "session_id", session_id, max_len=256)
+        check_optional_text(where, "session_id", session_id)
         check_optional_text(where, "project_id", project_id)
         check_json_dict(where, "state", state)
         check_json_dict(where, "metadata", metadata)
@@ -87,7 +87,7 @@ class Sessions:
         """Add one turn to the conversation and apply its state delta.
         Raises NotFound, InvalidTransition (paused, terminated, archived)."""
         where = "sessions.append_event"
-        check_text(where, "session_id", session_id, max_len=256)
+        check_text(where, "session_id", session_id)
         check_text(where, "author", author)
         check_json_value(where, "content", content)
         check_json_dict(where, "state_delta", state_delta)
@@ -116,7 +116,7 @@ class Sessions:
         """Move the session through its lifecycle; the same status again is a
         no-op. Raises NotFound, InvalidArgument, InvalidTransition."""
         where = "sessions.set_status"
-        check_text(where, "session_id", session_id, max_len=256)
+        check_text(where, "session_id", session_id)
         if status not in STATUSES:
             raise InvalidArgument(f"{where} refused: status must be one of {', '.join(STATUSES)}, got {status!r}")
         with self._ctx.command(where, command_id, {"session_id": session_id, "status": status}) as cmd:
@@ -136,7 +136,7 @@ class Sessions:
 
     def get(self, session_id: str) -> Session:
         """The session, its state merged with the current app: and user: keys. Raises NotFound."""
-        check_text("sessions.get", "session_id", session_id, max_len=256)
+        check_text("sessions.get", "session_id", session_id)
         with self._ctx.db.statement("sessions.get") as conn:
             found = sessions.get(conn, session_id)
         if found is None:
@@ -153,7 +153,7 @@ class Sessions:
     def events(self, session_id: str, *, after_seq: int = 0, limit: int | None = None) -> builtins.list[SessionEvent]:
         """The conversation in order, after ``after_seq``. Raises NotFound."""
         where = "sessions.events"
-        check_text(where, "session_id", session_id, max_len=256)
+        check_text(where, "session_id", session_id)
         check_int(where, "after_seq", after_seq, minimum=0)
         if limit is not None:
             check_int(where, "limit", limit, minimum=0)

@@ -80,7 +80,7 @@ class Tasks:
         where = "tasks.create"
         check_text(where, "title", title, max_len=4096)
         check_text(where, "task_type", task_type)
-        check_optional_text(where, "task_id", task_id, max_len=256)
+        check_optional_text(where, "task_id", task_id)
         check_optional_text(where, "session_id", session_id)
         check_optional_text(where, "parent_task_id", parent_task_id)
         check_int(where, "priority", priority)
@@ -110,7 +110,7 @@ class Tasks:
         """Move a task through its lifecycle (the same status again is a no-op).
         Raises NotFound, InvalidTransition, TerminalState."""
         where = "tasks.set_status"
-        check_text(where, "task_id", task_id, max_len=256)
+        check_text(where, "task_id", task_id)
         _one_of(where, "status", status, TASK_STATUSES)
         check_optional_text(where, "error", error, max_len=65_536)
         with self._ctx.command(where, command_id, {"task_id": task_id, "status": status, "error": error}) as cmd:
@@ -125,7 +125,7 @@ class Tasks:
 
     def get(self, task_id: str) -> Task:
         """One task. Raises NotFound."""
-        check_text("tasks.get", "task_id", task_id, max_len=256)
+        check_text("tasks.get", "task_id", task_id)
         with self._ctx.db.read("tasks.get"):
             return self._task(task_id, "tasks.get")
 
@@ -152,7 +152,7 @@ class Tasks:
         where = "tasks.define_workflow"
         check_text(where, "name", name, max_len=4096)
         check_json_value(where, "definition", definition)
-        check_optional_text(where, "workflow_id", workflow_id, max_len=256)
+        check_optional_text(where, "workflow_id", workflow_id)
         args = {"name": name, "definition": definition, "workflow_id": workflow_id}
         with self._ctx.command(where, command_id, args) as cmd:
             conn = self._ctx.db.conn
@@ -171,8 +171,8 @@ class Tasks:
     def add_to_workflow(self, workflow_id: str, task_id: str, sequence: int, *, command_id: str | None = None) -> WorkflowTask:
         """Place a task at ``sequence`` in a workflow. Raises NotFound, InvalidArgument."""
         where = "tasks.add_to_workflow"
-        check_text(where, "workflow_id", workflow_id, max_len=256)
-        check_text(where, "task_id", task_id, max_len=256)
+        check_text(where, "workflow_id", workflow_id)
+        check_text(where, "task_id", task_id)
         check_int(where, "sequence", sequence, minimum=0)
         args = {"workflow_id": workflow_id, "task_id": task_id, "sequence": sequence}
         with self._ctx.command(where, command_id, args) as cmd:
@@ -197,7 +197,7 @@ class Tasks:
 
     def workflow(self, workflow_id: str) -> Workflow:
         """One workflow. Raises NotFound."""
-        check_text("tasks.workflow", "workflow_id", workflow_id, max_len=256)
+        check_text("tasks.workflow", "workflow_id", workflow_id)
         with self._ctx.db.read("tasks.workflow") as conn:
             found = tasks.workflow(conn, workflow_id)
         if found is None:
@@ -206,7 +206,7 @@ class Tasks:
 
     def workflow_tasks(self, workflow_id: str) -> builtins.list[WorkflowTask]:
         """A workflow's tasks in sequence order."""
-        check_text("tasks.workflow_tasks", "workflow_id", workflow_id, max_len=256)
+        check_text("tasks.workflow_tasks", "workflow_id", workflow_id)
         with self._ctx.db.read("tasks.workflow_tasks") as conn:
             return tasks.workflow_tasks(conn, workflow_id)
 
@@ -227,14 +227,14 @@ class Tasks:
     ) -> ToolExecution:
         """Record one call of a tool by a task. Raises NotFound, InvalidArgument."""
         where = "tasks.record_tool_execution"
-        check_text(where, "task_id", task_id, max_len=256)
+        check_text(where, "task_id", task_id)
         check_text(where, "tool_name", tool_name)
         check_json_value(where, "arguments", arguments)
         check_json_value(where, "output", output)
         _one_of(where, "status", status, TOOL_STATUSES)
         check_optional_text(where, "error", error, max_len=65_536)
         check_int(where, "duration_ms", duration_ms, minimum=0)
-        check_optional_text(where, "execution_id", execution_id, max_len=256)
+        check_optional_text(where, "execution_id", execution_id)
         args = {"task_id": task_id, "tool_name": tool_name, "arguments": arguments, "output": output,
                 "status": status, "error": error, "duration_ms": duration_ms, "execution_id": execution_id}
         with self._ctx.command(where, command_id, args) as cmd:
@@ -258,7 +258,7 @@ class Tasks:
 
     def tool_executions(self, task_id: str) -> builtins.list[ToolExecution]:
         """A task's tool calls in the order recorded."""
-        check_text("tasks.tool_executions", "task_id", task_id, max_len=256)
+        check_text("tasks.tool_executions", "task_id", task_id)
         with self._ctx.db.read("tasks.tool_executions") as conn:
             return tasks.executions(conn, task_id)
 
@@ -270,9 +270,9 @@ class Tasks:
     ) -> Agent:
         """Record an agent working on a task. Raises NotFound, InvalidArgument."""
         where = "tasks.spawn_agent"
-        check_text(where, "task_id", task_id, max_len=256)
+        check_text(where, "task_id", task_id)
         check_text(where, "name", name)
-        check_optional_text(where, "agent_id", agent_id, max_len=256)
+        check_optional_text(where, "agent_id", agent_id)
         check_optional_text(where, "session_id", session_id)
         args = {"task_id": task_id, "name": name, "agent_id": agent_id, "session_id": session_id}
         with self._ctx.command(where, command_id, args) as cmd:
@@ -289,7 +289,7 @@ class Tasks:
     def set_agent_status(self, agent_id: str, status: str, *, command_id: str | None = None) -> Agent:
         """Move an agent through its lifecycle. Raises NotFound, InvalidTransition, TerminalState."""
         where = "tasks.set_agent_status"
-        check_text(where, "agent_id", agent_id, max_len=256)
+        check_text(where, "agent_id", agent_id)
         _one_of(where, "status", status, AGENT_STATUSES)
         with self._ctx.command(where, command_id, {"agent_id": agent_id, "status": status}) as cmd:
             if cmd.previous is not None:
@@ -302,13 +302,13 @@ class Tasks:
             return self._agent(agent_id, where)
 
     def agent(self, agent_id: str) -> Agent:
-        check_text("tasks.agent", "agent_id", agent_id, max_len=256)
+        check_text("tasks.agent", "agent_id", agent_id)
         with self._ctx.db.read("tasks.agent"):
             return self._agent(agent_id, "tasks.agent")
 
     def agents(self, task_id: str) -> builtins.list[Agent]:
         """The agents spawned for a task."""
-        check_text("tasks.agents", "task_id", task_id, max_len=256)
+        check_text("tasks.agents", "task_id", task_id)
         with self._ctx.db.read("tasks.agents") as conn:
             return tasks.agents(conn, task_id)
 

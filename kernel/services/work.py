@@ -72,7 +72,7 @@ class WorkQueue:
         check_int(where, "priority", priority)
         check_int(where, "max_retries", max_retries, minimum=0, maximum=1_000_000)
         check_text(where, "kind", kind)
-        check_optional_text(where, "work_item_id", work_item_id, max_len=256)
+        check_optional_text(where, "work_item_id", work_item_id)
         args = {"task_id": task_id, "input": input, "priority": priority, "max_retries": max_retries,
                 "kind": kind, "work_item_id": work_item_id}
         with self._ctx.command(where, command_id, args) as cmd:
@@ -221,7 +221,7 @@ class WorkQueue:
         """Withdraw a pending or in-progress item (terminal; any lease ends).
         Raises TerminalState, NotFound."""
         where = "work.cancel"
-        check_text(where, "work_item_id", work_item_id, max_len=256)
+        check_text(where, "work_item_id", work_item_id)
         check_text(where, "reason", reason, max_len=65_536)
         with self._ctx.command(where, command_id, {"work_item_id": work_item_id, "reason": reason}) as cmd:
             if cmd.previous is not None:
@@ -254,7 +254,7 @@ class WorkQueue:
 
     def get(self, work_item_id: str) -> WorkItem:
         """One item by id. Raises NotFound."""
-        check_text("work.get", "work_item_id", work_item_id, max_len=256)
+        check_text("work.get", "work_item_id", work_item_id)
         return self._existing("work.get", work_item_id)
 
     def list(
@@ -292,7 +292,7 @@ class WorkQueue:
 
     @staticmethod
     def _check_holder_args(where: str, work_item_id: Any, worker: Any, token: Any) -> None:
-        check_text(where, "work_item_id", work_item_id, max_len=256)
+        check_text(where, "work_item_id", work_item_id)
         check_text(where, "worker", worker)
         check_int(where, "token", token, minimum=1)
 

@@ -13,17 +13,18 @@ come back exactly as they were given.
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import hostile_text, hostile_values, json_values
-from support import snapshot
+from support import sha256, snapshot
 
 import eventkernel
 
 SERVICES = ("work", "checkpoints", "idempotency", "sessions", "memory", "recovery", "tasks")
-KERNEL_METHODS = ("append", "read", "at", "verify", "stream_version")
+KERNEL_METHODS = ("append", "read", "log", "at", "verify", "stream_version", "position_at")
 
 
 class Note(eventkernel.Event, tag="test.hostile_note"):
@@ -80,6 +81,10 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "after_seq": st.integers(-1, 5),
     "position": st.integers(-1, 30),
     "stream": st.sampled_from(["note:1", "Note:1", "note", "work_item:wi-1", ":x", "note:\x00"]),
+    # prefixes at the top of the code-point ranges (U+D7FF before the surrogates, U+FFFF, U+10FFFF)
+    "prefix": st.text(st.sampled_from("u:a\ud7ff\ue000\uffff\U0010ffff\U0010fffe"), max_size=4),
+    "stream_prefix": st.builds(lambda t: "memory:" + t, st.text(st.sampled_from("u:\ud7ff\uffff\U0010ffff"), max_size=3)),
+    "time_ms": st.integers(-(2**64), 2**64),
     "events": st.sampled_from([[Note(text="hi")], [], [Note(text="a"), Note(text="b")], ["not an event"]]),
 }
 
@@ -107,7 +112,7 @@ def _kernel() -> eventkernel.Kernel:
 def _call(k: eventkernel.Kernel, svc: str, name: str, kwargs: dict[str, Any]) -> Any:
     target = k if svc == "kernel" else getattr(k, svc)
     result = getattr(target, name)(**kwargs)
-    if name == "read":
+    if name in ("read", "log"):
         return list(result)
     if name == "at":
         with result as view:
@@ -163,8 +168,9 @@ def test_accepted_values_come_back_exactly(value, which, text):
     elif which == "checkpoints.record":
         got = k.checkpoints.get(k.checkpoints.record(text, "manual", value).checkpoint_id).snapshot
     elif which == "sessions.append_event":
-        got = k.sessions.append_event("s-1", author=text, content=value).content
-        assert k.sessions.events("s-1")[-1].content == value
+        sid = k.sessions.create("app", "round-trip").session_id  # s-1 may have been closed by the fuzz above
+        got = k.sessions.append_event(sid, author=text[:256], content=value).content
+        assert k.sessions.events(sid)[-1].content == value
     elif which == "idempotency.complete":
         key = f"rt:{text}:{k.head}"
         k.idempotency.begin(key, value)
@@ -180,3 +186,64 @@ def test_accepted_values_come_back_exactly(value, which, text):
         assert r.event == Note(text=text)
     assert got == value
     assert type(got) is type(value)
+
+
+# --- the command line ------------------------------------------------------------
+
+CLI_VALUES = st.one_of(
+    st.sampled_from(["", "-1", "0", "1", "2", "65", "66", "\u00b2", "\u0661\u0662", "99999999999999999999", "1e3", "x",
+                     "work_item:", "memory:", "\ud800", "\udcff", "2026-13-45", "2026-01-01T00:00:00Z", "Z", " 5",
+                     "5 ", "-", "nan", "1:" + "a" * 64, "65:" + "0" * 64, "work_items", "journal", "jsonl", "csv",
+                     "SELECT 1", "SELECT * FROM journal; DROP TABLE journal", "PRAGMA hard_heap_limit=1000000",
+                     "../x.db", "out.db"]),
+    hostile_text,
+)
+CLI_OPTIONS = ["--json", "--stream", "--prefix", "--type", "--correlation", "--after", "--before", "--since",
+               "--until", "--limit", "--full", "--to", "--at", "--out", "--expect-head", "--anchor", "--table",
+               "--format", "--seed"]
+
+
+@settings(max_examples=int(os.environ.get("EVENTKERNEL_CLI_FUZZ", "300")))
+@given(data=st.data())
+def test_any_argv_exits_0_or_1_with_one_line_and_never_a_traceback(data, tmp_path_factory):
+    import os
+
+    from eventkernel.cli import main, parser
+
+    place = tmp_path_factory.mktemp("cli")
+    journal = str(place / "j.db")
+    if not os.path.exists(journal):
+        with eventkernel.open(journal, clock=eventkernel.FrozenClock(1_700_000_000_000)) as k:
+            k.work.enqueue("t", {"n": 1})
+            k.memory.put("u:\U0010ffff", "k", 1)
+    foreign = place / "foreign.txt"
+    foreign.write_text("not a database")
+    commands = sorted(next(a for a in parser()._actions if a.dest == "command").choices)
+    command = data.draw(st.sampled_from(commands), label="command")
+    db = data.draw(st.sampled_from([journal, str(place / "missing.db"), str(foreign), str(place), ""]), label="db")
+    argv = [command, db]
+    for _ in range(data.draw(st.integers(0, 4), label="extras")):
+        argv.append(data.draw(st.sampled_from(CLI_OPTIONS) | CLI_VALUES, label="arg"))
+        if data.draw(st.booleans(), label="value?"):
+            argv.append(data.draw(CLI_VALUES, label="value"))
+    before = sha256(journal)
+    cwd = os.getcwd()
+    os.chdir(place)
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(argv)
+            except SystemExit as e:  # argparse's --help/--version exit 0, usage errors exit 1
+                status = e.code
+    finally:
+        os.chdir(cwd)
+    assert status in (0, 1), (argv, status, err.getvalue())
+    if status == 1:
+        assert err.getvalue().count("\n") == 1, (argv, err.getvalue())
+        assert "Traceback" not in err.getvalue()
+    if command not in ("init", "demo", "rebuild"):
+        assert sha256(journal) == before, f"{argv} changed the journal"

@@ -145,3 +145,25 @@ def test_plain_json_finds_runs_of_19_digits_exactly_as_a_regular_expression_woul
     shallow = encoded.count(b"[") + encoded.count(b"{") <= MAX_DEPTH
     expected = shallow and re.search(rb"\d{19}", encoded) is None
     assert plain_json(encoded) == expected
+
+
+def _nested(depth):
+    value = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_value_nested_as_deep_as_an_argument_may_be_is_stored_by_every_command(k):
+    deepest = _nested(64)
+    item = k.work.enqueue("t", deepest)
+    assert k.work.get(item).input == deepest
+    assert k.memory.put("ns", "k", deepest).value == deepest
+    assert k.checkpoints.record("t", "manual", deepest).snapshot == deepest
+    s = k.sessions.create("app", "u", state={"x": _nested(63)})
+    assert k.sessions.append_event(s.session_id, author="u", content=deepest, state_delta={"y": _nested(63)})
+    too_deep = _nested(65)
+    with pytest.raises(eventkernel.InvalidArgument, match=r"^work.enqueue refused: input.* nested deeper than 64"):
+        k.work.enqueue("t", too_deep)
+    with pytest.raises(eventkernel.InvalidArgument, match=r"^memory.put refused: value.* nested deeper than 64"):
+        k.memory.put("ns", "k", too_deep)
