@@ -143,6 +143,11 @@ def check_int(where: str, name: str, value: Any, *, minimum: int = INT64_MIN, ma
     return value
 
 
+def check_limit(where: str, limit: Any) -> int | None:
+    """At most this many rows: None (all) or an int >= 0."""
+    return None if limit is None else check_int(where, "limit", limit, minimum=0)
+
+
 def prefix_upper(prefix: str) -> str | None:
     """The smallest string above every string that starts with ``prefix``, in
     SQLite's BINARY order (UTF-8 bytes, which is code-point order); None when

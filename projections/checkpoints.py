@@ -11,7 +11,7 @@ import msgspec
 from eventkernel.codec import Event
 from eventkernel.events.checkpoints import CheckpointRecorded
 from eventkernel.journal import Recorded
-from eventkernel.projections.rows import Target, columns, dump, loader, placeholders
+from eventkernel.projections.rows import Target, columns, dump, limit_of, loader, placeholders
 
 NAME = "checkpoints"
 VERSION = 1
@@ -61,9 +61,13 @@ def latest(conn: apsw.Connection, task_id: str) -> Checkpoint | None:
     return None if row is None else _load(row)
 
 
-def list(conn: apsw.Connection, task_id: str) -> builtins.list[Checkpoint]:
+def list(
+    conn: apsw.Connection, task_id: str, *, after: int = 0, limit: int | None = None
+) -> builtins.list[Checkpoint]:
+    """The task's checkpoints recorded after journal position ``after``, by sequence number."""
     return [_load(r) for r in conn.execute(
-        f"SELECT {_COLS} FROM checkpoints WHERE task_id = ? ORDER BY sequence_number", (task_id,)
+        f"SELECT {_COLS} FROM checkpoints WHERE task_id = ? AND position > ? ORDER BY sequence_number LIMIT ?",
+        (task_id, after, limit_of(limit)),
     )]
 
 

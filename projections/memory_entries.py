@@ -19,7 +19,8 @@ from eventkernel.events.memory import (
 )
 from eventkernel.journal import Recorded
 from eventkernel.validate import prefix_upper
-from eventkernel.projections.rows import Target, columns, dump, loader
+from eventkernel.projections.rows import Order, Target, columns, dump, limit_of, loader
+from eventkernel.projections.rows import after as after_cursor
 
 NAME = "memory_entries"
 VERSION = 1
@@ -121,18 +122,32 @@ def as_of(conn: apsw.Connection, namespace: str, key: str, position: int) -> Mem
     return None if row is None else _load(row)
 
 
-def history(conn: apsw.Connection, namespace: str, key: str) -> builtins.list[MemoryEntry]:
+def history(
+    conn: apsw.Connection, namespace: str, key: str, *, after: int = 0, limit: int | None = None
+) -> builtins.list[MemoryEntry]:
+    """Every version written after journal position ``after``, oldest first."""
     rows = conn.execute(
-        f"SELECT {_COLS} FROM memory_entries WHERE namespace = ? AND key = ? ORDER BY version", (namespace, key)
+        f"SELECT {_COLS} FROM memory_entries WHERE namespace = ? AND key = ? AND position > ? ORDER BY version "
+        "LIMIT ?",
+        (namespace, key, after, limit_of(limit)),
     )
     return [_load(r) for r in rows]
 
 
+KEYS: Order = (("namespace", False), ("key", False))
+
+
 def list(
-    conn: apsw.Connection, prefix: str = "", *, memory_type: str | None = None, include_deleted: bool = False
+    conn: apsw.Connection, prefix: str = "", *, memory_type: str | None = None, include_deleted: bool = False,
+    limit: int | None = None, after: tuple[str, str] | None = None,
 ) -> builtins.list[MemoryEntry]:
-    """The newest version of each memory whose namespace starts with ``prefix``."""
+    """The newest version of each memory whose namespace starts with
+    ``prefix``, in (namespace, key) order, after the (namespace, key) ``after``."""
     where, args = ["is_latest = 1"], []
+    cursor, cursor_args = after_cursor(KEYS, after)
+    if cursor:
+        where.append(cursor)
+        args += cursor_args
     if prefix:
         upper = prefix_upper(prefix)
         where.append("namespace >= ?" if upper is None else "namespace >= ? AND namespace < ?")
@@ -143,7 +158,8 @@ def list(
     if not include_deleted:
         where.append("is_deleted = 0")
     rows = conn.execute(
-        f"SELECT {_COLS} FROM memory_entries WHERE {' AND '.join(where)} ORDER BY namespace, key", args
+        f"SELECT {_COLS} FROM memory_entries WHERE {' AND '.join(where)} ORDER BY namespace, key LIMIT ?",
+        (*args, limit_of(limit)),
     )
     return [_load(r) for r in rows]
 

@@ -4,6 +4,7 @@ per-task counters."""
 from __future__ import annotations
 
 import builtins
+from typing import Any
 
 import apsw
 import msgspec
@@ -17,10 +18,11 @@ from eventkernel.events.recovery import (
     RecoveryExplained,
 )
 from eventkernel.journal import Recorded
-from eventkernel.projections.rows import Target, columns, loader
+from eventkernel.projections.rows import Order, Target, columns, limit_of, loader, order_by
+from eventkernel.projections.rows import after as after_cursor
 
 NAME = "recovery"
-VERSION = 1
+VERSION = 2  # 2: failure_patterns_top ends with the signature (a total order for cursors)
 HANDLES = frozenset(
     c.__event_type__
     for c in (FailureRecorded, RecoveryAttemptStarted, RecoveryAttemptFinished, RecoveryExplained, AutoRecoverySet)
@@ -158,9 +160,14 @@ def attempt(conn: apsw.Connection, attempt_id: str) -> RecoveryAttempt | None:
     return None if row is None else _load_attempt(row)
 
 
-def attempts(conn: apsw.Connection, task_id: str) -> builtins.list[RecoveryAttempt]:
+def attempts(
+    conn: apsw.Connection, task_id: str, *, limit: int | None = None, after: int = 0
+) -> builtins.list[RecoveryAttempt]:
+    """A task's attempts by number, after attempt number ``after``."""
     rows = conn.execute(
-        f"SELECT {_ACOLS} FROM recovery_attempts WHERE task_id = ? ORDER BY attempt_number", (task_id,)
+        f"SELECT {_ACOLS} FROM recovery_attempts WHERE task_id = ? AND attempt_number > ? ORDER BY attempt_number "
+        "LIMIT ?",
+        (task_id, after, limit_of(limit)),
     )
     return [_load_attempt(r) for r in rows]
 
@@ -170,9 +177,19 @@ def pattern(conn: apsw.Connection, signature: str) -> FailurePattern | None:
     return None if row is None else _load_pattern(row)
 
 
-def patterns(conn: apsw.Connection, limit: int) -> builtins.list[FailurePattern]:
+FREQUENT: Order = (("occurrence_count", True), ("last_seen", True), ("pattern_signature", False))
+
+
+def patterns(
+    conn: apsw.Connection, limit: int | None = None, *, after: tuple[Any, ...] | None = None
+) -> builtins.list[FailurePattern]:
+    """The most frequent patterns first, after the pattern whose
+    (occurrence_count, last_seen, pattern_signature) is ``after``."""
+    cursor, args = after_cursor(FREQUENT, after)
     rows = conn.execute(
-        f"SELECT {_PCOLS} FROM failure_patterns ORDER BY occurrence_count DESC, last_seen DESC LIMIT ?", (limit,)
+        f"SELECT {_PCOLS} FROM failure_patterns{' WHERE ' + cursor if cursor else ''} ORDER BY {order_by(FREQUENT)} "
+        "LIMIT ?",
+        (*args, limit_of(limit)),
     )
     return [_load_pattern(r) for r in rows]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -61,3 +62,33 @@ def where_equal(**filters: Any) -> tuple[str, list[Any]]:
     if not given:
         return "", []
     return " WHERE " + " AND ".join(f"{name} = ?" for name, _ in given), [value for _, value in given]
+
+
+Order = tuple[tuple[str, bool], ...]
+"""A list's order: (column, descending) pairs, the last one unique."""
+
+
+def after(order: Order, values: tuple[Any, ...] | None) -> tuple[str, builtins.list[Any]]:
+    """The condition (and its arguments) that keeps the rows after a cursor
+    row whose ``order`` columns hold ``values``: keyset pagination, exact
+    because the order ends with a unique column. ``("", [])`` with no cursor."""
+    if values is None:
+        return "", []
+    if not any(desc for _, desc in order):
+        columns = ", ".join(c for c, _ in order)
+        return f"({columns}) > ({', '.join('?' * len(order))})", builtins.list(values)
+    terms, args = [], []
+    for i, (column, desc) in enumerate(order):
+        same = [f"{c} = ?" for c, _ in order[:i]]
+        terms.append("(" + " AND ".join([*same, f"{column} {'<' if desc else '>'} ?"]) + ")")
+        args += [*values[:i], values[i]]
+    return "(" + " OR ".join(terms) + ")", args
+
+
+def order_by(order: Order) -> str:
+    return ", ".join(f"{c}{' DESC' if desc else ''}" for c, desc in order)
+
+
+def limit_of(limit: int | None) -> int:
+    """SQLite's LIMIT for an optional limit (-1: none)."""
+    return -1 if limit is None else limit

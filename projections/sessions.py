@@ -12,7 +12,8 @@ from eventkernel import codec
 from eventkernel.codec import Event
 from eventkernel.events.sessions import SessionCreated, SessionEventAppended, SessionStatusChanged
 from eventkernel.journal import Recorded
-from eventkernel.projections.rows import Target, columns, dump, loader
+from eventkernel.projections.rows import Order, Target, columns, dump, limit_of, loader, order_by, where_equal
+from eventkernel.projections.rows import after as after_cursor
 
 NAME = "sessions"
 VERSION = 1
@@ -174,18 +175,23 @@ def get(conn: apsw.Connection, session_id: str) -> Session | None:
     return msgspec.structs.replace(session, state=state)
 
 
-def list(conn: apsw.Connection, app_name: str, user_id: str | None = None) -> builtins.list[Session]:
-    """An app's sessions (one user's, if given), most recently updated first."""
-    if user_id is None:
-        rows = conn.execute(
-            f"SELECT {_SCOLS} FROM sessions WHERE app_name = ? ORDER BY last_update_time DESC, session_id", (app_name,)
-        )
-    else:
-        rows = conn.execute(
-            f"SELECT {_SCOLS} FROM sessions WHERE app_name = ? AND user_id = ? "
-            "ORDER BY last_update_time DESC, session_id",
-            (app_name, user_id),
-        )
+RECENT: Order = (("last_update_time", True), ("session_id", False))
+
+
+def list(
+    conn: apsw.Connection, app_name: str, user_id: str | None = None, *, limit: int | None = None,
+    after: tuple[Any, ...] | None = None,
+) -> builtins.list[Session]:
+    """An app's sessions (one user's, if given), most recently updated first,
+    after the session whose (last_update_time, session_id) is ``after``."""
+    where, args = where_equal(app_name=app_name, user_id=user_id)
+    cursor, cursor_args = after_cursor(RECENT, after)
+    if cursor:
+        where += f" AND {cursor}"
+    rows = conn.execute(
+        f"SELECT {_SCOLS} FROM sessions{where} ORDER BY {order_by(RECENT)} LIMIT ?",
+        (*args, *cursor_args, limit_of(limit)),
+    )
     return [with_shared(conn, _load_session(r)) for r in rows.fetchall()]
 
 

@@ -20,7 +20,18 @@ from eventkernel.events.tasks import (
     WorkflowTaskAdded,
 )
 from eventkernel.journal import Recorded
-from eventkernel.projections.rows import Target, columns, dump, loader, placeholders, where_equal
+from eventkernel.projections.rows import (
+    Order,
+    Target,
+    columns,
+    dump,
+    limit_of,
+    loader,
+    order_by,
+    placeholders,
+    where_equal,
+)
+from eventkernel.projections.rows import after as after_cursor
 
 NAME = "tasks"
 VERSION = 1
@@ -145,14 +156,32 @@ def get(conn: apsw.Connection, task_id: str) -> Task | None:
     return None if row is None else _load_task(row)
 
 
-def list(conn: apsw.Connection, *, status: str | None = None, session_id: str | None = None) -> builtins.list[Task]:
-    """Tasks by status and/or session, oldest first."""
-    where, args = where_equal(status=status, session_id=session_id)
-    return [_load_task(r) for r in conn.execute(f"SELECT {_T} FROM tasks{where} ORDER BY created_at, task_id", args)]
+OLDEST: Order = (("created_at", False), ("task_id", False))
+SPAWNED: Order = (("spawned_at", False), ("agent_id", False))
 
 
-def children(conn: apsw.Connection, parent_task_id: str) -> builtins.list[Task]:
-    rows = conn.execute(f"SELECT {_T} FROM tasks WHERE parent_task_id = ? ORDER BY created_at, task_id", (parent_task_id,))
+def _filtered(where: str, args: builtins.list[Any], order: Order, after: tuple[Any, ...] | None) -> tuple[str, builtins.list[Any]]:
+    cursor, cursor_args = after_cursor(order, after)
+    if cursor:
+        where = f"{where} AND {cursor}" if where else f" WHERE {cursor}"
+    return where, [*args, *cursor_args]
+
+
+def list(
+    conn: apsw.Connection, *, status: str | None = None, session_id: str | None = None, limit: int | None = None,
+    after: tuple[Any, ...] | None = None,
+) -> builtins.list[Task]:
+    """Tasks by status and/or session, oldest first, after the task whose (created_at, task_id) is ``after``."""
+    where, args = _filtered(*where_equal(status=status, session_id=session_id), OLDEST, after)
+    rows = conn.execute(f"SELECT {_T} FROM tasks{where} ORDER BY {order_by(OLDEST)} LIMIT ?", (*args, limit_of(limit)))
+    return [_load_task(r) for r in rows]
+
+
+def children(
+    conn: apsw.Connection, parent_task_id: str, *, limit: int | None = None, after: tuple[Any, ...] | None = None
+) -> builtins.list[Task]:
+    where, args = _filtered(*where_equal(parent_task_id=parent_task_id), OLDEST, after)
+    rows = conn.execute(f"SELECT {_T} FROM tasks{where} ORDER BY {order_by(OLDEST)} LIMIT ?", (*args, limit_of(limit)))
     return [_load_task(r) for r in rows]
 
 
@@ -161,8 +190,14 @@ def workflow(conn: apsw.Connection, workflow_id: str) -> Workflow | None:
     return None if row is None else _load_workflow(row)
 
 
-def workflow_tasks(conn: apsw.Connection, workflow_id: str) -> builtins.list[WorkflowTask]:
-    rows = conn.execute(f"SELECT {_WT} FROM workflow_tasks WHERE workflow_id = ? ORDER BY sequence", (workflow_id,))
+def workflow_tasks(
+    conn: apsw.Connection, workflow_id: str, *, limit: int | None = None, after: int | None = None
+) -> builtins.list[WorkflowTask]:
+    """A workflow's tasks by sequence, after sequence ``after``."""
+    rows = conn.execute(
+        f"SELECT {_WT} FROM workflow_tasks WHERE workflow_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
+        (workflow_id, -(2**63) if after is None else after, limit_of(limit)),
+    )
     return [_load_member(r) for r in rows]
 
 
@@ -179,8 +214,14 @@ def execution(conn: apsw.Connection, execution_id: str) -> ToolExecution | None:
     return None if row is None else _load_execution(row)
 
 
-def executions(conn: apsw.Connection, task_id: str) -> builtins.list[ToolExecution]:
-    rows = conn.execute(f"SELECT {_X} FROM tool_executions WHERE task_id = ? ORDER BY position", (task_id,))
+def executions(
+    conn: apsw.Connection, task_id: str, *, after: int = 0, limit: int | None = None
+) -> builtins.list[ToolExecution]:
+    """A task's tool calls recorded after journal position ``after``, in order."""
+    rows = conn.execute(
+        f"SELECT {_X} FROM tool_executions WHERE task_id = ? AND position > ? ORDER BY position LIMIT ?",
+        (task_id, after, limit_of(limit)),
+    )
     return [_load_execution(r) for r in rows]
 
 
@@ -189,6 +230,11 @@ def agent(conn: apsw.Connection, agent_id: str) -> Agent | None:
     return None if row is None else _load_agent(row)
 
 
-def agents(conn: apsw.Connection, task_id: str) -> builtins.list[Agent]:
-    rows = conn.execute(f"SELECT {_A} FROM agents WHERE task_id = ? ORDER BY spawned_at, agent_id", (task_id,))
+def agents(
+    conn: apsw.Connection, task_id: str, *, limit: int | None = None, after: tuple[Any, ...] | None = None
+) -> builtins.list[Agent]:
+    """A task's agents in the order spawned, after the agent whose (spawned_at, agent_id) is ``after``."""
+    where, args = _filtered(*where_equal(task_id=task_id), SPAWNED, after)
+    rows = conn.execute(f"SELECT {_A} FROM agents{where} ORDER BY {order_by(SPAWNED)} LIMIT ?",
+                        (*args, limit_of(limit)))
     return [_load_agent(r) for r in rows]

@@ -24,7 +24,8 @@ from eventkernel.events.work import (
     WorkItemLeaseExtended,
 )
 from eventkernel.journal import Recorded
-from eventkernel.projections.rows import Target, loader, where_equal
+from eventkernel.projections.rows import Order, Target, limit_of, loader, order_by, where_equal
+from eventkernel.projections.rows import after as after_cursor
 
 NAME = "work_items"
 VERSION = 2  # 2: lease_ms
@@ -147,13 +148,23 @@ def get(conn: apsw.Connection, work_item_id: str) -> WorkItem | None:
     return None if row is None else _item(row)
 
 
+QUEUE: Order = (("priority", True), ("enqueued_position", False))
+"""Queue order: highest priority first, then oldest."""
+DEADLINES: Order = (("lease_expires_at", False), ("enqueued_position", False))
+
+
 def list(
-    conn: apsw.Connection, *, status: str | None = None, task_id: str | None = None, limit: int | None = None
+    conn: apsw.Connection, *, status: str | None = None, task_id: str | None = None, limit: int | None = None,
+    after: tuple[Any, ...] | None = None,
 ) -> builtins.list[WorkItem]:
-    """Items in queue order (priority, then age) filtered by status and/or task."""
+    """Items in queue order (priority, then age) filtered by status and/or
+    task, after the item whose (priority, enqueued_position) is ``after``."""
     where, args = where_equal(status=status, task_id=task_id)
-    sql = f"SELECT {_COLUMNS} FROM work_items{where} ORDER BY priority DESC, enqueued_position LIMIT ?"
-    return [_item(row) for row in conn.execute(sql, (*args, -1 if limit is None else limit))]
+    cursor, cursor_args = after_cursor(QUEUE, after)
+    if cursor:
+        where = f"{where} AND {cursor}" if where else f" WHERE {cursor}"
+    sql = f"SELECT {_COLUMNS} FROM work_items{where} ORDER BY {order_by(QUEUE)} LIMIT ?"
+    return [_item(row) for row in conn.execute(sql, (*args, *cursor_args, limit_of(limit)))]
 
 
 def _kinds(kinds: tuple[str, ...] | None) -> tuple[str, builtins.list[str]]:
@@ -185,11 +196,15 @@ def next_expired(conn: apsw.Connection, now: int, kinds: tuple[str, ...] | None 
     return None if row is None else _item(row)
 
 
-def expiring(conn: apsw.Connection, before: int, *, limit: int | None = None) -> builtins.list[WorkItem]:
-    """In-progress items whose lease ends at or before ``before``, soonest first."""
+def expiring(
+    conn: apsw.Connection, before: int, *, limit: int | None = None, after: tuple[Any, ...] | None = None
+) -> builtins.list[WorkItem]:
+    """In-progress items whose lease ends at or before ``before``, soonest
+    first, after the item whose (lease_expires_at, enqueued_position) is ``after``."""
+    cursor, cursor_args = after_cursor(DEADLINES, after)
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM work_items WHERE status = 'in_progress' AND lease_expires_at <= ? "
-        "ORDER BY lease_expires_at, enqueued_position LIMIT ?",
-        (before, -1 if limit is None else limit),
+        f"SELECT {_COLUMNS} FROM work_items WHERE status = 'in_progress' AND lease_expires_at <= ?"
+        f"{' AND ' + cursor if cursor else ''} ORDER BY {order_by(DEADLINES)} LIMIT ?",
+        (before, *cursor_args, limit_of(limit)),
     )
     return [_item(row) for row in rows]

@@ -15,7 +15,7 @@ from eventkernel.events.checkpoints import CheckpointRecorded
 from eventkernel.ids import new_id
 from eventkernel.journal import Recorded
 from eventkernel.services.base import Context
-from eventkernel.validate import check_json_value, check_optional_text, check_text
+from eventkernel.validate import check_int, check_json_value, check_limit, check_optional_text, check_text
 from eventkernel.projections import checkpoints
 from eventkernel.projections.checkpoints import TYPES, Checkpoint
 
@@ -82,11 +82,16 @@ class Checkpoints:
         with self._ctx.db.read("checkpoints.latest") as conn:
             return checkpoints.latest(conn, task_id)
 
-    def list(self, task_id: str) -> builtins.list[Checkpoint]:
-        """The task's checkpoints by sequence number."""
-        check_text("checkpoints.list", "task_id", task_id)
-        with self._ctx.db.read("checkpoints.list") as conn:
-            return checkpoints.list(conn, task_id)
+    def list(self, task_id: str, *, after: int = 0, limit: int | None = None) -> builtins.list[Checkpoint]:
+        """The task's checkpoints by sequence number; at most ``limit``,
+        recorded after journal position ``after`` (the ``position`` of the
+        last checkpoint of the previous page)."""
+        where = "checkpoints.list"
+        check_text(where, "task_id", task_id)
+        check_int(where, "after", after, minimum=0)
+        check_limit(where, limit)
+        with self._ctx.db.read(where) as conn:
+            return checkpoints.list(conn, task_id, after=after, limit=limit)
 
     def get(self, checkpoint_id: str) -> Checkpoint:
         """One checkpoint by id. Raises NotFound."""

@@ -22,7 +22,15 @@ from eventkernel.events.memory import (
     MemoryRolledBack,
 )
 from eventkernel.services.base import Command, Context
-from eventkernel.validate import check_bool, check_int, check_json_dict, check_json_value, check_optional_text, check_text
+from eventkernel.validate import (
+    check_bool,
+    check_int,
+    check_json_dict,
+    check_json_value,
+    check_limit,
+    check_optional_text,
+    check_text,
+)
 from eventkernel.projections import memory_entries
 from eventkernel.projections.memory_entries import TYPES, MemoryEntry
 
@@ -62,11 +70,14 @@ class Memory:
         actor: str | None = None,
         ttl_ms: int | None = None,
         expected_version: int | None = None,
+        correlation_id: str | None = None,
         command_id: str | None = None,
     ) -> MemoryEntry:
         """Write a new version. ``expected_version`` (the current version, 0
         for a new memory) makes it compare-and-set: ConcurrencyConflict otherwise.
-        ``ttl_ms`` sets ``expires_at``; ``expire()`` records the expiry."""
+        ``ttl_ms`` sets ``expires_at``; ``expire()`` records the expiry.
+        ``correlation_id`` (a task id) files the write under that task, so
+        ``checkpoints.resume(task)`` and ``k.read(correlation_id=…)`` include it."""
         where = "memory.put"
         _check_address(where, namespace, key)
         check_json_value(where, "value", value)
@@ -77,14 +88,18 @@ class Memory:
             check_int(where, "ttl_ms", ttl_ms, minimum=1, maximum=MAX_TTL_MS)
         if expected_version is not None:
             check_int(where, "expected_version", expected_version, minimum=0)
+        check_optional_text(where, "correlation_id", correlation_id)
         args = {"namespace": namespace, "key": key, "value": value, "memory_type": memory_type,
                 "metadata": metadata, "actor": actor, "ttl_ms": ttl_ms, "expected_version": expected_version}
+        if correlation_id is not None:
+            args["correlation_id"] = correlation_id
         with self._ctx.command(where, command_id, args) as cmd:
             if cmd.previous is None:
                 event = MemoryPut(namespace=namespace, key=key, value=value, memory_type=memory_type,
                                   metadata=metadata, actor=actor,
                                   expires_at=None if ttl_ms is None else cmd.now + ttl_ms)
-                cmd.emit(stream_of(namespace, key), [event], expected_version=expected_version)
+                cmd.emit(stream_of(namespace, key), [event], expected_version=expected_version,
+                         correlation_id=correlation_id)
             return self._written(cmd, namespace, key)
 
     def get(
@@ -107,24 +122,44 @@ class Memory:
                 found = memory_entries.latest(conn, namespace, key)
         return None if found is None or found.is_deleted else found
 
-    def history(self, namespace: str, key: str) -> builtins.list[MemoryEntry]:
-        """Every version, oldest first (deletes and expiries included)."""
-        _check_address("memory.history", namespace, key)
-        with self._ctx.db.read("memory.history") as conn:
-            return memory_entries.history(conn, namespace, key)
+    def history(
+        self, namespace: str, key: str, *, after: int = 0, limit: int | None = None
+    ) -> builtins.list[MemoryEntry]:
+        """Every version, oldest first (deletes and expiries included); at most
+        ``limit``, written after journal position ``after``."""
+        where = "memory.history"
+        _check_address(where, namespace, key)
+        check_int(where, "after", after, minimum=0)
+        check_limit(where, limit)
+        with self._ctx.db.read(where) as conn:
+            return memory_entries.history(conn, namespace, key, after=after, limit=limit)
 
     def list(
-        self, prefix: str = "", *, memory_type: str | None = None, include_deleted: bool = False
+        self, prefix: str = "", *, memory_type: str | None = None, include_deleted: bool = False,
+        limit: int | None = None, after_key: tuple[str, str] | None = None,
     ) -> builtins.list[MemoryEntry]:
-        """The newest version of each memory whose namespace starts with ``prefix``."""
+        """The newest version of each memory whose namespace starts with
+        ``prefix``, in (namespace, key) order; at most ``limit``, after
+        ``after_key`` (the (namespace, key) of the last entry of the previous page)."""
         where = "memory.list"
         if prefix != "":
             check_text(where, "prefix", prefix)
         if memory_type is not None:
             _check_type(where, memory_type)
         check_bool(where, "include_deleted", include_deleted)
+        check_limit(where, limit)
+        after = None
+        if after_key is not None:
+            if not isinstance(after_key, tuple | list) or len(after_key) != 2:
+                raise InvalidArgument(
+                    f"{where} refused: after_key must be a (namespace, key) pair, got {after_key!r:.60}"
+                )
+            check_text(where, "after_key namespace", after_key[0])
+            check_text(where, "after_key key", after_key[1])
+            after = (after_key[0], after_key[1])
         with self._ctx.db.read(where) as conn:
-            return memory_entries.list(conn, prefix, memory_type=memory_type, include_deleted=include_deleted)
+            return memory_entries.list(conn, prefix, memory_type=memory_type, include_deleted=include_deleted,
+                                       limit=limit, after=after)
 
     def delete(self, namespace: str, key: str, *, actor: str | None = None, command_id: str | None = None) -> MemoryEntry:
         """Soft-delete: a new version that ``get`` does not return. Raises NotFound, InvalidTransition."""

@@ -20,7 +20,7 @@ from eventkernel.events.recovery import (
 )
 from eventkernel.ids import new_id
 from eventkernel.services.base import Context
-from eventkernel.validate import check_bool, check_int, check_json_dict, check_optional_text, check_text
+from eventkernel.validate import check_bool, check_json_dict, check_limit, check_optional_text, check_text
 from eventkernel.projections import recovery
 from eventkernel.projections.recovery import (
     SEVERITIES,
@@ -228,16 +228,37 @@ class Recovery:
         with self._ctx.db.read("recovery.stats") as conn:
             return recovery.stats(conn)
 
-    def patterns(self, limit: int = 10) -> builtins.list[FailurePattern]:
-        """The most frequent failure patterns."""
-        check_int("recovery.patterns", "limit", limit, minimum=0)
-        with self._ctx.db.read("recovery.patterns") as conn:
-            return recovery.patterns(conn, limit)
+    def patterns(self, limit: int | None = 10, *, after_key: str | None = None) -> builtins.list[FailurePattern]:
+        """The most frequent failure patterns first; at most ``limit``, after
+        the pattern ``after_key`` (the signature of the last pattern of the previous page)."""
+        where = "recovery.patterns"
+        check_limit(where, limit)
+        check_optional_text(where, "after_key", after_key)
+        with self._ctx.db.read(where) as conn:
+            after = None
+            if after_key is not None:
+                cursor = recovery.pattern(conn, after_key)
+                if cursor is None:
+                    raise NotFound(f"{where} refused: after_key {after_key!r} names no failure pattern")
+                after = (cursor.occurrence_count, cursor.last_seen, cursor.pattern_signature)
+            return recovery.patterns(conn, limit, after=after)
 
-    def attempts(self, task_id: str) -> builtins.list[RecoveryAttempt]:
-        check_text("recovery.attempts", "task_id", task_id)
-        with self._ctx.db.read("recovery.attempts") as conn:
-            return recovery.attempts(conn, task_id)
+    def attempts(
+        self, task_id: str, *, limit: int | None = None, after_key: str | None = None
+    ) -> builtins.list[RecoveryAttempt]:
+        """A task's recovery attempts by number; at most ``limit``, after the attempt ``after_key``."""
+        where = "recovery.attempts"
+        check_text(where, "task_id", task_id)
+        check_limit(where, limit)
+        check_optional_text(where, "after_key", after_key)
+        with self._ctx.db.read(where) as conn:
+            after = 0
+            if after_key is not None:
+                cursor = recovery.attempt(conn, after_key)
+                if cursor is None or cursor.task_id != task_id:
+                    raise NotFound(f"{where} refused: after_key {after_key!r} names no attempt of task {task_id!r}")
+                after = cursor.attempt_number
+            return recovery.attempts(conn, task_id, limit=limit, after=after)
 
     def explanation(self, task_id: str) -> RecoveryExplanation | None:
         check_text("recovery.explanation", "task_id", task_id)

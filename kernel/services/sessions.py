@@ -16,7 +16,14 @@ from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
 from eventkernel.events.sessions import SessionCreated, SessionEventAppended, SessionStatusChanged
 from eventkernel.ids import new_id
 from eventkernel.services.base import Context
-from eventkernel.validate import check_int, check_json_dict, check_json_value, check_optional_text, check_text
+from eventkernel.validate import (
+    check_int,
+    check_json_dict,
+    check_json_value,
+    check_limit,
+    check_optional_text,
+    check_text,
+)
 from eventkernel.projections import sessions
 from eventkernel.projections.sessions import STATUSES, TEMP, Session, SessionEvent
 
@@ -82,17 +89,23 @@ class Sessions:
         author: str,
         content: Any,
         state_delta: dict[str, Any] | None = None,
+        correlation_id: str | None = None,
         command_id: str | None = None,
     ) -> SessionEvent:
         """Add one turn to the conversation and apply its state delta.
-        Raises NotFound, InvalidTransition (paused, terminated, archived)."""
+        ``correlation_id`` (a task id) files the turn under that task, so
+        ``checkpoints.resume(task)`` includes it. Raises NotFound,
+        InvalidTransition (paused, terminated, archived)."""
         where = "sessions.append_event"
         check_text(where, "session_id", session_id)
         check_text(where, "author", author)
         check_json_value(where, "content", content)
         check_json_dict(where, "state_delta", state_delta)
+        check_optional_text(where, "correlation_id", correlation_id)
         delta = _persisted(state_delta)
         args = {"session_id": session_id, "author": author, "content": content, "state_delta": delta}
+        if correlation_id is not None:
+            args["correlation_id"] = correlation_id
         with self._ctx.command(where, command_id, args) as cmd:
             conn = self._ctx.db.conn
             if cmd.previous is None:
@@ -105,6 +118,7 @@ class Sessions:
                     f"session:{session_id}",
                     [SessionEventAppended(session_id=session_id, seq=seq, author=author, content=content,
                                           state_delta=delta)],
+                    correlation_id=correlation_id,
                 )
             else:
                 seq = cmd.previous[0].event.seq  # type: ignore[attr-defined]
@@ -143,20 +157,32 @@ class Sessions:
             raise NotFound(f"sessions.get refused: no session {session_id!r}")
         return found
 
-    def list(self, app_name: str, user_id: str | None = None) -> builtins.list[Session]:
-        """An app's sessions, or one user's, most recently updated first."""
-        check_text("sessions.list", "app_name", app_name)
-        check_optional_text("sessions.list", "user_id", user_id)
-        with self._ctx.db.read("sessions.list") as conn:
-            return sessions.list(conn, app_name, user_id)
+    def list(
+        self, app_name: str, user_id: str | None = None, *, limit: int | None = None, after_key: str | None = None
+    ) -> builtins.list[Session]:
+        """An app's sessions, or one user's, most recently updated first; at
+        most ``limit``, after the session ``after_key`` (the id of the last
+        session of the previous page; a session updated meanwhile moves to the front)."""
+        where = "sessions.list"
+        check_text(where, "app_name", app_name)
+        check_optional_text(where, "user_id", user_id)
+        check_limit(where, limit)
+        check_optional_text(where, "after_key", after_key)
+        with self._ctx.db.read(where) as conn:
+            after = None
+            if after_key is not None:
+                cursor = sessions.get_own(conn, after_key)
+                if cursor is None:
+                    raise NotFound(f"{where} refused: after_key {after_key!r} names no session")
+                after = (cursor.last_update_time, cursor.session_id)
+            return sessions.list(conn, app_name, user_id, limit=limit, after=after)
 
     def events(self, session_id: str, *, after_seq: int = 0, limit: int | None = None) -> builtins.list[SessionEvent]:
         """The conversation in order, after ``after_seq``. Raises NotFound."""
         where = "sessions.events"
         check_text(where, "session_id", session_id)
         check_int(where, "after_seq", after_seq, minimum=0)
-        if limit is not None:
-            check_int(where, "limit", limit, minimum=0)
+        check_limit(where, limit)
         with self._ctx.db.read(where) as conn:
             if sessions.get_own(conn, session_id) is None:
                 raise NotFound(f"{where} refused: no session {session_id!r}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
+import apsw
+
 from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
 from eventkernel.events.tasks import (
     AgentSpawned,
@@ -22,7 +24,14 @@ from eventkernel.events.tasks import (
 )
 from eventkernel.ids import new_id
 from eventkernel.services.base import Command, Context
-from eventkernel.validate import check_int, check_json_dict, check_json_value, check_optional_text, check_text
+from eventkernel.validate import (
+    check_int,
+    check_json_dict,
+    check_json_value,
+    check_limit,
+    check_optional_text,
+    check_text,
+)
 from eventkernel.projections import tasks
 from eventkernel.projections.tasks import (
     AGENT_STATUSES,
@@ -129,19 +138,42 @@ class Tasks:
         with self._ctx.db.read("tasks.get"):
             return self._task(task_id, "tasks.get")
 
-    def list(self, *, status: str | None = None, session_id: str | None = None) -> builtins.list[Task]:
-        """Tasks by status and/or session, oldest first."""
+    def list(
+        self, *, status: str | None = None, session_id: str | None = None, limit: int | None = None,
+        after_key: str | None = None,
+    ) -> builtins.list[Task]:
+        """Tasks by status and/or session, oldest first; at most ``limit``,
+        after the task ``after_key`` (the id of the last task of the previous page)."""
+        where = "tasks.list"
         if status is not None:
-            _one_of("tasks.list", "status", status, TASK_STATUSES)
-        check_optional_text("tasks.list", "session_id", session_id)
-        with self._ctx.db.read("tasks.list") as conn:
-            return tasks.list(conn, status=status, session_id=session_id)
+            _one_of(where, "status", status, TASK_STATUSES)
+        check_optional_text(where, "session_id", session_id)
+        check_limit(where, limit)
+        check_optional_text(where, "after_key", after_key)
+        with self._ctx.db.read(where) as conn:
+            after = self._task_cursor(conn, where, after_key)
+            return tasks.list(conn, status=status, session_id=session_id, limit=limit, after=after)
 
-    def children(self, parent_task_id: str) -> builtins.list[Task]:
-        """The subtasks of a task."""
-        check_text("tasks.children", "parent_task_id", parent_task_id)
-        with self._ctx.db.read("tasks.children") as conn:
-            return tasks.children(conn, parent_task_id)
+    def children(
+        self, parent_task_id: str, *, limit: int | None = None, after_key: str | None = None
+    ) -> builtins.list[Task]:
+        """The subtasks of a task, oldest first; at most ``limit``, after the task ``after_key``."""
+        where = "tasks.children"
+        check_text(where, "parent_task_id", parent_task_id)
+        check_limit(where, limit)
+        check_optional_text(where, "after_key", after_key)
+        with self._ctx.db.read(where) as conn:
+            after = self._task_cursor(conn, where, after_key)
+            return tasks.children(conn, parent_task_id, limit=limit, after=after)
+
+    @staticmethod
+    def _task_cursor(conn: apsw.Connection, where: str, after_key: str | None) -> tuple[int, str] | None:
+        if after_key is None:
+            return None
+        cursor = tasks.get(conn, after_key)
+        if cursor is None:
+            raise NotFound(f"{where} refused: after_key {after_key!r} names no task")
+        return cursor.created_at, cursor.task_id
 
     # --- workflows --------------------------------------------------------------------
 
@@ -204,11 +236,17 @@ class Tasks:
             raise NotFound(f"tasks.workflow refused: no workflow {workflow_id!r}")
         return found
 
-    def workflow_tasks(self, workflow_id: str) -> builtins.list[WorkflowTask]:
-        """A workflow's tasks in sequence order."""
-        check_text("tasks.workflow_tasks", "workflow_id", workflow_id)
-        with self._ctx.db.read("tasks.workflow_tasks") as conn:
-            return tasks.workflow_tasks(conn, workflow_id)
+    def workflow_tasks(
+        self, workflow_id: str, *, limit: int | None = None, after_key: int | None = None
+    ) -> builtins.list[WorkflowTask]:
+        """A workflow's tasks in sequence order; at most ``limit``, after sequence ``after_key``."""
+        where = "tasks.workflow_tasks"
+        check_text(where, "workflow_id", workflow_id)
+        check_limit(where, limit)
+        if after_key is not None:
+            check_int(where, "after_key", after_key)
+        with self._ctx.db.read(where) as conn:
+            return tasks.workflow_tasks(conn, workflow_id, limit=limit, after=after_key)
 
     # --- tool executions ------------------------------------------------------------------
 
@@ -256,11 +294,17 @@ class Tasks:
             assert found is not None
             return found
 
-    def tool_executions(self, task_id: str) -> builtins.list[ToolExecution]:
-        """A task's tool calls in the order recorded."""
-        check_text("tasks.tool_executions", "task_id", task_id)
-        with self._ctx.db.read("tasks.tool_executions") as conn:
-            return tasks.executions(conn, task_id)
+    def tool_executions(
+        self, task_id: str, *, after: int = 0, limit: int | None = None
+    ) -> builtins.list[ToolExecution]:
+        """A task's tool calls in the order recorded; at most ``limit``,
+        recorded after journal position ``after``."""
+        where = "tasks.tool_executions"
+        check_text(where, "task_id", task_id)
+        check_int(where, "after", after, minimum=0)
+        check_limit(where, limit)
+        with self._ctx.db.read(where) as conn:
+            return tasks.executions(conn, task_id, after=after, limit=limit)
 
     # --- agents -------------------------------------------------------------------------
 
@@ -306,11 +350,22 @@ class Tasks:
         with self._ctx.db.read("tasks.agent"):
             return self._agent(agent_id, "tasks.agent")
 
-    def agents(self, task_id: str) -> builtins.list[Agent]:
-        """The agents spawned for a task."""
-        check_text("tasks.agents", "task_id", task_id)
-        with self._ctx.db.read("tasks.agents") as conn:
-            return tasks.agents(conn, task_id)
+    def agents(
+        self, task_id: str, *, limit: int | None = None, after_key: str | None = None
+    ) -> builtins.list[Agent]:
+        """The agents spawned for a task, in order; at most ``limit``, after the agent ``after_key``."""
+        where = "tasks.agents"
+        check_text(where, "task_id", task_id)
+        check_limit(where, limit)
+        check_optional_text(where, "after_key", after_key)
+        with self._ctx.db.read(where) as conn:
+            after = None
+            if after_key is not None:
+                cursor = tasks.agent(conn, after_key)
+                if cursor is None:
+                    raise NotFound(f"{where} refused: after_key {after_key!r} names no agent")
+                after = (cursor.spawned_at, cursor.agent_id)
+            return tasks.agents(conn, task_id, limit=limit, after=after)
 
     # --- helpers --------------------------------------------------------------------------
 

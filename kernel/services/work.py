@@ -13,6 +13,8 @@ import builtins
 from collections.abc import Sequence
 from typing import Any
 
+import apsw
+
 from eventkernel.errors import InvalidArgument, LeaseNotHeld, NotFound, TerminalState
 from eventkernel.events.work import (
     WorkItemCancelled,
@@ -28,6 +30,7 @@ from eventkernel.journal import Recorded
 from eventkernel.services.base import Command, Context
 from eventkernel.validate import (
     check_bool,
+    check_limit,
     check_int,
     check_json_value,
     check_optional_text,
@@ -258,23 +261,49 @@ class WorkQueue:
         return self._existing("work.get", work_item_id)
 
     def list(
-        self, *, status: str | None = None, task_id: str | None = None, limit: int | None = None
+        self, *, status: str | None = None, task_id: str | None = None, limit: int | None = None,
+        after_key: str | None = None,
     ) -> builtins.list[WorkItem]:
-        """Items in queue order (priority, then age), filtered by status and/or task."""
+        """Items in queue order (priority, then age), filtered by status and/or
+        task; at most ``limit``, after the item ``after_key`` (the id of the
+        last item of the previous page). Raises InvalidArgument, NotFound (the cursor)."""
         where = "work.list"
         if status is not None and status not in STATUSES:
             raise InvalidArgument(f"{where} refused: status must be one of {', '.join(STATUSES)}, got {status!r}")
         check_optional_text(where, "task_id", task_id)
-        if limit is not None:
-            check_int(where, "limit", limit, minimum=0)
+        check_limit(where, limit)
+        check_optional_text(where, "after_key", after_key)
         with self._ctx.db.read(where) as conn:
-            return work_items.list(conn, status=status, task_id=task_id, limit=limit)
+            after = None
+            if after_key is not None:
+                cursor = self._cursor(conn, where, after_key)
+                after = (cursor.priority, cursor.enqueued_position)
+            return work_items.list(conn, status=status, task_id=task_id, limit=limit, after=after)
 
-    def expiring(self, before: int) -> builtins.list[WorkItem]:
-        """In-progress items whose lease ends at or before ``before`` (ms), soonest first."""
-        check_int("work.expiring", "before", before)
-        with self._ctx.db.read("work.expiring") as conn:
-            return work_items.expiring(conn, before)
+    def expiring(
+        self, before: int, *, limit: int | None = None, after_key: str | None = None
+    ) -> builtins.list[WorkItem]:
+        """In-progress items whose lease ends at or before ``before`` (ms),
+        soonest first; at most ``limit``, after the item ``after_key``."""
+        where = "work.expiring"
+        check_int(where, "before", before)
+        check_limit(where, limit)
+        check_optional_text(where, "after_key", after_key)
+        with self._ctx.db.read(where) as conn:
+            after = None
+            if after_key is not None:
+                cursor = self._cursor(conn, where, after_key)
+                if cursor.lease_expires_at is None:
+                    raise NotFound(f"{where} refused: after_key {after_key!r} no longer holds a lease")
+                after = (cursor.lease_expires_at, cursor.enqueued_position)
+            return work_items.expiring(conn, before, limit=limit, after=after)
+
+    @staticmethod
+    def _cursor(conn: apsw.Connection, where: str, after_key: str) -> WorkItem:
+        item = work_items.get(conn, after_key)
+        if item is None:
+            raise NotFound(f"{where} refused: after_key {after_key!r} names no work item")
+        return item
 
     # --- helpers --------------------------------------------------------------------
 

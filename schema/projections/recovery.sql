@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS failure_patterns (
     confidence         REAL NOT NULL,          -- 1 - 1/(1 + occurrence_count)
     position           INTEGER NOT NULL
 ) STRICT;
-CREATE INDEX IF NOT EXISTS failure_patterns_top ON failure_patterns (occurrence_count DESC, last_seen DESC);
+CREATE INDEX IF NOT EXISTS failure_patterns_top
+    ON failure_patterns (occurrence_count DESC, last_seen DESC, pattern_signature);
 
 CREATE TABLE IF NOT EXISTS recovery_explanations (
     task_id              TEXT PRIMARY KEY,     -- the latest explanation of the task
