@@ -63,8 +63,11 @@ def _arg(what: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             return _whole(text, what)
-        except InvalidArgument as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
+        except InvalidArgument:
+            # argparse names the argument itself ("argument --to: …")
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number from 0 to {INT64_MAX}, got {text!r}"
+            ) from None
 
     parse.__name__ = what
     return parse
@@ -455,7 +458,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:  # --help and --version (0), usage errors (1), already printed
+        return e.code if isinstance(e.code, int) else 1
     try:
         if args.db in ("", ":memory:"):
             raise InvalidArgument(f"DB must be the path of a file, got {args.db!r}")

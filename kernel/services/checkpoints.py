@@ -1,4 +1,4 @@
-"""Checkpoints (DOMAIN.md §2): append-only snapshots of a task's progress,
+"""Checkpoints: append-only snapshots of a task's progress,
 numbered 1, 2, 3 … per task, and resume = the latest one plus every event of
 the task after it."""
 

@@ -1,4 +1,4 @@
-"""Idempotency keys (DOMAIN.md §3): the first call with a key starts it; a
+"""Idempotency keys: the first call with a key starts it; a
 repeat with the same request gets the cached outcome; a different request
 under a live key is refused. An expired key may be started afresh."""
 

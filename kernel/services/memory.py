@@ -1,4 +1,4 @@
-"""Versioned long-term memory (DOMAIN.md §5).
+"""Versioned long-term memory.
 
 Each memory is the stream ``memory:<namespace>/<key>``, and each of its
 events is a version: put, delete (soft), restore, rollback (a new version

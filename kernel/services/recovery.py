@@ -1,4 +1,4 @@
-"""Failures and recovery (DOMAIN.md §6): failures grouped into patterns,
+"""Failures and recovery: failures grouped into patterns,
 recovery attempts with their outcome and time to recovery, explanations, and
 per-task counters."""
 

@@ -1,4 +1,4 @@
-"""Conversation sessions (DOMAIN.md §4).
+"""Conversation sessions.
 
 Lifecycle: created → active ⇄ paused → terminated → archived (created and
 paused may also be terminated). The first event makes a created session

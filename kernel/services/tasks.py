@@ -1,4 +1,4 @@
-"""Tasks, workflows, tool executions and agents (DOMAIN.md §7).
+"""Tasks, workflows, tool executions and agents.
 
 Task lifecycle: pending → running → completed | failed | cancelled (pending
 may be cancelled too); terminal states never change. Agents: spawned →

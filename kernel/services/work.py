@@ -1,7 +1,7 @@
 """The work queue: enqueue, claim with a lease and a fencing token,
 heartbeat, complete, fail with retries, cancel, and the lease reaper.
 
-Rules (DOMAIN.md §1): a claim takes the highest-priority, oldest pending item
+Rules: a claim takes the highest-priority, oldest pending item
 or an item whose lease has expired; only the holder of the live lease, with
 its current token, may heartbeat, complete or fail; an expired lease counts
 as a failed attempt; terminal states never change.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime
 import io
@@ -280,3 +281,77 @@ def test_verify_anchor_names_where_the_cut_tail_began(demo_db, capsys):
     assert "first bad position: 61" in out
     assert main(["verify", demo_db, "--anchor", "sixty"]) == 1
     assert "--anchor must be POSITION:HASH" in capsys.readouterr().err
+
+
+def test_every_argument_has_help_and_there_is_a_version(capsys):
+    from eventkernel.cli import parser
+
+    p = parser()
+    sub = next(a for a in p._actions if a.dest == "command")
+    missing = []
+    for name, sp in sub.choices.items():
+        for action in sp._actions:
+            if action.dest != "help" and action.help != argparse.SUPPRESS and not action.help:
+                missing.append(f"{name} {action.dest}")
+    assert not missing
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"eventkernel {eventkernel.__version__}"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["show", "{db}", "0"], "there is no event at position 0 (positions run from 1 to the head, 65)"),
+    (["show", "{db}", "\u00b2"], "there is no stream '\u00b2'"),
+    (["replay", "{db}", "--to", "999"], "--to 999 is past the journal head 65"),
+    (["replay", "{db}", "--to", "\u00b2"], "--to: must be a whole number from 0 to 9223372036854775807, got '\u00b2'"),
+    (["log", "{db}", "--limit", "99999999999999999999"], "--limit: must be a whole number from 0 to"),
+    (["log", "{db}", "--since", "\u00b2"], "cannot read --since '\u00b2' as a time"),
+    (["verify", "{db}", "--anchor", "\u00b2:" + "0" * 64], "--anchor must be POSITION:HASH"),
+    (["diff", "{db}", "1", "999"], "B 999 is past the journal head 65"),
+])
+def test_refusals_speak_the_cli_s_language(demo_db, capsys, argv, message):
+    assert main([a.format(db=demo_db) for a in argv]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert "refused" not in err or "log refused" not in err
+
+
+def test_log_full_iso_times_and_unknown_types(demo_db, capsys):
+    assert main(["log", demo_db, "--limit", "1"]) == 0
+    line = capsys.readouterr().out
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line)
+    main(["log", demo_db])
+    short = capsys.readouterr().out.splitlines()
+    main(["log", demo_db, "--full"])
+    full = capsys.readouterr().out.splitlines()
+    assert any(s.endswith("…") for s in short) and not any(f.endswith("…") for f in full)
+    assert max(map(len, full)) > max(map(len, short))
+    assert main(["log", demo_db, "--type", "work_item.teleported"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no event of type 'work_item.teleported'" in captured.err
+
+
+def test_log_shows_times_a_clock_before_1970_left_behind(tmp_path, capsys):
+    from eventkernel import journal
+
+    path = str(tmp_path / "old.db")
+    eventkernel.open(path).close()
+    row = (1, "note:x", 1, "test.note", 1, "{}", None, None, None, -5)  # as a 0.1.0 file may hold
+    conn = apsw.Connection(path)
+    conn.execute("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 (*row, journal.row_hash(journal.GENESIS_HASH, *row)))
+    conn.close()
+    assert main(["log", path]) == 0
+    assert "1969-12-31T23:59:59.995Z" in capsys.readouterr().out
+
+
+def test_a_demo_piped_into_head_still_runs_to_the_end(tmp_path, child_env):
+    path = str(tmp_path / "demo.db")
+    for run in range(2):
+        done = subprocess.run(f"{sys.executable} -m eventkernel demo {path} | head -1", shell=True,
+                              capture_output=True, text=True, env=child_env)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        assert done.stdout.startswith("eventkernel demo on")
+        with eventkernel.open(path) as k:
+            items = k.work.list()
+            assert len(items) == 6 * (run + 1) and {i.status for i in items} == {"completed"}
+            assert k.verify().ok

@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md, read off the imports, and the public surface."""
+"""The layers of the architecture (README, Layout), read off the imports, and the public surface."""
 
 from __future__ import annotations
 
@@ -120,3 +120,19 @@ def test_the_library_type_checks_under_mypy_strict(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out, err, status = api.run(["--strict", "--no-incremental", "-p", _E])
     assert status == 0, out + err
+
+
+def test_every_document_a_file_cites_is_in_the_repository():
+    import re
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not tracked:  # not a git checkout (an sdist): every file on disk
+        tracked = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file()]
+    documents = {Path(f).name for f in tracked if f.endswith(".md")}
+    cited = set()
+    for f in tracked:
+        if f.endswith((".py", ".sql", ".md", ".toml")) and (ROOT / f).exists():
+            cited |= {(f, m) for m in re.findall(r"\b([A-Za-z0-9_]+\.md)\b", (ROOT / f).read_text())}
+    missing = sorted(f"{where} cites {name}" for where, name in cited if name not in documents)
+    assert not missing, "\n".join(missing)
