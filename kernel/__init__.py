@@ -33,17 +33,23 @@ from eventkernel.errors import (
 )
 from eventkernel.journal import Recorded
 from eventkernel.kernel import Kernel, open
+from eventkernel.projections.checkpoints import Checkpoint
+from eventkernel.projections.idempotency_keys import IdempotencyKey
+from eventkernel.projections.memory_entries import MemoryEntry
+from eventkernel.projections.recovery import (
+    FailurePattern,
+    RecoveryAttempt,
+    RecoveryExplanation,
+    RecoveryStats,
+    RecoveryTask,
+)
+from eventkernel.projections.sessions import Session, SessionEvent
+from eventkernel.projections.tasks import Agent, Task, ToolExecution, Workflow, WorkflowTask
+from eventkernel.projections.work_items import WorkItem
 from eventkernel.services.checkpoints import Resume
 from eventkernel.services.idempotency import IdempotencyResult
 from eventkernel.verify import VerifyReport
 from eventkernel.version import VERSION
-from eventkernel.projections.checkpoints import Checkpoint
-from eventkernel.projections.idempotency_keys import IdempotencyKey
-from eventkernel.projections.memory_entries import MemoryEntry
-from eventkernel.projections.recovery import FailurePattern, RecoveryAttempt, RecoveryExplanation, RecoveryStats, RecoveryTask
-from eventkernel.projections.sessions import Session, SessionEvent
-from eventkernel.projections.tasks import Agent, Task, ToolExecution, Workflow, WorkflowTask
-from eventkernel.projections.work_items import WorkItem
 
 __version__ = VERSION
 

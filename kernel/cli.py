@@ -158,11 +158,12 @@ def _print_entry(args: argparse.Namespace, e: LogEntry) -> None:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    filters = dict(
-        stream=args.stream, stream_prefix=args.prefix, types=args.type or (), correlation_id=args.correlation,
-        before=args.before, since_ms=None if args.since is None else _time(args.since, "--since"),
-        until_ms=None if args.until is None else _time(args.until, "--until"),
-    )
+    filters: dict[str, Any] = {
+        "stream": args.stream, "stream_prefix": args.prefix, "types": args.type or (),
+        "correlation_id": args.correlation, "before": args.before,
+        "since_ms": None if args.since is None else _time(args.since, "--since"),
+        "until_ms": None if args.until is None else _time(args.until, "--until"),
+    }
     with _read(args) as k:
         for type_ in args.type or ():
             if not any(True for _ in k.log(types=[type_], limit=1)):

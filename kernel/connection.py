@@ -581,7 +581,7 @@ class _Write:
     a generator: it runs once per command, and a generator-based context
     manager costs several microseconds more on every entry and exit."""
 
-    __slots__ = ("db", "doing", "depth", "saved_head", "saved_appended")
+    __slots__ = ("db", "depth", "doing", "saved_appended", "saved_head")
 
     def __init__(self, db: Database, doing: str) -> None:
         self.db = db

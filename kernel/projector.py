@@ -14,8 +14,7 @@ from typing import Any, cast
 import apsw
 import msgspec
 
-from eventkernel import projections
-from eventkernel import journal, migrations
+from eventkernel import journal, migrations, projections
 from eventkernel.connection import Database, memory_connection, translating
 from eventkernel.errors import InvalidArgument
 from eventkernel.journal import Recorded

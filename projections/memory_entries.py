@@ -18,9 +18,9 @@ from eventkernel.events.memory import (
     MemoryRolledBack,
 )
 from eventkernel.journal import Recorded
-from eventkernel.validate import prefix_upper
 from eventkernel.projections.rows import Order, Target, columns, dump, limit_of, loader
 from eventkernel.projections.rows import after as after_cursor
+from eventkernel.validate import prefix_upper
 
 NAME = "memory_entries"
 VERSION = 1

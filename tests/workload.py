@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 from hypothesis import strategies as st
-from strategies import json_values
 
 import eventkernel
+
+from strategies import json_values
 
 TASKS = st.sampled_from(["t1", "t2", "t3"])
 SESSIONS = st.sampled_from(["s1", "s2"])

@@ -51,7 +51,7 @@ class Context:
         if head is None:
             head = db.head_cache = journal.head_row(db.conn)
         t = self.now()
-        return t if t >= head[2] else head[2]
+        return max(t, head[2])
 
     def emit(
         self,

@@ -14,10 +14,10 @@ from eventkernel.errors import InvalidArgument, NotFound
 from eventkernel.events.checkpoints import CheckpointRecorded
 from eventkernel.ids import new_id
 from eventkernel.journal import Recorded
-from eventkernel.services.base import Context
-from eventkernel.validate import check_int, check_json_value, check_limit, check_optional_text, check_text
 from eventkernel.projections import checkpoints
 from eventkernel.projections.checkpoints import TYPES, Checkpoint
+from eventkernel.services.base import Context
+from eventkernel.validate import check_int, check_json_value, check_limit, check_optional_text, check_text
 
 
 class Resume(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,10 +12,10 @@ import msgspec
 from eventkernel import codec
 from eventkernel.errors import IdempotencyConflict, InvalidTransition, NotFound, TerminalState
 from eventkernel.events.idempotency import IdempotencyKeyCompleted, IdempotencyKeyFailed, IdempotencyKeyStarted
-from eventkernel.services.base import Context
-from eventkernel.validate import check_int, check_json_value, check_optional_text, check_text
 from eventkernel.projections import idempotency_keys
 from eventkernel.projections.idempotency_keys import IdempotencyKey
+from eventkernel.services.base import Context
+from eventkernel.validate import check_int, check_json_value, check_optional_text, check_text
 
 MAX_TTL_MS = 100 * 366 * 24 * 3600 * 1000
 

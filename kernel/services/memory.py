@@ -21,6 +21,8 @@ from eventkernel.events.memory import (
     MemoryRestored,
     MemoryRolledBack,
 )
+from eventkernel.projections import memory_entries
+from eventkernel.projections.memory_entries import TYPES, MemoryEntry
 from eventkernel.services.base import Command, Context
 from eventkernel.validate import (
     check_bool,
@@ -31,8 +33,6 @@ from eventkernel.validate import (
     check_optional_text,
     check_text,
 )
-from eventkernel.projections import memory_entries
-from eventkernel.projections.memory_entries import TYPES, MemoryEntry
 
 MAX_TTL_MS = 100 * 366 * 24 * 3600 * 1000
 

@@ -19,8 +19,6 @@ from eventkernel.events.recovery import (
     RecoveryExplained,
 )
 from eventkernel.ids import new_id
-from eventkernel.services.base import Context
-from eventkernel.validate import check_bool, check_json_dict, check_limit, check_optional_text, check_text
 from eventkernel.projections import recovery
 from eventkernel.projections.recovery import (
     SEVERITIES,
@@ -30,6 +28,8 @@ from eventkernel.projections.recovery import (
     RecoveryStats,
     RecoveryTask,
 )
+from eventkernel.services.base import Context
+from eventkernel.validate import check_bool, check_json_dict, check_limit, check_optional_text, check_text
 
 # Masked before grouping, so "timeout after 3012 ms on req 9f3c…" and
 # "timeout after 2950 ms on req 1a7b…" are one pattern.

@@ -15,6 +15,8 @@ from typing import Any
 from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
 from eventkernel.events.sessions import SessionCreated, SessionEventAppended, SessionStatusChanged
 from eventkernel.ids import new_id
+from eventkernel.projections import sessions
+from eventkernel.projections.sessions import STATUSES, TEMP, Session, SessionEvent
 from eventkernel.services.base import Context
 from eventkernel.validate import (
     check_int,
@@ -24,8 +26,6 @@ from eventkernel.validate import (
     check_optional_text,
     check_text,
 )
-from eventkernel.projections import sessions
-from eventkernel.projections.sessions import STATUSES, TEMP, Session, SessionEvent
 
 TRANSITIONS = {
     "created": ("active", "terminated"),

@@ -23,15 +23,6 @@ from eventkernel.events.tasks import (
     WorkflowTaskAdded,
 )
 from eventkernel.ids import new_id
-from eventkernel.services.base import Command, Context
-from eventkernel.validate import (
-    check_int,
-    check_json_dict,
-    check_json_value,
-    check_limit,
-    check_optional_text,
-    check_text,
-)
 from eventkernel.projections import tasks
 from eventkernel.projections.tasks import (
     AGENT_STATUSES,
@@ -42,6 +33,15 @@ from eventkernel.projections.tasks import (
     ToolExecution,
     Workflow,
     WorkflowTask,
+)
+from eventkernel.services.base import Command, Context
+from eventkernel.validate import (
+    check_int,
+    check_json_dict,
+    check_json_value,
+    check_limit,
+    check_optional_text,
+    check_text,
 )
 
 TASK_MOVES = {"pending": ("running", "cancelled"), "running": ("completed", "failed", "cancelled")}

@@ -27,17 +27,17 @@ from eventkernel.events.work import (
 )
 from eventkernel.ids import new_id
 from eventkernel.journal import Recorded
+from eventkernel.projections import work_items
+from eventkernel.projections.work_items import IN_PROGRESS, PENDING, STATUSES, TERMINAL, WorkItem
 from eventkernel.services.base import Command, Context
 from eventkernel.validate import (
     check_bool,
-    check_limit,
     check_int,
     check_json_value,
+    check_limit,
     check_optional_text,
     check_text,
 )
-from eventkernel.projections import work_items
-from eventkernel.projections.work_items import IN_PROGRESS, PENDING, STATUSES, TERMINAL, WorkItem
 
 MAX_LEASE_MS = 366 * 24 * 3600 * 1000  # a year and a day
 

@@ -18,10 +18,11 @@ import time
 
 import pytest
 from conftest import spawn
-from support import live_tables, rebuilt_tables
 
 import eventkernel
 from eventkernel.journal import command_event_id
+
+from support import live_tables, rebuilt_tables
 
 STRESS = os.environ.get("EVENTKERNEL_STRESS", "") not in ("", "0")
 TRIALS = int(os.environ.get("EVENTKERNEL_CRASH_TRIALS", "32" if STRESS else "4"))

@@ -10,11 +10,12 @@ import shutil
 
 import apsw
 import pytest
-from support import listing, read_only_place
 
 import eventkernel
 from eventkernel import readonly
 from eventkernel.cli import main
+
+from support import listing, read_only_place
 
 
 def _sqlite(path, sql, *, wal=False, application_id=0):

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import apsw
 import pytest
-from support import sha256
 
 import eventkernel
+
+from support import sha256
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EXPECTED = json.loads((FIXTURES / "v0_1_0.json").read_text())

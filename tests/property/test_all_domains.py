@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import live_tables, rebuilt_tables
-from workload import Abort, run_one, step
 
 import eventkernel
+
+from support import live_tables, rebuilt_tables
+from workload import Abort, run_one, step
 
 
 @settings(max_examples=max(100, settings().max_examples))

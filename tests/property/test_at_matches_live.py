@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from workload import commands, run_one
 
 import eventkernel
+
+from workload import commands, run_one
 
 TASKS, SESSIONS = ("t1", "t2", "t3"), ("s1", "s2")
 ADDRESSES = [(ns, key) for ns in ("user:a", "user:b", "session:s1", "team:t") for key in ("k1", "k2")]

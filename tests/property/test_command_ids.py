@@ -9,10 +9,11 @@ import inspect
 
 from hypothesis import given
 from hypothesis import strategies as st
-from workload import commands, resolve
 
 import eventkernel
 from eventkernel.events.commands import CommandRecorded
+
+from workload import commands, resolve
 
 
 def _seeded(clock: eventkernel.FrozenClock) -> eventkernel.Kernel:

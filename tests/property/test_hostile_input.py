@@ -18,10 +18,11 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import hostile_text, hostile_values, json_values
-from support import sha256, snapshot
 
 import eventkernel
+
+from strategies import hostile_text, hostile_values, json_values
+from support import sha256, snapshot
 
 SERVICES = ("work", "checkpoints", "idempotency", "sessions", "memory", "recovery", "tasks")
 KERNEL_METHODS = ("append", "read", "log", "at", "verify", "stream_version", "position_at")

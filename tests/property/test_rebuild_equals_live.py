@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import json_values, lease_ms, workers
-from support import live_tables, rebuilt_tables
 
 import eventkernel
+
+from strategies import json_values, lease_ms, workers
+from support import live_tables, rebuilt_tables
 
 
 class Remark(eventkernel.Event, tag="test_property.remark"):

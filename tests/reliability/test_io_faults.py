@@ -17,12 +17,13 @@ from pathlib import Path
 
 import apsw
 import pytest
-from faults import Fault, FaultPlan, FaultVFS
-from stress import scale
-from support import live_tables, rebuilt_tables
 
 import eventkernel
 from eventkernel.journal import command_event_id
+
+from faults import Fault, FaultPlan, FaultVFS
+from stress import scale
+from support import live_tables, rebuilt_tables
 
 PLAN = FaultPlan()
 VFS = FaultVFS("eventkernel-faults", PLAN)

@@ -17,12 +17,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from faults import IoLog, RecordingVFS, crash_image, write_image
-from stress import scale
-from support import live_tables, rebuilt_tables
 
 import eventkernel
 from eventkernel.journal import command_event_id
+
+from faults import IoLog, RecordingVFS, crash_image, write_image
+from stress import scale
+from support import live_tables, rebuilt_tables
 
 LOG = IoLog()
 VFS = RecordingVFS("eventkernel-recording", LOG)

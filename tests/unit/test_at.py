@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import apsw
 import pytest
-from support import refused
 
 import eventkernel
+
+from support import refused
 
 
 def test_commands_on_a_view_are_read_only_and_append_nothing(k):

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import pytest
-from support import refused, snapshot
 
 from eventkernel.errors import InvalidArgument, NotFound
 from eventkernel.projections.checkpoints import TYPES
+
+from support import refused, snapshot
 
 
 def test_sequence_numbers_count_per_task_without_gaps(k):

@@ -6,11 +6,12 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import json_values, unjsonable
 
 import eventkernel
 from eventkernel import codec
 from eventkernel.errors import CodecError, InvalidArgument, UnknownEventType
+
+from strategies import json_values, unjsonable
 
 
 class Note(eventkernel.Event, tag="test_codec.note"):

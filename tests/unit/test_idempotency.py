@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import pytest
-from support import refused, snapshot
 
 from eventkernel.errors import IdempotencyConflict, InvalidArgument, InvalidTransition, NotFound, TerminalState
 from eventkernel.services.idempotency import request_hash
+
+from support import refused, snapshot
 
 
 def test_first_call_starts_and_repeats_are_in_flight(k):

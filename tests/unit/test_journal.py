@@ -4,11 +4,12 @@ import os
 
 import apsw
 import pytest
-from support import refused, snapshot
 
 import eventkernel
 from eventkernel import journal, migrations
-from eventkernel.errors import ConcurrencyConflict, IdempotencyConflict, InvalidArgument, JournalError
+from eventkernel.errors import ConcurrencyConflict, IdempotencyConflict, InvalidArgument
+
+from support import refused, snapshot
 
 
 class Said(eventkernel.Event, tag="test_journal.said"):

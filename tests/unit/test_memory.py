@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from support import refused, snapshot
 
 from eventkernel.errors import ConcurrencyConflict, InvalidArgument, InvalidTransition, NotFound
+
+from support import refused, snapshot
 
 
 def test_each_put_is_a_new_version_and_the_stream_version(k, clock):

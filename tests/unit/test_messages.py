@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from support import refused
 
 import eventkernel
+
+from support import refused
 
 
 @pytest.mark.parametrize("last", ["\U0010ffff", "\ud7ff", "\uffff", "z"])

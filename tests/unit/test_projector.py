@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import apsw
 import pytest
-from support import live_tables, rebuilt_tables
 
 import eventkernel
 from eventkernel.errors import InvalidArgument
 from eventkernel.projections import work_items
+
+from support import live_tables, rebuilt_tables
 
 
 def workload(k, clock):

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import pytest
-from support import refused, snapshot
 
 from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
 from eventkernel.services.recovery import normalise
+
+from support import refused, snapshot
 
 
 def test_failures_of_one_shape_are_one_pattern(k, clock):

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from support import refused, snapshot
 
 from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
+
+from support import refused, snapshot
 
 
 def test_create_keeps_own_and_shared_keys_and_drops_temp(k, clock):

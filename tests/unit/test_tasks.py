@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from support import refused, snapshot
 
 from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
+
+from support import refused, snapshot
 
 
 def test_task_lifecycle(k, clock):

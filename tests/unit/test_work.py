@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import pytest
-from support import refused, snapshot
 
 import eventkernel
 from eventkernel.errors import IdempotencyConflict, InvalidArgument, LeaseNotHeld, NotFound, TerminalState
+
+from support import refused, snapshot
 
 
 def types_of(k, after=0):
