@@ -355,3 +355,17 @@ def test_a_demo_piped_into_head_still_runs_to_the_end(tmp_path, child_env):
             items = k.work.list()
             assert len(items) == 6 * (run + 1) and {i.status for i in items} == {"completed"}
             assert k.verify().ok
+
+
+@pytest.mark.parametrize("pragma", ["hard_heap_limit", "soft_heap_limit", "threads", "cache_size"])
+def test_a_refused_pragma_never_takes_effect(demo_db, capsys, pragma):
+    from eventkernel import readonly
+
+    probe = apsw.Connection(":memory:")
+    before = probe.execute(f"PRAGMA {pragma}").fetchone()
+    with pytest.raises(eventkernel.ReadOnly, match="needs more than reading"):
+        readonly.query(demo_db, f"PRAGMA {pragma} = 1000000")
+    assert probe.execute(f"PRAGMA {pragma}").fetchone() == before
+    probe.close()
+    with eventkernel.open(demo_db) as k:  # and the next write works
+        k.work.enqueue("after", None)

@@ -243,3 +243,17 @@ def test_verify_reports_a_file_it_cannot_open_as_a_failure(journal, capsys):
     assert main(["verify", journal]) == 1
     out = capsys.readouterr().out
     assert out.startswith("FAILED") and "does not chain" in out
+
+
+def test_verify_reports_a_malformed_page_as_a_problem_and_does_not_raise(journal):
+    conn = apsw.Connection(journal)
+    root = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'work_items'").fetchone()[0]
+    page_size = conn.pragma("page_size")
+    conn.close()
+    with open(journal, "r+b") as f:  # no connection of this process has the file open
+        f.seek((root - 1) * page_size)  # the page header: no b-tree page starts with 0xff
+        f.write(b"\xff" * 64)
+    with eventkernel.open(journal, read_only=True) as k:
+        report = k.verify()
+    assert not report.ok
+    assert any("integrity_check" in p or "malformed" in p or "cannot be read" in p for p in report.problems)
