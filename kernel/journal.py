@@ -106,26 +106,12 @@ def row_hash(
     return hashlib.sha256(prev + body).digest()
 
 
-def row_hash_v1(
-    prev: bytes,
-    position: int,
-    stream: str,
-    version: int,
-    type_: str,
-    schema: int,
-    data: str,
-    meta: str | None,
-    event_id: str | None,
-    correlation_id: str | None,
-    recorded_at: int,
-) -> bytes:
-    """The chain hash of eventkernel 0.1.0 (over the payload itself): what
-    files of that version hold until their first writable open re-chains
-    them, and what anchors taken from them are checked against."""
-    body = _canonical.encode(
-        [position, stream, version, type_, schema, data, meta, event_id, correlation_id, recorded_at]
-    )
-    return hashlib.sha256(prev + body).digest()
+def row_hash_v1(prev: bytes, *columns: Any) -> bytes:
+    """The chain hash of eventkernel 0.1.0, over the row's columns themselves
+    (in ``row_hash``'s order, payload included): what files of that version
+    hold until their first writable open re-chains them, and what anchors
+    taken from them are checked against."""
+    return hashlib.sha256(prev + _canonical.encode(list(columns))).digest()
 
 
 def head(conn: apsw.Connection) -> tuple[int, bytes]:

@@ -4,10 +4,10 @@ with inline projections, and ``command_id`` deduplication."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import apsw
 
@@ -15,11 +15,28 @@ from eventkernel import codec, journal
 from eventkernel.clock import Clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, memory_connection
-from eventkernel.errors import IdempotencyConflict, JournalError
+from eventkernel.errors import IdempotencyConflict, JournalError, NotFound
 from eventkernel.events.commands import CommandRecorded
 from eventkernel.journal import Appended, Recorded
 from eventkernel.projector import Projector
 from eventkernel.validate import MAX_TIME_MS, check_optional_text
+
+
+R = TypeVar("R")
+
+
+def after_row(
+    where: str, after_key: str | None, lookup: Callable[[str], R | None], what: str, key: Callable[[R], tuple[Any, ...]]
+) -> tuple[Any, ...] | None:
+    """The sort key of the row a list's ``after_key`` names (None without a
+    cursor): ``lookup`` finds the row, ``key`` takes its sort columns.
+    Raises NotFound when it names no row."""
+    if after_key is None:
+        return None
+    row = lookup(after_key)
+    if row is None:
+        raise NotFound(f"{where} refused: after_key {after_key!r} names no {what}")
+    return key(row)
 
 
 class Context:

@@ -28,7 +28,7 @@ from eventkernel.projections.recovery import (
     RecoveryStats,
     RecoveryTask,
 )
-from eventkernel.services.base import Context
+from eventkernel.services.base import Context, after_row
 from eventkernel.validate import check_bool, check_json_dict, check_limit, check_optional_text, check_text
 
 # Masked before grouping, so "timeout after 3012 ms on req 9f3c…" and
@@ -38,6 +38,10 @@ _MASKS = [
     (re.compile(r"\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b"), "<hex>"),
     (re.compile(r"\d+"), "#"),
 ]
+
+
+def _of_task(attempt: RecoveryAttempt | None, task_id: str) -> RecoveryAttempt | None:
+    return attempt if attempt is not None and attempt.task_id == task_id else None
 
 
 def normalise(message: str) -> str:
@@ -235,12 +239,8 @@ class Recovery:
         check_limit(where, limit)
         check_optional_text(where, "after_key", after_key)
         with self._ctx.db.read(where) as conn:
-            after = None
-            if after_key is not None:
-                cursor = recovery.pattern(conn, after_key)
-                if cursor is None:
-                    raise NotFound(f"{where} refused: after_key {after_key!r} names no failure pattern")
-                after = (cursor.occurrence_count, cursor.last_seen, cursor.pattern_signature)
+            after = after_row(where, after_key, lambda i: recovery.pattern(conn, i), "failure pattern",
+                              lambda p: (p.occurrence_count, p.last_seen, p.pattern_signature))
             return recovery.patterns(conn, limit, after=after)
 
     def attempts(
@@ -252,13 +252,9 @@ class Recovery:
         check_limit(where, limit)
         check_optional_text(where, "after_key", after_key)
         with self._ctx.db.read(where) as conn:
-            after = 0
-            if after_key is not None:
-                cursor = recovery.attempt(conn, after_key)
-                if cursor is None or cursor.task_id != task_id:
-                    raise NotFound(f"{where} refused: after_key {after_key!r} names no attempt of task {task_id!r}")
-                after = cursor.attempt_number
-            return recovery.attempts(conn, task_id, limit=limit, after=after)
+            after = after_row(where, after_key, lambda i: _of_task(recovery.attempt(conn, i), task_id),
+                              f"attempt of task {task_id!r}", lambda a: (a.attempt_number,))
+            return recovery.attempts(conn, task_id, limit=limit, after=0 if after is None else after[0])
 
     def explanation(self, task_id: str) -> RecoveryExplanation | None:
         check_text("recovery.explanation", "task_id", task_id)

@@ -17,7 +17,7 @@ from eventkernel.events.sessions import SessionCreated, SessionEventAppended, Se
 from eventkernel.ids import new_id
 from eventkernel.projections import sessions
 from eventkernel.projections.sessions import STATUSES, TEMP, Session, SessionEvent
-from eventkernel.services.base import Context
+from eventkernel.services.base import Context, after_row
 from eventkernel.validate import (
     check_int,
     check_json_dict,
@@ -169,12 +169,8 @@ class Sessions:
         check_limit(where, limit)
         check_optional_text(where, "after_key", after_key)
         with self._ctx.db.read(where) as conn:
-            after = None
-            if after_key is not None:
-                cursor = sessions.get_own(conn, after_key)
-                if cursor is None:
-                    raise NotFound(f"{where} refused: after_key {after_key!r} names no session")
-                after = (cursor.last_update_time, cursor.session_id)
+            after = after_row(where, after_key, lambda i: sessions.get_own(conn, i), "session",
+                              lambda s: (s.last_update_time, s.session_id))
             return sessions.list(conn, app_name, user_id, limit=limit, after=after)
 
     def events(self, session_id: str, *, after_seq: int = 0, limit: int | None = None) -> builtins.list[SessionEvent]:

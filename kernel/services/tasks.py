@@ -10,8 +10,6 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-import apsw
-
 from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
 from eventkernel.events.tasks import (
     AgentSpawned,
@@ -34,7 +32,7 @@ from eventkernel.projections.tasks import (
     Workflow,
     WorkflowTask,
 )
-from eventkernel.services.base import Command, Context
+from eventkernel.services.base import Command, Context, after_row
 from eventkernel.validate import (
     check_int,
     check_json_dict,
@@ -46,6 +44,10 @@ from eventkernel.validate import (
 
 TASK_MOVES = {"pending": ("running", "cancelled"), "running": ("completed", "failed", "cancelled")}
 AGENT_MOVES = {"spawned": ("running", "completed", "failed", "terminated"), "running": ("completed", "failed", "terminated")}
+
+
+def _oldest(task: Task) -> tuple[int, str]:
+    return task.created_at, task.task_id
 
 
 def _one_of(where: str, name: str, value: Any, allowed: tuple[str, ...]) -> str:
@@ -151,7 +153,7 @@ class Tasks:
         check_limit(where, limit)
         check_optional_text(where, "after_key", after_key)
         with self._ctx.db.read(where) as conn:
-            after = self._task_cursor(conn, where, after_key)
+            after = after_row(where, after_key, lambda i: tasks.get(conn, i), "task", _oldest)
             return tasks.list(conn, status=status, session_id=session_id, limit=limit, after=after)
 
     def children(
@@ -163,17 +165,8 @@ class Tasks:
         check_limit(where, limit)
         check_optional_text(where, "after_key", after_key)
         with self._ctx.db.read(where) as conn:
-            after = self._task_cursor(conn, where, after_key)
+            after = after_row(where, after_key, lambda i: tasks.get(conn, i), "task", _oldest)
             return tasks.children(conn, parent_task_id, limit=limit, after=after)
-
-    @staticmethod
-    def _task_cursor(conn: apsw.Connection, where: str, after_key: str | None) -> tuple[int, str] | None:
-        if after_key is None:
-            return None
-        cursor = tasks.get(conn, after_key)
-        if cursor is None:
-            raise NotFound(f"{where} refused: after_key {after_key!r} names no task")
-        return cursor.created_at, cursor.task_id
 
     # --- workflows --------------------------------------------------------------------
 
@@ -359,12 +352,8 @@ class Tasks:
         check_limit(where, limit)
         check_optional_text(where, "after_key", after_key)
         with self._ctx.db.read(where) as conn:
-            after = None
-            if after_key is not None:
-                cursor = tasks.agent(conn, after_key)
-                if cursor is None:
-                    raise NotFound(f"{where} refused: after_key {after_key!r} names no agent")
-                after = (cursor.spawned_at, cursor.agent_id)
+            after = after_row(where, after_key, lambda i: tasks.agent(conn, i), "agent",
+                              lambda a: (a.spawned_at, a.agent_id))
             return tasks.agents(conn, task_id, limit=limit, after=after)
 
     # --- helpers --------------------------------------------------------------------------

@@ -13,8 +13,6 @@ import builtins
 from collections.abc import Sequence
 from typing import Any
 
-import apsw
-
 from eventkernel.errors import InvalidArgument, LeaseNotHeld, NotFound, TerminalState
 from eventkernel.events.work import (
     WorkItemCancelled,
@@ -29,7 +27,7 @@ from eventkernel.ids import new_id
 from eventkernel.journal import Recorded
 from eventkernel.projections import work_items
 from eventkernel.projections.work_items import IN_PROGRESS, PENDING, STATUSES, TERMINAL, WorkItem
-from eventkernel.services.base import Command, Context
+from eventkernel.services.base import Command, Context, after_row
 from eventkernel.validate import (
     check_bool,
     check_int,
@@ -274,10 +272,8 @@ class WorkQueue:
         check_limit(where, limit)
         check_optional_text(where, "after_key", after_key)
         with self._ctx.db.read(where) as conn:
-            after = None
-            if after_key is not None:
-                cursor = self._cursor(conn, where, after_key)
-                after = (cursor.priority, cursor.enqueued_position)
+            after = after_row(where, after_key, lambda i: work_items.get(conn, i), "work item",
+                              lambda item: (item.priority, item.enqueued_position))
             return work_items.list(conn, status=status, task_id=task_id, limit=limit, after=after)
 
     def expiring(
@@ -290,20 +286,11 @@ class WorkQueue:
         check_limit(where, limit)
         check_optional_text(where, "after_key", after_key)
         with self._ctx.db.read(where) as conn:
-            after = None
-            if after_key is not None:
-                cursor = self._cursor(conn, where, after_key)
-                if cursor.lease_expires_at is None:
-                    raise NotFound(f"{where} refused: after_key {after_key!r} no longer holds a lease")
-                after = (cursor.lease_expires_at, cursor.enqueued_position)
+            after = after_row(where, after_key, lambda i: work_items.get(conn, i), "work item",
+                              lambda item: (item.lease_expires_at, item.enqueued_position))
+            if after is not None and after[0] is None:
+                raise NotFound(f"{where} refused: after_key {after_key!r} no longer holds a lease")
             return work_items.expiring(conn, before, limit=limit, after=after)
-
-    @staticmethod
-    def _cursor(conn: apsw.Connection, where: str, after_key: str) -> WorkItem:
-        item = work_items.get(conn, after_key)
-        if item is None:
-            raise NotFound(f"{where} refused: after_key {after_key!r} names no work item")
-        return item
 
     # --- helpers --------------------------------------------------------------------
 
