@@ -369,3 +369,23 @@ def test_a_refused_pragma_never_takes_effect(demo_db, capsys, pragma):
     probe.close()
     with eventkernel.open(demo_db) as k:  # and the next write works
         k.work.enqueue("after", None)
+
+
+def test_an_interrupted_replay_out_leaves_no_half_file(demo_db, tmp_path, monkeypatch, capsys):
+    from eventkernel import view
+
+    def interrupted(path):
+        raise KeyboardInterrupt  # as if Ctrl-C came while the copy was being made durable
+
+    monkeypatch.setattr(view, "_fsync", interrupted)
+    out = tmp_path / "then.db"
+    assert main(["replay", demo_db, "--to", "20", "--out", str(out)]) == 130
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if "then.db" in p.name] == []
+    monkeypatch.undo()
+    assert main(["replay", demo_db, "--to", "20", "--out", str(out)]) == 0
+    assert main(["replay", demo_db, "--to", "20", "--out", str(out)]) == 1  # never overwritten
+    assert "already exists" in capsys.readouterr().err
+    conn = apsw.Connection(str(out), flags=apsw.SQLITE_OPEN_READONLY)
+    assert conn.execute("SELECT count(*) FROM work_items").fetchone() == (6,)
+    conn.close()
