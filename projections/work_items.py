@@ -185,15 +185,23 @@ def next_pending(conn: apsw.Connection, kinds: tuple[str, ...] | None = None) ->
     return None if row is None else _item(row)
 
 
-def next_expired(conn: apsw.Connection, now: int, kinds: tuple[str, ...] | None = None) -> WorkItem | None:
-    """The in-progress item with an expired lease that a claim would take first."""
+def expired(
+    conn: apsw.Connection, now: int, kinds: tuple[str, ...] | None = None, *, before: tuple[int, int] | None = None
+) -> builtins.list[WorkItem]:
+    """In-progress items whose lease expired by ``now`` (of the given kinds),
+    in queue order, that come before the item whose (priority,
+    enqueued_position) is ``before`` in queue order: those a claim meets
+    first."""
     where, args = _kinds(kinds)
-    row = conn.execute(
+    if before is not None:
+        where += " AND (priority > ? OR (priority = ? AND enqueued_position < ?))"
+        args += [before[0], before[0], before[1]]
+    rows = conn.execute(
         f"SELECT {_COLUMNS} FROM work_items WHERE status = 'in_progress' AND lease_expires_at <= ?{where} "
-        "ORDER BY priority DESC, enqueued_position LIMIT 1",
+        f"ORDER BY {order_by(QUEUE)}",
         (now, *args),
-    ).fetchone()
-    return None if row is None else _item(row)
+    )
+    return [_item(row) for row in rows]
 
 
 def expiring(

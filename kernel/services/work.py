@@ -1,10 +1,11 @@
 """The work queue: enqueue, claim with a lease and a fencing token,
 heartbeat, complete, fail with retries, cancel, and the lease reaper.
 
-Rules: a claim takes the highest-priority, oldest pending item
-or an item whose lease has expired; only the holder of the live lease, with
-its current token, may heartbeat, complete or fail; an expired lease counts
-as a failed attempt; terminal states never change.
+Rules: a claim takes the highest-priority, oldest pending item or an item
+whose lease has expired; only the holder of the live lease, with its current
+token, may heartbeat, complete or fail; an expired lease counts as a failed
+attempt; terminal states never change. Each command is a :class:`Spec`: its
+``decide`` holds the rules, as a pure function.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 from typing import Any
+
+import apsw
 
 from eventkernel.errors import InvalidArgument, LeaseNotHeld, NotFound, TerminalState
 from eventkernel.events.work import (
@@ -27,7 +30,8 @@ from eventkernel.ids import new_id
 from eventkernel.journal import Recorded
 from eventkernel.projections import work_items
 from eventkernel.projections.work_items import IN_PROGRESS, PENDING, STATUSES, TERMINAL, WorkItem
-from eventkernel.services.base import Command, Context, after_row
+from eventkernel.services.base import Context, after_row
+from eventkernel.services.runner import Args, Decision, Emit, Reads, Spec, emit, run, streams_of
 from eventkernel.validate import (
     check_bool,
     check_int,
@@ -42,6 +46,190 @@ MAX_LEASE_MS = 366 * 24 * 3600 * 1000  # a year and a day
 
 def stream_of(work_item_id: str) -> str:
     return f"work_item:{work_item_id}"
+
+
+# --- the rules: pure functions of the loaded state, the arguments and the time --------
+
+
+def decide_enqueue(state: tuple[str, bool], a: Args, now: int) -> Decision:
+    """``state``: (the item's id, whether an item with that id exists)."""
+    item_id, exists = state
+    if exists:
+        raise InvalidArgument(f"work.enqueue refused: work_item_id {item_id!r} already exists")
+    return emit(
+        stream_of(item_id),
+        WorkItemEnqueued(work_item_id=item_id, task_id=a["task_id"], kind=a["kind"], priority=a["priority"],
+                         max_retries=a["max_retries"], input=a["input"]),
+        expected_version=0, correlation_id=a["task_id"],
+    )
+
+
+def _expiry(item: WorkItem) -> tuple[Emit, bool]:
+    """The event of ``item``'s lease running out, and whether it goes back to pending."""
+    assert item.lease_holder is not None and item.lease_expires_at is not None
+    retry = item.retry_count < item.max_retries
+    event = WorkItemLeaseExpired(work_item_id=item.work_item_id, worker=item.lease_holder, token=item.token,
+                                 lease_expires_at=item.lease_expires_at, retry=retry)
+    return Emit(stream_of(item.work_item_id), (event,), correlation_id=item.task_id), retry
+
+
+def decide_claim(state: tuple[WorkItem | None, builtins.list[WorkItem]], a: Args, now: int) -> Decision:
+    """``state``: the first pending item, and the in-progress items whose
+    lease expired that come before it in queue order. Each expiry is
+    recorded (a retry spent) until one goes back to pending: that one is
+    claimed; otherwise the pending item is."""
+    pending, expired = state
+    emits: builtins.list[Emit] = []
+    chosen = pending
+    for item in expired:
+        expiry, retry = _expiry(item)
+        emits.append(expiry)
+        if retry:
+            chosen = item
+            break
+    if chosen is None:
+        return Decision(emits=tuple(emits))
+    lease_ms = a["lease_ms"]
+    emits.append(Emit(
+        stream_of(chosen.work_item_id),
+        (WorkItemClaimed(work_item_id=chosen.work_item_id, worker=a["worker"], token=chosen.token + 1,
+                         lease_expires_at=now + lease_ms, lease_ms=lease_ms),),
+        correlation_id=chosen.task_id,
+    ))
+    return Decision(emits=tuple(emits))
+
+
+def held(action: str, item: WorkItem | None, a: Args, now: int) -> WorkItem:
+    """``item`` if ``a["worker"]`` holds its live lease with ``a["token"]``;
+    raises NotFound, TerminalState, LeaseNotHeld otherwise."""
+    work_item_id, worker, token = a["work_item_id"], a["worker"], a["token"]
+    if item is None:
+        raise NotFound(f"work.{action} refused: no work item {work_item_id!r}")
+    if item.status in TERMINAL:
+        raise TerminalState(
+            f"cannot {action} {work_item_id}: it is already {item.status}; terminal states never change"
+        )
+    if item.status == PENDING:
+        reason = "but the item is pending: nobody holds a lease on it"
+        if item.token:
+            reason += f" (the last lease, token {item.token}, ended)"
+        raise LeaseNotHeld(action, work_item_id, worker, token, None, None, reason)
+    if token != item.token or worker != item.lease_holder:
+        raise LeaseNotHeld(
+            action, work_item_id, worker, token, item.lease_holder, item.token,
+            f"the live lease is token {item.token} held by {item.lease_holder!r}",
+        )
+    assert item.lease_expires_at is not None
+    if now >= item.lease_expires_at:
+        raise LeaseNotHeld(
+            action, work_item_id, worker, token, item.lease_holder, item.token,
+            f"but that lease expired at {item.lease_expires_at} (now {now})",
+        )
+    return item
+
+
+def decide_heartbeat(item: WorkItem | None, a: Args, now: int) -> Decision:
+    """The deadline moves to now + the lease's length (or ``lease_ms``), never earlier."""
+    item = held("heartbeat", item, a, now)
+    assert item.lease_expires_at is not None and item.lease_ms is not None
+    length = item.lease_ms if a["lease_ms"] is None else a["lease_ms"]
+    return emit(
+        stream_of(item.work_item_id),
+        WorkItemLeaseExtended(work_item_id=item.work_item_id, worker=a["worker"], token=a["token"],
+                              lease_expires_at=max(item.lease_expires_at, now + length), lease_ms=a["lease_ms"]),
+        correlation_id=item.task_id,
+    )
+
+
+def decide_complete(item: WorkItem | None, a: Args, now: int) -> Decision:
+    item = held("complete", item, a, now)
+    return emit(
+        stream_of(item.work_item_id),
+        WorkItemCompleted(work_item_id=item.work_item_id, worker=a["worker"], token=a["token"], output=a["output"]),
+        correlation_id=item.task_id,
+    )
+
+
+def decide_fail(item: WorkItem | None, a: Args, now: int) -> Decision:
+    """Back to pending with a retry spent, or terminal ``failed`` when the
+    failure is not retryable or no retry is left."""
+    item = held("fail", item, a, now)
+    retry = a["retryable"] and item.retry_count < item.max_retries
+    return emit(
+        stream_of(item.work_item_id),
+        WorkItemFailed(work_item_id=item.work_item_id, worker=a["worker"], token=a["token"], error=a["error"],
+                       retryable=a["retryable"], retry=retry),
+        correlation_id=item.task_id,
+    )
+
+
+def decide_cancel(item: WorkItem | None, a: Args, now: int) -> Decision:
+    if item is None:
+        raise NotFound(f"work.cancel refused: no work item {a['work_item_id']!r}")
+    if item.status in TERMINAL:
+        raise TerminalState(
+            f"work.cancel refused: work item {item.work_item_id} is already {item.status}; "
+            "terminal states never change"
+        )
+    return emit(stream_of(item.work_item_id), WorkItemCancelled(work_item_id=item.work_item_id, reason=a["reason"]),
+                correlation_id=item.task_id)
+
+
+def decide_expire(items: builtins.list[WorkItem], a: Args, now: int) -> Decision:
+    """Every item whose lease ran out: back to pending (a retry spent) or failed."""
+    return Decision(emits=tuple(_expiry(item)[0] for item in items))
+
+
+# --- loading and answering ---------------------------------------------------------------
+
+
+def _load_enqueue(conn: apsw.Connection, a: Args, now: int) -> tuple[str, bool]:
+    given = a["work_item_id"]
+    if given is None:
+        # A generated id cannot collide in practice, and if it did the
+        # stream's expected_version=0 would still refuse it.
+        return new_id("wi", now), False
+    return given, work_items.get(conn, given) is not None
+
+
+def _load_claim(conn: apsw.Connection, a: Args, now: int) -> tuple[WorkItem | None, builtins.list[WorkItem]]:
+    kinds = None if a.get("kinds") is None else tuple(a["kinds"])
+    pending = work_items.next_pending(conn, kinds)
+    before = None if pending is None else (pending.priority, pending.enqueued_position)
+    return pending, work_items.expired(conn, now, kinds, before=before)
+
+
+def _load_item(conn: apsw.Connection, a: Args, now: int) -> WorkItem | None:
+    return work_items.get(conn, a["work_item_id"])
+
+
+def _claimed(reads: Reads, a: Args, records: builtins.list[Recorded], outcome: str | None) -> WorkItem | None:
+    claimed = [r for r in records if isinstance(r.event, WorkItemClaimed)]
+    return None if not claimed else _item_of(reads, a, claimed, outcome)
+
+
+def _item_of(reads: Reads, a: Args, records: builtins.list[Recorded], outcome: str | None) -> WorkItem:
+    item = work_items.get(reads.conn, records[-1].event.work_item_id)  # type: ignore[attr-defined]
+    assert item is not None
+    return item
+
+
+ENQUEUE: Spec[tuple[str, bool], str] = Spec(
+    "work.enqueue", _load_enqueue, decide_enqueue,
+    lambda reads, a, records, outcome: records[0].event.work_item_id,  # type: ignore[attr-defined]
+)
+CLAIM: Spec[Any, WorkItem | None] = Spec("work.claim", _load_claim, decide_claim, _claimed, work_items, streams_of)
+HEARTBEAT = Spec("work.heartbeat", _load_item, decide_heartbeat, _item_of, work_items, streams_of)
+COMPLETE = Spec("work.complete", _load_item, decide_complete, _item_of, work_items, streams_of)
+FAIL = Spec("work.fail", _load_item, decide_fail, _item_of, work_items, streams_of)
+CANCEL = Spec("work.cancel", _load_item, decide_cancel, _item_of, work_items, streams_of)
+EXPIRE: Spec[builtins.list[WorkItem], int] = Spec(
+    "work.expire_leases", lambda conn, a, now: work_items.expiring(conn, now), decide_expire,
+    lambda reads, a, records, outcome: sum(isinstance(r.event, WorkItemLeaseExpired) for r in records),
+)
+
+
+# --- the service ---------------------------------------------------------------------------
 
 
 class WorkQueue:
@@ -61,6 +249,7 @@ class WorkQueue:
         kind: str = "task",
         *,
         work_item_id: str | None = None,
+        actor: str | None = None,
         command_id: str | None = None,
     ) -> str:
         """Add a pending item; returns its id. Higher ``priority`` is claimed first.
@@ -76,28 +265,11 @@ class WorkQueue:
         check_optional_text(where, "work_item_id", work_item_id)
         args = {"task_id": task_id, "input": input, "priority": priority, "max_retries": max_retries,
                 "kind": kind, "work_item_id": work_item_id}
-        with self._ctx.command(where, command_id, args) as cmd:
-            if cmd.previous is not None:
-                event = cmd.previous[0].event
-                assert isinstance(event, WorkItemEnqueued)
-                return event.work_item_id
-            item_id = work_item_id if work_item_id is not None else new_id("wi", cmd.now)
-            # A generated id cannot collide in practice, and if it did the
-            # stream's expected_version=0 would still refuse it.
-            if work_item_id is not None and work_items.get(self._ctx.db.conn, item_id) is not None:
-                raise InvalidArgument(f"{where} refused: work_item_id {item_id!r} already exists")
-            cmd.emit(
-                stream_of(item_id),
-                [WorkItemEnqueued(work_item_id=item_id, task_id=task_id, kind=kind, priority=priority,
-                                  max_retries=max_retries, input=input)],
-                expected_version=0,
-                correlation_id=task_id,
-            )
-            return item_id
+        return run(self._ctx, ENQUEUE, args, command_id=command_id, actor=actor)
 
     def claim(
         self, worker: str, lease_ms: int = 30_000, *, kinds: Sequence[str] | None = None,
-        command_id: str | None = None,
+        actor: str | None = None, command_id: str | None = None,
     ) -> WorkItem | None:
         """Lease the next item to ``worker``: the highest-priority, oldest
         pending item (of one of ``kinds``, when given), or one whose lease
@@ -107,84 +279,38 @@ class WorkQueue:
         where = "work.claim"
         check_text(where, "worker", worker)
         check_int(where, "lease_ms", lease_ms, minimum=1, maximum=MAX_LEASE_MS)
-        chosen = None
+        args: dict[str, Any] = {"worker": worker, "lease_ms": lease_ms}
         if kinds is not None:
             if isinstance(kinds, str) or not isinstance(kinds, list | tuple) or not kinds:
                 raise InvalidArgument(f"{where} refused: kinds must be a non-empty list of kinds, got {kinds!r:.60}")
-            chosen = tuple(check_text(where, "kinds[]", kind) for kind in kinds)
-        args: dict[str, Any] = {"worker": worker, "lease_ms": lease_ms}
-        if chosen is not None:
-            args["kinds"] = list(chosen)
-        with self._ctx.command(where, command_id, args) as cmd:
-            if cmd.previous is not None:
-                claimed = [r for r in cmd.previous if isinstance(r.event, WorkItemClaimed)]
-                return self._replayed_item(claimed[-1]) if claimed else None
-            conn = self._ctx.db.conn
-            while True:
-                pending = work_items.next_pending(conn, chosen)
-                expired = work_items.next_expired(conn, cmd.now, chosen)
-                item = _first_in_queue(pending, expired)
-                if item is None:
-                    return None
-                if item.status == IN_PROGRESS:
-                    retry = self._expire(cmd, item)
-                    if not retry:
-                        continue
-                token = item.token + 1
-                cmd.emit(
-                    stream_of(item.work_item_id),
-                    [WorkItemClaimed(work_item_id=item.work_item_id, worker=worker, token=token,
-                                     lease_expires_at=cmd.now + lease_ms, lease_ms=lease_ms)],
-                    correlation_id=item.task_id,
-                )
-                return self._get(item.work_item_id)
+            args["kinds"] = [check_text(where, "kinds[]", kind) for kind in kinds]
+        return run(self._ctx, CLAIM, args, command_id=command_id, actor=actor)
 
     def heartbeat(
         self, work_item_id: str, worker: str, token: int, lease_ms: int | None = None, *,
-        command_id: str | None = None,
+        actor: str | None = None, command_id: str | None = None,
     ) -> WorkItem:
         """Extend the live lease to now + ``lease_ms`` (default: the lease's
         length, as the claim set it). The deadline never moves earlier.
         Raises LeaseNotHeld, TerminalState, NotFound."""
         where = "work.heartbeat"
-        self._check_holder_args(where, work_item_id, worker, token)
+        _check_holder_args(where, work_item_id, worker, token)
         if lease_ms is not None:
             check_int(where, "lease_ms", lease_ms, minimum=1, maximum=MAX_LEASE_MS)
         args = {"work_item_id": work_item_id, "worker": worker, "token": token, "lease_ms": lease_ms}
-        with self._ctx.command(where, command_id, args) as cmd:
-            if cmd.previous is not None:
-                return self._replayed_item(cmd.previous[-1])
-            item = self._held(cmd, "heartbeat", work_item_id, worker, token)
-            assert item.lease_expires_at is not None and item.lease_ms is not None
-            length = item.lease_ms if lease_ms is None else lease_ms
-            cmd.emit(
-                stream_of(work_item_id),
-                [WorkItemLeaseExtended(work_item_id=work_item_id, worker=worker, token=token,
-                                       lease_expires_at=max(item.lease_expires_at, cmd.now + length),
-                                       lease_ms=lease_ms)],
-                correlation_id=item.task_id,
-            )
-            return self._get(work_item_id)
+        return run(self._ctx, HEARTBEAT, args, command_id=command_id, actor=actor)
 
     def complete(
-        self, work_item_id: str, worker: str, token: int, output: Any = None, *, command_id: str | None = None
+        self, work_item_id: str, worker: str, token: int, output: Any = None, *,
+        actor: str | None = None, command_id: str | None = None,
     ) -> WorkItem:
         """Finish the item (terminal). Only the live lease's holder and token.
         Raises LeaseNotHeld, TerminalState, NotFound."""
         where = "work.complete"
-        self._check_holder_args(where, work_item_id, worker, token)
+        _check_holder_args(where, work_item_id, worker, token)
         check_json_value(where, "output", output)
         args = {"work_item_id": work_item_id, "worker": worker, "token": token, "output": output}
-        with self._ctx.command(where, command_id, args) as cmd:
-            if cmd.previous is not None:
-                return self._replayed_item(cmd.previous[-1])
-            item = self._held(cmd, "complete", work_item_id, worker, token)
-            cmd.emit(
-                stream_of(work_item_id),
-                [WorkItemCompleted(work_item_id=work_item_id, worker=worker, token=token, output=output)],
-                correlation_id=item.task_id,
-            )
-            return self._get(work_item_id)
+        return run(self._ctx, COMPLETE, args, command_id=command_id, actor=actor)
 
     def fail(
         self,
@@ -194,62 +320,36 @@ class WorkQueue:
         error: str,
         retryable: bool = True,
         *,
+        actor: str | None = None,
         command_id: str | None = None,
     ) -> WorkItem:
         """Report a failed attempt. With ``retryable`` and retries left the item
         goes back to pending (retry_count + 1); otherwise it is terminal
         ``failed``. Raises LeaseNotHeld, TerminalState, NotFound."""
         where = "work.fail"
-        self._check_holder_args(where, work_item_id, worker, token)
+        _check_holder_args(where, work_item_id, worker, token)
         check_text(where, "error", error, max_len=65_536)
         check_bool(where, "retryable", retryable)
         args = {"work_item_id": work_item_id, "worker": worker, "token": token, "error": error,
                 "retryable": retryable}
-        with self._ctx.command(where, command_id, args) as cmd:
-            if cmd.previous is not None:
-                return self._replayed_item(cmd.previous[-1])
-            item = self._held(cmd, "fail", work_item_id, worker, token)
-            retry = retryable and item.retry_count < item.max_retries
-            cmd.emit(
-                stream_of(work_item_id),
-                [WorkItemFailed(work_item_id=work_item_id, worker=worker, token=token, error=error,
-                                retryable=retryable, retry=retry)],
-                correlation_id=item.task_id,
-            )
-            return self._get(work_item_id)
+        return run(self._ctx, FAIL, args, command_id=command_id, actor=actor)
 
-    def cancel(self, work_item_id: str, reason: str, *, command_id: str | None = None) -> WorkItem:
+    def cancel(
+        self, work_item_id: str, reason: str, *, actor: str | None = None, command_id: str | None = None
+    ) -> WorkItem:
         """Withdraw a pending or in-progress item (terminal; any lease ends).
         Raises TerminalState, NotFound."""
         where = "work.cancel"
         check_text(where, "work_item_id", work_item_id)
         check_text(where, "reason", reason, max_len=65_536)
-        with self._ctx.command(where, command_id, {"work_item_id": work_item_id, "reason": reason}) as cmd:
-            if cmd.previous is not None:
-                return self._replayed_item(cmd.previous[-1])
-            item = self._existing(where, work_item_id)
-            if item.status in TERMINAL:
-                raise TerminalState(
-                    f"{where} refused: work item {work_item_id} is already {item.status}; terminal states never change"
-                )
-            cmd.emit(
-                stream_of(work_item_id),
-                [WorkItemCancelled(work_item_id=work_item_id, reason=reason)],
-                correlation_id=item.task_id,
-            )
-            return self._get(work_item_id)
+        return run(self._ctx, CANCEL, {"work_item_id": work_item_id, "reason": reason}, command_id=command_id,
+                   actor=actor)
 
-    def expire_leases(self, *, command_id: str | None = None) -> int:
+    def expire_leases(self, *, actor: str | None = None, command_id: str | None = None) -> int:
         """The reaper: every in-progress item whose lease has run out goes back
         to pending (a retry is spent) or to failed when none are left. Returns
         how many leases expired."""
-        with self._ctx.command("work.expire_leases", command_id, {}) as cmd:
-            if cmd.previous is not None:
-                return sum(isinstance(r.event, WorkItemLeaseExpired) for r in cmd.previous)
-            items = work_items.expiring(self._ctx.db.conn, cmd.now)
-            for item in items:
-                self._expire(cmd, item)
-            return len(items)
+        return run(self._ctx, EXPIRE, {}, command_id=command_id, actor=actor)
 
     # --- queries ------------------------------------------------------------------
 
@@ -294,11 +394,6 @@ class WorkQueue:
 
     # --- helpers --------------------------------------------------------------------
 
-    def _get(self, work_item_id: str) -> WorkItem:
-        item = work_items.get(self._ctx.db.conn, work_item_id)
-        assert item is not None
-        return item
-
     def _existing(self, where: str, work_item_id: str) -> WorkItem:
         with self._ctx.db.statement(where) as conn:
             item = work_items.get(conn, work_item_id)
@@ -306,60 +401,8 @@ class WorkQueue:
             raise NotFound(f"{where} refused: no work item {work_item_id!r}")
         return item
 
-    @staticmethod
-    def _check_holder_args(where: str, work_item_id: Any, worker: Any, token: Any) -> None:
-        check_text(where, "work_item_id", work_item_id)
-        check_text(where, "worker", worker)
-        check_int(where, "token", token, minimum=1)
 
-    def _held(self, cmd: Command, action: str, work_item_id: str, worker: str, token: int) -> WorkItem:
-        """The item, if ``worker`` holds its live lease with ``token``."""
-        item = self._existing(cmd.name, work_item_id)
-        if item.status in TERMINAL:
-            raise TerminalState(
-                f"cannot {action} {work_item_id}: it is already {item.status}; terminal states never change"
-            )
-        if item.status == PENDING:
-            reason = "but the item is pending: nobody holds a lease on it"
-            if item.token:
-                reason += f" (the last lease, token {item.token}, ended)"
-            raise LeaseNotHeld(action, work_item_id, worker, token, None, None, reason)
-        if token != item.token or worker != item.lease_holder:
-            raise LeaseNotHeld(
-                action, work_item_id, worker, token, item.lease_holder, item.token,
-                f"the live lease is token {item.token} held by {item.lease_holder!r}",
-            )
-        assert item.lease_expires_at is not None
-        if cmd.now >= item.lease_expires_at:
-            raise LeaseNotHeld(
-                action, work_item_id, worker, token, item.lease_holder, item.token,
-                f"but that lease expired at {item.lease_expires_at} (now {cmd.now})",
-            )
-        return item
-
-    def _expire(self, cmd: Command, item: WorkItem) -> bool:
-        """Record that ``item``'s lease ran out; returns whether it goes back to pending."""
-        assert item.lease_holder is not None and item.lease_expires_at is not None
-        retry = item.retry_count < item.max_retries
-        cmd.emit(
-            stream_of(item.work_item_id),
-            [WorkItemLeaseExpired(work_item_id=item.work_item_id, worker=item.lease_holder, token=item.token,
-                                  lease_expires_at=item.lease_expires_at, retry=retry)],
-            correlation_id=item.task_id,
-        )
-        return retry
-
-    def _replayed_item(self, record: Recorded) -> WorkItem:
-        """The item exactly as it was right after ``record`` (for a repeated command_id)."""
-        item_id = record.event.work_item_id  # type: ignore[attr-defined]
-        with self._ctx.folded(work_items, stream_of(item_id), record.position) as mem:
-            item = work_items.get(mem, item_id)
-        assert item is not None
-        return item
-
-
-def _first_in_queue(a: WorkItem | None, b: WorkItem | None) -> WorkItem | None:
-    """Of two candidates, the one a claim takes first: priority, then age."""
-    if a is None or b is None:
-        return a or b
-    return min(a, b, key=lambda i: (-i.priority, i.enqueued_position))
+def _check_holder_args(where: str, work_item_id: Any, worker: Any, token: Any) -> None:
+    check_text(where, "work_item_id", work_item_id)
+    check_text(where, "worker", worker)
+    check_int(where, "token", token, minimum=1)
