@@ -167,7 +167,7 @@ def list(
     return [_item(row) for row in conn.execute(sql, (*args, *cursor_args, limit_of(limit)))]
 
 
-def _kinds(kinds: tuple[str, ...] | None) -> tuple[str, builtins.list[str]]:
+def _kinds(kinds: tuple[str, ...] | None) -> tuple[str, builtins.list[Any]]:
     if kinds is None:
         return "", []
     return f" AND kind IN ({', '.join('?' * len(kinds))})", builtins.list(kinds)

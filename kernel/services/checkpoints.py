@@ -7,6 +7,7 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
+import apsw
 import msgspec
 
 from eventkernel import journal
@@ -17,6 +18,7 @@ from eventkernel.journal import Recorded
 from eventkernel.projections import checkpoints
 from eventkernel.projections.checkpoints import TYPES, Checkpoint
 from eventkernel.services.base import Context
+from eventkernel.services.runner import Args, Decision, Reads, Spec, emit, run
 from eventkernel.validate import check_int, check_json_value, check_limit, check_optional_text, check_text
 
 
@@ -26,6 +28,37 @@ class Resume(msgspec.Struct, frozen=True, kw_only=True):
 
     checkpoint: Checkpoint | None
     events: list[Recorded]
+
+
+def decide_record(state: tuple[str, bool], a: Args, now: int) -> Decision:
+    """``state``: (the checkpoint's id, whether one with that id exists). The
+    sequence number is the stream's next version."""
+    cp_id, exists = state
+    if exists:
+        raise InvalidArgument(f"checkpoints.record refused: checkpoint_id {cp_id!r} already exists")
+    return emit(
+        f"checkpoint:{a['task_id']}",
+        CheckpointRecorded(checkpoint_id=cp_id, task_id=a["task_id"], checkpoint_type=a["checkpoint_type"],
+                           snapshot=a["snapshot"], work_item_id=a["work_item_id"], session_id=a["session_id"]),
+        correlation_id=a["task_id"],
+    )
+
+
+def _load_record(conn: apsw.Connection, a: Args, now: int) -> tuple[str, bool]:
+    given = a["checkpoint_id"]
+    if given is None:
+        return new_id("cp", now), False
+    return given, checkpoints.get(conn, given) is not None
+
+
+def _recorded(reads: Reads, a: Args, records: builtins.list[Recorded], outcome: str | None) -> Checkpoint:
+    # A checkpoint never changes once recorded: the live row is the first answer.
+    found = checkpoints.get(reads.live, records[0].event.checkpoint_id)  # type: ignore[attr-defined]
+    assert found is not None
+    return found
+
+
+RECORD: Spec[tuple[str, bool], Checkpoint] = Spec("checkpoints.record", _load_record, decide_record, _recorded)
 
 
 class Checkpoints:
@@ -43,6 +76,7 @@ class Checkpoints:
         work_item_id: str | None = None,
         session_id: str | None = None,
         checkpoint_id: str | None = None,
+        actor: str | None = None,
         command_id: str | None = None,
     ) -> Checkpoint:
         """Append a checkpoint; its sequence number is the next of the task.
@@ -59,22 +93,7 @@ class Checkpoints:
         check_optional_text(where, "checkpoint_id", checkpoint_id)
         args = {"task_id": task_id, "checkpoint_type": checkpoint_type, "snapshot": snapshot,
                 "work_item_id": work_item_id, "session_id": session_id, "checkpoint_id": checkpoint_id}
-        with self._ctx.command(where, command_id, args) as cmd:
-            if cmd.previous is None:
-                cp_id = checkpoint_id or new_id("cp", cmd.now)
-                if checkpoint_id is not None and checkpoints.get(self._ctx.db.conn, cp_id) is not None:
-                    raise InvalidArgument(f"{where} refused: checkpoint_id {cp_id!r} already exists")
-                cmd.emit(
-                    f"checkpoint:{task_id}",
-                    [CheckpointRecorded(checkpoint_id=cp_id, task_id=task_id, checkpoint_type=checkpoint_type,
-                                        snapshot=snapshot, work_item_id=work_item_id, session_id=session_id)],
-                    correlation_id=task_id,
-                )
-            else:
-                cp_id = cmd.previous[0].event.checkpoint_id  # type: ignore[attr-defined]
-            found = checkpoints.get(self._ctx.db.conn, cp_id)
-            assert found is not None
-            return found
+        return run(self._ctx, RECORD, args, command_id=command_id, actor=actor)
 
     def latest(self, task_id: str) -> Checkpoint | None:
         """The task's newest checkpoint, or None."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
+import apsw
+
 from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
 from eventkernel.events.memory import (
     MemoryDeleted,
@@ -21,9 +23,11 @@ from eventkernel.events.memory import (
     MemoryRestored,
     MemoryRolledBack,
 )
+from eventkernel.journal import Recorded
 from eventkernel.projections import memory_entries
 from eventkernel.projections.memory_entries import TYPES, MemoryEntry
-from eventkernel.services.base import Command, Context
+from eventkernel.services.base import Context
+from eventkernel.services.runner import Args, Decision, Emit, Reads, Spec, emit, run
 from eventkernel.validate import (
     check_bool,
     check_int,
@@ -51,6 +55,114 @@ def _check_address(where: str, namespace: Any, key: Any, name: str = "namespace"
 def _check_type(where: str, memory_type: Any) -> None:
     if memory_type not in TYPES:
         raise InvalidArgument(f"{where} refused: memory_type must be one of {', '.join(TYPES)}, got {memory_type!r}")
+
+
+# --- the rules ---------------------------------------------------------------------------
+
+
+def decide_put(state: None, a: Args, now: int) -> Decision:
+    """A new version; ``expected_version`` (checked by the journal) makes it compare-and-set."""
+    ttl_ms = a["ttl_ms"]
+    return emit(
+        stream_of(a["namespace"], a["key"]),
+        MemoryPut(namespace=a["namespace"], key=a["key"], value=a["value"], memory_type=a["memory_type"],
+                  metadata=a["metadata"], actor=a["actor"], expires_at=None if ttl_ms is None else now + ttl_ms),
+        expected_version=a["expected_version"], correlation_id=a.get("correlation_id"),
+    )
+
+
+def _existing(where: str, current: MemoryEntry | None, a: Args) -> MemoryEntry:
+    if current is None:
+        raise NotFound(f"{where} refused: no memory {a['namespace']}/{a['key']}")
+    return current
+
+
+def _mark(where: str, current: MemoryEntry | None, a: Args, *, live: bool) -> Decision:
+    """Delete a live memory (``live``) or restore a deleted or expired one."""
+    current = _existing(where, current, a)
+    if current.is_deleted == live:
+        state = f"already {current.operation}d" if current.is_deleted else "live (not deleted)"
+        raise InvalidTransition(f"{where} refused: {a['namespace']}/{a['key']} is {state}")
+    event = (MemoryDeleted if live else MemoryRestored)(namespace=a["namespace"], key=a["key"], actor=a["actor"])
+    return emit(stream_of(a["namespace"], a["key"]), event, expected_version=current.version)
+
+
+def decide_delete(current: MemoryEntry | None, a: Args, now: int) -> Decision:
+    return _mark("memory.delete", current, a, live=True)
+
+
+def decide_restore(current: MemoryEntry | None, a: Args, now: int) -> Decision:
+    return _mark("memory.restore", current, a, live=False)
+
+
+def decide_rollback(state: tuple[MemoryEntry | None, MemoryEntry | None], a: Args, now: int) -> Decision:
+    """``state``: (the newest version, version ``to_version``). The new version equals the old one."""
+    current, old = state
+    current = _existing("memory.rollback", current, a)
+    to_version = a["to_version"]
+    if old is None or to_version >= current.version:
+        raise NotFound(
+            f"memory.rollback refused: {a['namespace']}/{a['key']} has no version {to_version} before its "
+            f"current version {current.version}"
+        )
+    return emit(
+        stream_of(a["namespace"], a["key"]),
+        MemoryRolledBack(namespace=a["namespace"], key=a["key"], to_version=to_version, value=old.value,
+                         memory_type=old.memory_type, metadata=old.metadata, actor=a["actor"]),
+        expected_version=current.version,
+    )
+
+
+def _expiry(entry: MemoryEntry) -> Emit:
+    assert entry.expires_at is not None
+    event = MemoryExpired(namespace=entry.namespace, key=entry.key, expires_at=entry.expires_at)
+    return Emit(stream_of(entry.namespace, entry.key), (event,), expected_version=entry.version)
+
+
+def decide_expire(due: builtins.list[MemoryEntry], a: Args, now: int) -> Decision:
+    """Every live memory whose TTL ran out."""
+    return Decision(emits=tuple(_expiry(entry) for entry in due))
+
+
+def decide_publish(source: MemoryEntry | None, a: Args, now: int) -> Decision:
+    """A copy of the live memory, as a new version under ``to_namespace``."""
+    source = _existing("memory.publish", source, a)
+    if source.is_deleted:
+        raise NotFound(f"memory.publish refused: {a['namespace']}/{a['key']} is {source.operation}d; nothing to publish")
+    return emit(
+        stream_of(a["to_namespace"], a["key"]),
+        MemoryPublished(namespace=a["to_namespace"], key=a["key"], from_namespace=a["namespace"],
+                        from_version=source.version, value=source.value, memory_type=source.memory_type,
+                        metadata=source.metadata, actor=a["actor"]),
+    )
+
+
+def _load_latest(conn: apsw.Connection, a: Args, now: int) -> MemoryEntry | None:
+    return memory_entries.latest(conn, a["namespace"], a["key"])
+
+
+def _load_rollback(conn: apsw.Connection, a: Args, now: int) -> tuple[MemoryEntry | None, MemoryEntry | None]:
+    return (memory_entries.latest(conn, a["namespace"], a["key"]),
+            memory_entries.version(conn, a["namespace"], a["key"], a["to_version"]))
+
+
+def _written(reads: Reads, a: Args, records: builtins.list[Recorded], outcome: str | None) -> MemoryEntry:
+    """The version the command wrote: version rows never change, so the live row is the first answer."""
+    last = records[-1]
+    found = memory_entries.version(reads.live, last.event.namespace, last.event.key, last.version)  # type: ignore[attr-defined]
+    assert found is not None
+    return found
+
+
+PUT: Spec[None, MemoryEntry] = Spec("memory.put", lambda conn, a, now: None, decide_put, _written)
+DELETE: Spec[MemoryEntry | None, MemoryEntry] = Spec("memory.delete", _load_latest, decide_delete, _written)
+RESTORE: Spec[MemoryEntry | None, MemoryEntry] = Spec("memory.restore", _load_latest, decide_restore, _written)
+ROLLBACK: Spec[Any, MemoryEntry] = Spec("memory.rollback", _load_rollback, decide_rollback, _written)
+PUBLISH: Spec[MemoryEntry | None, MemoryEntry] = Spec("memory.publish", _load_latest, decide_publish, _written)
+EXPIRE: Spec[builtins.list[MemoryEntry], int] = Spec(
+    "memory.expire", lambda conn, a, now: memory_entries.due(conn, now), decide_expire,
+    lambda reads, a, records, outcome: sum(isinstance(r.event, MemoryExpired) for r in records),
+)
 
 
 class Memory:
@@ -93,14 +205,7 @@ class Memory:
                 "metadata": metadata, "actor": actor, "ttl_ms": ttl_ms, "expected_version": expected_version}
         if correlation_id is not None:
             args["correlation_id"] = correlation_id
-        with self._ctx.command(where, command_id, args) as cmd:
-            if cmd.previous is None:
-                event = MemoryPut(namespace=namespace, key=key, value=value, memory_type=memory_type,
-                                  metadata=metadata, actor=actor,
-                                  expires_at=None if ttl_ms is None else cmd.now + ttl_ms)
-                cmd.emit(stream_of(namespace, key), [event], expected_version=expected_version,
-                         correlation_id=correlation_id)
-            return self._written(cmd, namespace, key)
+        return run(self._ctx, PUT, args, command_id=command_id, actor=actor)
 
     def get(
         self, namespace: str, key: str, *, version: int | None = None, as_of: int | None = None
@@ -161,13 +266,17 @@ class Memory:
             return memory_entries.list(conn, prefix, memory_type=memory_type, include_deleted=include_deleted,
                                        limit=limit, after=after)
 
-    def delete(self, namespace: str, key: str, *, actor: str | None = None, command_id: str | None = None) -> MemoryEntry:
+    def delete(
+        self, namespace: str, key: str, *, actor: str | None = None, command_id: str | None = None
+    ) -> MemoryEntry:
         """Soft-delete: a new version that ``get`` does not return. Raises NotFound, InvalidTransition."""
-        return self._mark("memory.delete", namespace, key, actor, command_id, live=True)
+        return self._address(DELETE, namespace, key, actor, command_id)
 
-    def restore(self, namespace: str, key: str, *, actor: str | None = None, command_id: str | None = None) -> MemoryEntry:
+    def restore(
+        self, namespace: str, key: str, *, actor: str | None = None, command_id: str | None = None
+    ) -> MemoryEntry:
         """Undo a delete or an expiry: a new, live version with the last value."""
-        return self._mark("memory.restore", namespace, key, actor, command_id, live=False)
+        return self._address(RESTORE, namespace, key, actor, command_id)
 
     def rollback(
         self, namespace: str, key: str, to_version: int, *, actor: str | None = None, command_id: str | None = None
@@ -178,39 +287,12 @@ class Memory:
         check_int(where, "to_version", to_version, minimum=1)
         check_optional_text(where, "actor", actor)
         args = {"namespace": namespace, "key": key, "to_version": to_version, "actor": actor}
-        with self._ctx.command(where, command_id, args) as cmd:
-            if cmd.previous is None:
-                conn = self._ctx.db.conn
-                current = self._latest(where, namespace, key)
-                old = memory_entries.version(conn, namespace, key, to_version)
-                if old is None or to_version >= current.version:
-                    raise NotFound(
-                        f"{where} refused: {namespace}/{key} has no version {to_version} before its "
-                        f"current version {current.version}"
-                    )
-                cmd.emit(
-                    stream_of(namespace, key),
-                    [MemoryRolledBack(namespace=namespace, key=key, to_version=to_version, value=old.value,
-                                      memory_type=old.memory_type, metadata=old.metadata, actor=actor)],
-                    expected_version=current.version,
-                )
-            return self._written(cmd, namespace, key)
+        return run(self._ctx, ROLLBACK, args, command_id=command_id, actor=actor)
 
-    def expire(self, *, command_id: str | None = None) -> int:
+    def expire(self, *, actor: str | None = None, command_id: str | None = None) -> int:
         """Record the expiry of every live memory whose TTL has run out (the
         reaper; until it runs, such a memory is still returned). Returns the count."""
-        with self._ctx.command("memory.expire", command_id, {}) as cmd:
-            if cmd.previous is not None:
-                return sum(isinstance(r.event, MemoryExpired) for r in cmd.previous)
-            due = memory_entries.due(self._ctx.db.conn, cmd.now)
-            for entry in due:
-                assert entry.expires_at is not None
-                cmd.emit(
-                    stream_of(entry.namespace, entry.key),
-                    [MemoryExpired(namespace=entry.namespace, key=entry.key, expires_at=entry.expires_at)],
-                    expected_version=entry.version,
-                )
-            return len(due)
+        return run(self._ctx, EXPIRE, {}, command_id=command_id, actor=actor)
 
     def publish(
         self, namespace: str, key: str, to_namespace: str, *, actor: str | None = None, command_id: str | None = None
@@ -224,45 +306,13 @@ class Memory:
             raise InvalidArgument(f"{where} refused: to_namespace is the same as namespace ({namespace!r})")
         check_optional_text(where, "actor", actor)
         args = {"namespace": namespace, "key": key, "to_namespace": to_namespace, "actor": actor}
-        with self._ctx.command(where, command_id, args) as cmd:
-            if cmd.previous is None:
-                source = self._latest(where, namespace, key)
-                if source.is_deleted:
-                    raise NotFound(f"{where} refused: {namespace}/{key} is {source.operation}d; nothing to publish")
-                cmd.emit(
-                    stream_of(to_namespace, key),
-                    [MemoryPublished(namespace=to_namespace, key=key, from_namespace=namespace,
-                                     from_version=source.version, value=source.value,
-                                     memory_type=source.memory_type, metadata=source.metadata, actor=actor)],
-                )
-            return self._written(cmd, to_namespace, key)
+        return run(self._ctx, PUBLISH, args, command_id=command_id, actor=actor)
 
-    # --- helpers ------------------------------------------------------------------
-
-    def _latest(self, where: str, namespace: str, key: str) -> MemoryEntry:
-        found = memory_entries.latest(self._ctx.db.conn, namespace, key)
-        if found is None:
-            raise NotFound(f"{where} refused: no memory {namespace}/{key}")
-        return found
-
-    def _written(self, cmd: Command, namespace: str, key: str) -> MemoryEntry:
-        """The version this command wrote (or wrote the first time, on a repeat)."""
-        records = cmd.records if cmd.previous is None else cmd.previous
-        found = memory_entries.version(self._ctx.db.conn, namespace, key, records[-1].version)
-        assert found is not None
-        return found
-
-    def _mark(
-        self, where: str, namespace: str, key: str, actor: str | None, command_id: str | None, *, live: bool
+    def _address(
+        self, spec: Spec[MemoryEntry | None, MemoryEntry], namespace: str, key: str, actor: str | None,
+        command_id: str | None,
     ) -> MemoryEntry:
-        _check_address(where, namespace, key)
-        check_optional_text(where, "actor", actor)
-        with self._ctx.command(where, command_id, {"namespace": namespace, "key": key, "actor": actor}) as cmd:
-            if cmd.previous is None:
-                current = self._latest(where, namespace, key)
-                if current.is_deleted == live:
-                    state = f"already {current.operation}d" if current.is_deleted else "live (not deleted)"
-                    raise InvalidTransition(f"{where} refused: {namespace}/{key} is {state}")
-                event = (MemoryDeleted if live else MemoryRestored)(namespace=namespace, key=key, actor=actor)
-                cmd.emit(stream_of(namespace, key), [event], expected_version=current.version)
-            return self._written(cmd, namespace, key)
+        _check_address(spec.name, namespace, key)
+        check_optional_text(spec.name, "actor", actor)
+        return run(self._ctx, spec, {"namespace": namespace, "key": key, "actor": actor}, command_id=command_id,
+                   actor=actor)

@@ -9,7 +9,8 @@ import hashlib
 import re
 from typing import Any
 
-from eventkernel import journal
+import apsw
+
 from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound, TerminalState
 from eventkernel.events.recovery import (
     AutoRecoverySet,
@@ -19,6 +20,7 @@ from eventkernel.events.recovery import (
     RecoveryExplained,
 )
 from eventkernel.ids import new_id
+from eventkernel.journal import Recorded
 from eventkernel.projections import recovery
 from eventkernel.projections.recovery import (
     SEVERITIES,
@@ -29,6 +31,7 @@ from eventkernel.projections.recovery import (
     RecoveryTask,
 )
 from eventkernel.services.base import Context, after_row
+from eventkernel.services.runner import Args, Decision, Reads, Spec, emit, run, streams_of
 from eventkernel.validate import check_bool, check_json_dict, check_limit, check_optional_text, check_text
 
 # Masked before grouping, so "timeout after 3012 ms on req 9f3c…" and
@@ -59,6 +62,112 @@ def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# --- the rules ---------------------------------------------------------------------------
+
+
+def decide_record_failure(state: None, a: Args, now: int) -> Decision:
+    return emit(
+        f"recovery:{a['task_id']}",
+        FailureRecorded(task_id=a["task_id"], failure_type=a["failure_type"], error_message=a["error_message"],
+                        error_hash=_hash(a["error_message"]), signature=a["signature"], context=a["context"]),
+        correlation_id=a["task_id"],
+    )
+
+
+def decide_start_attempt(state: tuple[str, bool, builtins.list[RecoveryAttempt]], a: Args, now: int) -> Decision:
+    """``state``: (the attempt's id, whether one with that id exists, the
+    task's attempts so far). One attempt of a task runs at a time."""
+    aid, exists, earlier = state
+    task_id = a["task_id"]
+    running = [x for x in earlier if x.finished_at is None]
+    if running:
+        raise InvalidTransition(
+            f"recovery.start_attempt refused: attempt {running[0].attempt_id} of task {task_id} is still running; "
+            "finish it first"
+        )
+    if exists:
+        raise InvalidArgument(f"recovery.start_attempt refused: attempt_id {aid!r} already exists")
+    return emit(
+        f"recovery:{task_id}",
+        RecoveryAttemptStarted(attempt_id=aid, task_id=task_id, strategy=a["strategy"],
+                               attempt_number=len(earlier) + 1, reasoning=a["reasoning"]),
+        correlation_id=task_id,
+    )
+
+
+def decide_finish_attempt(attempt: RecoveryAttempt | None, a: Args, now: int) -> Decision:
+    where, aid = "recovery.finish_attempt", a["attempt_id"]
+    if attempt is None:
+        raise NotFound(f"{where} refused: no recovery attempt {aid!r}")
+    if attempt.finished_at is not None:
+        outcome = "succeeded" if attempt.success else "failed"
+        raise TerminalState(f"{where} refused: attempt {aid} already finished ({outcome})")
+    return emit(
+        f"recovery:{attempt.task_id}",
+        RecoveryAttemptFinished(attempt_id=aid, task_id=attempt.task_id, success=a["success"], notes=a["notes"]),
+        correlation_id=attempt.task_id,
+    )
+
+
+def decide_explain(state: None, a: Args, now: int) -> Decision:
+    return emit(f"recovery:{a['task_id']}", RecoveryExplained(**a), correlation_id=a["task_id"])
+
+
+def decide_set_auto_recovery(state: None, a: Args, now: int) -> Decision:
+    return emit(f"recovery:{a['task_id']}", AutoRecoverySet(task_id=a["task_id"], enabled=a["enabled"]),
+                correlation_id=a["task_id"])
+
+
+def _nothing(conn: apsw.Connection, a: Args, now: int) -> None:
+    return None
+
+
+def _load_start(conn: apsw.Connection, a: Args, now: int) -> tuple[str, bool, builtins.list[RecoveryAttempt]]:
+    given = a["attempt_id"]
+    earlier = recovery.attempts(conn, a["task_id"])
+    if given is None:
+        return new_id("ra", now), False, earlier
+    return given, recovery.attempt(conn, given) is not None, earlier
+
+
+def _pattern(reads: Reads, a: Args, records: builtins.list[Recorded], outcome: str | None) -> FailurePattern:
+    found = recovery.pattern(reads.conn, a["signature"])
+    assert found is not None
+    return found
+
+
+def _attempt(reads: Reads, a: Args, records: builtins.list[Recorded], outcome: str | None) -> RecoveryAttempt:
+    found = recovery.attempt(reads.conn, records[-1].event.attempt_id)  # type: ignore[attr-defined]
+    assert found is not None
+    return found
+
+
+def _explanation(reads: Reads, a: Args, records: builtins.list[Recorded], outcome: str | None) -> RecoveryExplanation:
+    found = recovery.explanation(reads.conn, a["task_id"])
+    assert found is not None
+    return found
+
+
+def _task(reads: Reads, a: Args, records: builtins.list[Recorded], outcome: str | None) -> RecoveryTask:
+    found = recovery.task(reads.conn, a["task_id"])
+    assert found is not None
+    return found
+
+
+# A failure pattern gathers failures of every task: a retry's answer folds the whole domain.
+RECORD_FAILURE: Spec[None, FailurePattern] = Spec(
+    "recovery.record_failure", _nothing, decide_record_failure, _pattern, recovery)
+START_ATTEMPT: Spec[Any, RecoveryAttempt] = Spec(
+    "recovery.start_attempt", _load_start, decide_start_attempt, _attempt, recovery, streams_of)
+FINISH_ATTEMPT: Spec[RecoveryAttempt | None, RecoveryAttempt] = Spec(
+    "recovery.finish_attempt", lambda conn, a, now: recovery.attempt(conn, a["attempt_id"]), decide_finish_attempt,
+    _attempt, recovery, streams_of)
+EXPLAIN: Spec[None, RecoveryExplanation] = Spec(
+    "recovery.explain", _nothing, decide_explain, _explanation, recovery, streams_of)
+SET_AUTO_RECOVERY: Spec[None, RecoveryTask] = Spec(
+    "recovery.set_auto_recovery", _nothing, decide_set_auto_recovery, _task, recovery, streams_of)
+
+
 class Recovery:
     """``k.recovery``."""
 
@@ -67,7 +176,7 @@ class Recovery:
 
     def record_failure(
         self, task_id: str, failure_type: str, error_message: str, *, context: dict[str, Any] | None = None,
-        command_id: str | None = None,
+        actor: str | None = None, command_id: str | None = None,
     ) -> FailurePattern:
         """Record a failure; returns the pattern it was grouped into."""
         where = "recovery.record_failure"
@@ -75,24 +184,13 @@ class Recovery:
         check_text(where, "failure_type", failure_type)
         check_text(where, "error_message", error_message, max_len=65_536)
         check_json_dict(where, "context", context)
-        sig = signature(failure_type, error_message)
-        args = {"task_id": task_id, "failure_type": failure_type, "error_message": error_message, "context": context}
-        with self._ctx.command(where, command_id, args) as cmd:
-            if cmd.previous is not None:
-                return self._pattern_as_of(sig, cmd.previous[-1].position)
-            cmd.emit(
-                f"recovery:{task_id}",
-                [FailureRecorded(task_id=task_id, failure_type=failure_type, error_message=error_message,
-                                 error_hash=_hash(error_message), signature=sig, context=context)],
-                correlation_id=task_id,
-            )
-            found = recovery.pattern(self._ctx.db.conn, sig)
-            assert found is not None
-            return found
+        args = {"task_id": task_id, "failure_type": failure_type, "error_message": error_message, "context": context,
+                "signature": signature(failure_type, error_message)}
+        return run(self._ctx, RECORD_FAILURE, args, command_id=command_id, actor=actor)
 
     def start_attempt(
         self, task_id: str, strategy: str, *, reasoning: str | None = None, attempt_id: str | None = None,
-        command_id: str | None = None,
+        actor: str | None = None, command_id: str | None = None,
     ) -> RecoveryAttempt:
         """Begin a recovery attempt (numbered per task). Raises
         InvalidTransition while another attempt of the task is unfinished."""
@@ -102,66 +200,19 @@ class Recovery:
         check_optional_text(where, "reasoning", reasoning, max_len=65_536)
         check_optional_text(where, "attempt_id", attempt_id)
         args = {"task_id": task_id, "strategy": strategy, "reasoning": reasoning, "attempt_id": attempt_id}
-        with self._ctx.command(where, command_id, args) as cmd:
-            conn = self._ctx.db.conn
-            if cmd.previous is None:
-                earlier = recovery.attempts(conn, task_id)
-                open_ = [a for a in earlier if a.finished_at is None]
-                if open_:
-                    raise InvalidTransition(
-                        f"{where} refused: attempt {open_[0].attempt_id} of task {task_id} is still running; "
-                        "finish it first"
-                    )
-                aid = attempt_id or new_id("ra", cmd.now)
-                if attempt_id is not None and recovery.attempt(conn, aid) is not None:
-                    raise InvalidArgument(f"{where} refused: attempt_id {aid!r} already exists")
-                cmd.emit(
-                    f"recovery:{task_id}",
-                    [RecoveryAttemptStarted(attempt_id=aid, task_id=task_id, strategy=strategy,
-                                            attempt_number=len(earlier) + 1, reasoning=reasoning)],
-                    correlation_id=task_id,
-                )
-            else:
-                aid = cmd.previous[0].event.attempt_id  # type: ignore[attr-defined]
-                with self._ctx.folded(recovery, f"recovery:{task_id}", cmd.previous[-1].position) as mem:
-                    found = recovery.attempt(mem, aid)
-                assert found is not None
-                return found
-            found = recovery.attempt(conn, aid)
-            assert found is not None
-            return found
+        return run(self._ctx, START_ATTEMPT, args, command_id=command_id, actor=actor)
 
     def finish_attempt(
-        self, attempt_id: str, *, success: bool, notes: str | None = None, command_id: str | None = None
+        self, attempt_id: str, *, success: bool, notes: str | None = None, actor: str | None = None,
+        command_id: str | None = None,
     ) -> RecoveryAttempt:
         """Record an attempt's outcome. Raises NotFound, TerminalState."""
         where = "recovery.finish_attempt"
         check_text(where, "attempt_id", attempt_id)
         check_bool(where, "success", success)
         check_optional_text(where, "notes", notes, max_len=65_536)
-        with self._ctx.command(where, command_id, {"attempt_id": attempt_id, "success": success, "notes": notes}) as cmd:
-            conn = self._ctx.db.conn
-            if cmd.previous is not None:
-                last = cmd.previous[-1]
-                with self._ctx.folded(recovery, last.stream, last.position) as mem:
-                    found = recovery.attempt(mem, attempt_id)
-                assert found is not None
-                return found
-            if cmd.previous is None:
-                found = recovery.attempt(conn, attempt_id)
-                if found is None:
-                    raise NotFound(f"{where} refused: no recovery attempt {attempt_id!r}")
-                if found.finished_at is not None:
-                    outcome = "succeeded" if found.success else "failed"
-                    raise TerminalState(f"{where} refused: attempt {attempt_id} already finished ({outcome})")
-                cmd.emit(
-                    f"recovery:{found.task_id}",
-                    [RecoveryAttemptFinished(attempt_id=attempt_id, task_id=found.task_id, success=success, notes=notes)],
-                    correlation_id=found.task_id,
-                )
-            found = recovery.attempt(conn, attempt_id)
-            assert found is not None
-            return found
+        return run(self._ctx, FINISH_ATTEMPT, {"attempt_id": attempt_id, "success": success, "notes": notes},
+                   command_id=command_id, actor=actor)
 
     def explain(
         self,
@@ -172,6 +223,7 @@ class Recovery:
         retry_decision: str,
         user_action_required: str | None = None,
         severity: str = "medium",
+        actor: str | None = None,
         command_id: str | None = None,
     ) -> RecoveryExplanation:
         """Record the task's explanation (the latest one is kept in the table)."""
@@ -183,47 +235,19 @@ class Recovery:
         check_optional_text(where, "user_action_required", user_action_required, max_len=65_536)
         if severity not in SEVERITIES:
             raise InvalidArgument(f"{where} refused: severity must be one of {', '.join(SEVERITIES)}, got {severity!r}")
-        event = RecoveryExplained(task_id=task_id, failure_summary=failure_summary, root_cause=root_cause,
-                                  retry_decision=retry_decision, user_action_required=user_action_required,
-                                  severity=severity)
-        with self._ctx.command(where, command_id, {"event": event}) as cmd:
-            if cmd.previous is None:
-                cmd.emit(f"recovery:{task_id}", [event], correlation_id=task_id)
-                found = recovery.explanation(self._ctx.db.conn, task_id)
-            else:
-                with self._ctx.folded(recovery, f"recovery:{task_id}", cmd.previous[-1].position) as mem:
-                    found = recovery.explanation(mem, task_id)
-            assert found is not None
-            return found
+        args = {"task_id": task_id, "failure_summary": failure_summary, "root_cause": root_cause,
+                "retry_decision": retry_decision, "user_action_required": user_action_required, "severity": severity}
+        return run(self._ctx, EXPLAIN, args, command_id=command_id, actor=actor)
 
-    def set_auto_recovery(self, task_id: str, enabled: bool, *, command_id: str | None = None) -> RecoveryTask:
+    def set_auto_recovery(
+        self, task_id: str, enabled: bool, *, actor: str | None = None, command_id: str | None = None
+    ) -> RecoveryTask:
         """Turn automatic recovery of a task on or off (a flag for the orchestrator)."""
         where = "recovery.set_auto_recovery"
         check_text(where, "task_id", task_id)
         check_bool(where, "enabled", enabled)
-        with self._ctx.command(where, command_id, {"task_id": task_id, "enabled": enabled}) as cmd:
-            if cmd.previous is not None:
-                with self._ctx.folded(recovery, f"recovery:{task_id}", cmd.previous[-1].position) as mem:
-                    found = recovery.task(mem, task_id)
-            else:
-                cmd.emit(f"recovery:{task_id}", [AutoRecoverySet(task_id=task_id, enabled=enabled)],
-                         correlation_id=task_id)
-                found = recovery.task(self._ctx.db.conn, task_id)
-            assert found is not None
-            return found
-
-    def _pattern_as_of(self, sig: str, position: int) -> FailurePattern:
-        """The failure pattern as it was right after ``position``: every
-        failure of that signature, from any task, folded up to there."""
-        conn = self._ctx.db.conn
-        failures = [
-            r for r in journal.read(conn, until=position, types=("recovery.failure_recorded",))
-            if isinstance(r.event, FailureRecorded) and r.event.signature == sig
-        ]
-        with self._ctx.folded(recovery, "", position, records=failures) as mem:
-            found = recovery.pattern(mem, sig)
-        assert found is not None
-        return found
+        return run(self._ctx, SET_AUTO_RECOVERY, {"task_id": task_id, "enabled": enabled}, command_id=command_id,
+                   actor=actor)
 
     # --- queries --------------------------------------------------------------------
 

@@ -12,12 +12,16 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
+import apsw
+
 from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
 from eventkernel.events.sessions import SessionCreated, SessionEventAppended, SessionStatusChanged
 from eventkernel.ids import new_id
+from eventkernel.journal import Recorded
 from eventkernel.projections import sessions
 from eventkernel.projections.sessions import STATUSES, TEMP, Session, SessionEvent
 from eventkernel.services.base import Context, after_row
+from eventkernel.services.runner import NOTHING, Args, Decision, Reads, Spec, emit, run
 from eventkernel.validate import (
     check_int,
     check_json_dict,
@@ -40,6 +44,91 @@ def _persisted(state: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (state or {}).items() if not k.startswith(TEMP)}
 
 
+def decide_create(state: tuple[str, bool], a: Args, now: int) -> Decision:
+    """``state``: (the session's id, whether one with that id exists)."""
+    sid, exists = state
+    if exists:
+        raise InvalidArgument(f"sessions.create refused: session_id {sid!r} already exists")
+    return emit(
+        f"session:{sid}",
+        SessionCreated(session_id=sid, app_name=a["app_name"], user_id=a["user_id"], project_id=a["project_id"],
+                       state=a["state"], metadata=a["metadata"]),
+        expected_version=0,
+    )
+
+
+def decide_append_event(session: Session | None, a: Args, now: int) -> Decision:
+    """Events go to created or active sessions (the first makes it active)."""
+    sid = a["session_id"]
+    if session is None:
+        raise NotFound(f"sessions.append_event refused: no session {sid!r}")
+    if session.status not in ("created", "active"):
+        hint = "; set_status(…, 'active') first" if session.status == "paused" else ""
+        raise InvalidTransition(f"sessions.append_event refused: session {sid} is {session.status}{hint}")
+    return emit(
+        f"session:{sid}",
+        SessionEventAppended(session_id=sid, seq=session.event_count + 1, author=a["author"], content=a["content"],
+                             state_delta=a["state_delta"]),
+        correlation_id=a.get("correlation_id"),
+    )
+
+
+def decide_set_status(session: Session | None, a: Args, now: int) -> Decision:
+    """The lifecycle of TRANSITIONS; the same status again changes nothing."""
+    sid, status = a["session_id"], a["status"]
+    if session is None:
+        raise NotFound(f"sessions.set_status refused: no session {sid!r}")
+    if session.status == status:
+        return NOTHING
+    if status not in TRANSITIONS[session.status]:
+        allowed = ", ".join(TRANSITIONS[session.status]) or "nothing (archived is final)"
+        raise InvalidTransition(
+            f"sessions.set_status refused: session {sid} cannot go from {session.status} to {status}; "
+            f"from {session.status} it may go to {allowed}"
+        )
+    return emit(f"session:{sid}", SessionStatusChanged(session_id=sid, status=status))
+
+
+def _load_create(conn: apsw.Connection, a: Args, now: int) -> tuple[str, bool]:
+    given = a["session_id"]
+    if given is None:
+        return new_id("ses", now), False
+    return given, sessions.get_own(conn, given) is not None
+
+
+def _load_own(conn: apsw.Connection, a: Args, now: int) -> Session | None:
+    return sessions.get_own(conn, a["session_id"])
+
+
+def _session(reads: Reads, a: Args, records: builtins.list[Recorded], outcome: str | None) -> Session:
+    """The session with its shared app:/user: keys, as of the answer's position."""
+    sid = a["session_id"] if a.get("session_id") is not None else records[0].event.session_id  # type: ignore[attr-defined]
+    own = sessions.get_own(reads.conn, sid)
+    assert own is not None
+    # Shared keys keep a row per position: the live table answers as of any position.
+    return sessions.with_shared(reads.live, own, as_of=reads.as_of)
+
+
+def _event(reads: Reads, a: Args, records: builtins.list[Recorded], outcome: str | None) -> SessionEvent:
+    # A conversation event never changes once appended: the live row is the first answer.
+    found = sessions.event(reads.live, a["session_id"], records[0].event.seq)  # type: ignore[attr-defined]
+    assert found is not None
+    return found
+
+
+def _scope(a: Args, records: builtins.list[Recorded]) -> builtins.list[str]:
+    sid = a["session_id"] if a.get("session_id") is not None else records[0].event.session_id  # type: ignore[attr-defined]
+    return [f"session:{sid}"]
+
+
+CREATE: Spec[tuple[str, bool], Session] = Spec(
+    "sessions.create", _load_create, decide_create, _session, sessions, _scope)
+APPEND_EVENT: Spec[Session | None, SessionEvent] = Spec(
+    "sessions.append_event", _load_own, decide_append_event, _event)
+SET_STATUS: Spec[Session | None, Session] = Spec(
+    "sessions.set_status", _load_own, decide_set_status, _session, sessions, _scope)
+
+
 class Sessions:
     """``k.sessions``."""
 
@@ -55,6 +144,7 @@ class Sessions:
         project_id: str | None = None,
         state: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        actor: str | None = None,
         command_id: str | None = None,
     ) -> Session:
         """Start a session (status ``created``). Raises InvalidArgument."""
@@ -65,22 +155,9 @@ class Sessions:
         check_optional_text(where, "project_id", project_id)
         check_json_dict(where, "state", state)
         check_json_dict(where, "metadata", metadata)
-        kept = _persisted(state)
         args = {"app_name": app_name, "user_id": user_id, "session_id": session_id, "project_id": project_id,
-                "state": kept, "metadata": metadata}
-        with self._ctx.command(where, command_id, args) as cmd:
-            if cmd.previous is not None:
-                return self._as_of(cmd.previous[0].event.session_id, cmd.previous[-1].position)  # type: ignore[attr-defined]
-            sid = session_id or new_id("ses", cmd.now)
-            if session_id is not None and sessions.get_own(self._ctx.db.conn, sid) is not None:
-                raise InvalidArgument(f"{where} refused: session_id {sid!r} already exists")
-            cmd.emit(
-                f"session:{sid}",
-                [SessionCreated(session_id=sid, app_name=app_name, user_id=user_id, project_id=project_id,
-                                state=kept, metadata=metadata)],
-                expected_version=0,
-            )
-            return self._current(sid)
+                "state": _persisted(state), "metadata": metadata}
+        return run(self._ctx, CREATE, args, command_id=command_id, actor=actor)
 
     def append_event(
         self,
@@ -90,6 +167,7 @@ class Sessions:
         content: Any,
         state_delta: dict[str, Any] | None = None,
         correlation_id: str | None = None,
+        actor: str | None = None,
         command_id: str | None = None,
     ) -> SessionEvent:
         """Add one turn to the conversation and apply its state delta.
@@ -102,51 +180,22 @@ class Sessions:
         check_json_value(where, "content", content)
         check_json_dict(where, "state_delta", state_delta)
         check_optional_text(where, "correlation_id", correlation_id)
-        delta = _persisted(state_delta)
-        args = {"session_id": session_id, "author": author, "content": content, "state_delta": delta}
+        args = {"session_id": session_id, "author": author, "content": content, "state_delta": _persisted(state_delta)}
         if correlation_id is not None:
             args["correlation_id"] = correlation_id
-        with self._ctx.command(where, command_id, args) as cmd:
-            conn = self._ctx.db.conn
-            if cmd.previous is None:
-                s = self._existing(where, session_id)
-                if s.status not in ("created", "active"):
-                    hint = "; set_status(…, 'active') first" if s.status == "paused" else ""
-                    raise InvalidTransition(f"{where} refused: session {session_id} is {s.status}{hint}")
-                seq = s.event_count + 1
-                cmd.emit(
-                    f"session:{session_id}",
-                    [SessionEventAppended(session_id=session_id, seq=seq, author=author, content=content,
-                                          state_delta=delta)],
-                    correlation_id=correlation_id,
-                )
-            else:
-                seq = cmd.previous[0].event.seq  # type: ignore[attr-defined]
-            found = sessions.event(conn, session_id, seq)
-            assert found is not None
-            return found
+        return run(self._ctx, APPEND_EVENT, args, command_id=command_id, actor=actor)
 
-    def set_status(self, session_id: str, status: str, *, command_id: str | None = None) -> Session:
+    def set_status(
+        self, session_id: str, status: str, *, actor: str | None = None, command_id: str | None = None
+    ) -> Session:
         """Move the session through its lifecycle; the same status again is a
         no-op. Raises NotFound, InvalidArgument, InvalidTransition."""
         where = "sessions.set_status"
         check_text(where, "session_id", session_id)
         if status not in STATUSES:
             raise InvalidArgument(f"{where} refused: status must be one of {', '.join(STATUSES)}, got {status!r}")
-        with self._ctx.command(where, command_id, {"session_id": session_id, "status": status}) as cmd:
-            if cmd.previous is not None:
-                return self._as_of(session_id, cmd.previous[-1].position)
-            s = self._existing(where, session_id)
-            if s.status == status:
-                return self._current(session_id)
-            if status not in TRANSITIONS[s.status]:
-                allowed = ", ".join(TRANSITIONS[s.status]) or "nothing (archived is final)"
-                raise InvalidTransition(
-                    f"{where} refused: session {session_id} cannot go from {s.status} to {status}; "
-                    f"from {s.status} it may go to {allowed}"
-                )
-            cmd.emit(f"session:{session_id}", [SessionStatusChanged(session_id=session_id, status=status)])
-            return self._current(session_id)
+        return run(self._ctx, SET_STATUS, {"session_id": session_id, "status": status}, command_id=command_id,
+                   actor=actor)
 
     def get(self, session_id: str) -> Session:
         """The session, its state merged with the current app: and user: keys. Raises NotFound."""
@@ -184,22 +233,3 @@ class Sessions:
                 raise NotFound(f"{where} refused: no session {session_id!r}")
             return sessions.events(conn, session_id, after_seq=after_seq, limit=limit)
 
-    # --- helpers ------------------------------------------------------------------
-
-    def _existing(self, where: str, session_id: str) -> Session:
-        found = sessions.get_own(self._ctx.db.conn, session_id)
-        if found is None:
-            raise NotFound(f"{where} refused: no session {session_id!r}")
-        return found
-
-    def _current(self, session_id: str) -> Session:
-        found = sessions.get(self._ctx.db.conn, session_id)
-        assert found is not None
-        return found
-
-    def _as_of(self, session_id: str, position: int) -> Session:
-        """The session as it was right after ``position`` (a repeated command_id)."""
-        with self._ctx.folded(sessions, f"session:{session_id}", position) as mem:
-            own = sessions.get_own(mem, session_id)
-        assert own is not None
-        return sessions.with_shared(self._ctx.db.conn, own, as_of=position)

@@ -29,7 +29,7 @@ from eventkernel.events.work import (
 from eventkernel.ids import new_id
 from eventkernel.journal import Recorded
 from eventkernel.projections import work_items
-from eventkernel.projections.work_items import IN_PROGRESS, PENDING, STATUSES, TERMINAL, WorkItem
+from eventkernel.projections.work_items import PENDING, STATUSES, TERMINAL, WorkItem
 from eventkernel.services.base import Context, after_row
 from eventkernel.services.runner import Args, Decision, Emit, Reads, Spec, emit, run, streams_of
 from eventkernel.validate import (
