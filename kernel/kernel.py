@@ -14,7 +14,7 @@ from eventkernel.clock import Clock, system_clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, Synchronous, translating
 from eventkernel.errors import InvalidArgument
-from eventkernel.events import KERNEL_STREAM_KINDS
+from eventkernel.registry import KERNEL_STREAM_KINDS, PROJECTIONS
 from eventkernel.fileformat import Found
 from eventkernel.projector import Progress, Projector, TableDiff
 from eventkernel.services.base import Context
@@ -94,7 +94,7 @@ class Kernel(Reader):
         self._db = Database(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
                             create=create, read_only=read_only)
         try:
-            self._projector = Projector()
+            self._projector = Projector(PROJECTIONS)
             self._ctx = Context(self._db, self._projector, clock or system_clock)
             found = self._db.found
             if not read_only:
@@ -106,7 +106,7 @@ class Kernel(Reader):
         except BaseException:
             self._db.close()
             raise
-        self._services(self._ctx)
+        self._attach(self._ctx)
         self._closed = False
 
     # --- the journal ------------------------------------------------------------------
@@ -260,7 +260,8 @@ class Kernel(Reader):
             raise InvalidArgument(
                 f"verify refused: anchor must be (position, 64-hex-digit head_hash), got {anchor!r:.100}"
             )
-        return verify(self._db, self._projector, anchor=anchor, progress=self._db.guard("verify", progress))
+        return verify(self._db, self._projector, anchor=anchor, progress=self._db.guard("verify", progress),
+                      kernel_kinds=KERNEL_STREAM_KINDS)
 
     def checkpoint(self, mode: Literal["passive", "full", "restart", "truncate"] = "passive") -> tuple[int, int]:
         """Copy the WAL into the database file now (maintenance; appends never

@@ -118,9 +118,8 @@ class _Shadow:
 class Projector:
     """Keeps every registered projection equal to a fold of the journal."""
 
-    def __init__(self, modules: Sequence[ModuleType] | None = None) -> None:
-        # Resolved at call time: ``projections`` may still be importing.
-        self.modules = tuple(projections.ALL if modules is None else modules)
+    def __init__(self, modules: Sequence[ModuleType]) -> None:
+        self.modules = tuple(modules)
         self.by_name = {m.NAME: m for m in self.modules}
         handlers: dict[str, list[ModuleType]] = {}
         for m in self.modules:

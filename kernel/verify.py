@@ -10,7 +10,6 @@ import msgspec
 from eventkernel import codec, fileformat, journal
 from eventkernel.connection import Database
 from eventkernel.errors import KernelError
-from eventkernel.events import KERNEL_STREAM_KINDS
 from eventkernel.projector import Progress, Projector
 
 
@@ -42,11 +41,13 @@ def verify(
     anchor: tuple[int, str] | None = None,
     progress: Progress | None = None,
     limit: int = 50,
+    kernel_kinds: frozenset[str] = frozenset(),
 ) -> VerifyReport:
     """Check ``integrity_check``, dense positions, dense stream versions, the
     hash chain, that the kernel's own streams hold only the kernel's events,
     projection positions, and that every projection rebuilt in memory equals
-    its live tables row for row. ``anchor`` is a ``(position, head_hash)``
+    its live tables row for row (``kernel_kinds``: the stream kinds that take
+    only the kernel's events). ``anchor`` is a ``(position, head_hash)``
     kept from an earlier report: the chain must still pass through it, which
     detects a cut tail the chain alone cannot. An anchor taken before the
     file's chain was migrated to digests (``chain_history``) is checked
@@ -65,7 +66,7 @@ def verify(
 
     try:
         with db.read("verifying the journal") as conn:
-            _check(db, projector, conn, anchor, progress, limit, problem, notes, state)
+            _check(db, projector, conn, anchor, progress, limit, problem, notes, state, kernel_kinds)
     except (KernelError, apsw.Error) as e:
         problem(f"the file cannot be read to the end: {e}", state["head"] + 1)
     return VerifyReport(
@@ -88,6 +89,7 @@ def _check(
     problem: Any,
     notes: list[str],
     state: dict[str, Any],
+    kernel_kinds: frozenset[str],
 ) -> None:
     integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
     if integrity != ["ok"]:
@@ -122,7 +124,7 @@ def _check(
         if position <= rechained_at:
             old_prev = journal.row_hash_v1(old_prev, *row[:10])
         kind = stream.partition(":")[0]
-        if kind in KERNEL_STREAM_KINDS and type_ not in kernel_types:
+        if kind in kernel_kinds and type_ not in kernel_types:
             problem(
                 f"position {position}: stream {stream!r} belongs to the kernel's own commands, "
                 f"but holds an application event {type_!r}",

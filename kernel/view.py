@@ -15,14 +15,8 @@ from eventkernel.connection import Database, translating
 from eventkernel.errors import InvalidArgument, JournalError
 from eventkernel.journal import LogEntry, Recorded
 from eventkernel.projector import Progress, Projector
+from eventkernel.registry import Services
 from eventkernel.services.base import Context
-from eventkernel.services.checkpoints import Checkpoints
-from eventkernel.services.idempotency import Idempotency
-from eventkernel.services.memory import Memory
-from eventkernel.services.recovery import Recovery
-from eventkernel.services.sessions import Sessions
-from eventkernel.services.tasks import Tasks
-from eventkernel.services.work import WorkQueue
 from eventkernel.validate import check_int, check_optional_text, check_text
 
 
@@ -39,20 +33,12 @@ def _type_names(where: str, types: object) -> tuple[str, ...]:
     return tuple(types)
 
 
-class Reader:
-    """What the live kernel and a view of the past both answer."""
+class Reader(Services):
+    """What the live kernel and a view of the past both answer: every
+    domain's service (the registry's :class:`Services`) and the journal."""
 
     _db: Database
     _projector: Projector
-
-    def _services(self, ctx: Context) -> None:
-        self.work = WorkQueue(ctx)
-        self.checkpoints = Checkpoints(ctx)
-        self.idempotency = Idempotency(ctx)
-        self.sessions = Sessions(ctx)
-        self.memory = Memory(ctx)
-        self.recovery = Recovery(ctx)
-        self.tasks = Tasks(ctx)
 
     @property
     def head(self) -> int:
@@ -161,7 +147,7 @@ class KernelView(Reader):
         self.position = upto
         self._projector = projector
         self._db = Database.adopt(mem, read_only=f"this is a read-only view of the journal as of position {upto}")
-        self._services(Context(self._db, projector, clock))
+        self._attach(Context(self._db, projector, clock))
 
     def save(self, path: str) -> None:
         """Write every projection table as of this position into a new,

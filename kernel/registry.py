@@ -1,0 +1,79 @@
+"""The kernel's domains, each declared once.
+
+A domain is its events, its projection (a module with its SQL), its service
+and the stream kinds it owns. One line of :class:`Services` registers it: the
+attribute is the service the kernel exposes (``k.work``), typed for users'
+type checkers, and its :class:`Domain` says what the rest of the kernel needs.
+The projector, views of the past, ``k.append``'s and ``verify``'s guard of
+the kernel's streams, the CLI's exports and the tests all read
+:data:`DOMAINS`; nothing else keeps a list of domains.
+"""
+
+from types import ModuleType
+from typing import Annotated, get_type_hints
+
+import msgspec
+
+from eventkernel.events import checkpoints as checkpoint_events
+from eventkernel.events import commands as command_events
+from eventkernel.events import idempotency as idempotency_events
+from eventkernel.events import memory as memory_events
+from eventkernel.events import recovery as recovery_events
+from eventkernel.events import sessions as session_events
+from eventkernel.events import tasks as task_events
+from eventkernel.events import work as work_events
+from eventkernel.projections import checkpoints, idempotency_keys, memory_entries, recovery, sessions, tasks, work_items
+from eventkernel.services.base import Context
+from eventkernel.services.checkpoints import Checkpoints
+from eventkernel.services.idempotency import Idempotency
+from eventkernel.services.memory import Memory
+from eventkernel.services.recovery import Recovery
+from eventkernel.services.sessions import Sessions
+from eventkernel.services.tasks import Tasks
+from eventkernel.services.work import WorkQueue
+
+
+class Domain(msgspec.Struct, frozen=True):
+    """What the kernel needs to know of a domain besides its service."""
+
+    events: ModuleType  # the module declaring its events (importing it registers them)
+    projection: ModuleType  # NAME, VERSION, HANDLES, apply(), queries; SQL in schema/projections/NAME.sql
+    stream_kinds: tuple[str, ...]  # the '<kind>:' of the streams only its commands write
+
+
+class Services:
+    """Every domain's service, one line each."""
+
+    work: Annotated[WorkQueue, Domain(work_events, work_items, ("work_item",))]
+    checkpoints: Annotated[Checkpoints, Domain(checkpoint_events, checkpoints, ("checkpoint",))]
+    idempotency: Annotated[Idempotency, Domain(idempotency_events, idempotency_keys, ("idempotency",))]
+    sessions: Annotated[Sessions, Domain(session_events, sessions, ("session",))]
+    memory: Annotated[Memory, Domain(memory_events, memory_entries, ("memory",))]
+    recovery: Annotated[Recovery, Domain(recovery_events, recovery, ("recovery",))]
+    tasks: Annotated[Tasks, Domain(task_events, tasks, ("task", "workflow", "agent"))]
+
+    def _attach(self, ctx: Context) -> None:
+        """Give this object (a kernel, or a view of the past) every domain's service."""
+        for name, (service, _) in DOMAINS.items():
+            setattr(self, name, service(ctx))
+
+
+def _domains() -> dict[str, tuple[type, Domain]]:
+    out = {}
+    for name, hint in get_type_hints(Services, include_extras=True).items():
+        service, domain = hint.__origin__, hint.__metadata__[0]
+        out[name] = (service, domain)
+    return out
+
+
+DOMAINS: dict[str, tuple[type, Domain]] = _domains()
+"""attribute name → (service class, Domain), in declaration order."""
+
+PROJECTIONS: tuple[ModuleType, ...] = tuple(domain.projection for _, domain in DOMAINS.values())
+"""The built-in projections, in the order they are applied."""
+
+# Commands that change nothing record themselves under 'command:<id>'.
+KERNEL_STREAM_KINDS: frozenset[str] = frozenset(
+    {kind for _, domain in DOMAINS.values() for kind in domain.stream_kinds} | {"command"}
+)
+KERNEL_EVENTS: tuple[ModuleType, ...] = (*(domain.events for _, domain in DOMAINS.values()), command_events)
