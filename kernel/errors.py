@@ -11,6 +11,7 @@
     │   ├── ConcurrencyConflict    expected_version did not match the stream
     │   ├── IdempotencyConflict    an event id or command id reused for other content
     │   ├── ReadOnly               a write through a read-only view
+    │   ├── ProjectionFailed       a projection raised while applying the command's events
     │   └── InvalidArgument        (also ValueError) bad input refused at the door
     ├── JournalError               the storage failed, not a rule
     │   ├── NotAJournal            the file is not an eventkernel journal (or is a newer one)
@@ -94,6 +95,21 @@ class IdempotencyConflict(CommandRejected):
 
 class ReadOnly(CommandRejected):
     """A write was attempted through a read-only view or connection."""
+
+
+class ProjectionFailed(CommandRejected):
+    """A projection raised while applying a command's events: the command was
+    refused and nothing was written. The projection's own exception is the
+    ``__cause__``."""
+
+    def __init__(self, projection: str, event_type: str, position: int, error: BaseException) -> None:
+        self.projection = projection
+        self.event_type = event_type
+        self.position = position
+        super().__init__(
+            f"projection {projection!r} failed on {event_type} (position {position}): "
+            f"{type(error).__name__}: {error}; nothing was written"
+        )
 
 
 class InvalidArgument(CommandRejected, ValueError):

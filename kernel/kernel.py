@@ -16,7 +16,7 @@ from eventkernel.connection import Database, Synchronous, translating
 from eventkernel.errors import InvalidArgument
 from eventkernel.registry import KERNEL_STREAM_KINDS, PROJECTIONS
 from eventkernel.fileformat import Found
-from eventkernel.projector import Progress, Projector, TableDiff
+from eventkernel.projector import Progress, Projector, TableDiff, check_projections
 from eventkernel.services.base import Context
 from eventkernel.validate import check_int, check_optional_text
 from eventkernel.verify import VerifyReport, verify
@@ -43,6 +43,7 @@ def open(
     vfs: str | None = None,
     create: bool = True,
     read_only: bool = False,
+    projections: Sequence[Any] = (),
 ) -> Kernel:
     """Open the journal at ``path`` (or ":memory:").
 
@@ -58,10 +59,19 @@ def open(
     survive power loss; ``"normal"`` trades the last commits before a power
     cut for speed (a process crash still loses nothing). ``vfs`` names a
     registered SQLite VFS to do the file I/O (default: the platform's).
-    Raises JournalError subclasses when the file cannot be opened.
+
+    ``projections`` are the application's own read models, each a module or
+    object with ``NAME``, ``VERSION``, ``HANDLES`` (the event types it
+    folds), ``DDL`` (its tables' SQL) and ``apply(conn, recorded, event)``:
+    applied inline in every command's transaction, caught up on open,
+    rebuilt when ``VERSION`` changes, compared by ``verify``, present in
+    ``k.at()`` — exactly like the kernel's own.
+
+    Raises JournalError subclasses when the file cannot be opened,
+    InvalidArgument for a projection that does not fit.
     """
     return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
-                  create=create, read_only=read_only)
+                  create=create, read_only=read_only, projections=projections)
 
 
 def _check_progress(where: str, progress: object) -> None:
@@ -88,13 +98,15 @@ class Kernel(Reader):
         vfs: str | None = None,
         create: bool = True,
         read_only: bool = False,
+        projections: Sequence[Any] = (),
     ) -> None:
         if clock is not None and not callable(clock):
             raise InvalidArgument(f"open refused: clock must be a callable returning int ms, got {clock!r}")
+        users = check_projections(projections, PROJECTIONS)
         self._db = Database(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
                             create=create, read_only=read_only)
         try:
-            self._projector = Projector(PROJECTIONS)
+            self._projector = Projector((*PROJECTIONS, *users))
             self._ctx = Context(self._db, self._projector, clock or system_clock)
             found = self._db.found
             if not read_only:

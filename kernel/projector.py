@@ -6,21 +6,26 @@ one transaction, and row-for-row comparison of live tables with a rebuild.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
-from types import ModuleType
 from typing import Any, cast
 
 import apsw
 import msgspec
 
-from eventkernel import journal, migrations, projections
+from eventkernel import journal, migrations
 from eventkernel.connection import Database, memory_connection, translating
-from eventkernel.errors import InvalidArgument
+from eventkernel.errors import InvalidArgument, ProjectionFailed
 from eventkernel.journal import Recorded
 from eventkernel.projections.rows import Target
 
 log = logging.getLogger("eventkernel")
+
+Projection = Any
+"""A projection: a module or object with ``NAME``, ``VERSION``, ``HANDLES``
+(event type names), ``apply(conn, recorded, event)`` and, unless it is a
+built-in one whose SQL is in schema/projections/, ``DDL``."""
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` during long work."""
@@ -94,15 +99,21 @@ class _Shadow:
                     raise
         return self
 
-    def copy(self, conn: apsw.Connection, table: str) -> None:
-        # Table names come from our own DDL, never from user input.
-        if self.attached:
-            conn.execute(f'INSERT INTO main."{table}" SELECT * FROM {self.SCHEMA}."{table}"')
+    def copy(self, conn: apsw.Connection, table: str, *, virtual: bool = False) -> None:
+        """Copy one table. A virtual table (FTS5 …) is copied through itself,
+        rowids included, and rebuilds its own shadow tables; it is read from
+        the private build, as a virtual table need not open in an attached
+        copy. Table names come from the projections' DDL, not from input."""
+        columns = [f'"{row[1]}"' for row in self.mem.execute(f'PRAGMA table_info("{table}")')]
+        if virtual:
+            columns.insert(0, "rowid")
+        listed = ", ".join(columns)
+        if self.attached and not virtual:
+            conn.execute(f'INSERT INTO main."{table}" ({listed}) SELECT {listed} FROM {self.SCHEMA}."{table}"')
             return
-        ncols = len(self.mem.execute(f'PRAGMA table_info("{table}")').fetchall())
         conn.executemany(
-            f'INSERT INTO main."{table}" VALUES ({", ".join("?" * ncols)})',
-            self.mem.execute(f'SELECT * FROM "{table}"'),
+            f'INSERT INTO main."{table}" ({listed}) VALUES ({", ".join("?" * len(columns))})',
+            self.mem.execute(f'SELECT {listed} FROM "{table}"'),
         )
 
     def __exit__(self, *exc: object) -> None:
@@ -118,10 +129,10 @@ class _Shadow:
 class Projector:
     """Keeps every registered projection equal to a fold of the journal."""
 
-    def __init__(self, modules: Sequence[ModuleType]) -> None:
+    def __init__(self, modules: Sequence[Projection]) -> None:
         self.modules = tuple(modules)
         self.by_name = {m.NAME: m for m in self.modules}
-        handlers: dict[str, list[ModuleType]] = {}
+        handlers: dict[str, list[Projection]] = {}
         for m in self.modules:
             for type_name in m.HANDLES:
                 handlers.setdefault(type_name, []).append(m)
@@ -130,49 +141,60 @@ class Projector:
     # --- schema -----------------------------------------------------------------
 
     @staticmethod
-    def ddl(module: ModuleType) -> str:
-        return migrations.sql(f"projections/{module.NAME}.sql")
+    def ddl(module: Projection) -> str:
+        """A projection's SQL: its ``DDL``, or for a built-in one its file in schema/projections/."""
+        ddl = getattr(module, "DDL", None)
+        return ddl if isinstance(ddl, str) else migrations.sql(f"projections/{module.NAME}.sql")
 
-    @classmethod
-    def ddl_split(cls, module: ModuleType) -> tuple[str, str]:
+    def ddl_split(self, module: Projection) -> tuple[str, str]:
         """(tables, indexes) of a projection's DDL. A rebuild creates the
         secondary indexes after the fold: one sort each instead of an update
         per row. ``apply`` looks rows up by primary key, so the result is
         the same."""
-        tables: list[str] = []
-        indexes: list[str] = []
-        statement = ""
-        for line in cls.ddl(module).splitlines(keepends=True):
-            statement += line
-            if apsw.complete(statement):
-                text = statement.strip()
-                (indexes if text.upper().startswith("CREATE INDEX") else tables).append(text)
-                statement = ""
-        return "\n".join(tables), "\n".join(indexes)
+        return self._schema[module.NAME][3], self._schema[module.NAME][4]
 
     @cached_property
-    def objects(self) -> dict[str, tuple[tuple[str, str], ...]]:
-        """(type, name) of every schema object each projection's DDL creates,
-        tables first, learnt by running it."""
+    def _schema(self) -> dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...], frozenset[str], str, str]]:
+        """Per projection, learnt by running its DDL: (type, name) of every
+        schema object it creates (tables first; the shadow tables of a
+        virtual table left out: they belong to it), those shadow tables,
+        which of its tables are virtual, and its DDL split into the tables
+        (with triggers and views) and the indexes, statement by statement as
+        SQLite recorded them."""
         out = {}
         for m in self.modules:
             mem = memory_connection()
             mem.execute(self.ddl(m))
-            out[m.NAME] = tuple(
-                (str(t), str(n)) for t, n in mem.execute(
-                    "SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
-                    "ORDER BY type != 'table', name"
-                )
-            )
+            kinds = {str(r[1]): str(r[2]) for r in mem.execute("PRAGMA main.table_list")}
+            rows = [(str(t), str(n), sql) for t, n, sql in mem.execute(
+                "SELECT type, name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+                "ORDER BY rowid"
+            ) if kinds.get(str(n)) != "shadow"]
+            objects = tuple(sorted(((t, n) for t, n, _ in rows), key=lambda o: (o[0] != "table", o[1])))
+            shadows = tuple(sorted(n for n, kind in kinds.items() if kind == "shadow"))
+            tables = ";\n".join(str(sql) for t, _, sql in rows if t != "index" and sql is not None)
+            indexes = ";\n".join(str(sql) for t, _, sql in rows if t == "index" and sql is not None)
+            out[m.NAME] = (objects, shadows, frozenset(n for n, kind in kinds.items() if kind == "virtual"),
+                           tables, indexes)
             mem.close()
         return out
 
     @cached_property
-    def tables(self) -> dict[str, tuple[str, ...]]:
-        """The tables each projection's DDL creates."""
-        return {name: tuple(n for t, n in objects if t == "table") for name, objects in self.objects.items()}
+    def objects(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """(type, name) of every schema object each projection's DDL creates, tables first."""
+        return {name: schema[0] for name, schema in self._schema.items()}
 
-    def select(self, names: Iterable[str] | None) -> tuple[ModuleType, ...]:
+    @cached_property
+    def tables(self) -> dict[str, tuple[str, ...]]:
+        """The tables each projection's DDL creates (virtual ones included, their shadows not)."""
+        return {name: tuple(n for t, n in schema[0] if t == "table") for name, schema in self._schema.items()}
+
+    @cached_property
+    def virtual(self) -> frozenset[str]:
+        """The virtual tables among them."""
+        return frozenset(t for schema in self._schema.values() for t in schema[2])
+
+    def select(self, names: Iterable[str] | None) -> tuple[Projection, ...]:
         if names is None:
             return self.modules
         chosen = []
@@ -187,14 +209,16 @@ class Projector:
     def positions(self, conn: apsw.Connection) -> dict[str, tuple[int, int]]:
         return {name: (v, p) for name, v, p in conn.execute("SELECT name, version, position FROM projection_positions")}
 
-    def _recreate(self, conn: apsw.Connection, module: ModuleType, position: int) -> None:
+    def _recreate(self, conn: apsw.Connection, module: Projection, position: int) -> None:
         """Drop whatever holds the names of the projection's tables, indexes
         and triggers (damaged or not), create them afresh at ``position``."""
         conn.execute(_POSITIONS_DDL)
-        for _, name in self.objects[module.NAME]:
+        objects, shadows = self._schema[module.NAME][:2]
+        # A virtual table's shadow tables go with it; any left alone are dropped after.
+        for name in (*(n for _, n in objects), *shadows):
             row = conn.execute("SELECT type FROM sqlite_schema WHERE name = ?", (name,)).fetchone()
             if row is not None and row[0] in ("table", "view", "index", "trigger"):
-                # The name comes from our own DDL, never from user input.
+                # The name comes from the projection's DDL, never from input.
                 conn.execute(f'DROP {str(row[0]).upper()} IF EXISTS "{name}"')
         conn.execute(self.ddl(module))
         conn.execute(
@@ -249,7 +273,7 @@ class Projector:
             mem.close()
         return out
 
-    def _sound(self, conn: apsw.Connection, module: ModuleType) -> bool:
+    def _sound(self, conn: apsw.Connection, module: Projection) -> bool:
         """Whether each of the projection's tables exists with its columns."""
         for table in self.tables[module.NAME]:
             have = tuple(str(r[1]) for r in conn.execute("SELECT * FROM pragma_table_info(?)", (table,)))
@@ -257,7 +281,7 @@ class Projector:
                 return False
         return True
 
-    def _ahead_of(self, conn: apsw.Connection, module: ModuleType, position: int) -> bool:
+    def _ahead_of(self, conn: apsw.Connection, module: Projection, position: int) -> bool:
         """Whether ``module``'s rows record a journal position past ``position``
         (its recorded position is then wrong, and catching up would apply
         events twice)."""
@@ -272,11 +296,18 @@ class Projector:
     # --- applying -----------------------------------------------------------------
 
     def apply(self, conn: Target, records: Iterable[Recorded]) -> None:
-        """Fold freshly appended records into every projection (inline)."""
+        """Fold freshly appended records into every projection (inline). A
+        projection that raises (other than a storage error) refuses the
+        command: ProjectionFailed names it, and the command writes nothing."""
         handlers = self.handlers
         for r in records:
             for m in handlers.get(r.type, ()):
-                m.apply(conn, r, r.event)
+                try:
+                    m.apply(conn, r, r.event)
+                except apsw.Error:
+                    raise
+                except Exception as e:
+                    raise ProjectionFailed(m.NAME, r.type, r.position, e) from e
 
     def advance(self, conn: apsw.Connection, position: int) -> None:
         """Record that this process's projections reached ``position`` (other
@@ -291,7 +322,7 @@ class Projector:
         self,
         target: Target,
         rows: Iterable[tuple[Any, ...]],
-        modules: Sequence[ModuleType],
+        modules: Sequence[Projection],
         after: dict[str, int] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> int:
@@ -318,6 +349,8 @@ class Projector:
                         m.apply(target, record, event)
                     except apsw.Error as e:
                         raise _ApplyFailed(m.NAME, record.position) from e
+                    except Exception as e:
+                        raise ProjectionFailed(m.NAME, record.type, record.position, e) from e
             if progress is not None and not n & 4095:
                 progress(n)
         return last
@@ -397,7 +430,7 @@ class Projector:
                 for m in modules:
                     self._recreate(conn, m, upto)
                     for table in self.tables[m.NAME]:
-                        shadow.copy(conn, table)
+                        shadow.copy(conn, table, virtual=table in self.virtual)
                 head = journal.head(conn)[0]
                 if head > upto:
                     self._fold_rows(conn.cursor(), journal.read_rows(conn, after=upto), modules)
@@ -443,14 +476,17 @@ class Projector:
                 info = rebuilt.execute(f'PRAGMA table_info("{table}")').fetchall()
                 columns = [str(row[1]) for row in info]
                 pk = [str(row[1]) for row in sorted(info, key=lambda r: cast(int, r[5])) if row[5]] or columns
+                select = "*"
+                if table in self.virtual:  # a virtual table's rows are told apart by rowid
+                    columns, pk, select = ["rowid", *columns], ["rowid"], "rowid, *"
                 key_idx = [columns.index(c) for c in pk]
-                order = ", ".join(f'"{c}"' for c in pk)
+                order = ", ".join(f'"{c}"' if c != "rowid" else c for c in pk)
                 try:
-                    live_rows = live.execute(f'SELECT * FROM "{table}" ORDER BY {order}').fetchall()
+                    live_rows = live.execute(f'SELECT {select} FROM "{table}" ORDER BY {order}').fetchall()
                 except apsw.SQLError as e:
                     problems.append(f"{table}: the live table cannot be read ({e})")
                     continue
-                want = {tuple(r[i] for i in key_idx): r for r in rebuilt.execute(f'SELECT * FROM "{table}"')}
+                want = {tuple(r[i] for i in key_idx): r for r in rebuilt.execute(f'SELECT {select} FROM "{table}"')}
                 have = {tuple(r[i] for i in key_idx): r for r in live_rows}
                 for key in sorted(want.keys() | have.keys(), key=repr):
                     w, h = want.get(key), have.get(key)
@@ -467,3 +503,55 @@ class Projector:
                     if len(problems) >= limit:
                         return problems
         return problems
+
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def check_projections(projections: Any, builtins: Sequence[Projection]) -> tuple[Projection, ...]:
+    """The application's projections, checked against the protocol and
+    against each other and the kernel's own schema. Raises InvalidArgument
+    naming the projection and what is wrong with it."""
+    if isinstance(projections, str) or not isinstance(projections, list | tuple):
+        raise InvalidArgument(f"open refused: projections must be a list of projections, got {projections!r:.60}")
+    taken = {m.NAME for m in builtins}
+    mem = memory_connection()
+    try:
+        for _, _, text in migrations.journal_migrations():
+            mem.execute(text)
+        for m in builtins:
+            mem.execute(Projector.ddl(m))
+        for p in projections:
+            name = getattr(p, "NAME", None)
+            what = f"open refused: projection {name!r}" if isinstance(name, str) else f"open refused: {p!r:.60}"
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise InvalidArgument(f"{what}: NAME must be a lowercase name such as 'note_search', got {name!r:.60}")
+            if name in taken:
+                raise InvalidArgument(f"{what}: the name is already taken by another projection")
+            version = getattr(p, "VERSION", None)
+            if type(version) is not int or version < 1:
+                raise InvalidArgument(f"{what}: VERSION must be an int >= 1, got {version!r:.60}")
+            handles = getattr(p, "HANDLES", None)
+            if isinstance(handles, str) or not isinstance(handles, list | tuple | set | frozenset) or not handles \
+                    or not all(isinstance(t, str) and t for t in handles):
+                raise InvalidArgument(f"{what}: HANDLES must be a non-empty set of event type names, got {handles!r:.60}")
+            ddl = getattr(p, "DDL", None)
+            if not isinstance(ddl, str) or not ddl.strip():
+                raise InvalidArgument(f"{what}: DDL must be the SQL that creates its tables, got {ddl!r:.60}")
+            if not callable(getattr(p, "apply", None)):
+                raise InvalidArgument(f"{what}: apply(conn, recorded, event) is missing")
+            before = {n for (n,) in mem.execute("SELECT name FROM sqlite_schema")}
+            try:
+                mem.execute("SAVEPOINT probe")
+                mem.execute(ddl)
+                created = {n for (n,) in mem.execute("SELECT name FROM sqlite_schema")} - before
+                mem.execute("RELEASE probe")
+            except apsw.Error as e:
+                clash = " (a name the kernel or another projection uses?)" if "already exists" in str(e) else ""
+                raise InvalidArgument(f"{what}: its DDL fails: {e}{clash}") from e
+            if not created:
+                raise InvalidArgument(f"{what}: its DDL creates no table")
+            taken.add(name)
+    finally:
+        mem.close()
+    return tuple(projections)

@@ -1,0 +1,207 @@
+"""The application's own read models, registered at open: applied inline,
+caught up, rebuilt, verified and time-travelled exactly like the kernel's
+own — a plain table, an FTS5 table and a WITHOUT ROWID table."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import apsw
+import pytest
+from support import live_tables, rebuilt_tables, snapshot
+
+import eventkernel
+
+
+class Noted(eventkernel.Event, tag="userproj.noted"):
+    author: str
+    text: str
+
+
+def _per_author(conn, recorded, event):
+    if isinstance(event, Noted):
+        conn.execute(
+            "INSERT INTO notes_per_author (author, notes, last_position) VALUES (?, 1, ?) "
+            "ON CONFLICT (author) DO UPDATE SET notes = notes + 1, last_position = excluded.last_position",
+            (event.author, recorded.position),
+        )
+    else:  # a kernel event: work_item.completed
+        conn.execute("INSERT INTO notes_per_author VALUES ('(work)', 1, ?) ON CONFLICT (author) DO UPDATE SET "
+                     "notes = notes + 1, last_position = excluded.last_position", (recorded.position,))
+
+
+PER_AUTHOR = SimpleNamespace(
+    NAME="notes_per_author", VERSION=1, HANDLES=frozenset({"userproj.noted", "work_item.completed"}),
+    DDL="CREATE TABLE notes_per_author (author TEXT PRIMARY KEY, notes INTEGER NOT NULL, "
+        "last_position INTEGER NOT NULL) STRICT",
+    apply=_per_author,
+)
+
+SEARCH = SimpleNamespace(
+    NAME="note_search", VERSION=1, HANDLES=frozenset({"userproj.noted"}),
+    DDL="CREATE VIRTUAL TABLE note_search USING fts5(author, text)",
+    apply=lambda conn, r, e: conn.execute("INSERT INTO note_search (rowid, author, text) VALUES (?, ?, ?)",
+                                          (r.position, e.author, e.text)),
+)
+
+WORDS = SimpleNamespace(
+    NAME="note_words", VERSION=1, HANDLES=frozenset({"userproj.noted"}),
+    DDL="CREATE TABLE note_words (word TEXT NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (word, position)) "
+        "WITHOUT ROWID; CREATE INDEX note_words_by_position ON note_words (position)",
+    apply=lambda conn, r, e: conn.executemany("INSERT OR IGNORE INTO note_words VALUES (?, ?)",
+                                              [(w, r.position) for w in e.text.split()]),
+)
+
+ALL = [PER_AUTHOR, SEARCH, WORDS]
+TEXTS = ["the quick brown fox", "jumps over the lazy dog", "sqlite full text search", "the end"]
+
+
+def _write(k, n=12):
+    for i in range(n):
+        k.append(f"note:{i % 3}", [Noted(author=f"a{i % 2}", text=TEXTS[i % len(TEXTS)])])
+        if i % 5 == 0:
+            k.work.enqueue("t", {"i": i})
+            item = k.work.claim("w")
+            k.work.complete(item.work_item_id, "w", item.token)
+
+
+def _tables(k, names=("notes_per_author", "note_search", "note_words")):
+    return {t: k.table(t)[1] for t in names}
+
+
+@pytest.fixture
+def uk(db_path, clock):
+    with eventkernel.open(db_path, clock=clock, projections=ALL) as k:
+        yield k
+
+
+def test_user_projections_are_applied_inline_and_readable(uk):
+    _write(uk)
+    assert dict(uk.table("notes_per_author")[1][i][:2] for i in range(3)) == {"(work)": 3, "a0": 6, "a1": 6}
+    hits = uk._db.conn.execute("SELECT rowid FROM note_search WHERE note_search MATCH 'lazy'").fetchall()
+    assert len(hits) == 3
+    assert ("fox", 1) in uk.table("note_words")[1]
+
+
+def test_rebuild_equals_live_and_verify_is_ok_for_every_kind_of_table(uk):
+    _write(uk)
+    assert live_tables(uk) == rebuilt_tables(uk)
+    before = _tables(uk)
+    assert uk.rebuild() == uk.head
+    assert _tables(uk) == before
+    for name in ("note_search", "note_words", "notes_per_author"):
+        uk.rebuild(name)
+        assert _tables(uk) == before
+    assert uk.verify().ok
+    assert uk._db.conn.execute("SELECT count(*) FROM note_search WHERE note_search MATCH 'fox'").fetchone() == (3,)
+
+
+def test_a_view_of_the_past_holds_the_user_tables_as_they_were(uk):
+    seen = {}
+    for i in range(8):
+        _write(uk, 1) if i % 2 else uk.append("note:x", [Noted(author="z", text=f"word{i} the")])
+        seen[uk.head] = _tables(uk)
+    for position, tables in seen.items():
+        with uk.at(position) as view:
+            assert {t: view.table(t)[1] for t in tables} == tables
+
+
+def test_diff_and_save_include_user_tables(uk, tmp_path):
+    _write(uk, 4)
+    head = uk.head
+    _write(uk, 2)
+    changed = {d.table for d in uk.diff(head, uk.head) if d.added or d.changed}
+    assert {"notes_per_author", "note_words"} <= changed
+    with uk.at(head) as view:
+        view.save(str(tmp_path / "then.db"))
+    conn = apsw.Connection(str(tmp_path / "then.db"))
+    assert conn.execute("SELECT count(*) FROM notes_per_author").fetchone() == (3,)
+    conn.close()
+
+
+def test_a_version_bump_rebuilds_and_a_missing_projection_catches_up(db_path, clock):
+    with eventkernel.open(db_path, clock=clock, projections=ALL) as k:
+        _write(k, 6)
+        expected = _tables(k)
+    with eventkernel.open(db_path, clock=clock) as k:  # a process without them writes on
+        _write(k, 6)
+        assert k.verify().ok
+    with eventkernel.open(db_path, clock=clock, projections=ALL) as k:  # caught up on open
+        assert k.verify().ok
+        caught_up = _tables(k)
+        assert caught_up != expected and live_tables(k) == rebuilt_tables(k)
+    conn = apsw.Connection(db_path)
+    conn.execute("UPDATE notes_per_author SET notes = 0")  # garbage that only a rebuild clears
+    conn.close()
+    bumped = SimpleNamespace(**{**vars(PER_AUTHOR), "VERSION": 2})
+    with eventkernel.open(db_path, clock=clock, projections=[bumped, SEARCH, WORDS]) as k:
+        assert _tables(k) == caught_up
+        assert k._db.conn.execute(
+            "SELECT version FROM projection_positions WHERE name = 'notes_per_author'").fetchone() == (2,)
+
+
+def test_a_projection_that_raises_refuses_the_command_and_nothing_is_written(db_path, clock):
+    def picky(conn, recorded, event):
+        conn.execute("INSERT INTO picky VALUES (?)", (recorded.position,))  # written, then undone
+        if "forbidden" in event.text:
+            raise ValueError("no forbidden words")
+
+    picky_projection = SimpleNamespace(NAME="picky", VERSION=1, HANDLES=frozenset({"userproj.noted"}),
+                                       DDL="CREATE TABLE picky (position INTEGER PRIMARY KEY)", apply=picky)
+    with eventkernel.open(db_path, clock=clock, projections=[picky_projection, PER_AUTHOR]) as k:
+        k.append("note:1", [Noted(author="a", text="fine")])
+        before = snapshot(k)
+        with pytest.raises(eventkernel.ProjectionFailed, match=r"projection 'picky' failed on userproj.noted "
+                                                               r"\(position 2\): ValueError: no forbidden words"):
+            k.append("note:1", [Noted(author="a", text="forbidden")])
+        assert snapshot(k) == before
+        with pytest.raises(eventkernel.ProjectionFailed), k.transaction():
+            k.work.enqueue("t", None)
+            k.append("note:1", [Noted(author="a", text="forbidden too")])
+        assert snapshot(k) == before
+        with k.transaction():  # inside a transaction it undoes only itself
+            k.work.enqueue("t", None)
+            with pytest.raises(eventkernel.ProjectionFailed):
+                k.append("note:1", [Noted(author="a", text="forbidden")])
+        assert k.head == 2 and k.verify().ok
+
+
+def test_verify_catches_a_tampered_user_projection_row(uk, db_path):
+    _write(uk)
+    conn = apsw.Connection(db_path)
+    conn.execute("UPDATE note_words SET word = 'tampered' WHERE word = 'fox'")
+    conn.close()
+    report = uk.verify()
+    assert not report.ok and any("note_words" in p for p in report.problems)
+    uk.rebuild("note_words")
+    assert uk.verify().ok
+
+
+def test_a_damaged_fts_table_is_rebuilt_too(uk, db_path):
+    _write(uk)
+    expected = _tables(uk)
+    conn = apsw.Connection(db_path)
+    conn.execute("DROP TABLE note_search")
+    conn.close()
+    uk.close()
+    with eventkernel.open(db_path, projections=ALL) as k:
+        assert _tables(k) == expected and k.verify().ok
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"NAME": "Bad Name"}, "NAME must be a lowercase name"),
+    ({"NAME": "work_items"}, "already taken"),
+    ({"VERSION": 0}, "VERSION must be an int >= 1"),
+    ({"HANDLES": "userproj.noted"}, "HANDLES must be a non-empty set"),
+    ({"DDL": ""}, "DDL must be the SQL"),
+    ({"DDL": "CREATE TABLE journal (x)"}, "its DDL fails: .*already exists"),
+    ({"DDL": "CREATE TABLE IF NOT EXISTS work_items (x)"}, "its DDL creates no table"),
+    ({"DDL": "CREATE TABLE oops ("}, "its DDL fails"),
+    ({"apply": None}, r"apply\(conn, recorded, event\) is missing"),
+])
+def test_a_projection_that_does_not_fit_is_refused_at_open(db_path, change, message):
+    bad = SimpleNamespace(**{**vars(PER_AUTHOR), **change})
+    with pytest.raises(eventkernel.InvalidArgument, match=message):
+        eventkernel.open(db_path, projections=[bad])
+    with pytest.raises(eventkernel.InvalidArgument, match="already taken"):
+        eventkernel.open(db_path, projections=[PER_AUTHOR, PER_AUTHOR])
