@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import eventkernel
+from eventkernel import registry
 from eventkernel.events.commands import CommandRecorded
 
 from workload import commands, resolve
@@ -63,16 +64,17 @@ def test_a_retry_returns_the_first_result_and_appends_nothing(ops, data):
 def test_every_command_is_in_the_workload():
     """The property above covers every public command a service has."""
     k = eventkernel.open(":memory:")
-    setup = [("task.create", "t1"), ("task.workflow", "t1"), ("task.agent", "t1"), ("work.enqueue", "t1", 1),
-             ("work.claim", "w"), ("rec.start", "t1"), ("idem.begin", "i", 1), ("ses.create", "s", "u", {}),
-             ("mem.put", "n", "k", 1, None)]
+    setup = [("tasks.create", "t1"), ("tasks.workflow", "t1"), ("tasks.agent", "t1"), ("work.enqueue", "t1", 1),
+             ("work.claim", "w"), ("recovery.start", "t1"), ("idempotency.begin", "i", 1),
+             ("sessions.create", "s", "u", {}), ("memory.put", "n", "k", 1, None)]
     ops = [("work.complete_any",), ("work.heartbeat_any",), ("work.fail_any", True), ("work.cancel_any",),
-           ("work.expire",), ("cp.record", "t", "manual", 1), ("idem.complete", "i"), ("idem.fail", "i"),
-           ("ses.event", "s", {}), ("ses.status", "s", "active"), ("mem.delete", "n", "k"), ("mem.restore", "n", "k"),
-           ("mem.rollback", "n", "k", 1), ("mem.publish", "n", "k", "m"), ("mem.expire",),
-           ("rec.failure", "t", "x", "y"), ("rec.finish", "t1", True), ("rec.explain", "t"), ("rec.auto", "t", True),
-           ("task.status", "t1", "running"), ("task.tool", "t1"), ("task.add_to_workflow", "t1", 1),
-           ("agent.status", "running")]
+           ("work.expire",), ("checkpoints.record", "t", "manual", 1), ("idempotency.complete", "i"),
+           ("idempotency.fail", "i"), ("sessions.event", "s", {}), ("sessions.status", "s", "active"),
+           ("memory.delete", "n", "k"), ("memory.restore", "n", "k"), ("memory.rollback", "n", "k", 1),
+           ("memory.publish", "n", "k", "m"), ("memory.expire",), ("recovery.failure", "t", "x", "y"),
+           ("recovery.finish", "t1", True), ("recovery.explain", "t"), ("recovery.auto", "t", True),
+           ("tasks.status", "t1", "running"), ("tasks.tool", "t1"), ("tasks.add_to_workflow", "t1", 1),
+           ("tasks.agent_status", "running")]
     covered = set()
     for op in setup:
         fn, kwargs = resolve(k, op)
@@ -83,7 +85,7 @@ def test_every_command_is_in_the_workload():
         assert call is not None, op
         covered.add(call[0].__qualname__)
     public = set()
-    for service in ("work", "checkpoints", "idempotency", "sessions", "memory", "recovery", "tasks"):
+    for service in registry.DOMAINS:
         for name, fn in inspect.getmembers(type(getattr(k, service)), inspect.isfunction):
             if not name.startswith("_") and "command_id" in inspect.signature(fn).parameters:
                 public.add(fn.__qualname__)

@@ -20,11 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eventkernel
+from eventkernel import registry
 
 from strategies import hostile_text, hostile_values, json_values
 from support import sha256, snapshot
 
-SERVICES = ("work", "checkpoints", "idempotency", "sessions", "memory", "recovery", "tasks")
+SERVICES = tuple(registry.DOMAINS)
 KERNEL_METHODS = ("append", "read", "log", "at", "verify", "stream_version", "position_at")
 
 

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 
 import apsw
 import pytest
-from support import live_tables, rebuilt_tables, snapshot
 
 import eventkernel
+
+from support import live_tables, rebuilt_tables, snapshot
 
 
 class Noted(eventkernel.Event, tag="userproj.noted"):
