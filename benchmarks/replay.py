@@ -37,7 +37,7 @@ def build(path: str, events: int, seed: int = 1) -> eventkernel.Kernel:
                 elif r < 0.6:
                     k.memory.put(f"user:{rng.randrange(500)}", f"k{rng.randrange(20)}", {"v": n})
                 elif r < 0.75:
-                    k.sessions.append_event(rng.choice(sessions), author="user", content={"text": f"turn {n}"},
+                    k.sessions.append_event(rng.choice(sessions), actor="user", content={"text": f"turn {n}"},
                                             state_delta={"turn": n})
                 elif r < 0.9:
                     k.checkpoints.record(task, "llm_response", {"n": n})

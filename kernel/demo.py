@@ -158,7 +158,7 @@ def _simulate(k: Kernel, clock: FrozenClock, rng: random.Random, start: int, out
                     k.checkpoints.record(item.task_id, "iteration_end", {"step": step, "worker": w},
                                          work_item_id=item.work_item_id, session_id=session.session_id)
                     k.memory.put(f"task:{item.task_id}", step, f"notes on {step}", actor=w)
-                    k.sessions.append_event(session.session_id, author=w, content={"completed": step},
+                    k.sessions.append_event(session.session_id, actor=w, content={"completed": step},
                                             state_delta={"last_step": step})
                     attempt = open_attempts.get(item.task_id)
                     if attempt is not None and attempt[1] == item.work_item_id:

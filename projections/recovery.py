@@ -4,6 +4,7 @@ per-task counters."""
 from __future__ import annotations
 
 import builtins
+import warnings
 from typing import Any
 
 import apsw
@@ -22,7 +23,7 @@ from eventkernel.projections.rows import Order, Target, columns, limit_of, loade
 from eventkernel.projections.rows import after as after_cursor
 
 NAME = "recovery"
-VERSION = 2  # 2: failure_patterns_top ends with the signature (a total order for cursors)
+VERSION = 3  # 2: failure_patterns_top ends with the signature (a total order for cursors); 3: *_seen_at
 HANDLES = frozenset(
     c.__event_type__
     for c in (FailureRecorded, RecoveryAttemptStarted, RecoveryAttemptFinished, RecoveryExplained, AutoRecoverySet)
@@ -50,10 +51,26 @@ class FailurePattern(msgspec.Struct, frozen=True):
     error_message_hash: str
     example_message: str
     occurrence_count: int
-    first_seen: int
-    last_seen: int
+    first_seen_at: int
+    last_seen_at: int
     confidence: float
     position: int
+
+    @property
+    def first_seen(self) -> int:
+        """Deprecated since 0.2.0: ``first_seen_at``."""
+        _deprecated("FailurePattern.first_seen", "FailurePattern.first_seen_at")
+        return self.first_seen_at
+
+    @property
+    def last_seen(self) -> int:
+        """Deprecated since 0.2.0: ``last_seen_at``."""
+        _deprecated("FailurePattern.last_seen", "FailurePattern.last_seen_at")
+        return self.last_seen_at
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated and will be removed in 0.3.0; use {new}", DeprecationWarning, stacklevel=3)
 
 
 class RecoveryExplanation(msgspec.Struct, frozen=True):
@@ -111,7 +128,7 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
             f"INSERT INTO failure_patterns ({_PCOLS}) VALUES (?, ?, ?, ?, 1, ?, ?, 0.5, ?) "
             "ON CONFLICT (pattern_signature) DO UPDATE SET occurrence_count = occurrence_count + 1, "
             "error_message_hash = excluded.error_message_hash, example_message = excluded.example_message, "
-            "last_seen = excluded.last_seen, confidence = 1.0 - 1.0 / (2 + occurrence_count), "
+            "last_seen_at = excluded.last_seen_at, confidence = 1.0 - 1.0 / (2 + occurrence_count), "
             "position = excluded.position",
             (event.signature, event.failure_type, event.error_hash, event.error_message, at, at, pos),
         )
@@ -177,14 +194,14 @@ def pattern(conn: apsw.Connection, signature: str) -> FailurePattern | None:
     return None if row is None else _load_pattern(row)
 
 
-FREQUENT: Order = (("occurrence_count", True), ("last_seen", True), ("pattern_signature", False))
+FREQUENT: Order = (("occurrence_count", True), ("last_seen_at", True), ("pattern_signature", False))
 
 
 def patterns(
     conn: apsw.Connection, limit: int | None = None, *, after: tuple[Any, ...] | None = None
 ) -> builtins.list[FailurePattern]:
     """The most frequent patterns first, after the pattern whose
-    (occurrence_count, last_seen, pattern_signature) is ``after``."""
+    (occurrence_count, last_seen_at, pattern_signature) is ``after``."""
     cursor, args = after_cursor(FREQUENT, after)
     rows = conn.execute(
         f"SELECT {_PCOLS} FROM failure_patterns{' WHERE ' + cursor if cursor else ''} ORDER BY {order_by(FREQUENT)} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import warnings
 from typing import Any
 
 import apsw
@@ -16,7 +17,7 @@ from eventkernel.projections.rows import Order, Target, columns, dump, limit_of,
 from eventkernel.projections.rows import after as after_cursor
 
 NAME = "sessions"
-VERSION = 1
+VERSION = 2  # 2: updated_at, actor and recorded_at (were last_update_time, author and timestamp)
 HANDLES = frozenset(c.__event_type__ for c in (SessionCreated, SessionEventAppended, SessionStatusChanged))
 
 APP, USER, TEMP = "app:", "user:", "temp:"
@@ -35,20 +36,44 @@ class Session(msgspec.Struct, frozen=True):
     metadata: dict[str, Any] | None
     event_count: int
     created_at: int
-    last_update_time: int
+    updated_at: int
     terminated_at: int | None
     archived_at: int | None
     position: int
 
+    @property
+    def last_update_time(self) -> int:
+        """Deprecated since 0.2.0: ``updated_at``."""
+        _deprecated("Session.last_update_time", "Session.updated_at")
+        return self.updated_at
+
 
 class SessionEvent(msgspec.Struct, frozen=True):
+    """One turn of the conversation: who said or did it (``actor``) and when."""
+
     session_id: str
     seq: int
-    author: str
+    actor: str
     content: Any
     state_delta: dict[str, Any]
-    timestamp: int
+    recorded_at: int
     position: int
+
+    @property
+    def author(self) -> str:
+        """Deprecated since 0.2.0: ``actor``."""
+        _deprecated("SessionEvent.author", "SessionEvent.actor")
+        return self.actor
+
+    @property
+    def timestamp(self) -> int:
+        """Deprecated since 0.2.0: ``recorded_at``."""
+        _deprecated("SessionEvent.timestamp", "SessionEvent.recorded_at")
+        return self.recorded_at
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated and will be removed in 0.3.0; use {new}", DeprecationWarning, stacklevel=3)
 
 
 _SCOLS = columns(Session)
@@ -104,14 +129,14 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
             (event.session_id, event.seq, event.author, dump(event.content), codec.dump_json(event.state_delta), at, pos),
         )
         conn.execute(
-            "UPDATE sessions SET state = ?, event_count = ?, last_update_time = ?, position = ?, "
+            "UPDATE sessions SET state = ?, event_count = ?, updated_at = ?, position = ?, "
             "status = CASE status WHEN 'created' THEN 'active' ELSE status END WHERE session_id = ?",
             (codec.dump_json(state), event.seq, at, pos, event.session_id),
         )
         _share(conn, app_name, user_id, app, user, pos)
     elif isinstance(event, SessionStatusChanged):
         conn.execute(
-            "UPDATE sessions SET status = ?, last_update_time = ?, position = ?, "
+            "UPDATE sessions SET status = ?, updated_at = ?, position = ?, "
             "terminated_at = CASE WHEN ? = 'terminated' THEN ? ELSE terminated_at END, "
             "archived_at = CASE WHEN ? = 'archived' THEN ? ELSE archived_at END WHERE session_id = ?",
             (event.status, at, pos, event.status, at, event.status, at, event.session_id),
@@ -175,7 +200,7 @@ def get(conn: apsw.Connection, session_id: str) -> Session | None:
     return msgspec.structs.replace(session, state=state)
 
 
-RECENT: Order = (("last_update_time", True), ("session_id", False))
+RECENT: Order = (("updated_at", True), ("session_id", False))
 
 
 def list(
@@ -183,7 +208,7 @@ def list(
     after: tuple[Any, ...] | None = None,
 ) -> builtins.list[Session]:
     """An app's sessions (one user's, if given), most recently updated first,
-    after the session whose (last_update_time, session_id) is ``after``."""
+    after the session whose (updated_at, session_id) is ``after``."""
     where, args = where_equal(app_name=app_name, user_id=user_id)
     cursor, cursor_args = after_cursor(RECENT, after)
     if cursor:

@@ -264,7 +264,7 @@ class Recovery:
         check_optional_text(where, "after_key", after_key)
         with self._ctx.db.read(where) as conn:
             after = after_row(where, after_key, lambda i: recovery.pattern(conn, i), "failure pattern",
-                              lambda p: (p.occurrence_count, p.last_seen, p.pattern_signature))
+                              lambda p: (p.occurrence_count, p.last_seen_at, p.pattern_signature))
             return recovery.patterns(conn, limit, after=after)
 
     def attempts(

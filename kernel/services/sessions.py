@@ -10,6 +10,7 @@ keys are dropped before anything is written.
 from __future__ import annotations
 
 import builtins
+import warnings
 from typing import Any
 
 import apsw
@@ -67,7 +68,7 @@ def decide_append_event(session: Session | None, a: Args, now: int) -> Decision:
         raise InvalidTransition(f"sessions.append_event refused: session {sid} is {session.status}{hint}")
     return emit(
         f"session:{sid}",
-        SessionEventAppended(session_id=sid, seq=session.event_count + 1, author=a["author"], content=a["content"],
+        SessionEventAppended(session_id=sid, seq=session.event_count + 1, author=a["actor"], content=a["content"],
                              state_delta=a["state_delta"]),
         correlation_id=a.get("correlation_id"),
     )
@@ -163,24 +164,30 @@ class Sessions:
         self,
         session_id: str,
         *,
-        author: str,
+        actor: str | None = None,
         content: Any,
         state_delta: dict[str, Any] | None = None,
         correlation_id: str | None = None,
-        actor: str | None = None,
         command_id: str | None = None,
+        author: str | None = None,
     ) -> SessionEvent:
-        """Add one turn to the conversation and apply its state delta.
-        ``correlation_id`` (a task id) files the turn under that task, so
-        ``checkpoints.resume(task)`` includes it. Raises NotFound,
+        """Add one turn to the conversation, said or done by ``actor``, and
+        apply its state delta. ``correlation_id`` (a task id) files the turn
+        under that task, so ``checkpoints.resume(task)`` includes it.
+        ``author=`` is the deprecated name of ``actor=``. Raises NotFound,
         InvalidTransition (paused, terminated, archived)."""
         where = "sessions.append_event"
+        if author is not None:
+            warnings.warn("sessions.append_event(author=…) is deprecated and will be removed in 0.3.0; use actor=",
+                          DeprecationWarning, stacklevel=2)
+            if actor is None:
+                actor = author
         check_text(where, "session_id", session_id)
-        check_text(where, "author", author)
+        check_text(where, "actor", actor)
         check_json_value(where, "content", content)
         check_json_dict(where, "state_delta", state_delta)
         check_optional_text(where, "correlation_id", correlation_id)
-        args = {"session_id": session_id, "author": author, "content": content, "state_delta": _persisted(state_delta)}
+        args = {"session_id": session_id, "actor": actor, "content": content, "state_delta": _persisted(state_delta)}
         if correlation_id is not None:
             args["correlation_id"] = correlation_id
         return run(self._ctx, APPEND_EVENT, args, command_id=command_id, actor=actor)
@@ -219,7 +226,7 @@ class Sessions:
         check_optional_text(where, "after_key", after_key)
         with self._ctx.db.read(where) as conn:
             after = after_row(where, after_key, lambda i: sessions.get_own(conn, i), "session",
-                              lambda s: (s.last_update_time, s.session_id))
+                              lambda s: (s.updated_at, s.session_id))
             return sessions.list(conn, app_name, user_id, limit=limit, after=after)
 
     def events(self, session_id: str, *, after_seq: int = 0, limit: int | None = None) -> builtins.list[SessionEvent]:

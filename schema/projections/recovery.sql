@@ -23,13 +23,13 @@ CREATE TABLE IF NOT EXISTS failure_patterns (
     error_message_hash TEXT NOT NULL,          -- of the latest message
     example_message    TEXT NOT NULL,          -- the latest message
     occurrence_count   INTEGER NOT NULL,
-    first_seen         INTEGER NOT NULL,
-    last_seen          INTEGER NOT NULL,
+    first_seen_at      INTEGER NOT NULL,
+    last_seen_at       INTEGER NOT NULL,
     confidence         REAL NOT NULL,          -- 1 - 1/(1 + occurrence_count)
     position           INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS failure_patterns_top
-    ON failure_patterns (occurrence_count DESC, last_seen DESC, pattern_signature);
+    ON failure_patterns (occurrence_count DESC, last_seen_at DESC, pattern_signature);
 
 CREATE TABLE IF NOT EXISTS recovery_explanations (
     task_id              TEXT PRIMARY KEY,     -- the latest explanation of the task

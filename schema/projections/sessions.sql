@@ -9,21 +9,21 @@ CREATE TABLE IF NOT EXISTS sessions (
     metadata         TEXT,                     -- JSON
     event_count      INTEGER NOT NULL,
     created_at       INTEGER NOT NULL,
-    last_update_time INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
     terminated_at    INTEGER,
     archived_at      INTEGER,
     position         INTEGER NOT NULL
 ) STRICT;
-CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (app_name, user_id, last_update_time);
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (app_name, user_id, updated_at);
 
 -- The conversation, in order.
 CREATE TABLE IF NOT EXISTS session_events (
     session_id  TEXT NOT NULL,
     seq         INTEGER NOT NULL,              -- 1, 2, 3 ... per session
-    author      TEXT NOT NULL,
+    actor       TEXT NOT NULL,                 -- who spoke or acted
     content     TEXT,                          -- JSON
     state_delta TEXT NOT NULL,                 -- JSON object (temp: keys removed)
-    timestamp   INTEGER NOT NULL,
+    recorded_at INTEGER NOT NULL,
     position    INTEGER NOT NULL,
     PRIMARY KEY (session_id, seq)
 ) STRICT;

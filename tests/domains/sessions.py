@@ -22,13 +22,13 @@ def resolve(k: Any, op: tuple) -> Any:
     if name == "sessions.create":
         return k.sessions.create, {"app_name": "app", "user_id": a[0], "session_id": sid, "state": a[1]}
     if name == "sessions.event":
-        return k.sessions.append_event, {"session_id": sid, "author": "user", "content": "hi", "state_delta": a[0]}
+        return k.sessions.append_event, {"session_id": sid, "actor": "user", "content": "hi", "state_delta": a[0]}
     return k.sessions.set_status, {"session_id": sid, "status": a[0]}
 
 
 def exercise(k: Any, clock: Any) -> None:
     s = k.sessions.create("app", "alice", state={"app:a": 1, "user:b": 2, "c": 3})
-    k.sessions.append_event(s.session_id, author="u", content="hi", state_delta={"app:a": 2})
+    k.sessions.append_event(s.session_id, actor="u", content="hi", state_delta={"app:a": 2})
     k.sessions.set_status(s.session_id, "paused")
     k.sessions.get(s.session_id)
     k.sessions.list("app")

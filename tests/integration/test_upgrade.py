@@ -20,6 +20,9 @@ from support import sha256
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EXPECTED = json.loads((FIXTURES / "v0_1_0.json").read_text())
 OLD_HEAD, OLD_HASH = EXPECTED["head"], EXPECTED["head_hash"]
+# Columns renamed since 0.1.0 (one name per concept: instants end in _at, who acted is the actor).
+RENAMED = {"last_update_time": "updated_at", "timestamp": "recorded_at", "author": "actor",
+           "first_seen": "first_seen_at", "last_seen": "last_seen_at"}
 
 
 @pytest.fixture
@@ -77,8 +80,9 @@ def test_the_first_writable_open_migrates_a_0_1_0_file(old_file):
         assert not wrong.ok and wrong.first_bad_position == OLD_HEAD
         for table, old in EXPECTED["tables"].items():
             columns, rows = k.table(table)
-            assert set(old["columns"]) <= set(columns), table
-            keep = [columns.index(c) for c in old["columns"]]
+            renamed = [RENAMED.get(c, c) for c in old["columns"]]
+            assert set(renamed) <= set(columns), table
+            keep = [columns.index(c) for c in renamed]
             got = [[r[i].hex() if isinstance(r[i], bytes) else r[i] for i in keep] for r in rows]
             assert got == old["rows"], table
         # and it works as a journal of today

@@ -162,7 +162,7 @@ def test_a_value_nested_as_deep_as_an_argument_may_be_is_stored_by_every_command
     assert k.memory.put("ns", "k", deepest).value == deepest
     assert k.checkpoints.record("t", "manual", deepest).snapshot == deepest
     s = k.sessions.create("app", "u", state={"x": _nested(63)})
-    assert k.sessions.append_event(s.session_id, author="u", content=deepest, state_delta={"y": _nested(63)})
+    assert k.sessions.append_event(s.session_id, actor="u", content=deepest, state_delta={"y": _nested(63)})
     too_deep = _nested(65)
     with pytest.raises(eventkernel.InvalidArgument, match=r"^work.enqueue refused: input.* nested deeper than 64"):
         k.work.enqueue("t", too_deep)

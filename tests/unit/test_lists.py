@@ -71,7 +71,7 @@ def test_paging_through_a_list_gives_the_whole_list(seeded, name, page):
     if name == "sessions.events":
         sid = k.sessions.list("app")[0].session_id
         for i in range(5):
-            k.sessions.append_event(sid, author="u", content=i)
+            k.sessions.append_event(sid, actor="u", content=i)
     whole = call(k)
     assert len(whole) >= 3, name
     got, last = [], None
@@ -100,7 +100,7 @@ def test_memory_and_conversation_can_be_filed_under_a_task(k):
     k.checkpoints.record("t9", "manual", {"step": 1})
     k.memory.put("user:a", "fact", 1, correlation_id="t9")
     s = k.sessions.create("app", "u")
-    k.sessions.append_event(s.session_id, author="u", content="hi", correlation_id="t9")
+    k.sessions.append_event(s.session_id, actor="u", content="hi", correlation_id="t9")
     k.memory.put("user:a", "other", 2)  # not filed under the task
     resume = k.checkpoints.resume("t9")
     assert [r.type for r in resume.events] == ["memory.put", "session.event_appended"]

@@ -56,3 +56,18 @@ def test_a_number_too_big_is_told_the_range(k):
         list(k.read(limit=99999999999999999999))
     with pytest.raises(eventkernel.InvalidArgument, match=r"after must be >= 0, got -1"):
         list(k.read(after=-1))
+
+
+def test_a_query_that_finds_nothing_behaves_the_same_in_every_domain(k):
+    # An entity looked up by its id: NotFound, naming what was asked.
+    for call, what in ((lambda: k.work.get("x"), "no work item 'x'"), (lambda: k.sessions.get("x"), "no session 'x'"),
+                       (lambda: k.tasks.get("x"), "no task 'x'"), (lambda: k.tasks.workflow("x"), "no workflow 'x'"),
+                       (lambda: k.tasks.agent("x"), "no agent 'x'"),
+                       (lambda: k.checkpoints.get("x"), "no checkpoint 'x'")):
+        with pytest.raises(eventkernel.NotFound, match=what):
+            call()
+    # What a thing may or may not have yet (a value, a latest, an explanation): None.
+    assert k.memory.get("ns", "k") is None and k.idempotency.get("x") is None
+    assert k.checkpoints.latest("t") is None and k.recovery.explanation("t") is None and k.recovery.task("t") is None
+    # A list: empty.
+    assert k.work.list(task_id="t") == k.checkpoints.list("t") == k.memory.list("ns") == k.tasks.agents("t") == []

@@ -14,7 +14,7 @@ def test_failures_of_one_shape_are_one_pattern(k, clock):
     p2 = k.recovery.record_failure("t2", "timeout", "timeout after 2950 ms on request 1a7b33cc44", context={"tool": "web"})
     other = k.recovery.record_failure("t1", "rate_limit", "timeout after 1 ms on request 00000000aa")
     assert p1.pattern_signature == p2.pattern_signature != other.pattern_signature
-    assert (p2.occurrence_count, p2.first_seen, p2.last_seen) == (2, p1.first_seen, clock())
+    assert (p2.occurrence_count, p2.first_seen_at, p2.last_seen_at) == (2, p1.first_seen_at, clock())
     assert p2.confidence == pytest.approx(2 / 3) and p1.confidence == 0.5
     assert p2.example_message.startswith("timeout after 2950")
     assert [p.pattern_signature for p in k.recovery.patterns()] == [p1.pattern_signature, other.pattern_signature]

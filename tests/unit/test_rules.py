@@ -157,7 +157,7 @@ def test_the_session_lifecycle(old, new, allowed):
 
 
 def test_events_go_only_to_created_or_active_sessions():
-    a = {"session_id": "s1", "author": "u", "content": 1, "state_delta": {}}
+    a = {"session_id": "s1", "actor": "u", "content": 1, "state_delta": {}}
     assert events(sessions.decide_append_event(session("created"), a, NOW))[0].seq == 1
     with pytest.raises(eventkernel.InvalidTransition, match="set_status"):
         sessions.decide_append_event(session("paused"), a, NOW)

@@ -12,7 +12,7 @@ def test_create_keeps_own_and_shared_keys_and_drops_temp(k, clock):
                           state={"topic": "tax", "app:theme": "dark", "user:lang": "fr", "temp:draft": "x"})
     assert (s.status, s.project_id, s.metadata, s.event_count) == ("created", "p1", {"channel": "web"}, 0)
     assert s.state == {"topic": "tax", "app:theme": "dark", "user:lang": "fr"}
-    assert s.created_at == s.last_update_time == clock()
+    assert s.created_at == s.updated_at == clock()
     (r,) = k.read()
     assert "temp:" not in r.event.state and "temp:draft" not in str(list(k.read()))
 
@@ -25,23 +25,23 @@ def test_app_keys_are_shared_by_the_app_and_user_keys_by_the_user(k):
     assert k.sessions.get(a2.session_id).state == {"app:theme": "dark", "user:lang": "fr"}
     assert k.sessions.get(bob.session_id).state == {"app:theme": "dark"}
     assert k.sessions.get(other_app.session_id).state == {}
-    k.sessions.append_event(bob.session_id, author="bob", content="hi", state_delta={"app:theme": "light", "user:lang": "de"})
+    k.sessions.append_event(bob.session_id, actor="bob", content="hi", state_delta={"app:theme": "light", "user:lang": "de"})
     assert k.sessions.get(a1.session_id).state == {"app:theme": "light", "user:lang": "fr", "own": 1}
     assert k.sessions.get(bob.session_id).state == {"app:theme": "light", "user:lang": "de"}
 
 
 def test_events_are_chronological_and_apply_their_state_delta(k, clock):
     s = k.sessions.create("app", "u")
-    e1 = k.sessions.append_event(s.session_id, author="user", content={"text": "hi"}, state_delta={"n": 1, "temp:t": 0})
+    e1 = k.sessions.append_event(s.session_id, actor="user", content={"text": "hi"}, state_delta={"n": 1, "temp:t": 0})
     clock.advance(5)
-    e2 = k.sessions.append_event(s.session_id, author="agent", content={"text": "hello"}, state_delta={"n": 2})
-    assert (e1.seq, e2.seq, e2.timestamp - e1.timestamp) == (1, 2, 5)
+    e2 = k.sessions.append_event(s.session_id, actor="agent", content={"text": "hello"}, state_delta={"n": 2})
+    assert (e1.seq, e2.seq, e2.recorded_at - e1.recorded_at) == (1, 2, 5)
     assert e1.state_delta == {"n": 1}
     assert k.sessions.events(s.session_id) == [e1, e2]
     assert k.sessions.events(s.session_id, after_seq=1) == [e2]
     assert k.sessions.events(s.session_id, limit=1) == [e1]
     got = k.sessions.get(s.session_id)
-    assert (got.status, got.state, got.event_count, got.last_update_time) == ("active", {"n": 2}, 2, clock())
+    assert (got.status, got.state, got.event_count, got.updated_at) == ("active", {"n": 2}, 2, clock())
 
 
 def test_lifecycle(k, clock):
@@ -49,7 +49,7 @@ def test_lifecycle(k, clock):
     assert k.sessions.set_status(sid, "active").status == "active"
     assert k.sessions.set_status(sid, "paused").status == "paused"
     with refused(k, InvalidTransition, "is paused; set_status"):
-        k.sessions.append_event(sid, author="u", content="x")
+        k.sessions.append_event(sid, actor="u", content="x")
     assert k.sessions.set_status(sid, "active").status == "active"
     before = snapshot(k)
     assert k.sessions.set_status(sid, "active").status == "active"  # a no-op
@@ -58,7 +58,7 @@ def test_lifecycle(k, clock):
     t = k.sessions.set_status(sid, "terminated")
     assert (t.status, t.terminated_at) == ("terminated", clock())
     with refused(k, InvalidTransition, "is terminated"):
-        k.sessions.append_event(sid, author="u", content="x")
+        k.sessions.append_event(sid, actor="u", content="x")
     with refused(k, InvalidTransition, "cannot go from terminated to active; from terminated it may go to archived"):
         k.sessions.set_status(sid, "active")
     assert k.sessions.set_status(sid, "archived").archived_at == clock()
@@ -72,7 +72,7 @@ def test_list_by_app_and_user(k, clock):
     b = k.sessions.create("app", "bob").session_id
     clock.advance(1)
     k.sessions.create("other", "alice")
-    k.sessions.append_event(a, author="alice", content="later")
+    k.sessions.append_event(a, actor="alice", content="later")
     assert [s.session_id for s in k.sessions.list("app")] == [a, b]
     assert [s.session_id for s in k.sessions.list("app", "bob")] == [b]
     assert k.sessions.list("none") == []
@@ -82,7 +82,7 @@ def test_unknown_sessions(k):
     for call in (
         lambda: k.sessions.get("nope"),
         lambda: k.sessions.events("nope"),
-        lambda: k.sessions.append_event("nope", author="a", content=1),
+        lambda: k.sessions.append_event("nope", actor="a", content=1),
         lambda: k.sessions.set_status("nope", "active"),
     ):
         with refused(k, NotFound, "no session 'nope'"):
@@ -97,8 +97,8 @@ def test_unknown_sessions(k):
         (lambda k: k.sessions.create("a", "u", state=[1]), "state must be a dict"),
         (lambda k: k.sessions.create("a", "u", session_id="s1"), "session_id 's1' already exists"),
         (lambda k: k.sessions.set_status("s1", "sleeping"), "status must be one of"),
-        (lambda k: k.sessions.append_event("s1", author="", content=1), "author must not be empty"),
-        (lambda k: k.sessions.append_event("s1", author="a", content=1, state_delta={2: 1}), "keys must be str"),
+        (lambda k: k.sessions.append_event("s1", actor="", content=1), "actor must not be empty"),
+        (lambda k: k.sessions.append_event("s1", actor="a", content=1, state_delta={2: 1}), "keys must be str"),
     ],
 )
 def test_bad_arguments(k, call, match):
@@ -109,9 +109,27 @@ def test_bad_arguments(k, call, match):
 
 def test_repeated_command_ids_return_the_original_result(k):
     s = k.sessions.create("app", "u", state={"app:x": 1}, command_id="c1")
-    k.sessions.append_event(s.session_id, author="a", content=1, state_delta={"app:x": 2})
+    k.sessions.append_event(s.session_id, actor="a", content=1, state_delta={"app:x": 2})
     before = snapshot(k)
     assert k.sessions.create("app", "u", state={"app:x": 1}, command_id="c1") == s  # app:x was 1 then
-    e = k.sessions.append_event(s.session_id, author="a", content=2, command_id="c2")
-    assert k.sessions.append_event(s.session_id, author="a", content=2, command_id="c2") == e
+    e = k.sessions.append_event(s.session_id, actor="a", content=2, command_id="c2")
+    assert k.sessions.append_event(s.session_id, actor="a", content=2, command_id="c2") == e
     assert snapshot(k) != before and k.head == 3
+
+
+def test_the_old_names_still_work_and_warn(k):
+    s = k.sessions.create("app", "u")
+    with pytest.warns(DeprecationWarning, match=r"append_event\(author=…\) is deprecated.*use actor="):
+        e = k.sessions.append_event(s.session_id, author="u", content="hi")
+    assert e.actor == "u"
+    with pytest.warns(DeprecationWarning, match="SessionEvent.author is deprecated"):
+        assert e.author == "u"
+    with pytest.warns(DeprecationWarning, match="SessionEvent.timestamp is deprecated"):
+        assert e.timestamp == e.recorded_at
+    with pytest.warns(DeprecationWarning, match="Session.last_update_time is deprecated"):
+        assert k.sessions.get(s.session_id).last_update_time == e.recorded_at
+    p = k.recovery.record_failure("t", "x", "y")
+    with pytest.warns(DeprecationWarning, match="FailurePattern.first_seen is deprecated"):
+        assert p.first_seen == p.first_seen_at
+    with pytest.warns(DeprecationWarning, match="FailurePattern.last_seen is deprecated"):
+        assert p.last_seen == p.last_seen_at
