@@ -23,6 +23,7 @@ from eventkernel.errors import (
     JournalCorrupt,
     JournalError,
     JournalFull,
+    KernelClosed,
     KernelError,
     LeaseNotHeld,
     NotAJournal,
@@ -31,6 +32,7 @@ from eventkernel.errors import (
     ReadOnly,
     TerminalState,
     UnknownEventType,
+    WrongProcess,
 )
 from eventkernel.journal import Recorded
 from eventkernel.kernel import Kernel, open
@@ -75,6 +77,7 @@ __all__ = [
     "JournalError",
     "JournalFull",
     "Kernel",
+    "KernelClosed",
     "KernelError",
     "LeaseNotHeld",
     "MemoryEntry",
@@ -98,6 +101,7 @@ __all__ = [
     "WorkItem",
     "Workflow",
     "WorkflowTask",
+    "WrongProcess",
     "open",
     "register_upcaster",
     "system_clock",

@@ -19,6 +19,7 @@ import apsw
 
 from eventkernel import fileformat, migrations
 from eventkernel.errors import (
+    CommandRejected,
     CommitFull,
     CommitOutcomeUnknown,
     InvalidArgument,
@@ -26,9 +27,11 @@ from eventkernel.errors import (
     JournalCorrupt,
     JournalError,
     JournalFull,
+    KernelClosed,
     KernelError,
     NotAJournal,
     ReadOnly,
+    WrongProcess,
 )
 
 log = logging.getLogger("eventkernel")
@@ -208,10 +211,24 @@ class Database:
         self.read_only: str | None = "the journal was opened read-only" if read_only else None
         self.opened_read_only = read_only
         self.immutable = False  # read through SQLite's immutable=1 (a read-only place)
+        # The write lock: held by the thread running a write transaction (a
+        # group of commands, a k.transaction(), a rebuild's swap); other
+        # threads wait for it, up to busy_timeout_ms.
         self._lock = threading.RLock()
+        self._owner: int | None = None  # the thread holding an open write transaction
         self._depth = 0
         self._wal_pages = 0
         self._stale = False  # the connection was lost and could not be reopened yet
+        self.pid = os.getpid()
+        self.closed = False
+        # Each thread reads through a connection of its own: reads never wait
+        # for a commit in progress and never see uncommitted work.
+        self._local = threading.local()
+        self._readers: list[apsw.Connection] = []
+        self._readers_lock = threading.Lock()
+        # Notified after every commit of this process (subscriptions wait on it).
+        self.commits = threading.Condition()
+        self.group: GroupCommit | None = None
         # (position, hash, recorded_at) of the journal head, known only while
         # this connection holds the write lock; restored when a savepoint rolls back.
         self.head_cache: tuple[int, bytes, int] | None = None
@@ -236,6 +253,9 @@ class Database:
         self.in_memory, self.read_only, self.vfs = True, read_only, None
         self.opened_read_only, self.immutable = True, False
         self._lock, self._depth, self._wal_pages, self.head_cache = threading.RLock(), 0, 0, None
+        self._owner, self.pid, self.closed = None, os.getpid(), False
+        self._local, self._readers, self._readers_lock = threading.local(), [], threading.Lock()
+        self.commits, self.group = threading.Condition(), None
         self._stale = False
         self.before_commit = None
         self.in_callback = None
@@ -406,6 +426,7 @@ class Database:
         exception. An error from COMMIT itself is :class:`CommitOutcomeUnknown`
         and the connection is reopened.
         """
+        self.check(doing)
         if self.read_only is not None:
             raise ReadOnly(f"{doing} refused: {self.read_only}")
         busy = self.in_callback
@@ -432,11 +453,91 @@ class Database:
 
         return call
 
+    def check(self, doing: str) -> None:
+        """Refuse use after close, or in another process than the one that opened it."""
+        if self.closed:
+            raise KernelClosed(f"{doing} refused: the kernel was closed")
+        if os.getpid() != self.pid:
+            raise WrongProcess(
+                f"{doing} refused: this kernel was opened in process {self.pid}, and this is process "
+                f"{os.getpid()} (after fork()); SQLite connections do not survive a fork: open one kernel per "
+                "process, in the process that uses it"
+            )
+
+    def owns_write(self) -> bool:
+        """Whether this thread holds the write transaction (its reads must see its own writes)."""
+        return self._depth > 0 and self._owner == threading.get_ident()
+
+    def _shares_writer(self) -> bool:
+        """Whether this thread reads through the writer connection: its own
+        open transaction, or a private in-memory journal (one connection only)."""
+        return self.in_memory or self.owns_write()
+
+    def reader(self) -> apsw.Connection:
+        """This thread's read-only connection to the file, opened on first use."""
+        conn: apsw.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            flags = apsw.SQLITE_OPEN_READONLY
+            name = self.path
+            if self.immutable:
+                flags |= apsw.SQLITE_OPEN_URI
+                name = "file:" + quote(self.path) + "?mode=ro&immutable=1"
+            with translating(f"opening {self.path!r} to read"):
+                conn = apsw.Connection(name, flags=flags, vfs=self.vfs)
+                _busy_timeout(conn, self.busy_timeout_ms)
+                _safety(conn)
+                _temp_in_memory(conn)
+            with self._readers_lock:
+                self._readers.append(conn)
+            self._local.conn = conn
+            self._local.depth = 0
+        return conn
+
+    def _drop_reader(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            with self._readers_lock:
+                if conn in self._readers:
+                    self._readers.remove(conn)
+            try:
+                conn.close()
+            except apsw.Error:
+                pass
+
     @contextmanager
     def read(self, doing: str = "read") -> Iterator[apsw.Connection]:
         """A consistent snapshot for several statements (a deferred read
-        transaction); inside a write transaction, that transaction's view."""
-        with self._lock:
+        transaction on this thread's own connection); inside this thread's
+        write transaction, that transaction's view."""
+        self.check(doing)
+        if self._shares_writer():
+            with self._writer_read(doing) as conn:
+                yield conn
+            return
+        conn = self.reader()
+        local = self._local
+        if local.depth:  # a read inside a read: the same snapshot
+            with translating(doing):
+                yield conn
+            return
+        with translating(f"{doing}: starting the read transaction"):
+            conn.execute("BEGIN DEFERRED")
+        local.depth = 1
+        try:
+            with translating(doing):
+                yield conn
+        finally:
+            local.depth = 0
+            try:
+                if not conn.get_autocommit():
+                    conn.execute("ROLLBACK")
+            except apsw.Error:
+                self._drop_reader()
+
+    @contextmanager
+    def _writer_read(self, doing: str) -> Iterator[apsw.Connection]:
+        with self._locked(doing):
             if self._depth:
                 with translating(doing):
                     yield self.conn
@@ -455,6 +556,19 @@ class Database:
                         conn.execute("ROLLBACK")
                 except apsw.Error:
                     self._reopen()
+
+    @contextmanager
+    def _locked(self, doing: str) -> Iterator[None]:
+        """The write lock, waited for up to busy_timeout_ms."""
+        if not self._lock.acquire(timeout=max(self.busy_timeout_ms, 1) / 1000):
+            raise JournalBusy(
+                f"{doing} failed: another thread held the journal for longer than busy_timeout_ms "
+                f"({self.busy_timeout_ms} ms)"
+            )
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def statement(self, doing: str = "read") -> _Statement:
         """For a read that is one statement (atomic by itself): the lock and
@@ -541,26 +655,52 @@ class Database:
         return self.conn.execute(sql, bindings)
 
     def close(self) -> None:
+        """Wait for the write in progress (a group commits first), then close
+        every connection; every later use raises KernelClosed, and threads
+        waiting on a commit (subscriptions, blocking claims) wake up."""
         with self._lock:
-            if self._depth:
-                raise JournalError(f"closing {self.path!r} refused: a transaction is still open")
+            if self._depth and self._owner == threading.get_ident():
+                raise JournalError(f"closing {self.path!r} refused: this thread's transaction is still open")
+            if self.group is not None:
+                self.group.close()
+            self.closed = True
+            with self._readers_lock:
+                readers, self._readers = self._readers, []
+            for reader in readers:
+                try:
+                    reader.close()
+                except apsw.Error:
+                    pass
             if not self._stale:
                 self.conn.close()
+        with self.commits:
+            self.commits.notify_all()
 
 
 class _Statement:
     """The context manager behind :meth:`Database.statement` (a class, as
     point reads are hot)."""
 
-    __slots__ = ("db", "doing")
+    __slots__ = ("db", "doing", "locked")
 
     def __init__(self, db: Database, doing: str) -> None:
         self.db = db
         self.doing = doing
+        self.locked = False
 
     def __enter__(self) -> apsw.Connection:
         db = self.db
-        db._lock.acquire()
+        db.check(self.doing)
+        if not db._shares_writer():
+            self.locked = False
+            with translating(self.doing):
+                return db.reader()
+        if not db._lock.acquire(timeout=max(db.busy_timeout_ms, 1) / 1000):
+            raise JournalBusy(
+                f"{self.doing} failed: another thread held the journal for longer than busy_timeout_ms "
+                f"({db.busy_timeout_ms} ms)"
+            )
+        self.locked = True
         if db._stale:
             try:
                 with translating(self.doing):
@@ -571,7 +711,8 @@ class _Statement:
         return db.conn
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        self.db._lock.release()
+        if self.locked:
+            self.db._lock.release()
         if isinstance(exc, apsw.Error):
             raise translate(exc, self.doing) from exc
 
@@ -589,7 +730,11 @@ class _Write:
 
     def __enter__(self) -> apsw.Connection:
         db = self.db
-        db._lock.acquire()
+        if not db._lock.acquire(timeout=max(db.busy_timeout_ms, 1) / 1000):
+            raise JournalBusy(
+                f"{self.doing} failed: another thread's transaction held the journal for longer than "
+                f"busy_timeout_ms ({db.busy_timeout_ms} ms)"
+            )
         try:
             depth = self.depth = db._depth
             if db._stale and depth == 0:
@@ -607,6 +752,7 @@ class _Write:
         if depth:
             self.saved_head, self.saved_appended = db.head_cache, db.appended
         else:
+            db._owner = threading.get_ident()
             self.saved_head = db.head_cache = None
             self.saved_appended = db.appended = False
         return conn
@@ -618,6 +764,8 @@ class _Write:
         depth = self.depth
         try:
             db._depth = depth
+            if not depth:
+                db._owner = None
             conn = db.conn
             if exc is not None:
                 db.head_cache, db.appended = self.saved_head, self.saved_appended
@@ -636,6 +784,8 @@ class _Write:
             self._commit(conn)
         finally:
             db._lock.release()
+            if not depth and db.group is not None:
+                db.group.wake()
 
     def _commit(self, conn: apsw.Connection) -> None:
         db = self.db
@@ -665,6 +815,8 @@ class _Write:
                 "what committed appends nothing"
             ) from e
         db._maybe_checkpoint()
+        with db.commits:
+            db.commits.notify_all()
 
 
 def memory_connection() -> apsw.Connection:
@@ -674,3 +826,139 @@ def memory_connection() -> apsw.Connection:
     _safety(conn)
     conn.pragma("synchronous", "OFF")
     return conn
+
+
+class _Ticket:
+    """One command waiting for, or in, a group."""
+
+    __slots__ = ("done", "error", "fn", "result", "taken")
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.taken = False  # a leader has it in its group
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Durable commands from many threads share one COMMIT, and one fsync.
+
+    A thread with a command queues it, then takes the write lock if it is
+    free and leads: it runs every queued command in one transaction, each in
+    a savepoint of its own (a refused command undoes only itself, and later
+    ones see earlier ones' effects), commits once and hands each thread its
+    result. Commands that arrive meanwhile form the next group, led by one
+    of their threads. A lone command leads at once and waits for no one.
+    Every thread returns only after the COMMIT that made its command
+    durable; a failed COMMIT fails every command of its group.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.cv = threading.Condition()
+        self.queue: list[_Ticket] = []
+        self.closed = False
+
+    def run(self, doing: str, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` (a command: it writes through the database's
+        connection) in the next group; return its result, raise its error."""
+        db = self.db
+        ticket = _Ticket(fn)
+        with self.cv:
+            if self.closed:
+                raise KernelClosed(f"{doing} refused: the kernel was closed")
+            self.queue.append(ticket)
+        deadline = time.monotonic() + max(db.busy_timeout_ms, 1) / 1000
+        while True:
+            if not ticket.taken and db._lock.acquire(blocking=False):
+                try:
+                    if not ticket.taken:
+                        self._lead(doing)
+                finally:
+                    db._lock.release()
+                    self.wake()
+            with self.cv:
+                if ticket.done:
+                    break
+                if ticket.taken:
+                    self.cv.wait()  # its leader always finishes, committed or not
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.queue.remove(ticket)
+                    raise JournalBusy(
+                        f"{doing} failed: waited busy_timeout_ms ({db.busy_timeout_ms} ms) for another thread's "
+                        "transaction to end"
+                    )
+                if self.closed:
+                    self.queue.remove(ticket)
+                    raise KernelClosed(f"{doing} refused: the kernel was closed")
+                # Woken when a group ends or a transaction releases the lock.
+                self.cv.wait(min(remaining, 0.05))
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result
+
+    def wake(self) -> None:
+        """The write lock was released: waiting threads may lead."""
+        with self.cv:
+            self.cv.notify_all()
+
+    def close(self) -> None:
+        with self.cv:
+            self.closed = True
+            self.cv.notify_all()
+
+    def _lead(self, doing: str) -> None:
+        """Run every queued command in one transaction. Called with the write lock."""
+        db = self.db
+        with self.cv:
+            group, self.queue = self.queue, []
+            for ticket in group:
+                ticket.taken = True
+        if not group:
+            return
+        failure: BaseException | None = None
+        try:
+            with db.write(doing):
+                if len(group) == 1:  # alone: the transaction is its own, no savepoint needed
+                    try:
+                        group[0].result = group[0].fn()
+                    except CommandRejected as e:
+                        group[0].error = e
+                        raise
+                else:
+                    for ticket in group:
+                        try:
+                            with db.write(doing):  # a savepoint: a refusal undoes only this command
+                                ticket.result = ticket.fn()
+                        except JournalError:
+                            raise
+                        except Exception as e:  # refused (or a bug): this command alone fails
+                            ticket.error = e
+        except BaseException as e:
+            failure = e
+        with self.cv:
+            for ticket in group:
+                if failure is not None and not (ticket.error is not None and isinstance(ticket.error, CommandRejected)):
+                    ticket.error = failure if ticket is group[0] and len(group) == 1 else _shared(failure, doing)
+                    ticket.result = None
+                ticket.done = True
+            self.cv.notify_all()
+        if failure is not None and not isinstance(failure, Exception):
+            raise failure  # KeyboardInterrupt, SystemExit: the leader's own
+
+
+def _shared(failure: BaseException, doing: str) -> BaseException:
+    """The group's failure as seen by one of its commands: a fresh exception
+    of the same kind (one exception object must not travel through several
+    threads), caused by the original."""
+    if isinstance(failure, KernelError):
+        copy = type(failure).__new__(type(failure))
+        copy.args = failure.args
+        copy.__dict__.update(failure.__dict__)
+    else:
+        copy = JournalError(f"{doing} failed: the transaction of its group failed: {type(failure).__name__}: {failure}")
+    copy.__cause__ = failure
+    return copy

@@ -13,6 +13,8 @@
     │   ├── ReadOnly               a write through a read-only view
     │   ├── ProjectionFailed       a projection raised while applying the command's events
     │   └── InvalidArgument        (also ValueError) bad input refused at the door
+    ├── KernelClosed               the kernel was closed (also wakes waiting subscribers)
+    ├── WrongProcess               a kernel used in another process than the one that opened it
     ├── JournalError               the storage failed, not a rule
     │   ├── NotAJournal            the file is not an eventkernel journal (or is a newer one)
     │   ├── JournalBusy            (also TimeoutError) another writer held the lock too long
@@ -114,6 +116,16 @@ class ProjectionFailed(CommandRejected):
 
 class InvalidArgument(CommandRejected, ValueError):
     """An argument was refused at the door; nothing was written."""
+
+
+class KernelClosed(KernelError):
+    """The kernel was closed: every later use raises this, and a subscription
+    or a blocking claim waiting at the time wakes up with it."""
+
+
+class WrongProcess(KernelError):
+    """A kernel used after fork() in the child, or unpickled in another
+    process: SQLite connections do not cross processes; open one per process."""
 
 
 class JournalError(KernelError):

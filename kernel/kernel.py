@@ -12,7 +12,7 @@ import msgspec
 from eventkernel import journal, migrations
 from eventkernel.clock import Clock, system_clock
 from eventkernel.codec import Event
-from eventkernel.connection import Database, Synchronous, translating
+from eventkernel.connection import Database, GroupCommit, Synchronous, translating
 from eventkernel.errors import InvalidArgument
 from eventkernel.registry import KERNEL_STREAM_KINDS, PROJECTIONS
 from eventkernel.fileformat import Found
@@ -44,6 +44,7 @@ def open(
     create: bool = True,
     read_only: bool = False,
     projections: Sequence[Any] = (),
+    group_commit: bool = True,
 ) -> Kernel:
     """Open the journal at ``path`` (or ":memory:").
 
@@ -71,7 +72,7 @@ def open(
     InvalidArgument for a projection that does not fit.
     """
     return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
-                  create=create, read_only=read_only, projections=projections)
+                  create=create, read_only=read_only, projections=projections, group_commit=group_commit)
 
 
 def _check_progress(where: str, progress: object) -> None:
@@ -99,6 +100,7 @@ class Kernel(Reader):
         create: bool = True,
         read_only: bool = False,
         projections: Sequence[Any] = (),
+        group_commit: bool = True,
     ) -> None:
         if clock is not None and not callable(clock):
             raise InvalidArgument(f"open refused: clock must be a callable returning int ms, got {clock!r}")
@@ -115,6 +117,8 @@ class Kernel(Reader):
                         migrations.migrate(conn, self._ctx.now())
                     self._db.found = Found(kind="journal", level=migrations.newest(), stamped=True)
                 self._projector.setup(self._db)
+                if group_commit and not self._db.in_memory:
+                    self._db.group = GroupCommit(self._db)
         except BaseException:
             self._db.close()
             raise
@@ -207,11 +211,11 @@ class Kernel(Reader):
         event recorded by then; in a file written by 0.1.0 under a clock that
         stepped back, it stops before the first event recorded later."""
         check_int(where, "time_ms", time_ms)
-        with translating("finding the position of a time"):
-            row = self._db.conn.execute(
+        with self._db.read("finding the position of a time") as conn:
+            row = conn.execute(
                 "SELECT position FROM journal WHERE recorded_at > ? ORDER BY position LIMIT 1", (time_ms,)
             ).fetchone()
-        return self.head if row is None else int(row[0]) - 1
+            return journal.head(conn)[0] if row is None else int(row[0]) - 1
 
     # --- transactions and maintenance ----------------------------------------------------
 

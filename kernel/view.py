@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import apsw
@@ -18,6 +19,9 @@ from eventkernel.projector import Progress, Projector
 from eventkernel.registry import Services
 from eventkernel.services.base import Context
 from eventkernel.validate import check_int, check_optional_text, check_text
+
+
+_PAGE = 1000
 
 
 def _type_names(where: str, types: object) -> tuple[str, ...]:
@@ -42,9 +46,10 @@ class Reader(Services):
 
     @property
     def head(self) -> int:
-        """The position of the last event; 0 when the journal is empty."""
-        with translating("reading the head"):
-            return journal.head(self._db.conn)[0]
+        """The position of the last committed event (this thread's own
+        transaction included); 0 when the journal is empty."""
+        with self._db.statement("reading the head") as conn:
+            return journal.head(conn)[0]
 
     def read(
         self,
@@ -63,14 +68,7 @@ class Reader(Services):
             check_int(where, "limit", limit, minimum=0)
         types = _type_names(where, types)
         check_optional_text(where, "correlation_id", correlation_id)
-        rows = journal.read_rows(
-            self._db.conn, stream=stream, after=after, limit=limit, types=types, correlation_id=correlation_id
-        )
-        while True:
-            with translating(where):
-                row = next(rows, None)
-            if row is None:
-                return
+        for row in self._pages(where, after, limit, stream=stream, types=types, correlation_id=correlation_id):
             yield journal.record_from_row(row)
 
     def log(
@@ -97,26 +95,38 @@ class Reader(Services):
         for name, value in (("before", before), ("since_ms", since_ms), ("until_ms", until_ms), ("limit", limit)):
             if value is not None:
                 check_int(where, name, value, minimum=0)
-        rows = journal.read_rows(
-            self._db.conn, stream=stream, stream_prefix=stream_prefix, types=_type_names(where, types),
-            correlation_id=correlation_id, after=after, until=None if before is None else before - 1,
-            since_ms=since_ms, until_ms=until_ms, limit=limit,
+        rows = self._pages(
+            where, after, limit, stream=stream, stream_prefix=stream_prefix, types=_type_names(where, types),
+            correlation_id=correlation_id, until=None if before is None else before - 1, since_ms=since_ms,
+            until_ms=until_ms,
         )
-        while True:
-            with translating(where):
-                row = next(rows, None)
-            if row is None:
-                return
+        for row in rows:
             yield journal.entry_from_row(row)
+
+    def _pages(self, where: str, after: int, limit: int | None, **filters: Any) -> Iterator[tuple[Any, ...]]:
+        """Journal rows a page at a time, each page one statement through the
+        connection of whichever thread is iterating (an iterator may move
+        between threads), none holding a read transaction open between pages."""
+        remaining = limit
+        while remaining is None or remaining > 0:
+            n = _PAGE if remaining is None else min(_PAGE, remaining)
+            with self._db.statement(where) as conn:
+                rows = list(journal.read_rows(conn, after=after, limit=n, page=n, **filters))
+            yield from rows
+            if len(rows) < n:
+                return
+            after = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
 
     def table(self, name: str) -> tuple[list[str], list[tuple[object, ...]]]:
         """(columns, rows) of one projection table, by primary key."""
         known = {t for names in self._projector.tables.values() for t in names}
         if name not in known:
             raise InvalidArgument(f"table refused: {name!r} is not a projection table; known: {', '.join(sorted(known))}")
-        with translating(f"reading {name}"):  # a name from our own DDL
-            columns = [row[1] for row in self._db.conn.execute(f'PRAGMA table_info("{name}")')]
-            return columns, self._db.conn.execute(f'SELECT * FROM "{name}" ORDER BY 1').fetchall()
+        with self._db.read(f"reading {name}") as conn:  # a name from a projection's DDL
+            columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{name}")')]
+            return columns, conn.execute(f'SELECT * FROM "{name}" ORDER BY 1').fetchall()
 
     def table_names(self) -> list[str]:
         """The names of every projection table, in projection order."""
@@ -125,8 +135,8 @@ class Reader(Services):
     def stream_version(self, stream: str) -> int:
         """The stream's current version (0 when it has no events)."""
         check_text("stream_version", "stream", stream, max_len=journal.MAX_STREAM_LEN)
-        with translating("reading a stream version"):
-            return journal.stream_version(self._db.conn, stream)
+        with self._db.statement("reading a stream version") as conn:
+            return journal.stream_version(conn, stream)
 
 
 class KernelView(Reader):

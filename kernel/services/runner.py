@@ -94,49 +94,63 @@ class Spec(Generic[S, R]):
 
 
 def run(ctx: Context, spec: Spec[S, R], args: Args, *, command_id: str | None = None, actor: str | None = None) -> R:
-    """Run one command in one write transaction (a savepoint when nested)."""
+    """Run one command: in the next group commit with other threads'
+    commands (or alone, without group commit), or inside this thread's open
+    transaction as a savepoint."""
     name = spec.name
     check_optional_text(name, "command_id", command_id)
     check_optional_text(name, "actor", actor)
     db = ctx.db
-    with db.write(name) as conn:
-        now = ctx.stamp()
-        meta: dict[str, Any] = {"command": name}
-        if actor is not None:
-            meta["actor"] = actor
+    if db.group is not None and not db.owns_write():
+        db.check(name)
+        result: R = db.group.run(name, lambda: _execute(ctx, spec, args, command_id, actor))
+        return result
+    with db.write(name):
+        return _execute(ctx, spec, args, command_id, actor)
+
+
+def _execute(ctx: Context, spec: Spec[S, R], args: Args, command_id: str | None, actor: str | None) -> R:
+    """The command itself, inside a write transaction this thread holds."""
+    name = spec.name
+    db = ctx.db
+    conn = db.conn
+    now = ctx.stamp()
+    meta: dict[str, Any] = {"command": name}
+    if actor is not None:
+        meta["actor"] = actor
+    if command_id is not None:
+        digest = hashlib.sha256(codec.canonical_json(dict(args))).hexdigest()[:32]
+        meta.update(command_id=command_id, args=digest)
+        previous = journal.find_command(conn, command_id)
+        if previous:
+            first = previous[0].meta or {}
+            if first.get("command") != name or first.get("args") != digest:
+                raise IdempotencyConflict(
+                    f"{name} refused: command_id {command_id!r} was already used at position "
+                    f"{previous[0].position} by {first.get('command')} with other arguments; "
+                    "a command id names one command forever"
+                )
+            return _replay(ctx, spec, args, previous)
+    decision = spec.decide(spec.load(conn, args, now), args, now)
+    meta_text = codec.dump_json(meta)
+    records: list[Recorded] = []
+    for e in decision.emits:
+        ids = None
         if command_id is not None:
-            digest = hashlib.sha256(codec.canonical_json(dict(args))).hexdigest()[:32]
-            meta.update(command_id=command_id, args=digest)
-            previous = journal.find_command(conn, command_id)
-            if previous:
-                first = previous[0].meta or {}
-                if first.get("command") != name or first.get("args") != digest:
-                    raise IdempotencyConflict(
-                        f"{name} refused: command_id {command_id!r} was already used at position "
-                        f"{previous[0].position} by {first.get('command')} with other arguments; "
-                        "a command id names one command forever"
-                    )
-                return _replay(ctx, spec, args, previous)
-        decision = spec.decide(spec.load(conn, args, now), args, now)
-        meta_text = codec.dump_json(meta)
-        records: list[Recorded] = []
-        for e in decision.emits:
-            ids = None
-            if command_id is not None:
-                ids = [journal.command_event_id(command_id, len(records) + i) for i in range(len(e.events))]
-            appended = ctx.emit(
-                e.stream, e.events, recorded_at=now, expected_version=e.expected_version, event_ids=ids,
-                correlation_id=e.correlation_id, meta=meta, meta_text=meta_text, where=name,
-            )
-            records += appended.records
-        if command_id is not None and not records:
-            # It changed nothing: record that, so that the id stays bound to this answer.
-            ctx.emit(
-                f"command:{command_id}", [CommandRecorded(command=name, outcome=decision.outcome)],
-                recorded_at=now, event_ids=[journal.command_event_id(command_id, 0)], meta=meta,
-                meta_text=meta_text, where=name,
-            )
-        return spec.answer(Reads(conn, conn), args, records, decision.outcome)
+            ids = [journal.command_event_id(command_id, len(records) + i) for i in range(len(e.events))]
+        appended = ctx.emit(
+            e.stream, e.events, recorded_at=now, expected_version=e.expected_version, event_ids=ids,
+            correlation_id=e.correlation_id, meta=meta, meta_text=meta_text, where=name,
+        )
+        records += appended.records
+    if command_id is not None and not records:
+        # It changed nothing: record that, so that the id stays bound to this answer.
+        ctx.emit(
+            f"command:{command_id}", [CommandRecorded(command=name, outcome=decision.outcome)],
+            recorded_at=now, event_ids=[journal.command_event_id(command_id, 0)], meta=meta,
+            meta_text=meta_text, where=name,
+        )
+    return spec.answer(Reads(conn, conn), args, records, decision.outcome)
 
 
 def _replay(ctx: Context, spec: Spec[S, R], args: Args, previous: list[Recorded]) -> R:

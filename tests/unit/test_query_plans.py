@@ -52,9 +52,12 @@ def test_no_projection_query_scans_a_table(db_path, clock):
                 seen.setdefault(sql, bindings)
             return True
 
-        k._db.conn.exec_trace = trace
+        connections = (k._db.conn, k._db.reader())  # commands write through one, queries read through the other
+        for conn in connections:
+            conn.exec_trace = trace
         workload(k, clock)
-        k._db.conn.exec_trace = None
+        for conn in connections:
+            conn.exec_trace = None
         scans = []
         for sql, bindings in seen.items():
             plan = [row[3] for row in k._db.conn.execute(f"EXPLAIN QUERY PLAN {sql}", bindings)]
