@@ -228,6 +228,7 @@ class Database:
         self._readers_lock = threading.Lock()
         # Notified after every commit of this process (subscriptions wait on it).
         self.commits = threading.Condition()
+        self.commit_count = 0
         self.group: GroupCommit | None = None
         # (position, hash, recorded_at) of the journal head, known only while
         # this connection holds the write lock; restored when a savepoint rolls back.
@@ -255,7 +256,7 @@ class Database:
         self._lock, self._depth, self._wal_pages, self.head_cache = threading.RLock(), 0, 0, None
         self._owner, self.pid, self.closed = None, os.getpid(), False
         self._local, self._readers, self._readers_lock = threading.local(), [], threading.Lock()
-        self.commits, self.group = threading.Condition(), None
+        self.commits, self.group, self.commit_count = threading.Condition(), None, 0
         self._stale = False
         self.before_commit = None
         self.in_callback = None
@@ -534,6 +535,11 @@ class Database:
                     conn.execute("ROLLBACK")
             except apsw.Error:
                 self._drop_reader()
+
+    def watch(self, doing: str = "watching the journal") -> Watch:
+        """Start watching for commits: take it before a read that found
+        nothing new, then wait on it (see :class:`Watch`)."""
+        return Watch(self, doing)
 
     @contextmanager
     def _writer_read(self, doing: str) -> Iterator[apsw.Connection]:
@@ -816,6 +822,7 @@ class _Write:
             ) from e
         db._maybe_checkpoint()
         with db.commits:
+            db.commit_count += 1
             db.commits.notify_all()
 
 
@@ -962,3 +969,44 @@ def _shared(failure: BaseException, doing: str) -> BaseException:
         copy = JournalError(f"{doing} failed: the transaction of its group failed: {type(failure).__name__}: {failure}")
     copy.__cause__ = failure
     return copy
+
+
+class Watch:
+    """Whether anything was committed since the watch began: by this process
+    (a commit notifies at once) or by another one (SQLite has no
+    cross-process notification, so ``PRAGMA data_version`` is polled every
+    ``poll_s``; one statement on this thread's reader connection)."""
+
+    def __init__(self, db: Database, doing: str) -> None:
+        self.db = db
+        self.doing = doing
+        self.commits = db.commit_count
+        self.version = self._data_version()
+
+    def _data_version(self) -> int:
+        if self.db.in_memory:
+            return 0  # one connection: only this process's commits exist
+        with self.db.statement(self.doing) as conn:
+            return int(conn.pragma("data_version"))
+
+    def changed(self) -> bool:
+        return self.db.commit_count != self.commits or self._data_version() != self.version
+
+    def wait(self, timeout_s: float, *, poll_s: float = 0.01, stop: Callable[[], bool] | None = None) -> bool:
+        """Block until a commit may have happened, the kernel closes (raises
+        KernelClosed), ``stop()`` says so, or ``timeout_s`` passes. Returns
+        whether something changed."""
+        db = self.db
+        deadline = time.monotonic() + timeout_s
+        while True:
+            db.check(self.doing)
+            if self.changed():
+                return True
+            if stop is not None and stop():
+                return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with db.commits:
+                if db.commit_count == self.commits and not db.closed:
+                    db.commits.wait(min(remaining, poll_s))

@@ -13,14 +13,15 @@ from eventkernel import journal, migrations
 from eventkernel.clock import Clock, system_clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, GroupCommit, Synchronous, translating
-from eventkernel.errors import InvalidArgument
+from eventkernel.errors import InvalidArgument, WrongProcess
 from eventkernel.registry import KERNEL_STREAM_KINDS, PROJECTIONS
 from eventkernel.fileformat import Found
 from eventkernel.projector import Progress, Projector, TableDiff, check_projections
 from eventkernel.services.base import Context
 from eventkernel.validate import check_int, check_optional_text
 from eventkernel.verify import VerifyReport, verify
-from eventkernel.view import KernelView, Reader
+from eventkernel.subscription import Consumer, Subscription
+from eventkernel.view import KernelView, Reader, type_names
 
 
 class Stats(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,8 +86,11 @@ def _check_progress(where: str, progress: object) -> None:
 class Kernel(Reader):
     """An open journal with its projections and commands. A context manager.
 
-    One Kernel is meant for one thread at a time; open one per thread or
-    process (they coordinate through SQLite's locks).
+    One Kernel serves any number of threads: each reads through a connection
+    of its own (never seeing uncommitted work, never waiting for a commit);
+    commands from many threads share group commits; ``transaction()``
+    belongs to the thread that opened it. Processes open a Kernel each (not
+    across fork(), not pickled) and coordinate through SQLite's locks.
     """
 
     def __init__(
@@ -217,6 +221,35 @@ class Kernel(Reader):
             ).fetchone()
             return journal.head(conn)[0] if row is None else int(row[0]) - 1
 
+    # --- following the journal ----------------------------------------------------------
+
+    def subscribe(
+        self,
+        after: int = 0,
+        *,
+        stream: str | None = None,
+        types: Sequence[str] = (),
+        correlation_id: str | None = None,
+        poll_ms: int = 10,
+    ) -> Subscription:
+        """The events after ``after`` that match the filters (those of
+        ``read``), then each new one as it commits, from this process or any
+        other on the file (noticed within ``poll_ms``); in position order,
+        with no gap and no duplicate. Iterate it; ``close()`` it from any thread."""
+        return Subscription(self._db, after, stream=stream, types=type_names("subscribe", types),
+                            correlation_id=correlation_id, poll_ms=poll_ms)
+
+    def consumer(
+        self, name: str, *, stream: str | None = None, types: Sequence[str] = (), correlation_id: str | None = None
+    ) -> Consumer:
+        """A durable, named consumer of the events that match the filters: its
+        position is kept in the file and moves with the commands its handler
+        issues, in one transaction (see :class:`Consumer`)."""
+        check_optional_text("consumer", "stream", stream, max_len=journal.MAX_STREAM_LEN)
+        check_optional_text("consumer", "correlation_id", correlation_id)
+        return Consumer(self, self._db, self._ctx.now, name, stream=stream, types=type_names("consumer", types),
+                        correlation_id=correlation_id)
+
     # --- transactions and maintenance ----------------------------------------------------
 
     @contextmanager
@@ -291,6 +324,12 @@ class Kernel(Reader):
         with translating(f"closing {self._db.path!r}"):
             self._db.close()
         self._closed = True
+
+    def __reduce__(self) -> Any:
+        raise WrongProcess(
+            "a Kernel cannot be pickled: its SQLite connections belong to the process that opened it; "
+            "send the path instead and open one kernel per process"
+        )
 
     def __enter__(self) -> Kernel:
         return self

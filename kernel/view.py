@@ -24,7 +24,7 @@ from eventkernel.validate import check_int, check_optional_text, check_text
 _PAGE = 1000
 
 
-def _type_names(where: str, types: object) -> tuple[str, ...]:
+def type_names(where: str, types: object) -> tuple[str, ...]:
     """A type filter: one name, or a list or tuple of names (None or empty: all)."""
     if types is None:
         return ()
@@ -66,7 +66,7 @@ class Reader(Services):
         check_int(where, "after", after, minimum=0)
         if limit is not None:
             check_int(where, "limit", limit, minimum=0)
-        types = _type_names(where, types)
+        types = type_names(where, types)
         check_optional_text(where, "correlation_id", correlation_id)
         for row in self._pages(where, after, limit, stream=stream, types=types, correlation_id=correlation_id):
             yield journal.record_from_row(row)
@@ -96,7 +96,7 @@ class Reader(Services):
             if value is not None:
                 check_int(where, name, value, minimum=0)
         rows = self._pages(
-            where, after, limit, stream=stream, stream_prefix=stream_prefix, types=_type_names(where, types),
+            where, after, limit, stream=stream, stream_prefix=stream_prefix, types=type_names(where, types),
             correlation_id=correlation_id, until=None if before is None else before - 1, since_ms=since_ms,
             until_ms=until_ms,
         )

@@ -22,6 +22,7 @@ from eventkernel.events.work import (
     WorkItemFailed,
     WorkItemLeaseExpired,
     WorkItemLeaseExtended,
+    WorkItemReleased,
 )
 from eventkernel.journal import Recorded
 from eventkernel.projections.rows import Order, Target, limit_of, loader, order_by, where_equal
@@ -38,6 +39,7 @@ HANDLES = frozenset(
         WorkItemCompleted,
         WorkItemFailed,
         WorkItemLeaseExpired,
+        WorkItemReleased,
         WorkItemCancelled,
     )
 )
@@ -128,6 +130,12 @@ def apply(conn: Target, recorded: Recorded, event: codec.Event) -> None:
             "updated_at = ?, position = ? WHERE work_item_id = ?",
             (PENDING if event.retry else FAILED, int(event.retry), error, at, pos, event.work_item_id),
         )
+    elif isinstance(event, WorkItemReleased):
+        conn.execute(
+            f"UPDATE work_items SET status = 'pending', {_CLEAR_LEASE}, updated_at = ?, position = ? "
+            "WHERE work_item_id = ?",
+            (at, pos, event.work_item_id),
+        )
     elif isinstance(event, WorkItemCancelled):
         conn.execute(
             f"UPDATE work_items SET status = 'cancelled', error = ?, {_CLEAR_LEASE}, "
@@ -167,16 +175,23 @@ def list(
     return [_item(row) for row in conn.execute(sql, (*args, *cursor_args, limit_of(limit)))]
 
 
-def _kinds(kinds: tuple[str, ...] | None) -> tuple[str, builtins.list[Any]]:
-    if kinds is None:
-        return "", []
-    return f" AND kind IN ({', '.join('?' * len(kinds))})", builtins.list(kinds)
+def _kinds(kinds: tuple[str, ...] | None, task_id: str | None = None) -> tuple[str, builtins.list[Any]]:
+    """The claim filters: of these kinds, of this task."""
+    where, args = "", builtins.list(kinds or ())
+    if kinds is not None:
+        where = f" AND kind IN ({', '.join('?' * len(kinds))})"
+    if task_id is not None:
+        where += " AND task_id = ?"
+        args.append(task_id)
+    return where, args
 
 
-def next_pending(conn: apsw.Connection, kinds: tuple[str, ...] | None = None) -> WorkItem | None:
+def next_pending(
+    conn: apsw.Connection, kinds: tuple[str, ...] | None = None, task_id: str | None = None
+) -> WorkItem | None:
     """The pending item a claim takes first: highest priority, then oldest
-    (of the given kinds, if any)."""
-    where, args = _kinds(kinds)
+    (of the given kinds, of the given task, if any)."""
+    where, args = _kinds(kinds, task_id)
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM work_items WHERE status = 'pending'{where} "
         "ORDER BY priority DESC, enqueued_position LIMIT 1",
@@ -186,13 +201,14 @@ def next_pending(conn: apsw.Connection, kinds: tuple[str, ...] | None = None) ->
 
 
 def expired(
-    conn: apsw.Connection, now: int, kinds: tuple[str, ...] | None = None, *, before: tuple[int, int] | None = None
+    conn: apsw.Connection, now: int, kinds: tuple[str, ...] | None = None, *, task_id: str | None = None,
+    before: tuple[int, int] | None = None,
 ) -> builtins.list[WorkItem]:
     """In-progress items whose lease expired by ``now`` (of the given kinds),
     in queue order, that come before the item whose (priority,
     enqueued_position) is ``before`` in queue order: those a claim meets
     first."""
-    where, args = _kinds(kinds)
+    where, args = _kinds(kinds, task_id)
     if before is not None:
         where += " AND (priority > ? OR (priority = ? AND enqueued_position < ?))"
         args += [before[0], before[0], before[1]]
@@ -216,3 +232,15 @@ def expiring(
         (before, *cursor_args, limit_of(limit)),
     )
     return [_item(row) for row in rows]
+
+
+def next_deadline(conn: apsw.Connection, kinds: tuple[str, ...] | None = None, task_id: str | None = None) -> int | None:
+    """The earliest deadline of a live lease (of these kinds, of this task):
+    when a blocking claim may find an expired lease to take over."""
+    where, args = _kinds(kinds, task_id)
+    row = conn.execute(
+        f"SELECT lease_expires_at FROM work_items WHERE status = 'in_progress'{where} "
+        "ORDER BY lease_expires_at LIMIT 1",
+        args,
+    ).fetchone()
+    return None if row is None else int(row[0])

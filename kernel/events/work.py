@@ -79,6 +79,15 @@ class WorkItemLeaseExpired(KernelEvent, tag="work_item.lease_expired"):
     retry: bool
 
 
+class WorkItemReleased(KernelEvent, tag="work_item.released"):
+    """The lease holder gave its lease back (a worker shutting down cleanly):
+    the item is pending again and no retry is spent."""
+
+    work_item_id: str
+    worker: str
+    token: int
+
+
 class WorkItemCancelled(KernelEvent, tag="work_item.cancelled"):
     """The item was withdrawn from pending or in-progress; terminal."""
 

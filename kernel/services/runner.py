@@ -93,23 +93,30 @@ class Spec(Generic[S, R]):
     scope: Callable[[Args, list[Recorded]], Iterable[str]] | None = None
 
 
-def run(ctx: Context, spec: Spec[S, R], args: Args, *, command_id: str | None = None, actor: str | None = None) -> R:
+def run(
+    ctx: Context, spec: Spec[S, R], args: Args, *, command_id: str | None = None, actor: str | None = None,
+    record_noop: bool = True,
+) -> R:
     """Run one command: in the next group commit with other threads'
     commands (or alone, without group commit), or inside this thread's open
-    transaction as a savepoint."""
+    transaction as a savepoint. ``record_noop=False``: an attempt that
+    changes nothing does not bind ``command_id`` yet (a blocking claim's
+    attempts before its deadline)."""
     name = spec.name
     check_optional_text(name, "command_id", command_id)
     check_optional_text(name, "actor", actor)
     db = ctx.db
     if db.group is not None and not db.owns_write():
         db.check(name)
-        result: R = db.group.run(name, lambda: _execute(ctx, spec, args, command_id, actor))
+        result: R = db.group.run(name, lambda: _execute(ctx, spec, args, command_id, actor, record_noop))
         return result
     with db.write(name):
-        return _execute(ctx, spec, args, command_id, actor)
+        return _execute(ctx, spec, args, command_id, actor, record_noop)
 
 
-def _execute(ctx: Context, spec: Spec[S, R], args: Args, command_id: str | None, actor: str | None) -> R:
+def _execute(
+    ctx: Context, spec: Spec[S, R], args: Args, command_id: str | None, actor: str | None, record_noop: bool
+) -> R:
     """The command itself, inside a write transaction this thread holds."""
     name = spec.name
     db = ctx.db
@@ -143,7 +150,7 @@ def _execute(ctx: Context, spec: Spec[S, R], args: Args, command_id: str | None,
             correlation_id=e.correlation_id, meta=meta, meta_text=meta_text, where=name,
         )
         records += appended.records
-    if command_id is not None and not records:
+    if command_id is not None and not records and record_noop:
         # It changed nothing: record that, so that the id stays bound to this answer.
         ctx.emit(
             f"command:{command_id}", [CommandRecorded(command=name, outcome=decision.outcome)],

@@ -11,6 +11,7 @@ attempt; terminal states never change. Each command is a :class:`Spec`: its
 from __future__ import annotations
 
 import builtins
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +26,9 @@ from eventkernel.events.work import (
     WorkItemFailed,
     WorkItemLeaseExpired,
     WorkItemLeaseExtended,
+    WorkItemReleased,
 )
+from eventkernel import journal
 from eventkernel.ids import new_id
 from eventkernel.journal import Recorded
 from eventkernel.projections import work_items
@@ -163,6 +166,14 @@ def decide_fail(item: WorkItem | None, a: Args, now: int) -> Decision:
     )
 
 
+def decide_release(item: WorkItem | None, a: Args, now: int) -> Decision:
+    """The holder gives the live lease back: pending again, no retry spent."""
+    item = held("release", item, a, now)
+    return emit(stream_of(item.work_item_id),
+                WorkItemReleased(work_item_id=item.work_item_id, worker=a["worker"], token=a["token"]),
+                correlation_id=item.task_id)
+
+
 def decide_cancel(item: WorkItem | None, a: Args, now: int) -> Decision:
     if item is None:
         raise NotFound(f"work.cancel refused: no work item {a['work_item_id']!r}")
@@ -192,11 +203,15 @@ def _load_enqueue(conn: apsw.Connection, a: Args, now: int) -> tuple[str, bool]:
     return given, work_items.get(conn, given) is not None
 
 
+def _filters(a: Args) -> tuple[tuple[str, ...] | None, str | None]:
+    return (None if a.get("kinds") is None else tuple(a["kinds"])), a.get("task_id")
+
+
 def _load_claim(conn: apsw.Connection, a: Args, now: int) -> tuple[WorkItem | None, builtins.list[WorkItem]]:
-    kinds = None if a.get("kinds") is None else tuple(a["kinds"])
-    pending = work_items.next_pending(conn, kinds)
+    kinds, task_id = _filters(a)
+    pending = work_items.next_pending(conn, kinds, task_id)
     before = None if pending is None else (pending.priority, pending.enqueued_position)
-    return pending, work_items.expired(conn, now, kinds, before=before)
+    return pending, work_items.expired(conn, now, kinds, task_id=task_id, before=before)
 
 
 def _load_item(conn: apsw.Connection, a: Args, now: int) -> WorkItem | None:
@@ -222,6 +237,7 @@ CLAIM: Spec[Any, WorkItem | None] = Spec("work.claim", _load_claim, decide_claim
 HEARTBEAT = Spec("work.heartbeat", _load_item, decide_heartbeat, _item_of, work_items, streams_of)
 COMPLETE = Spec("work.complete", _load_item, decide_complete, _item_of, work_items, streams_of)
 FAIL = Spec("work.fail", _load_item, decide_fail, _item_of, work_items, streams_of)
+RELEASE = Spec("work.release", _load_item, decide_release, _item_of, work_items, streams_of)
 CANCEL = Spec("work.cancel", _load_item, decide_cancel, _item_of, work_items, streams_of)
 EXPIRE: Spec[builtins.list[WorkItem], int] = Spec(
     "work.expire_leases", lambda conn, a, now: work_items.expiring(conn, now), decide_expire,
@@ -268,23 +284,69 @@ class WorkQueue:
         return run(self._ctx, ENQUEUE, args, command_id=command_id, actor=actor)
 
     def claim(
-        self, worker: str, lease_ms: int = 30_000, *, kinds: Sequence[str] | None = None,
-        actor: str | None = None, command_id: str | None = None,
+        self, worker: str, lease_ms: int = 30_000, *, kinds: Sequence[str] | None = None, task_id: str | None = None,
+        wait_ms: int = 0, actor: str | None = None, command_id: str | None = None,
     ) -> WorkItem | None:
         """Lease the next item to ``worker``: the highest-priority, oldest
-        pending item (of one of ``kinds``, when given), or one whose lease
-        expired (that expiry is recorded and spends a retry). Returns None
-        when nothing is claimable. The returned item's ``token`` must
-        accompany heartbeat/complete/fail."""
+        pending item (of one of ``kinds``, of ``task_id``, when given), or one
+        whose lease expired (that expiry is recorded and spends a retry). The
+        returned item's ``token`` must accompany heartbeat/complete/fail.
+
+        With nothing to claim: None at once, or with ``wait_ms`` a blocking
+        claim that wakes when something changes — an enqueue, a release, a
+        failure with a retry left, from this process or another — or when a
+        live lease runs out, and returns None at the deadline. With a
+        ``command_id`` the id binds to the answer the claim finally gave."""
         where = "work.claim"
         check_text(where, "worker", worker)
         check_int(where, "lease_ms", lease_ms, minimum=1, maximum=MAX_LEASE_MS)
+        check_int(where, "wait_ms", wait_ms, minimum=0, maximum=MAX_LEASE_MS)
+        check_optional_text(where, "task_id", task_id)
         args: dict[str, Any] = {"worker": worker, "lease_ms": lease_ms}
         if kinds is not None:
             if isinstance(kinds, str) or not isinstance(kinds, list | tuple) or not kinds:
                 raise InvalidArgument(f"{where} refused: kinds must be a non-empty list of kinds, got {kinds!r:.60}")
             args["kinds"] = [check_text(where, "kinds[]", kind) for kind in kinds]
-        return run(self._ctx, CLAIM, args, command_id=command_id, actor=actor)
+        if task_id is not None:
+            args["task_id"] = task_id
+        if not wait_ms:
+            return run(self._ctx, CLAIM, args, command_id=command_id, actor=actor)
+        return self._wait_and_claim(where, args, wait_ms, command_id, actor)
+
+    def _wait_and_claim(
+        self, where: str, args: dict[str, Any], wait_ms: int, command_id: str | None, actor: str | None
+    ) -> WorkItem | None:
+        db, clock = self._ctx.db, self._ctx.clock
+        deadline = time.monotonic() + wait_ms / 1000
+        if command_id is not None:
+            with db.statement(where) as conn:
+                if journal.find_command(conn, command_id):  # a retry: the first answer, at once
+                    return run(self._ctx, CLAIM, args, command_id=command_id, actor=actor)
+        kinds, task_id = _filters(args)
+        while True:
+            watch = db.watch(where)
+            item = run(self._ctx, CLAIM, args, command_id=command_id, actor=actor, record_noop=False)
+            remaining = deadline - time.monotonic()
+            if item is not None:
+                return item
+            if remaining <= 0:  # the last attempt: its answer binds the command id
+                return run(self._ctx, CLAIM, args, command_id=command_id, actor=actor)
+            with db.statement(where) as conn:
+                expiry = work_items.next_deadline(conn, kinds, task_id)
+            if expiry is not None:  # a live lease that runs out before the deadline wakes the claim too
+                remaining = min(remaining, max(expiry - clock(), 0) / 1000 + 0.001)
+            watch.wait(remaining)
+
+    def release(
+        self, work_item_id: str, worker: str, token: int, *, actor: str | None = None, command_id: str | None = None
+    ) -> WorkItem:
+        """Give the live lease back without spending a retry (a worker shutting
+        down cleanly): the item is pending again. Raises LeaseNotHeld,
+        TerminalState, NotFound."""
+        where = "work.release"
+        _check_holder_args(where, work_item_id, worker, token)
+        args = {"work_item_id": work_item_id, "worker": worker, "token": token}
+        return run(self._ctx, RELEASE, args, command_id=command_id, actor=actor)
 
     def heartbeat(
         self, work_item_id: str, worker: str, token: int, lease_ms: int | None = None, *,

@@ -29,9 +29,31 @@ def worker(path: str, name: str) -> None:
     print("\n".join(done), flush=True)
 
 
-def appender(path: str, synchronous: str, prefix: str = "") -> None:
+def appender(path: str, synchronous: str, prefix: str = "", threads: str = "1") -> None:
+    """Append forever, printing each acknowledged command id; with several
+    threads on one kernel, their commands share group commits."""
+    import threading
+
     with eventkernel.open(path, synchronous=synchronous, busy_timeout_ms=30_000) as k:  # type: ignore[arg-type]
         print("ready", flush=True)
+        if int(threads) > 1:
+            printing = threading.Lock()
+
+            def loop(name: str) -> None:
+                n = 0
+                while True:
+                    n += 1
+                    command_id = f"{prefix}t{name}-{n}"
+                    k.work.enqueue("crash", {"n": n}, command_id=command_id)
+                    with printing:
+                        print(command_id, flush=True)
+
+            workers = [threading.Thread(target=loop, args=(str(t),), daemon=True) for t in range(int(threads))]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            return
         n = 0
         while True:
             n += 1

@@ -27,7 +27,8 @@ from support import live_tables, rebuilt_tables
 STRESS = os.environ.get("EVENTKERNEL_STRESS", "") not in ("", "0")
 TRIALS = int(os.environ.get("EVENTKERNEL_CRASH_TRIALS", "32" if STRESS else "4"))
 ROUNDS = 2  # the second round appends to a file that was killed once
-CONFIGS = [("full", 1), ("normal", 1), ("full", 3), ("normal", 3)]
+# (synchronous, writer processes, threads per writer sharing one kernel: group commits)
+CONFIGS = [("full", 1, 1), ("normal", 1, 1), ("full", 3, 1), ("normal", 3, 1), ("full", 1, 4), ("full", 2, 4)]
 
 
 def _collect(stream, acked: list[str]) -> None:
@@ -35,17 +36,17 @@ def _collect(stream, acked: list[str]) -> None:
         acked.extend(line.split())
 
 
-@pytest.mark.parametrize(("synchronous", "writers"), CONFIGS)
+@pytest.mark.parametrize(("synchronous", "writers", "threads"), CONFIGS)
 @pytest.mark.parametrize("trial", range(TRIALS))
-def test_acknowledged_commands_survive_sigkill(tmp_path, child_env, trial, synchronous, writers):
-    rng = random.Random(f"{trial}-{synchronous}-{writers}")
+def test_acknowledged_commands_survive_sigkill(tmp_path, child_env, trial, synchronous, writers, threads):
+    rng = random.Random(f"{trial}-{synchronous}-{writers}-{threads}")
     path = str(tmp_path / "crash.db")
     acked: list[str] = []
     kills = 0
     for round_ in range(ROUNDS):
         children, readers = [], []
         for w in range(writers):
-            child = spawn(child_env, "appender", path, synchronous, f"r{round_}w{w}-")
+            child = spawn(child_env, "appender", path, synchronous, f"r{round_}w{w}-", str(threads))
             assert child.stdout.readline().strip() == "ready", child.stderr.read()
             reader = threading.Thread(target=_collect, args=(child.stdout, acked))
             reader.start()
@@ -69,5 +70,5 @@ def test_acknowledged_commands_survive_sigkill(tmp_path, child_env, trial, synch
         report = k.verify()
         assert report.ok, report.problems
         assert live_tables(k) == rebuilt_tables(k)
-        print(f"\nkill -9 [{synchronous}, {writers} writer(s)]: {kills} kills, {len(acked)} acknowledged commands, "
+        print(f"\nkill -9 [{synchronous}, {writers} writer(s), {threads} thread(s) each]: {kills} kills, {len(acked)} acknowledged commands, "
               f"0 lost, {k.head} events, verify ok")

@@ -12,6 +12,8 @@ keeps working once the disk does.
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -69,8 +71,38 @@ def _a_transaction(k: eventkernel.Kernel) -> list[str]:
     return ["faulted-a", "faulted-b", "faulted-c"]
 
 
+def _a_group(k: eventkernel.Kernel) -> list[str]:
+    """Three threads' commands in one group commit: they queue up behind a
+    transaction this thread holds, and one of them leads them all when it ends."""
+    ids = ["faulted-x", "faulted-y", "faulted-z"]
+    outcomes: dict[str, BaseException | None] = {}
+
+    def enqueue(command_id: str) -> None:
+        try:
+            k.work.enqueue("task-f", {"c": command_id}, command_id=command_id)
+            outcomes[command_id] = None
+        except BaseException as e:
+            outcomes[command_id] = e
+
+    threads = [threading.Thread(target=enqueue, args=(c,)) for c in ids]
+    with k.transaction():
+        for t in threads:
+            t.start()
+        while len(k._db.group.queue) < len(ids):
+            time.sleep(0.001)
+    for t in threads:
+        t.join()
+    for error in outcomes.values():
+        if error is not None:
+            raise error
+    return ids
+
+
+OPS = {"command": _one_command, "transaction": _a_transaction, "group": _a_group}
+
+
 def _retry(k: eventkernel.Kernel, op_name: str) -> None:
-    {"command": _one_command, "transaction": _a_transaction}[op_name](k)
+    OPS[op_name](k)
 
 
 def _present(path: str, command_ids: list[str]) -> list[bool]:
@@ -114,9 +146,9 @@ def _cases(counts: Counter[str]) -> list[Fault]:
 
 
 @pytest.mark.parametrize("synchronous", ["full", "normal"])
-@pytest.mark.parametrize("op_name", ["command", "transaction"])
+@pytest.mark.parametrize("op_name", ["command", "transaction", "group"])
 def test_a_fault_at_any_io_call_of_a_commit_leaves_all_or_nothing(template, tmp_path, op_name, synchronous):
-    op = {"command": _one_command, "transaction": _a_transaction}[op_name]
+    op = OPS[op_name]
     counts = _count_io(template, tmp_path, op, synchronous)
     assert counts["write"] > 0
     assert counts["sync"] > 0 or synchronous == "normal"  # NORMAL syncs only at checkpoints
@@ -132,7 +164,8 @@ def test_a_fault_at_any_io_call_of_a_commit_leaves_all_or_nothing(template, tmp_
             ids = op(k)
         except BaseException as e:
             error = e
-            ids = ["faulted-1"] if op_name == "command" else ["faulted-a", "faulted-b", "faulted-c"]
+            ids = {"command": ["faulted-1"], "transaction": ["faulted-a", "faulted-b", "faulted-c"],
+                   "group": ["faulted-x", "faulted-y", "faulted-z"]}[op_name]
         fired = PLAN.fired
         PLAN.arm(None)
         if error is not None:

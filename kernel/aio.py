@@ -1,0 +1,319 @@
+"""eventkernel for asyncio: the same kernel, the same services, awaitable.
+
+    import eventkernel.aio
+
+    async with eventkernel.aio.open("agents.db") as k:
+        item_id = await k.work.enqueue("task-1", {"prompt": "hi"})
+        item = await k.work.claim("worker-1", wait_ms=5_000)
+        async with k.transaction() as tx:          # one commit for all of it
+            await tx.work.complete(item.work_item_id, "worker-1", item.token)
+            await tx.memory.put("task:task-1", "done", True)
+        async for event in k.subscribe(after=0):
+            ...
+
+Every call runs on a thread of the kernel's own pool, so the event loop
+never waits on SQLite or on fsync; commands awaited concurrently share a
+group commit. A cancelled await never leaves half a command: the command
+runs to its end (committed, or refused and undone) and only its answer is
+dropped. A transaction runs on one thread of its own from start to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+from eventkernel.errors import InvalidArgument
+from eventkernel.journal import LogEntry, Recorded
+from eventkernel.kernel import Kernel, Stats
+from eventkernel.kernel import open as open_kernel
+from eventkernel.registry import DOMAINS
+from eventkernel.subscription import Consumer, Subscription
+from eventkernel.verify import VerifyReport
+
+T = TypeVar("T")
+
+# Threads of a kernel's pool: each awaited call holds one while it runs or
+# waits for its group commit, so this bounds how many commands can share one.
+DEFAULT_THREADS = 64
+
+
+def open(path: str, *, threads: int = DEFAULT_THREADS, **options: Any) -> _Opening:
+    """Open the journal at ``path`` for asyncio, with the options of
+    :func:`eventkernel.open`. Use as ``async with eventkernel.aio.open(p) as k``
+    or ``k = await eventkernel.aio.open(p)`` (then ``await k.close()``)."""
+    if type(threads) is not int or threads < 1:
+        raise InvalidArgument(f"open refused: threads must be an int >= 1, got {threads!r:.60}")
+    return _Opening(path, threads, options)
+
+
+class _Opening:
+    """What ``aio.open`` returns: awaitable, and an async context manager."""
+
+    def __init__(self, path: str, threads: int, options: dict[str, Any]) -> None:
+        self._path = path
+        self._threads = threads
+        self._options = options
+        self._kernel: AsyncKernel | None = None
+
+    async def _open(self) -> AsyncKernel:
+        pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="eventkernel")
+        try:
+            kernel = await asyncio.get_running_loop().run_in_executor(
+                pool, functools.partial(open_kernel, self._path, **self._options)
+            )
+        except BaseException:
+            pool.shutdown(wait=False)
+            raise
+        return AsyncKernel(kernel, pool)
+
+    def __await__(self) -> Generator[Any, None, AsyncKernel]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> AsyncKernel:
+        self._kernel = await self._open()
+        return self._kernel
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._kernel is not None:
+            await self._kernel.close()
+
+
+class _Calls:
+    """Runs a kernel's methods on a thread pool and awaits them."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self._pool = pool
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+
+class AsyncService(_Calls):
+    """A domain's service (``k.work``, ``k.memory`` …): every method, awaitable."""
+
+    def __init__(self, service: object, pool: ThreadPoolExecutor) -> None:
+        super().__init__(pool)
+        self._service = service
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self._service, name)
+        if name.startswith("_") or not callable(method):
+            raise AttributeError(name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self._call(method, *args, **kwargs)
+
+        call.__name__ = name
+        call.__doc__ = method.__doc__
+        return call
+
+
+class _Services(_Calls):
+    def __init__(self, kernel: Any, pool: ThreadPoolExecutor) -> None:
+        super().__init__(pool)
+        for name in DOMAINS:
+            setattr(self, name, AsyncService(getattr(kernel, name), pool))
+
+    # For type checkers: every domain's service, each method awaitable.
+    work: AsyncService
+    checkpoints: AsyncService
+    idempotency: AsyncService
+    sessions: AsyncService
+    memory: AsyncService
+    recovery: AsyncService
+    tasks: AsyncService
+
+
+class AsyncKernel(_Services):
+    """:class:`eventkernel.Kernel` for asyncio (see the module's docstring)."""
+
+    def __init__(self, kernel: Kernel, pool: ThreadPoolExecutor) -> None:
+        super().__init__(kernel, pool)
+        self.kernel = kernel  # the synchronous kernel underneath, shared with its threads
+
+    @property
+    def path(self) -> str:
+        return self.kernel.path
+
+    @property
+    def head(self) -> Awaitable[int]:
+        """``await k.head``: the position of the last committed event."""
+        return self._call(lambda: self.kernel.head)
+
+    async def append(self, stream: str, events: Sequence[Any], *args: Any, **kwargs: Any) -> int:
+        return await self._call(self.kernel.append, stream, events, *args, **kwargs)
+
+    async def read(self, *args: Any, **kwargs: Any) -> AsyncIterator[Recorded]:
+        """Events in position order, as ``Kernel.read`` (fetched a page at a time)."""
+        async for r in self._iterate(self.kernel.read(*args, **kwargs)):
+            yield r
+
+    async def log(self, **kwargs: Any) -> AsyncIterator[LogEntry]:
+        async for e in self._iterate(self.kernel.log(**kwargs)):
+            yield e
+
+    async def _iterate(self, rows: Any) -> AsyncIterator[Any]:
+        done = object()
+        while True:
+            page = await self._call(lambda: [r for r, _ in zip(rows, range(1000), strict=False)] or done)
+            if page is done:
+                return
+            for r in page:  # type: ignore[union-attr]
+                yield r
+
+    async def table(self, name: str) -> tuple[list[str], list[tuple[object, ...]]]:
+        return await self._call(self.kernel.table, name)
+
+    async def stream_version(self, stream: str) -> int:
+        return await self._call(self.kernel.stream_version, stream)
+
+    async def position_at(self, time_ms: int) -> int:
+        return await self._call(self.kernel.position_at, time_ms)
+
+    async def verify(self, **kwargs: Any) -> VerifyReport:
+        return await self._call(self.kernel.verify, **kwargs)
+
+    async def rebuild(self, name: str | None = None, **kwargs: Any) -> int:
+        return await self._call(self.kernel.rebuild, name, **kwargs)
+
+    async def stats(self) -> Stats:
+        return await self._call(self.kernel.stats)
+
+    async def diff(self, a: int, b: int, **kwargs: Any) -> Any:
+        return await self._call(self.kernel.diff, a, b, **kwargs)
+
+    async def checkpoint(self, mode: Any = "passive") -> tuple[int, int]:
+        return await self._call(self.kernel.checkpoint, mode)
+
+    def at(self, position: int | None = None, **kwargs: Any) -> _AsyncView:
+        """``async with k.at(p) as then:`` — the read methods as of position ``p``."""
+        return _AsyncView(self, position, kwargs)
+
+    def transaction(self) -> AsyncTransaction:
+        """``async with k.transaction() as tx:`` — many commands (on ``tx``),
+        one commit. Other tasks' commands wait for it (up to busy_timeout_ms)."""
+        return AsyncTransaction(self.kernel)
+
+    def subscribe(self, after: int = 0, **kwargs: Any) -> AsyncSubscription:
+        """``async for r in k.subscribe(after)`` — as ``Kernel.subscribe``."""
+        return AsyncSubscription(self.kernel.subscribe(after, **kwargs), self._pool)
+
+    def consumer(self, name: str, **kwargs: Any) -> AsyncConsumer:
+        return AsyncConsumer(self.kernel.consumer(name, **kwargs), self._pool)
+
+    async def close(self) -> None:
+        """Close the kernel (its group in flight commits first) and its threads."""
+        try:
+            await self._call(self.kernel.close)
+        finally:
+            self._pool.shutdown(wait=False)
+
+    async def __aenter__(self) -> AsyncKernel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncKernel {self.kernel.path!r}>"
+
+
+class AsyncTransaction:
+    """One transaction, run start to end on one thread of its own: commands
+    on the object it yields join it; it commits when the block ends and is
+    undone if the block raises (or is cancelled)."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self._kernel = kernel
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventkernel-transaction")
+        self._context: AbstractContextManager[Kernel] | None = None
+
+    async def __aenter__(self) -> _Services:
+        self._context = self._kernel.transaction()
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._pool, self._context.__enter__)
+        except BaseException:
+            self._pool.shutdown(wait=False)
+            raise
+        return _Services(self._kernel, self._pool)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        assert self._context is not None
+        loop = asyncio.get_running_loop()
+        # Shielded: a cancellation must not leave the transaction open on its thread.
+        try:
+            await asyncio.shield(loop.run_in_executor(self._pool, self._context.__exit__, exc_type, exc, tb))
+        finally:
+            self._pool.shutdown(wait=False)
+
+
+class _AsyncView:
+    def __init__(self, k: AsyncKernel, position: int | None, kwargs: dict[str, Any]) -> None:
+        self._k = k
+        self._position = position
+        self._kwargs = kwargs
+        self._view: Any = None
+
+    async def __aenter__(self) -> _Services:
+        self._view = await self._k._call(self._k.kernel.at, self._position, **self._kwargs)
+        services = _Services(self._view, self._k._pool)
+        services.head = self._view.head  # type: ignore[attr-defined]
+        services.table = functools.partial(self._k._call, self._view.table)  # type: ignore[attr-defined]
+        return services
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._k._call(self._view.close)
+
+
+class AsyncSubscription(_Calls):
+    """``async for`` over a :class:`Subscription`. While it waits for a
+    commit it holds one thread of the pool, which costs no CPU."""
+
+    def __init__(self, subscription: Subscription, pool: ThreadPoolExecutor) -> None:
+        super().__init__(pool)
+        self.subscription = subscription
+
+    def __aiter__(self) -> AsyncSubscription:
+        return self
+
+    async def __anext__(self) -> Recorded:
+        sub = self.subscription
+        while True:
+            if sub._buffer:
+                return sub._buffer.popleft()
+            if sub._closed:
+                raise StopAsyncIteration
+            if not await self._call(sub.poll):
+                await self._call(sub.wait, 1.0)
+
+    def close(self) -> None:
+        self.subscription.close()
+
+
+class AsyncConsumer(_Calls):
+    """A :class:`Consumer` for asyncio: the handler is synchronous (it runs
+    on the transaction's thread, and its commands join the transaction)."""
+
+    def __init__(self, consumer: Consumer, pool: ThreadPoolExecutor) -> None:
+        super().__init__(pool)
+        self.consumer = consumer
+
+    @property
+    def position(self) -> Awaitable[int]:
+        return self._call(lambda: self.consumer.position)
+
+    async def handle(self, handler: Callable[[Recorded], object], **kwargs: Any) -> int:
+        return await self._call(self.consumer.handle, handler, **kwargs)
+
+    async def run(self, handler: Callable[[Recorded], object], **kwargs: Any) -> int:
+        return await self._call(self.consumer.run, handler, **kwargs)
+
+    def stop(self) -> None:
+        self.consumer.stop()
