@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-from eventkernel.errors import InvalidArgument
+from eventkernel.errors import InvalidArgument, KernelClosed
 from eventkernel.journal import LogEntry, Recorded
 from eventkernel.kernel import Kernel, Stats
 from eventkernel.kernel import open as open_kernel
@@ -91,7 +92,11 @@ class _Calls:
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        try:
+            future = loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        except RuntimeError as e:  # the pool was shut down with the kernel
+            raise KernelClosed(f"{getattr(fn, '__name__', 'call')} refused: the kernel was closed") from e
+        return await future
 
 
 class AsyncService(_Calls):
@@ -158,13 +163,12 @@ class AsyncKernel(_Services):
         async for e in self._iterate(self.kernel.log(**kwargs)):
             yield e
 
-    async def _iterate(self, rows: Any) -> AsyncIterator[Any]:
-        done = object()
-        while True:
-            page = await self._call(lambda: [r for r, _ in zip(rows, range(1000), strict=False)] or done)
-            if page is done:
-                return
-            for r in page:  # type: ignore[union-attr]
+    async def _iterate(self, rows: Iterator[T]) -> AsyncIterator[T]:
+        def page() -> list[T]:
+            return list(itertools.islice(rows, 1000))
+
+        while batch := await self._call(page):
+            for r in batch:
                 yield r
 
     async def table(self, name: str) -> tuple[list[str], list[tuple[object, ...]]]:
@@ -235,21 +239,42 @@ class AsyncTransaction:
         self._context: AbstractContextManager[Kernel] | None = None
 
     async def __aenter__(self) -> _Services:
-        self._context = self._kernel.transaction()
+        self._context = context = self._kernel.transaction()
         loop = asyncio.get_running_loop()
+        entering = loop.run_in_executor(self._pool, context.__enter__)
         try:
-            await loop.run_in_executor(self._pool, self._context.__enter__)
+            await asyncio.shield(entering)
+        except asyncio.CancelledError:
+            # The transaction may still begin on its thread: end it there
+            # (undone) before giving up, or it would hold the journal forever.
+            await asyncio.shield(self._abandon(entering))
+            raise
         except BaseException:
             self._pool.shutdown(wait=False)
             raise
         return _Services(self._kernel, self._pool)
+
+    async def _abandon(self, entering: asyncio.Future[Any]) -> None:
+        assert self._context is not None
+        try:
+            try:
+                await entering
+            except BaseException:
+                return  # it never began
+            context, error = self._context, asyncio.CancelledError()
+            await asyncio.get_running_loop().run_in_executor(
+                self._pool, lambda: context.__exit__(type(error), error, None)
+            )
+        finally:
+            self._pool.shutdown(wait=False)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         assert self._context is not None
         loop = asyncio.get_running_loop()
         # Shielded: a cancellation must not leave the transaction open on its thread.
         try:
-            await asyncio.shield(loop.run_in_executor(self._pool, self._context.__exit__, exc_type, exc, tb))
+            context = self._context
+            await asyncio.shield(loop.run_in_executor(self._pool, lambda: context.__exit__(exc_type, exc, None)))
         finally:
             self._pool.shutdown(wait=False)
 
@@ -287,7 +312,8 @@ class AsyncSubscription(_Calls):
         sub = self.subscription
         while True:
             if sub._buffer:
-                return sub._buffer.popleft()
+                first: Recorded = sub._buffer.popleft()
+                return first
             if sub._closed:
                 raise StopAsyncIteration
             if not await self._call(sub.poll):

@@ -172,11 +172,20 @@ def cmd_log(args: argparse.Namespace) -> int:
         for e in k.log(after=last, limit=args.limit, **filters):
             _print_entry(args, e)
             last, shown = e.position, shown + 1
-        while args.follow and (args.limit is None or shown < args.limit):
-            time.sleep(args.poll)
-            for e in k.log(after=last, limit=None if args.limit is None else args.limit - shown, **filters):
-                _print_entry(args, e)
-                last, shown = e.position, shown + 1
+        if args.follow and (args.limit is None or shown < args.limit):
+            # Woken by the commits of any process on the file (a subscription).
+            with k.follow(after=last, stream=args.stream, stream_prefix=args.prefix, types=args.type or (),
+                          correlation_id=args.correlation, poll_ms=args.poll) as events:
+                for e in events:
+                    if filters["before"] is not None and e.position >= filters["before"]:
+                        break
+                    if (filters["since_ms"] is not None and e.recorded_at < filters["since_ms"]) or \
+                            (filters["until_ms"] is not None and e.recorded_at > filters["until_ms"]):
+                        continue
+                    _print_entry(args, e)
+                    shown += 1
+                    if args.limit is not None and shown >= args.limit:
+                        break
     return 0
 
 
@@ -429,7 +438,7 @@ def parser() -> argparse.ArgumentParser:
     log.add_argument("--full", action="store_true", help=f"show the whole data of each event (default: the first "
                                                          f"{_WIDTH} characters)")
     log.add_argument("--follow", action="store_true", help="keep printing events as they are appended (Ctrl-C stops)")
-    log.add_argument("--poll", type=float, default=0.2, help=argparse.SUPPRESS)
+    log.add_argument("--poll", type=_arg("--poll"), default=20, help=argparse.SUPPRESS)  # ms between checks for other processes' commits
     show = command("show", cmd_show, "one event (by position) or every event of a stream, in full")
     show.add_argument("target", metavar="POSITION|STREAM", help="a journal position (1, 2, …) or a stream name")
     replay = command("replay", cmd_replay, "every projection as of a position or a time")

@@ -20,7 +20,7 @@ from eventkernel.projector import Progress, Projector, TableDiff, check_projecti
 from eventkernel.services.base import Context
 from eventkernel.validate import check_int, check_optional_text
 from eventkernel.verify import VerifyReport, verify
-from eventkernel.subscription import Consumer, Subscription
+from eventkernel.subscription import Consumer, LogFollower, Subscription
 from eventkernel.view import KernelView, Reader, type_names
 
 
@@ -238,6 +238,21 @@ class Kernel(Reader):
         with no gap and no duplicate. Iterate it; ``close()`` it from any thread."""
         return Subscription(self._db, after, stream=stream, types=type_names("subscribe", types),
                             correlation_id=correlation_id, poll_ms=poll_ms)
+
+    def follow(
+        self,
+        after: int = 0,
+        *,
+        stream: str | None = None,
+        stream_prefix: str | None = None,
+        types: Sequence[str] = (),
+        correlation_id: str | None = None,
+        poll_ms: int = 10,
+    ) -> LogFollower:
+        """As ``subscribe``, but yielding :class:`LogEntry` rows, as ``log()``
+        does: JSON decoded, for any event type, known to this process or not."""
+        return LogFollower(self._db, after, stream=stream, stream_prefix=stream_prefix,
+                           types=type_names("follow", types), correlation_id=correlation_id, poll_ms=poll_ms)
 
     def consumer(
         self, name: str, *, stream: str | None = None, types: Sequence[str] = (), correlation_id: str | None = None

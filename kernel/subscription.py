@@ -14,12 +14,12 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from eventkernel import journal
 from eventkernel.connection import Database
 from eventkernel.errors import ConcurrencyConflict, InvalidArgument
-from eventkernel.journal import Recorded
+from eventkernel.journal import LogEntry, Recorded
 from eventkernel.validate import check_int, check_optional_text, check_text
 
 if TYPE_CHECKING:
@@ -32,11 +32,14 @@ _CONSUMERS_DDL = (
 )
 
 
-class Subscription:
-    """An iterator of :class:`Recorded`: every event after ``after`` that
-    matches the filters, then each new one as it commits. ``close()`` (from
-    any thread) ends it; closing the kernel raises KernelClosed in a thread
-    waiting on it. Also a context manager."""
+T = TypeVar("T")
+
+
+class _Follow(Generic[T]):
+    """An iterator of every event after ``after`` that matches the filters,
+    then each new one as it commits. ``close()`` (from any thread) ends it;
+    closing the kernel raises KernelClosed in a thread waiting on it. Also a
+    context manager."""
 
     def __init__(
         self,
@@ -44,6 +47,7 @@ class Subscription:
         after: int,
         *,
         stream: str | None = None,
+        stream_prefix: str | None = None,
         types: Sequence[str] = (),
         correlation_id: str | None = None,
         poll_ms: int = 10,
@@ -51,19 +55,21 @@ class Subscription:
         where = "subscribe"
         check_int(where, "after", after, minimum=0)
         check_optional_text(where, "stream", stream, max_len=journal.MAX_STREAM_LEN)
+        check_optional_text(where, "stream_prefix", stream_prefix, max_len=journal.MAX_STREAM_LEN)
         check_optional_text(where, "correlation_id", correlation_id)
         check_int(where, "poll_ms", poll_ms, minimum=1, maximum=60_000)
         self._db = db
         self.position = after  # every event up to here was delivered (or did not match)
-        self._filters: dict[str, Any] = {"stream": stream, "types": tuple(types), "correlation_id": correlation_id}
+        self._filters: dict[str, Any] = {"stream": stream, "stream_prefix": stream_prefix, "types": tuple(types),
+                                         "correlation_id": correlation_id}
         self._poll_s = poll_ms / 1000
-        self._buffer: deque[Recorded] = deque()
+        self._buffer: deque[T] = deque()
         self._closed = False
 
-    def __iter__(self) -> Subscription:
+    def __iter__(self) -> _Follow[T]:
         return self
 
-    def __next__(self) -> Recorded:
+    def __next__(self) -> T:
         while True:
             if self._buffer:
                 return self._buffer.popleft()
@@ -80,9 +86,12 @@ class Subscription:
             if head <= self.position:
                 return False
             rows = journal.read_rows(conn, after=self.position, until=head, page=_PAGE, **self._filters)
-            self._buffer.extend(journal.record_from_row(row) for row in rows)
+            self._buffer.extend(self._convert(row) for row in rows)
         self.position = head
         return bool(self._buffer)
+
+    def _convert(self, row: Sequence[Any]) -> T:
+        raise NotImplementedError
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until something may have committed, ``timeout_s`` passes or
@@ -98,11 +107,28 @@ class Subscription:
         with self._db.commits:
             self._db.commits.notify_all()
 
-    def __enter__(self) -> Subscription:
+    def __enter__(self) -> _Follow[T]:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Subscription(_Follow[Recorded]):
+    """``k.subscribe()``: the events as :class:`Recorded` (decoded into their
+    Event classes)."""
+
+    def _convert(self, row: Sequence[Any]) -> Recorded:
+        return journal.record_from_row(row)
+
+
+class LogFollower(_Follow[LogEntry]):
+    """``k.follow()``: the events as :class:`LogEntry` rows (their JSON
+    decoded, for any event type, known to this process or not), what
+    ``eventkernel log --follow`` prints."""
+
+    def _convert(self, row: Sequence[Any]) -> LogEntry:
+        return journal.entry_from_row(row)
 
 
 class Consumer:

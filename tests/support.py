@@ -100,3 +100,32 @@ def read_only_place(path: Any) -> Iterator[None]:
             subprocess.run(undo, check=True)
         else:
             os.chmod(path, mode)
+
+
+@contextmanager
+def slow_sync_vfs(seconds: float) -> Iterator[str]:
+    """A VFS whose xSync sleeps ``seconds`` first: a disk where fsync costs
+    milliseconds (a cloud volume, a consumer SSD). Yields its name."""
+    import time
+    import uuid
+
+    import apsw
+
+    class File(apsw.VFSFile):
+        def xSync(self, flags: int) -> None:
+            time.sleep(seconds)
+            super().xSync(flags)
+
+    class VFS(apsw.VFS):
+        def __init__(self, name: str) -> None:
+            super().__init__(name, "")
+
+        def xOpen(self, name: Any, flags: Any) -> apsw.VFSFile:
+            return File("", name, flags)
+
+    name = f"slow-sync-{uuid.uuid4().hex[:8]}"
+    vfs = VFS(name)
+    try:
+        yield name
+    finally:
+        vfs.unregister()

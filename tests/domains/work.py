@@ -17,6 +17,7 @@ OPS = [
     st.just(("work.heartbeat_any",)),
     st.builds(lambda r: ("work.fail_any", r), st.booleans()),
     st.just(("work.cancel_any",)),
+    st.just(("work.release_any",)),
     st.just(("work.expire",)),
 ]
 
@@ -39,6 +40,8 @@ def resolve(k: Any, op: tuple) -> Any:
             return k.work.complete, holder
         if name == "work.heartbeat_any":
             return k.work.heartbeat, holder
+        if name == "work.release_any":
+            return k.work.release, holder
         return k.work.fail, {**holder, "error": "boom", "retryable": a[0]}
     return None
 
@@ -59,4 +62,8 @@ def exercise(k: Any, clock: Any) -> None:
     k.work.list(task_id="t1", limit=1, after_key=item)
     k.work.expiring(clock())
     k.work.claim("w2", kinds=["task"])
+    k.work.claim("w2", task_id="t1")
+    again = k.work.enqueue("t2", None, kind="other")
+    held = k.work.claim("w3", kinds=["other"], task_id="t2")
+    k.work.release(again, "w3", held.token)
     k.work.cancel(item, "stop")

@@ -67,7 +67,8 @@ def test_every_command_is_in_the_workload():
     setup = [("tasks.create", "t1"), ("tasks.workflow", "t1"), ("tasks.agent", "t1"), ("work.enqueue", "t1", 1),
              ("work.claim", "w"), ("recovery.start", "t1"), ("idempotency.begin", "i", 1),
              ("sessions.create", "s", "u", {}), ("memory.put", "n", "k", 1, None)]
-    ops = [("work.complete_any",), ("work.heartbeat_any",), ("work.fail_any", True), ("work.cancel_any",),
+    ops = [("work.complete_any",), ("work.heartbeat_any",), ("work.release_any",), ("work.fail_any", True),
+           ("work.cancel_any",),
            ("work.expire",), ("checkpoints.record", "t", "manual", 1), ("idempotency.complete", "i"),
            ("idempotency.fail", "i"), ("sessions.event", "s", {}), ("sessions.status", "s", "active"),
            ("memory.delete", "n", "k"), ("memory.restore", "n", "k"), ("memory.rollback", "n", "k", 1),
