@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from benchmarks import common, peers, reads, replay, workers, writes
+from benchmarks import common, concurrency, peers, reads, replay, workers, writes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,7 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes, a few rounds")
     p.add_argument("--json", metavar="FILE", help="also write the results as a JSON list")
     p.add_argument("--synchronous", choices=["full", "normal"], default="full")
-    p.add_argument("--only", choices=["writes", "reads", "replay", "workers", "peers"], help="run one group")
+    p.add_argument("--only", choices=["writes", "reads", "replay", "workers", "peers", "concurrency"],
+                   help="run one group")
     p.add_argument("--events", type=int, help="size of the replay journal (default 1,000,000; --quick 20,000)")
     args = p.parse_args(argv)
     env = common.environment(args.synchronous)
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         results += workers.run(quick=args.quick)
     if args.only in (None, "peers"):
         results += peers.run(quick=args.quick, synchronous=args.synchronous)
+    if args.only in (None, "concurrency"):
+        results += concurrency.run(quick=args.quick)
     if args.only in (None, "replay"):
         results += replay.run(quick=args.quick, events=args.events)
     print(f"{'figure':<50} {'median':>12} {'(min–max)':>22} {'unit':>10} {'baseline':>12} {'ratio':>6} {'target':>7}")

@@ -143,3 +143,36 @@ def rate(n: int, fn: Callable[[], None]) -> float:
 
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+class SlowSync:
+    """An APSW VFS whose xSync sleeps first (default 2 ms): a stand-in for a
+    disk where fsync costs milliseconds (a cloud volume, a consumer SSD).
+    ``with SlowSync() as vfs:`` gives its name."""
+
+    def __init__(self, seconds: float = 0.002) -> None:
+        self.seconds = seconds
+        self.name = f"bench-slow-sync-{id(self):x}"
+
+    def __enter__(self) -> str:
+        seconds = self.seconds
+
+        class File(apsw.VFSFile):
+            def xSync(self, flags: int) -> None:
+                time.sleep(seconds)
+                super().xSync(flags)
+
+        class VFS(apsw.VFS):
+            def xOpen(self, name: Any, flags: Any) -> apsw.VFSFile:
+                return File("", name, flags)
+
+        self.vfs = VFS(self.name, "")
+        return self.name
+
+    def __exit__(self, *exc: object) -> None:
+        self.vfs.unregister()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import apsw
 
-from eventkernel import fileformat, migrations
+from eventkernel import changes, fileformat, migrations
 from eventkernel.errors import (
     CommandRejected,
     CommitFull,
@@ -228,7 +228,10 @@ class Database:
         self._readers_lock = threading.Lock()
         # Notified after every commit of this process (subscriptions wait on it).
         self.commits = threading.Condition()
-        self.commit_count = 0
+        self.commit_count = 0  # commits by this process
+        self.change_count = 0  # commits by this process, and changes other processes were seen making
+        self.waiters: dict[int, float] = {}  # watches waiting, with the poll interval each asked for
+        self.watcher: _Watcher | None = None
         self.group: GroupCommit | None = None
         # (position, hash, recorded_at) of the journal head, known only while
         # this connection holds the write lock; restored when a savepoint rolls back.
@@ -256,7 +259,8 @@ class Database:
         self._lock, self._depth, self._wal_pages, self.head_cache = threading.RLock(), 0, 0, None
         self._owner, self.pid, self.closed = None, os.getpid(), False
         self._local, self._readers, self._readers_lock = threading.local(), [], threading.Lock()
-        self.commits, self.group, self.commit_count = threading.Condition(), None, 0
+        self.commits, self.group, self.commit_count, self.change_count = threading.Condition(), None, 0, 0
+        self.waiters, self.watcher = {}, None
         self._stale = False
         self.before_commit = None
         self.in_callback = None
@@ -823,6 +827,7 @@ class _Write:
         db._maybe_checkpoint()
         with db.commits:
             db.commit_count += 1
+            db.change_count += 1
             db.commits.notify_all()
 
 
@@ -846,6 +851,10 @@ class _Ticket:
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
+
+
+# The most commands one COMMIT carries (a leader stops taking newcomers there).
+MAX_GROUP = 512
 
 
 class GroupCommit:
@@ -918,7 +927,9 @@ class GroupCommit:
             self.cv.notify_all()
 
     def _lead(self, doing: str) -> None:
-        """Run every queued command in one transaction. Called with the write lock."""
+        """Run queued commands in one transaction until none is left (those
+        that arrive while earlier ones run join too, up to MAX_GROUP), then
+        commit once. Called with the write lock."""
         db = self.db
         with self.cv:
             group, self.queue = self.queue, []
@@ -929,27 +940,40 @@ class GroupCommit:
         failure: BaseException | None = None
         try:
             with db.write(doing):
-                if len(group) == 1:  # alone: the transaction is its own, no savepoint needed
-                    try:
-                        group[0].result = group[0].fn()
-                    except CommandRejected as e:
-                        group[0].error = e
-                        raise
-                else:
-                    for ticket in group:
+                done = 0
+                while done < len(group):
+                    if done == 0 and len(group) == 1 and not self.queue:
+                        # Alone: the transaction is its own, no savepoint needed.
                         try:
-                            with db.write(doing):  # a savepoint: a refusal undoes only this command
-                                ticket.result = ticket.fn()
-                        except JournalError:
+                            group[0].result = group[0].fn()
+                        except CommandRejected as e:
+                            group[0].error = e
                             raise
-                        except Exception as e:  # refused (or a bug): this command alone fails
-                            ticket.error = e
+                        done = 1
+                    else:
+                        for ticket in group[done:]:
+                            try:
+                                with db.write(doing):  # a savepoint: a refusal undoes only this command
+                                    ticket.result = ticket.fn()
+                            except JournalError:
+                                raise
+                            except Exception as e:  # refused (or a bug): this command alone fails
+                                ticket.error = e
+                        done = len(group)
+                    if len(group) < MAX_GROUP:
+                        with self.cv:  # commands that arrived meanwhile join this commit
+                            more = self.queue[: MAX_GROUP - len(group)]
+                            del self.queue[: len(more)]
+                            for ticket in more:
+                                ticket.taken = True
+                        group += more
         except BaseException as e:
             failure = e
+        alone = len(group) == 1
         with self.cv:
             for ticket in group:
                 if failure is not None and not (ticket.error is not None and isinstance(ticket.error, CommandRejected)):
-                    ticket.error = failure if ticket is group[0] and len(group) == 1 else _shared(failure, doing)
+                    ticket.error = failure if alone else _shared(failure, doing)
                     ticket.result = None
                 ticket.done = True
             self.cv.notify_all()
@@ -973,40 +997,161 @@ def _shared(failure: BaseException, doing: str) -> BaseException:
 
 class Watch:
     """Whether anything was committed since the watch began: by this process
-    (a commit notifies at once) or by another one (SQLite has no
-    cross-process notification, so ``PRAGMA data_version`` is polled every
-    ``poll_s``; one statement on this thread's reader connection)."""
+    (a commit notifies at once) or by another one. SQLite tells a process
+    nothing when another commits, so while anyone waits one thread per kernel
+    (a :class:`_Watcher`) watches the file and wakes the waiters; waiters
+    themselves sleep without polling.
+
+    Take the watch *before* the read that found nothing new: a commit between
+    the two is then seen, by this process's count of commits or by this
+    thread's ``PRAGMA data_version``, read once here and once when waiting
+    begins."""
 
     def __init__(self, db: Database, doing: str) -> None:
         self.db = db
         self.doing = doing
-        self.commits = db.commit_count
+        self.start = db.change_count
         self.version = self._data_version()
 
     def _data_version(self) -> int:
-        if self.db.in_memory:
-            return 0  # one connection: only this process's commits exist
+        if self.db.in_memory or self.db.immutable:
+            return 0  # nothing outside this connection can change it
         with self.db.statement(self.doing) as conn:
             return int(conn.pragma("data_version"))
 
     def changed(self) -> bool:
-        return self.db.commit_count != self.commits or self._data_version() != self.version
+        return self.db.change_count != self.start or self._data_version() != self.version
 
     def wait(self, timeout_s: float, *, poll_s: float = 0.01, stop: Callable[[], bool] | None = None) -> bool:
         """Block until a commit may have happened, the kernel closes (raises
         KernelClosed), ``stop()`` says so, or ``timeout_s`` passes. Returns
-        whether something changed."""
+        whether something changed. ``poll_s`` bounds how late another
+        process's commit may be noticed where the file cannot be watched."""
         db = self.db
         deadline = time.monotonic() + timeout_s
-        while True:
-            db.check(self.doing)
-            if self.changed():
+        db.check(self.doing)
+        with db.commits:
+            db.waiters[id(self)] = poll_s
+            try:
+                if not db.in_memory and not db.immutable and db.watcher is None:
+                    # Started here, so that its view of the file is taken
+                    # before the look below: nothing falls between the two.
+                    db.watcher = _Watcher(db)
+                    db.watcher.start()
+            except BaseException:
+                del db.waiters[id(self)]
+                raise
+        try:
+            if self._data_version() != self.version:
                 return True
-            if stop is not None and stop():
-                return False
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
             with db.commits:
-                if db.commit_count == self.commits and not db.closed:
-                    db.commits.wait(min(remaining, poll_s))
+                while db.change_count == self.start and not db.closed and not (stop is not None and stop()):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    db.commits.wait(remaining)
+        finally:
+            with db.commits:
+                del db.waiters[id(self)]
+        db.check(self.doing)
+        return db.change_count != self.start
+
+
+class _Watcher(threading.Thread):
+    """While anyone waits, notices another process's commit. On Linux the
+    -wal file's writes are reported by inotify at once and cost nothing
+    while nothing happens; elsewhere, every poll interval, a change of the
+    -wal's size or modification time (a stat: no SQLite call). Once a second
+    ``PRAGMA data_version`` is read too, for a commit either could miss (a
+    checkpoint that reset the -wal to the same size, say). Ends when no one
+    waits; the next waiter starts another."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(daemon=True, name="eventkernel-watch")
+        self.db = db
+        self.wal = db.path + "-wal"
+        # All taken now, in the waiter's thread, before it looks for itself.
+        self.notices = changes.watch(self.wal)
+        try:
+            self.conn = apsw.Connection(db.path, flags=apsw.SQLITE_OPEN_READONLY, vfs=db.vfs)
+            self.version = self.conn.pragma("data_version")
+        except BaseException:
+            if self.notices is not None:
+                self.notices.close()
+            raise
+        self.seen = self._signature()
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.wal)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _committed(self) -> bool:
+        current = int(self.conn.pragma("data_version"))
+        changed: bool = current != self.version
+        self.version = current
+        return changed
+
+    def run(self) -> None:
+        db = self.db
+        last_check = time.monotonic()
+        failed = False
+        try:
+            while True:
+                with db.commits:
+                    if not db.waiters or db.closed:
+                        db.watcher = None
+                        return
+                    interval = min(db.waiters.values())
+                try:
+                    changed = self._look(interval)
+                    if time.monotonic() - last_check >= 1.0:
+                        last_check = time.monotonic()
+                        changed = self._committed() or changed
+                    failed = False
+                except apsw.Error:
+                    # The file went away, or I/O failed: say so once, let the
+                    # waiters look for themselves (their reads report it), retry.
+                    if not failed:
+                        log.warning("watching %r for other processes' commits failed", db.path, exc_info=True)
+                    failed, changed = True, True
+                    time.sleep(1.0)
+                    try:
+                        self.conn.close()
+                        self.conn = apsw.Connection(db.path, flags=apsw.SQLITE_OPEN_READONLY, vfs=db.vfs)
+                    except apsw.Error:
+                        pass  # a closed connection fails the next look: another round
+                if changed:
+                    with db.commits:
+                        db.change_count += 1
+                        db.commits.notify_all()
+        except BaseException:
+            with db.commits:
+                db.watcher = None
+            raise
+        finally:
+            self.conn.close()
+            if self.notices is not None:
+                self.notices.close()
+
+    def _look(self, interval: float) -> bool:
+        """Wait up to a second for a sign of another process's commit; whether one came."""
+        if self.notices is None:
+            time.sleep(interval)
+            now = self._signature()
+            changed, self.seen = now != self.seen, now
+            return changed
+        if not self.notices.wait(1.0):
+            return False
+        # The -wal is written before the commit is visible (that waits for
+        # its fsync): look until it is, briefly.
+        delay, waited = 0.0005, 0.0
+        while waited < 0.1:
+            if self._committed():
+                return True
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.01)
+        return False

@@ -234,7 +234,8 @@ class Kernel(Reader):
     ) -> Subscription:
         """The events after ``after`` that match the filters (those of
         ``read``), then each new one as it commits, from this process or any
-        other on the file (noticed within ``poll_ms``); in position order,
+        other on the file (noticed at once where inotify exists, as on
+        Linux, else within ``poll_ms``); in position order,
         with no gap and no duplicate. Iterate it; ``close()`` it from any thread."""
         return Subscription(self._db, after, stream=stream, types=type_names("subscribe", types),
                             correlation_id=correlation_id, poll_ms=poll_ms)

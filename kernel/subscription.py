@@ -1,8 +1,9 @@
 """Following the journal as it grows: subscriptions and durable consumers.
 
 A :class:`Subscription` catches up from a position, then yields new events
-as they commit — from this process (woken at once) or any other process on
-the file (noticed within ``poll_ms``) — in position order, with no gap and
+as they commit — from this process or any other process on the file (on
+Linux noticed at once through inotify, elsewhere within ``poll_ms``) — in
+position order, with no gap and
 no duplicate. A :class:`Consumer` is a named subscription whose position is
 kept in the file and moves in the same transaction as the commands its
 handler issues: in-kernel effects happen exactly once, external effects at
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from eventkernel import journal
-from eventkernel.connection import Database
+from eventkernel.connection import Database, Watch
 from eventkernel.errors import ConcurrencyConflict, InvalidArgument
 from eventkernel.journal import LogEntry, Recorded
 from eventkernel.validate import check_int, check_optional_text, check_text
@@ -75,8 +76,9 @@ class _Follow(Generic[T]):
                 return self._buffer.popleft()
             if self._closed:
                 raise StopIteration
+            watch = self._db.watch("subscribe")  # before the read: a commit between the two still wakes us
             if not self.poll():
-                self.wait()
+                self._wait(watch, None)
 
     def poll(self) -> bool:
         """Fetch what committed since the last fetch (without waiting); whether anything came."""
@@ -97,6 +99,12 @@ class _Follow(Generic[T]):
         """Block until something may have committed, ``timeout_s`` passes or
         the subscription closes; whether something did."""
         watch = self._db.watch("subscribe")
+        with self._db.read("subscribe") as conn:
+            if journal.head(conn)[0] > self.position:
+                return True
+        return self._wait(watch, timeout_s)
+
+    def _wait(self, watch: Watch, timeout_s: float | None) -> bool:
         if self._closed:
             return False
         return watch.wait(3600.0 if timeout_s is None else timeout_s, poll_s=self._poll_s, stop=lambda: self._closed)

@@ -14,11 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # Lower layers never import higher ones.
 _E = "eventkernel"
 LAYERS = [
-    {f"{_E}.errors", f"{_E}.clock", f"{_E}.ids", f"{_E}.validate", f"{_E}.codec", f"{_E}.events", f"{_E}.version"},
+    {f"{_E}.errors", f"{_E}.clock", f"{_E}.ids", f"{_E}.validate", f"{_E}.codec", f"{_E}.events", f"{_E}.version",
+     f"{_E}.changes"},
     {f"{_E}.connection", f"{_E}.fileformat", f"{_E}.migrations", f"{_E}.journal", f"{_E}.schema"},
     {f"{_E}.projections", f"{_E}.projector", f"{_E}.verify"},
     {f"{_E}.services", f"{_E}.registry"},
-    {f"{_E}.kernel", f"{_E}.view", f"{_E}.demo", f"{_E}.cli", _E, f"{_E}.__main__"},
+    {f"{_E}.kernel", f"{_E}.subscription", f"{_E}.aio", f"{_E}.view", f"{_E}.demo", f"{_E}.cli", _E, f"{_E}.__main__"},
 ]
 # The folders that install as the one import package (pyproject's package-dir).
 FOLDERS = {"kernel": (_E,), "projections": (_E, "projections"), "schema": (_E, "schema")}
