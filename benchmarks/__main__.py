@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         results += replay.run(quick=args.quick, events=args.events)
     print(f"{'figure':<50} {'median':>12} {'(min–max)':>22} {'unit':>10} {'baseline':>12} {'ratio':>6} {'target':>7}")
     for r in results:
-        fine = r["unit"] in ("s", "µs")
+        fine = r["unit"] in ("s", "µs", "%", "ratio")
         spread = f"({r['min']:,.2f}–{r['max']:,.2f})" if fine else f"({r['min']:,.0f}–{r['max']:,.0f})"
         value = f"{r['value']:,.2f}" if fine else f"{r['value']:,.0f}"
         base = f"{r['baseline_value']:,.2f}" if fine else f"{r['baseline_value']:,.0f}"

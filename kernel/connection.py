@@ -875,6 +875,7 @@ class GroupCommit:
         self.cv = threading.Condition()
         self.queue: list[_Ticket] = []
         self.closed = False
+        self.sleepers = 0  # threads waiting on cv
 
     def run(self, doing: str, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` (a command: it writes through the database's
@@ -885,21 +886,27 @@ class GroupCommit:
             if self.closed:
                 raise KernelClosed(f"{doing} refused: the kernel was closed")
             self.queue.append(ticket)
-        deadline = time.monotonic() + max(db.busy_timeout_ms, 1) / 1000
+        deadline: float | None = None
+        holding = False
         while True:
-            if not ticket.taken and db._lock.acquire(blocking=False):
+            if holding or (not ticket.taken and db._lock.acquire(blocking=False)):
+                holding = False
                 try:
                     if not ticket.taken:
                         self._lead(doing)
                 finally:
                     db._lock.release()
                     self.wake()
+                if ticket.done:
+                    break
             with self.cv:
                 if ticket.done:
                     break
                 if ticket.taken:
-                    self.cv.wait()  # its leader always finishes, committed or not
+                    self._sleep(None)  # its leader always finishes, committed or not
                     continue
+                if deadline is None:
+                    deadline = time.monotonic() + max(db.busy_timeout_ms, 1) / 1000
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self.queue.remove(ticket)
@@ -910,16 +917,35 @@ class GroupCommit:
                 if self.closed:
                     self.queue.remove(ticket)
                     raise KernelClosed(f"{doing} refused: the kernel was closed")
-                # Woken when a group ends or a transaction releases the lock.
-                self.cv.wait(min(remaining, 0.05))
+                # Counted as a sleeper before trying the lock once more, so that
+                # a release this try misses sees the count and wakes it.
+                self.sleepers += 1
+                try:
+                    if db._lock.acquire(blocking=False):
+                        holding = True
+                        continue
+                    # Woken when a group ends or a transaction releases the lock.
+                    self.cv.wait(min(remaining, 0.05))
+                finally:
+                    self.sleepers -= 1
         if ticket.error is not None:
             raise ticket.error
         return ticket.result
 
+    def _sleep(self, timeout: float | None) -> None:
+        """Wait on the condition (held), counted, so that wake() knows whether
+        anyone needs waking."""
+        self.sleepers += 1
+        try:
+            self.cv.wait(timeout)
+        finally:
+            self.sleepers -= 1
+
     def wake(self) -> None:
         """The write lock was released: waiting threads may lead."""
-        with self.cv:
-            self.cv.notify_all()
+        if self.sleepers:
+            with self.cv:
+                self.cv.notify_all()
 
     def close(self) -> None:
         with self.cv:
@@ -960,7 +986,7 @@ class GroupCommit:
                             except Exception as e:  # refused (or a bug): this command alone fails
                                 ticket.error = e
                         done = len(group)
-                    if len(group) < MAX_GROUP:
+                    if self.queue and len(group) < MAX_GROUP:
                         with self.cv:  # commands that arrived meanwhile join this commit
                             more = self.queue[: MAX_GROUP - len(group)]
                             del self.queue[: len(more)]
@@ -970,10 +996,18 @@ class GroupCommit:
         except BaseException as e:
             failure = e
         alone = len(group) == 1
+        if alone:  # the leader's own command: no other thread waits for it
+            ticket = group[0]
+            if failure is not None and not isinstance(ticket.error, CommandRejected):
+                ticket.error, ticket.result = failure, None
+            ticket.done = True
+            if failure is not None and not isinstance(failure, Exception):
+                raise failure
+            return
         with self.cv:
             for ticket in group:
                 if failure is not None and not (ticket.error is not None and isinstance(ticket.error, CommandRejected)):
-                    ticket.error = failure if alone else _shared(failure, doing)
+                    ticket.error = _shared(failure, doing)
                     ticket.result = None
                 ticket.done = True
             self.cv.notify_all()

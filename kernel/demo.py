@@ -1,8 +1,9 @@
 """``eventkernel demo``: a small simulated orchestration run on a real file.
 
 Three workers share one queue under a simulated clock: they claim items,
-send heartbeats, fail and retry, complete; one worker stalls and its expired
-lease is taken over by another. Everything lands in the journal, and the run
+send heartbeats, fail and retry, complete; one worker restarts, giving its
+item back first (a release spends no retry); one worker stalls and its
+expired lease is taken over by another. Everything lands in the journal, and the run
 ends with the journal head and a full ``verify``.
 
 A run is one transaction: interrupted, it leaves nothing behind; and its
@@ -104,7 +105,7 @@ def _simulate(k: Kernel, clock: FrozenClock, rng: random.Random, start: int, out
 
     holding: dict[str, WorkItem] = {}
     stalled: set[str] = set()
-    scripted = {"w2": "stall", "w3": "fail"}  # make sure both stories happen
+    scripted = {"w1": "release", "w2": "stall", "w3": "fail"}  # make sure every story happens
     workers = ["w1", "w2", "w3"]
     for _ in range(200):
         if all(k.work.get(i).status in TERMINAL for i in ids):
@@ -139,7 +140,12 @@ def _simulate(k: Kernel, clock: FrozenClock, rng: random.Random, start: int, out
             action = scripted.pop(w, None) or rng.choices(
                 ["heartbeat", "complete", "fail"], weights=[3, 5, 1]
             )[0]
-            if action == "stall":
+            if action == "release":
+                after = k.work.release(item.work_item_id, w, item.token)
+                del holding[w]
+                say(f"{w} restarts  {item.work_item_id}  released first: {after.status}, "
+                    f"retries used {after.retry_count}/{after.max_retries}")
+            elif action == "stall":
                 stalled.add(w)
                 say(f"{w} stalls    {item.work_item_id}  (no more heartbeats; its lease will expire)")
             elif action == "heartbeat":

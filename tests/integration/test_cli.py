@@ -27,13 +27,14 @@ def test_init_creates_an_empty_journal(db_path, capsys):
 def test_demo_runs_a_simulation_and_ends_verified(db_path, capsys):
     assert main(["demo", db_path]) == 0
     out = capsys.readouterr().out
-    for story in ("claimed", "heartbeat", "failed", "completed", "took over", "wakes up and is refused",
-                  "checkpoint task=", "recovery  task=", "recovery: 2 attempts, success rate 100%", "verify: ok"):
+    for story in ("claimed", "heartbeat", "restarts", "released first: pending", "failed", "completed", "took over", "wakes up and is refused",
+                  "checkpoint task=", "recovery  task=", "recovery: 3 attempts, success rate 100%", "verify: ok"):
         assert story in out, story
     with eventkernel.open(db_path) as k:
         assert {i.status for i in k.work.list()} == {"completed"}
         assert len(k.memory.list("task:")) == 6 and k.checkpoints.latest("write").checkpoint_type == "iteration_end"
         assert any(True for _ in k.read(types=["work_item.lease_expired"]))
+        assert any(True for _ in k.read(types=["work_item.released"]))
         head = k.head
     assert f"journal head: {head}" in out
 
@@ -134,7 +135,10 @@ def test_log_filters_and_json(demo_db, capsys):
 
 
 def test_log_follow_prints_what_another_process_appends(demo_db, child_env):
-    proc = subprocess.Popen([sys.executable, "-m", "eventkernel", "log", demo_db, "--json", "--follow", "--after", "65"],
+    with eventkernel.open(demo_db, read_only=True) as k:
+        head = k.head
+    proc = subprocess.Popen([sys.executable, "-m", "eventkernel", "log", demo_db, "--json", "--follow", "--after",
+                             str(head)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env)
     try:
         with eventkernel.open(demo_db) as k:
@@ -182,7 +186,7 @@ def test_diff_between_two_positions(demo_db, capsys):
 def test_stats(demo_db, capsys):
     assert main(["stats", demo_db, "--json"]) == 0
     (stats,) = lines(capsys)
-    assert stats["head"] == 65 and sum(stats["events_by_type"].values()) == 65
+    assert stats["head"] == 69 and sum(stats["events_by_type"].values()) == 69
     assert stats["events_by_stream_kind"]["work_item"] > 0
     assert all(p["lag"] == 0 for p in stats["projections"].values())
     assert main(["stats", demo_db]) == 0
@@ -191,7 +195,7 @@ def test_stats(demo_db, capsys):
 
 def test_export_events_and_tables(demo_db, capsys):
     assert main(["export", demo_db]) == 0
-    assert len(lines(capsys)) == 65
+    assert len(lines(capsys)) == 69
     assert main(["export", demo_db, "--table", "memory_entries"]) == 0
     assert {row["namespace"] for row in lines(capsys)} == {"task:research", "task:write"}
     assert main(["export", demo_db, "--table", "work_items", "--format", "csv"]) == 0
@@ -204,7 +208,7 @@ def test_export_events_and_tables(demo_db, capsys):
 def test_query_reads(demo_db, capsys):
     assert main(["query", demo_db, "SELECT type, count(*) AS n FROM journal GROUP BY type ORDER BY n DESC", "--json"]) == 0
     rows = lines(capsys)
-    assert rows[0] == {"type": "checkpoint.recorded", "n": 15}
+    assert rows[0] == {"type": "checkpoint.recorded", "n": 16}
     assert main(["query", demo_db, "SELECT * FROM journal_events WHERE 0"]) == 0
     assert "recorded_at_iso" in capsys.readouterr().out
 
@@ -244,7 +248,7 @@ def test_query_refuses_anything_but_one_read(demo_db, capsys, sql, why):
     assert dump(demo_db) == before
     assert not pathlib.Path(demo_db).with_name("other.db").exists()
     with eventkernel.open(demo_db) as k:
-        assert k.head == 65 and k.verify().ok
+        assert k.head == 69 and k.verify().ok
 
 
 def test_verify_expect_head_detects_a_truncated_tail(demo_db, capsys):
@@ -299,14 +303,14 @@ def test_every_argument_has_help_and_there_is_a_version(capsys):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["show", "{db}", "0"], "there is no event at position 0 (positions run from 1 to the head, 65)"),
+    (["show", "{db}", "0"], "there is no event at position 0 (positions run from 1 to the head, 69)"),
     (["show", "{db}", "\u00b2"], "there is no stream '\u00b2'"),
-    (["replay", "{db}", "--to", "999"], "--to 999 is past the journal head 65"),
+    (["replay", "{db}", "--to", "999"], "--to 999 is past the journal head 69"),
     (["replay", "{db}", "--to", "\u00b2"], "--to: must be a whole number from 0 to 9223372036854775807, got '\u00b2'"),
     (["log", "{db}", "--limit", "99999999999999999999"], "--limit: must be a whole number from 0 to"),
     (["log", "{db}", "--since", "\u00b2"], "cannot read --since '\u00b2' as a time"),
     (["verify", "{db}", "--anchor", "\u00b2:" + "0" * 64], "--anchor must be POSITION:HASH"),
-    (["diff", "{db}", "1", "999"], "B 999 is past the journal head 65"),
+    (["diff", "{db}", "1", "999"], "B 999 is past the journal head 69"),
 ])
 def test_refusals_speak_the_cli_s_language(demo_db, capsys, argv, message):
     assert main([a.format(db=demo_db) for a in argv]) == 1

@@ -168,7 +168,7 @@ def test_every_read_command_works_in_a_read_only_place(journal, entry, what, cap
     place = os.path.dirname(journal)
     argv = _argv(entry, journal)
     if entry == "diff":
-        argv[-2:] = ["1", "65"]
+        argv[-2:] = ["1", "69"]
     if entry == "replay --out":
         out_dir = os.path.join(os.path.dirname(place), "out")
         os.mkdir(out_dir)
@@ -222,12 +222,12 @@ def test_another_databases_wal_beside_a_journal_is_refused_and_the_journal_survi
     os.remove(journal + "-wal")
     os.remove(journal + "-shm")
     with eventkernel.open(journal) as k:
-        assert k.verify().ok and k.head == 65
+        assert k.verify().ok and k.head == 69
 
 
 def test_a_journal_whose_tail_does_not_chain_is_refused_before_anything_is_written(journal):
     conn = apsw.Connection(journal)
-    conn.execute("DROP TRIGGER journal_no_update; UPDATE journal SET data = '{}' WHERE position = 65")
+    conn.execute("DROP TRIGGER journal_no_update; UPDATE journal SET data = '{}' WHERE position = 69")
     conn.close()
     before = listing(os.path.dirname(journal))
     with pytest.raises(eventkernel.JournalCorrupt, match="does not chain"):
@@ -237,7 +237,7 @@ def test_a_journal_whose_tail_does_not_chain_is_refused_before_anything_is_writt
 
 def test_verify_reports_a_file_it_cannot_open_as_a_failure(journal, capsys):
     conn = apsw.Connection(journal)
-    conn.execute("DROP TRIGGER journal_no_update; UPDATE journal SET data = '{}' WHERE position = 65")
+    conn.execute("DROP TRIGGER journal_no_update; UPDATE journal SET data = '{}' WHERE position = 69")
     conn.close()
     capsys.readouterr()
     assert main(["verify", journal]) == 1
