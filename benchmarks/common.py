@@ -126,6 +126,63 @@ class RawJournal:
         self.conn.close()
 
 
+class CapturedFloor:
+    """The floor measured under the kernel's own settings: the exact
+    statements a kernel issued on its write connection (captured with APSW's
+    exec tracer, bindings included: ids, encoded payloads, hashes), replayed
+    by raw APSW with none of the kernel's Python, on a file the kernel
+    created (same schema, page size, auto_vacuum) opened with the kernel's
+    pragmas (WAL, the same synchronous, temp_store=MEMORY, trusted_schema
+    off) and its checkpoint bound. ``savepoints=False`` drops the
+    per-command SAVEPOINT/RELEASE pairs: what the statements cost without
+    them."""
+
+    def __init__(self, directory: Path, name: str, synchronous: str) -> None:
+        self.template = str(directory / f"{name}-template.db")
+        eventkernel.open(self.template).close()
+        self.capture_path = str(directory / f"{name}-capture.db")
+        self.replay_path = str(directory / f"{name}-replay.db")
+        for target in (self.capture_path, self.replay_path):
+            with open(self.template, "rb") as src, open(target, "wb") as dst:
+                dst.write(src.read())
+        self.synchronous = synchronous
+        self.kernel = eventkernel.open(self.capture_path, synchronous=synchronous)  # type: ignore[arg-type]
+        self.conn = apsw.Connection(self.replay_path)
+        self.conn.pragma("journal_mode", "wal")
+        self.conn.pragma("synchronous", synchronous.upper())
+        self.conn.pragma("temp_store", "MEMORY")
+        self.conn.pragma("trusted_schema", False)
+        self.conn.wal_autocheckpoint(self.kernel._db.wal_checkpoint_pages)
+
+    def capture(self, work: Callable[[eventkernel.Kernel], None]) -> list[tuple[str, Any]]:
+        """Run ``work`` on the capturing kernel; return the statements its
+        write connection executed, in order."""
+        out: list[tuple[str, Any]] = []
+        conn = self.kernel._db.conn
+
+        def trace(_cursor: Any, sql: str, bindings: Any) -> bool:
+            out.append((sql, bindings))
+            return True
+
+        conn.exec_trace = trace
+        try:
+            work(self.kernel)
+        finally:
+            conn.exec_trace = None
+        return out
+
+    def replay(self, statements: list[tuple[str, Any]], *, savepoints: bool = True) -> None:
+        execute = self.conn.execute
+        for sql, bindings in statements:
+            if not savepoints and sql.startswith(("SAVEPOINT", "RELEASE")):
+                continue
+            execute(sql, bindings)
+
+    def close(self) -> None:
+        self.kernel.close()
+        self.conn.close()
+
+
 def interleaved(rounds: int, candidate: Callable[[], float], baseline: Callable[[], float]) -> tuple[list[float], list[float]]:
     """Run candidate and baseline alternately; each returns a rate (ops/s)."""
     ours, theirs = [], []

@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import eventkernel
-from benchmarks.common import RawJournal, interleaved, rate, scratch_dir, summary
+from benchmarks.common import CapturedFloor, RawJournal, interleaved, rate, scratch_dir, summary
 
 RAW = "raw APSW insert of journal-shaped rows"
-FLOOR = "raw APSW running the statements the kernel issues (journal row, work_items row, savepoint, positions)"
+FLOOR = "raw APSW replaying the statements the kernel issued, with its settings"
+BARE = "the same statements without the per-command savepoints"
 
 
 def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
@@ -38,13 +39,26 @@ def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
     def raw_batch() -> float:
         return rate(batch_n, lambda: raw.batch(batch_n))
 
-    floor = RawJournal(str(where / "floor.db"), synchronous)
+    floor = CapturedFloor(where, "floor", synchronous)
 
-    def floor_single() -> float:
-        return rate(single_n, lambda: [floor.floor_one_per_transaction() for _ in range(single_n)])
+    def replayed(n: int, work: Any, *, savepoints: bool = True) -> Any:
+        def measure() -> float:
+            statements = floor.capture(work)  # not timed: the kernel issuing them
+            return rate(n, lambda: floor.replay(statements, savepoints=savepoints))
+        return measure
 
-    def floor_batch() -> float:
-        return rate(batch_n, lambda: floor.floor_batch(batch_n))
+    def single_work(kc: eventkernel.Kernel) -> None:
+        for _ in range(single_n):
+            kc.work.enqueue("bench", {"n": next(counter)})
+
+    def batch_work(kc: eventkernel.Kernel) -> None:
+        with kc.transaction():
+            for _ in range(batch_n):
+                kc.work.enqueue("bench", {"n": next(counter)})
+
+    floor_single = replayed(single_n, single_work)
+    floor_batch = replayed(batch_n, batch_work)
+    bare_batch = replayed(batch_n, batch_work, savepoints=False)
 
     results = []
     for name, ours, theirs, baseline, target in (
@@ -52,6 +66,9 @@ def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
         ("work.enqueue x1000 in one k.transaction()", ours_batch, raw_batch, RAW, 0.5),
         ("  the same, vs the kernel's own SQL", ours_single, floor_single, FLOOR, None),
         ("  x1000, vs the kernel's own SQL", ours_batch, floor_batch, FLOOR, None),
+        ("  x1000, vs its SQL without savepoints", ours_batch, bare_batch, BARE, None),
+        ("  (the kernel's SQL x1000 vs raw APSW)", floor_batch, raw_batch, RAW, None),
+        ("  (the same without savepoints vs raw APSW)", bare_batch, raw_batch, RAW, None),
     ):
         a, b = interleaved(rounds, ours, theirs)
         sa, sb = summary(a), summary(b)
