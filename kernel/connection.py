@@ -216,6 +216,9 @@ class Database:
         # threads wait for it, up to busy_timeout_ms.
         self._lock = threading.RLock()
         self._owner: int | None = None  # the thread holding an open write transaction
+        # Set when a command failed after it had started writing outside a
+        # savepoint: the open transaction can only be rolled back.
+        self.aborted: str | None = None
         self._depth = 0
         self._wal_pages = 0
         self._stale = False  # the connection was lost and could not be reopened yet
@@ -258,6 +261,7 @@ class Database:
         self.opened_read_only, self.immutable = True, False
         self._lock, self._depth, self._wal_pages, self.head_cache = threading.RLock(), 0, 0, None
         self._owner, self.pid, self.closed = None, os.getpid(), False
+        self.aborted = None
         self._local, self._readers, self._readers_lock = threading.local(), [], threading.Lock()
         self.commits, self.group, self.commit_count, self.change_count = threading.Condition(), None, 0, 0
         self.waiters, self.watcher = {}, None
@@ -468,6 +472,20 @@ class Database:
                 f"{os.getpid()} (after fork()); SQLite connections do not survive a fork: open one kernel per "
                 "process, in the process that uses it"
             )
+
+    def abort(self, doing: str, error: BaseException) -> KernelError:
+        """A command inside a larger transaction failed where it cannot undo
+        just itself (after it started writing, with no savepoint of its own,
+        or with a storage error): the open transaction can only be rolled
+        back, whole, when it ends, and further commands in it are refused.
+        Returns the error to raise."""
+        self.aborted = (
+            f"{doing} failed ({type(error).__name__}: {error}), so the whole transaction it was part of is "
+            "rolled back; nothing of it is committed"
+        )
+        if isinstance(error, apsw.Error):
+            return translate(error, f"{doing} (its whole transaction is rolled back)")
+        return JournalError(self.aborted)
 
     def owns_write(self) -> bool:
         """Whether this thread holds the write transaction (its reads must see its own writes)."""
@@ -747,6 +765,8 @@ class _Write:
             )
         try:
             depth = self.depth = db._depth
+            if depth and db.aborted is not None:
+                raise JournalError(f"{self.doing} refused: {db.aborted}")
             if db._stale and depth == 0:
                 with translating(f"{self.doing}: reopening {db.path!r}"):
                     db._fresh()
@@ -777,6 +797,15 @@ class _Write:
             if not depth:
                 db._owner = None
             conn = db.conn
+            if not depth and db.aborted is not None:
+                aborted, db.aborted = db.aborted, None
+                db.head_cache, db.appended = None, False
+                db._undo(conn, 0)
+                if exc is None:
+                    raise JournalError(f"{self.doing} failed: {aborted}")
+                if isinstance(exc, apsw.Error):
+                    raise translate(exc, self.doing) from exc
+                return
             if exc is not None:
                 db.head_cache, db.appended = self.saved_head, self.saved_appended
                 db._undo(conn, depth)
@@ -979,10 +1008,11 @@ class GroupCommit:
                     else:
                         for ticket in group[done:]:
                             try:
-                                with db.write(doing):  # a savepoint: a refusal undoes only this command
-                                    ticket.result = ticket.fn()
-                            except JournalError:
-                                raise
+                                # The command takes a savepoint wherever it could fail after writing,
+                                # so a refusal undoes only itself.
+                                ticket.result = ticket.fn()
+                            except (JournalError, apsw.Error):
+                                raise  # the storage failed: the whole group does
                             except Exception as e:  # refused (or a bug): this command alone fails
                                 ticket.error = e
                         done = len(group)

@@ -112,7 +112,7 @@ class Kernel(Reader):
         self._db = Database(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
                             create=create, read_only=read_only)
         try:
-            self._projector = Projector((*PROJECTIONS, *users))
+            self._projector = Projector((*PROJECTIONS, *users), user=users)
             self._ctx = Context(self._db, self._projector, clock or system_clock)
             found = self._db.found
             if not read_only:

@@ -14,7 +14,8 @@ from typing import Any, cast
 import apsw
 import msgspec
 
-from eventkernel import journal, migrations
+from eventkernel import codec, journal, migrations
+from eventkernel.codec import Event
 from eventkernel.connection import Database, memory_connection, translating
 from eventkernel.errors import InvalidArgument, ProjectionFailed
 from eventkernel.journal import Recorded
@@ -129,8 +130,12 @@ class _Shadow:
 class Projector:
     """Keeps every registered projection equal to a fold of the journal."""
 
-    def __init__(self, modules: Sequence[Projection]) -> None:
+    def __init__(self, modules: Sequence[Projection], *, user: Sequence[Projection] = ()) -> None:
+        """``modules``: every projection; ``user``: those of them that are the
+        application's (their ``apply`` may refuse an event)."""
         self.modules = tuple(modules)
+        # The event types an application projection folds.
+        self.user_types = frozenset(t for m in user for t in m.HANDLES)
         self.by_name = {m.NAME: m for m in self.modules}
         handlers: dict[str, list[Projection]] = {}
         for m in self.modules:
@@ -308,6 +313,11 @@ class Projector:
                     raise
                 except Exception as e:
                     raise ProjectionFailed(m.NAME, r.type, r.position, e) from e
+
+    def folds_user_events(self, events: Iterable[Event]) -> bool:
+        """Whether an application projection folds any of ``events``."""
+        user_types = self.user_types
+        return bool(user_types) and any(codec.type_name(e) in user_types for e in events)
 
     def advance(self, conn: apsw.Connection, position: int) -> None:
         """Record that this process's projections reached ``position`` (other

@@ -9,7 +9,8 @@ A command is **load → decide → emit**:
 - the runner appends the events, which applies every inline projection, and
   ``answer(reads, args, records, outcome)`` reads the result.
 
-The runner owns the write transaction (a savepoint inside a larger one), the
+The runner owns the write transaction (inside a larger one, a savepoint
+where the command could fail after writing), the
 kernel's clock, the command's metadata, and ``command_id``: a retry with the
 same id answers what the first call answered, as of the first call, and
 appends nothing. It is the only path by which a command writes.
@@ -29,7 +30,7 @@ import msgspec
 from eventkernel import codec, journal
 from eventkernel.codec import Event
 from eventkernel.connection import memory_connection
-from eventkernel.errors import IdempotencyConflict
+from eventkernel.errors import IdempotencyConflict, JournalError
 from eventkernel.events.commands import CommandRecorded
 from eventkernel.journal import Recorded
 from eventkernel.services.base import Context
@@ -106,18 +107,45 @@ def run(
     check_optional_text(name, "command_id", command_id)
     check_optional_text(name, "actor", actor)
     db = ctx.db
-    if db.group is not None and not db.owns_write():
+    if db.owns_write():  # this thread's transaction: the command joins it
         db.check(name)
-        result: R = db.group.run(name, lambda: _execute(ctx, spec, args, command_id, actor, record_noop))
+        if db.aborted is not None:
+            raise JournalError(f"{name} refused: {db.aborted}")
+        return _execute(ctx, spec, args, command_id, actor, record_noop, True)
+    if db.group is not None:
+        db.check(name)
+        result: R = db.group.run(name, lambda: _execute(ctx, spec, args, command_id, actor, record_noop, True))
         return result
     with db.write(name):
-        return _execute(ctx, spec, args, command_id, actor, record_noop)
+        return _execute(ctx, spec, args, command_id, actor, record_noop, False)
 
 
 def _execute(
-    ctx: Context, spec: Spec[S, R], args: Args, command_id: str | None, actor: str | None, record_noop: bool
+    ctx: Context, spec: Spec[S, R], args: Args, command_id: str | None, actor: str | None, record_noop: bool,
+    nested: bool,
 ) -> R:
-    """The command itself, inside a write transaction this thread holds."""
+    """The command itself, inside a write transaction this thread holds.
+
+    Inside a larger transaction (a ``k.transaction()``, a group commit) a
+    refused command must undo only itself. Reading and deciding write
+    nothing, so a refusal there needs no savepoint. Writing takes one only
+    where the command could fail after its first write: several appends, or
+    an event that one of the application's projections folds. Otherwise a
+    failure after writing (an I/O error, a bug) rolls back the whole
+    transaction (``Database.abort``), as does a storage error anywhere in
+    it: after one, SQLite may have ended the transaction itself."""
+    if not nested:
+        return _command(ctx, spec, args, command_id, actor, record_noop, False)
+    try:
+        return _command(ctx, spec, args, command_id, actor, record_noop, True)
+    except apsw.Error as e:
+        raise ctx.db.abort(spec.name, e) from e
+
+
+def _command(
+    ctx: Context, spec: Spec[S, R], args: Args, command_id: str | None, actor: str | None, record_noop: bool,
+    nested: bool,
+) -> R:
     name = spec.name
     db = ctx.db
     conn = db.conn
@@ -140,6 +168,31 @@ def _execute(
             return _replay(ctx, spec, args, previous)
     decision = spec.decide(spec.load(conn, args, now), args, now)
     meta_text = codec.dump_json(meta)
+    if not nested:
+        return _write(ctx, spec, args, command_id, record_noop, decision, now, meta, meta_text)
+    if len(decision.emits) > 1 or ctx.projector.folds_user_events(e for em in decision.emits for e in em.events):
+        with db.write(name):  # a savepoint
+            return _write(ctx, spec, args, command_id, record_noop, decision, now, meta, meta_text)
+    head = db.head_cache  # the journal's head moves with the first row written
+    try:
+        return _write(ctx, spec, args, command_id, record_noop, decision, now, meta, meta_text)
+    except Exception as e:
+        if db.head_cache == head and not isinstance(e, apsw.Error):
+            raise  # refused before it wrote a row (an append's own checks): nothing to undo
+        raise db.abort(name, e) from e
+    except BaseException as e:  # KeyboardInterrupt …: itself, but the transaction is lost all the same
+        db.abort(name, e)
+        raise
+
+
+def _write(
+    ctx: Context, spec: Spec[S, R], args: Args, command_id: str | None, record_noop: bool, decision: Decision,
+    now: int, meta: dict[str, Any], meta_text: str,
+) -> R:
+    """Append what the command decided (or, with a command id, that it
+    changed nothing) and answer."""
+    name = spec.name
+    conn = ctx.db.conn
     records: list[Recorded] = []
     for e in decision.emits:
         ids = None
