@@ -335,9 +335,12 @@ class Projector:
         modules: Sequence[Projection],
         after: dict[str, int] | None = None,
         progress: Callable[[int], None] | None = None,
+        folds: dict[str, Any] | None = None,
     ) -> int:
         """Apply raw journal rows to ``modules`` on ``target``; a module sees
-        only rows past its ``after`` position. Returns the last position."""
+        only rows past its ``after`` position; a module named in ``folds``
+        adds each event to its fold instead (written by the caller). Returns
+        the last position."""
         wanted = {m.NAME for m in modules}
         # Per event type, the wanted modules that handle it (the hot loop
         # below runs once per event of a rebuild).
@@ -352,15 +355,23 @@ class Projector:
             if targets is not None:
                 if after is not None:
                     targets = tuple(m for m in targets if after[m.NAME] < last)
-                record = record_from_row(row)
-                event = record.event
+                record = None
                 for m in targets:
                     try:
-                        m.apply(target, record, event)
+                        fold = None if folds is None else folds.get(m.NAME)
+                        if fold is not None and fold.add_row(row):
+                            continue
+                        if record is None:
+                            record = record_from_row(row)
+                            event = record.event
+                        if fold is not None:
+                            fold.add(record, event)
+                        else:
+                            m.apply(target, record, event)
                     except apsw.Error as e:
-                        raise _ApplyFailed(m.NAME, record.position) from e
+                        raise _ApplyFailed(m.NAME, last) from e
                     except Exception as e:
-                        raise ProjectionFailed(m.NAME, record.type, record.position, e) from e
+                        raise ProjectionFailed(m.NAME, row[3], last, e) from e
             if progress is not None and not n & 4095:
                 progress(n)
         return last
@@ -406,10 +417,15 @@ class Projector:
         *,
         until: int | None = None,
         progress: Progress | None = None,
+        bulk: bool = True,
     ) -> tuple[apsw.Connection, int]:
         """Replay the journal up to ``until`` (default: head) into a private
-        in-memory database holding the selected projections' tables."""
+        in-memory database holding the selected projections' tables. A
+        projection with a ``Fold`` (the bulk path) folds its rows in Python
+        and writes them at once; ``bulk=False`` applies every event one by
+        one, as live commands do."""
         modules = self.select(names)
+        folds = {m.NAME: m.Fold() for m in modules if bulk and hasattr(m, "Fold")}
         mem = memory_connection()
         # A private, throwaway database: no rollback journal to keep.
         mem.pragma("journal_mode", "off")
@@ -421,7 +437,13 @@ class Projector:
             for tables, _ in split:
                 mem.execute(tables)
             report = None if progress is None else (lambda n: progress(n, upto))
-            self._fold_rows(mem.cursor(), journal.read_rows(conn, until=upto, page=_BATCH), modules, progress=report)
+            self._fold_rows(mem.cursor(), journal.read_rows(conn, until=upto, page=_BATCH), modules, progress=report,
+                            folds=folds)
+            for name, fold in folds.items():
+                try:
+                    fold.write(mem)
+                except apsw.Error as e:
+                    raise _ApplyFailed(name, upto) from e
             for _, indexes in split:
                 mem.execute(indexes)
             mem.execute("COMMIT")

@@ -41,9 +41,10 @@ def live_tables(k: eventkernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def rebuilt_tables(k: eventkernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
-    """The same tables rebuilt from the journal in a private memory database."""
-    mem, _ = k._projector.build_in_memory(k._db)
+def rebuilt_tables(k: eventkernel.Kernel, *, bulk: bool = True) -> dict[str, list[tuple[Any, ...]]]:
+    """The same tables rebuilt from the journal in a private memory database
+    (``bulk=False``: every event applied one by one, as live commands do)."""
+    mem, _ = k._projector.build_in_memory(k._db, bulk=bulk)
     try:
         out = {}
         for names in k._projector.tables.values():
