@@ -342,23 +342,26 @@ class Projector:
         adds each event to its fold instead (written by the caller). Returns
         the last position."""
         wanted = {m.NAME for m in modules}
-        # Per event type, the wanted modules that handle it (the hot loop
-        # below runs once per event of a rebuild).
-        handlers = {t: ms for t, hs in self.handlers.items() if (ms := tuple(m for m in hs if m.NAME in wanted))}
+        folds = folds or {}
+        # Per event type, the wanted modules that handle it, each with its
+        # fold or None (the hot loop below runs once per event of a rebuild).
+        plan = {
+            t: ps for t, hs in self.handlers.items()
+            if (ps := tuple((m, folds.get(m.NAME)) for m in hs if m.NAME in wanted))
+        }
         record_from_row = journal.record_from_row
         last = 0
         n = 0
         for row in rows:
             n += 1
             last = row[0]
-            targets = handlers.get(row[3])
+            targets = plan.get(row[3])
             if targets is not None:
                 if after is not None:
-                    targets = tuple(m for m in targets if after[m.NAME] < last)
+                    targets = tuple(p for p in targets if after[p[0].NAME] < last)
                 record = None
-                for m in targets:
+                for m, fold in targets:
                     try:
-                        fold = None if folds is None else folds.get(m.NAME)
                         if fold is not None and fold.add_row(row):
                             continue
                         if record is None:

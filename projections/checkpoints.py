@@ -11,7 +11,7 @@ import msgspec
 from eventkernel.codec import Event
 from eventkernel.events.checkpoints import CheckpointRecorded
 from eventkernel.journal import Recorded
-from eventkernel.projections.rows import Target, columns, dump, limit_of, loader, placeholders
+from eventkernel.projections.rows import Target, columns, dump, limit_of, loader, placeholders, raw_json
 
 NAME = "checkpoints"
 VERSION = 1
@@ -52,6 +52,44 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
             (event.checkpoint_id, event.task_id, event.work_item_id, event.session_id, event.checkpoint_type,
              recorded.version, dump(event.snapshot), recorded.recorded_at, recorded.position),
         )
+
+
+class _RecordedRow(msgspec.Struct):
+    checkpoint_id: str
+    task_id: str
+    checkpoint_type: str
+    snapshot: msgspec.Raw = msgspec.Raw(b"null")
+    work_item_id: str | None = None
+    session_id: str | None = None
+
+
+_RECORDED = CheckpointRecorded.__event_type__
+_recorded_row = msgspec.json.Decoder(_RecordedRow).decode
+
+
+class Fold:
+    """The rebuild's bulk path: the rows ``apply`` would insert, collected
+    (snapshots copied as stored) and written with one ``executemany``."""
+
+    def __init__(self) -> None:
+        self.rows: builtins.list[tuple[Any, ...]] = []
+
+    def add_row(self, row: tuple[Any, ...]) -> bool:
+        if row[3] != _RECORDED or row[4] != CheckpointRecorded.__event_schema__:
+            return False
+        e = _recorded_row(row[5])
+        self.rows.append((e.checkpoint_id, e.task_id, e.work_item_id, e.session_id, e.checkpoint_type, row[2],
+                          raw_json(e.snapshot), row[9], row[0]))
+        return True
+
+    def add(self, recorded: Recorded, event: Event) -> None:
+        if isinstance(event, CheckpointRecorded):
+            self.rows.append((event.checkpoint_id, event.task_id, event.work_item_id, event.session_id,
+                              event.checkpoint_type, recorded.version, dump(event.snapshot), recorded.recorded_at,
+                              recorded.position))
+
+    def write(self, conn: apsw.Connection) -> None:
+        conn.executemany(f"INSERT INTO checkpoints ({_COLS}) VALUES ({placeholders(Checkpoint)})", self.rows)
 
 
 def latest(conn: apsw.Connection, task_id: str) -> Checkpoint | None:

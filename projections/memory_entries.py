@@ -94,6 +94,52 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
     )
 
 
+class Fold:
+    """The rebuild's bulk path: every version ``apply`` would insert, folded
+    in Python (the latest version of each key found through a dict, not a
+    query) and written with one ``executemany``."""
+
+    def __init__(self) -> None:
+        self.rows: builtins.list[builtins.list[Any]] = []
+        self.latest: dict[tuple[str, str], int] = {}
+
+    def add_row(self, row: tuple[Any, ...]) -> bool:
+        return False
+
+    def add(self, recorded: Recorded, event: Event) -> None:
+        op = _OPS.get(type(event))
+        if op is None:
+            return
+        ns, key = event.namespace, event.key  # type: ignore[attr-defined]
+        i = self.latest.get((ns, key))
+        prev = None if i is None else self.rows[i]
+        at = recorded.recorded_at
+        if isinstance(event, MemoryPut | MemoryRolledBack | MemoryPublished):
+            value, memory_type, metadata = dump(event.value), event.memory_type, dump(event.metadata)
+            expires_at = event.expires_at if isinstance(event, MemoryPut) else None
+            deleted, actor = 0, event.actor
+        elif prev is None:
+            return
+        else:
+            value, memory_type, metadata, expires_at = prev[3], prev[4], prev[7], prev[12]
+            actor = getattr(event, "actor", None)
+            deleted = 0 if isinstance(event, MemoryRestored) else 1
+            if isinstance(event, MemoryRestored) and prev[6] == "expire":
+                expires_at = None
+        created_by, created_at = (prev[8], prev[10]) if prev is not None else (actor, at)
+        if prev is not None:
+            prev[14] = 0
+        self.latest[(ns, key)] = len(self.rows)
+        self.rows.append([ns, key, recorded.version, value, memory_type, deleted, op, metadata, created_by, actor,
+                          created_at, at, expires_at, recorded.position, 1])
+
+    def write(self, conn: apsw.Connection) -> None:
+        conn.executemany(
+            f"INSERT INTO memory_entries ({_COLS}, is_latest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.rows,
+        )
+
+
 # --- queries ----------------------------------------------------------------------
 
 

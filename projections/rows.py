@@ -55,6 +55,14 @@ def dump(value: Any) -> str | None:
     return None if value is None else codec.dump_json(value)
 
 
+def raw_json(raw: msgspec.Raw) -> str | None:
+    """A nested JSON value for a column, as the journal stores it (the bulk
+    rebuild's shortcut): the kernel's encoder wrote it, so it is already what
+    ``dump`` would write after decoding it; null stays NULL."""
+    text = bytes(raw).decode()
+    return None if text == "null" else text
+
+
 def where_equal(**filters: Any) -> tuple[str, list[Any]]:
     """`` WHERE a = ? AND b = ?`` for the filters that are not None, and their
     values; ``("", [])`` when none is. Names are column names from our code."""

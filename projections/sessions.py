@@ -143,6 +143,70 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
         )
 
 
+class Fold:
+    """The rebuild's bulk path: sessions with their state kept as a dict
+    (encoded once, at the end, instead of decoded and encoded per event),
+    their events and the shared state, written with one ``executemany``
+    per table."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, builtins.list[Any]] = {}
+        self.events: builtins.list[tuple[Any, ...]] = []
+        self.shared: dict[tuple[str, str, str, int], str] = {}
+
+    def add_row(self, row: tuple[Any, ...]) -> bool:
+        return False
+
+    def _share(self, app_name: str, user_id: str, app: dict[str, Any], user: dict[str, Any], pos: int) -> None:
+        for scope_user, values in (("", app), (user_id, user)):
+            for k, v in values.items():
+                self.shared[(app_name, scope_user, k, pos)] = codec.dump_json(v)
+
+    def add(self, recorded: Recorded, event: Event) -> None:
+        at, pos = recorded.recorded_at, recorded.position
+        if isinstance(event, SessionCreated):
+            if event.session_id in self.sessions:
+                raise apsw.ConstraintError("UNIQUE constraint failed: sessions.session_id")
+            own, app, user = _split(event.state)
+            self.sessions[event.session_id] = [
+                event.session_id, event.app_name, event.user_id, event.project_id, "created", own,
+                dump(event.metadata), 0, at, at, None, None, pos,
+            ]
+            self._share(event.app_name, event.user_id, app, user, pos)
+        elif isinstance(event, SessionEventAppended):
+            s = self.sessions.get(event.session_id)
+            if s is None:
+                return
+            own, app, user = _split(event.state_delta)
+            s[5].update(own)
+            self.events.append((event.session_id, event.seq, event.author, dump(event.content),
+                                codec.dump_json(event.state_delta), at, pos))
+            s[7], s[9], s[12] = event.seq, at, pos
+            if s[4] == "created":
+                s[4] = "active"
+            self._share(s[1], s[2], app, user, pos)
+        elif isinstance(event, SessionStatusChanged):
+            s = self.sessions.get(event.session_id)
+            if s is None:
+                return
+            s[4], s[9], s[12] = event.status, at, pos
+            if event.status == "terminated":
+                s[10] = at
+            elif event.status == "archived":
+                s[11] = at
+
+    def write(self, conn: apsw.Connection) -> None:
+        conn.executemany(
+            f"INSERT INTO sessions ({_SCOLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ([*s[:5], codec.dump_json(s[5]), *s[6:]] for s in self.sessions.values()),
+        )
+        conn.executemany(f"INSERT INTO session_events ({_ECOLS}) VALUES (?, ?, ?, ?, ?, ?, ?)", self.events)
+        conn.executemany(
+            "INSERT INTO session_shared_state (app_name, user_id, key, position, value) VALUES (?, ?, ?, ?, ?)",
+            ((*k, v) for k, v in self.shared.items()),
+        )
+
+
 # --- queries ----------------------------------------------------------------------
 
 

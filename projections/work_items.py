@@ -25,7 +25,7 @@ from eventkernel.events.work import (
     WorkItemReleased,
 )
 from eventkernel.journal import Recorded
-from eventkernel.projections.rows import Order, Target, limit_of, loader, order_by, where_equal
+from eventkernel.projections.rows import Order, Target, limit_of, loader, order_by, raw_json, where_equal
 from eventkernel.projections.rows import after as after_cursor
 
 NAME = "work_items"
@@ -164,13 +164,6 @@ _enqueued = msgspec.json.Decoder(_EnqueuedRow).decode
 _completed = msgspec.json.Decoder(_CompletedRow).decode
 
 
-def _raw_json(raw: msgspec.Raw) -> str | None:
-    """Nested JSON as stored: the kernel's encoder wrote it, so it is already
-    what ``_json`` would write after decoding it."""
-    text = bytes(raw).decode()
-    return None if text == "null" else text
-
-
 class Fold:
     """The rebuild's bulk path: the rows ``apply`` would leave, folded in
     Python (one list per item, in ``_COLUMNS`` order) and written with one
@@ -191,7 +184,7 @@ class Fold:
                 raise apsw.ConstraintError("UNIQUE constraint failed: work_items.work_item_id")
             at, pos = row[9], row[0]
             self.rows[e.work_item_id] = [
-                e.work_item_id, e.task_id, e.kind, e.priority, _raw_json(e.input), PENDING, 0, 0,
+                e.work_item_id, e.task_id, e.kind, e.priority, raw_json(e.input), PENDING, 0, 0,
                 e.max_retries, 0, None, None, None, None, None, None, None, at, at, pos, pos,
             ]
             return True
@@ -199,7 +192,7 @@ class Fold:
             c = _completed(row[5])
             item = self.rows.get(c.work_item_id)
             if item is not None:
-                item[5], item[15] = COMPLETED, _raw_json(c.output)
+                item[5], item[15] = COMPLETED, raw_json(c.output)
                 item[10:15] = [None] * 5
                 item[18], item[20] = row[9], row[0]
             return True

@@ -332,3 +332,36 @@ def test_a_command_from_a_progress_callback_is_refused_not_acknowledged_and_lost
 
 class Note(eventkernel.Event, tag="test.projector_note"):
     text: str
+
+
+def test_the_bulk_rebuild_folds_every_session_memory_and_checkpoint_event_as_apply_does(k, clock):
+    """Every branch of the folded projections' Fold, against live tables and
+    against applying every event one by one."""
+    s1 = k.sessions.create("app", "u1", state={"a": 1, "app:theme": "dark", "user:lang": "fr", "temp:x": 1},
+                           metadata={"m": [1.5, None]})
+    s2 = k.sessions.create("app", "u2", project_id="p")
+    s3 = k.sessions.create("app", "u1")
+    k.sessions.append_event(s1.session_id, actor="user", content={"text": "é"},
+                            state_delta={"a": 2, "b": None, "app:theme": "light", "user:lang": "de", "temp:y": 2})
+    k.sessions.append_event(s1.session_id, actor="agent", content=None, state_delta={"c": [1, {"d": 2}]})
+    k.sessions.append_event(s2.session_id, actor="user", content="hi")
+    k.sessions.set_status(s1.session_id, "paused")
+    k.sessions.set_status(s2.session_id, "terminated")
+    k.sessions.set_status(s3.session_id, "terminated")
+    k.sessions.set_status(s3.session_id, "archived")
+    k.memory.put("user:1", "k", {"v": 1}, metadata={"src": "chat"}, actor="a", ttl_ms=1_000)
+    k.memory.put("user:1", "k", {"v": 2}, memory_type="episodic", actor="b")
+    k.memory.delete("user:1", "k", actor="c")
+    k.memory.restore("user:1", "k", actor="d")
+    k.memory.rollback("user:1", "k", 1, actor="e")
+    k.memory.put("user:1", "ttl", "short", ttl_ms=500)
+    clock.advance(1_000)
+    assert k.memory.expire() >= 1
+    k.memory.restore("user:1", "ttl")  # restored after its TTL: it lives on without one
+    k.memory.publish("user:1", "k", "shared:team", actor="f")
+    k.checkpoints.record("task", "llm_response", {"n": [1, 2.25, "x"]}, work_item_id="wi_1", session_id=s1.session_id)
+    k.checkpoints.record("task", "tool_executed", None)
+    k.checkpoints.record("other", "manual", "done")
+    live = live_tables(k)
+    assert rebuilt_tables(k) == live
+    assert rebuilt_tables(k, bulk=False) == live
