@@ -169,6 +169,70 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
         )
 
 
+class Fold:
+    """The rebuild's bulk path: the four tables' rows as ``apply`` leaves
+    them, folded in Python and written with one ``executemany`` each. The
+    confidence is computed as SQLite computes it (IEEE doubles)."""
+
+    def __init__(self) -> None:
+        self.attempts: dict[str, builtins.list[Any]] = {}
+        self.patterns: dict[str, builtins.list[Any]] = {}
+        self.explanations: dict[str, tuple[Any, ...]] = {}
+        self.tasks: dict[str, builtins.list[Any]] = {}
+
+    def add_row(self, row: tuple[Any, ...]) -> bool:
+        return False
+
+    def _task(self, task_id: str, pos: int) -> builtins.list[Any]:
+        task = self.tasks.get(task_id)
+        if task is None:
+            task = self.tasks[task_id] = [task_id, 0, 0, None, None, None, 1, pos]
+        return task
+
+    def add(self, recorded: Recorded, event: Event) -> None:
+        at, pos = recorded.recorded_at, recorded.position
+        if isinstance(event, FailureRecorded):
+            p = self.patterns.get(event.signature)
+            if p is None:
+                self.patterns[event.signature] = [event.signature, event.failure_type, event.error_hash,
+                                                  event.error_message, 1, at, at, 0.5, pos]
+            else:
+                p[7] = 1.0 - 1.0 / (2 + p[4])
+                p[2], p[3], p[4], p[6], p[8] = event.error_hash, event.error_message, p[4] + 1, at, pos
+            task = self._task(event.task_id, pos)
+            task[1] += 1
+            task[3], task[4], task[7] = event.failure_type, at, pos
+        elif isinstance(event, RecoveryAttemptStarted):
+            if event.attempt_id in self.attempts:
+                raise apsw.ConstraintError("UNIQUE constraint failed: recovery_attempts.attempt_id")
+            self.attempts[event.attempt_id] = [event.attempt_id, event.task_id, event.strategy, event.attempt_number,
+                                               at, None, None, event.reasoning, None, None, pos]
+            task = self._task(event.task_id, pos)
+            task[2] += 1
+            task[5], task[7] = at, pos
+        elif isinstance(event, RecoveryAttemptFinished):
+            a = self.attempts.get(event.attempt_id)
+            if a is not None:
+                a[5], a[6], a[8], a[9], a[10] = at, int(event.success), event.notes, at - a[4], pos
+        elif isinstance(event, RecoveryExplained):
+            self.explanations[event.task_id] = (
+                event.task_id, event.failure_summary, event.root_cause, event.retry_decision,
+                event.user_action_required, event.severity, at, pos,
+            )
+        elif isinstance(event, AutoRecoverySet):
+            task = self._task(event.task_id, pos)
+            task[6], task[7] = int(event.enabled), pos
+
+    def write(self, conn: apsw.Connection) -> None:
+        conn.executemany(f"INSERT INTO recovery_attempts ({_ACOLS}) VALUES ({', '.join('?' * 11)})",
+                         self.attempts.values())
+        conn.executemany(f"INSERT INTO failure_patterns ({_PCOLS}) VALUES ({', '.join('?' * 9)})",
+                         self.patterns.values())
+        conn.executemany(f"INSERT INTO recovery_explanations ({_ECOLS}) VALUES ({', '.join('?' * 8)})",
+                         self.explanations.values())
+        conn.executemany(f"INSERT INTO recovery_tasks ({_TCOLS}) VALUES ({', '.join('?' * 8)})", self.tasks.values())
+
+
 # --- queries ----------------------------------------------------------------------
 
 

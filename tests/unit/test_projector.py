@@ -334,7 +334,7 @@ class Note(eventkernel.Event, tag="test.projector_note"):
     text: str
 
 
-def test_the_bulk_rebuild_folds_every_session_memory_and_checkpoint_event_as_apply_does(k, clock):
+def test_the_bulk_rebuild_folds_every_event_of_every_folded_projection_as_apply_does(k, clock):
     """Every branch of the folded projections' Fold, against live tables and
     against applying every event one by one."""
     s1 = k.sessions.create("app", "u1", state={"a": 1, "app:theme": "dark", "user:lang": "fr", "temp:x": 1},
@@ -362,6 +362,22 @@ def test_the_bulk_rebuild_folds_every_session_memory_and_checkpoint_event_as_app
     k.checkpoints.record("task", "llm_response", {"n": [1, 2.25, "x"]}, work_item_id="wi_1", session_id=s1.session_id)
     k.checkpoints.record("task", "tool_executed", None)
     k.checkpoints.record("other", "manual", "done")
+    k.recovery.set_auto_recovery("lonely", False)  # a task row made by the setting alone
+    for message in ("timeout after 3000 ms", "timeout after 3100 ms", "timeout after 2900 ms"):
+        k.recovery.record_failure("task", "tool_timeout", message)
+    k.recovery.record_failure("other", "rate_limited", "429 too many requests")
+    first = k.recovery.start_attempt("task", "retry", reasoning="transient")
+    k.recovery.start_attempt("other", "backoff")  # left running
+    clock.advance(250)
+    k.recovery.finish_attempt(first.attempt_id, success=False, notes="again")
+    second = k.recovery.start_attempt("task", "reassign")
+    clock.advance(100)
+    k.recovery.finish_attempt(second.attempt_id, success=True)
+    k.recovery.explain("task", failure_summary="s1", root_cause="r1", retry_decision="d1")
+    k.recovery.explain("task", failure_summary="s2", root_cause="r2", retry_decision="d2", severity="high",
+                       user_action_required="check the key")
+    k.recovery.set_auto_recovery("task", False)
+    k.recovery.set_auto_recovery("task", True)
     live = live_tables(k)
     assert rebuilt_tables(k) == live
     assert rebuilt_tables(k, bulk=False) == live
