@@ -136,6 +136,7 @@ class Projector:
         self.modules = tuple(modules)
         # The event types an application projection folds.
         self.user_types = frozenset(t for m in user for t in m.HANDLES)
+        self.user_names = frozenset(m.NAME for m in user)
         self.by_name = {m.NAME: m for m in self.modules}
         handlers: dict[str, list[Projection]] = {}
         for m in self.modules:
@@ -424,11 +425,12 @@ class Projector:
     ) -> tuple[apsw.Connection, int]:
         """Replay the journal up to ``until`` (default: head) into a private
         in-memory database holding the selected projections' tables. A
-        projection with a ``Fold`` (the bulk path) folds its rows in Python
-        and writes them at once; ``bulk=False`` applies every event one by
-        one, as live commands do."""
+        built-in projection with a ``Fold`` (the bulk path) folds its rows in
+        Python and writes them at once; ``bulk=False`` applies every event
+        one by one, as live commands do."""
         modules = self.select(names)
-        folds = {m.NAME: m.Fold() for m in modules if bulk and hasattr(m, "Fold")}
+        # The kernel's own projections may have a bulk path; an application's apply every event.
+        folds = {m.NAME: m.Fold() for m in modules if bulk and m.NAME not in self.user_names and hasattr(m, "Fold")}
         mem = memory_connection()
         # A private, throwaway database: no rollback journal to keep.
         mem.pragma("journal_mode", "off")

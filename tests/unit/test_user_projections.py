@@ -206,3 +206,19 @@ def test_a_projection_that_does_not_fit_is_refused_at_open(db_path, change, mess
         eventkernel.open(db_path, projections=[bad])
     with pytest.raises(eventkernel.InvalidArgument, match="already taken"):
         eventkernel.open(db_path, projections=[PER_AUTHOR, PER_AUTHOR])
+
+
+def test_an_application_projection_is_always_applied_event_by_event(db_path, clock):
+    """The bulk path (a Fold) is the kernel's own: an application's projection
+    that happens to carry one is still rebuilt through its apply."""
+
+    class Fold:
+        def __init__(self):
+            raise AssertionError("an application projection's Fold was used")
+
+    with_fold = SimpleNamespace(**{**vars(PER_AUTHOR), "Fold": Fold})
+    with eventkernel.open(db_path, clock=clock, projections=[with_fold]) as k:
+        _write(k)
+        assert rebuilt_tables(k) == live_tables(k)
+        k.rebuild()
+        assert k.verify().ok
