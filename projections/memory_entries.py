@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from typing import Any
 
 import apsw
@@ -61,43 +62,50 @@ _OPS = {
 }
 
 
-def apply(conn: Target, recorded: Recorded, event: Event) -> None:
+def _version(prev: Sequence[Any] | None, recorded: Recorded, event: Event) -> builtins.list[Any] | None:
+    """The row (in ``_COLS`` order) of the version ``event`` makes, given the
+    key's latest version ``prev`` (None: the key has none); None when the
+    event makes no version (a delete, restore or expiry of nothing)."""
     op = _OPS.get(type(event))
     if op is None:
-        return
-    ns, key = event.namespace, event.key  # type: ignore[attr-defined]
-    row = conn.execute(
-        "SELECT value, memory_type, metadata, created_by, created_at, expires_at, operation FROM memory_entries "
-        "WHERE namespace = ? AND key = ? AND is_latest = 1",
-        (ns, key),
-    ).fetchone()
+        return None
     at = recorded.recorded_at
     if isinstance(event, MemoryPut | MemoryRolledBack | MemoryPublished):
         value, memory_type, metadata = dump(event.value), event.memory_type, dump(event.metadata)
         expires_at = event.expires_at if isinstance(event, MemoryPut) else None
         deleted, actor = 0, event.actor
-    elif row is None:
-        return  # delete/restore/expire of nothing: nothing to fold
+    elif prev is None:
+        return None
     else:
-        value, memory_type, metadata, _, _, expires_at, last_op = row
+        value, memory_type, metadata, expires_at = prev[3], prev[4], prev[7], prev[12]
         actor = getattr(event, "actor", None)
         deleted = 0 if isinstance(event, MemoryRestored) else 1
-        if isinstance(event, MemoryRestored) and last_op == "expire":
+        if isinstance(event, MemoryRestored) and prev[6] == "expire":
             expires_at = None  # restored after its TTL: it lives on without one
-    created_by, created_at = (row[3], row[4]) if row is not None else (actor, at)
-    if row is not None:
+    created_by, created_at = (prev[8], prev[10]) if prev is not None else (actor, at)
+    return [event.namespace, event.key, recorded.version, value, memory_type, deleted, op,  # type: ignore[attr-defined]
+            metadata, created_by, actor, created_at, at, expires_at, recorded.position]
+
+
+def apply(conn: Target, recorded: Recorded, event: Event) -> None:
+    if type(event) not in _OPS:
+        return
+    ns, key = event.namespace, event.key  # type: ignore[attr-defined]
+    prev = conn.execute(
+        f"SELECT {_COLS} FROM memory_entries WHERE namespace = ? AND key = ? AND is_latest = 1", (ns, key)
+    ).fetchone()
+    row = _version(prev, recorded, event)
+    if row is None:
+        return
+    if prev is not None:
         conn.execute("UPDATE memory_entries SET is_latest = 0 WHERE namespace = ? AND key = ? AND is_latest = 1", (ns, key))
-    conn.execute(
-        f"INSERT INTO memory_entries ({_COLS}, is_latest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-        (ns, key, recorded.version, value, memory_type, deleted, op, metadata, created_by, actor, created_at, at,
-         expires_at, recorded.position),
-    )
+    conn.execute(f"INSERT INTO memory_entries ({_COLS}, is_latest) VALUES ({', '.join('?' * 15)})", (*row, 1))
 
 
 class Fold:
-    """The rebuild's bulk path: every version ``apply`` would insert, folded
-    in Python (the latest version of each key found through a dict, not a
-    query) and written with one ``executemany``."""
+    """The rebuild's bulk path: every version ``apply`` would insert, made by
+    the same ``_version`` (the latest version of each key found through a
+    dict, not a query) and written with one ``executemany``."""
 
     def __init__(self) -> None:
         self.rows: builtins.list[builtins.list[Any]] = []
@@ -107,31 +115,19 @@ class Fold:
         return False
 
     def add(self, recorded: Recorded, event: Event) -> None:
-        op = _OPS.get(type(event))
-        if op is None:
+        if type(event) not in _OPS:
             return
-        ns, key = event.namespace, event.key  # type: ignore[attr-defined]
-        i = self.latest.get((ns, key))
+        name = (event.namespace, event.key)  # type: ignore[attr-defined]
+        i = self.latest.get(name)
         prev = None if i is None else self.rows[i]
-        at = recorded.recorded_at
-        if isinstance(event, MemoryPut | MemoryRolledBack | MemoryPublished):
-            value, memory_type, metadata = dump(event.value), event.memory_type, dump(event.metadata)
-            expires_at = event.expires_at if isinstance(event, MemoryPut) else None
-            deleted, actor = 0, event.actor
-        elif prev is None:
+        row = _version(prev, recorded, event)
+        if row is None:
             return
-        else:
-            value, memory_type, metadata, expires_at = prev[3], prev[4], prev[7], prev[12]
-            actor = getattr(event, "actor", None)
-            deleted = 0 if isinstance(event, MemoryRestored) else 1
-            if isinstance(event, MemoryRestored) and prev[6] == "expire":
-                expires_at = None
-        created_by, created_at = (prev[8], prev[10]) if prev is not None else (actor, at)
         if prev is not None:
             prev[14] = 0
-        self.latest[(ns, key)] = len(self.rows)
-        self.rows.append([ns, key, recorded.version, value, memory_type, deleted, op, metadata, created_by, actor,
-                          created_at, at, expires_at, recorded.position, 1])
+        self.latest[name] = len(self.rows)
+        row.append(1)
+        self.rows.append(row)
 
     def write(self, conn: apsw.Connection) -> None:
         conn.executemany(
