@@ -890,10 +890,11 @@ class GroupCommit:
     """Durable commands from many threads share one COMMIT, and one fsync.
 
     A thread with a command queues it, then takes the write lock if it is
-    free and leads: it runs every queued command in one transaction, each in
-    a savepoint of its own (a refused command undoes only itself, and later
-    ones see earlier ones' effects), commits once and hands each thread its
-    result. Commands that arrive meanwhile form the next group, led by one
+    free and leads: it runs every queued command in one transaction (a
+    refused command undoes only itself: it is refused before it writes, or
+    writes inside a savepoint where it could fail after writing; later
+    commands see earlier ones' effects), commits once and hands each thread
+    its result. Commands that arrive meanwhile form the next group, led by one
     of their threads. A lone command leads at once and waits for no one.
     Every thread returns only after the COMMIT that made its command
     durable; a failed COMMIT fails every command of its group.

@@ -272,7 +272,9 @@ class Kernel(Reader):
     def transaction(self) -> Iterator[Kernel]:
         """Run many commands in one transaction: one commit, one fsync.
         Everything commits together or nothing does; a command rejected inside
-        undoes only itself (its savepoint) and raises."""
+        undoes only itself and raises. A storage error, or a command failing
+        after it started writing, rolls back the whole transaction: later
+        commands in the block are refused, and nothing of it commits."""
         with self._db.write("transaction"):
             yield self
 

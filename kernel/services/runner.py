@@ -100,7 +100,7 @@ def run(
 ) -> R:
     """Run one command: in the next group commit with other threads'
     commands (or alone, without group commit), or inside this thread's open
-    transaction as a savepoint. ``record_noop=False``: an attempt that
+    transaction (see ``_execute`` for when it takes a savepoint). ``record_noop=False``: an attempt that
     changes nothing does not bind ``command_id`` yet (a blocking claim's
     attempts before its deadline)."""
     name = spec.name

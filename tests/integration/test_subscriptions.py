@@ -18,25 +18,13 @@ import pytest
 
 import eventkernel
 
+from support import in_thread
+
 HERE = Path(__file__).parent
 
 
 class Note(eventkernel.Event, tag="subs.note"):
     n: int
-
-
-def _in_thread(fn):
-    box: dict = {}
-
-    def target():
-        try:
-            box["result"] = fn()
-        except BaseException as e:
-            box["error"] = e
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    return t, box
 
 
 def test_a_subscription_catches_up_then_follows_every_commit_in_order(db_path):
@@ -52,7 +40,7 @@ def test_a_subscription_catches_up_then_follows_every_commit_in_order(db_path):
                 if len(got) == 3 + 4 * 50:
                     return
 
-        t, box = _in_thread(follow)
+        t, box = in_thread(follow)
         writers = [threading.Thread(target=lambda w=w: [k.append(f"note:{w}", [Note(n=i)]) for i in range(50)])
                    for w in range(4)]
         for w in writers:
@@ -76,7 +64,7 @@ def test_a_subscription_filters_and_close_ends_it_from_another_thread(db_path):
             sub.poll()
             assert not sub._buffer  # nothing else is filed under t1
         sub = k.subscribe(after=k.head)
-        t, box = _in_thread(lambda: list(sub))
+        t, box = in_thread(lambda: list(sub))
         time.sleep(0.2)
         sub.close()
         t.join(5)
@@ -87,7 +75,7 @@ def test_a_subscription_sees_commits_of_another_process(db_path, child_env):
     with eventkernel.open(db_path) as k:
         k.work.enqueue("first", None)
         sub = k.subscribe(after=1, poll_ms=5)
-        t, box = _in_thread(lambda: next(sub))
+        t, box = in_thread(lambda: next(sub))
         code = ("import eventkernel\n"
                 f"with eventkernel.open({db_path!r}) as k: k.work.enqueue('from another process', None)")
         subprocess.run([sys.executable, "-c", code], env=child_env, check=True)
@@ -124,7 +112,7 @@ def test_a_consumer_runs_until_stopped(db_path):
     with eventkernel.open(db_path) as k:
         seen: list[int] = []
         consumer = k.consumer("counter", types=["subs.note"])
-        t, box = _in_thread(lambda: consumer.run(lambda r: seen.append(r.event.n)))
+        t, box = in_thread(lambda: consumer.run(lambda r: seen.append(r.event.n)))
         for n in range(20):
             k.append("note:c", [Note(n=n)])
         deadline = time.monotonic() + 5
@@ -201,14 +189,14 @@ def _done(path: str) -> bool:
 
 def test_a_blocking_claim_wakes_on_an_enqueue_a_release_and_a_lease_running_out(db_path, child_env):
     with eventkernel.open(db_path) as k:
-        t, box = _in_thread(lambda: k.work.claim("w1", wait_ms=10_000, kinds=["late"]))
+        t, box = in_thread(lambda: k.work.claim("w1", wait_ms=10_000, kinds=["late"]))
         time.sleep(0.2)
         started = time.monotonic()
         k.work.enqueue("t", None, kind="late")
         t.join(5)
         assert box["result"].kind == "late" and time.monotonic() - started < 1
         held = box["result"]
-        t, box = _in_thread(lambda: k.work.claim("w2", wait_ms=10_000, kinds=["late"]))
+        t, box = in_thread(lambda: k.work.claim("w2", wait_ms=10_000, kinds=["late"]))
         time.sleep(0.2)
         released = k.work.release(held.work_item_id, "w1", held.token)
         assert (released.status, released.retry_count) == ("pending", 0)  # given back, no retry spent
@@ -225,7 +213,7 @@ def test_a_blocking_claim_wakes_on_an_enqueue_a_release_and_a_lease_running_out(
         assert 0.2 < time.monotonic() - started < 2
         code = ("import eventkernel\n"
                 f"with eventkernel.open({db_path!r}) as k: k.work.enqueue('t', None, kind='remote')")
-        t, box = _in_thread(lambda: k.work.claim("w6", kinds=["remote"], wait_ms=10_000))
+        t, box = in_thread(lambda: k.work.claim("w6", kinds=["remote"], wait_ms=10_000))
         time.sleep(0.2)
         subprocess.run([sys.executable, "-c", code], env=child_env, check=True)
         t.join(10)
@@ -239,7 +227,7 @@ def test_a_blocking_claims_command_id_binds_to_its_final_answer(db_path):
         head = k.head
         assert k.work.claim("w", wait_ms=5_000, command_id="c-1") is None  # the first answer, at once
         assert k.head == head
-        t, box = _in_thread(lambda: k.work.claim("w", wait_ms=10_000, command_id="c-2", kinds=["k2"]))
+        t, box = in_thread(lambda: k.work.claim("w", wait_ms=10_000, command_id="c-2", kinds=["k2"]))
         time.sleep(0.1)
         k.work.enqueue("t", None, kind="k2")
         t.join(5)

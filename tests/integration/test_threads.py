@@ -11,26 +11,11 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import live_tables, rebuilt_tables
+from support import in_thread, live_tables, rebuilt_tables
 from workload import commands, resolve
 
 import eventkernel
 from eventkernel.journal import command_event_id
-
-
-def _in_thread(fn):
-    """Run ``fn`` on a new thread; returns (thread, box) where box gets its result or error."""
-    box: dict = {}
-
-    def target():
-        try:
-            box["result"] = fn()
-        except BaseException as e:
-            box["error"] = e
-
-    t = threading.Thread(target=target)
-    t.start()
-    return t, box
 
 
 @settings(max_examples=15, deadline=None)
@@ -81,7 +66,7 @@ def test_reads_of_other_threads_never_see_uncommitted_work_nor_wait_for_it(db_pa
                 release.wait(5)
                 raise RuntimeError("undo it")
 
-        t, box = _in_thread(holder)
+        t, box = in_thread(holder)
         assert inside.wait(5)
         started = time.monotonic()
         assert k.head == 1
@@ -106,9 +91,9 @@ def test_a_transaction_belongs_to_its_thread_and_others_wait_for_it(db_path):
                 release.wait(5)
                 raise RuntimeError("undo mine")
 
-        t, box = _in_thread(holder)
+        t, box = in_thread(holder)
         assert inside.wait(5)
-        other, other_box = _in_thread(lambda: k.work.enqueue("theirs", None, work_item_id="theirs"))
+        other, other_box = in_thread(lambda: k.work.enqueue("theirs", None, work_item_id="theirs"))
         time.sleep(0.2)
         assert other.is_alive()  # it waits: it does not join the other thread's transaction
         release.set()
@@ -127,7 +112,7 @@ def test_a_command_waits_for_another_threads_transaction_no_longer_than_busy_tim
                 inside.set()
                 release.wait(5)
 
-        t, _ = _in_thread(holder)
+        t, _ = in_thread(holder)
         assert inside.wait(5)
         started = time.monotonic()
         with pytest.raises(eventkernel.JournalBusy, match="busy_timeout_ms"):
@@ -214,8 +199,8 @@ def test_a_kernel_does_not_cross_processes(db_path):
 def test_close_wakes_waiters_and_every_later_use_raises(db_path):
     k = eventkernel.open(db_path)
     sub = k.subscribe(after=0)
-    waiting_sub, sub_box = _in_thread(lambda: next(sub))
-    waiting_claim, claim_box = _in_thread(lambda: k.work.claim("w", wait_ms=30_000))
+    waiting_sub, sub_box = in_thread(lambda: next(sub))
+    waiting_claim, claim_box = in_thread(lambda: k.work.claim("w", wait_ms=30_000))
     time.sleep(0.3)
     started = time.monotonic()
     k.close()
