@@ -143,6 +143,16 @@ def _incremental_vacuum(conn: apsw.Connection) -> None:
     conn.pragma("auto_vacuum", "incremental")
 
 
+def _nonempty(path: str) -> bool:
+    """Whether a file exists with something in it. Another process may
+    delete it at any moment (a -journal goes when its transaction ends):
+    gone is empty."""
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
 def _remove_if_empty(path: str) -> None:
     """Undo the creation of a file that an open failed to make a journal."""
     try:
@@ -327,7 +337,7 @@ class Database:
         beside = [self.path + "-wal", self.path + "-journal"]
         try:
             fileformat.peek(conn, self.path, newest=migrations.newest(),
-                            complete=not any(os.path.exists(f) and os.path.getsize(f) > 0 for f in beside),
+                            complete=not any(_nonempty(f) for f in beside),
                             doing="read-only open" if self.opened_read_only else "open")
         finally:
             conn.close()
@@ -368,7 +378,7 @@ class Database:
             if not self.opened_read_only or self.immutable:
                 raise
             wal = self.path + "-wal"
-            if os.path.exists(wal) and os.path.getsize(wal) > 0:
+            if _nonempty(wal):
                 raise JournalError(
                     f"read-only open of {self.path!r} failed: SQLite cannot create {self.path + '-shm'!r} here "
                     f"(a read-only directory or file system), and it needs that file to read the committed "

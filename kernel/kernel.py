@@ -303,7 +303,10 @@ class Kernel(Reader):
         if not self._db.in_memory:
             for suffix in ("", "-wal", "-shm"):
                 p = self._db.path + suffix
-                files[os.path.basename(p)] = os.path.getsize(p) if os.path.exists(p) else 0
+                try:
+                    files[os.path.basename(p)] = os.path.getsize(p)
+                except OSError:  # absent, or removed by another process meanwhile
+                    files[os.path.basename(p)] = 0
         return Stats(head=head, events_by_type=by_type, events_by_stream_kind=by_kind,
                      database_bytes=page_size * page_count, files=files, projections=projections)
 

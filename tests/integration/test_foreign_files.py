@@ -257,3 +257,24 @@ def test_verify_reports_a_malformed_page_as_a_problem_and_does_not_raise(journal
         report = k.verify()
     assert not report.ok
     assert any("integrity_check" in p or "malformed" in p or "cannot be read" in p for p in report.problems)
+
+
+def test_a_journal_file_another_process_removes_while_we_look_is_no_error(db_path, monkeypatch):
+    """The -journal of a file being created goes away when its creator's
+    transaction ends, possibly between two looks at it (seen with eight
+    processes opening one new file at once)."""
+    exists, getsize = os.path.exists, os.path.getsize
+
+    def vanishing_exists(path):
+        return True if str(path).endswith("-journal") else exists(path)
+
+    def vanishing_getsize(path):
+        if str(path).endswith("-journal"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return getsize(path)
+
+    eventkernel.open(db_path).close()
+    monkeypatch.setattr(os.path, "exists", vanishing_exists)
+    monkeypatch.setattr(os.path, "getsize", vanishing_getsize)
+    with eventkernel.open(db_path) as k:
+        assert k.verify().ok

@@ -43,8 +43,8 @@ def test_many_processes_opening_a_brand_new_file_at_once_all_succeed(db_path, ch
 
     start_at = str(time.time() + 1.5)  # after every interpreter has started
     children = [spawn(child_env, "opener", db_path, start_at) for _ in range(8)]
-    for child in children:
-        out, err = child.communicate(timeout=120)
+    outputs = [child.communicate(timeout=120) for child in children]  # all of them, before any assertion
+    for child, (out, err) in zip(children, outputs, strict=True):
         assert child.returncode == 0, err
         assert out.strip() == "opened"
     with eventkernel.open(db_path) as k:
