@@ -29,7 +29,7 @@ from eventkernel.projections.rows import Order, Target, limit_of, loader, order_
 from eventkernel.projections.rows import after as after_cursor
 
 NAME = "work_items"
-VERSION = 2  # 2: lease_ms
+VERSION = 3  # 2: lease_ms; 3: the lease index holds live leases only
 HANDLES = frozenset(
     cls.__event_type__
     for cls in (

@@ -26,8 +26,9 @@ CREATE TABLE IF NOT EXISTS work_items (
 -- claim: highest priority, then oldest, among pending items
 CREATE INDEX IF NOT EXISTS work_items_dequeue
     ON work_items (status, priority DESC, enqueued_position);
--- expire_leases and claim's takeover of expired leases
+-- expire_leases and claim's takeover of expired leases: live leases only, so
+-- that an enqueue or a finished item does not touch it and it stays small
 CREATE INDEX IF NOT EXISTS work_items_lease
-    ON work_items (status, lease_expires_at);
+    ON work_items (lease_expires_at) WHERE status = 'in_progress';
 CREATE INDEX IF NOT EXISTS work_items_task
     ON work_items (task_id, enqueued_position);
