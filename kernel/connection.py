@@ -167,6 +167,19 @@ def _temp_in_memory(conn: apsw.Connection) -> None:
     conn.pragma("temp_store", "MEMORY")
 
 
+# The id of this process, kept current in a forked child: every command
+# checks it, and os.getpid() is a system call.
+_this_process = os.getpid()
+
+
+def _forked() -> None:
+    global _this_process
+    _this_process = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 # --- the database ---------------------------------------------------------------
 
 
@@ -232,7 +245,7 @@ class Database:
         self._depth = 0
         self._wal_pages = 0
         self._stale = False  # the connection was lost and could not be reopened yet
-        self.pid = os.getpid()
+        self.pid = _this_process
         self.closed = False
         # Each thread reads through a connection of its own: reads never wait
         # for a commit in progress and never see uncommitted work.
@@ -270,7 +283,7 @@ class Database:
         self.in_memory, self.read_only, self.vfs = True, read_only, None
         self.opened_read_only, self.immutable = True, False
         self._lock, self._depth, self._wal_pages, self.head_cache = threading.RLock(), 0, 0, None
-        self._owner, self.pid, self.closed = None, os.getpid(), False
+        self._owner, self.pid, self.closed = None, _this_process, False
         self.aborted = None
         self._local, self._readers, self._readers_lock = threading.local(), [], threading.Lock()
         self.commits, self.group, self.commit_count, self.change_count = threading.Condition(), None, 0, 0
@@ -476,7 +489,7 @@ class Database:
         """Refuse use after close, or in another process than the one that opened it."""
         if self.closed:
             raise KernelClosed(f"{doing} refused: the kernel was closed")
-        if os.getpid() != self.pid:
+        if _this_process != self.pid:
             raise WrongProcess(
                 f"{doing} refused: this kernel was opened in process {self.pid}, and this is process "
                 f"{os.getpid()} (after fork()); SQLite connections do not survive a fork: open one kernel per "

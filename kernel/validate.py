@@ -50,6 +50,8 @@ def _refuse(where: str, path: str, why: str) -> InvalidArgument:
 
 
 def _check_str(where: str, path: str, s: str) -> None:
+    if s.isascii():  # the common case, without encoding a copy
+        return
     try:
         s.encode("utf-8")
     except UnicodeEncodeError as e:
