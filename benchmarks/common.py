@@ -81,47 +81,6 @@ class RawJournal:
             self.insert()
         self.conn.execute("COMMIT")
 
-    # The floor: the statements the kernel itself issues for work.enqueue
-    # (a savepoint per command inside a larger transaction, the journal row,
-    # the work_items row with its indexes, the projection positions once per
-    # transaction) with none of its Python. The ratio against this floor is
-    # what the kernel's own code costs.
-
-    def _floor_setup(self) -> None:
-        if self.conn.table_exists("main", "work_items"):
-            return
-        from eventkernel import migrations
-
-        self.conn.execute(migrations.sql("projections/work_items.sql"))
-        self.conn.execute("CREATE TABLE projection_positions (name TEXT PRIMARY KEY, version INTEGER NOT NULL, "
-                          "position INTEGER NOT NULL) STRICT")
-        self.conn.executemany("INSERT INTO projection_positions VALUES (?, 1, 0)", [(f"p{i}",) for i in range(7)])
-
-    def _floor_command(self) -> None:
-        self.insert()
-        self.conn.execute(
-            "INSERT INTO work_items VALUES (?, 'task', 'task', 0, ?, 'pending', 0, 0, 3, 0, NULL, NULL, NULL, NULL, "
-            "NULL, NULL, NULL, ?, ?, ?, ?)",
-            (f"wi_{self.n}", self._encode({"n": self.n}).decode(), self.n, self.n, self.n, self.n),
-        )
-
-    def floor_one_per_transaction(self) -> None:
-        self._floor_setup()
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._floor_command()
-        self.conn.execute("UPDATE projection_positions SET position = ?", (self.n,))
-        self.conn.execute("COMMIT")
-
-    def floor_batch(self, n: int) -> None:
-        self._floor_setup()
-        self.conn.execute("BEGIN IMMEDIATE")
-        for _ in range(n):
-            self.conn.execute("SAVEPOINT ek_1")
-            self._floor_command()
-            self.conn.execute("RELEASE ek_1")
-        self.conn.execute("UPDATE projection_positions SET position = ?", (self.n,))
-        self.conn.execute("COMMIT")
-
     def close(self) -> None:
         self.conn.close()
 
@@ -233,3 +192,56 @@ class SlowSync:
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+class InlinedEnqueue:
+    """What a command's rules cost with none of the kernel's layers (the
+    runner, the generic append, the projector's dispatch): work.enqueue
+    written out by hand on a kernel's own connection, inside its
+    transaction, doing the same work — the service's argument checks, the
+    clock, a new id, the event, the stream name check, the checked encode,
+    the chained hash, the journal row and the work_items row (through the
+    projection's own ``apply``). The kernel against this is what its
+    layering costs; this against raw APSW bounds what a leaner Python path
+    could reach."""
+
+    def __init__(self, path: str, synchronous: str) -> None:
+        from eventkernel import codec, ids, journal, validate
+        from eventkernel.events.work import WorkItemEnqueued
+        from eventkernel.projections import work_items
+
+        self.kernel = eventkernel.open(path, synchronous=synchronous)  # type: ignore[arg-type]
+        db, ctx = self.kernel._db, self.kernel._ctx
+        meta = {"command": "work.enqueue"}
+        meta_text = codec.dump_json(meta)
+        insert = journal._INSERT
+        type_, schema = WorkItemEnqueued.__event_type__, WorkItemEnqueued.__event_schema__
+        check_text, check_int, check_json = validate.check_text, validate.check_int, validate.check_json_value
+
+        def enqueue(task_id: str, input: Any) -> str:
+            w = "work.enqueue"
+            check_text(w, "task_id", task_id)
+            check_json(w, "input", input)
+            check_int(w, "priority", 0)
+            check_int(w, "max_retries", 3, minimum=0, maximum=1_000_000)
+            check_text(w, "kind", "task")
+            now = ctx.stamp()
+            item_id = ids.new_id("wi", now)
+            event = WorkItemEnqueued(work_item_id=item_id, task_id=task_id, kind="task", priority=0, max_retries=3,
+                                     input=input)
+            stream = journal.check_stream(w, f"work_item:{item_id}")
+            data = codec.encode(event, where=w)
+            position, prev, _ = db.head_cache or journal.head_row(db.conn)
+            position += 1
+            hash_ = journal.row_hash(prev, position, stream, 1, type_, schema, data, meta_text, None, task_id, now)
+            db.conn.execute(insert, (position, stream, 1, type_, schema, data, meta_text, None, task_id, now, hash_))
+            recorded = journal.Recorded(position, stream, 1, type_, event, None, task_id, meta, now, hash_)
+            work_items.apply(db.apply_cursor(), recorded, event)
+            db.head_cache = (position, hash_, now)
+            db.appended = True
+            return item_id
+
+        self.enqueue = enqueue
+
+    def close(self) -> None:
+        self.kernel.close()

@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import eventkernel
-from benchmarks.common import CapturedFloor, RawJournal, interleaved, rate, scratch_dir, summary
+from benchmarks.common import CapturedFloor, InlinedEnqueue, RawJournal, interleaved, rate, scratch_dir, summary
 
 RAW = "raw APSW insert of journal-shaped rows"
 FLOOR = "raw APSW replaying the statements the kernel issued, with its settings"
 BARE = "the same statements without the per-command savepoints"
+INLINED = "the same work written out by hand, without the kernel's layers"
 
 
 def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
@@ -56,6 +57,15 @@ def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
             for _ in range(batch_n):
                 kc.work.enqueue("bench", {"n": next(counter)})
 
+    inlined = InlinedEnqueue(str(where / "inlined.db"), synchronous)
+
+    def inlined_batch() -> float:
+        def go() -> None:
+            with inlined.kernel.transaction():
+                for _ in range(batch_n):
+                    inlined.enqueue("bench", {"n": next(counter)})
+        return rate(batch_n, go)
+
     floor_single = replayed(single_n, single_work)
     floor_batch = replayed(batch_n, batch_work)
     bare_batch = replayed(batch_n, batch_work, savepoints=False)
@@ -69,6 +79,8 @@ def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
         ("  x1000, vs its SQL without savepoints", ours_batch, bare_batch, BARE, None),
         ("  (the kernel's SQL x1000 vs raw APSW)", floor_batch, raw_batch, RAW, None),
         ("  (the same without savepoints vs raw APSW)", bare_batch, raw_batch, RAW, None),
+        ("  x1000, vs the same work inlined", ours_batch, inlined_batch, INLINED, None),
+        ("  (the inlined work x1000 vs raw APSW)", inlined_batch, raw_batch, RAW, None),
     ):
         a, b = interleaved(rounds, ours, theirs)
         sa, sb = summary(a), summary(b)
@@ -80,4 +92,5 @@ def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
     k.close()
     raw.close()
     floor.close()
+    inlined.close()
     return results

@@ -32,3 +32,28 @@ def test_benchmarks_run_and_write_the_documented_json(tmp_path, capsys):
         if r["name"].startswith("a lone durable command"):
             continue  # its ratio is the median of its rounds' ratios
         assert abs(r["ratio"] - (r["value"] / r["baseline_value"])) < 1e-9
+
+
+def test_the_inlined_floor_writes_what_the_kernel_writes(tmp_path):
+    # The floor is only a floor if it does the kernel's work: a journal that
+    # verifies, the same rows but for ids, times and hashes.
+    from benchmarks.common import InlinedEnqueue
+
+    import eventkernel
+
+    inlined = InlinedEnqueue(str(tmp_path / "inlined.db"), "full")
+    with eventkernel.open(str(tmp_path / "kernel.db")) as k, inlined.kernel.transaction():
+        for n in range(20):
+            inlined.enqueue("bench", {"n": n})
+            k.work.enqueue("bench", {"n": n})
+    try:
+        assert inlined.kernel.verify().ok
+        with eventkernel.open(str(tmp_path / "kernel.db")) as k:
+            def shape(kernel):
+                return [(e.stream[:12], e.version, e.type, e.schema, {**e.data, "work_item_id": None}, e.meta,
+                         e.event_id, e.correlation_id) for e in kernel.log()]
+            assert shape(inlined.kernel) == shape(k)
+            assert [(i.task_id, i.input, i.status) for i in inlined.kernel.work.list()] == \
+                [(i.task_id, i.input, i.status) for i in k.work.list()]
+    finally:
+        inlined.close()
