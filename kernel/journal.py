@@ -27,6 +27,9 @@ _STREAM = re.compile(r"^[a-z][a-z0-9_]*:.+$", re.DOTALL)
 _PAGE = 1000
 _COLUMNS = "position, stream, version, type, schema, data, meta, event_id, correlation_id, recorded_at, hash"
 _INSERT = f"INSERT INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# What the kernel's own projections read of a row (in ``_COLUMNS`` order):
+# a rebuild of them need not fetch nor decode the metadata, the event id or the hash.
+PROJECTED = "position, stream, version, type, schema, data, NULL, NULL, correlation_id, recorded_at, X''"
 _canonical = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder().decode
 
@@ -311,9 +314,12 @@ def read_rows(
     since_ms: int | None = None,
     until_ms: int | None = None,
     page: int = _PAGE,
+    columns: str = _COLUMNS,
 ) -> Iterator[tuple[Any, ...]]:
     """Raw journal rows (``_COLUMNS`` order) matching the filters; see :func:`read`.
-    ``since_ms``/``until_ms`` bound ``recorded_at`` (inclusive)."""
+    ``since_ms``/``until_ms`` bound ``recorded_at`` (inclusive). ``columns``:
+    what to select in their place (``PROJECTED``: only what the kernel's own
+    projections read)."""
     where = ["position > ?"]
     args: list[Any] = []
     if stream is not None:
@@ -342,7 +348,7 @@ def read_rows(
     # Within one stream, version order is position order and rides the
     # (stream, version) index.
     order = "version" if stream is not None else "position"
-    sql = f"SELECT {_COLUMNS} FROM journal WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
+    sql = f"SELECT {columns} FROM journal WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
     remaining = limit
     last = after
     while remaining is None or remaining > 0:

@@ -442,8 +442,10 @@ class Projector:
             for tables, _ in split:
                 mem.execute(tables)
             report = None if progress is None else (lambda n: progress(n, upto))
-            self._fold_rows(mem.cursor(), journal.read_rows(conn, until=upto, page=_BATCH), modules, progress=report,
-                            folds=folds)
+            # The kernel's own projections read no metadata, event id or hash; an application's may.
+            columns = journal.PROJECTED if self.user_names.isdisjoint(m.NAME for m in modules) else journal._COLUMNS
+            rows = journal.read_rows(conn, until=upto, page=_BATCH, columns=columns)
+            self._fold_rows(mem.cursor(), rows, modules, progress=report, folds=folds)
             for name, fold in folds.items():
                 try:
                     fold.write(mem)
