@@ -16,15 +16,26 @@ import msgspec
 
 from eventkernel.events import checkpoints as checkpoint_events
 from eventkernel.events import commands as command_events
+from eventkernel.events import graphs as graph_events
 from eventkernel.events import idempotency as idempotency_events
 from eventkernel.events import memory as memory_events
 from eventkernel.events import recovery as recovery_events
 from eventkernel.events import sessions as session_events
 from eventkernel.events import tasks as task_events
 from eventkernel.events import work as work_events
-from eventkernel.projections import checkpoints, idempotency_keys, memory_entries, recovery, sessions, tasks, work_items
+from eventkernel.projections import (
+    checkpoints,
+    graphs,
+    idempotency_keys,
+    memory_entries,
+    recovery,
+    sessions,
+    tasks,
+    work_items,
+)
 from eventkernel.services.base import Context
 from eventkernel.services.checkpoints import Checkpoints
+from eventkernel.services.graphs import Graphs
 from eventkernel.services.idempotency import Idempotency
 from eventkernel.services.memory import Memory
 from eventkernel.services.recovery import Recovery
@@ -51,6 +62,7 @@ class Services:
     memory: Annotated[Memory, Domain(memory_events, memory_entries, ("memory",))]
     recovery: Annotated[Recovery, Domain(recovery_events, recovery, ("recovery",))]
     tasks: Annotated[Tasks, Domain(task_events, tasks, ("task", "workflow", "agent"))]
+    graphs: Annotated[Graphs, Domain(graph_events, graphs, ("graph",))]
 
     def _attach(self, ctx: Context) -> None:
         """Give this object (a kernel, or a view of the past) every domain's service."""

@@ -33,9 +33,14 @@ def test_the_wheel_holds_one_package_with_its_sql_types_and_licence(tmp_path):
     for expected in ("eventkernel/py.typed", "eventkernel/__main__.py", "eventkernel/events/work.py",
                      "eventkernel/services/work.py", "eventkernel/projections/work_items.py",
                      "eventkernel/schema/journal/0001_journal.sql", "eventkernel/schema/journal/0003_chain_over_digests.sql",
-                     "eventkernel/schema/projections/work_items.sql"):
+                     "eventkernel/schema/projections/work_items.sql", "eventkernel/integrations/langgraph.py",
+                     "eventkernel/schema/projections/graphs.sql"):
         assert expected in names, expected
     assert any(n.endswith("licenses/LICENSE") for n in names)
     metadata = zipfile.ZipFile(wheel).read(f"eventkernel-{eventkernel.__version__}.dist-info/METADATA").decode()
     assert "License-Expression: MIT" in metadata
     assert "Requires-Dist: apsw" in metadata and "Requires-Dist: msgspec" in metadata
+    # an integration's framework comes with its extra only
+    assert "Provides-Extra: langgraph" in metadata
+    assert all("extra ==" in line for line in metadata.splitlines()
+               if line.startswith("Requires-Dist: langgraph"))

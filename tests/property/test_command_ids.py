@@ -75,7 +75,10 @@ def test_every_command_is_in_the_workload():
            ("memory.publish", "n", "k", "m"), ("memory.expire",), ("recovery.failure", "t", "x", "y"),
            ("recovery.finish", "t1", True), ("recovery.explain", "t"), ("recovery.auto", "t", True),
            ("tasks.status", "t1", "running"), ("tasks.tool", "t1"), ("tasks.add_to_workflow", "t1", 1),
-           ("tasks.agent_status", "running")]
+           ("tasks.agent_status", "running"), ("graphs.put", "th-1", "", {}, "run-a", 0),
+           ("graphs.put_writes", "th-1", "", [], "task-1"), ("graphs.delete_thread", "th-1"),
+           ("graphs.delete_runs", ["run-a"]), ("graphs.prune", ["th-1"], "keep_latest"),
+           ("graphs.copy_thread", "th-1", "th-2")]
     covered = set()
     for op in setup:
         fn, kwargs = resolve(k, op)

@@ -1,0 +1,2 @@
+"""Backends for orchestration frameworks, each behind its extra:
+:mod:`eventkernel.integrations.langgraph` (``pip install eventkernel[langgraph]``)."""

@@ -1,0 +1,252 @@
+"""LangGraph checkpoints on the journal: ``EventKernelSaver``.
+
+    from eventkernel.integrations.langgraph import EventKernelSaver
+
+    with EventKernelSaver.from_conn_string("agents.db") as saver:
+        graph = builder.compile(checkpointer=saver)
+
+A drop-in for LangGraph's ``SqliteSaver``/``AsyncSqliteSaver``/``InMemorySaver``
+(sync and async methods in one class), on a kernel of its own or on one an
+application shares (``EventKernelSaver(kernel)``, a ``Kernel`` used by any
+number of threads or an ``eventkernel.aio`` kernel). Every checkpoint and
+write is an event of the thread's stream ``graph:<thread_id>``, correlated
+by the thread id (``eventkernel log DB --correlation THREAD``); each value is
+stored once, in the journal, readable with ``json_extract`` when it is plain
+data. ``delete_thread``, ``delete_for_runs``, ``prune`` and ``copy_thread``
+are events too: what they delete leaves every read, and stays in the
+journal until it is erased.
+
+Needs the ``langgraph`` extra (``langgraph-checkpoint``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from eventkernel.aio import AsyncKernel
+from eventkernel.kernel import Kernel
+from eventkernel.kernel import open as open_kernel
+from eventkernel.services.graphs import GraphCheckpoint
+
+T = TypeVar("T")
+
+__all__ = ["EventKernelSaver"]
+
+
+def _thread(value: Any) -> str:
+    """LangGraph's thread ids are usually str; an int or a UUID is kept as its text, as SqliteSaver does."""
+    return value if type(value) is str else str(value)
+
+
+class EventKernelSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer on an eventkernel journal (see the module's docstring)."""
+
+    def __init__(self, kernel: Kernel | AsyncKernel, *, serde: SerializerProtocol | None = None) -> None:
+        super().__init__(serde=serde)
+        if isinstance(kernel, AsyncKernel):
+            self.kernel = kernel.kernel
+            self._call: Callable[..., Any] = kernel._call
+        else:
+            self.kernel = kernel
+            self._call = _in_thread
+        self._owned = False
+
+    @classmethod
+    def from_conn_string(cls, path: str, **options: Any) -> _Opening:
+        """A saver on its own kernel, opened on the journal at ``path`` with
+        the options of :func:`eventkernel.open` and closed at the end of the
+        block: ``with EventKernelSaver.from_conn_string(p) as saver`` or
+        ``async with …`` (which opens and closes it off the event loop)."""
+        return _Opening(cls, path, options)
+
+    def close(self) -> None:
+        """Close the kernel if this saver opened it (``from_conn_string``)."""
+        if self._owned:
+            self.kernel.close()
+
+    # --- writing ------------------------------------------------------------------
+
+    def put(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        configurable = config["configurable"]
+        thread_id = configurable["thread_id"]
+        checkpoint_ns = configurable.get("checkpoint_ns", "")
+        rest: dict[str, Any] = dict(checkpoint)
+        channel_values: dict[str, Any] = rest.pop("channel_values", {})
+        channel_versions: dict[str, Any] = rest.pop("channel_versions", {})
+        dumps = self.serde.dumps_typed
+        self.kernel.graphs.put(
+            _thread(thread_id), checkpoint_ns, checkpoint["id"],
+            checkpoint=dumps(rest),
+            channel_versions=channel_versions,
+            metadata=get_checkpoint_metadata(config, metadata),
+            values={channel: (version, dumps(channel_values[channel]) if channel in channel_values else ("empty", b""))
+                    for channel, version in new_versions.items()},
+            parent_checkpoint_id=configurable.get("checkpoint_id"),
+        )
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns,
+                                 "checkpoint_id": checkpoint["id"]}}
+
+    def put_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "",
+    ) -> None:
+        configurable = config["configurable"]
+        dumps = self.serde.dumps_typed
+        self.kernel.graphs.put_writes(
+            _thread(configurable["thread_id"]), configurable.get("checkpoint_ns", ""), configurable["checkpoint_id"],
+            task_id, [(WRITES_IDX_MAP.get(channel, idx), channel, dumps(value))
+                      for idx, (channel, value) in enumerate(writes)],
+            task_path=task_path,
+        )
+
+    def delete_thread(self, thread_id: str) -> None:
+        self.kernel.graphs.delete_thread(_thread(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self.kernel.graphs.delete_runs([str(r) for r in run_ids])
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self.kernel.graphs.copy_thread(_thread(source_thread_id), _thread(target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self.kernel.graphs.prune([_thread(t) for t in thread_ids], strategy=strategy)
+
+    def get_next_version(self, current: str | int | None, channel: None = None) -> str:
+        """LangGraph's own scheme: a 32-digit counter, then a random fraction
+        (two branches never write the same version)."""
+        if current is None:
+            n = 0
+        elif isinstance(current, int):
+            n = current
+        else:
+            n = int(current.split(".")[0])
+        return f"{n + 1:032}.{random.random():016}"
+
+    # --- reading ------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        configurable = config["configurable"]
+        found = self.kernel.graphs.get(
+            _thread(configurable["thread_id"]), configurable.get("checkpoint_ns", ""), get_checkpoint_id(config)
+        )
+        return None if found is None else self._tuple(configurable["thread_id"], found)
+
+    def list(
+        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None, limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        configurable = config["configurable"] if config else {}
+        thread_id = configurable.get("thread_id")
+        found = self.kernel.graphs.list(
+            None if thread_id is None else _thread(thread_id),
+            configurable.get("checkpoint_ns"),
+            checkpoint_id=configurable.get("checkpoint_id"),
+            before=None if before is None else get_checkpoint_id(before),
+            filter=filter, limit=limit,
+        )
+        for g in found:
+            yield self._tuple(g.thread_id if thread_id is None else thread_id, g)
+
+    def _tuple(self, thread_id: Any, g: GraphCheckpoint) -> CheckpointTuple:
+        loads = self.serde.loads_typed
+        checkpoint = {
+            **loads(g.checkpoint),
+            "channel_versions": dict(g.channel_versions),
+            "channel_values": {channel: loads(value) for channel, value in g.values.items()},
+        }
+        return CheckpointTuple(
+            config={"configurable": {"thread_id": thread_id, "checkpoint_ns": g.checkpoint_ns,
+                                     "checkpoint_id": g.checkpoint_id}},
+            checkpoint=checkpoint,  # type: ignore[arg-type]
+            metadata=g.metadata,  # type: ignore[arg-type]
+            parent_config=None if g.parent_checkpoint_id is None else {"configurable": {
+                "thread_id": thread_id, "checkpoint_ns": g.checkpoint_ns, "checkpoint_id": g.parent_checkpoint_id}},
+            pending_writes=[(task_id, channel, loads(value)) for task_id, channel, value in g.writes],
+        )
+
+    # --- the same, awaitable (each call on a thread: the event loop never waits on SQLite) ---------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._call(self.get_tuple, config)  # type: ignore[no-any-return]
+
+    async def alist(
+        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None, limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        found = await self._call(lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
+        for item in found:
+            yield item
+
+    async def aput(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self._call(self.put, config, checkpoint, metadata, new_versions)  # type: ignore[no-any-return]
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "",
+    ) -> None:
+        await self._call(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._call(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._call(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._call(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self._call(functools.partial(self.prune, strategy=strategy), thread_ids)
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+class _Opening:
+    """What ``from_conn_string`` returns: a context manager, sync and async."""
+
+    def __init__(self, cls: type[EventKernelSaver], path: str, options: dict[str, Any]) -> None:
+        self._cls, self._path, self._options = cls, path, options
+        self._saver: EventKernelSaver | None = None
+
+    def _open(self) -> EventKernelSaver:
+        saver = self._cls(open_kernel(self._path, **self._options))
+        saver._owned = True
+        self._saver = saver
+        return saver
+
+    def __enter__(self) -> EventKernelSaver:
+        return self._open()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saver is not None:
+            self._saver.close()
+
+    async def __aenter__(self) -> EventKernelSaver:
+        return await asyncio.to_thread(self._open)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._saver is not None:
+            await asyncio.to_thread(self._saver.close)
