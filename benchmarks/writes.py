@@ -72,8 +72,8 @@ def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
 
     results = []
     for name, ours, theirs, baseline, target in (
-        ("work.enqueue, one durable transaction each", ours_single, raw_single, RAW, 0.8),
-        ("work.enqueue x1000 in one k.transaction()", ours_batch, raw_batch, RAW, 0.5),
+        ("work.enqueue, one durable transaction each", ours_single, raw_single, RAW, 0.7),
+        ("work.enqueue x1000 in one k.transaction()", ours_batch, raw_batch, RAW, 0.3),
         ("  the same, vs the kernel's own SQL", ours_single, floor_single, FLOOR, None),
         ("  x1000, vs the kernel's own SQL", ours_batch, floor_batch, FLOOR, None),
         ("  x1000, vs its SQL without savepoints", ours_batch, bare_batch, BARE, None),
