@@ -224,7 +224,17 @@ def list(
         where.append("c.checkpoint_id < ?")
         args.append(before)
     same = "m.thread_id = c.thread_id AND m.checkpoint_ns = c.checkpoint_ns AND m.checkpoint_id = c.checkpoint_id"
+    source = "graph_checkpoints c"
+    driver = next((pair for pair in metadata if pair[1] is not None), None)
+    if driver is not None:
+        # Start from the metadata index: the checkpoints with this (key, value), then their rows.
+        source = ("graph_checkpoint_metadata d JOIN graph_checkpoints c ON c.thread_id = d.thread_id "
+                  "AND c.checkpoint_ns = d.checkpoint_ns AND c.checkpoint_id = d.checkpoint_id")
+        where.insert(0, "d.key = ? AND d.value = ?")
+        args[:0] = builtins.list(driver)
     for key, value in metadata:
+        if (key, value) == driver:
+            continue
         if value is None:
             where.append(f"NOT EXISTS (SELECT 1 FROM graph_checkpoint_metadata m WHERE {same} AND m.key = ? "
                          "AND m.value != 'null')")
@@ -233,7 +243,7 @@ def list(
             where.append(f"EXISTS (SELECT 1 FROM graph_checkpoint_metadata m WHERE {same} AND m.key = ? "
                          "AND m.value = ?)")
             args += [key, value]
-    sql = (f"SELECT {', '.join('c.' + c for c in GraphCheckpointRow.__struct_fields__)} FROM graph_checkpoints c"
+    sql = (f"SELECT {', '.join('c.' + c for c in GraphCheckpointRow.__struct_fields__)} FROM {source}"
            f"{' WHERE ' + ' AND '.join(where) if where else ''} "
            "ORDER BY c.checkpoint_id DESC, c.checkpoint_ns, c.thread_id LIMIT ?")
     return [_checkpoint(row) for row in conn.execute(sql, (*args, limit_of(limit)))]
@@ -259,7 +269,8 @@ def has_thread(conn: apsw.Connection, thread_id: str) -> bool:
 def value_positions(
     conn: apsw.Connection, thread_id: str, checkpoint_ns: str, versions: dict[str, Any]
 ) -> dict[str, int]:
-    """Per channel, the position of the event holding its value at the given version (if any)."""
+    """Per channel, the position of the event holding its value at the given
+    version (if any): one primary-key lookup each."""
     out = {}
     for channel, version in versions.items():
         row = conn.execute(

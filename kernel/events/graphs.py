@@ -4,8 +4,8 @@ channel values and pending writes), each value stored once, here.
 
 A value arrives serialized by the framework, as (type tag, bytes). It is
 stored as a :class:`Stored`: the value itself, readable in JSON, when
-re-encoding that gives back the same bytes exactly; the bytes in base64
-otherwise.
+re-encoding that gives back the same bytes exactly; otherwise the bytes in
+base64, compressed with zlib when that makes them smaller.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from eventkernel.events.base import KernelEvent
 class Stored(msgspec.Struct, frozen=True, omit_defaults=True):
     """A framework's serialized value: its type tag, and either ``value`` (the
     decoded value, when encoding it again as ``type`` gives back the original
-    bytes) or ``base64`` (the bytes)."""
+    bytes) or ``base64`` (the bytes, zlib-compressed when ``zlib``)."""
 
     type: str
     value: Any = None
     base64: str | None = None
+    zlib: bool = False
 
 
 class ChannelValue(msgspec.Struct, frozen=True):

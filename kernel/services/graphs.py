@@ -14,6 +14,7 @@ import base64
 import builtins
 import hashlib
 import math
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ Serialized = tuple[str, bytes]
 
 STRATEGIES = ("keep_latest", "delete")
 _PLAIN_THREAD = 512  # a longer thread id is named by its hash in the stream name
+_COMPRESS_FROM = 256  # bytes: a shorter opaque value is stored as it is
 _json = msgspec.json.Encoder()
 _any_json = msgspec.json.Decoder()
 _msgpack = msgspec.msgpack.Encoder()
@@ -103,6 +105,10 @@ def store(where: str, name: str, value: Any) -> Stored:
     readable = _readable(type_, data)
     if readable is not None:
         return Stored(type_, value=readable)
+    if len(data) >= _COMPRESS_FROM:
+        packed = zlib.compress(data)
+        if len(packed) < len(data):
+            return Stored(type_, base64=base64.b64encode(packed).decode("ascii"), zlib=True)
     return Stored(type_, base64=base64.b64encode(data).decode("ascii"))
 
 
@@ -135,7 +141,8 @@ def _readable(type_: str, data: bytes) -> Any:
 def load(stored: Stored) -> Serialized:
     """The (type, bytes) a value was stored from."""
     if stored.base64 is not None:
-        return stored.type, base64.b64decode(stored.base64)
+        data = base64.b64decode(stored.base64)
+        return stored.type, zlib.decompress(data) if stored.zlib else data
     if stored.type == "msgpack":
         return stored.type, _msgpack.encode(stored.value)
     return stored.type, _json.encode(stored.value)

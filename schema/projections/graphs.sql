@@ -11,10 +11,8 @@ CREATE TABLE IF NOT EXISTS graph_checkpoints (
     created_at           INTEGER NOT NULL,
     position             INTEGER NOT NULL,    -- the graph.checkpoint_saved event
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS graph_checkpoints_run ON graph_checkpoints (run_id) WHERE run_id IS NOT NULL;
--- list() across threads, newest first
-CREATE INDEX IF NOT EXISTS graph_checkpoints_by_id ON graph_checkpoints (checkpoint_id);
 
 -- One row per top-level metadata key of a checkpoint: list(filter=) finds
 -- checkpoints through (key, value) instead of decoding every one.
@@ -25,7 +23,7 @@ CREATE TABLE IF NOT EXISTS graph_checkpoint_metadata (
     key           TEXT NOT NULL,
     value         TEXT NOT NULL,               -- canonical JSON (sorted keys)
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, key)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS graph_checkpoint_metadata_value
     ON graph_checkpoint_metadata (key, value, thread_id, checkpoint_ns, checkpoint_id);
 
@@ -37,7 +35,7 @@ CREATE TABLE IF NOT EXISTS graph_values (
     version       TEXT NOT NULL,               -- JSON of the version (1, 1.5 and "1" differ)
     position      INTEGER NOT NULL,
     PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
 -- Pending writes, in the order a framework replays them (task_path, task_id, idx).
 CREATE TABLE IF NOT EXISTS graph_writes (
@@ -51,4 +49,4 @@ CREATE TABLE IF NOT EXISTS graph_writes (
     position      INTEGER NOT NULL,            -- the graph.writes_saved event
     item          INTEGER NOT NULL,            -- the write's place in that event's list
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
-) STRICT;
+) STRICT, WITHOUT ROWID;

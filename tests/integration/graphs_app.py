@@ -64,7 +64,9 @@ def main(argv: list[str]) -> None:
             result = build(saver).invoke(Command(resume=arg), config(thread))
             print(json.dumps(result), flush=True)
         elif what == "slow":
-            build(saver, slow_marker=arg).invoke({"log": [], "route": "both"}, config(thread))
+            # durability="sync": each checkpoint is saved before the next step starts (LangGraph's
+            # default, "async", saves it while the next step runs: a kill there loses that step)
+            build(saver, slow_marker=arg).invoke({"log": [], "route": "both"}, config(thread), durability="sync")
         else:
             raise SystemExit(f"unknown program {what!r}")
 

@@ -23,6 +23,8 @@ def test_benchmarks_run_and_write_the_documented_json(tmp_path, capsys):
     doubles = [r for r in results if r["unit"] == "items"]
     assert [r["value"] for r in doubles] == [0]  # 4 worker processes: no item completed twice or never
     assert any(n.startswith("claim+complete, 4 processes") for n in names)
+    assert {"LangGraph put", "LangGraph get_tuple, latest of 50", "LangGraph list(limit=10)"} <= set(names)
+    assert any(n.startswith("file size after a") for n in names)
     for r in results:
         assert set(r) == {"name", "value", "unit", "baseline", "baseline_value", "ratio", "target"}
         if r in doubles or r["name"] in wakes or r["unit"] in ("%", "ratio"):

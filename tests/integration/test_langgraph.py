@@ -94,6 +94,10 @@ def _lists(saver: Any, thread: str, ns: str) -> list[Any]:
                     found, key=lambda t: (t.config["configurable"]["checkpoint_ns"],
                                           t.config["configurable"]["checkpoint_id"]))
             out.append(found)
+    # every thread, through the metadata index
+    found = list(saver.list(None, filter={"source": "loop"}))
+    out.append(sorted((t.config["configurable"]["thread_id"], t.config["configurable"]["checkpoint_ns"],
+                       t.config["configurable"]["checkpoint_id"], t.metadata["step"]) for t in found))
     return out
 
 

@@ -1,0 +1,165 @@
+"""LangGraph checkpointers: ``EventKernelSaver`` against LangGraph's
+``SqliteSaver`` (``langgraph-checkpoint-sqlite``), both at FULL, in the
+same run: ``put``, ``put_writes``, ``get_tuple`` and ``list(limit=10)``
+through LangGraph's API; a 10-node graph invoked end to end; and the size
+of the file after a 200-turn conversation whose message list grows every
+turn (what LangGraph stores: the whole list at each step)."""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import os
+import sqlite3
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import eventkernel
+from benchmarks.common import interleaved, rate, scratch_dir, summary
+
+THEIRS = "langgraph-checkpoint-sqlite SqliteSaver"
+
+
+def _row(name: str, a: list[float], b: list[float], unit: str, baseline: str, target: float | None) -> dict[str, Any]:
+    sa, sb = summary(a), summary(b)
+    return {"name": name, "value": sa["median"], "min": sa["min"], "max": sa["max"], "unit": unit,
+            "baseline": baseline, "baseline_value": sb["median"], "ratio": sa["median"] / sb["median"],
+            "target": target}
+
+
+def _size(path: Path) -> int:
+    return sum(os.path.getsize(p) for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def run(*, quick: bool) -> list[dict[str, Any]]:
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langgraph.checkpoint.base import empty_checkpoint
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from eventkernel.integrations.langgraph import EventKernelSaver
+
+    where = scratch_dir()
+    n = 40 if quick else 200
+    rounds = 3 if quick else 7
+    conn = sqlite3.connect(str(where / "sqlitesaver.db"), check_same_thread=False)
+    theirs = SqliteSaver(conn)
+    theirs.setup()
+    sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+    print(f"  langgraph SqliteSaver: SQLite synchronous={sync} (2 = FULL)", flush=True)
+    ours = EventKernelSaver(eventkernel.open(str(where / "eventkernel.db")))
+    counter = itertools.count()
+    savers = {"ours": ours, "theirs": theirs}
+    latest: dict[tuple[str, str], Any] = {}
+
+    def put_one(who: str, thread: str) -> Any:
+        saver = savers[who]
+        i = next(counter)
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"messages": [f"message {j} of step {i}" for j in range(5)], "step": i}
+        version = saver.get_next_version(None, None)
+        checkpoint["channel_versions"] = {"messages": version, "step": version}
+        config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+        parent = latest.get((who, thread))
+        if parent is not None:
+            config["configurable"]["checkpoint_id"] = parent["configurable"]["checkpoint_id"]
+        stored = saver.put(config, checkpoint, {"source": "loop", "step": i, "parents": {}},
+                           {"messages": version, "step": version})
+        latest[who, thread] = stored
+        return stored
+
+    def puts(who: str) -> float:
+        return rate(n, lambda: [put_one(who, "puts") for _ in range(n)])
+
+    def writes(who: str) -> float:
+        stored = put_one(who, "writes")
+        return rate(n, lambda: [savers[who].put_writes(stored, [("messages", ["a reply"]), ("step", i)], f"task-{i}")
+                                for i in range(n)])
+
+    for who in savers:  # a thread of 50 checkpoints to read
+        for _ in range(50):
+            put_one(who, "reads")
+
+    def gets(who: str) -> float:
+        config = {"configurable": {"thread_id": "reads", "checkpoint_ns": ""}}
+        return rate(n, lambda: [savers[who].get_tuple(config) for _ in range(n)])
+
+    def lists(who: str) -> float:
+        config = {"configurable": {"thread_id": "reads", "checkpoint_ns": ""}}
+        return rate(n, lambda: [list(savers[who].list(config, limit=10)) for _ in range(n)])
+
+    out = []
+    for name, fn, target in (("put", puts, 0.8), ("put_writes, 2 writes", writes, None),
+                             ("get_tuple, latest of 50", gets, 1.0), ("list(limit=10)", lists, 1.0)):
+        a, b = interleaved(rounds, lambda fn=fn: fn("ours"), lambda fn=fn: fn("theirs"))
+        out.append(_row(f"LangGraph {name}", a, b, "calls/s", THEIRS, target))
+
+    # a 10-node graph, invoked end to end on each saver
+    graphs = {who: _chain(saver) for who, saver in savers.items()}
+    invocations = 20 if quick else 200
+    runs = itertools.count()
+
+    def invoke(who: str) -> float:
+        def go() -> None:
+            for _ in range(invocations // 4):
+                graphs[who].invoke({"steps": []}, {"configurable": {"thread_id": f"g-{next(runs)}"}})
+        return rate(invocations // 4 * 11, go)  # 11 checkpoints per invocation
+
+    a, b = interleaved(4 if quick else 4, lambda: invoke("ours"), lambda: invoke("theirs"))
+    out.append(_row("a 10-node graph invoked, one thread", a, b, "steps/s", THEIRS, 1.0))
+
+    # the size of a 200-turn conversation with a growing message list
+    turns = 50 if quick else 200
+    sizes = {}
+    for who in ("ours", "theirs"):
+        path = where / f"conversation-{who}.db"
+        if who == "ours":
+            saver_: Any = EventKernelSaver(eventkernel.open(str(path)))
+        else:
+            c = sqlite3.connect(str(path), check_same_thread=False)
+            saver_ = SqliteSaver(c)
+            saver_.setup()
+        messages: list[Any] = []
+        parent = None
+        version = None
+        for turn in range(turns):
+            messages = [*messages, HumanMessage(f"question {turn}: " + "words " * 20),
+                        AIMessage(f"answer {turn}: " + "more words " * 30)]
+            checkpoint = empty_checkpoint()
+            version = saver_.get_next_version(version, None)
+            checkpoint["channel_values"] = {"messages": messages}
+            checkpoint["channel_versions"] = {"messages": version}
+            config = {"configurable": {"thread_id": "chat", "checkpoint_ns": ""}}
+            if parent is not None:
+                config["configurable"]["checkpoint_id"] = parent["configurable"]["checkpoint_id"]
+            parent = saver_.put(config, checkpoint, {"source": "loop", "step": turn, "parents": {}},
+                                {"messages": version})
+        if who == "ours":
+            saver_.kernel.checkpoint("truncate")
+            saver_.kernel.close()
+        else:
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            c.close()
+        sizes[who] = _size(path)
+    out.append({"name": f"file size after a {turns}-turn conversation", "value": sizes["ours"] / 2**20,
+                "min": sizes["ours"] / 2**20, "max": sizes["ours"] / 2**20, "unit": "MiB", "baseline": THEIRS,
+                "baseline_value": sizes["theirs"] / 2**20, "ratio": sizes["ours"] / sizes["theirs"], "target": 1.0})
+    ours.kernel.close()
+    conn.close()
+    return out
+
+
+class Steps(TypedDict):
+    steps: Annotated[list[int], operator.add]
+
+
+def _chain(saver: Any) -> Any:
+    from langgraph.graph import END, START, StateGraph
+
+    builder = StateGraph(Steps)
+    previous = START
+    for i in range(10):
+        builder.add_node(f"n{i}", lambda s, i=i: {"steps": [i]})
+        builder.add_edge(previous, f"n{i}")
+        previous = f"n{i}"
+    builder.add_edge(previous, END)
+    return builder.compile(checkpointer=saver)
