@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -123,4 +124,34 @@ def test_a_run_killed_mid_step_resumes_from_its_last_checkpoint(tmp_path, child_
         assert "__interrupt__" in paused
         final = graph.invoke(Command(resume="after the crash"), app.config("t"))
         assert final["log"] == ["start", "left", "right", "review:after the crash", "finish"]
+        assert saver.kernel.verify().ok
+
+
+def test_one_saver_serves_graphs_running_on_many_threads(tmp_path):
+    with EventKernelSaver.from_conn_string(str(tmp_path / "graphs.db")) as saver:
+        graph = app.build(saver)
+        errors: list[BaseException] = []
+
+        def run(i: int) -> None:
+            try:
+                for j in range(3):
+                    thread = f"t{i}-{j}"
+                    graph.invoke({"log": [], "route": "both" if (i + j) % 2 else "left"}, app.config(thread))
+                    graph.invoke(Command(resume=thread), app.config(thread))
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        for i in range(8):
+            for j in range(3):
+                thread = f"t{i}-{j}"
+                values = graph.get_state(app.config(thread)).values
+                branches = ["left", "right"] if (i + j) % 2 else ["left"]
+                assert values["log"] == ["start", *branches, f"review:{thread}", "finish"]
+                assert len(list(graph.get_state_history(app.config(thread)))) == 6
         assert saver.kernel.verify().ok
