@@ -9,6 +9,7 @@ than coerced.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import msgspec
@@ -36,12 +37,19 @@ _DIGITS_AS_NINES = bytes((0x39 if 0x30 <= i <= 0x39 else 0x20) for i in range(25
 _LONG_RUN = b"9" * 19
 
 
+# A number of 19+ digits in compact JSON: at the start, or after ':', ',' or
+# '['. Slower than the translation above, so only asked when that found a long
+# run — which digits inside strings also make (ids, version counters).
+_LONG_NUMBER = re.compile(rb"(?:^|[:,\[])-?[0-9]{19}")
+
+
 def plain_json(encoded: bytes, max_depth: int = MAX_DEPTH) -> bool:
-    """True when encoded JSON surely holds no out-of-range integer and no
-    nesting deeper than ``max_depth`` (each level needs a bracket)."""
+    """True when encoded JSON (compact, as msgspec writes it) surely holds no
+    out-of-range integer and no nesting deeper than ``max_depth`` (each level
+    needs a bracket)."""
     return (
         encoded.count(b"[") + encoded.count(b"{") <= max_depth
-        and _LONG_RUN not in encoded.translate(_DIGITS_AS_NINES)
+        and (_LONG_RUN not in encoded.translate(_DIGITS_AS_NINES) or _LONG_NUMBER.search(encoded) is None)
     )
 
 

@@ -137,15 +137,50 @@ def test_recorded_is_a_frozen_struct():
     assert eventkernel.Recorded.__struct_config__.frozen
 
 
-@given(st.binary(max_size=80) | st.text(alphabet="0123456789a,[]{}\":-.", max_size=80).map(str.encode))
-def test_plain_json_finds_runs_of_19_digits_exactly_as_a_regular_expression_would(encoded):
+@given(st.binary(max_size=80) | st.text(alphabet="0123456789a,[]{}\":-.", max_size=80).map(str.encode)
+       | st.lists(st.sampled_from([b"[", b",", b":", b"-", b'"', b"a", b"1" * 10, b"9" * 19]), max_size=8).map(b"".join))
+def test_plain_json_finds_numbers_of_19_digits_exactly_as_a_regular_expression_would(encoded):
     import re
 
     from eventkernel.validate import MAX_DEPTH, plain_json
 
     shallow = encoded.count(b"[") + encoded.count(b"{") <= MAX_DEPTH
-    expected = shallow and re.search(rb"\d{19}", encoded) is None
+    expected = shallow and re.search(rb"(?:^|[:,\[])-?\d{19}", encoded) is None
     assert plain_json(encoded) == expected
+
+
+INTS = st.integers(-(2**70), 2**70) | st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1])
+DIGITS = st.text(alphabet="0123456789:,[-", min_size=15, max_size=40)
+
+
+@given(st.recursive(INTS | DIGITS | st.floats(allow_nan=False, allow_infinity=False),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(DIGITS, inner, max_size=3),
+                    max_leaves=8))
+def test_plain_json_never_misses_an_integer_beyond_64_bits(value):
+    from eventkernel.validate import INT64_MAX, INT64_MIN, plain_json
+
+    def ints(v):
+        if type(v) is int:
+            yield v
+        elif isinstance(v, list):
+            for x in v:
+                yield from ints(x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                yield from ints(x)
+
+    encoded = msgspec.json.encode(value)
+    if plain_json(encoded):
+        assert all(INT64_MIN <= i <= INT64_MAX for i in ints(value))
+
+
+def test_digits_inside_strings_keep_the_fast_path():
+    from eventkernel.validate import plain_json
+
+    # LangGraph's channel versions hold 32-digit counters; they are strings, not numbers
+    assert plain_json(msgspec.json.encode({"v": "00000000000000000000000000000002.0.5", "id": "1" * 40}))
+    assert not plain_json(msgspec.json.encode({"v": 10**19}))
+    assert not plain_json(msgspec.json.encode([-(10**19)]))
 
 
 def _nested(depth):
