@@ -102,6 +102,8 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
         a, b = interleaved(rounds, lambda fn=fn: fn("ours"), lambda fn=fn: fn("theirs"))
         out.append(_row(f"LangGraph {name}", a, b, "calls/s", THEIRS, target))
 
+    out.append(_async_puts(where, n, rounds))
+
     # a 10-node graph, invoked end to end on each saver
     graphs = {who: _chain(saver) for who, saver in savers.items()}
     invocations = 20 if quick else 200
@@ -190,3 +192,46 @@ def _chain(saver: Any) -> Any:
         previous = f"n{i}"
     builder.add_edge(previous, END)
     return builder.compile(checkpointer=saver)
+
+
+def _async_puts(where: Path, n: int, rounds: int) -> dict[str, Any]:
+    """``aput`` awaited one after the other: on the asyncio kernel against
+    ``AsyncSqliteSaver`` (aiosqlite), each with its own event loop run."""
+    import asyncio
+
+    from langgraph.checkpoint.base import empty_checkpoint
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    import eventkernel.aio
+    from eventkernel.integrations.langgraph import EventKernelSaver
+
+    counter = itertools.count()
+
+    async def puts(saver: Any) -> float:
+        async def go() -> None:
+            for _ in range(n):
+                i = next(counter)
+                checkpoint = empty_checkpoint()
+                checkpoint["channel_values"] = {"messages": [f"message {j} of step {i}" for j in range(5)]}
+                version = saver.get_next_version(None, None)
+                checkpoint["channel_versions"] = {"messages": version}
+                await saver.aput({"configurable": {"thread_id": "aput", "checkpoint_ns": ""}}, checkpoint,
+                                 {"source": "loop", "step": i, "parents": {}}, {"messages": version})
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await go()
+        return n / (loop.time() - start)
+
+    async def both() -> tuple[list[float], list[float]]:
+        ours: list[float] = []
+        theirs: list[float] = []
+        async with eventkernel.aio.open(str(where / "aio.db")) as k, \
+                AsyncSqliteSaver.from_conn_string(str(where / "asyncsqlitesaver.db")) as saver:
+            mine = EventKernelSaver(k)
+            for _ in range(rounds):
+                theirs.append(await puts(saver))
+                ours.append(await puts(mine))
+        return ours, theirs
+
+    a, b = asyncio.run(both())
+    return _row("LangGraph aput, asyncio", a, b, "calls/s", "langgraph-checkpoint-sqlite AsyncSqliteSaver", None)
