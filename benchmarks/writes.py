@@ -1,6 +1,8 @@
 """Write throughput: one durable command per transaction, and 1000 commands
 in one transaction, each against raw APSW inserting the same number of
-journal-shaped rows in the same kind of transaction."""
+journal-shaped rows in the same kind of transaction; and against the floors:
+the kernel's own statements replayed (with and without savepoints), and the
+same work written out by hand without the kernel's layers."""
 
 from __future__ import annotations
 

@@ -42,5 +42,5 @@ def test_the_wheel_holds_one_package_with_its_sql_types_and_licence(tmp_path):
     assert "Requires-Dist: apsw" in metadata and "Requires-Dist: msgspec" in metadata
     # an integration's framework comes with its extra only
     assert "Provides-Extra: langgraph" in metadata
-    assert all("extra ==" in line for line in metadata.splitlines()
-               if line.startswith("Requires-Dist: langgraph"))
+    langgraph = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: langgraph")]
+    assert langgraph and all("extra ==" in line for line in langgraph), langgraph
