@@ -59,7 +59,7 @@ class Services:
     checkpoints: Annotated[Checkpoints, Domain(checkpoint_events, checkpoints, ("checkpoint",))]
     idempotency: Annotated[Idempotency, Domain(idempotency_events, idempotency_keys, ("idempotency",))]
     sessions: Annotated[Sessions, Domain(session_events, sessions, ("session",))]
-    memory: Annotated[Memory, Domain(memory_events, memory_entries, ("memory",))]
+    memory: Annotated[Memory, Domain(memory_events, memory_entries, ("memory", "memory_ttl"))]
     recovery: Annotated[Recovery, Domain(recovery_events, recovery, ("recovery",))]
     tasks: Annotated[Tasks, Domain(task_events, tasks, ("task", "workflow", "agent"))]
     graphs: Annotated[Graphs, Domain(graph_events, graphs, ("graph",))]

@@ -1,4 +1,8 @@
-"""Projection ``memory_entries``: every version of every memory."""
+"""Projection ``memory_entries``: every version of every memory.
+
+A touch (``memory.touched``) is not a version: it moves the deadline
+(``expires_at``) of the newest version in place, when that version is live
+and has a TTL."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from eventkernel.events.memory import (
     MemoryPut,
     MemoryRestored,
     MemoryRolledBack,
+    MemoryTouched,
 )
 from eventkernel.journal import Recorded
 from eventkernel.projections.rows import Order, Target, columns, dump, limit_of, loader
@@ -24,9 +29,10 @@ from eventkernel.projections.rows import after as after_cursor
 from eventkernel.validate import prefix_upper
 
 NAME = "memory_entries"
-VERSION = 1
+VERSION = 2  # 2: ttl_ms, and touches
 HANDLES = frozenset(
-    c.__event_type__ for c in (MemoryPut, MemoryDeleted, MemoryRestored, MemoryRolledBack, MemoryExpired, MemoryPublished)
+    c.__event_type__
+    for c in (MemoryPut, MemoryDeleted, MemoryRestored, MemoryRolledBack, MemoryExpired, MemoryPublished, MemoryTouched)
 )
 TYPES = ("semantic", "episodic", "procedural")
 
@@ -47,6 +53,7 @@ class MemoryEntry(msgspec.Struct, frozen=True):
     created_at: int
     updated_at: int
     expires_at: int | None
+    ttl_ms: int | None  # the TTL a touch counts again from its time (None: no TTL)
     position: int
 
 
@@ -60,6 +67,7 @@ _OPS = {
     MemoryExpired: "expire",
     MemoryPublished: "publish",
 }
+HANDLED = frozenset((*_OPS, MemoryTouched))
 
 
 def _version(prev: Sequence[Any] | None, recorded: Recorded, event: Event) -> builtins.list[Any] | None:
@@ -73,21 +81,34 @@ def _version(prev: Sequence[Any] | None, recorded: Recorded, event: Event) -> bu
     if isinstance(event, MemoryPut | MemoryRolledBack | MemoryPublished):
         value, memory_type, metadata = dump(event.value), event.memory_type, dump(event.metadata)
         expires_at = event.expires_at if isinstance(event, MemoryPut) else None
+        ttl_ms = None if expires_at is None else expires_at - at  # the put's deadline is its time plus its TTL
         deleted, actor = 0, event.actor
     elif prev is None:
         return None
     else:
-        value, memory_type, metadata, expires_at = prev[3], prev[4], prev[7], prev[12]
+        value, memory_type, metadata, expires_at, ttl_ms = prev[3], prev[4], prev[7], prev[12], prev[13]
         actor = getattr(event, "actor", None)
         deleted = 0 if isinstance(event, MemoryRestored) else 1
         if isinstance(event, MemoryRestored) and prev[6] == "expire":
-            expires_at = None  # restored after its TTL: it lives on without one
+            expires_at = ttl_ms = None  # restored after its TTL: it lives on without one
     created_by, created_at = (prev[8], prev[10]) if prev is not None else (actor, at)
     return [event.namespace, event.key, recorded.version, value, memory_type, deleted, op,  # type: ignore[attr-defined]
-            metadata, created_by, actor, created_at, at, expires_at, recorded.position]
+            metadata, created_by, actor, created_at, at, expires_at, ttl_ms, recorded.position]
+
+
+def _touches(row: Sequence[Any] | None) -> bool:
+    """Whether a touch moves the deadline of the newest version ``row``: live, with a TTL."""
+    return row is not None and row[5] == 0 and row[13] is not None
 
 
 def apply(conn: Target, recorded: Recorded, event: Event) -> None:
+    if type(event) is MemoryTouched:
+        conn.execute(
+            "UPDATE memory_entries SET expires_at = ? WHERE namespace = ? AND key = ? AND is_latest = 1 "
+            "AND is_deleted = 0 AND ttl_ms IS NOT NULL",
+            (event.expires_at, event.namespace, event.key),
+        )
+        return
     if type(event) not in _OPS:
         return
     ns, key = event.namespace, event.key  # type: ignore[attr-defined]
@@ -99,7 +120,7 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
         return
     if prev is not None:
         conn.execute("UPDATE memory_entries SET is_latest = 0 WHERE namespace = ? AND key = ? AND is_latest = 1", (ns, key))
-    conn.execute(f"INSERT INTO memory_entries ({_COLS}, is_latest) VALUES ({', '.join('?' * 15)})", (*row, 1))
+    conn.execute(f"INSERT INTO memory_entries ({_COLS}, is_latest) VALUES ({', '.join('?' * 16)})", (*row, 1))
 
 
 class Fold:
@@ -115,23 +136,27 @@ class Fold:
         return False
 
     def add(self, recorded: Recorded, event: Event) -> None:
-        if type(event) not in _OPS:
+        if type(event) not in HANDLED:
             return
         name = (event.namespace, event.key)  # type: ignore[attr-defined]
         i = self.latest.get(name)
         prev = None if i is None else self.rows[i]
+        if type(event) is MemoryTouched:
+            if _touches(prev):
+                prev[12] = event.expires_at  # type: ignore[index]
+            return
         row = _version(prev, recorded, event)
         if row is None:
             return
         if prev is not None:
-            prev[14] = 0
+            prev[15] = 0
         self.latest[name] = len(self.rows)
         row.append(1)
         self.rows.append(row)
 
     def write(self, conn: apsw.Connection) -> None:
         conn.executemany(
-            f"INSERT INTO memory_entries ({_COLS}, is_latest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO memory_entries ({_COLS}, is_latest) VALUES ({', '.join('?' * 16)})",
             self.rows,
         )
 
@@ -190,10 +215,9 @@ def list(
     if cursor:
         where.append(cursor)
         args += cursor_args
-    if prefix:
-        upper = prefix_upper(prefix)
-        where.append("namespace >= ?" if upper is None else "namespace >= ? AND namespace < ?")
-        args += [prefix] if upper is None else [prefix, upper]
+    ranged, ranged_args = _prefix(prefix)
+    where += ranged
+    args += ranged_args
     if memory_type is not None:
         where.append("memory_type = ?")
         args.append(memory_type)
@@ -206,11 +230,33 @@ def list(
     return [_load(r) for r in rows]
 
 
-def due(conn: apsw.Connection, now: int) -> builtins.list[MemoryEntry]:
-    """Live memories whose TTL ran out at or before ``now``."""
+def due(conn: apsw.Connection, now: int, prefix: str = "") -> builtins.list[MemoryEntry]:
+    """Live memories whose TTL ran out at or before ``now``, in namespaces starting with ``prefix``."""
+    where, args = _prefix(prefix)
     rows = conn.execute(
         f"SELECT {_COLS} FROM memory_entries WHERE is_latest = 1 AND is_deleted = 0 AND expires_at IS NOT NULL "
-        "AND expires_at <= ? ORDER BY expires_at, namespace, key",
-        (now,),
+        f"AND expires_at <= ? {''.join(' AND ' + w for w in where)} ORDER BY expires_at, namespace, key",
+        (now, *args),
     )
     return [_load(r) for r in rows]
+
+
+def namespaces(conn: apsw.Connection, prefix: str = "", *, limit: int | None = None) -> builtins.list[str]:
+    """Every namespace holding a live memory that starts with ``prefix``, in order."""
+    where, args = _prefix(prefix)
+    rows = conn.execute(
+        "SELECT DISTINCT namespace FROM memory_entries INDEXED BY memory_latest WHERE is_latest = 1 AND is_deleted = 0"
+        f"{''.join(' AND ' + w for w in where)} ORDER BY namespace LIMIT ?",
+        (*args, limit_of(limit)),
+    )
+    return [r[0] for r in rows]
+
+
+def _prefix(prefix: str) -> tuple[builtins.list[str], builtins.list[str]]:
+    """The condition on ``namespace`` for namespaces starting with ``prefix``: a range the index can use."""
+    if not prefix:
+        return [], []
+    upper = prefix_upper(prefix)
+    if upper is None:
+        return ["namespace >= ?"], [prefix]
+    return ["namespace >= ? AND namespace < ?"], [prefix, upper]

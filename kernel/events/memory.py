@@ -1,6 +1,8 @@
 """Events of versioned memory (stream ``memory:<namespace>/<key>``).
 
 Every event of the stream is a version: memory version n is stream version n.
+A TTL refresh (``MemoryTouched``) is not a version: it is recorded on the
+memory's own second stream, ``memory_ttl:<namespace>/<key>``.
 """
 
 from __future__ import annotations
@@ -67,3 +69,12 @@ class MemoryPublished(KernelEvent, tag="memory.published"):
     memory_type: str
     metadata: dict[str, Any] | None = None
     actor: str | None = None
+
+
+class MemoryTouched(KernelEvent, tag="memory.touched"):
+    """The live memory's TTL deadline moved to ``expires_at`` (its TTL counted
+    again from now, as a store that refreshes on read does); not a version."""
+
+    namespace: str
+    key: str
+    expires_at: int

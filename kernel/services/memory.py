@@ -3,14 +3,15 @@
 Each memory is the stream ``memory:<namespace>/<key>``, and each of its
 events is a version: put, delete (soft), restore, rollback (a new version
 equal to an older one), expire (TTL) and publish (a copy arriving from
-another namespace). ``get`` returns the newest version unless it is deleted
+another namespace). A touch (a TTL counted again from now) is not a
+version; it goes to ``memory_ttl:<namespace>/<key>``. ``get`` returns the newest version unless it is deleted
 or expired; ``version=`` and ``as_of=`` read the version rows.
 """
 
 from __future__ import annotations
 
 import builtins
-from typing import Any
+from typing import Any, TypeVar
 
 import apsw
 
@@ -22,12 +23,13 @@ from eventkernel.events.memory import (
     MemoryPut,
     MemoryRestored,
     MemoryRolledBack,
+    MemoryTouched,
 )
 from eventkernel.journal import Recorded
 from eventkernel.projections import memory_entries
 from eventkernel.projections.memory_entries import TYPES, MemoryEntry
 from eventkernel.services.base import Context
-from eventkernel.services.runner import Args, Decision, Emit, Reads, Spec, emit, run
+from eventkernel.services.runner import NOTHING, Args, Decision, Emit, Reads, Spec, emit, run
 from eventkernel.validate import (
     check_bool,
     check_int,
@@ -39,10 +41,16 @@ from eventkernel.validate import (
 )
 
 MAX_TTL_MS = 100 * 366 * 24 * 3600 * 1000
+R = TypeVar("R")
 
 
 def stream_of(namespace: str, key: str) -> str:
     return f"memory:{namespace}/{key}"
+
+
+def ttl_stream_of(namespace: str, key: str) -> str:
+    """The stream of a memory's touches, which are not versions."""
+    return f"memory_ttl:{namespace}/{key}"
 
 
 def _check_address(where: str, namespace: Any, key: Any, name: str = "namespace") -> None:
@@ -119,6 +127,16 @@ def _expiry(entry: MemoryEntry) -> Emit:
     return Emit(stream_of(entry.namespace, entry.key), (event,), expected_version=entry.version)
 
 
+def decide_touch(current: MemoryEntry | None, a: Args, now: int) -> Decision:
+    """A live memory with a TTL gets a new deadline, its TTL from now; any other: nothing."""
+    if current is None or current.is_deleted or current.ttl_ms is None:
+        return NOTHING
+    return emit(
+        ttl_stream_of(a["namespace"], a["key"]),
+        MemoryTouched(namespace=a["namespace"], key=a["key"], expires_at=now + current.ttl_ms),
+    )
+
+
 def decide_expire(due: builtins.list[MemoryEntry], a: Args, now: int) -> Decision:
     """Every live memory whose TTL ran out."""
     return Decision(emits=tuple(_expiry(entry) for entry in due))
@@ -159,8 +177,12 @@ DELETE: Spec[MemoryEntry | None, MemoryEntry] = Spec("memory.delete", _load_late
 RESTORE: Spec[MemoryEntry | None, MemoryEntry] = Spec("memory.restore", _load_latest, decide_restore, _written)
 ROLLBACK: Spec[Any, MemoryEntry] = Spec("memory.rollback", _load_rollback, decide_rollback, _written)
 PUBLISH: Spec[MemoryEntry | None, MemoryEntry] = Spec("memory.publish", _load_latest, decide_publish, _written)
+TOUCH: Spec[MemoryEntry | None, MemoryEntry | None] = Spec(
+    "memory.touch", _load_latest, decide_touch,
+    lambda reads, a, records, outcome: memory_entries.latest(reads.live, a["namespace"], a["key"]) if records else None,
+)
 EXPIRE: Spec[builtins.list[MemoryEntry], int] = Spec(
-    "memory.expire", lambda conn, a, now: memory_entries.due(conn, now), decide_expire,
+    "memory.expire", lambda conn, a, now: memory_entries.due(conn, now, a["prefix"]), decide_expire,
     lambda reads, a, records, outcome: sum(isinstance(r.event, MemoryExpired) for r in records),
 )
 
@@ -289,10 +311,34 @@ class Memory:
         args = {"namespace": namespace, "key": key, "to_version": to_version, "actor": actor}
         return run(self._ctx, ROLLBACK, args, command_id=command_id, actor=actor)
 
-    def expire(self, *, actor: str | None = None, command_id: str | None = None) -> int:
-        """Record the expiry of every live memory whose TTL has run out (the
-        reaper; until it runs, such a memory is still returned). Returns the count."""
-        return run(self._ctx, EXPIRE, {}, command_id=command_id, actor=actor)
+    def expire(self, prefix: str = "", *, actor: str | None = None, command_id: str | None = None) -> int:
+        """Record the expiry of every live memory whose TTL has run out, in the
+        namespaces starting with ``prefix`` (the reaper; until it runs, such a
+        memory is still returned, and a touch keeps it). Returns the count."""
+        if prefix != "":
+            check_text("memory.expire", "prefix", prefix)
+        check_optional_text("memory.expire", "actor", actor)
+        return run(self._ctx, EXPIRE, {"prefix": prefix}, command_id=command_id, actor=actor)
+
+    def touch(
+        self, namespace: str, key: str, *, actor: str | None = None, command_id: str | None = None
+    ) -> MemoryEntry | None:
+        """Count a live memory's TTL again from now (its ``expires_at`` moves;
+        a refresh on read). Not a version: the event goes to the stream
+        ``memory_ttl:<namespace>/<key>`` and the newest version keeps its
+        number. A memory that is missing, deleted, expired or without a TTL is
+        left alone (nothing is written; returns None); otherwise returns the
+        newest version with its new deadline."""
+        return self._address(TOUCH, namespace, key, actor, command_id)
+
+    def namespaces(self, prefix: str = "", *, limit: int | None = None) -> builtins.list[str]:
+        """Every namespace that holds a live memory and starts with ``prefix``, in order."""
+        where = "memory.namespaces"
+        if prefix != "":
+            check_text(where, "prefix", prefix)
+        check_limit(where, limit)
+        with self._ctx.db.read(where) as conn:
+            return memory_entries.namespaces(conn, prefix, limit=limit)
 
     def publish(
         self, namespace: str, key: str, to_namespace: str, *, actor: str | None = None, command_id: str | None = None
@@ -309,9 +355,9 @@ class Memory:
         return run(self._ctx, PUBLISH, args, command_id=command_id, actor=actor)
 
     def _address(
-        self, spec: Spec[MemoryEntry | None, MemoryEntry], namespace: str, key: str, actor: str | None,
+        self, spec: Spec[MemoryEntry | None, R], namespace: str, key: str, actor: str | None,
         command_id: str | None,
-    ) -> MemoryEntry:
+    ) -> R:
         _check_address(spec.name, namespace, key)
         check_optional_text(spec.name, "actor", actor)
         return run(self._ctx, spec, {"namespace": namespace, "key": key, "actor": actor}, command_id=command_id,

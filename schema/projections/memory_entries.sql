@@ -13,7 +13,8 @@ CREATE TABLE IF NOT EXISTS memory_entries (
     updated_by  TEXT,                          -- actor of this version
     created_at  INTEGER NOT NULL,              -- time of version 1
     updated_at  INTEGER NOT NULL,              -- time of this version
-    expires_at  INTEGER,                       -- TTL deadline, ms since epoch
+    expires_at  INTEGER,                       -- TTL deadline, ms since epoch (a touch moves it)
+    ttl_ms      INTEGER,                       -- the TTL a touch counts again from now
     is_latest   INTEGER NOT NULL,              -- 1 on the newest version only
     position    INTEGER NOT NULL,
     PRIMARY KEY (namespace, key, version)

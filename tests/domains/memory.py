@@ -18,14 +18,15 @@ OPS = [
     st.builds(lambda n, key: ("memory.restore", n, key), NAMESPACES, KEYS),
     st.builds(lambda n, key, v: ("memory.rollback", n, key, v), NAMESPACES, KEYS, st.integers(1, 3)),
     st.builds(lambda n, key, to: ("memory.publish", n, key, to), NAMESPACES, KEYS, NAMESPACES),
-    st.just(("memory.expire",)),
+    st.builds(lambda n, key: ("memory.touch", n, key), NAMESPACES, KEYS),
+    st.builds(lambda prefix: ("memory.expire", prefix), st.sampled_from(["", "user:", "session:"])),
 ]
 
 
 def resolve(k: Any, op: tuple) -> Any:
     name, *a = op
     if name == "memory.expire":
-        return k.memory.expire, {}
+        return k.memory.expire, {"prefix": a[0]}
     address = {"namespace": a[0], "key": a[1]}
     if name == "memory.put":
         return k.memory.put, {**address, "value": a[2], "ttl_ms": a[3]}
@@ -33,6 +34,8 @@ def resolve(k: Any, op: tuple) -> Any:
         return k.memory.delete, address
     if name == "memory.restore":
         return k.memory.restore, address
+    if name == "memory.touch":
+        return k.memory.touch, address
     if name == "memory.rollback":
         return k.memory.rollback, {**address, "to_version": a[2]}
     return k.memory.publish, {**address, "to_namespace": a[2]}
@@ -53,5 +56,9 @@ def exercise(k: Any, clock: Any) -> None:
     k.memory.restore("user:alice", "lang")
     k.memory.rollback("user:alice", "lang", 1)
     k.memory.publish("user:alice", "lang", "org:acme")
+    k.memory.put("user:alice", "draft", "x", ttl_ms=5)
+    k.memory.touch("user:alice", "draft")
+    k.memory.namespaces("user:")
     clock.advance(10)
+    k.memory.expire("user:")
     k.memory.expire()

@@ -66,6 +66,50 @@ def test_ttl_expiry_is_recorded_by_expire(k, clock):
     assert (restored.is_deleted, restored.expires_at) == (False, None)
 
 
+def test_a_touch_counts_the_ttl_again_without_a_version(k, clock):
+    put = k.memory.put("session:s1", "scratch", "x", ttl_ms=1_000)
+    assert (put.expires_at, put.ttl_ms) == (clock() + 1_000, 1_000)
+    clock.advance(600)
+    touched = k.memory.touch("session:s1", "scratch")
+    assert (touched.version, touched.value, touched.expires_at, touched.ttl_ms) == (1, "x", clock() + 1_000, 1_000)
+    assert k.stream_version("memory:session:s1/scratch") == 1
+    assert k.stream_version("memory_ttl:session:s1/scratch") == 1
+    assert [e.version for e in k.memory.history("session:s1", "scratch")] == [1]
+    clock.advance(600)
+    assert k.memory.expire() == 0  # 1,200 ms after the put, 600 after the touch
+    clock.advance(400)
+    assert k.memory.expire() == 1
+    assert k.memory.history("session:s1", "scratch")[-1].expires_at == touched.expires_at
+    assert k.memory.restore("session:s1", "scratch").ttl_ms is None
+
+
+def test_a_touch_of_nothing_writes_nothing(k):
+    k.memory.put("ns", "no-ttl", 1)
+    k.memory.put("ns", "gone", 1, ttl_ms=50)
+    k.memory.delete("ns", "gone")
+    before = snapshot(k)
+    for key in ("no-ttl", "gone", "missing"):
+        assert k.memory.touch("ns", key) is None
+    assert snapshot(k) == before
+    with refused(k, InvalidArgument, "must not contain '/'"):
+        k.memory.touch("a/b", "k")
+
+
+def test_expire_and_namespaces_by_prefix(k, clock):
+    k.memory.put("session:s1", "a", 1, ttl_ms=10)
+    k.memory.put("user:u", "a", 1, ttl_ms=10)
+    k.memory.put("user:v", "a", 1)
+    k.memory.put("user:w", "a", 1)
+    k.memory.delete("user:w", "a")
+    assert k.memory.namespaces() == ["session:s1", "user:u", "user:v"]
+    assert k.memory.namespaces("user:", limit=1) == ["user:u"]
+    clock.advance(10)
+    assert k.memory.expire("user:") == 1
+    assert k.memory.namespaces("user:") == ["user:v"]
+    assert k.memory.get("session:s1", "a") is not None
+    assert k.memory.expire() == 1
+
+
 def test_list_by_namespace_prefix_and_type(k):
     k.memory.put("user:alice:prefs", "lang", "fr")
     k.memory.put("user:alice:facts", "city", "Lyon", memory_type="episodic")

@@ -167,7 +167,7 @@ def test_events_go_only_to_created_or_active_sessions():
 
 
 def entry(version, *, deleted=False, operation="put"):
-    return MemoryEntry("ns", "k", version, "v", "semantic", deleted, operation, None, None, None, 1, 1, None, 1)
+    return MemoryEntry("ns", "k", version, "v", "semantic", deleted, operation, None, None, None, 1, 1, None, None, 1)
 
 
 def test_delete_restore_rollback_publish():
