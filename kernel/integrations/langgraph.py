@@ -1,4 +1,4 @@
-"""LangGraph checkpoints on the journal: ``EventKernelSaver``.
+"""LangGraph on the journal: checkpoints (``EventKernelSaver``) and long-term memory (``EventKernelStore``).
 
     from eventkernel.integrations.langgraph import EventKernelSaver
 
@@ -15,6 +15,11 @@ stored once, in the journal, readable with ``json_extract`` when it is plain
 data. ``delete_thread``, ``delete_for_runs``, ``prune`` and ``copy_thread``
 are events too: what they delete leaves every read, and stays in the
 journal until it is erased.
+
+``EventKernelStore`` is LangGraph's ``BaseStore`` on the kernel's versioned
+memory: each item is the memory ``langgraph:<label>.<label>…`` / ``<key>``, so
+every value it ever had is a version (``store.history``, ``k.memory``), and
+``EventKernelStore(k.at(position))`` answers as the store did then.
 
 Needs the ``langgraph`` extra (``langgraph-checkpoint``).
 """
@@ -43,11 +48,12 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from eventkernel.aio import AsyncKernel
 from eventkernel.kernel import Kernel
 from eventkernel.kernel import open as open_kernel
+from eventkernel.integrations.langgraph_store import EventKernelStore
 from eventkernel.services.graphs import GraphCheckpoint
 
 T = TypeVar("T")
 
-__all__ = ["EventKernelSaver"]
+__all__ = ["EventKernelSaver", "EventKernelStore"]
 
 
 def _thread(value: Any) -> str:

@@ -1,0 +1,442 @@
+"""LangGraph's long-term memory on the journal: ``EventKernelStore``.
+
+    from eventkernel.integrations.langgraph import EventKernelStore
+
+    with EventKernelStore.from_conn_string("agents.db") as store:
+        graph = builder.compile(checkpointer=saver, store=store)
+
+LangGraph's ``BaseStore`` (``get``/``put``/``delete``/``search``/
+``list_namespaces``, sync and async, TTL with refresh on read) on the kernel's
+versioned memory. The item ``key`` of namespace ``("users", "42")`` is the
+memory ``langgraph:users.42`` / ``key``: every value it has had is a version
+of that memory (``store.history``), deleting it is a soft delete, and
+``EventKernelStore(k.at(position))`` answers as the store did at that
+position. Refreshing a TTL on read is a touch, not a version.
+
+Namespaces and keys: any LangGraph accepts. A label's ``%``, ``/`` and ``#``
+(and lone surrogates, which UTF-8 cannot carry) are written ``%XX``; a key's
+``%``, ``#``, NUL and lone surrogates likewise, and the empty key as ``%``.
+An address longer than the kernel's 256-character ids is named by its hash
+(``langgraph:#<sha256>``, ``#<sha256>``), the address itself kept in the
+memory's metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from langgraph.store.base import (
+    BaseStore,
+    GetOp,
+    IndexConfig,
+    Item,
+    ListNamespacesOp,
+    MatchCondition,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+    TTLConfig,
+    validate_op_namespace,
+)
+
+from eventkernel.aio import AsyncKernel
+from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
+from eventkernel.kernel import Kernel
+from eventkernel.kernel import open as open_kernel
+from eventkernel.projections.memory_entries import MemoryEntry
+from eventkernel.services.memory import MAX_TTL_MS
+from eventkernel.validate import MAX_ID_LEN
+from eventkernel.view import KernelView
+
+__all__ = ["EventKernelStore"]
+
+log = logging.getLogger(__name__)
+
+ROOT = "langgraph:"
+"""The memory namespaces of the store's items start with this."""
+_HASHED = ROOT + "#"
+_LABEL_ESCAPE = re.compile("[%/#\ud800-\udfff]")
+_KEY_ESCAPE = re.compile("[%#\x00\ud800-\udfff]")
+_ESCAPED = re.compile("%(u[0-9A-F]{4}|[0-9A-F]{2})")
+_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"%{code:02X}" if code < 0x100 else f"%u{code:04X}"
+
+
+def _unescape(text: str) -> str:
+    return _ESCAPED.sub(lambda m: chr(int(m.group(1).lstrip("u"), 16)), text)
+
+
+def _plain_namespace(namespace: tuple[str, ...]) -> str:
+    return ROOT + ".".join(_LABEL_ESCAPE.sub(_escape_char, label) for label in namespace)
+
+
+def _plain_key(key: str) -> str:
+    return _KEY_ESCAPE.sub(_escape_char, key) if key else "%"
+
+
+def _hashed(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def address(namespace: tuple[str, ...], key: str) -> tuple[str, str, dict[str, Any] | None]:
+    """The memory (namespace, key) of a store item, and the metadata that
+    keeps an address too long for the kernel's ids (None otherwise)."""
+    ns, k = _plain_namespace(namespace), _plain_key(key)
+    metadata: dict[str, Any] = {}
+    if len(ns) > MAX_ID_LEN:
+        metadata["namespace"] = ns
+        ns = _HASHED + _hashed(ns)
+    if len(k) > MAX_ID_LEN:
+        metadata["key"] = k
+        k = "#" + _hashed(k)
+    return ns, k, {"langgraph": metadata} if metadata else None
+
+
+def item_address(entry: MemoryEntry) -> tuple[tuple[str, ...], str]:
+    """The store namespace and key of a memory written by the store."""
+    kept = (entry.metadata or {}).get("langgraph", {})
+    ns = kept.get("namespace", entry.namespace) if entry.namespace.startswith(_HASHED) else entry.namespace
+    k = kept.get("key", entry.key) if entry.key.startswith("#") else entry.key
+    return tuple(_unescape(label) for label in ns[len(ROOT):].split(".")), "" if k == "%" else _unescape(k)
+
+
+def _time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _compare(value: Any, wanted: Any) -> bool:
+    """LangGraph's filter rule: a dict of ``$`` operators, a nested dict
+    (every key matches), a list (element by element), else equality."""
+    if isinstance(wanted, dict):
+        if any(k.startswith("$") for k in wanted):
+            return all(_operator(value, op, operand) for op, operand in wanted.items())
+        return isinstance(value, dict) and all(_compare(value.get(k), v) for k, v in wanted.items())
+    if isinstance(wanted, list | tuple):
+        return (isinstance(value, list | tuple) and len(value) == len(wanted)
+                and all(_compare(v, w) for v, w in zip(value, wanted, strict=True)))
+    return bool(value == wanted)
+
+
+def _operator(value: Any, op: str, operand: Any) -> bool:
+    if op == "$eq":
+        return bool(value == operand)
+    if op == "$ne":
+        return bool(value != operand)
+    try:
+        a, b = float(value), float(operand)
+    except (TypeError, ValueError):
+        return False  # not numbers: no order, no match
+    if op == "$gt":
+        return a > b
+    if op == "$gte":
+        return a >= b
+    if op == "$lt":
+        return a < b
+    return a <= b
+
+
+def _check_filter(where: str, wanted: Any) -> None:
+    """Refuse an operator LangGraph does not define, wherever it is nested."""
+    if isinstance(wanted, dict):
+        for k, v in wanted.items():
+            if isinstance(k, str) and k.startswith("$") and k not in _OPERATORS:
+                raise InvalidArgument(
+                    f"{where} refused: filter operator {k!r} is not one of {', '.join(_OPERATORS)}")
+            _check_filter(where, v)
+    elif isinstance(wanted, list | tuple):
+        for v in wanted:
+            _check_filter(where, v)
+
+
+def _matches_condition(condition: MatchCondition, namespace: tuple[str, ...]) -> bool:
+    path = tuple(condition.path)
+    if len(namespace) < len(path):
+        return False
+    if condition.match_type == "prefix":
+        pairs = zip(namespace, path, strict=False)
+    elif condition.match_type == "suffix":
+        pairs = zip(reversed(namespace), reversed(path), strict=False)
+    else:
+        raise InvalidArgument(
+            f"store.list_namespaces refused: match_type must be 'prefix' or 'suffix', got {condition.match_type!r}")
+    return all(p == "*" or n == p for n, p in pairs)
+
+
+class EventKernelStore(BaseStore):
+    """A LangGraph store on an eventkernel journal (see the module's docstring).
+
+    ``ttl`` is LangGraph's ``TTLConfig`` (``default_ttl`` minutes,
+    ``refresh_on_read``, ``omit_expired``, ``sweep_interval_minutes``).
+    Semantic search (``index=``) is refused: ``search`` filters and orders,
+    it does not rank by meaning.
+    """
+
+    supports_ttl = True
+
+    def __init__(
+        self, kernel: Kernel | AsyncKernel | KernelView, *, ttl: TTLConfig | None = None,
+        index: IndexConfig | None = None,
+    ) -> None:
+        if index is not None:
+            raise InvalidArgument(
+                "EventKernelStore refused: index= (semantic search) is not supported yet; search filters by "
+                "namespace and value and orders by last write"
+            )
+        if isinstance(kernel, AsyncKernel):
+            self.kernel: Kernel | KernelView = kernel.kernel
+            self._call: Callable[..., Any] = kernel._call
+        else:
+            self.kernel = kernel
+            self._call = asyncio.to_thread
+        self.ttl_config = ttl
+        self._owned = False
+        self._sweeper: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @classmethod
+    def from_conn_string(cls, path: str, *, ttl: TTLConfig | None = None, **options: Any) -> _Opening:
+        """A store on its own kernel at ``path`` (options of
+        :func:`eventkernel.open`), closed at the end of the ``with`` or
+        ``async with`` block."""
+        return _Opening(cls, path, ttl, options)
+
+    def close(self) -> None:
+        """Stop the TTL sweeper; close the kernel if this store opened it."""
+        self.stop_ttl_sweeper()
+        if self._owned and isinstance(self.kernel, Kernel):
+            self.kernel.close()
+
+    # --- the one entry point ------------------------------------------------------
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run ``ops`` in order: reads see the store as it was before the
+        batch (as LangGraph's ``InMemoryStore`` does), then every write (the
+        last write of each item wins) and TTL refresh commits together."""
+        ops = list(ops)
+        for op in ops:
+            validate_op_namespace(op)
+        now = self._now()
+        results: list[Result] = []
+        puts: dict[tuple[tuple[str, ...], str], PutOp] = {}
+        touches: dict[tuple[str, str], None] = {}
+        for op in ops:
+            if isinstance(op, GetOp):
+                entry = self._entry(op.namespace, op.key, now)
+                results.append(None if entry is None else self._item(entry, op.namespace, op.key))
+                if entry is not None and op.refresh_ttl and entry.ttl_ms is not None:
+                    touches[(entry.namespace, entry.key)] = None
+            elif isinstance(op, SearchOp):
+                found = self._search(op, now)
+                results.append([SearchItem(ns, key, e.value, _time(e.created_at), _time(e.updated_at))
+                                for e, ns, key in found])
+                if op.refresh_ttl:
+                    touches.update(((e.namespace, e.key), None) for e, _, _ in found if e.ttl_ms is not None)
+            elif isinstance(op, ListNamespacesOp):
+                results.append(self._list_namespaces(op, now))
+            elif isinstance(op, PutOp):
+                self._check_put(op)
+                puts[(tuple(op.namespace), op.key)] = op
+                results.append(None)
+            else:
+                raise InvalidArgument(f"store.batch refused: unknown operation {type(op).__name__}")
+        if puts or (touches and not isinstance(self.kernel, KernelView)):
+            self._write(puts, touches)
+        return results
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """``batch`` off the event loop."""
+        return await self._call(self.batch, list(ops))  # type: ignore[no-any-return]
+
+    # --- what the journal adds ----------------------------------------------------
+
+    def history(self, namespace: tuple[str, ...], key: str) -> list[MemoryEntry]:
+        """Every version of the item, oldest first: each put, delete and expiry
+        (``value``, ``operation``, ``position``; the kernel's ``MemoryEntry``)."""
+        ns, k, _ = address(tuple(namespace), str(key))
+        return self.kernel.memory.history(ns, k)
+
+    def sweep_ttl(self) -> int:
+        """Record the expiry of every item whose TTL ran out; returns how many."""
+        if isinstance(self.kernel, KernelView):
+            return 0
+        return self.kernel.memory.expire(ROOT)
+
+    async def asweep_ttl(self) -> int:
+        return await self._call(self.sweep_ttl)  # type: ignore[no-any-return]
+
+    def start_ttl_sweeper(self, sweep_interval_minutes: float | None = None) -> concurrent.futures.Future[None]:
+        """Sweep every ``sweep_interval_minutes`` (default: the TTL config's,
+        else 5) on a daemon thread until ``stop_ttl_sweeper`` or ``close``.
+        The future completes when the sweeper stops; cancelling it stops it."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if not self.ttl_config or (self._sweeper is not None and self._sweeper.is_alive()):
+            if not self.ttl_config:
+                future.set_result(None)
+            else:
+                future.add_done_callback(lambda f: self._stop.set() if f.cancelled() else None)
+            return future
+        interval = 60.0 * float(sweep_interval_minutes or self.ttl_config.get("sweep_interval_minutes") or 5)
+        self._stop.clear()
+
+        def sweep() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.sweep_ttl()
+                except Exception:  # a failed sweep is logged; the next one tries again
+                    log.exception("EventKernelStore: TTL sweep failed")
+            if not future.cancelled():
+                future.set_result(None)
+
+        self._sweeper = threading.Thread(target=sweep, daemon=True, name="eventkernel-store-ttl")
+        self._sweeper.start()
+        future.add_done_callback(lambda f: self._stop.set() if f.cancelled() else None)
+        return future
+
+    def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:
+        """Stop the sweeper; False if it is still running after ``timeout`` seconds."""
+        if self._sweeper is None or not self._sweeper.is_alive():
+            return True
+        self._stop.set()
+        self._sweeper.join(timeout)
+        if self._sweeper.is_alive():
+            return False
+        self._sweeper = None
+        return True
+
+    # --- reading ------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return self.kernel.memory._ctx.now()
+
+    def _omit(self, entry: MemoryEntry, now: int) -> bool:
+        """An item past its deadline, not yet swept, is hidden only under ``omit_expired``."""
+        return bool(self.ttl_config and self.ttl_config.get("omit_expired")
+                    and entry.expires_at is not None and entry.expires_at <= now)
+
+    def _entry(self, namespace: tuple[str, ...], key: str, now: int) -> MemoryEntry | None:
+        ns, k, _ = address(tuple(namespace), str(key))
+        entry = self.kernel.memory.get(ns, k)
+        return None if entry is None or self._omit(entry, now) else entry
+
+    @staticmethod
+    def _item(entry: MemoryEntry, namespace: tuple[str, ...], key: str) -> Item:
+        return Item(value=entry.value, key=key, namespace=tuple(namespace),
+                    created_at=_time(entry.created_at), updated_at=_time(entry.updated_at))
+
+    def _live(self, prefix: tuple[str, ...], now: int) -> Iterator[tuple[MemoryEntry, tuple[str, ...], str]]:
+        """Every live item under ``prefix``: those of plain namespaces through
+        a range of the index, those named by a hash (rare) all, each checked
+        against the prefix here."""
+        plain = _plain_namespace(prefix)
+        # A plain prefix never covers a hashed namespace ('#' is escaped in labels), except the root.
+        sources = [ROOT] if not prefix else [plain, _HASHED] if len(plain) <= MAX_ID_LEN else [_HASHED]
+        n = len(prefix)
+        for source in sources:
+            for entry in self.kernel.memory.list(source):
+                ns, key = item_address(entry)
+                if ns[:n] == prefix and not self._omit(entry, now):
+                    yield entry, ns, key
+
+    def _search(self, op: SearchOp, now: int) -> list[tuple[MemoryEntry, tuple[str, ...], str]]:
+        """Items under the prefix that pass the filter, the most recently
+        written first (then by address), ``offset``/``limit`` applied."""
+        if op.filter:
+            _check_filter("store.search", op.filter)
+        if op.limit < 0 or op.offset < 0:
+            raise InvalidArgument(f"store.search refused: limit and offset must be >= 0, got {op.limit} and {op.offset}")
+        wanted = op.filter or {}
+        found = [(e, ns, key) for e, ns, key in self._live(tuple(op.namespace_prefix), now)
+                 if all(_compare(e.value.get(k), v) for k, v in wanted.items())]
+        found.sort(key=lambda f: -f[0].position)
+        return found[op.offset:op.offset + op.limit]
+
+    def _list_namespaces(self, op: ListNamespacesOp, now: int) -> list[tuple[str, ...]]:
+        if op.limit < 0 or op.offset < 0:
+            raise InvalidArgument(
+                f"store.list_namespaces refused: limit and offset must be >= 0, got {op.limit} and {op.offset}")
+        if op.max_depth is not None and op.max_depth < 1:
+            raise InvalidArgument(f"store.list_namespaces refused: max_depth must be >= 1, got {op.max_depth}")
+        names: set[tuple[str, ...]] = set()
+        if self.ttl_config and self.ttl_config.get("omit_expired"):
+            names = {ns for _, ns, _ in self._live((), now)}
+        else:
+            memory = self.kernel.memory
+            for name in memory.namespaces(ROOT):
+                first = memory.list(name, limit=1)[0] if name.startswith(_HASHED) else None
+                names.add(item_address(first)[0] if first is not None else
+                          tuple(_unescape(label) for label in name[len(ROOT):].split(".")))
+        conditions = op.match_conditions or ()
+        kept = {ns if op.max_depth is None else ns[:op.max_depth]
+                for ns in names if all(_matches_condition(c, ns) for c in conditions)}
+        return sorted(kept)[op.offset:op.offset + op.limit]
+
+    # --- writing ------------------------------------------------------------------
+
+    def _check_put(self, op: PutOp) -> None:
+        if not op.namespace:
+            raise InvalidArgument("store.put refused: the namespace must not be empty")
+        if op.value is not None and not isinstance(op.value, dict):
+            raise InvalidArgument(f"store.put refused: value must be a dict, got {type(op.value).__name__}")
+        ttl = op.ttl
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)
+                                or not 0 < ttl * 60_000 <= MAX_TTL_MS):
+            raise InvalidArgument(f"store.put refused: ttl must be a positive number of minutes, got {ttl!r:.60}")
+
+    def _write(self, puts: dict[tuple[tuple[str, ...], str], PutOp], touches: dict[tuple[str, str], None]) -> None:
+        memory = self.kernel.memory
+        together = self.kernel.transaction() if isinstance(self.kernel, Kernel) else contextlib.nullcontext()
+        with together:
+            for (namespace, key), op in puts.items():
+                ns, k, metadata = address(namespace, key)
+                touches.pop((ns, k), None)  # written anew: its TTL counts from now anyway
+                if op.value is None:
+                    with contextlib.suppress(NotFound, InvalidTransition):  # deleting nothing is fine
+                        memory.delete(ns, k)
+                else:
+                    ttl_ms = None if op.ttl is None else max(1, round(op.ttl * 60_000))
+                    memory.put(ns, k, dict(op.value), metadata=metadata, ttl_ms=ttl_ms)
+            for ns, k in touches:
+                memory.touch(ns, k)
+
+
+class _Opening:
+    """What ``from_conn_string`` returns: a context manager, sync and async."""
+
+    def __init__(self, cls: type[EventKernelStore], path: str, ttl: TTLConfig | None, options: dict[str, Any]) -> None:
+        self._cls, self._path, self._ttl, self._options = cls, path, ttl, options
+        self._store: EventKernelStore | None = None
+
+    def _open(self) -> EventKernelStore:
+        store = self._cls(open_kernel(self._path, **self._options), ttl=self._ttl)
+        store._owned = True
+        self._store = store
+        return store
+
+    def __enter__(self) -> EventKernelStore:
+        return self._open()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    async def __aenter__(self) -> EventKernelStore:
+        return await asyncio.to_thread(self._open)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._store is not None:
+            await asyncio.to_thread(self._store.close)

@@ -1,0 +1,314 @@
+"""EventKernelStore against LangGraph's InMemoryStore, operation by operation
+(hypothesis), then its TTL rules, its past, and its odd addresses on their own."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from langgraph.store.base import GetOp, ListNamespacesOp, MatchCondition, PutOp, SearchOp
+from langgraph.store.memory import InMemoryStore
+
+import eventkernel
+import eventkernel.aio
+from eventkernel.integrations.langgraph import EventKernelStore
+
+from support import live_tables, rebuilt_tables, refused
+
+# Labels and keys LangGraph accepts, the odd ones included: what the kernel's
+# ids refuse ('/', NUL, the empty key, surrogates, 300 characters) and what
+# the store's own encoding escapes ('%', '#').
+LABELS = ["users", "u1", "u2", "docs", "a/b", "50%", "#x", "é", "\ud800", "L" * 300]
+KEYS = ["k1", "k2", "", "%", "#k", "a\x00b", "/s", "K" * 300]
+namespaces = st.lists(st.sampled_from(LABELS), min_size=1, max_size=3).map(tuple)
+prefixes = st.lists(st.sampled_from(LABELS), max_size=2).map(tuple)
+keys = st.sampled_from(KEYS)
+values = st.fixed_dictionaries(
+    {"n": st.integers(-3, 3)},
+    optional={"tag": st.sampled_from(["red", "blue"]), "nested": st.fixed_dictionaries({"a": st.integers(0, 2)}),
+              "list": st.lists(st.integers(0, 1), max_size=2)},
+)
+filters = st.one_of(
+    st.none(),
+    st.fixed_dictionaries({"tag": st.sampled_from(["red", "blue"])}),
+    st.fixed_dictionaries({"n": st.fixed_dictionaries({}, optional={
+        op: st.integers(-3, 3) for op in ("$gt", "$gte", "$lt", "$lte", "$eq", "$ne")})}),
+    st.fixed_dictionaries({"nested": st.fixed_dictionaries({"a": st.integers(0, 2)})}),
+    st.fixed_dictionaries({"list": st.lists(st.integers(0, 1), max_size=2)}),
+    st.fixed_dictionaries({"tag": st.fixed_dictionaries({"$ne": st.just("red")})}),
+)
+paths = st.lists(st.sampled_from([*LABELS[:5], "*"]), min_size=1, max_size=2).map(tuple)
+OPS = st.one_of(
+    st.tuples(st.just("put"), namespaces, keys, values),
+    st.tuples(st.just("delete"), namespaces, keys),
+    st.tuples(st.just("get"), namespaces, keys),
+    st.tuples(st.just("search"), prefixes, filters, st.integers(0, 5), st.integers(0, 3)),
+    st.tuples(st.just("list"), st.one_of(st.none(), paths), st.one_of(st.none(), paths),
+              st.one_of(st.none(), st.integers(1, 3)), st.integers(1, 8), st.integers(0, 2)),
+    st.tuples(st.just("batch"), st.lists(st.one_of(
+        st.tuples(st.just("put"), namespaces, keys, st.one_of(st.none(), values)),
+        st.tuples(st.just("get"), namespaces, keys),
+        st.tuples(st.just("search"), prefixes, filters, st.integers(0, 5), st.integers(0, 3)),
+    ), min_size=1, max_size=4)),
+)
+
+
+def shape(result: Any) -> Any:
+    """What both stores must agree on: addresses and values, not wall-clock stamps."""
+    if result is None:
+        return None
+    if isinstance(result, list):
+        return [shape(r) for r in result]
+    if isinstance(result, tuple):
+        return result
+    return (result.namespace, result.key, result.value)
+
+
+class Reference:
+    """InMemoryStore, with the order our searches promise made explicit: the
+    most recently written first. (InMemoryStore answers in dict order.) It also
+    keeps a namespace once anything, even a get, has touched it; a store on
+    disk lists the namespaces that hold items, so empty ones are dropped
+    before listing."""
+
+    def __init__(self) -> None:
+        self.store = InMemoryStore()
+        self.written: dict[tuple[tuple[str, ...], str], int] = {}
+        self.clock = itertools.count()
+
+    def op(self, op: Any) -> Any:
+        if isinstance(op, GetOp):
+            return self.store.batch([op])[0]
+        if isinstance(op, SearchOp):
+            everything = self.store.batch([op._replace(limit=10**9, offset=0)])[0]
+            everything.sort(key=lambda item: -self.written[(item.namespace, item.key)])
+            return everything[op.offset:op.offset + op.limit]
+        if isinstance(op, ListNamespacesOp):
+            for ns in [ns for ns, items in self.store._data.items() if not items]:
+                del self.store._data[ns]
+            return self.store.batch([op])[0]
+        raise AssertionError(op)
+
+    def batch(self, ops: list[Any]) -> list[Any]:
+        results = [None if isinstance(op, PutOp) else self.op(op) for op in ops]
+        last = {(op.namespace, op.key): op for op in ops if isinstance(op, PutOp)}
+        for address, op in last.items():
+            if op.value is not None:
+                self.written[address] = next(self.clock)
+        self.store.batch(list(last.values()))
+        return results
+
+
+def to_op(spec: tuple) -> Any:
+    name, *a = spec
+    if name == "put":
+        return PutOp(a[0], a[1], a[2])
+    if name == "delete":
+        return PutOp(a[0], a[1], None)
+    if name == "get":
+        return GetOp(a[0], a[1])
+    if name == "search":
+        return SearchOp(a[0], a[1], a[2], a[3])
+    prefix, suffix, max_depth, limit, offset = a
+    conditions = tuple(MatchCondition(match_type=t, path=p) for t, p in (("prefix", prefix), ("suffix", suffix)) if p)
+    return ListNamespacesOp(conditions, max_depth, limit, offset)
+
+
+@settings(max_examples=80, deadline=None)
+@given(ops=st.lists(OPS, max_size=16))
+def test_every_operation_answers_as_in_memory_store_does(ops):
+    reference = Reference()
+    with eventkernel.open(":memory:") as k:
+        store = EventKernelStore(k)
+        for spec in ops:
+            batch = [to_op(s) for s in spec[1]] if spec[0] == "batch" else [to_op(spec)]
+            assert shape(store.batch(batch)) == shape(reference.batch(batch)), spec
+        every = [GetOp(ns, key) for (ns, key) in reference.written]
+        assert shape(store.batch(every)) == shape(reference.batch(every))
+        assert k.verify().ok
+        assert rebuilt_tables(k) == live_tables(k)
+
+
+def test_every_filter_operator_at_every_bound():
+    """Each operator against each bound, on items on both sides of it, equal included."""
+    reference = Reference()
+    with eventkernel.open(":memory:") as k:
+        store = EventKernelStore(k)
+        items = [PutOp(("f",), f"k{n}", {"n": n, "s": str(n), "tag": "red" if n % 2 else "blue"}) for n in range(-2, 3)]
+        store.batch(items)
+        reference.batch(items)
+        for op, bound in itertools.product(("$eq", "$ne", "$gt", "$gte", "$lt", "$lte"), range(-3, 4)):
+            for wanted in ({"n": {op: bound}}, {"n": {op: bound, "$ne": 0}}, {"n": {op: bound}, "tag": "red"}):
+                search = SearchOp(("f",), wanted, limit=10)
+                assert shape(store.batch([search])) == shape(reference.batch([search])), wanted
+
+
+def test_the_public_methods_sync_and_async(tmp_path):
+    path = str(tmp_path / "store.db")
+    with EventKernelStore.from_conn_string(path) as store:
+        store.put(("users", "42"), "prefs", {"theme": "dark"})
+        item = store.get(("users", "42"), "prefs")
+        assert (item.namespace, item.key, item.value) == (("users", "42"), "prefs", {"theme": "dark"})
+        assert item.created_at == item.updated_at and item.created_at.tzinfo is not None
+        assert [i.key for i in store.search(("users",), filter={"theme": "dark"})] == ["prefs"]
+        assert store.list_namespaces(prefix=("users",)) == [("users", "42")]
+        store.delete(("users", "42"), "prefs")
+        assert store.get(("users", "42"), "prefs") is None
+
+    async def main() -> None:
+        async with EventKernelStore.from_conn_string(path) as store:
+            await store.aput(("users", "7"), "a", {"v": 1})
+            assert (await store.aget(("users", "7"), "a")).value == {"v": 1}
+            assert [i.key for i in await store.asearch(("users",))] == ["a"]
+            assert await store.alist_namespaces(max_depth=1) == [("users",)]
+            await store.adelete(("users", "7"), "a")
+            assert await store.aget(("users", "7"), "a") is None
+        async with eventkernel.aio.open(path) as k:
+            store = EventKernelStore(k)
+            await store.aput(("users", "8"), "b", {"v": 2})
+            assert (await store.aget(("users", "8"), "b")).value == {"v": 2}
+
+    asyncio.run(main())
+    with eventkernel.open(path, read_only=True) as k:
+        assert k.verify().ok
+
+
+def test_every_value_is_a_version_and_the_past_answers(k):
+    store = EventKernelStore(k)
+    store.put(("users", "42"), "prefs", {"theme": "dark"})
+    then = k.head
+    store.put(("users", "42"), "prefs", {"theme": "light"})
+    store.delete(("users", "42"), "prefs")
+    history = store.history(("users", "42"), "prefs")
+    assert [(e.version, e.operation, e.value) for e in history] == [
+        (1, "put", {"theme": "dark"}), (2, "put", {"theme": "light"}), (3, "delete", {"theme": "light"})]
+    assert k.memory.get("langgraph:users.42", "prefs", version=1).value == {"theme": "dark"}
+    with k.at(then) as past:
+        old = EventKernelStore(past)
+        assert old.get(("users", "42"), "prefs").value == {"theme": "dark"}
+        assert [i.value for i in old.search(("users",))] == [{"theme": "dark"}]
+        assert old.list_namespaces() == [("users", "42")]
+        with pytest.raises(eventkernel.ReadOnly):
+            old.put(("users", "42"), "prefs", {"theme": "blue"})
+    assert store.get(("users", "42"), "prefs") is None
+
+
+def test_a_batch_commits_together_and_its_reads_see_the_store_before_it(k):
+    store = EventKernelStore(k)
+    store.put(("n",), "a", {"v": 0})
+    head = k.head
+    got = store.batch([PutOp(("n",), "a", {"v": 1}), GetOp(("n",), "a"), PutOp(("n",), "a", {"v": 2}),
+                       PutOp(("n",), "b", {"v": 3}), PutOp(("n",), "c", None)])
+    assert got[1].value == {"v": 0}
+    assert store.get(("n",), "a").value == {"v": 2}  # the last write of an item wins
+    assert k.head == head + 2  # one version each for a and b; deleting the absent c writes nothing
+    assert len({e.position for e in [*store.history(("n",), "a")[1:], *store.history(("n",), "b")]}) == 2
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda s: s.put(("n",), "k", {"bad": float("nan")}), eventkernel.InvalidArgument, "NaN"),
+        (lambda s: s.put(("n",), "k", {"v": 1}, ttl=-1), eventkernel.InvalidArgument, "ttl must be a positive"),
+        (lambda s: s.batch([PutOp(("n",), "k", [1])]), eventkernel.InvalidArgument, "value must be a dict"),
+        (lambda s: s.batch([PutOp((), "k", {"v": 1})]), eventkernel.InvalidArgument, "namespace must not be empty"),
+        (lambda s: s.search(("n",), filter={"v": {"$in": [1]}}), eventkernel.InvalidArgument, r"\$in"),
+        (lambda s: s.batch([PutOp(("a.b",), "k", {"v": 1})]), ValueError, "periods"),
+    ],
+)
+def test_refused_operations_write_nothing(k, call, error, match):
+    store = EventKernelStore(k)
+    store.put(("n",), "k", {"v": 0})
+    with refused(k, error, match):
+        call(store)
+
+
+def test_semantic_search_is_refused_until_it_exists(k):
+    with pytest.raises(eventkernel.InvalidArgument, match="semantic search"):
+        EventKernelStore(k, index={"dims": 3, "embed": lambda texts: [[0.0] * 3 for _ in texts]})
+
+
+def test_odd_addresses_are_readable_in_the_memory_table(k):
+    store = EventKernelStore(k)
+    store.put(("a/b", "50%", "#x"), "", {"v": 1})
+    store.put(("L" * 300,), "K" * 300, {"v": 2})
+    names = k.memory.namespaces("langgraph:")
+    assert "langgraph:a%2Fb.50%25.%23x" in names
+    hashed = [n for n in names if n.startswith("langgraph:#")]
+    assert len(hashed) == 1 and len(hashed[0]) == len("langgraph:#") + 64
+    assert store.get(("L" * 300,), "K" * 300).value == {"v": 2}
+    assert store.list_namespaces() == sorted([("a/b", "50%", "#x"), ("L" * 300,)])
+
+
+# --- TTL -------------------------------------------------------------------------------
+
+
+def test_ttl_refresh_on_read_is_a_touch_not_a_version(k, clock):
+    store = EventKernelStore(k, ttl={"default_ttl": 1.0})
+    store.put(("s",), "scratch", {"v": 1})
+    store.put(("s",), "kept", {"v": 2}, ttl=None)
+    assert k.memory.get("langgraph:s", "scratch").expires_at == clock() + 60_000
+    clock.advance(50_000)
+    head = k.head
+    assert store.get(("s",), "scratch").value == {"v": 1}  # refresh_on_read defaults to True
+    assert [e.type for e in k.log(after=head)] == ["memory.touched"]
+    assert k.memory.get("langgraph:s", "scratch").expires_at == clock() + 60_000
+    assert len(store.history(("s",), "scratch")) == 1
+    store.get(("s",), "kept")
+    store.get(("s",), "scratch", refresh_ttl=False)
+    assert k.head == head + 1  # no TTL, or no refresh: nothing written
+    clock.advance(50_000)
+    store.search(("s",))
+    assert k.memory.get("langgraph:s", "scratch").expires_at == clock() + 60_000
+    clock.advance(60_000)
+    assert store.get(("s",), "scratch", refresh_ttl=False) is not None  # past its deadline, not yet swept
+    assert store.sweep_ttl() == 1
+    assert store.get(("s",), "scratch") is None
+    assert [i.key for i in store.search(("s",))] == ["kept"]
+    assert [e.operation for e in store.history(("s",), "scratch")] == ["put", "expire"]
+
+
+def test_omit_expired_hides_items_before_the_sweep(k, clock):
+    store = EventKernelStore(k, ttl={"omit_expired": True, "refresh_on_read": False})
+    store.put(("s", "a"), "x", {"v": 1}, ttl=1)
+    store.put(("s", "b"), "y", {"v": 2})
+    clock.advance(60_000)
+    assert store.get(("s", "a"), "x") is None
+    assert [i.key for i in store.search(("s",))] == ["y"]
+    assert store.list_namespaces() == [("s", "b")]
+    assert EventKernelStore(k).get(("s", "a"), "x").value == {"v": 1}  # without omit_expired, until swept
+
+
+def test_a_put_restarts_the_ttl_and_a_refresh_config_can_be_off(k, clock):
+    store = EventKernelStore(k, ttl={"refresh_on_read": False})
+    store.put(("s",), "x", {"v": 1}, ttl=2)
+    clock.advance(90_000)
+    head = k.head
+    store.get(("s",), "x")
+    store.search(("s",))
+    assert k.head == head
+    store.get(("s",), "x", refresh_ttl=True)  # the call's own choice wins
+    assert k.head == head + 1
+    store.put(("s",), "x", {"v": 2}, ttl=2)
+    assert k.memory.get("langgraph:s", "x").expires_at == clock() + 120_000
+
+
+def test_the_sweeper_thread_expires_and_stops():
+    clock = eventkernel.FrozenClock(1_000_000)
+    with eventkernel.open(":memory:", clock=clock) as k:
+        store = EventKernelStore(k, ttl={"sweep_interval_minutes": 1})
+        store.put(("s",), "x", {"v": 1}, ttl=1)
+        clock.advance(60_000)
+        future = store.start_ttl_sweeper(sweep_interval_minutes=0.0005)  # every 30 ms
+        deadline = time.monotonic() + 10
+        while store.get(("s",), "x", refresh_ttl=False) is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.get(("s",), "x", refresh_ttl=False) is None
+        assert store.stop_ttl_sweeper(timeout=5)
+        assert future.result(timeout=5) is None
+        assert EventKernelStore(k).start_ttl_sweeper().done()  # no TTL config: nothing to sweep
