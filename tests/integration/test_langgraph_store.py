@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import operator
 import time
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from langgraph.store.base import GetOp, ListNamespacesOp, MatchCondition, PutOp, SearchOp
+from langgraph.graph import END, START, StateGraph
+from langgraph.store.base import BaseStore, GetOp, ListNamespacesOp, MatchCondition, PutOp, SearchOp
 from langgraph.store.memory import InMemoryStore
 
 import eventkernel
 import eventkernel.aio
-from eventkernel.integrations.langgraph import EventKernelStore
+from eventkernel.integrations.langgraph import EventKernelSaver, EventKernelStore
 
 from support import live_tables, rebuilt_tables, refused
 
@@ -312,3 +314,58 @@ def test_the_sweeper_thread_expires_and_stops():
         assert store.stop_ttl_sweeper(timeout=5)
         assert future.result(timeout=5) is None
         assert EventKernelStore(k).start_ttl_sweeper().done()  # no TTL config: nothing to sweep
+
+
+class State(TypedDict):
+    said: Annotated[list[str], operator.add]
+
+
+def remember(state: State, *, store: BaseStore) -> dict[str, Any]:
+    known = store.get(("users", "alice"), "facts")
+    facts = [] if known is None else known.value["facts"]
+    store.put(("users", "alice"), "facts", {"facts": [*facts, state["said"][-1]]})
+    return {"said": [f"I know {len(facts) + 1} facts"]}
+
+
+def test_a_graph_remembers_across_threads_through_the_store(tmp_path):
+    """A compiled graph given the store (and the saver) on one kernel: what a
+    run on one thread stores, a run on another thread reads."""
+    builder = StateGraph(State)
+    builder.add_node("remember", remember)
+    builder.add_edge(START, "remember")
+    builder.add_edge("remember", END)
+    with eventkernel.open(str(tmp_path / "g.db")) as k:
+        graph = builder.compile(checkpointer=EventKernelSaver(k), store=EventKernelStore(k))
+        graph.invoke({"said": ["tea"]}, {"configurable": {"thread_id": "t1"}})
+        out = graph.invoke({"said": ["cats"]}, {"configurable": {"thread_id": "t2"}})
+        assert out["said"] == ["cats", "I know 2 facts"]
+        assert [e.value["facts"] for e in EventKernelStore(k).history(("users", "alice"), "facts")] == [
+            ["tea"], ["tea", "cats"]]
+        assert k.verify().ok
+        assert rebuilt_tables(k) == live_tables(k)
+
+
+def test_threads_share_one_store(tmp_path):
+    import threading
+
+    with eventkernel.open(str(tmp_path / "t.db")) as k:
+        store = EventKernelStore(k)
+        errors: list[BaseException] = []
+
+        def work(t: int) -> None:
+            try:
+                for i in range(20):
+                    store.put(("users", f"u{t}"), f"k{i}", {"i": i})
+                    assert store.get(("users", f"u{t}"), f"k{i}").value == {"i": i}
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors
+        assert len(store.list_namespaces()) == 8
+        assert len(store.search(("users",), limit=1000)) == 160
+        assert k.verify().ok
