@@ -11,14 +11,16 @@ import msgspec
 
 from eventkernel import codec
 from eventkernel.codec import Event
-from eventkernel.events.sessions import SessionCreated, SessionEventAppended, SessionStatusChanged
+from eventkernel.events.sessions import SessionCreated, SessionDeleted, SessionEventAppended, SessionStatusChanged
 from eventkernel.journal import Recorded
 from eventkernel.projections.rows import Order, Target, columns, dump, limit_of, loader, order_by, where_equal
 from eventkernel.projections.rows import after as after_cursor
 
 NAME = "sessions"
-VERSION = 2  # 2: updated_at, actor and recorded_at (were last_update_time, author and timestamp)
-HANDLES = frozenset(c.__event_type__ for c in (SessionCreated, SessionEventAppended, SessionStatusChanged))
+VERSION = 3  # 2: updated_at, actor and recorded_at (were last_update_time, author and timestamp); 3: version, deletes
+HANDLES = frozenset(
+    c.__event_type__ for c in (SessionCreated, SessionEventAppended, SessionStatusChanged, SessionDeleted)
+)
 
 APP, USER, TEMP = "app:", "user:", "temp:"
 STATUSES = ("created", "active", "paused", "terminated", "archived")
@@ -40,6 +42,7 @@ class Session(msgspec.Struct, frozen=True):
     terminated_at: int | None
     archived_at: int | None
     position: int
+    version: int  # the stream's version after the session's last event: expected_version= of append_event
 
     @property
     def last_update_time(self) -> int:
@@ -109,9 +112,9 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
     if isinstance(event, SessionCreated):
         own, app, user = _split(event.state)
         conn.execute(
-            f"INSERT INTO sessions ({_SCOLS}) VALUES (?, ?, ?, ?, 'created', ?, ?, 0, ?, ?, NULL, NULL, ?)",
+            f"INSERT INTO sessions ({_SCOLS}) VALUES (?, ?, ?, ?, 'created', ?, ?, 0, ?, ?, NULL, NULL, ?, ?)",
             (event.session_id, event.app_name, event.user_id, event.project_id, codec.dump_json(own),
-             dump(event.metadata), at, at, pos),
+             dump(event.metadata), at, at, pos, recorded.version),
         )
         _share(conn, event.app_name, event.user_id, app, user, pos)
     elif isinstance(event, SessionEventAppended):
@@ -129,18 +132,21 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
             (event.session_id, event.seq, event.author, dump(event.content), codec.dump_json(event.state_delta), at, pos),
         )
         conn.execute(
-            "UPDATE sessions SET state = ?, event_count = ?, updated_at = ?, position = ?, "
+            "UPDATE sessions SET state = ?, event_count = ?, updated_at = ?, position = ?, version = ?, "
             "status = CASE status WHEN 'created' THEN 'active' ELSE status END WHERE session_id = ?",
-            (codec.dump_json(state), event.seq, at, pos, event.session_id),
+            (codec.dump_json(state), event.seq, at, pos, recorded.version, event.session_id),
         )
         _share(conn, app_name, user_id, app, user, pos)
     elif isinstance(event, SessionStatusChanged):
         conn.execute(
-            "UPDATE sessions SET status = ?, updated_at = ?, position = ?, "
+            "UPDATE sessions SET status = ?, updated_at = ?, position = ?, version = ?, "
             "terminated_at = CASE WHEN ? = 'terminated' THEN ? ELSE terminated_at END, "
             "archived_at = CASE WHEN ? = 'archived' THEN ? ELSE archived_at END WHERE session_id = ?",
-            (event.status, at, pos, event.status, at, event.status, at, event.session_id),
+            (event.status, at, pos, recorded.version, event.status, at, event.status, at, event.session_id),
         )
+    elif isinstance(event, SessionDeleted):
+        conn.execute("DELETE FROM session_events WHERE session_id = ?", (event.session_id,))
+        conn.execute("DELETE FROM sessions WHERE session_id = ?", (event.session_id,))
 
 
 class Fold:
@@ -151,7 +157,7 @@ class Fold:
 
     def __init__(self) -> None:
         self.sessions: dict[str, builtins.list[Any]] = {}
-        self.events: builtins.list[tuple[Any, ...]] = []
+        self.events: dict[str, builtins.list[tuple[Any, ...]]] = {}
         self.shared: dict[tuple[str, str, str, int], str] = {}
 
     def add_row(self, row: tuple[Any, ...]) -> bool:
@@ -170,8 +176,9 @@ class Fold:
             own, app, user = _split(event.state)
             self.sessions[event.session_id] = [
                 event.session_id, event.app_name, event.user_id, event.project_id, "created", own,
-                dump(event.metadata), 0, at, at, None, None, pos,
+                dump(event.metadata), 0, at, at, None, None, pos, recorded.version,
             ]
+            self.events[event.session_id] = []
             self._share(event.app_name, event.user_id, app, user, pos)
         elif isinstance(event, SessionEventAppended):
             s = self.sessions.get(event.session_id)
@@ -179,9 +186,9 @@ class Fold:
                 return
             own, app, user = _split(event.state_delta)
             s[5].update(own)
-            self.events.append((event.session_id, event.seq, event.author, dump(event.content),
-                                codec.dump_json(event.state_delta), at, pos))
-            s[7], s[9], s[12] = event.seq, at, pos
+            self.events[event.session_id].append((event.session_id, event.seq, event.author, dump(event.content),
+                                                  codec.dump_json(event.state_delta), at, pos))
+            s[7], s[9], s[12], s[13] = event.seq, at, pos, recorded.version
             if s[4] == "created":
                 s[4] = "active"
             self._share(s[1], s[2], app, user, pos)
@@ -189,18 +196,22 @@ class Fold:
             s = self.sessions.get(event.session_id)
             if s is None:
                 return
-            s[4], s[9], s[12] = event.status, at, pos
+            s[4], s[9], s[12], s[13] = event.status, at, pos, recorded.version
             if event.status == "terminated":
                 s[10] = at
             elif event.status == "archived":
                 s[11] = at
+        elif isinstance(event, SessionDeleted):
+            self.sessions.pop(event.session_id, None)
+            self.events.pop(event.session_id, None)
 
     def write(self, conn: apsw.Connection) -> None:
         conn.executemany(
-            f"INSERT INTO sessions ({_SCOLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO sessions ({_SCOLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             ([*s[:5], codec.dump_json(s[5]), *s[6:]] for s in self.sessions.values()),
         )
-        conn.executemany(f"INSERT INTO session_events ({_ECOLS}) VALUES (?, ?, ?, ?, ?, ?, ?)", self.events)
+        conn.executemany(f"INSERT INTO session_events ({_ECOLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (row for rows in self.events.values() for row in rows))
         conn.executemany(
             "INSERT INTO session_shared_state (app_name, user_id, key, position, value) VALUES (?, ?, ?, ?, ?)",
             ((*k, v) for k, v in self.shared.items()),

@@ -33,3 +33,10 @@ class SessionEventAppended(KernelEvent, tag="session.event_appended"):
 class SessionStatusChanged(KernelEvent, tag="session.status_changed"):
     session_id: str
     status: str
+
+
+class SessionDeleted(KernelEvent, tag="session.deleted"):
+    """The session and its conversation leave every read; the app's and the
+    user's shared keys stay. Its id may be used again by a new session."""
+
+    session_id: str

@@ -16,7 +16,8 @@ from typing import Any
 import apsw
 
 from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
-from eventkernel.events.sessions import SessionCreated, SessionEventAppended, SessionStatusChanged
+from eventkernel import journal
+from eventkernel.events.sessions import SessionCreated, SessionDeleted, SessionEventAppended, SessionStatusChanged
 from eventkernel.ids import new_id
 from eventkernel.journal import Recorded
 from eventkernel.projections import sessions
@@ -45,16 +46,17 @@ def _persisted(state: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (state or {}).items() if not k.startswith(TEMP)}
 
 
-def decide_create(state: tuple[str, bool], a: Args, now: int) -> Decision:
-    """``state``: (the session's id, whether one with that id exists)."""
-    sid, exists = state
+def decide_create(state: tuple[str, bool, int], a: Args, now: int) -> Decision:
+    """``state``: (the session's id, whether one with that id exists, its
+    stream's version: above 0 when a deleted session had the id)."""
+    sid, exists, version = state
     if exists:
         raise InvalidArgument(f"sessions.create refused: session_id {sid!r} already exists")
     return emit(
         f"session:{sid}",
         SessionCreated(session_id=sid, app_name=a["app_name"], user_id=a["user_id"], project_id=a["project_id"],
                        state=a["state"], metadata=a["metadata"]),
-        expected_version=0,
+        expected_version=version,
     )
 
 
@@ -70,8 +72,15 @@ def decide_append_event(session: Session | None, a: Args, now: int) -> Decision:
         f"session:{sid}",
         SessionEventAppended(session_id=sid, seq=session.event_count + 1, author=a["actor"], content=a["content"],
                              state_delta=a["state_delta"]),
-        correlation_id=a.get("correlation_id"),
+        correlation_id=a.get("correlation_id"), expected_version=a.get("expected_version"),
     )
+
+
+def decide_delete(session: Session | None, a: Args, now: int) -> Decision:
+    sid = a["session_id"]
+    if session is None:
+        raise NotFound(f"sessions.delete refused: no session {sid!r}")
+    return emit(f"session:{sid}", SessionDeleted(session_id=sid), expected_version=session.version)
 
 
 def decide_set_status(session: Session | None, a: Args, now: int) -> Decision:
@@ -90,11 +99,13 @@ def decide_set_status(session: Session | None, a: Args, now: int) -> Decision:
     return emit(f"session:{sid}", SessionStatusChanged(session_id=sid, status=status))
 
 
-def _load_create(conn: apsw.Connection, a: Args, now: int) -> tuple[str, bool]:
+def _load_create(conn: apsw.Connection, a: Args, now: int) -> tuple[str, bool, int]:
     given = a["session_id"]
     if given is None:
-        return new_id("ses", now), False
-    return given, sessions.get_own(conn, given) is not None
+        return new_id("ses", now), False, 0
+    if sessions.get_own(conn, given) is not None:
+        return given, True, 0
+    return given, False, journal.stream_version(conn, f"session:{given}")
 
 
 def _load_own(conn: apsw.Connection, a: Args, now: int) -> Session | None:
@@ -111,8 +122,8 @@ def _session(reads: Reads, a: Args, records: builtins.list[Recorded], outcome: s
 
 
 def _event(reads: Reads, a: Args, records: builtins.list[Recorded], outcome: str | None) -> SessionEvent:
-    # A conversation event never changes once appended: the live row is the first answer.
-    found = sessions.event(reads.live, a["session_id"], records[0].event.seq)  # type: ignore[attr-defined]
+    # An event never changes once appended, but a delete removes it: a retry reads the session's past.
+    found = sessions.event(reads.conn, a["session_id"], records[0].event.seq)  # type: ignore[attr-defined]
     assert found is not None
     return found
 
@@ -122,12 +133,14 @@ def _scope(a: Args, records: builtins.list[Recorded]) -> builtins.list[str]:
     return [f"session:{sid}"]
 
 
-CREATE: Spec[tuple[str, bool], Session] = Spec(
+CREATE: Spec[tuple[str, bool, int], Session] = Spec(
     "sessions.create", _load_create, decide_create, _session, sessions, _scope)
 APPEND_EVENT: Spec[Session | None, SessionEvent] = Spec(
-    "sessions.append_event", _load_own, decide_append_event, _event)
+    "sessions.append_event", _load_own, decide_append_event, _event, sessions, _scope)
 SET_STATUS: Spec[Session | None, Session] = Spec(
     "sessions.set_status", _load_own, decide_set_status, _session, sessions, _scope)
+DELETE: Spec[Session | None, None] = Spec(
+    "sessions.delete", _load_own, decide_delete, lambda reads, a, records, outcome: None)
 
 
 class Sessions:
@@ -170,10 +183,13 @@ class Sessions:
         correlation_id: str | None = None,
         command_id: str | None = None,
         author: str | None = None,
+        expected_version: int | None = None,
     ) -> SessionEvent:
         """Add one turn to the conversation, said or done by ``actor``, and
         apply its state delta. ``correlation_id`` (a task id) files the turn
         under that task, so ``checkpoints.resume(task)`` includes it.
+        ``expected_version`` (a ``Session.version`` read earlier) makes it
+        compare-and-set: ConcurrencyConflict if the session changed since.
         ``author=`` is the deprecated name of ``actor=``. Raises NotFound,
         InvalidTransition (paused, terminated, archived)."""
         where = "sessions.append_event"
@@ -190,7 +206,27 @@ class Sessions:
         args = {"session_id": session_id, "actor": actor, "content": content, "state_delta": _persisted(state_delta)}
         if correlation_id is not None:
             args["correlation_id"] = correlation_id
+        if expected_version is not None:
+            args["expected_version"] = check_int(where, "expected_version", expected_version, minimum=1)
         return run(self._ctx, APPEND_EVENT, args, command_id=command_id, actor=actor)
+
+    def delete(self, session_id: str, *, actor: str | None = None, command_id: str | None = None) -> None:
+        """Delete the session: it and its conversation leave every read (the
+        app's and the user's shared keys stay), and its id may be used again.
+        The events that held it stay in the journal. Raises NotFound."""
+        check_text("sessions.delete", "session_id", session_id)
+        check_optional_text("sessions.delete", "actor", actor)
+        run(self._ctx, DELETE, {"session_id": session_id}, command_id=command_id, actor=actor)
+
+    def shared_state(self, app_name: str, user_id: str | None = None) -> dict[str, Any]:
+        """The current ``app:`` keys of the app and, given a user, that user's
+        ``user:`` keys there (prefixes kept), without a session."""
+        where = "sessions.shared_state"
+        check_text(where, "app_name", app_name)
+        check_optional_text(where, "user_id", user_id)
+        with self._ctx.db.read(where) as conn:
+            found = sessions.shared_state(conn, app_name, "" if user_id is None else user_id)
+        return found
 
     def set_status(
         self, session_id: str, status: str, *, actor: str | None = None, command_id: str | None = None

@@ -12,7 +12,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     updated_at       INTEGER NOT NULL,
     terminated_at    INTEGER,
     archived_at      INTEGER,
-    position         INTEGER NOT NULL
+    position         INTEGER NOT NULL,
+    version          INTEGER NOT NULL          -- the stream's version after the session's last event
 ) STRICT;
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (app_name, user_id, updated_at);
 

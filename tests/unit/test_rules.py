@@ -138,7 +138,7 @@ def test_only_a_live_pending_key_completes():
 
 
 def session(status):
-    return Session("s1", "app", "u", None, status, {}, None, 0, 1, 1, None, None, 1)
+    return Session("s1", "app", "u", None, status, {}, None, 0, 1, 1, None, None, 1, 1)
 
 
 @pytest.mark.parametrize(("old", "new", "allowed"), [

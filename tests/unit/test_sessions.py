@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
+from eventkernel.errors import ConcurrencyConflict, InvalidArgument, InvalidTransition, NotFound
 
 from support import refused, snapshot
 
@@ -133,3 +133,32 @@ def test_the_old_names_still_work_and_warn(k):
         assert p.first_seen == p.first_seen_at
     with pytest.warns(DeprecationWarning, match="FailurePattern.last_seen is deprecated"):
         assert p.last_seen == p.last_seen_at
+
+
+def test_append_at_a_version_is_compare_and_set(k):
+    s = k.sessions.create("app", "alice", session_id="s1")
+    assert s.version == 1
+    k.sessions.append_event("s1", actor="u", content="one", expected_version=1)
+    assert k.sessions.get("s1").version == 2
+    with refused(k, ConcurrencyConflict, "expected version 1, the stream is at version 2"):
+        k.sessions.append_event("s1", actor="u", content="late", expected_version=1)
+    k.sessions.set_status("s1", "paused")
+    assert k.sessions.get("s1").version == 3
+
+
+def test_delete_forgets_the_session_but_not_the_shared_keys(k):
+    k.sessions.create("app", "alice", session_id="s1", state={"app:theme": "dark", "user:lang": "fr", "own": 1})
+    k.sessions.append_event("s1", actor="u", content="hi", state_delta={"own": 2})
+    k.sessions.delete("s1")
+    with pytest.raises(NotFound):
+        k.sessions.get("s1")
+    assert k.sessions.list("app") == []
+    assert k.sessions.shared_state("app", "alice") == {"app:theme": "dark", "user:lang": "fr"}
+    assert k.sessions.shared_state("app") == {"app:theme": "dark"}
+    with refused(k, NotFound, "no session 's1'"):
+        k.sessions.delete("s1")
+    again = k.sessions.create("app", "bob", session_id="s1")  # the id is free again
+    assert (again.user_id, again.event_count, again.version, again.state) == ("bob", 0, 4, {"app:theme": "dark"})
+    assert k.sessions.events("s1") == []
+    assert [e.type for e in k.log(stream="session:s1")] == [
+        "session.created", "session.event_appended", "session.deleted", "session.created"]
