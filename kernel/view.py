@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -43,6 +44,15 @@ class Reader(Services):
 
     _db: Database
     _projector: Projector
+
+    @contextmanager
+    def reading(self) -> Iterator[Reader]:
+        """Make every read of this thread inside the block see one snapshot
+        (one read transaction): reads that must agree with each other, such
+        as a session and then its events. Inside this thread's transaction,
+        that transaction's view. Commands of other threads are not held up."""
+        with self._db.read("reading"):
+            yield self
 
     @property
     def head(self) -> int:

@@ -34,6 +34,7 @@ def test_the_wheel_holds_one_package_with_its_sql_types_and_licence(tmp_path):
                      "eventkernel/services/work.py", "eventkernel/projections/work_items.py",
                      "eventkernel/schema/journal/0001_journal.sql", "eventkernel/schema/journal/0003_chain_over_digests.sql",
                      "eventkernel/schema/projections/work_items.sql", "eventkernel/integrations/langgraph.py",
+                     "eventkernel/integrations/langgraph_store.py", "eventkernel/integrations/adk.py",
                      "eventkernel/schema/projections/graphs.sql"):
         assert expected in names, expected
     assert any(n.endswith("licenses/LICENSE") for n in names)
@@ -41,6 +42,7 @@ def test_the_wheel_holds_one_package_with_its_sql_types_and_licence(tmp_path):
     assert "License-Expression: MIT" in metadata
     assert "Requires-Dist: apsw" in metadata and "Requires-Dist: msgspec" in metadata
     # an integration's framework comes with its extra only
-    assert "Provides-Extra: langgraph" in metadata
-    langgraph = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: langgraph")]
-    assert langgraph and all("extra ==" in line for line in langgraph), langgraph
+    for extra, framework in (("langgraph", "langgraph"), ("adk", "google-adk")):
+        assert f"Provides-Extra: {extra}" in metadata
+        needs = [line for line in metadata.splitlines() if line.startswith(f"Requires-Dist: {framework}")]
+        assert needs and all("extra ==" in line for line in needs), needs

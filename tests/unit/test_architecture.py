@@ -23,7 +23,8 @@ LAYERS = [
     {f"{_E}.integrations"},
 ]
 # What each integration may import besides the library: its extra's framework.
-INTEGRATIONS = {"langgraph.py": {"langgraph", "langchain_core"}, "langgraph_store.py": {"langgraph"}}
+INTEGRATIONS = {"langgraph.py": {"langgraph", "langchain_core"}, "langgraph_store.py": {"langgraph"},
+                "adk.py": {"google"}}
 # The folders that install as the one import package (pyproject's package-dir).
 FOLDERS = {"kernel": (_E,), "projections": (_E, "projections"), "schema": (_E, "schema")}
 

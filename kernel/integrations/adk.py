@@ -1,0 +1,271 @@
+"""Google ADK's sessions on the journal: ``EventKernelSessionService``.
+
+    from eventkernel.integrations.adk import EventKernelSessionService
+
+    runner = Runner(app_name="app", agent=agent, session_service=EventKernelSessionService(kernel))
+
+ADK's ``BaseSessionService`` on the kernel's sessions domain: a session is
+the kernel session ``adk:<app>/<user>/<id>`` (stream ``session:adk:…``),
+each ADK event one ``session.event_appended`` whose content is the event as
+ADK writes it to JSON (readable with ``json_extract``), its state delta
+applied with ADK's scopes (``app:`` keys shared by the app, ``user:`` keys
+by the user, ``temp:`` keys never stored). A session read from this service
+carries its stream version, and ``append_event`` appends only at that
+version: a writer holding an older copy gets ``StaleSessionError``, decided
+by the journal, not by comparing float timestamps. ``delete_session`` is an
+event. Any app name, user id and session id ADK accepts is accepted.
+
+Needs the ``adk`` extra (``google-adk``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from google.adk.errors._stale_session_error import StaleSessionError
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.errors.session_not_found_error import SessionNotFoundError
+from google.adk.events.event import Event
+from google.adk.platform import time as platform_time
+from google.adk.platform import uuid as platform_uuid
+from google.adk.sessions import _session_util
+from google.adk.sessions.base_session_service import BaseSessionService, GetSessionConfig, ListSessionsResponse
+from google.adk.sessions.session import Session
+from google.adk.sessions.state import State
+
+from eventkernel.aio import AsyncKernel
+from eventkernel.errors import ConcurrencyConflict, InvalidArgument, NotFound
+from eventkernel.kernel import Kernel
+from eventkernel.projections.sessions import Session as KernelSession
+from eventkernel.validate import MAX_ID_LEN
+from eventkernel.view import KernelView
+
+__all__ = ["EventKernelSessionService"]
+
+T = TypeVar("T")
+
+ROOT = "adk:"
+"""The kernel session ids of ADK sessions start with this."""
+_ESCAPE = re.compile("[%/#\x00\ud800-\udfff]")
+_ESCAPED = re.compile("%(u[0-9A-F]{4}|[0-9A-F]{2})")
+_STALE = ("the session was changed since this copy of it was read (its stream is at a later version); "
+          "read it again with get_session")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"%{code:02X}" if code < 0x100 else f"%u{code:04X}"
+
+
+def _escape(text: str) -> str:
+    return _ESCAPE.sub(_escape_char, text) if text else "%"
+
+
+def _unescape(text: str) -> str:
+    return "" if text == "%" else _ESCAPED.sub(lambda m: chr(int(m.group(1).lstrip("u"), 16)), text)
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _name(text: str) -> str:
+    """An app name or user id as a kernel id: itself, escaped when it holds
+    what ids cannot, named by its hash when that is too long."""
+    escaped = _escape(text)
+    return escaped if len(escaped) <= MAX_ID_LEN else "#" + _hash(escaped)
+
+
+def session_key(app_name: str, user_id: str, session_id: str) -> str:
+    """The kernel session id of an ADK session."""
+    key = ROOT + "/".join(_escape(part) for part in (app_name, user_id, session_id))
+    return key if len(key) <= MAX_ID_LEN else ROOT + "#" + _hash(key)
+
+
+def _text(where: str, name: str, value: Any) -> str:
+    if type(value) is not str:
+        raise InvalidArgument(f"{where} refused: {name} must be a str, got {type(value).__name__} {value!r:.60}")
+    return value
+
+
+class EventKernelSessionService(BaseSessionService):
+    """An ADK session service on an eventkernel journal (see the module's docstring)."""
+
+    def __init__(self, kernel: Kernel | AsyncKernel | KernelView) -> None:
+        """On a ``Kernel`` (any number of threads), an ``eventkernel.aio``
+        kernel (calls run on its pool), or a view of the past
+        (``k.at(position)``: the sessions as they were; appends raise ReadOnly)."""
+        self.kernel: Kernel | KernelView
+        if isinstance(kernel, AsyncKernel):
+            self.kernel = kernel.kernel
+            self._call: Callable[..., Any] = kernel._call
+        else:
+            self.kernel = kernel
+            self._call = asyncio.to_thread
+
+    # --- ADK's interface (each call on a thread: the event loop never waits on SQLite) ---
+
+    async def create_session(
+        self, *, app_name: str, user_id: str, state: dict[str, Any] | None = None, session_id: str | None = None,
+    ) -> Session:
+        return await self._call(self.create_session_sync, app_name, user_id, state, session_id)  # type: ignore[no-any-return]
+
+    async def get_session(
+        self, *, app_name: str, user_id: str, session_id: str, config: GetSessionConfig | None = None,
+    ) -> Session | None:
+        return await self._call(self.get_session_sync, app_name, user_id, session_id, config)  # type: ignore[no-any-return]
+
+    async def list_sessions(self, *, app_name: str, user_id: str | None = None) -> ListSessionsResponse:
+        return await self._call(self.list_sessions_sync, app_name, user_id)  # type: ignore[no-any-return]
+
+    async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
+        await self._call(self.delete_session_sync, app_name, user_id, session_id)
+
+    async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
+        return await self._call(self.get_user_state_sync, app_name, user_id)  # type: ignore[no-any-return]
+
+    async def append_event(self, session: Session, event: Event) -> Event:
+        if event.partial:
+            return event
+        self._apply_temp_state(session, event)
+        event = self._trim_temp_delta_state(event)
+        await self._call(self._store_event, session, event)
+        return self._commit_event_to_session(session, event)
+
+    # --- the same, for callers without an event loop ------------------------------
+
+    def create_session_sync(
+        self, app_name: str, user_id: str, state: dict[str, Any] | None = None, session_id: str | None = None,
+    ) -> Session:
+        where = "adk.create_session"
+        _text(where, "app_name", app_name)
+        _text(where, "user_id", user_id)
+        if session_id is None:
+            session_id = platform_uuid.new_uuid()
+        _text(where, "session_id", session_id)
+        key = session_key(app_name, user_id, session_id)
+        safe = _session_util.make_json_safe_state(state or {})
+        created = platform_time.get_time()
+        try:
+            stored = self.kernel.sessions.create(
+                _name(app_name), _name(user_id), session_id=key, state=safe,
+                metadata={"adk": {"app_name": _escape(app_name), "user_id": _escape(user_id),
+                                  "id": _escape(session_id), "created": created}},
+            )
+        except InvalidArgument:
+            if self._stored(key) is not None:
+                raise AlreadyExistsError(f"Session with id {session_id} already exists.") from None
+            raise
+        return self._session(stored, [], created)
+
+    def get_session_sync(
+        self, app_name: str, user_id: str, session_id: str, config: GetSessionConfig | None = None,
+    ) -> Session | None:
+        where = "adk.get_session"
+        for name, value in (("app_name", app_name), ("user_id", user_id), ("session_id", session_id)):
+            _text(where, name, value)
+        key = session_key(app_name, user_id, session_id)
+        with self.kernel.reading():  # one snapshot: the session and its events agree
+            stored = self._stored(key)
+            if stored is None:
+                return None
+            recent = None if config is None else config.num_recent_events
+            after_time = None if config is None else config.after_timestamp
+            count = stored.event_count
+            if recent == 0:
+                kept = []
+                last = self.kernel.sessions.events(key, after_seq=count - 1) if count else []
+            else:
+                start = 0 if recent is None or after_time is not None else max(0, count - recent)
+                kept = self.kernel.sessions.events(key, after_seq=start, limit=count - start)
+                last = kept[-1:]
+        events = [Event.model_validate(e.content) for e in kept]
+        if after_time is not None:
+            events = [e for e in events if e.timestamp >= after_time]
+            if recent is not None:
+                events = events[-recent:] if recent else []
+        updated = last[0].content["timestamp"] if last else stored.metadata["adk"]["created"]  # type: ignore[index]
+        return self._session(stored, events, updated)
+
+    def list_sessions_sync(self, app_name: str, user_id: str | None = None) -> ListSessionsResponse:
+        where = "adk.list_sessions"
+        _text(where, "app_name", app_name)
+        if user_id is not None:
+            _text(where, "user_id", user_id)
+        sessions = self.kernel.sessions
+        with self.kernel.reading():
+            found = []
+            for stored in sessions.list(_name(app_name), None if user_id is None else _name(user_id)):
+                if not stored.session_id.startswith(ROOT):
+                    continue  # a session of the kernel's own API, not ADK's
+                last = sessions.events(stored.session_id, after_seq=stored.event_count - 1) if stored.event_count else []
+                updated = last[0].content["timestamp"] if last else stored.metadata["adk"]["created"]  # type: ignore[index]
+                found.append(self._session(stored, [], updated))
+        found.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
+        return ListSessionsResponse(sessions=found)
+
+    def delete_session_sync(self, app_name: str, user_id: str, session_id: str) -> None:
+        where = "adk.delete_session"
+        for name, value in (("app_name", app_name), ("user_id", user_id), ("session_id", session_id)):
+            _text(where, name, value)
+        try:
+            self.kernel.sessions.delete(session_key(app_name, user_id, session_id))
+        except NotFound:
+            pass  # deleting what is not there is not an error in ADK
+
+    def get_user_state_sync(self, app_name: str, user_id: str) -> dict[str, Any]:
+        _text("adk.get_user_state", "app_name", app_name)
+        _text("adk.get_user_state", "user_id", user_id)
+        shared = self.kernel.sessions.shared_state(_name(app_name), _name(user_id))
+        return {k.removeprefix(State.USER_PREFIX): v for k, v in shared.items() if k.startswith(State.USER_PREFIX)}
+
+    # --- inside ---------------------------------------------------------------------
+
+    def _stored(self, key: str) -> KernelSession | None:
+        try:
+            return self.kernel.sessions.get(key)
+        except NotFound:
+            return None
+
+    @staticmethod
+    def _session(stored: KernelSession, events: list[Event], updated: float) -> Session:
+        adk = stored.metadata["adk"]  # type: ignore[index]
+        session = Session(app_name=_unescape(adk["app_name"]), user_id=_unescape(adk["user_id"]),
+                          id=_unescape(adk["id"]), state=stored.state, events=events, last_update_time=updated)
+        session._storage_update_marker = str(stored.version)
+        return session
+
+    def _store_event(self, session: Session, event: Event) -> None:
+        """Append at the version the session was read at (or, for a session
+        this service did not give out, at the stored one when it has every
+        stored event), then advance the session's version."""
+        key = session_key(session.app_name, session.user_id, session.id)
+        marker = session._storage_update_marker
+        if marker is not None and marker.isdigit():
+            expected = int(marker)
+        else:
+            stored = self._stored(key)
+            if stored is None:
+                raise SessionNotFoundError(f"Session {session.id} not found.")
+            last = self.kernel.sessions.events(key, after_seq=stored.event_count - 1) if stored.event_count else []
+            if last and (not session.events or session.events[-1].id != last[0].content.get("id")):
+                raise StaleSessionError(_STALE)
+            expected = stored.version
+        delta = event.actions.state_delta if event.actions and event.actions.state_delta else {}
+        try:
+            self.kernel.sessions.append_event(
+                key, actor=_name(event.author), content=event.model_dump(mode="json", exclude_none=True),
+                state_delta=_session_util.make_json_safe_state(delta), expected_version=expected,
+            )
+        except NotFound:
+            raise SessionNotFoundError(f"Session {session.id} not found.") from None
+        except ConcurrencyConflict:
+            if self._stored(key) is None:
+                raise SessionNotFoundError(f"Session {session.id} not found.") from None
+            raise StaleSessionError(_STALE) from None
+        session._storage_update_marker = str(expected + 1)
+        session.last_update_time = event.timestamp

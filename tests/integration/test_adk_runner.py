@@ -1,0 +1,144 @@
+"""ADK's Runner on EventKernelSessionService end to end (a custom agent: no
+model, no network), the conversation read back by a second process and as it
+was mid-way, and two writers racing on one session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncGenerator
+
+from google.adk.agents import BaseAgent
+from google.adk.agents.invocation_context import InvocationContext
+from google.adk.errors._stale_session_error import StaleSessionError
+from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions
+from google.adk.runners import Runner
+from google.genai import types
+
+import eventkernel
+import eventkernel.aio
+from eventkernel.integrations.adk import EventKernelSessionService, session_key
+
+from support import live_tables, rebuilt_tables
+
+
+class Counter(BaseAgent):
+    """Answers each message with how many it has seen, kept in session state;
+    remembers the user's last word in user: state and scribbles in temp:."""
+
+    async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+        seen = ctx.session.state.get("seen", 0) + 1
+        word = ctx.user_content.parts[0].text if ctx.user_content else ""
+        yield Event(invocation_id=ctx.invocation_id, author=self.name, branch=ctx.branch,
+                    content=types.Content(role="model", parts=[types.Part(text=f"message {seen}: {word}")]),
+                    actions=EventActions(state_delta={"seen": seen, "user:last_word": word, "temp:scratch": seen}))
+
+
+def user(text: str) -> types.Content:
+    return types.Content(role="user", parts=[types.Part(text=text)])
+
+
+async def converse(path: str, words: list[str]) -> list[int]:
+    """Run the conversation; return the journal head after each turn."""
+    heads = []
+    async with eventkernel.aio.open(path) as k:
+        service = EventKernelSessionService(k)
+        runner = Runner(app_name="counter", agent=Counter(name="counter"), session_service=service)
+        await service.create_session(app_name="counter", user_id="alice", session_id="chat")
+        for word in words:
+            replies = [e async for e in runner.run_async(user_id="alice", session_id="chat", new_message=user(word))]
+            assert replies[-1].content.parts[0].text.endswith(word)
+            heads.append(await k.head)
+    return heads
+
+
+READ_BACK = """
+import asyncio, json, sys
+import eventkernel
+from eventkernel.integrations.adk import EventKernelSessionService
+async def main():
+    with eventkernel.open(sys.argv[1], read_only=True) as k:
+        s = await EventKernelSessionService(k).get_session(app_name="counter", user_id="alice", session_id="chat")
+        print(json.dumps({"texts": [e.content.parts[0].text for e in s.events], "state": s.state}))
+asyncio.run(main())
+"""
+
+
+def test_a_runner_conversation_read_back_by_another_process_and_as_it_was(tmp_path, child_env):
+    path = str(tmp_path / "adk.db")
+    heads = asyncio.run(converse(path, ["tea", "cats", "rain"]))
+    done = subprocess.run([sys.executable, "-c", READ_BACK, path], env=child_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    read = json.loads(done.stdout)
+    assert read["texts"] == ["tea", "message 1: tea", "cats", "message 2: cats", "rain", "message 3: rain"]
+    assert read["state"] == {"seen": 3, "user:last_word": "rain"}  # temp: was never stored
+    with eventkernel.open(path) as k:
+        with k.at(heads[0]) as then:
+            old = asyncio.run(EventKernelSessionService(then).get_session(
+                app_name="counter", user_id="alice", session_id="chat"))
+        assert [e.content.parts[0].text for e in old.events] == ["tea", "message 1: tea"]
+        assert old.state == {"seen": 1, "user:last_word": "tea"}
+        assert [e.type for e in k.log(stream="session:" + session_key("counter", "alice", "chat"))] == [
+            "session.created", *["session.event_appended"] * 6]
+        assert k.verify().ok
+        assert rebuilt_tables(k) == live_tables(k)
+
+
+def test_two_writers_on_one_session_one_wins_each_revision(tmp_path):
+    """Each writer appends from the copy it read; the loser re-reads and
+    tries again. Every append lands once, none is lost."""
+
+    async def main() -> tuple[int, list[str]]:
+        async with eventkernel.aio.open(str(tmp_path / "race.db")) as k:
+            service = EventKernelSessionService(k)
+            await service.create_session(app_name="app", user_id="u", session_id="s")
+            stale = 0
+
+            async def writer(name: str) -> None:
+                nonlocal stale
+                for i in range(15):
+                    while True:
+                        copy = await service.get_session(app_name="app", user_id="u", session_id="s")
+                        await asyncio.sleep(0)  # let the other writer read the same revision
+                        try:
+                            await service.append_event(copy, Event(invocation_id="i", author=name,
+                                                                   actions=EventActions(state_delta={name: i})))
+                            break
+                        except StaleSessionError:
+                            stale += 1
+
+            await asyncio.gather(writer("a"), writer("b"))
+            final = await service.get_session(app_name="app", user_id="u", session_id="s")
+            assert final.state == {"a": 14, "b": 14}
+            assert k.kernel.verify().ok
+            return stale, [e.author for e in final.events]
+
+    stale, authors = asyncio.run(main())
+    assert sorted(authors) == ["a"] * 15 + ["b"] * 15
+    assert stale > 0  # the writers did collide, and each collision was caught
+
+
+def test_a_session_given_out_by_another_service_is_checked_against_the_stored_events(tmp_path):
+    """A Session object that carries no revision of ours (built by hand, or by
+    another service) may append only if it has the stored session's last event."""
+
+    async def main() -> None:
+        with eventkernel.open(str(tmp_path / "x.db")) as k:
+            service = EventKernelSessionService(k)
+            made = await service.create_session(app_name="app", user_id="u", session_id="s")
+            handmade, foreign = made.model_copy(deep=True), made.model_copy(deep=True)
+            handmade._storage_update_marker = foreign._storage_update_marker = None
+            await service.append_event(handmade, Event(invocation_id="i", author="a"))
+            try:
+                await service.append_event(foreign, Event(invocation_id="i", author="b"))
+            except StaleSessionError:
+                pass
+            else:
+                raise AssertionError("a copy without the stored last event appended")
+            assert [e.author for e in (await service.get_session(app_name="app", user_id="u",
+                                                                 session_id="s")).events] == ["a"]
+
+    asyncio.run(main())
