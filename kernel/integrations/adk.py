@@ -1,4 +1,4 @@
-"""Google ADK's sessions on the journal: ``EventKernelSessionService``.
+"""Google ADK's sessions and memory on the journal: ``EventKernelSessionService``, ``EventKernelMemoryService``.
 
     from eventkernel.integrations.adk import EventKernelSessionService
 
@@ -15,21 +15,33 @@ version: a writer holding an older copy gets ``StaleSessionError``, decided
 by the journal, not by comparing float timestamps. ``delete_session`` is an
 event. Any app name, user id and session id ADK accepts is accepted.
 
+``EventKernelMemoryService`` keeps what ADK adds to memory (the events of a
+session that have content) in the kernel's versioned memory, one memory per
+event under ``adk:<app>.<user>``, and finds it by the keyword matching ADK's
+``InMemoryMemoryService`` does; ``delete_memory`` is a soft delete that a
+later ``add_session_to_memory`` does not undo.
+
 Needs the ``adk`` extra (``google-adk``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import itertools
 import re
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from google.adk.errors._stale_session_error import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
+from google.adk.memory.base_memory_service import BaseMemoryService, SearchMemoryResponse
+from google.adk.memory.memory_entry import MemoryEntry
 from google.adk.platform import time as platform_time
 from google.adk.platform import uuid as platform_uuid
 from google.adk.sessions import _session_util
@@ -38,13 +50,13 @@ from google.adk.sessions.session import Session
 from google.adk.sessions.state import State
 
 from eventkernel.aio import AsyncKernel
-from eventkernel.errors import ConcurrencyConflict, InvalidArgument, NotFound
+from eventkernel.errors import ConcurrencyConflict, InvalidArgument, InvalidTransition, NotFound
 from eventkernel.kernel import Kernel
 from eventkernel.projections.sessions import Session as KernelSession
 from eventkernel.validate import MAX_ID_LEN
 from eventkernel.view import KernelView
 
-__all__ = ["EventKernelSessionService"]
+__all__ = ["EventKernelMemoryService", "EventKernelSessionService"]
 
 T = TypeVar("T")
 
@@ -269,3 +281,146 @@ class EventKernelSessionService(BaseSessionService):
             raise StaleSessionError(_STALE) from None
         session._storage_update_marker = str(expected + 1)
         session.last_update_time = event.timestamp
+
+
+# --- memory ----------------------------------------------------------------------------
+
+MAX_RESULTS = 10
+"""A search returns at most this many memories, as ADK's in-memory service does."""
+_DELETED = "adk:delete_memory"  # the actor of a delete_memory: what it deleted is never added again
+_DROPPED = "adk:session_replaced"  # the actor of a memory its session no longer holds: it may come back
+_DOT = re.compile("[%/#.\x00\ud800-\udfff]")
+
+
+def memory_namespace(app_name: str, user_id: str) -> str:
+    """The kernel memory namespace of one user's memories in an app."""
+    ns = ROOT + ".".join(_DOT.sub(_escape_char, part) if part else "%" for part in (app_name, user_id))
+    return ns if len(ns) <= MAX_ID_LEN else ROOT + "#" + _hash(ns)
+
+
+def _memory_key(event_id: str) -> str:
+    key = _escape(event_id)
+    return key if len(key) <= MAX_ID_LEN else "#" + _hash(key)
+
+
+def _words(text: str) -> set[str]:
+    """The lowercase word tokens of ``text`` (NFC)."""
+    return {word.lower() for word in re.findall(r"\w+", unicodedata.normalize("NFC", text))}
+
+
+def _latin(c: str) -> bool:
+    if c.isascii():
+        return c.isalnum() or c == "_"
+    return unicodedata.name(c, "").startswith("LATIN")
+
+
+def _searchable(text: str) -> set[str]:
+    """The words an event is found by: its tokens, and each run of one script
+    inside a token that mixes Latin with another (Japanese or Chinese text
+    holds Latin words without spaces)."""
+    words = _words(text)
+    for word in list(words):
+        if not word.isascii():
+            words.update("".join(run) for _, run in itertools.groupby(word, _latin))
+    return words
+
+
+def _text_of(event: Event) -> str:
+    parts = event.content.parts if event.content and event.content.parts else []
+    return " ".join(part.text for part in parts if part.text)
+
+
+class EventKernelMemoryService(BaseMemoryService):
+    """An ADK memory service on an eventkernel journal (see the module's docstring)."""
+
+    def __init__(self, kernel: Kernel | AsyncKernel | KernelView) -> None:
+        self.kernel: Kernel | KernelView
+        if isinstance(kernel, AsyncKernel):
+            self.kernel = kernel.kernel
+            self._call: Callable[..., Any] = kernel._call
+        else:
+            self.kernel = kernel
+            self._call = asyncio.to_thread
+
+    async def add_session_to_memory(self, session: Session) -> None:
+        """The session's events with content become its memories (replacing
+        what an earlier call added for the session), except deleted ones."""
+        await self._call(self.add_sync, session.app_name, session.user_id, list(session.events), session.id, True)
+
+    async def add_events_to_memory(
+        self, *, app_name: str, user_id: str, events: Sequence[Event], session_id: str | None = None,
+        custom_metadata: Mapping[str, object] | None = None,
+    ) -> None:
+        """Add events not yet in memory (by id), except deleted ones."""
+        await self._call(self.add_sync, app_name, user_id, list(events), session_id, False)
+
+    async def search_memory(self, *, app_name: str, user_id: str, query: str) -> SearchMemoryResponse:
+        return await self._call(self.search_sync, app_name, user_id, query)  # type: ignore[no-any-return]
+
+    async def delete_memory(self, *, app_name: str, user_id: str, memory_id: str | None = None) -> None:
+        if memory_id:
+            await self._call(self.delete_sync, app_name, user_id, memory_id)
+
+    # --- the same, for callers without an event loop ------------------------------
+
+    def add_sync(self, app_name: str, user_id: str, events: list[Event], session_id: str | None,
+                 replace: bool) -> None:
+        where = "adk.add_to_memory"
+        _text(where, "app_name", app_name)
+        _text(where, "user_id", user_id)
+        ns = memory_namespace(app_name, user_id)
+        memory = self.kernel.memory
+        known = {e.key: e for e in memory.list(ns, include_deleted=True) if e.namespace == ns}
+        wanted = {}
+        for event in events:
+            if event.content and event.content.parts:
+                wanted[_memory_key(event.id)] = {"session_id": session_id, "text": _text_of(event),
+                                                 "event": event.model_dump(mode="json", exclude_none=True)}
+        together = self.kernel.transaction() if isinstance(self.kernel, Kernel) else contextlib.nullcontext()
+        with together:
+            for key, value in wanted.items():
+                old = known.get(key)
+                if old is not None and old.is_deleted and old.updated_by == _DELETED:
+                    continue  # what delete_memory deleted stays deleted
+                if old is not None and not old.is_deleted and (not replace or old.value == value):
+                    continue  # a known event is added once
+                memory.put(ns, key, value, memory_type="episodic", actor="adk")
+            if replace and session_id is not None:
+                for key, old in known.items():
+                    if key not in wanted and not old.is_deleted and old.value.get("session_id") == session_id:
+                        memory.delete(ns, key, actor=_DROPPED)  # the session no longer holds it
+
+    def search_sync(self, app_name: str, user_id: str, query: str) -> SearchMemoryResponse:
+        """The memories sharing the most words with ``query`` (at most ten;
+        among equals, the earlier events first)."""
+        where = "adk.search_memory"
+        _text(where, "app_name", app_name)
+        _text(where, "user_id", user_id)
+        _text(where, "query", query)
+        ns = memory_namespace(app_name, user_id)
+        asked = _words(query)
+        scored = []
+        for entry in self.kernel.memory.list(ns):
+            if entry.namespace != ns:
+                continue
+            text = entry.value["text"]
+            words = _searchable(text)
+            if not words:
+                continue
+            lowered = unicodedata.normalize("NFC", text).lower()
+            matched = sum(1 for w in asked if w in words or (not w.isascii() and w in lowered))
+            if matched:
+                scored.append((matched, entry.value["event"]))
+        scored.sort(key=lambda s: (-s[0], s[1]["timestamp"], s[1]["id"]))
+        return SearchMemoryResponse(memories=[
+            MemoryEntry(id=e["id"], content=e["content"], author=e.get("author"),
+                        timestamp=datetime.fromtimestamp(e["timestamp"]).isoformat())
+            for _, e in scored[:MAX_RESULTS]
+        ])
+
+    def delete_sync(self, app_name: str, user_id: str, memory_id: str) -> None:
+        ns, key = memory_namespace(app_name, user_id), _memory_key(memory_id)
+        try:
+            self.kernel.memory.delete(ns, key, actor=_DELETED)
+        except (NotFound, InvalidTransition):
+            pass  # nothing to delete, or already deleted
