@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from benchmarks import common, concurrency, peers, reads, replay, workers, writes
+from benchmarks import adk, common, concurrency, peers, reads, replay, workers, writes
 from benchmarks import langgraph as langgraph_group
 
 
@@ -15,7 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes, a few rounds")
     p.add_argument("--json", metavar="FILE", help="also write the results as a JSON list")
     p.add_argument("--synchronous", choices=["full", "normal"], default="full")
-    p.add_argument("--only", choices=["writes", "reads", "replay", "workers", "peers", "concurrency", "langgraph"],
+    p.add_argument("--only", choices=["writes", "reads", "replay", "workers", "peers", "concurrency", "langgraph",
+                                        "adk"],
                    help="run one group")
     p.add_argument("--events", type=int, help="size of the replay journal (default 1,000,000; --quick 20,000)")
     args = p.parse_args(argv)
@@ -34,11 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         results += concurrency.run(quick=args.quick)
     if args.only in (None, "langgraph"):
         results += langgraph_group.run(quick=args.quick)
+    if args.only in (None, "adk"):
+        results += adk.run(quick=args.quick)
     if args.only in (None, "replay"):
         results += replay.run(quick=args.quick, events=args.events)
     print(f"{'figure':<50} {'median':>12} {'(min–max)':>22} {'unit':>10} {'baseline':>12} {'ratio':>6} {'target':>7}")
     for r in results:
-        fine = r["unit"] in ("s", "µs", "%", "ratio", "MiB")
+        fine = r["unit"] in ("s", "ms", "µs", "%", "ratio", "MiB")
         spread = f"({r['min']:,.2f}–{r['max']:,.2f})" if fine else f"({r['min']:,.0f}–{r['max']:,.0f})"
         value = f"{r['value']:,.2f}" if fine else f"{r['value']:,.0f}"
         base = f"{r['baseline_value']:,.2f}" if fine else f"{r['baseline_value']:,.0f}"
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         elif r["unit"] == "items":
             target = f"=={r['target']}"
         else:
-            target = ("<=" if r["unit"] in ("µs", "MiB") else ">=") + str(r["target"])
+            target = ("<=" if r["unit"] in ("ms", "µs", "MiB") else ">=") + str(r["target"])
         print(f"{r['name']:<50} {value:>12} {spread:>22} {r['unit']:>10} {base:>12} {ratio:>6} {target:>7}")
     if args.json:
         with open(args.json, "w") as f:

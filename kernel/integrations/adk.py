@@ -31,7 +31,9 @@ import contextlib
 import hashlib
 import itertools
 import re
+import threading
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -64,6 +66,8 @@ ROOT = "adk:"
 """The kernel session ids of ADK sessions start with this."""
 _ESCAPE = re.compile("[%/#\x00\ud800-\udfff]")
 _ESCAPED = re.compile("%(u[0-9A-F]{4}|[0-9A-F]{2})")
+CACHED_EVENTS = 4096
+"""How many built ``Event`` objects a session service keeps, by journal position."""
 _STALE = ("the session was changed since this copy of it was read (its stream is at a later version); "
           "read it again with get_session")
 
@@ -118,6 +122,27 @@ class EventKernelSessionService(BaseSessionService):
         else:
             self.kernel = kernel
             self._call = asyncio.to_thread
+        # Building an Event from its JSON is most of a read (ADK's validators);
+        # an event at a journal position never changes, so the built one is
+        # kept and each read gets its own deep copy.
+        self._built: OrderedDict[int, Event] = OrderedDict()
+        self._built_lock = threading.Lock()
+
+    def _event(self, position: int, content: Any) -> Event:
+        with self._built_lock:
+            built = self._built.get(position)
+            if built is not None:
+                self._built.move_to_end(position)
+        if built is None:
+            built = Event.model_validate(content)
+            self._keep(position, built)
+        return built.model_copy(deep=True)
+
+    def _keep(self, position: int, event: Event) -> None:
+        with self._built_lock:
+            self._built[position] = event
+            if len(self._built) > CACHED_EVENTS:
+                self._built.popitem(last=False)
 
     # --- ADK's interface (each call on a thread: the event loop never waits on SQLite) ---
 
@@ -195,7 +220,7 @@ class EventKernelSessionService(BaseSessionService):
                 start = 0 if recent is None or after_time is not None else max(0, count - recent)
                 kept = self.kernel.sessions.events(key, after_seq=start, limit=count - start)
                 last = kept[-1:]
-        events = [Event.model_validate(e.content) for e in kept]
+        events = [self._event(e.position, e.content) for e in kept]
         if after_time is not None:
             events = [e for e in events if e.timestamp >= after_time]
             if recent is not None:
@@ -269,7 +294,7 @@ class EventKernelSessionService(BaseSessionService):
             expected = stored.version
         delta = event.actions.state_delta if event.actions and event.actions.state_delta else {}
         try:
-            self.kernel.sessions.append_event(
+            appended = self.kernel.sessions.append_event(
                 key, actor=_name(event.author), content=event.model_dump(mode="json", exclude_none=True),
                 state_delta=_session_util.make_json_safe_state(delta), expected_version=expected,
             )
@@ -281,6 +306,7 @@ class EventKernelSessionService(BaseSessionService):
             raise StaleSessionError(_STALE) from None
         session._storage_update_marker = str(expected + 1)
         session.last_update_time = event.timestamp
+        self._keep(appended.position, event.model_copy(deep=True))  # equal to the event built from its JSON
 
 
 # --- memory ----------------------------------------------------------------------------

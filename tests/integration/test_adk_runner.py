@@ -142,3 +142,26 @@ def test_a_session_given_out_by_another_service_is_checked_against_the_stored_ev
                                                                  session_id="s")).events] == ["a"]
 
     asyncio.run(main())
+
+
+def test_events_read_are_the_callers_own(tmp_path):
+    """Built events are kept between reads: each read must still get its own copies."""
+
+    async def main() -> None:
+        with eventkernel.open(str(tmp_path / "c.db")) as k:
+            service = EventKernelSessionService(k)
+            s = await service.create_session(app_name="app", user_id="u", session_id="s")
+            sent = Event(invocation_id="i", author="a", actions=EventActions(state_delta={"k": [1]}),
+                         content=types.Content(role="model", parts=[types.Part(text="original")]))
+            await service.append_event(s, sent)
+            sent.content.parts[0].text = "changed by the writer afterwards"
+            first = await service.get_session(app_name="app", user_id="u", session_id="s")
+            first.events[0].content.parts[0].text = "changed by a reader"
+            first.events[0].actions.state_delta["k"].append(2)
+            again = await service.get_session(app_name="app", user_id="u", session_id="s")
+            assert again.events[0].content.parts[0].text == "original"
+            assert again.events[0].actions.state_delta == {"k": [1]}
+            fresh = await EventKernelSessionService(k).get_session(app_name="app", user_id="u", session_id="s")
+            assert fresh.events == again.events
+
+    asyncio.run(main())

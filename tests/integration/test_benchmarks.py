@@ -25,6 +25,8 @@ def test_benchmarks_run_and_write_the_documented_json(tmp_path, capsys):
     assert any(n.startswith("claim+complete, 4 processes") for n in names)
     assert {"LangGraph put", "LangGraph get_tuple, latest of 50", "LangGraph list(limit=10)"} <= set(names)
     assert any(n.startswith("file size after a") for n in names)
+    assert {"ADK append_event, vs database", "ADK append_event, vs sqlite"} <= set(names)
+    assert sum(n.startswith("ADK get_session") for n in names) == 4
     for r in results:
         assert set(r) == {"name", "value", "unit", "baseline", "baseline_value", "ratio", "target"}
         if r in doubles or r["name"] in wakes or r["unit"] in ("%", "ratio"):
