@@ -34,6 +34,7 @@ from eventkernel.errors import (
     UnknownEventType,
     WrongProcess,
 )
+from eventkernel.backup import restore
 from eventkernel.journal import Recorded
 from eventkernel.kernel import Kernel, open
 from eventkernel.projections.checkpoints import Checkpoint
@@ -104,5 +105,6 @@ __all__ = [
     "WrongProcess",
     "open",
     "register_upcaster",
+    "restore",
     "system_clock",
 ]

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import msgspec
 
 from eventkernel import demo, readonly
+from eventkernel.backup import restore
 from eventkernel.errors import InvalidArgument, JournalCorrupt, KernelError
 from eventkernel.journal import LogEntry
 from eventkernel.kernel import Kernel
@@ -316,6 +317,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    with _read(args) as k:
+        head = k.backup(args.out)
+    _emit(args, {"backup": args.out, "head": head}, f"backed up {head} events to {args.out} (verified)")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    head = restore(args.db, args.target, force=args.force)
+    _emit(args, {"restored": args.target, "head": head}, f"restored {head} events to {args.target}")
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     with _read(args) as k:
         stats = k.stats()
@@ -459,6 +473,13 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--anchor", metavar="POSITION:HASH",
                    help="a head and its hash recorded earlier: names where a cut tail began")
     command("stats", cmd_stats, "head, events per type and stream kind, sizes, projection lag")
+    b = command("backup", cmd_backup, "an online, verified copy of the journal in a new file, while others write")
+    b.add_argument("out", metavar="OUT", help="path of the copy (refused if it exists)")
+    rs = command("restore", cmd_restore, "put a backup in place of a journal that is not open (refused if that "
+                                         "would lose or replace events, unless --force)", db="path of the backup")
+    rs.add_argument("target", metavar="DB", help="path of the journal to restore (created if missing)")
+    rs.add_argument("--force", action="store_true", help="restore even over a longer or different journal, or "
+                                                         "a file that is not a journal")
     ex = command("export", cmd_export, "the events as JSON lines, or one projection table")
     ex.add_argument("--table", help="a projection table instead of the events, e.g. work_items")
     ex.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="jsonl (default) or csv (tables)")
