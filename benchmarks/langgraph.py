@@ -164,14 +164,23 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
                                 {"messages": version})
         if who == "ours":
             saver_.kernel.checkpoint("truncate")
+            # and then forgotten: the thread deleted, its payloads erased, the space given back
+            sizes["ours"] = _size(path)
+            saver_.delete_thread("chat")
+            saver_.kernel.erase(correlation_id="chat", reason="benchmark")
+            sizes["ours, erased"] = _size(path)
             saver_.kernel.close()
         else:
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             c.close()
-        sizes[who] = _size(path)
+            sizes["theirs"] = _size(path)
     out.append({"name": f"file size after a {turns}-turn conversation", "value": sizes["ours"] / 2**20,
                 "min": sizes["ours"] / 2**20, "max": sizes["ours"] / 2**20, "unit": "MiB", "baseline": THEIRS,
                 "baseline_value": sizes["theirs"] / 2**20, "ratio": sizes["ours"] / sizes["theirs"], "target": 1.0})
+    erased = sizes["ours, erased"]
+    out.append({"name": "the same file after delete_thread and k.erase", "value": erased / 2**20,
+                "min": erased / 2**20, "max": erased / 2**20, "unit": "MiB", "baseline": THEIRS,
+                "baseline_value": sizes["theirs"] / 2**20, "ratio": erased / sizes["theirs"], "target": None})
     ours.kernel.close()
     conn.close()
     return out

@@ -9,7 +9,7 @@ table is a projection rebuilt from it.
 """
 
 from eventkernel.clock import FrozenClock, system_clock
-from eventkernel.codec import Event, register_upcaster
+from eventkernel.codec import Erased, Event, register_upcaster
 from eventkernel.errors import (
     CodecError,
     CommandRejected,
@@ -36,7 +36,7 @@ from eventkernel.errors import (
 )
 from eventkernel.backup import restore
 from eventkernel.journal import Recorded
-from eventkernel.kernel import Kernel, open
+from eventkernel.kernel import Erasure, Kernel, open
 from eventkernel.projections.checkpoints import Checkpoint
 from eventkernel.projections.idempotency_keys import IdempotencyKey
 from eventkernel.projections.memory_entries import MemoryEntry
@@ -65,6 +65,8 @@ __all__ = [
     "CommitFull",
     "CommitOutcomeUnknown",
     "ConcurrencyConflict",
+    "Erased",
+    "Erasure",
     "Event",
     "FailurePattern",
     "FrozenClock",

@@ -330,6 +330,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_erase(args: argparse.Namespace) -> int:
+    with open_kernel(args.db, create=False) as k:
+        done = k.erase(stream=args.stream, stream_prefix=args.prefix, correlation_id=args.correlation,
+                       reason=args.reason, actor=args.actor)
+    _emit(args, {"erasure": done.position, "events": done.events, "projections": done.projections,
+                 "wal_cleared": done.wal_cleared},
+          f"erased the payloads of {done.events} events (recorded at position {done.position}); rebuilt "
+          f"{', '.join(done.projections) or 'no projection'}" + ("" if done.wal_cleared else
+                                                                 "; the WAL is still in use: checkpoint it again"))
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     with _read(args) as k:
         stats = k.stats()
@@ -473,6 +485,14 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--anchor", metavar="POSITION:HASH",
                    help="a head and its hash recorded earlier: names where a cut tail began")
     command("stats", cmd_stats, "head, events per type and stream kind, sizes, projection lag")
+    er = command("erase", cmd_erase, "erase a subject's payloads from the journal, keeping the chain verifiable",
+                 db="path of an existing journal")
+    which = er.add_mutually_exclusive_group(required=True)
+    which.add_argument("--stream", help="every event of this stream, e.g. session:s-42")
+    which.add_argument("--prefix", help="every event of the streams starting with this, e.g. memory:user:alice/")
+    which.add_argument("--correlation", help="every event with this correlation id, e.g. a LangGraph thread")
+    er.add_argument("--reason", required=True, help="why (recorded in the erasure's event)")
+    er.add_argument("--actor", help="who asked (recorded too)")
     b = command("backup", cmd_backup, "an online, verified copy of the journal in a new file, while others write")
     b.add_argument("out", metavar="OUT", help="path of the copy (refused if it exists)")
     rs = command("restore", cmd_restore, "put a backup in place of a journal that is not open (refused if that "

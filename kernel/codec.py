@@ -150,14 +150,27 @@ def encode(event: Event, *, where: str = "append") -> str:
     return data.decode()
 
 
+class Erased(msgspec.Struct, frozen=True):
+    """The event of a journal row whose payload was erased (``k.erase``):
+    its type, stream and times remain, its fields are gone."""
+
+
+ERASED = Erased()
+
+
 def decode(type_name: str, schema: int, data: str | bytes) -> Event:
-    """Decode stored data into its Event class, upcasting older schemas."""
+    """Decode stored data into its Event class, upcasting older schemas; an
+    erased payload (JSON null, which no event is) gives ``ERASED``."""
     fast = _current.get(type_name)
     if fast is not None and fast[0] == schema:
         try:
             return fast[1](data)  # type: ignore[no-any-return]
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            if data == "null" or data == b"null":
+                return ERASED  # type: ignore[return-value]
             raise CodecError(f"cannot decode stored {type_name} (schema {schema}): {e}") from e
+    if data == "null" or data == b"null":
+        return ERASED  # type: ignore[return-value]
     cls = event_class(type_name)
     try:
         if schema == cls.__event_schema__:

@@ -702,6 +702,13 @@ class Database:
             result: tuple[int, int] = self.conn.wal_checkpoint(mode=modes[mode])
         return result
 
+    def vacuum(self, doing: str) -> None:
+        """Rewrite the whole file (VACUUM): every page written afresh, so no
+        byte of deleted content stays in the free space of a page or on a
+        free page. Waits for the write lock; readers keep their snapshots."""
+        with self._locked(doing), translating(f"{doing}: rewriting {self.path!r}"):
+            self.conn.execute("VACUUM")
+
     def execute(self, sql: str, bindings: Any = None) -> apsw.Cursor:
         return self.conn.execute(sql, bindings)
 

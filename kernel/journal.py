@@ -100,13 +100,27 @@ def row_hash(
     immutable columns, with the payload and the metadata replaced by their
     sha256 digests). Chaining over digests rather than the payloads lets a
     payload be erased later while the chain still verifies."""
-    body = _canonical.encode([
-        position, stream, version, type_, schema,
-        hashlib.sha256(data.encode()).hexdigest(),
-        None if meta is None else hashlib.sha256(meta.encode()).hexdigest(),
-        event_id, correlation_id, recorded_at,
-    ])
+    return row_hash_of_digests(prev, position, stream, version, type_, schema, digest(data),
+                               None if meta is None else digest(meta), event_id, correlation_id, recorded_at)
+
+
+def digest(text: str) -> str:
+    """The sha256 hex digest a row's payload or metadata is chained over."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def row_hash_of_digests(
+    prev: bytes, position: int, stream: str, version: int, type_: str, schema: int, data_digest: str,
+    meta_digest: str | None, event_id: str | None, correlation_id: str | None, recorded_at: int,
+) -> bytes:
+    """``row_hash`` from the digests themselves: what an erased row is checked by."""
+    body = _canonical.encode([position, stream, version, type_, schema, data_digest, meta_digest, event_id,
+                              correlation_id, recorded_at])
     return hashlib.sha256(prev + body).digest()
+
+
+ERASED_DATA = "null"
+"""The payload of an erased row (its metadata is NULL)."""
 
 
 def row_hash_v1(prev: bytes, *columns: Any) -> bytes:

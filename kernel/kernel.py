@@ -13,12 +13,14 @@ from eventkernel import backup, journal, migrations
 from eventkernel.clock import Clock, system_clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, GroupCommit, Synchronous, translating
-from eventkernel.errors import InvalidArgument, JournalCorrupt, WrongProcess
+from eventkernel.errors import InvalidArgument, JournalCorrupt, JournalError, NotFound, WrongProcess
+from eventkernel.events.commands import PayloadsErased
+from eventkernel.ids import new_id
 from eventkernel.registry import KERNEL_STREAM_KINDS, PROJECTIONS
 from eventkernel.fileformat import Found
 from eventkernel.projector import Progress, Projector, TableDiff, check_projections
 from eventkernel.services.base import Context
-from eventkernel.validate import check_int, check_optional_text
+from eventkernel.validate import check_int, check_optional_text, check_text
 from eventkernel.verify import VerifyReport, verify
 from eventkernel.subscription import Consumer, LogFollower, Subscription
 from eventkernel.view import KernelView, Reader, type_names
@@ -33,6 +35,18 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     database_bytes: int
     files: dict[str, int]
     projections: dict[str, dict[str, int]]
+
+
+class Erasure(msgspec.Struct, frozen=True):
+    """What ``k.erase`` did: the position of its ``journal.payloads_erased``
+    event, how many events it blanked, the projections it rebuilt, and
+    whether the WAL was truncated (False: another connection held it; run
+    ``k.checkpoint("truncate")`` again to clear what it still holds)."""
+
+    position: int
+    events: int
+    projections: list[str]
+    wal_cleared: bool
 
 
 def open(
@@ -330,6 +344,77 @@ class Kernel(Reader):
         check_optional_text("rebuild", "name", name)
         _check_progress("rebuild", progress)
         return self._projector.rebuild(self._db, None if name is None else [name], self._db.guard("rebuild", progress))
+
+    def erase(
+        self, *, stream: str | None = None, stream_prefix: str | None = None, correlation_id: str | None = None,
+        reason: str, actor: str | None = None,
+    ) -> Erasure:
+        """Erase a subject's payloads from the journal itself: every event of
+        ``stream``, of the streams starting with ``stream_prefix``, or with
+        ``correlation_id`` (give one) keeps its place, type, stream, ids and
+        times, but its data and metadata are blanked; the chain still
+        verifies (it covers their digests, kept in the table ``erased``). The
+        erasure is itself an event (``journal.payloads_erased`` on
+        ``erasure:<id>``, naming ``reason`` and ``actor``). The projections
+        that fold those events are rebuilt without them, in the same
+        transaction; then the file is rewritten (VACUUM: time in proportion
+        to its size) and its WAL checkpointed and truncated, so that no byte
+        of the erased payloads remains in it, and the space they took is
+        given back. Raises NotFound when nothing matches."""
+        where = "erase"
+        chosen = [(n, v) for n, v in (("stream", stream), ("stream_prefix", stream_prefix),
+                                      ("correlation_id", correlation_id)) if v is not None]
+        if len(chosen) != 1:
+            raise InvalidArgument(f"{where} refused: give exactly one of stream=, stream_prefix=, correlation_id=")
+        name, value = chosen[0]
+        check_text(where, name, value, max_len=journal.MAX_STREAM_LEN)
+        check_text(where, "reason", reason, max_len=4096)
+        check_optional_text(where, "actor", actor)
+        if self._db.found.level < migrations.ERASURE_LEVEL:
+            raise InvalidArgument(f"{where} refused: this file's format cannot record erasures (open it writable once)")
+        column = {"stream": "stream = ?", "stream_prefix": "substr(stream, 1, length(?)) = ?",
+                  "correlation_id": "correlation_id = ?"}[name]
+        args = (value, value) if name == "stream_prefix" else (value,)
+        conn = self._db.conn
+        conn.pragma("secure_delete", True)  # what is overwritten or freed is zeroed, not left on free pages
+        try:
+            with self._db.write(where):
+                rows: list[tuple[int, str, str, str | None]] = conn.execute(  # type: ignore[assignment]
+                    f"SELECT position, type, data, meta FROM journal WHERE {column} AND stream NOT LIKE 'erasure:%' "
+                    "AND position NOT IN (SELECT position FROM erased) ORDER BY position", args,
+                ).fetchall()
+                if not rows:
+                    raise NotFound(f"{where} refused: no event with a payload left has {name} {value!r}")
+                event = PayloadsErased(reason=reason, count=len(rows), first=rows[0][0], last=rows[-1][0],
+                                       **{name: value})
+                now = self._ctx.stamp()
+                appended = self._ctx.emit(f"erasure:{new_id('era', now)}", [event], recorded_at=now,
+                                          meta={"actor": actor} if actor is not None else None, where=where)
+                at = appended.records[-1].position
+                conn.executemany(
+                    "INSERT INTO erased (position, data_digest, meta_digest, erasure) VALUES (?, ?, ?, ?)",
+                    ((p, journal.digest(d), None if m is None else journal.digest(m), at) for p, _, d, m in rows),
+                )
+                conn.executemany("UPDATE journal SET data = 'null', meta = NULL WHERE position = ?",
+                                 ((p,) for p, _, _, _ in rows))
+                types = {t for _, t, _, _ in rows}
+                touched = [m.NAME for m in self._projector.modules if not types.isdisjoint(m.HANDLES)]
+                if touched:
+                    self._projector.rebuild(self._db, touched)
+        finally:
+            conn.pragma("secure_delete", False)
+        # Pages keep stale bytes in their free space (a split or a merge
+        # leaves them): rewrite the file, which also gives free pages back.
+        self._db.vacuum(where)
+        cleared = True
+        if not self._db.in_memory:
+            try:
+                self._db.checkpoint("truncate")  # the WAL's older page images held the payloads too
+            except JournalError:
+                cleared = False
+            wal = self._db.path + "-wal"
+            cleared = cleared and (not os.path.exists(wal) or os.path.getsize(wal) == 0)
+        return Erasure(position=at, events=len(rows), projections=touched, wal_cleared=cleared)
 
     def verify(self, *, anchor: tuple[int, str] | None = None, progress: Progress | None = None) -> VerifyReport:
         """Check the file, the journal's order and hash chain, and that every

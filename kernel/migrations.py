@@ -19,6 +19,8 @@ import apsw
 from eventkernel import fileformat, journal
 from eventkernel.errors import JournalCorrupt, JournalError
 
+ERASURE_LEVEL = 4
+"""The format level from which payloads can be erased (the table ``erased``)."""
 _MIGRATION = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 

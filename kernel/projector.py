@@ -357,7 +357,7 @@ class Projector:
             n += 1
             last = row[0]
             targets = plan.get(row[3])
-            if targets is not None:
+            if targets is not None and row[5] != "null":  # an erased payload folds into nothing
                 if after is not None:
                     targets = tuple(p for p in targets if after[p[0].NAME] < last)
                 record = None

@@ -84,8 +84,8 @@ DOMAINS: dict[str, tuple[type, Domain]] = _domains()
 PROJECTIONS: tuple[ModuleType, ...] = tuple(domain.projection for _, domain in DOMAINS.values())
 """The built-in projections, in the order they are applied."""
 
-# Commands that change nothing record themselves under 'command:<id>'.
+# Commands that change nothing record themselves under 'command:<id>'; erasures under 'erasure:<id>'.
 KERNEL_STREAM_KINDS: frozenset[str] = frozenset(
-    {kind for _, domain in DOMAINS.values() for kind in domain.stream_kinds} | {"command"}
+    {kind for _, domain in DOMAINS.values() for kind in domain.stream_kinds} | {"command", "erasure"}
 )
 KERNEL_EVENTS: tuple[ModuleType, ...] = (*(domain.events for _, domain in DOMAINS.values()), command_events)

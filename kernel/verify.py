@@ -104,6 +104,11 @@ def _check(
     if conn.table_exists("main", "chain_history"):
         for position, old_hash in conn.execute("SELECT position, old_head_hash FROM chain_history"):
             rechained_at, old_head = position, old_hash
+    # Erased rows are checked by the digests their payload and metadata had.
+    erased: dict[int, tuple[str, str | None]] = {}
+    if conn.table_exists("main", "erased"):
+        erased = {p: (d, m) for p, d, m in conn.execute("SELECT position, data_digest, meta_digest FROM erased")}
+    erased_before_migration = False
     kernel_types = _kernel_types()
     expected = 1
     prev = old_prev = journal.GENESIS_HASH
@@ -119,9 +124,19 @@ def _check(
         if version != want:
             problem(f"position {position}: stream {stream!r} has version {version}, expected {want}", position)
         versions[stream] = version
-        if hash_(prev, *row[:10]) != stored:
+        digests = erased.get(position)
+        if digests is None:
+            computed = hash_(prev, *row[:10])
+        else:
+            if row[5] != journal.ERASED_DATA or row[6] is not None:
+                problem(f"position {position}: recorded as erased, but holds a payload", position)
+            computed = journal.row_hash_of_digests(
+                prev, position, stream, version, type_, row[4], digests[0], digests[1], row[7], row[8], row[9])
+        if computed != stored:
             problem(f"position {position}: the hash chain breaks (the row or its predecessor was altered)", position)
         if position <= rechained_at:
+            if digests is not None:
+                erased_before_migration = True  # the old format chained the payload itself, now gone
             old_prev = journal.row_hash_v1(old_prev, *row[:10])
         kind = stream.partition(":")[0]
         if kind in kernel_kinds and type_ not in kernel_types:
@@ -140,7 +155,12 @@ def _check(
         if progress is not None and position % 8192 == 0:
             progress(position, total)
     head = expected - 1
-    if rechained_at and (head < rechained_at or old_prev != old_head):
+    if erased_before_migration:
+        notes.append(
+            f"the chain in its format before the migration at position {rechained_at} is not checked: it covered "
+            "payloads since erased"
+        )
+    elif rechained_at and (head < rechained_at or old_prev != old_head):
         problem(
             f"the chain in its old format does not end at the head recorded when it was migrated "
             f"(position {rechained_at}): rows up to there were altered since",

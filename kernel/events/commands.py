@@ -1,4 +1,5 @@
-"""Events about commands themselves (stream ``command:<command_id>``)."""
+"""Events about commands themselves (stream ``command:<command_id>``) and the
+journal's own operations (stream ``erasure:<id>``)."""
 
 from __future__ import annotations
 
@@ -14,3 +15,19 @@ class CommandRecorded(KernelEvent, tag="command.recorded"):
 
     command: str
     outcome: str | None = None
+
+
+class PayloadsErased(KernelEvent, tag="journal.payloads_erased"):
+    """``k.erase`` blanked the payloads (and metadata) of ``count`` journal
+    rows chosen by the selector (one of ``stream``, ``stream_prefix``,
+    ``correlation_id``), the first at ``first`` and the last at ``last``;
+    the table ``erased`` lists each with the digests it was chained over.
+    ``reason`` says why, the event's actor who."""
+
+    reason: str
+    count: int
+    first: int
+    last: int
+    stream: str | None = None
+    stream_prefix: str | None = None
+    correlation_id: str | None = None
