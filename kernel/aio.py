@@ -195,6 +195,12 @@ class AsyncKernel(_Services):
     async def checkpoint(self, mode: Any = "passive") -> tuple[int, int]:
         return await self._call(self.kernel.checkpoint, mode)
 
+    async def backup(self, path: str) -> int:
+        return await self._call(self.kernel.backup, path)
+
+    async def erase(self, **kwargs: Any) -> Any:
+        return await self._call(lambda: self.kernel.erase(**kwargs))
+
     def at(self, position: int | None = None, **kwargs: Any) -> _AsyncView:
         """``async with k.at(p) as then:`` — the read methods as of position ``p``."""
         return _AsyncView(self, position, kwargs)

@@ -177,3 +177,19 @@ def test_the_command(tmp_path, capsys):
     assert leftovers(path) == []
     assert cli(["erase", path, "--stream", "memory:user:a/k", "--reason", "again"]) == 1
     assert "no event with a payload left" in capsys.readouterr().err
+
+
+def test_backup_and_erase_are_awaitable(tmp_path):
+    import asyncio
+
+    import eventkernel.aio
+
+    async def main() -> None:
+        async with eventkernel.aio.open(str(tmp_path / "a.db")) as k:
+            await k.memory.put("user:a", "k", SECRETS[0].decode())
+            assert await k.backup(str(tmp_path / "b.db")) == 1
+            done = await k.erase(stream="memory:user:a/k", reason="asked")
+            assert done.events == 1 and leftovers(str(tmp_path / "a.db")) == []
+        assert leftovers(str(tmp_path / "b.db")) == [SECRETS[0]]  # a backup is a separate file: erase it too
+
+    asyncio.run(main())
