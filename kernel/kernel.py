@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
+import apsw
 import msgspec
 
 from eventkernel import backup, journal, migrations
@@ -360,7 +361,9 @@ class Kernel(Reader):
         transaction; then the file is rewritten (VACUUM: time in proportion
         to its size) and its WAL checkpointed and truncated, so that no byte
         of the erased payloads remains in it, and the space they took is
-        given back. Raises NotFound when nothing matches."""
+        given back. A subject erased already is not recorded again, but the
+        file is rewritten again (to finish a rewrite an I/O error stopped).
+        Raises NotFound when no event matches."""
         where = "erase"
         chosen = [(n, v) for n, v in (("stream", stream), ("stream_prefix", stream_prefix),
                                       ("correlation_id", correlation_id)) if v is not None]
@@ -375,34 +378,47 @@ class Kernel(Reader):
         column = {"stream": "stream = ?", "stream_prefix": "substr(stream, 1, length(?)) = ?",
                   "correlation_id": "correlation_id = ?"}[name]
         args = (value, value) if name == "stream_prefix" else (value,)
-        conn = self._db.conn
-        conn.pragma("secure_delete", True)  # what is overwritten or freed is zeroed, not left on free pages
+        # What the erasure overwrites or frees is zeroed, not left on free pages.
+        self._db.conn.pragma("secure_delete", True)
         try:
-            with self._db.write(where):
+            with self._db.write(where) as conn:
+                chosen_rows = f"SELECT position FROM journal WHERE {column} AND stream NOT LIKE 'erasure:%'"
                 rows: list[tuple[int, str, str, str | None]] = conn.execute(  # type: ignore[assignment]
-                    f"SELECT position, type, data, meta FROM journal WHERE {column} AND stream NOT LIKE 'erasure:%' "
+                    f"SELECT position, type, data, meta FROM journal WHERE position IN ({chosen_rows}) "
                     "AND position NOT IN (SELECT position FROM erased) ORDER BY position", args,
                 ).fetchall()
-                if not rows:
-                    raise NotFound(f"{where} refused: no event with a payload left has {name} {value!r}")
-                event = PayloadsErased(reason=reason, count=len(rows), first=rows[0][0], last=rows[-1][0],
-                                       **{name: value})
-                now = self._ctx.stamp()
-                appended = self._ctx.emit(f"erasure:{new_id('era', now)}", [event], recorded_at=now,
-                                          meta={"actor": actor} if actor is not None else None, where=where)
-                at = appended.records[-1].position
-                conn.executemany(
-                    "INSERT INTO erased (position, data_digest, meta_digest, erasure) VALUES (?, ?, ?, ?)",
-                    ((p, journal.digest(d), None if m is None else journal.digest(m), at) for p, _, d, m in rows),
-                )
-                conn.executemany("UPDATE journal SET data = 'null', meta = NULL WHERE position = ?",
-                                 ((p,) for p, _, _, _ in rows))
-                types = {t for _, t, _, _ in rows}
-                touched = [m.NAME for m in self._projector.modules if not types.isdisjoint(m.HANDLES)]
-                if touched:
-                    self._projector.rebuild(self._db, touched)
+                touched: list[str] = []
+                if rows:
+                    event = PayloadsErased(reason=reason, count=len(rows), first=rows[0][0], last=rows[-1][0],
+                                           **{name: value})
+                    now = self._ctx.stamp()
+                    appended = self._ctx.emit(f"erasure:{new_id('era', now)}", [event], recorded_at=now,
+                                              meta={"actor": actor} if actor is not None else None, where=where)
+                    at = appended.records[-1].position
+                    conn.executemany(
+                        "INSERT INTO erased (position, data_digest, meta_digest, erasure) VALUES (?, ?, ?, ?)",
+                        ((p, journal.digest(d), None if m is None else journal.digest(m), at)
+                         for p, _, d, m in rows),
+                    )
+                    conn.executemany("UPDATE journal SET data = 'null', meta = NULL WHERE position = ?",
+                                     ((p,) for p, _, _, _ in rows))
+                    types = {t for _, t, _, _ in rows}
+                    touched = [m.NAME for m in self._projector.modules if not types.isdisjoint(m.HANDLES)]
+                    if touched:
+                        self._projector.rebuild(self._db, touched)
+                else:
+                    # Erased already (an earlier erasure, perhaps one whose rewrite an I/O error
+                    # stopped): nothing to record, but the file is rewritten again below.
+                    found = conn.execute(f"SELECT max(erasure) FROM erased WHERE position IN ({chosen_rows})",
+                                         args).fetchone()
+                    if found is None or found[0] is None:
+                        raise NotFound(f"{where} refused: no event has {name} {value!r}")
+                    at = int(found[0])
         finally:
-            conn.pragma("secure_delete", False)
+            try:
+                self._db.conn.pragma("secure_delete", False)
+            except apsw.Error:
+                pass  # a connection a failure closed: the next one starts with the default
         # Pages keep stale bytes in their free space (a split or a merge
         # leaves them): rewrite the file, which also gives free pages back.
         self._db.vacuum(where)

@@ -118,6 +118,17 @@ def contender(path: str, name: str, seed: str, lease: str) -> None:
                 print("fenced", item.work_item_id, token, flush=True)
 
 
+def eraser(path: str, subjects: str) -> None:
+    """Erase the memory namespaces user:0 … user:N-1 one after the other,
+    printing each as its erasure returns (the parent kills it meanwhile)."""
+    with eventkernel.open(path) as k:
+        print("ready", flush=True)
+        for i in range(int(subjects)):
+            k.erase(stream_prefix=f"memory:user:{i}/", reason="crash test")
+            print("erased", i, flush=True)
+
+
 if __name__ == "__main__":
     role, *args = sys.argv[1:]
-    {"worker": worker, "appender": appender, "opener": opener, "contender": contender}[role](*args)
+    {"worker": worker, "appender": appender, "opener": opener, "contender": contender,
+     "eraser": eraser}[role](*args)

@@ -10,6 +10,7 @@ CI runs 4 trials per configuration (64 kills); EVENTKERNEL_STRESS=1 runs
 
 from __future__ import annotations
 
+import glob
 import os
 import random
 import signal
@@ -72,3 +73,43 @@ def test_acknowledged_commands_survive_sigkill(tmp_path, child_env, trial, synch
         assert live_tables(k) == rebuilt_tables(k)
         print(f"\nkill -9 [{synchronous}, {writers} writer(s), {threads} thread(s) each]: {kills} kills, {len(acked)} acknowledged commands, "
               f"0 lost, {k.head} events, verify ok")
+
+
+SUBJECTS = 6
+
+
+@pytest.mark.parametrize("trial", range(max(TRIALS // 2, 2)))
+def test_an_erasure_killed_at_any_moment_is_whole_or_absent(tmp_path, child_env, trial):
+    """A process erasing subject after subject is SIGKILLed: every subject is
+    erased whole or not at all, the file is sound, and erasing again leaves
+    no byte of any subject in it."""
+    rng = random.Random(f"erase-{trial}")
+    path = str(tmp_path / "erase.db")
+    with eventkernel.open(path) as k, k.transaction():
+        for i in range(2000):
+            k.work.enqueue("filler", {"n": i, "text": "x" * 200})
+        for i in range(SUBJECTS):
+            for j in range(3):
+                k.memory.put(f"user:{i}", f"k{j}", f"SECRET-{i}-{j}-" + "s" * 100)
+    child = spawn(child_env, "eraser", path, str(SUBJECTS))
+    assert child.stdout.readline().strip() == "ready", child.stderr.read()
+    time.sleep(rng.uniform(0.005, 0.3))
+    child.send_signal(signal.SIGKILL)
+    out, _ = child.communicate()
+    acked = {int(line.split()[1]) for line in out.splitlines() if line.startswith("erased")}
+    print(f"killed after {len(acked)} of {SUBJECTS} erasures")
+    with eventkernel.open(path) as k:
+        assert k.verify().ok
+        assert live_tables(k) == rebuilt_tables(k)
+        for i in range(SUBJECTS):
+            left = len(k.memory.list(f"user:{i}"))
+            erased = k._db.conn.execute(
+                "SELECT count(*) FROM erased e JOIN journal j ON j.position = e.position WHERE j.stream LIKE ?",
+                (f"memory:user:{i}/%",)).fetchone()[0]
+            assert (left, erased) in ((3, 0), (0, 3)), f"subject {i}: {left} memories left, {erased} rows erased"
+            assert i not in acked or erased == 3, f"subject {i}: acknowledged but not erased"
+        for i in range(SUBJECTS):
+            k.erase(stream_prefix=f"memory:user:{i}/", reason="finish")
+    for name in glob.glob(path + "*"):
+        with open(name, "rb") as f:
+            assert b"SECRET-" not in f.read(), name

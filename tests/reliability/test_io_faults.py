@@ -236,3 +236,58 @@ def test_the_kernel_reconnects_when_the_disk_fails_again_while_it_reopens(templa
     assert _present(path, ["reopen-1", "reopen-2"]) == [True, True]
     k.close()
     _sound(path)
+
+
+SECRET = "SECRET-6f1d2a-erase-me"
+
+
+def test_a_fault_at_any_io_call_of_an_erasure_leaves_it_whole_or_absent(tmp_path):
+    """An erasure is one transaction, then a rewrite of the file: a fault in
+    the first leaves the subject untouched, a fault after it leaves the
+    erasure recorded; either way the file is sound, and erasing again
+    finishes the job, after which no byte of the subject is left."""
+    template = tmp_path / "erasure-template.db"
+    with eventkernel.open(str(template)) as k:
+        for i in range(10):
+            k.work.enqueue(f"task-{i % 3}", {"n": i})
+        k.memory.put("user:1", "ssn", SECRET)
+        k.memory.put("user:2", "kept", "stays")
+        k.checkpoint("truncate")
+
+    def erase(k: eventkernel.Kernel) -> None:
+        k.erase(stream="memory:user:1/ssn", reason="faults")
+
+    counts = _count_io(template, tmp_path, erase)
+    cases = _cases(counts)[:: scale(5, 1)]
+    outcomes: Counter[str] = Counter()
+    for fault in cases:
+        path = _fresh_copy(template, tmp_path)
+        k = eventkernel.open(path, vfs="eventkernel-faults")
+        PLAN.arm(fault)
+        error: BaseException | None = None
+        try:
+            erase(k)
+        except BaseException as e:
+            error = e
+        PLAN.arm(None)
+        if error is not None:
+            assert isinstance(error, eventkernel.JournalError), f"{fault}: {type(error).__name__}: {error}"
+        # The same Kernel reads again once the disk works, and agrees with the file.
+        gone = k.memory.get("user:1", "ssn") is None
+        k.close()
+        _sound(path)
+        with eventkernel.open(path) as k:
+            recorded = k._db.conn.execute("SELECT count(*) FROM erased").fetchone()[0]
+            events = k._db.conn.execute(
+                "SELECT count(*) FROM journal WHERE type = 'journal.payloads_erased'").fetchone()[0]
+        assert (recorded, events) in ((0, 0), (1, 1)), f"{fault}: half an erasure: {recorded} rows, {events} events"
+        assert gone == (recorded == 1), f"{fault}: the kernel's tables disagree with the journal"
+        with eventkernel.open(path) as k:
+            erase(k)  # again: records it if it was absent, or only rewrites the file
+            assert k.memory.get("user:2", "kept").value == "stays"
+        _sound(path)
+        for name in Path(path).parent.glob(Path(path).name + "*"):
+            assert SECRET.encode() not in name.read_bytes(), f"{fault}: the subject is still in {name.name}"
+        outcomes[f"{fault.op}:{'ok' if error is None else type(error).__name__}:{recorded}"] += 1
+    assert any(":JournalError:" in o or "Full" in o or "Unknown" in o for o in outcomes), outcomes
+    print(f"\nI/O faults [erase]: {len(cases)} faults over {dict(counts)} I/O calls: {dict(sorted(outcomes.items()))}")
