@@ -111,10 +111,15 @@ def _text(where: str, name: str, value: Any) -> str:
 class EventKernelSessionService(BaseSessionService):
     """An ADK session service on an eventkernel journal (see the module's docstring)."""
 
-    def __init__(self, kernel: Kernel | AsyncKernel | KernelView) -> None:
+    def __init__(self, kernel: Kernel | AsyncKernel | KernelView, *, erase_deleted: bool = False) -> None:
         """On a ``Kernel`` (any number of threads), an ``eventkernel.aio``
         kernel (calls run on its pool), or a view of the past
-        (``k.at(position)``: the sessions as they were; appends raise ReadOnly)."""
+        (``k.at(position)``: the sessions as they were; appends raise ReadOnly).
+        ``erase_deleted=True``: ``delete_session`` also erases the session's
+        events from the journal (``k.erase``: no byte of them stays in the
+        file, and the ``app:``/``user:`` values they set are forgotten too;
+        the file is rewritten each time)."""
+        self.erase_deleted = erase_deleted
         self.kernel: Kernel | KernelView
         if isinstance(kernel, AsyncKernel):
             self.kernel = kernel.kernel
@@ -249,10 +254,15 @@ class EventKernelSessionService(BaseSessionService):
         where = "adk.delete_session"
         for name, value in (("app_name", app_name), ("user_id", user_id), ("session_id", session_id)):
             _text(where, name, value)
+        key = session_key(app_name, user_id, session_id)
         try:
-            self.kernel.sessions.delete(session_key(app_name, user_id, session_id))
+            self.kernel.sessions.delete(key)
         except NotFound:
-            pass  # deleting what is not there is not an error in ADK
+            return  # deleting what is not there is not an error in ADK
+        with self._built_lock:
+            self._built.clear()  # no copy of a deleted session's events stays in memory either
+        if self.erase_deleted and isinstance(self.kernel, Kernel):
+            self.kernel.erase(stream=f"session:{key}", reason="ADK delete_session", actor="adk")
 
     def get_user_state_sync(self, app_name: str, user_id: str) -> dict[str, Any]:
         _text("adk.get_user_state", "app_name", app_name)

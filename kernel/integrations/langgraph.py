@@ -49,7 +49,7 @@ from eventkernel.aio import AsyncKernel
 from eventkernel.kernel import Kernel
 from eventkernel.kernel import open as open_kernel
 from eventkernel.integrations.langgraph_store import EventKernelStore
-from eventkernel.services.graphs import GraphCheckpoint
+from eventkernel.services.graphs import GraphCheckpoint, thread_stream
 
 T = TypeVar("T")
 
@@ -64,8 +64,15 @@ def _thread(value: Any) -> str:
 class EventKernelSaver(BaseCheckpointSaver[str]):
     """A LangGraph checkpointer on an eventkernel journal (see the module's docstring)."""
 
-    def __init__(self, kernel: Kernel | AsyncKernel, *, serde: SerializerProtocol | None = None) -> None:
+    def __init__(
+        self, kernel: Kernel | AsyncKernel, *, serde: SerializerProtocol | None = None, erase_deleted: bool = False,
+    ) -> None:
+        """``erase_deleted=True``: ``delete_thread`` also erases the thread's
+        payloads from the journal (``k.erase``: no byte of them stays in the
+        file; the file is rewritten each time, and copies made by
+        ``copy_thread`` lose what they took from it)."""
         super().__init__(serde=serde)
+        self.erase_deleted = erase_deleted
         if isinstance(kernel, AsyncKernel):
             self.kernel = kernel.kernel
             self._call: Callable[..., Any] = kernel._call
@@ -126,6 +133,9 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
 
     def delete_thread(self, thread_id: str) -> None:
         self.kernel.graphs.delete_thread(_thread(thread_id))
+        if self.erase_deleted:
+            self.kernel.erase(stream=thread_stream(_thread(thread_id)), reason="LangGraph delete_thread",
+                              actor="langgraph")
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         self.kernel.graphs.delete_runs([str(r) for r in run_ids])

@@ -194,3 +194,36 @@ def test_backup_and_erase_are_awaitable(tmp_path):
         assert leftovers(str(tmp_path / "b.db")) == [SECRETS[0]]  # a backup is a separate file: erase it too
 
     asyncio.run(main())
+
+
+def test_the_framework_backends_can_erase_what_they_delete(tmp_path):
+    import asyncio
+
+    from google.adk.events.event import Event
+    from google.adk.events.event_actions import EventActions
+    from google.genai import types
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    from eventkernel.integrations.adk import EventKernelSessionService
+
+    path = str(tmp_path / "both.db")
+    with eventkernel.open(path) as k:
+        saver = EventKernelSaver(k, erase_deleted=True)
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"], checkpoint["channel_versions"] = {"notes": SECRETS[0].decode()}, {"notes": 1}
+        saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": ""}}, checkpoint, {}, {"notes": 1})
+        sessions = EventKernelSessionService(k, erase_deleted=True)
+
+        async def chat() -> None:
+            s = await sessions.create_session(app_name="app", user_id="u", session_id="s")
+            await sessions.append_event(s, Event(invocation_id="i", author="user", actions=EventActions(
+                state_delta={"user:phone": SECRETS[2].decode()}), content=types.Content(
+                role="user", parts=[types.Part(text=SECRETS[1].decode())])))
+            await sessions.delete_session(app_name="app", user_id="u", session_id="s")
+            assert await sessions.get_user_state(app_name="app", user_id="u") == {}  # erased with the session
+
+        k.checkpoint("truncate")
+        asyncio.run(chat())
+        saver.delete_thread("t")
+        assert leftovers(path) == []
+        assert k.verify().ok and rebuilt_tables(k) == live_tables(k)
