@@ -18,12 +18,26 @@ from eventkernel.errors import InvalidArgument, JournalBusy, JournalCorrupt, Jou
 from eventkernel.validate import check_bool, check_text
 
 
-def _fsync(path: str) -> None:
+def fsync(path: str) -> None:
+    """Sync a file or a directory to stable storage."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def link_new(where: str, tmp: str, path: str) -> None:
+    """Give the complete file ``tmp`` the name ``path``, refusing if that
+    exists, even if it appeared a moment ago (a hard link never replaces)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise InvalidArgument(f"{where} refused: {path!r} already exists") from None
+    except OSError:  # a file system without hard links
+        if os.path.lexists(path):
+            raise InvalidArgument(f"{where} refused: {path!r} already exists") from None
+        os.rename(tmp, path)
 
 
 def _remove(*paths: str) -> None:
@@ -60,19 +74,12 @@ def copy_into(where: str, source: apsw.Connection, path: str, *, replace: bool =
             dest.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             dest.close()
-        _fsync(tmp)
+        fsync(tmp)
         if replace:
             os.replace(tmp, path)
         else:
-            try:
-                os.link(tmp, path)  # fails if path appeared meanwhile: never overwrites
-            except FileExistsError:
-                raise InvalidArgument(f"{where} refused: {path!r} already exists") from None
-            except OSError:  # a file system without hard links
-                if os.path.lexists(path):
-                    raise InvalidArgument(f"{where} refused: {path!r} already exists") from None
-                os.rename(tmp, path)
-        _fsync(directory)
+            link_new(where, tmp, path)
+        fsync(directory)
     except apsw.Error as e:
         raise JournalError(f"{where} failed while copying to {path!r}: {e}") from e
     except OSError as e:

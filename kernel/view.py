@@ -12,6 +12,7 @@ from urllib.parse import quote
 import apsw
 
 from eventkernel import journal
+from eventkernel.backup import fsync, link_new
 from eventkernel.clock import Clock
 from eventkernel.connection import Database, translating
 from eventkernel.errors import InvalidArgument, JournalError
@@ -20,7 +21,6 @@ from eventkernel.projector import Progress, Projector
 from eventkernel.registry import Services
 from eventkernel.services.base import Context
 from eventkernel.validate import check_int, check_optional_text, check_text
-
 
 _PAGE = 1000
 
@@ -187,16 +187,9 @@ class KernelView(Reader):
             with translating(f"saving the view to {path!r}"):
                 self._db.conn.execute("VACUUM main INTO ?", (tmp,))
             try:
-                _fsync(tmp)
-                try:
-                    os.link(tmp, path)  # fails if path appeared meanwhile: never overwrites
-                except FileExistsError:
-                    raise InvalidArgument(f"save refused: {path!r} already exists") from None
-                except OSError:  # a file system without hard links
-                    if os.path.lexists(path):
-                        raise InvalidArgument(f"save refused: {path!r} already exists") from None
-                    os.rename(tmp, path)
-                _fsync(directory)
+                fsync(tmp)
+                link_new("save", tmp, path)
+                fsync(directory)
             except OSError as e:
                 raise JournalError(f"saving the view to {path!r} failed: {e}") from e
         finally:
@@ -216,16 +209,6 @@ class KernelView(Reader):
 
     def __repr__(self) -> str:
         return f"<KernelView as of position {self.position}>"
-
-
-def _fsync(path: str) -> None:
-    """Make a file (or a directory's entries) durable. Only for files that no
-    SQLite connection of this process has open."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _bounded_journal(source: Database, mem: apsw.Connection, upto: int) -> None:

@@ -1,2 +1,59 @@
 """Backends for orchestration frameworks, each behind its extra:
-:mod:`eventkernel.integrations.langgraph` (``pip install eventkernel[langgraph]``)."""
+:mod:`eventkernel.integrations.langgraph` (``pip install eventkernel[langgraph]``)
+and :mod:`eventkernel.integrations.adk` (``pip install eventkernel[adk]``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+from eventkernel.aio import AsyncKernel
+from eventkernel.kernel import Kernel
+from eventkernel.view import KernelView
+
+
+def bind(kernel: Kernel | AsyncKernel | KernelView) -> tuple[Kernel | KernelView, Callable[..., Any]]:
+    """The kernel a backend calls, and how its async methods run a call off
+    the event loop: on an ``eventkernel.aio`` kernel's pool, or else on one
+    of asyncio's threads."""
+    if isinstance(kernel, AsyncKernel):
+        return kernel.kernel, kernel._call
+    return kernel, asyncio.to_thread
+
+
+class Closing(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closing)
+
+
+class Opening(Generic[C]):
+    """What a backend's ``from_conn_string`` returns: a context manager, sync
+    and async (``async with`` opens and closes off the event loop), that
+    makes the backend on a kernel of its own and closes both at the end."""
+
+    def __init__(self, make: Callable[[], C]) -> None:
+        self._make = make
+        self._made: C | None = None
+
+    def _open(self) -> C:
+        self._made = self._make()
+        return self._made
+
+    def _close(self) -> None:
+        if self._made is not None:
+            self._made.close()
+
+    def __enter__(self) -> C:
+        return self._open()
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+
+    async def __aenter__(self) -> C:
+        return await asyncio.to_thread(self._open)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self._close)

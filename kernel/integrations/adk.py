@@ -26,7 +26,6 @@ Needs the ``adk`` extra (``google-adk``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import itertools
@@ -34,7 +33,7 @@ import re
 import threading
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -53,6 +52,7 @@ from google.adk.sessions.state import State
 
 from eventkernel.aio import AsyncKernel
 from eventkernel.errors import ConcurrencyConflict, InvalidArgument, InvalidTransition, NotFound
+from eventkernel.integrations import bind
 from eventkernel.kernel import Kernel
 from eventkernel.projections.sessions import Session as KernelSession
 from eventkernel.validate import MAX_ID_LEN
@@ -120,13 +120,7 @@ class EventKernelSessionService(BaseSessionService):
         file, and the ``app:``/``user:`` values they set are forgotten too;
         the file is rewritten each time)."""
         self.erase_deleted = erase_deleted
-        self.kernel: Kernel | KernelView
-        if isinstance(kernel, AsyncKernel):
-            self.kernel = kernel.kernel
-            self._call: Callable[..., Any] = kernel._call
-        else:
-            self.kernel = kernel
-            self._call = asyncio.to_thread
+        self.kernel, self._call = bind(kernel)
         # Building an Event from its JSON is most of a read (ADK's validators);
         # an event at a journal position never changes, so the built one is
         # kept and each read gets its own deep copy.
@@ -370,13 +364,7 @@ class EventKernelMemoryService(BaseMemoryService):
     """An ADK memory service on an eventkernel journal (see the module's docstring)."""
 
     def __init__(self, kernel: Kernel | AsyncKernel | KernelView) -> None:
-        self.kernel: Kernel | KernelView
-        if isinstance(kernel, AsyncKernel):
-            self.kernel = kernel.kernel
-            self._call: Callable[..., Any] = kernel._call
-        else:
-            self.kernel = kernel
-            self._call = asyncio.to_thread
+        self.kernel, self._call = bind(kernel)
 
     async def add_session_to_memory(self, session: Session) -> None:
         """The session's events with content become its memories (replacing

@@ -46,9 +46,10 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from eventkernel.aio import AsyncKernel
+from eventkernel.integrations import Opening
+from eventkernel.integrations.langgraph_store import EventKernelStore
 from eventkernel.kernel import Kernel
 from eventkernel.kernel import open as open_kernel
-from eventkernel.integrations.langgraph_store import EventKernelStore
 from eventkernel.services.graphs import GraphCheckpoint, thread_stream
 
 T = TypeVar("T")
@@ -82,12 +83,17 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
         self._owned = False
 
     @classmethod
-    def from_conn_string(cls, path: str, **options: Any) -> _Opening:
+    def from_conn_string(cls, path: str, **options: Any) -> Opening[EventKernelSaver]:
         """A saver on its own kernel, opened on the journal at ``path`` with
         the options of :func:`eventkernel.open` and closed at the end of the
         block: ``with EventKernelSaver.from_conn_string(p) as saver`` or
         ``async with …`` (which opens and closes it off the event loop)."""
-        return _Opening(cls, path, options)
+        def make() -> EventKernelSaver:
+            saver = cls(open_kernel(path, **options))
+            saver._owned = True
+            return saver
+
+        return Opening(make)
 
     def close(self) -> None:
         """Close the kernel if this saver opened it (``from_conn_string``)."""
@@ -238,31 +244,3 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
 
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-class _Opening:
-    """What ``from_conn_string`` returns: a context manager, sync and async."""
-
-    def __init__(self, cls: type[EventKernelSaver], path: str, options: dict[str, Any]) -> None:
-        self._cls, self._path, self._options = cls, path, options
-        self._saver: EventKernelSaver | None = None
-
-    def _open(self) -> EventKernelSaver:
-        saver = self._cls(open_kernel(self._path, **self._options))
-        saver._owned = True
-        self._saver = saver
-        return saver
-
-    def __enter__(self) -> EventKernelSaver:
-        return self._open()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._saver is not None:
-            self._saver.close()
-
-    async def __aenter__(self) -> EventKernelSaver:
-        return await asyncio.to_thread(self._open)
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._saver is not None:
-            await asyncio.to_thread(self._saver.close)

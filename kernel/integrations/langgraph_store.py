@@ -23,14 +23,13 @@ memory's metadata.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +51,7 @@ from langgraph.store.base import (
 
 from eventkernel.aio import AsyncKernel
 from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
+from eventkernel.integrations import Opening, bind
 from eventkernel.kernel import Kernel
 from eventkernel.kernel import open as open_kernel
 from eventkernel.projections.memory_entries import MemoryEntry
@@ -197,23 +197,25 @@ class EventKernelStore(BaseStore):
                 "EventKernelStore refused: index= (semantic search) is not supported yet; search filters by "
                 "namespace and value and orders by last write"
             )
-        if isinstance(kernel, AsyncKernel):
-            self.kernel: Kernel | KernelView = kernel.kernel
-            self._call: Callable[..., Any] = kernel._call
-        else:
-            self.kernel = kernel
-            self._call = asyncio.to_thread
+        self.kernel, self._call = bind(kernel)
         self.ttl_config = ttl
         self._owned = False
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
 
     @classmethod
-    def from_conn_string(cls, path: str, *, ttl: TTLConfig | None = None, **options: Any) -> _Opening:
+    def from_conn_string(
+        cls, path: str, *, ttl: TTLConfig | None = None, **options: Any
+    ) -> Opening[EventKernelStore]:
         """A store on its own kernel at ``path`` (options of
         :func:`eventkernel.open`), closed at the end of the ``with`` or
         ``async with`` block."""
-        return _Opening(cls, path, ttl, options)
+        def make() -> EventKernelStore:
+            store = cls(open_kernel(path, **options), ttl=ttl)
+            store._owned = True
+            return store
+
+        return Opening(make)
 
     def close(self) -> None:
         """Stop the TTL sweeper; close the kernel if this store opened it."""
@@ -412,31 +414,3 @@ class EventKernelStore(BaseStore):
                     memory.put(ns, k, dict(op.value), metadata=metadata, ttl_ms=ttl_ms)
             for ns, k in touches:
                 memory.touch(ns, k)
-
-
-class _Opening:
-    """What ``from_conn_string`` returns: a context manager, sync and async."""
-
-    def __init__(self, cls: type[EventKernelStore], path: str, ttl: TTLConfig | None, options: dict[str, Any]) -> None:
-        self._cls, self._path, self._ttl, self._options = cls, path, ttl, options
-        self._store: EventKernelStore | None = None
-
-    def _open(self) -> EventKernelStore:
-        store = self._cls(open_kernel(self._path, **self._options), ttl=self._ttl)
-        store._owned = True
-        self._store = store
-        return store
-
-    def __enter__(self) -> EventKernelStore:
-        return self._open()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._store is not None:
-            self._store.close()
-
-    async def __aenter__(self) -> EventKernelStore:
-        return await asyncio.to_thread(self._open)
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._store is not None:
-            await asyncio.to_thread(self._store.close)

@@ -381,7 +381,7 @@ def test_an_interrupted_replay_out_leaves_no_half_file(demo_db, tmp_path, monkey
     def interrupted(path):
         raise KeyboardInterrupt  # as if Ctrl-C came while the copy was being made durable
 
-    monkeypatch.setattr(view, "_fsync", interrupted)
+    monkeypatch.setattr(view, "fsync", interrupted)
     out = tmp_path / "then.db"
     assert main(["replay", demo_db, "--to", "20", "--out", str(out)]) == 130
     assert not out.exists()
