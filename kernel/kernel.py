@@ -378,10 +378,10 @@ class Kernel(Reader):
         column = {"stream": "stream = ?", "stream_prefix": "substr(stream, 1, length(?)) = ?",
                   "correlation_id": "correlation_id = ?"}[name]
         args = (value, value) if name == "stream_prefix" else (value,)
-        # What the erasure overwrites or frees is zeroed, not left on free pages.
-        self._db.conn.pragma("secure_delete", True)
-        try:
-            with self._db.write(where) as conn:
+        with self._db.write(where) as conn:
+            # What the erasure overwrites or frees is zeroed, not left on free pages.
+            conn.pragma("secure_delete", True)
+            try:
                 chosen_rows = f"SELECT position FROM journal WHERE {column} AND stream NOT LIKE 'erasure:%'"
                 rows: list[tuple[int, str, str, str | None]] = conn.execute(  # type: ignore[assignment]
                     f"SELECT position, type, data, meta FROM journal WHERE position IN ({chosen_rows}) "
@@ -414,11 +414,11 @@ class Kernel(Reader):
                     if found is None or found[0] is None:
                         raise NotFound(f"{where} refused: no event has {name} {value!r}")
                     at = int(found[0])
-        finally:
-            try:
-                self._db.conn.pragma("secure_delete", False)
-            except apsw.Error:
-                pass  # a connection a failure closed: the next one starts with the default
+            finally:
+                try:
+                    conn.pragma("secure_delete", False)
+                except apsw.Error:
+                    pass  # a connection a failure closed: the next one starts with the default
         # Pages keep stale bytes in their free space (a split or a merge
         # leaves them): rewrite the file, which also gives free pages back.
         self._db.vacuum(where)

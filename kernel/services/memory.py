@@ -178,8 +178,10 @@ RESTORE: Spec[MemoryEntry | None, MemoryEntry] = Spec("memory.restore", _load_la
 ROLLBACK: Spec[Any, MemoryEntry] = Spec("memory.rollback", _load_rollback, decide_rollback, _written)
 PUBLISH: Spec[MemoryEntry | None, MemoryEntry] = Spec("memory.publish", _load_latest, decide_publish, _written)
 TOUCH: Spec[MemoryEntry | None, MemoryEntry | None] = Spec(
+    # A touch changes the newest version in place: a retry reads it as it was right after the first call.
     "memory.touch", _load_latest, decide_touch,
-    lambda reads, a, records, outcome: memory_entries.latest(reads.live, a["namespace"], a["key"]) if records else None,
+    lambda reads, a, records, outcome: memory_entries.latest(reads.conn, a["namespace"], a["key"]) if records else None,
+    memory_entries, lambda a, records: [stream_of(a["namespace"], a["key"]), ttl_stream_of(a["namespace"], a["key"])],
 )
 EXPIRE: Spec[builtins.list[MemoryEntry], int] = Spec(
     "memory.expire", lambda conn, a, now: memory_entries.due(conn, now, a["prefix"]), decide_expire,

@@ -177,3 +177,15 @@ def test_repeated_command_ids_return_the_original_version(k):
     before = snapshot(k)
     assert k.memory.put("ns", "k", 1, command_id="p1") == v1
     assert snapshot(k) == before
+
+
+def test_a_touch_retried_returns_what_the_first_call_returned(k, clock):
+    k.memory.put("ns", "k", 1, ttl_ms=1_000)
+    clock.advance(10)
+    first = k.memory.touch("ns", "k", command_id="t-1")
+    clock.advance(10)
+    k.memory.touch("ns", "k")
+    k.memory.put("ns", "k", 2, ttl_ms=1_000)
+    head = k.head
+    assert k.memory.touch("ns", "k", command_id="t-1") == first
+    assert k.head == head
