@@ -117,6 +117,13 @@ def restore(backup: str, path: str, *, force: bool = False) -> int:
     backup's (it is not a prefix of it) — a restore then would lose events.
     A ``-wal``/``-shm`` beside ``path`` is folded in or removed first, so a
     stale one never meets the restored file."""
+    try:
+        return _restore(backup, path, force)
+    except apsw.Error as e:
+        raise JournalError(f"restore failed: {type(e).__name__}: {e}") from e
+
+
+def _restore(backup: str, path: str, force: bool) -> int:
     from eventkernel.kernel import open as open_kernel
 
     where = "restore"

@@ -154,3 +154,13 @@ def test_the_commands(tmp_path, capsys):
     assert cli(["restore", str(tmp_path / "b.db"), str(tmp_path / "c.db")]) != 0
     assert "past the backup's" in capsys.readouterr().err
     assert cli(["restore", str(tmp_path / "b.db"), str(tmp_path / "c.db"), "--force"]) == 0
+
+
+def test_a_storage_failure_during_restore_is_a_journal_error(tmp_path):
+    _journal(tmp_path / "a.db", 1)
+    with eventkernel.open(str(tmp_path / "a.db")) as k:
+        k.backup(str(tmp_path / "b.db"))
+    (tmp_path / "dir.db").mkdir()  # a directory where the journal should be: SQLite cannot open it
+    with pytest.raises(eventkernel.JournalError, match="restore failed"):
+        eventkernel.restore(str(tmp_path / "b.db"), str(tmp_path / "dir.db"), force=True)
+    assert (tmp_path / "dir.db").is_dir()
