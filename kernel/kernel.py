@@ -289,6 +289,8 @@ class Kernel(Reader):
         snapshot: other threads and processes keep writing meanwhile. The
         copy appears only once complete and synced, and is verified. Returns
         the head it holds. Restore it with :func:`eventkernel.restore`."""
+        if self._db.owns_write():
+            raise InvalidArgument("backup refused: inside this thread's transaction (it would copy uncommitted work)")
         with self._db.read("backup") as conn:
             backup.copy_into("backup", conn, path)
         with open(path, read_only=True) as copy:
@@ -365,6 +367,9 @@ class Kernel(Reader):
         file is rewritten again (to finish a rewrite an I/O error stopped).
         Raises NotFound when no event matches."""
         where = "erase"
+        if self._db.owns_write():
+            raise InvalidArgument(f"{where} refused: inside this thread's transaction (an erasure commits and "
+                                  "rewrites the file on its own)")
         chosen = [(n, v) for n, v in (("stream", stream), ("stream_prefix", stream_prefix),
                                       ("correlation_id", correlation_id)) if v is not None]
         if len(chosen) != 1:

@@ -227,3 +227,15 @@ def test_the_framework_backends_can_erase_what_they_delete(tmp_path):
         saver.delete_thread("t")
         assert leftovers(path) == []
         assert k.verify().ok and rebuilt_tables(k) == live_tables(k)
+
+
+def test_erase_and_backup_refuse_to_run_inside_a_transaction(k, tmp_path):
+    k.memory.put("user:a", "k", "v")
+    with k.transaction():
+        k.memory.put("user:a", "k2", "uncommitted")
+        with pytest.raises(eventkernel.InvalidArgument, match="inside this thread's transaction"):
+            k.erase(stream="memory:user:a/k", reason="r")
+        with pytest.raises(eventkernel.InvalidArgument, match="inside this thread's transaction"):
+            k.backup(str(tmp_path / "copy.db"))
+    assert k.memory.get("user:a", "k").value == "v" and k.memory.get("user:a", "k2").value == "uncommitted"
+    assert not (tmp_path / "copy.db").exists() and k.verify().ok
