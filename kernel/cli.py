@@ -342,6 +342,36 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    if args.drop:
+        with open_kernel(args.db, create=False, snapshot_every=0) as k:
+            dropped = k.drop_snapshots()
+        _emit(args, {"dropped": dropped}, f"dropped {dropped} snapshots")
+        return 0
+    if args.list:
+        with _read(args) as k:
+            stored = k.snapshots()
+        if args.json:
+            for s in stored:
+                _print(_dump(s))
+            return 0
+        for s in stored:
+            base = "every page" if s.parent is None else f"pages changed since {s.parent}"
+            _print(f"{s.position:>10}  {s.pages:>7} of {s.page_count:>7} pages ({base}), {s.bytes:,} bytes"
+                   + ("" if s.usable else "  (other projections: not used)"))
+        return 0
+    with open_kernel(args.db, create=False, snapshot_every=0) as k:
+        before = {s.position for s in k.snapshots()}
+        head = k.snapshot(every=args.every, progress=_progress("snapshotting"))
+        stored = k.snapshots()
+    made = [s for s in stored if s.position not in before]
+    _emit(args, {"head": head, "made": [s.position for s in made], "bytes": sum(s.bytes for s in made),
+                 "snapshots": len(stored), "total_bytes": sum(s.bytes for s in stored)},
+          f"made {len(made)} snapshots ({sum(s.bytes for s in made):,} bytes) up to position {head}; "
+          f"{len(stored)} stored, {sum(s.bytes for s in stored):,} bytes in all")
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     with _read(args) as k:
         stats = k.stats()
@@ -493,6 +523,12 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--correlation", help="every event with this correlation id, e.g. a LangGraph thread")
     er.add_argument("--reason", required=True, help="why (recorded in the erasure's event)")
     er.add_argument("--actor", help="who asked (recorded too)")
+    sn = command("snapshot", cmd_snapshot, "store a snapshot of every projection at the head, so that views of the "
+                                           "past start from it", db="path of an existing journal")
+    sn.add_argument("--every", type=_arg("--every"), metavar="N",
+                    help="also fill the history: no two snapshots more than N events apart")
+    sn.add_argument("--list", action="store_true", help="list the stored snapshots instead (read-only)")
+    sn.add_argument("--drop", action="store_true", help="drop every stored snapshot instead")
     b = command("backup", cmd_backup, "an online, verified copy of the journal in a new file, while others write")
     b.add_argument("out", metavar="OUT", help="path of the copy (refused if it exists)")
     rs = command("restore", cmd_restore, "put a backup in place of a journal that is not open (refused if that "

@@ -266,6 +266,9 @@ class Database:
         # appended something: the projector records how far the projections
         # reached once per transaction rather than once per command.
         self.before_commit: Callable[[apsw.Connection, int], None] | None = None
+        # Called with the head position after a COMMIT that appended something
+        # (the snapshotter looks whether a snapshot is due); must not raise.
+        self.after_commit: Callable[[int], None] | None = None
         # (thread, what) while user code runs inside a read (a progress
         # callback): a command there would be undone with the read, so it is refused.
         self.in_callback: tuple[int, str] | None = None
@@ -290,6 +293,7 @@ class Database:
         self.waiters, self.watcher = {}, None
         self._stale = False
         self.before_commit = None
+        self.after_commit = None
         self.in_callback = None
         self.appended = False
         self._cursor = None
@@ -858,6 +862,7 @@ class _Write:
 
     def _commit(self, conn: apsw.Connection) -> None:
         db = self.db
+        reached = db.head_cache[0] if db.appended and db.head_cache is not None else None
         try:
             if db.appended and db.head_cache is not None and db.before_commit is not None:
                 db.before_commit(conn, db.head_cache[0])
@@ -888,6 +893,8 @@ class _Write:
             db.commit_count += 1
             db.change_count += 1
             db.commits.notify_all()
+        if reached is not None and db.after_commit is not None:
+            db.after_commit(reached)
 
 
 def memory_connection() -> apsw.Connection:

@@ -10,11 +10,11 @@ from typing import Any, Literal
 import apsw
 import msgspec
 
-from eventkernel import backup, journal, migrations
+from eventkernel import backup, journal, migrations, snapshots
 from eventkernel.clock import Clock, system_clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, GroupCommit, Synchronous, translating
-from eventkernel.errors import InvalidArgument, JournalCorrupt, JournalError, NotFound, WrongProcess
+from eventkernel.errors import InvalidArgument, JournalCorrupt, JournalError, NotFound, ReadOnly, WrongProcess
 from eventkernel.events.commands import PayloadsErased
 from eventkernel.ids import new_id
 from eventkernel.registry import KERNEL_STREAM_KINDS, PROJECTIONS
@@ -24,6 +24,7 @@ from eventkernel.services.base import Context
 from eventkernel.validate import check_int, check_optional_text, check_text
 from eventkernel.verify import VerifyReport, verify
 from eventkernel.subscription import Consumer, LogFollower, Subscription
+from eventkernel.snapshots import Snapshot
 from eventkernel.view import KernelView, Reader, type_names
 
 
@@ -61,6 +62,7 @@ def open(
     read_only: bool = False,
     projections: Sequence[Any] = (),
     group_commit: bool = True,
+    snapshot_every: int = snapshots.DEFAULT_EVERY,
 ) -> Kernel:
     """Open the journal at ``path`` (or ":memory:").
 
@@ -84,11 +86,17 @@ def open(
     rebuilt when ``VERSION`` changes, compared by ``verify``, present in
     ``k.at()`` — exactly like the kernel's own.
 
+    ``snapshot_every``: once the head is this many events past the newest
+    projection snapshot, a background thread makes one (``k.snapshot()``),
+    so that ``k.at()`` folds at most about this many events; 0 makes
+    snapshots only when asked.
+
     Raises JournalError subclasses when the file cannot be opened,
     InvalidArgument for a projection that does not fit.
     """
     return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
-                  create=create, read_only=read_only, projections=projections, group_commit=group_commit)
+                  create=create, read_only=read_only, projections=projections, group_commit=group_commit,
+                  snapshot_every=snapshot_every)
 
 
 def _check_progress(where: str, progress: object) -> None:
@@ -120,9 +128,11 @@ class Kernel(Reader):
         read_only: bool = False,
         projections: Sequence[Any] = (),
         group_commit: bool = True,
+        snapshot_every: int = snapshots.DEFAULT_EVERY,
     ) -> None:
         if clock is not None and not callable(clock):
             raise InvalidArgument(f"open refused: clock must be a callable returning int ms, got {clock!r}")
+        check_int("open", "snapshot_every", snapshot_every, minimum=0)
         users = check_projections(projections, PROJECTIONS)
         self._db = Database(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
                             create=create, read_only=read_only)
@@ -143,6 +153,10 @@ class Kernel(Reader):
             raise
         self._attach(self._ctx)
         self._closed = False
+        self._snapshotter: snapshots.Snapshotter | None = None
+        if snapshot_every and not read_only and not self._db.in_memory:
+            self._snapshotter = snapshots.Snapshotter(self._db, self._projector, self._ctx.now, snapshot_every)
+            self._db.after_commit = self._snapshotter.committed
 
     # --- the journal ------------------------------------------------------------------
 
@@ -341,12 +355,69 @@ class Kernel(Reader):
         return Stats(head=head, events_by_type=by_type, events_by_stream_kind=by_kind,
                      database_bytes=page_size * page_count, files=files, projections=projections)
 
-    def rebuild(self, name: str | None = None, *, progress: Progress | None = None) -> int:
+    def rebuild(self, name: str | None = None, *, progress: Progress | None = None, from_scratch: bool = False) -> int:
         """Rebuild one projection (or all) from the journal; readers and writers
-        keep working until the final swap. Returns the head it reflects."""
+        keep working until the final swap. Starts from the newest snapshot
+        (the events after it folded), unless ``from_scratch`` or there is
+        none that holds these projections' versions. Returns the head it reflects."""
         check_optional_text("rebuild", "name", name)
         _check_progress("rebuild", progress)
-        return self._projector.rebuild(self._db, None if name is None else [name], self._db.guard("rebuild", progress))
+        if type(from_scratch) is not bool:
+            raise InvalidArgument(f"rebuild refused: from_scratch must be a bool, got {from_scratch!r:.60}")
+        progress = self._db.guard("rebuild", progress)
+        names = None if name is None else [name]
+        self._projector.select(names)  # an unknown name is refused before any work
+        build = None if from_scratch else (
+            lambda: snapshots.build(self._db, self._projector, self.head, progress))
+        return self._projector.rebuild(self._db, names, progress, build=build)
+
+    # --- snapshots ----------------------------------------------------------------------
+
+    def snapshot(self, *, every: int | None = None, progress: Progress | None = None) -> int:
+        """Store a snapshot of every projection at the head (if there is none
+        there yet) and return the head; the kernel also makes them on its
+        own (``snapshot_every=`` of :func:`open`). With ``every``, also fill
+        the history: snapshots at multiples of ``every`` wherever two stored
+        ones (or position 0 and the first) are more than ``every`` apart, so
+        that ``k.at(any p)`` folds at most ``every`` events. Each snapshot
+        stores only the pages that changed since the one before it."""
+        where = "snapshot"
+        _check_progress(where, progress)
+        if every is not None:
+            check_int(where, "every", every, minimum=1)
+        if self._db.owns_write():
+            raise InvalidArgument(f"{where} refused: inside this thread's transaction (a snapshot is of committed "
+                                  "events, stored in transactions of its own)")
+        self._db.check(where)
+        if self._db.read_only is not None:
+            raise ReadOnly(f"{where} refused: {self._db.read_only}")
+        progress = self._db.guard(where, progress)
+        with self._db.read(where) as conn:
+            if not snapshots.present(conn):
+                raise InvalidArgument(f"{where} refused: this file's format keeps no snapshots (open it writable "
+                                      "once to upgrade it)")
+            head = journal.head(conn)[0]
+            targets = snapshots.plan(conn, self._projector, head, every)
+        if targets:
+            snapshots.take(self._db, self._projector, self._ctx.now, targets, progress)
+        return head
+
+    def snapshots(self) -> list[Snapshot]:
+        """The stored snapshots, oldest first."""
+        with self._db.read("listing the snapshots") as conn:
+            return snapshots.listing(conn, self._projector)
+
+    def drop_snapshots(self) -> int:
+        """Drop every stored snapshot (views of the past replay from position
+        1 until new ones are made); returns how many. Their space is reused
+        by later writes (``k.compact`` or a VACUUM gives it back)."""
+        if self._db.owns_write():
+            raise InvalidArgument("drop_snapshots refused: inside this thread's transaction")
+        with self._db.write("dropping the snapshots") as conn:
+            dropped = snapshots.drop_from(conn, 0)
+        if self._snapshotter is not None:
+            self._snapshotter.latest = None
+        return dropped
 
     def erase(
         self, *, stream: str | None = None, stream_prefix: str | None = None, correlation_id: str | None = None,
@@ -407,10 +478,13 @@ class Kernel(Reader):
                     )
                     conn.executemany("UPDATE journal SET data = 'null', meta = NULL WHERE position = ?",
                                      ((p,) for p, _, _, _ in rows))
+                    # Snapshots from the first erased event on hold what it erased.
+                    snapshots.drop_from(conn, rows[0][0])
                     types = {t for _, t, _, _ in rows}
                     touched = [m.NAME for m in self._projector.modules if not types.isdisjoint(m.HANDLES)]
                     if touched:
-                        self._projector.rebuild(self._db, touched)
+                        self._projector.rebuild(self._db, touched, build=lambda: snapshots.build(
+                            self._db, self._projector, at))
                 else:
                     # Erased already (an earlier erasure, perhaps one whose rewrite an I/O error
                     # stopped): nothing to record, but the file is rewritten again below.
@@ -435,6 +509,8 @@ class Kernel(Reader):
                 cleared = False
             wal = self._db.path + "-wal"
             cleared = cleared and (not os.path.exists(wal) or os.path.getsize(wal) == 0)
+        if self._snapshotter is not None:
+            self._snapshotter.latest = None  # learnt again: the newest ones may be gone
         return Erasure(position=at, events=len(rows), projections=touched, wal_cleared=cleared)
 
     def verify(self, *, anchor: tuple[int, str] | None = None, progress: Progress | None = None) -> VerifyReport:
@@ -462,6 +538,9 @@ class Kernel(Reader):
         """Close the connection. Idempotent."""
         if self._closed:
             return
+        if self._snapshotter is not None:
+            self._db.after_commit = None
+            self._snapshotter.close()
         with translating(f"closing {self._db.path!r}"):
             self._db.close()
         self._closed = True

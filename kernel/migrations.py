@@ -21,6 +21,8 @@ from eventkernel.errors import JournalCorrupt, JournalError
 
 ERASURE_LEVEL = 4
 """The format level from which payloads can be erased (the table ``erased``)."""
+SNAPSHOT_LEVEL = 5
+"""The format level from which the file keeps projection snapshots (``snapshots``)."""
 _MIGRATION = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 

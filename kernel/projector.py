@@ -380,6 +380,13 @@ class Projector:
                 progress(n)
         return last
 
+    def journal_columns(self, modules: Sequence[Projection] | None = None) -> str:
+        """What a fold of ``modules`` (default: all) reads of each journal row:
+        the kernel's own projections read no metadata, event id or hash; an
+        application's may."""
+        chosen = self.modules if modules is None else modules
+        return journal.PROJECTED if self.user_names.isdisjoint(m.NAME for m in chosen) else journal._COLUMNS
+
     def catch_up(self, db: Database, progress: Progress | None = None) -> None:
         """Apply the events each projection has not seen, in batches of
         transactions so the write lock is released now and then. A
@@ -442,8 +449,7 @@ class Projector:
             for tables, _ in split:
                 mem.execute(tables)
             report = None if progress is None else (lambda n: progress(n, upto))
-            # The kernel's own projections read no metadata, event id or hash; an application's may.
-            columns = journal.PROJECTED if self.user_names.isdisjoint(m.NAME for m in modules) else journal._COLUMNS
+            columns = self.journal_columns(modules)
             rows = journal.read_rows(conn, until=upto, page=_BATCH, columns=columns)
             self._fold_rows(mem.cursor(), rows, modules, progress=report, folds=folds)
             for name, fold in folds.items():
@@ -458,12 +464,20 @@ class Projector:
             progress(upto, upto)
         return mem, upto
 
-    def rebuild(self, db: Database, names: Iterable[str] | None = None, progress: Progress | None = None) -> int:
+    def rebuild(
+        self, db: Database, names: Iterable[str] | None = None, progress: Progress | None = None,
+        build: Callable[[], tuple[apsw.Connection, int]] | None = None,
+    ) -> int:
         """Rebuild projections from the journal: replay into memory, then swap
         the tables in one transaction and apply what was appended meanwhile.
-        Returns the head position the rebuilt tables reflect."""
+        ``build`` makes the in-memory tables instead of a replay from position
+        1 (from a snapshot): every selected projection's tables, as of the
+        position it returns. Returns the head position the rebuilt tables reflect."""
         modules = self.select(names)
-        mem, upto = self.build_in_memory(db, [m.NAME for m in modules], progress=progress)
+        if build is None:
+            mem, upto = self.build_in_memory(db, [m.NAME for m in modules], progress=progress)
+        else:
+            mem, upto = build()
         try:
             with _Shadow(db, mem) as shadow, db.write("swapping in the rebuilt projections") as conn:
                 for m in modules:

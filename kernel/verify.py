@@ -7,7 +7,7 @@ from typing import Any
 import apsw
 import msgspec
 
-from eventkernel import codec, fileformat, journal
+from eventkernel import codec, fileformat, journal, snapshots
 from eventkernel.connection import Database
 from eventkernel.errors import KernelError
 from eventkernel.projector import Progress, Projector
@@ -51,7 +51,9 @@ def verify(
     kept from an earlier report: the chain must still pass through it, which
     detects a cut tail the chain alone cannot. An anchor taken before the
     file's chain was migrated to digests (``chain_history``) is checked
-    against the chain as it was then. Never raises for what it finds: an
+    against the chain as it was then. Every stored projection snapshot must
+    compose the image it recorded, and the newest one, with the events
+    after it folded, must equal the rebuild. Never raises for what it finds: an
     unreadable or malformed file is a problem in the report."""
     problems: list[str] = []
     notes: list[str] = []
@@ -196,16 +198,21 @@ def _check(
             )
         else:
             problem(f"projection {name}: {'; '.join(stale)}")
+    mem = None
     if compared:
         try:
             mem, _ = projector.build_in_memory(db, compared, until=head)
         except KernelError as e:
             problem(f"the projections cannot be rebuilt from the journal: {e}")
-        else:
-            try:
-                for text in projector.compare(conn, mem, names=compared, limit=limit):
-                    problem(text)
-            finally:
-                mem.close()
+    try:
+        if mem is not None:
+            for text in projector.compare(conn, mem, names=compared, limit=limit):
+                problem(text)
+        # Snapshots: each composes its image; the newest equals the rebuild.
+        snapshots.check(conn, projector, mem if len(compared) == len(projector.modules) else None, head,
+                        problem, limit)
+    finally:
+        if mem is not None:
+            mem.close()
     if progress is not None:
         progress(total, total)

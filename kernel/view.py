@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import apsw
 
-from eventkernel import journal
+from eventkernel import journal, snapshots
 from eventkernel.backup import fsync, link_new
 from eventkernel.clock import Clock
 from eventkernel.connection import Database, translating
@@ -152,12 +152,13 @@ class Reader(Services):
 class KernelView(Reader):
     """Every projection as it was when the journal's head was ``position``:
     the same read methods as the live kernel; commands raise ReadOnly.
-    A context manager; built by replaying the journal up to ``position``
-    into a private in-memory database."""
+    A context manager; built in a private in-memory database from the
+    nearest snapshot at or before ``position`` and the events after it (or
+    by replaying the journal from position 1 when there is none)."""
 
     def __init__(self, source: Database, projector: Projector, clock: Clock, position: int,
                  progress: Progress | None = None) -> None:
-        mem, upto = projector.build_in_memory(source, until=position, progress=progress)
+        mem, upto = snapshots.build(source, projector, position, progress)
         try:
             with translating(f"opening a view as of position {upto}"):
                 _bounded_journal(source, mem, upto)
@@ -224,6 +225,9 @@ def _bounded_journal(source: Database, mem: apsw.Connection, upto: int) -> None:
             journal.read_rows(source.conn, until=upto, page=10_000),
         )
         return
-    uri = "file:" + quote(source.path) + "?mode=ro" + ("&immutable=1" if source.immutable else "")
+    # Through the file's own VFS, not that of the view's database (a snapshot's pages).
+    vfs = source.vfs if source.vfs is not None else apsw.vfs_names()[0]
+    uri = "file:" + quote(source.path) + "?mode=ro" + ("&immutable=1" if source.immutable else "") \
+        + "&vfs=" + quote(vfs)
     mem.execute("ATTACH ? AS journal_file", (uri,))
     mem.execute(f"CREATE TEMP VIEW journal AS SELECT * FROM journal_file.journal WHERE position <= {int(upto)}")

@@ -1,5 +1,6 @@
 """k.at(position) answers exactly what the live kernel answered when its head
-was that position — checked against answers recorded after every command."""
+was that position — checked against answers recorded after every command,
+with views replayed from position 1 and views started from snapshots."""
 
 from __future__ import annotations
 
@@ -48,14 +49,14 @@ def answers(k: Any) -> dict[str, Any]:
     return out
 
 
-@pytest.mark.parametrize("where", ["file", "memory"])
+@pytest.mark.parametrize("where", ["file", "memory", "snapshots"])
 @settings(max_examples=max(25, settings().max_examples // 4))
 @given(ops=st.lists(commands, min_size=1, max_size=15))
 def test_a_view_of_the_past_answers_what_the_live_kernel_answered(where, ops):
     clock = eventkernel.FrozenClock(1_000)
     with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "at.db") if where == "file" else ":memory:"
-        with eventkernel.open(path, clock=clock) as k:
+        path = ":memory:" if where == "memory" else str(Path(tmp) / "at.db")
+        with eventkernel.open(path, clock=clock, snapshot_every=0) as k:
             recorded = [answers(k)]
             for op in ops:
                 try:
@@ -63,6 +64,10 @@ def test_a_view_of_the_past_answers_what_the_live_kernel_answered(where, ops):
                 except eventkernel.CommandRejected:
                     pass
                 recorded.append(answers(k))
+                if where == "snapshots" and len(recorded) % 4 == 0:
+                    k.snapshot()  # views start from the snapshot nearest before them
+            if where == "snapshots":
+                k.snapshot(every=3)  # and from snapshots made after the fact
             for then in recorded:
                 with k.at(then["head"]) as view:
                     assert answers(view) == then

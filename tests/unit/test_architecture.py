@@ -17,7 +17,7 @@ LAYERS = [
     {f"{_E}.errors", f"{_E}.clock", f"{_E}.ids", f"{_E}.validate", f"{_E}.codec", f"{_E}.events", f"{_E}.version",
      f"{_E}.changes"},
     {f"{_E}.connection", f"{_E}.fileformat", f"{_E}.migrations", f"{_E}.journal", f"{_E}.schema"},
-    {f"{_E}.projections", f"{_E}.projector", f"{_E}.verify"},
+    {f"{_E}.projections", f"{_E}.projector", f"{_E}.snapshots", f"{_E}.verify"},
     {f"{_E}.services", f"{_E}.registry"},
     {f"{_E}.kernel", f"{_E}.subscription", f"{_E}.aio", f"{_E}.view", f"{_E}.demo", f"{_E}.cli", _E, f"{_E}.__main__",
      f"{_E}.backup"},
