@@ -1,6 +1,8 @@
 """Replaying a large mixed journal: full rebuild (events/s) against a raw APSW
 scan that decodes every payload, ``k.at(position)`` in the middle, and
-``replay --out`` (the view saved as a standalone file)."""
+``replay --out`` (the view saved as a standalone file); views of the past at
+ten positions with and without snapshots, the snapshots' cost and space; and
+the erasure of one subject."""
 
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ import eventkernel
 from benchmarks.common import scratch_dir
 
 
-def build(path: str, events: int, seed: int = 1) -> eventkernel.Kernel:
-    """A seeded mixed workload over every domain, in transactions of 500 commands."""
+def build(path: str, events: int, seed: int = 1, snapshot_every: int = 0) -> eventkernel.Kernel:
+    """A seeded mixed workload over every domain, in transactions of 500
+    commands (no snapshots unless asked: the benchmark makes them itself)."""
     rng = random.Random(seed)
     clock = eventkernel.FrozenClock(1_700_000_000_000)
-    k = eventkernel.open(path, clock=clock, synchronous="normal")
+    k = eventkernel.open(path, clock=clock, synchronous="normal", snapshot_every=snapshot_every)
     sessions = [k.sessions.create("bench", f"user-{i % 50}").session_id for i in range(200)]
     n = 0
     while k.head < events:
@@ -104,6 +107,36 @@ def _build_rate(k: eventkernel.Kernel, *, bulk: bool) -> float:
     return upto / elapsed
 
 
+SNAPSHOT_EVERY = 10_000
+
+
+def _views(k: eventkernel.Kernel, positions: list[int]) -> list[float]:
+    """Seconds to open ``k.at(p)`` and read one memory namespace, per position."""
+    out = []
+    for p in positions:
+        start = time.perf_counter()
+        with k.at(p) as view:
+            view.memory.list("user:1")
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def _space(k: eventkernel.Kernel, tables: tuple[str, ...]) -> float:
+    """MiB of the pages of ``tables`` and their indexes (SQLite's dbstat)."""
+    marks = ", ".join("?" * len(tables))
+    with k._db.read("measuring") as conn:
+        row = conn.execute(
+            f"SELECT sum(pgsize) FROM dbstat WHERE name IN ({marks}) OR name IN "
+            f"(SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name IN ({marks}))",
+            (*tables, *tables),
+        ).fetchone()
+    return float(row[0] or 0) / 2**20
+
+
 def run(*, quick: bool, events: int | None = None) -> list[dict[str, Any]]:
     target = events or (20_000 if quick else 1_000_000)
     where = scratch_dir()
@@ -131,6 +164,21 @@ def run(*, quick: bool, events: int | None = None) -> list[dict[str, Any]]:
     with k.at(middle) as view:
         view.save(str(where / "then.db"))
     out_s = time.perf_counter() - start
+    # Views of the past at ten positions spread over the journal, replayed
+    # from position 1, then from snapshots every SNAPSHOT_EVERY events.
+    spread = [head * (2 * i + 1) // 20 for i in range(10)]
+    replayed = _views(k, spread)
+    every = 2_000 if quick else SNAPSHOT_EVERY
+    start = time.perf_counter()
+    k.snapshot(every=every)
+    snapshot_s = time.perf_counter() - start
+    stored = k.snapshots()
+    snapshot_mib, journal_mib = _space(k, ("snapshots", "snapshot_pages")), _space(k, ("journal",))
+    from_snapshots = _views(k, spread)
+    print(f"  {len(stored)} snapshots every {every:,} events made in {snapshot_s:.1f} s: {snapshot_mib:.0f} MiB "
+          f"(the journal and its indexes: {journal_mib:.0f} MiB); k.at at {len(spread)} positions: "
+          f"{_median(replayed):.2f} s (max {max(replayed):.2f}) replayed, {_median(from_snapshots):.3f} s "
+          f"(max {max(from_snapshots):.3f}) from snapshots", flush=True)
     # Last, as it rewrites the file: erase one subject (the first session) among all of it.
     subject = next(r.stream for r in k.read(types=["session.created"], limit=1))
     size = os.path.getsize(path)
@@ -157,6 +205,20 @@ def run(*, quick: bool, events: int | None = None) -> list[dict[str, Any]]:
         {"name": f"replay --to {middle:,} --out FILE", "value": out_s, "min": out_s, "max": out_s, "unit": "s",
          "baseline": "raw APSW scan decoding every payload (to the middle)", "baseline_value": middle / baseline,
          "ratio": out_s / (middle / baseline), "target": None},
+        {"name": f"k.at(p) at 10 positions of {head:,}, replayed", "value": _median(replayed),
+         "min": min(replayed), "max": max(replayed), "unit": "s",
+         "baseline": "raw APSW scan decoding every payload (to the middle)", "baseline_value": middle / baseline,
+         "ratio": _median(replayed) / (middle / baseline), "target": None},
+        {"name": f"  the same, from snapshots every {every:,}", "value": _median(from_snapshots),
+         "min": min(from_snapshots), "max": max(from_snapshots), "unit": "s",
+         "baseline": "the same views replayed from position 1", "baseline_value": _median(replayed),
+         "ratio": _median(from_snapshots) / _median(replayed), "target": None},
+        {"name": f"  making those {len(stored)} snapshots", "value": snapshot_s, "min": snapshot_s,
+         "max": snapshot_s, "unit": "s", "baseline": "raw APSW scan decoding every payload",
+         "baseline_value": head / baseline, "ratio": snapshot_s / (head / baseline), "target": None},
+        {"name": "  their space, vs the journal and its indexes", "value": snapshot_mib, "min": snapshot_mib,
+         "max": snapshot_mib, "unit": "MiB", "baseline": "pages of the journal table and its indexes",
+         "baseline_value": journal_mib, "ratio": snapshot_mib / journal_mib, "target": 1.0},
         {"name": f"k.erase of one session among {head:,} events", "value": erase_s, "min": erase_s, "max": erase_s,
          "unit": "s", "baseline": "raw APSW scan decoding every payload", "baseline_value": head / baseline,
          "ratio": erase_s / (head / baseline), "target": None},

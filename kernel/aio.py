@@ -201,6 +201,15 @@ class AsyncKernel(_Services):
     async def erase(self, **kwargs: Any) -> Any:
         return await self._call(lambda: self.kernel.erase(**kwargs))
 
+    async def snapshot(self, **kwargs: Any) -> int:
+        return await self._call(lambda: self.kernel.snapshot(**kwargs))
+
+    async def snapshots(self) -> list[Any]:
+        return await self._call(self.kernel.snapshots)
+
+    async def drop_snapshots(self) -> int:
+        return await self._call(self.kernel.drop_snapshots)
+
     def at(self, position: int | None = None, **kwargs: Any) -> _AsyncView:
         """``async with k.at(p) as then:`` — the read methods as of position ``p``."""
         return _AsyncView(self, position, kwargs)

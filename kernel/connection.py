@@ -527,20 +527,26 @@ class Database:
         """This thread's read-only connection to the file, opened on first use."""
         conn: apsw.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            flags = apsw.SQLITE_OPEN_READONLY
-            name = self.path
-            if self.immutable:
-                flags |= apsw.SQLITE_OPEN_URI
-                name = "file:" + quote(self.path) + "?mode=ro&immutable=1"
-            with translating(f"opening {self.path!r} to read"):
-                conn = apsw.Connection(name, flags=flags, vfs=self.vfs)
-                _busy_timeout(conn, self.busy_timeout_ms)
-                _safety(conn)
-                _temp_in_memory(conn)
+            conn = self.open_reader()
             with self._readers_lock:
                 self._readers.append(conn)
             self._local.conn = conn
             self._local.depth = 0
+        return conn
+
+    def open_reader(self) -> apsw.Connection:
+        """A new read-only connection to the file, with the kernel's settings
+        (the caller owns it)."""
+        flags = apsw.SQLITE_OPEN_READONLY
+        name = self.path
+        if self.immutable:
+            flags |= apsw.SQLITE_OPEN_URI
+            name = "file:" + quote(self.path) + "?mode=ro&immutable=1"
+        with translating(f"opening {self.path!r} to read"):
+            conn = apsw.Connection(name, flags=flags, vfs=self.vfs)
+            _busy_timeout(conn, self.busy_timeout_ms)
+            _safety(conn)
+            _temp_in_memory(conn)
         return conn
 
     def _drop_reader(self) -> None:

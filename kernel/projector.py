@@ -429,16 +429,19 @@ class Projector:
         until: int | None = None,
         progress: Progress | None = None,
         bulk: bool = True,
+        page_size: int | None = None,
     ) -> tuple[apsw.Connection, int]:
         """Replay the journal up to ``until`` (default: head) into a private
         in-memory database holding the selected projections' tables. A
         built-in projection with a ``Fold`` (the bulk path) folds its rows in
         Python and writes them at once; ``bulk=False`` applies every event
-        one by one, as live commands do."""
+        one by one, as live commands do; ``page_size``: of the database made."""
         modules = self.select(names)
         # The kernel's own projections may have a bulk path; an application's apply every event.
         folds = {m.NAME: m.Fold() for m in modules if bulk and m.NAME not in self.user_names and hasattr(m, "Fold")}
         mem = memory_connection()
+        if page_size is not None:
+            mem.pragma("page_size", page_size)
         # A private, throwaway database: no rollback journal to keep.
         mem.pragma("journal_mode", "off")
         with db.read("replaying the journal") as conn:

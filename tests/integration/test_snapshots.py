@@ -170,9 +170,20 @@ def test_verify_checks_every_snapshot_and_views_survive_a_damaged_one(tmp_path, 
         # a run replaced by zeros: its CRC-32 no longer matches
         problems = damage("UPDATE snapshot_pages SET data = ? WHERE snapshot = ? AND first_page = ?", zeros)
         assert f"snapshot at position {newest}: the run of pages from {run[1]} is damaged" in problems
+        with k.at(newest) as view, pytest.raises(eventkernel.JournalCorrupt, match=(
+                f"snapshot at position {newest}: the run of pages from {run[1]} is damaged.*--drop")):
+            for name in view.table_names():  # the damaged pages are found when they are read
+                view.table(name)
+        # a damaged page map is found when a view opens: it is replayed from position 1 instead
+        with k._db.write() as conn:
+            good_map = conn.execute("SELECT page_map FROM snapshots WHERE position = ?", (newest,)).fetchone()[0]
+            conn.execute("UPDATE snapshots SET page_map = x'00' WHERE position = ?", (newest,))
+        assert any("page map cannot be read" in p for p in k.verify().problems)
         with caplog.at_level(logging.WARNING, logger="eventkernel"):
-            assert same_as_replay(k, newest) == []  # replayed from position 1 instead
-        assert f"snapshot at position {newest}" in caplog.text and "damaged" in caplog.text
+            assert same_as_replay(k, newest) == []
+        assert f"snapshot at position {newest}" in caplog.text and "page map" in caplog.text
+        with k._db.write() as conn:
+            conn.execute("UPDATE snapshots SET page_map = ? WHERE position = ?", (good_map, newest))
         # the same with its CRC-32 forged too: the image no longer composes
         problems = damage("UPDATE snapshot_pages SET crc32 = ? WHERE snapshot = ? AND first_page = ?",
                           zlib.crc32(zeros))
@@ -182,8 +193,9 @@ def test_verify_checks_every_snapshot_and_views_survive_a_damaged_one(tmp_path, 
         assert any("cannot be read" in p for p in problems), problems
         problems = damage("DELETE FROM snapshot_pages WHERE snapshot = ? AND first_page = ?")
         assert any("stored nowhere" in p for p in problems), problems
-        assert same_as_replay(k, newest) == []
+        assert same_as_replay(k, newest - 1) == []  # an earlier snapshot is sound
         assert k.drop_snapshots() == 4 and k.snapshots() == []
+        assert same_as_replay(k, newest) == []
         assert k.verify().ok
 
 
@@ -343,3 +355,21 @@ def test_the_snapshot_command(tmp_path, clock, capsys):
     assert cli.main(["snapshot", path, "--drop", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"dropped": 3}
     assert cli.main(["snapshot", str(tmp_path / "missing.db")]) == 1
+
+
+def test_snapshots_are_awaitable(tmp_path):
+    import asyncio
+
+    import eventkernel.aio
+
+    async def main() -> None:
+        async with eventkernel.aio.open(str(tmp_path / "a.db"), snapshot_every=0) as k:
+            for i in range(5):
+                await k.memory.put("user:a", f"k{i}", i)
+            assert await k.snapshot(every=2) == 5
+            assert [s.position for s in await k.snapshots()] == [2, 4, 5]
+            async with k.at(3) as view:
+                assert [e.key for e in await view.memory.list("user:a")] == ["k0", "k1", "k2"]
+            assert await k.drop_snapshots() == 3
+
+    asyncio.run(main())
