@@ -52,6 +52,9 @@ from eventkernel.projections.tasks import Agent, Task, ToolExecution, Workflow, 
 from eventkernel.projections.work_items import WorkItem
 from eventkernel.services.checkpoints import Resume
 from eventkernel.services.idempotency import IdempotencyResult
+from eventkernel.services.retention import RETENTION_RULES, SEED_DEFAULTS as RETENTION_DEFAULTS, RetentionReport
+from eventkernel.events.retention import Policy
+from eventkernel.snapshots import Snapshot
 from eventkernel.verify import VerifyReport
 from eventkernel.version import VERSION
 
@@ -86,7 +89,10 @@ __all__ = [
     "MemoryEntry",
     "NotAJournal",
     "NotFound",
+    "Policy",
     "ProjectionFailed",
+    "RETENTION_DEFAULTS",
+    "RETENTION_RULES",
     "ReadOnly",
     "Recorded",
     "RecoveryAttempt",
@@ -94,8 +100,10 @@ __all__ = [
     "RecoveryStats",
     "RecoveryTask",
     "Resume",
+    "RetentionReport",
     "Session",
     "SessionEvent",
+    "Snapshot",
     "Task",
     "TerminalState",
     "ToolExecution",

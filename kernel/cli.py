@@ -372,6 +372,38 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retain(args: argparse.Namespace) -> int:
+    from eventkernel.events.retention import Policy
+    from eventkernel.services.retention import SEED_DEFAULTS
+
+    given: list[Policy] | None = None
+    if args.defaults or args.set:
+        given = list(SEED_DEFAULTS) if args.defaults else []
+        for text in args.set or []:
+            rule, sep, days = text.partition("=")
+            if not sep:
+                raise InvalidArgument(f"--set takes RULE=DAYS, got {text!r}")
+            given = [p for p in given if p.rule != rule] + [Policy(rule=rule, days=_whole(days, f"--set {rule}"))]
+    with (_read(args) if args.dry_run else open_kernel(args.db, create=False, snapshot_every=0)) as k:
+        if given is not None and not args.dry_run:
+            k.retention.set_policies(given)
+        report = k.retention.apply(dry_run=args.dry_run, policies=given if args.dry_run else None)
+        policies = given if given is not None else k.retention.policies()
+    if args.json:
+        _print(_dump({"dry_run": report.dry_run, "position": report.position,
+                      "policies": [{"rule": p.rule, "days": p.days} for p in policies],
+                      "results": [{"rule": r.rule, "table": r.table, "days": r.days, "cutoff_ms": r.cutoff_ms,
+                                   "rows": len(r.keys), "keys": r.keys} for r in report.results]}))
+        return 0
+    if not policies:
+        _print("no retention policies (set some with --set RULE=DAYS or --defaults)")
+        return 0
+    verb = "would forget" if report.dry_run else "forgot"
+    for r in report.results:
+        _print(f"{r.rule} ({r.days} days): {verb} {len(r.keys)} rows of {r.table}")
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     with _read(args) as k:
         stats = k.stats()
@@ -529,6 +561,14 @@ def parser() -> argparse.ArgumentParser:
                     help="also fill the history: no two snapshots more than N events apart")
     sn.add_argument("--list", action="store_true", help="list the stored snapshots instead (read-only)")
     sn.add_argument("--drop", action="store_true", help="drop every stored snapshot instead")
+    rt = command("retain", cmd_retain, "forget the rows the file's retention policies select (recorded as events)",
+                 db="path of an existing journal")
+    rt.add_argument("--dry-run", action="store_true", help="say what would be forgotten, write nothing (read-only)")
+    rt.add_argument("--set", action="append", metavar="RULE=DAYS",
+                    help="record this rule in the file's policies first (repeatable; replaces the policies), e.g. "
+                         "work_items_finished=30")
+    rt.add_argument("--defaults", action="store_true", help="start from the seed's defaults: successful recovery "
+                    "attempts and single failure patterns after 90 days, expired idempotency keys")
     b = command("backup", cmd_backup, "an online, verified copy of the journal in a new file, while others write")
     b.add_argument("out", metavar="OUT", help="path of the copy (refused if it exists)")
     rs = command("restore", cmd_restore, "put a backup in place of a journal that is not open (refused if that "

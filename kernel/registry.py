@@ -20,6 +20,7 @@ from eventkernel.events import graphs as graph_events
 from eventkernel.events import idempotency as idempotency_events
 from eventkernel.events import memory as memory_events
 from eventkernel.events import recovery as recovery_events
+from eventkernel.events import retention as retention_events
 from eventkernel.events import sessions as session_events
 from eventkernel.events import tasks as task_events
 from eventkernel.events import work as work_events
@@ -29,6 +30,7 @@ from eventkernel.projections import (
     idempotency_keys,
     memory_entries,
     recovery,
+    retention,
     sessions,
     tasks,
     work_items,
@@ -39,6 +41,7 @@ from eventkernel.services.graphs import Graphs
 from eventkernel.services.idempotency import Idempotency
 from eventkernel.services.memory import Memory
 from eventkernel.services.recovery import Recovery
+from eventkernel.services.retention import Retention
 from eventkernel.services.sessions import Sessions
 from eventkernel.services.tasks import Tasks
 from eventkernel.services.work import WorkQueue
@@ -63,6 +66,7 @@ class Services:
     recovery: Annotated[Recovery, Domain(recovery_events, recovery, ("recovery",))]
     tasks: Annotated[Tasks, Domain(task_events, tasks, ("task", "workflow", "agent"))]
     graphs: Annotated[Graphs, Domain(graph_events, graphs, ("graph",))]
+    retention: Annotated[Retention, Domain(retention_events, retention, ("retention",))]
 
     def _attach(self, ctx: Context) -> None:
         """Give this object (a kernel, or a view of the past) every domain's service."""

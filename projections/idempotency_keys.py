@@ -10,11 +10,14 @@ import msgspec
 from eventkernel.codec import Event
 from eventkernel.events.idempotency import IdempotencyKeyCompleted, IdempotencyKeyFailed, IdempotencyKeyStarted
 from eventkernel.journal import Recorded
+from eventkernel.projections import retention
 from eventkernel.projections.rows import Target, columns, dump, loader, placeholders
 
 NAME = "idempotency_keys"
 VERSION = 1
-HANDLES = frozenset(c.__event_type__ for c in (IdempotencyKeyStarted, IdempotencyKeyCompleted, IdempotencyKeyFailed))
+HANDLES = frozenset(
+    c.__event_type__ for c in (IdempotencyKeyStarted, IdempotencyKeyCompleted, IdempotencyKeyFailed)
+) | {retention.FORGOTTEN}
 
 
 class IdempotencyKey(msgspec.Struct, frozen=True):
@@ -35,6 +38,8 @@ _load = loader(IdempotencyKey, json=["response"])
 
 
 def apply(conn: Target, recorded: Recorded, event: Event) -> None:
+    if retention.forget(conn, event, NAME, "key"):
+        return
     at, pos = recorded.recorded_at, recorded.position
     if isinstance(event, IdempotencyKeyStarted):
         conn.execute(

@@ -18,7 +18,9 @@ from eventkernel.events.recovery import (
     RecoveryAttemptStarted,
     RecoveryExplained,
 )
+from eventkernel.events.retention import RowsForgotten
 from eventkernel.journal import Recorded
+from eventkernel.projections import retention
 from eventkernel.projections.rows import Order, Target, columns, limit_of, loader, order_by
 from eventkernel.projections.rows import after as after_cursor
 
@@ -27,7 +29,7 @@ VERSION = 3  # 2: failure_patterns_top ends with the signature (a total order fo
 HANDLES = frozenset(
     c.__event_type__
     for c in (FailureRecorded, RecoveryAttemptStarted, RecoveryAttemptFinished, RecoveryExplained, AutoRecoverySet)
-)
+) | {retention.FORGOTTEN}
 SEVERITIES = ("low", "medium", "high", "critical")
 
 
@@ -122,6 +124,9 @@ def _task_row(conn: Target, task_id: str, pos: int) -> None:
 
 
 def apply(conn: Target, recorded: Recorded, event: Event) -> None:
+    if retention.forget(conn, event, "recovery_attempts", "attempt_id") \
+            or retention.forget(conn, event, "failure_patterns", "pattern_signature"):
+        return
     at, pos = recorded.recorded_at, recorded.position
     if isinstance(event, FailureRecorded):
         conn.execute(
@@ -190,6 +195,11 @@ class Fold:
         return task
 
     def add(self, recorded: Recorded, event: Event) -> None:
+        if isinstance(event, RowsForgotten):
+            rows = {"recovery_attempts": self.attempts, "failure_patterns": self.patterns}.get(event.table)
+            for key in event.keys if rows is not None else ():
+                rows.pop(key, None)  # type: ignore[union-attr]
+            return
         at, pos = recorded.recorded_at, recorded.position
         if isinstance(event, FailureRecorded):
             p = self.patterns.get(event.signature)

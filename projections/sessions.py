@@ -12,15 +12,18 @@ import msgspec
 from eventkernel import codec
 from eventkernel.codec import Event
 from eventkernel.events.sessions import SessionCreated, SessionDeleted, SessionEventAppended, SessionStatusChanged
+from eventkernel.events.retention import RowsForgotten
 from eventkernel.journal import Recorded
+from eventkernel.projections import retention
 from eventkernel.projections.rows import Order, Target, columns, dump, limit_of, loader, order_by, where_equal
 from eventkernel.projections.rows import after as after_cursor
 
 NAME = "sessions"
-VERSION = 3  # 2: updated_at, actor and recorded_at (were last_update_time, author and timestamp); 3: version, deletes
+VERSION = 4  # 2: updated_at, actor and recorded_at (were last_update_time, author and timestamp); 3: version,
+# deletes; 4: the index of archived sessions
 HANDLES = frozenset(
     c.__event_type__ for c in (SessionCreated, SessionEventAppended, SessionStatusChanged, SessionDeleted)
-)
+) | {retention.FORGOTTEN}
 
 APP, USER, TEMP = "app:", "user:", "temp:"
 STATUSES = ("created", "active", "paused", "terminated", "archived")
@@ -108,6 +111,8 @@ def _share(conn: Target, app_name: str, user_id: str, app: dict[str, Any], user:
 
 
 def apply(conn: Target, recorded: Recorded, event: Event) -> None:
+    if retention.forget(conn, event, "sessions", "session_id", "session_events"):
+        return  # the app:/user: state they shared is the app's and the user's: kept
     at, pos = recorded.recorded_at, recorded.position
     if isinstance(event, SessionCreated):
         own, app, user = _split(event.state)
@@ -169,6 +174,11 @@ class Fold:
                 self.shared[(app_name, scope_user, k, pos)] = codec.dump_json(v)
 
     def add(self, recorded: Recorded, event: Event) -> None:
+        if isinstance(event, RowsForgotten):
+            for key in event.keys if event.table == "sessions" else ():
+                self.sessions.pop(key, None)
+                self.events.pop(key, None)
+            return
         at, pos = recorded.recorded_at, recorded.position
         if isinstance(event, SessionCreated):
             if event.session_id in self.sessions:

@@ -24,7 +24,9 @@ from eventkernel.events.work import (
     WorkItemLeaseExtended,
     WorkItemReleased,
 )
+from eventkernel.events.retention import RowsForgotten
 from eventkernel.journal import Recorded
+from eventkernel.projections import retention
 from eventkernel.projections.rows import Order, Target, limit_of, loader, order_by, raw_json, where_equal
 from eventkernel.projections.rows import after as after_cursor
 
@@ -42,7 +44,7 @@ HANDLES = frozenset(
         WorkItemReleased,
         WorkItemCancelled,
     )
-)
+) | {retention.FORGOTTEN}
 
 PENDING = "pending"
 IN_PROGRESS = "in_progress"
@@ -91,6 +93,8 @@ def _json(value: Any) -> str | None:
 
 def apply(conn: Target, recorded: Recorded, event: codec.Event) -> None:
     """Fold one work-item event into ``work_items``."""
+    if retention.forget(conn, event, NAME, "work_item_id"):
+        return
     at = recorded.recorded_at
     pos = recorded.position
     if isinstance(event, WorkItemEnqueued):
@@ -199,6 +203,11 @@ class Fold:
         return False
 
     def add(self, recorded: Recorded, event: codec.Event) -> None:
+        if isinstance(event, RowsForgotten):
+            if event.table == NAME:
+                for key in event.keys:
+                    self.rows.pop(key, None)
+            return
         at = recorded.recorded_at
         pos = recorded.position
         if isinstance(event, WorkItemEnqueued):

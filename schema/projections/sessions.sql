@@ -16,6 +16,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     version          INTEGER NOT NULL          -- the stream's version after the session's last event
 ) STRICT;
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (app_name, user_id, updated_at);
+-- Retention's sessions_archived rule: archived sessions by age (other sessions never touch it).
+CREATE INDEX IF NOT EXISTS sessions_archived ON sessions (updated_at) WHERE status = 'archived';
 
 -- The conversation, in order.
 CREATE TABLE IF NOT EXISTS session_events (

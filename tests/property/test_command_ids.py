@@ -79,7 +79,8 @@ def test_every_command_is_in_the_workload():
            ("tasks.agent_status", "running"), ("graphs.put", "th-1", "", {}, "run-a", 0),
            ("graphs.put_writes", "th-1", "", [], "task-1"), ("graphs.delete_thread", "th-1"),
            ("graphs.delete_runs", ["run-a"]), ("graphs.prune", ["th-1"], "keep_latest"),
-           ("graphs.copy_thread", "th-1", "th-2")]
+           ("graphs.copy_thread", "th-1", "th-2"), ("retention.set_policies", {"work_items_finished": 0}),
+           ("retention.apply", None)]
     covered = set()
     for op in setup:
         fn, kwargs = resolve(k, op)
