@@ -24,8 +24,8 @@ class RetentionPoliciesSet(KernelEvent, tag="retention.policies_set"):
 
 class RowsForgotten(KernelEvent, tag="retention.rows_forgotten"):
     """A retention run forgot the rows of ``table`` whose primary keys are
-    ``keys``, by ``rule``: rows older than ``days`` days, i.e. last changed
-    before ``cutoff_ms``. The events that made them stay in the journal
+    ``keys``, by ``rule``: rows ``days`` days old or older, i.e. last changed
+    at or before ``cutoff_ms``. The events that made them stay in the journal
     until compaction or erasure; the projections drop the rows."""
 
     rule: str

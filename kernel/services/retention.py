@@ -34,13 +34,13 @@ MAX_DAYS = 100 * 366
 
 RETENTION_RULES: dict[str, tuple[str, str, str]] = {
     # rule: (table, key column, the rows it selects: those matching this and last changed before the cutoff)
-    "recovery_attempts_succeeded": ("recovery_attempts", "attempt_id", "success = 1 AND finished_at < ?"),
-    "recovery_attempts_failed": ("recovery_attempts", "attempt_id", "success = 0 AND finished_at < ?"),
-    "failure_patterns_single": ("failure_patterns", "pattern_signature", "occurrence_count = 1 AND last_seen_at < ?"),
-    "work_items_finished": ("work_items", "work_item_id", "status IN ('completed', 'cancelled') AND updated_at < ?"),
-    "work_items_failed": ("work_items", "work_item_id", "status = 'failed' AND updated_at < ?"),
-    "sessions_archived": ("sessions", "session_id", "status = 'archived' AND updated_at < ?"),
-    "idempotency_keys_expired": ("idempotency_keys", "key", "expires_at IS NOT NULL AND expires_at < ?"),
+    "recovery_attempts_succeeded": ("recovery_attempts", "attempt_id", "success = 1 AND finished_at <= ?"),
+    "recovery_attempts_failed": ("recovery_attempts", "attempt_id", "success = 0 AND finished_at <= ?"),
+    "failure_patterns_single": ("failure_patterns", "pattern_signature", "occurrence_count = 1 AND last_seen_at <= ?"),
+    "work_items_finished": ("work_items", "work_item_id", "status IN ('completed', 'cancelled') AND updated_at <= ?"),
+    "work_items_failed": ("work_items", "work_item_id", "status = 'failed' AND updated_at <= ?"),
+    "sessions_archived": ("sessions", "session_id", "status = 'archived' AND updated_at <= ?"),
+    "idempotency_keys_expired": ("idempotency_keys", "key", "expires_at IS NOT NULL AND expires_at <= ?"),
 }
 """Every rule a policy may use: the table it forgets rows of, and which rows."""
 RULES = RETENTION_RULES

@@ -13,6 +13,6 @@ CREATE TABLE IF NOT EXISTS retention_log (
     table_name TEXT NOT NULL,
     rows       INTEGER NOT NULL,       -- how many rows it forgot
     days       INTEGER NOT NULL,
-    cutoff_ms  INTEGER NOT NULL,       -- rows last changed before this were forgotten
+    cutoff_ms  INTEGER NOT NULL,       -- rows last changed at or before this were forgotten
     applied_at INTEGER NOT NULL
 ) STRICT;
