@@ -22,9 +22,9 @@ from eventkernel import journal
 from eventkernel.errors import InvalidArgument
 from eventkernel.events.retention import Policy, RetentionPoliciesSet, RowsForgotten
 from eventkernel.ids import new_id
+from eventkernel.journal import Recorded
 from eventkernel.projections import retention
 from eventkernel.projections.retention import Forgotten
-from eventkernel.journal import Recorded
 from eventkernel.services.base import Context
 from eventkernel.services.runner import Args, Decision, Reads, Spec, emit, run
 from eventkernel.validate import check_int
