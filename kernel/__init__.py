@@ -36,6 +36,7 @@ from eventkernel.errors import (
 )
 from eventkernel.backup import restore
 from eventkernel.journal import Recorded
+from eventkernel.compaction import Compaction
 from eventkernel.kernel import Erasure, Kernel, open
 from eventkernel.projections.checkpoints import Checkpoint
 from eventkernel.projections.idempotency_keys import IdempotencyKey
@@ -67,6 +68,7 @@ __all__ = [
     "CommandRejected",
     "CommitFull",
     "CommitOutcomeUnknown",
+    "Compaction",
     "ConcurrencyConflict",
     "Erased",
     "Erasure",

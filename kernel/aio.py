@@ -201,6 +201,9 @@ class AsyncKernel(_Services):
     async def erase(self, **kwargs: Any) -> Any:
         return await self._call(lambda: self.kernel.erase(**kwargs))
 
+    async def compact(self, **kwargs: Any) -> Any:
+        return await self._call(lambda: self.kernel.compact(**kwargs))
+
     async def snapshot(self, **kwargs: Any) -> int:
         return await self._call(lambda: self.kernel.snapshot(**kwargs))
 

@@ -404,6 +404,18 @@ def cmd_retain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    with open_kernel(args.db, create=False, snapshot_every=0) as k:
+        done = k.compact(before=_whole(args.before, "--before"), archive=args.archive)
+    _emit(args, {"base": done.base, "base_hash": done.base_hash, "archive": done.archive, "events": done.events,
+                 "payloads_kept": done.payloads_kept, "bytes_before": done.bytes_before,
+                 "bytes_after": done.bytes_after},
+          f"moved {done.events} events (to position {done.base}) into {done.archive} (verified); the journal now "
+          f"starts after {done.base} (hash {done.base_hash}); {done.bytes_before:,} bytes before, "
+          f"{done.bytes_after:,} after")
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     with _read(args) as k:
         stats = k.stats()
@@ -569,6 +581,12 @@ def parser() -> argparse.ArgumentParser:
                          "work_items_finished=30")
     rt.add_argument("--defaults", action="store_true", help="start from the seed's defaults: successful recovery "
                     "attempts and single failure patterns after 90 days, expired idempotency keys")
+    cp = command("compact", cmd_compact, "move the events before a position into an archive journal and give "
+                                         "their space back", db="path of an existing journal")
+    cp.add_argument("--before", required=True, metavar="P", help="the events before this position move")
+    cp.add_argument("--archive", required=True, metavar="FILE", help="path of the archive (a new journal file; "
+                                                                      "an existing one only if it is this "
+                                                                      "journal up to there)")
     b = command("backup", cmd_backup, "an online, verified copy of the journal in a new file, while others write")
     b.add_argument("out", metavar="OUT", help="path of the copy (refused if it exists)")
     rs = command("restore", cmd_restore, "put a backup in place of a journal that is not open (refused if that "

@@ -174,6 +174,10 @@ def check_head(conn: apsw.Connection, path: str, level: int, *, doing: str = "op
     if not rows:
         return
     prev_position, prev_hash = (rows[1][0], rows[1][10]) if len(rows) == 2 else (0, journal.GENESIS_HASH)
+    if len(rows) == 1:
+        found = journal.base(conn)  # the rest moved to an archive: the chain continues from the base
+        if found is not None:
+            prev_position, prev_hash = found[0], found[1]
     if not _chains(rows[0], prev_position, prev_hash, level):
         raise JournalCorrupt(
             f"{doing} refused: in {path!r} the journal's last event (position {rows[0][0]!r}) does not chain to "

@@ -132,10 +132,12 @@ def row_hash_v1(prev: bytes, *columns: Any) -> bytes:
 
 
 def head(conn: apsw.Connection) -> tuple[int, bytes]:
-    """(position, hash) of the last event; (0, GENESIS_HASH) when empty."""
+    """(position, hash) of the last event; when there is none, the base's
+    (a view of a compacted journal as of its base), else (0, GENESIS_HASH)."""
     for position, hash_ in conn.execute("SELECT position, hash FROM journal ORDER BY position DESC LIMIT 1"):
         return position, hash_
-    return 0, GENESIS_HASH
+    found = base(conn)
+    return (0, GENESIS_HASH) if found is None else (found[0], found[1])
 
 
 def head_row(conn: apsw.Connection) -> tuple[int, bytes, int]:
@@ -145,15 +147,38 @@ def head_row(conn: apsw.Connection) -> tuple[int, bytes, int]:
     return 0, GENESIS_HASH, 0
 
 
+def base(conn: apsw.Connection) -> tuple[int, bytes, int, str] | None:
+    """(position, hash, recorded_at, archive) of the journal's base — the
+    last event a compaction moved to an archive — or None (the journal
+    starts at position 1)."""
+    if not conn.table_exists("main", "journal_base") and conn.execute(
+            "SELECT 1 FROM sqlite_temp_schema WHERE name = 'journal_base'").fetchone() is None:
+        return None  # (a view of the past sees the file's base through a temporary view)
+    for position, hash_, recorded_at, archive in conn.execute(
+            "SELECT position, hash, recorded_at, archive FROM journal_base ORDER BY position DESC LIMIT 1"):
+        return int(position), bytes(hash_), int(recorded_at), str(archive)
+    return None
+
+
+def _base_version(conn: apsw.Connection, stream: str) -> int:
+    """The stream's version at the base (0: none, or no base)."""
+    if not conn.table_exists("main", "base_streams"):
+        return 0
+    row = conn.execute("SELECT version FROM base_streams WHERE stream = ?", (stream,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
 def stream_version(conn: apsw.Connection, stream: str) -> int:
-    """The stream's current version; 0 when it has no events."""
+    """The stream's current version; 0 when it has no events (its version
+    at the base when its events all moved to an archive)."""
     for (version,) in conn.execute("SELECT max(version) FROM journal WHERE stream = ?", (stream,)):
-        return int(version or 0)
+        return int(version) if version is not None else _base_version(conn, stream)
     return 0
 
 
 def _has_version(conn: apsw.Connection, stream: str, version: int) -> bool:
-    return conn.execute("SELECT 1 FROM journal WHERE stream = ? AND version = ?", (stream, version)).fetchone() is not None
+    return conn.execute("SELECT 1 FROM journal WHERE stream = ? AND version = ?", (stream, version)).fetchone() \
+        is not None or _base_version(conn, stream) == version
 
 
 def check_stream(where: str, stream: Any) -> str:

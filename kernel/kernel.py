@@ -10,7 +10,7 @@ from typing import Any, Literal
 import apsw
 import msgspec
 
-from eventkernel import backup, journal, migrations, snapshots
+from eventkernel import backup, compaction, journal, migrations, snapshots
 from eventkernel.clock import Clock, system_clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, GroupCommit, Synchronous, translating
@@ -235,6 +235,14 @@ class Kernel(Reader):
         head = self.head
         if position > head:
             raise InvalidArgument(f"at refused: position {position} is past the journal head {head}")
+        with self._db.read("at") as conn:
+            base = journal.base(conn)
+        if base is not None and position < base[0]:
+            raise InvalidArgument(
+                f"at refused: position {position} is before the journal's base {base[0]}: the events up to it were "
+                f"compacted into the archive {base[3]!r}; open that file "
+                f"(eventkernel.open(archive, read_only=True).at({position}))"
+            )
         return KernelView(self._db, self._projector, self._ctx.clock, position, progress)
 
     def position_at(self, time_ms: int, *, where: str = "position_at") -> int:
@@ -454,6 +462,19 @@ class Kernel(Reader):
         column = {"stream": "stream = ?", "stream_prefix": "substr(stream, 1, length(?)) = ?",
                   "correlation_id": "correlation_id = ?"}[name]
         args = (value, value) if name == "stream_prefix" else (value,)
+        with self._db.read(where) as conn:
+            base = journal.base(conn)
+            table = "base_correlations" if name == "correlation_id" else "base_streams"
+            key = "correlation_id" if name == "correlation_id" else "stream"
+            predates = base is not None and conn.execute(
+                f"SELECT 1 FROM {table} WHERE {column.replace('stream', key)} LIMIT 1", args).fetchone() is not None
+        if predates:
+            assert base is not None
+            raise InvalidArgument(
+                f"{where} refused: {name} {value!r} has events before the journal's base {base[0]}, moved to the "
+                f"archive {base[3]!r}; the projections stored at the base hold what they made, which an erasure "
+                "here cannot reach. Erase it in the archive, and see the README (Compaction) for the base"
+            )
         with self._db.write(where) as conn:
             # What the erasure overwrites or frees is zeroed, not left on free pages.
             conn.pragma("secure_delete", True)
@@ -512,6 +533,42 @@ class Kernel(Reader):
         if self._snapshotter is not None:
             self._snapshotter.latest = None  # learnt again: the newest ones may be gone
         return Erasure(position=at, events=len(rows), projections=touched, wal_cleared=cleared)
+
+    def compact(self, *, before: int, archive: str) -> compaction.Compaction:
+        """Move the events before position ``before`` into a new journal file
+        at ``archive`` (same positions, same hashes, its projections rebuilt,
+        verified), then record the base in this file — the last event moved,
+        its hash, each stream's version, the payloads live rows still read,
+        a snapshot of every projection there — delete the moved rows and
+        give their space back (VACUUM). Afterwards this file verifies from
+        its base, ``k.at(p)`` for ``p`` before it refuses naming the
+        archive, and the archive's head hash is the recorded base hash.
+        An existing ``archive`` is used only if it holds exactly this
+        journal up to there (a compaction stopped before it finished).
+        Command ids and event ids of moved events are forgotten: a retry
+        after the compaction runs again."""
+        where = "compact"
+        if self._db.owns_write():
+            raise InvalidArgument(f"{where} refused: inside this thread's transaction (a compaction commits and "
+                                  "rewrites the file on its own)")
+        check_int(where, "before", before, minimum=0)
+        check_text(where, "archive", archive, max_len=4096)
+        self._db.check(where)
+        if self._db.read_only is not None:
+            raise ReadOnly(f"{where} refused: {self._db.read_only}")
+        if self._db.in_memory:
+            raise InvalidArgument(f"{where} refused: an in-memory journal has no file to compact")
+        if self._db.found.level < migrations.COMPACTION_LEVEL:
+            raise InvalidArgument(f"{where} refused: this file's format cannot record a base (open it writable once)")
+        path = os.path.abspath(archive)
+        if path == self._db.path:
+            raise InvalidArgument(f"{where} refused: the archive cannot be the journal itself")
+        if not os.path.isdir(os.path.dirname(path)):
+            raise InvalidArgument(f"{where} refused: the directory {os.path.dirname(path)!r} does not exist")
+        done = compaction.compact(where, self._db, self._projector, self._ctx.now, before - 1, path)
+        if self._snapshotter is not None:
+            self._snapshotter.latest = None
+        return done
 
     def verify(self, *, anchor: tuple[int, str] | None = None, progress: Progress | None = None) -> VerifyReport:
         """Check the file, the journal's order and hash chain, and that every

@@ -23,6 +23,8 @@ ERASURE_LEVEL = 4
 """The format level from which payloads can be erased (the table ``erased``)."""
 SNAPSHOT_LEVEL = 5
 """The format level from which the file keeps projection snapshots (``snapshots``)."""
+COMPACTION_LEVEL = 6
+"""The format level from which a prefix of the journal can move to an archive (``journal_base``)."""
 _MIGRATION = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 

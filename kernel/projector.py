@@ -437,6 +437,12 @@ class Projector:
         Python and writes them at once; ``bulk=False`` applies every event
         one by one, as live commands do; ``page_size``: of the database made."""
         modules = self.select(names)
+        from eventkernel import snapshots  # the same layer; imported here, as it imports this module
+
+        with db.read("replaying the journal") as conn:
+            base = journal.base(conn)
+        if base is not None:
+            return snapshots.from_base(db, self, modules, base, until, progress)
         # The kernel's own projections may have a bulk path; an application's apply every event.
         folds = {m.NAME: m.Fold() for m in modules if bulk and m.NAME not in self.user_names and hasattr(m, "Fold")}
         mem = memory_connection()

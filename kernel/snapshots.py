@@ -32,7 +32,7 @@ import msgspec
 
 from eventkernel import journal
 from eventkernel.connection import Database, memory_connection
-from eventkernel.errors import JournalCorrupt, KernelError
+from eventkernel.errors import JournalCorrupt, JournalError, KernelError
 from eventkernel.projector import Progress, Projector
 
 log = logging.getLogger("eventkernel")
@@ -561,7 +561,8 @@ def plan(conn: apsw.Connection, projector: Projector, head: int, every: int | No
         want = key(projector)
         stored = [int(p) for (p,) in conn.execute(
             "SELECT position FROM snapshots WHERE projections = ? ORDER BY position", (want,))] if present(conn) else []
-        last = 0
+        found = journal.base(conn)
+        last = 0 if found is None else found[0]
         for p in [*stored, head]:
             while p - last > every:
                 last += every
@@ -572,14 +573,55 @@ def plan(conn: apsw.Connection, projector: Projector, head: int, every: int | No
     return sorted(set(targets))
 
 
-def drop_from(conn: apsw.Connection, position: int) -> int:
+def drop_from(conn: apsw.Connection, position: int, *, keep_base: bool = True) -> int:
     """Drop every snapshot at or after ``position`` (an erasure's first
-    erased event: they hold what it erases). Returns how many."""
+    erased event: they hold what it erases) but the base's (the projections
+    where the journal starts after a compaction). Returns how many."""
     if not present(conn):
         return 0
-    conn.execute("DELETE FROM snapshot_pages WHERE snapshot >= ?", (position,))
-    conn.execute("DELETE FROM snapshots WHERE position >= ?", (position,))
+    base = journal.base(conn) if keep_base else None
+    keep = -1 if base is None else base[0]
+    conn.execute("DELETE FROM snapshot_pages WHERE snapshot >= ? AND snapshot != ?", (position, keep))
+    conn.execute("DELETE FROM snapshots WHERE position >= ? AND position != ?", (position, keep))
     return int(conn.changes())
+
+
+def from_base(db: Database, projector: Projector, modules: Sequence[Any], base: tuple[int, bytes, int, str],
+              until: int | None, progress: Progress | None) -> tuple[apsw.Connection, int]:
+    """A build of a compacted journal: the base snapshot's image (every
+    projection where the journal now starts) with the events after it
+    applied one by one (only ``modules``'; the other tables stay as at the
+    base). Raises JournalError when the base snapshot does not hold these
+    projections' versions: their rebuild needs the archive's events."""
+    position = base[0]
+    with db.read("replaying the journal") as conn:
+        head = journal.head(conn)[0]
+        upto = head if until is None else min(until, head)
+        if upto < position:
+            raise JournalError(f"position {upto} is before the journal's base {position}: the events up to it "
+                               f"were moved to the archive {base[3]!r}; open it to see them")
+        row = conn.execute("SELECT projections FROM snapshots WHERE position = ?", (position,)).fetchone()
+        if row is None or row[0] != key(projector):
+            raise JournalError(
+                f"the projections cannot be rebuilt: the journal starts after position {position} (the events "
+                f"before it are in the archive {base[3]!r}), and the projections there were stored for "
+                f"{'no projection' if row is None else row[0]}, not {key(projector)} (a projection changed "
+                "version since the compaction)"
+            )
+        mem = load(conn, position)
+        try:
+            mem.execute("BEGIN")
+            report = None if progress is None else (lambda n: progress(n, upto - position))
+            rows = journal.read_rows(conn, after=position, until=upto, page=10_000,
+                                     columns=projector.journal_columns(modules))
+            projector._fold_rows(mem.cursor(), rows, modules, progress=report)
+            mem.execute("COMMIT")
+        except BaseException:
+            mem.close()
+            raise
+    if progress is not None:
+        progress(upto - position, upto - position)
+    return mem, upto
 
 
 def check(conn: apsw.Connection, projector: Projector, rebuilt: apsw.Connection | None, head: int,

@@ -231,3 +231,6 @@ def _bounded_journal(source: Database, mem: apsw.Connection, upto: int) -> None:
         + "&vfs=" + quote(vfs)
     mem.execute("ATTACH ? AS journal_file", (uri,))
     mem.execute(f"CREATE TEMP VIEW journal AS SELECT * FROM journal_file.journal WHERE position <= {int(upto)}")
+    if mem.execute("SELECT 1 FROM journal_file.sqlite_schema WHERE name = 'journal_base'").fetchone():
+        mem.execute("CREATE TEMP VIEW base_payloads AS SELECT * FROM journal_file.base_payloads")
+        mem.execute("CREATE TEMP VIEW journal_base AS SELECT * FROM journal_file.journal_base")

@@ -26,6 +26,10 @@ from eventkernel.projections.rows import Target, limit_of
 
 NAME = "graphs"
 VERSION = 1
+# The journal positions whose payloads live rows read (every value is stored
+# once, in its event): a compaction keeps these events' payloads with its base.
+PAYLOADS = ("SELECT position FROM graph_checkpoints UNION SELECT position FROM graph_values "
+            "UNION SELECT position FROM graph_writes")
 HANDLES = frozenset(
     e.__event_type__ for e in (GraphCheckpointSaved, GraphWritesSaved, GraphThreadDeleted, GraphRunsDeleted,
                                GraphThreadPruned, GraphThreadCopied)

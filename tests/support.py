@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -147,3 +148,27 @@ def slow_sync_vfs(seconds: float) -> Iterator[str]:
         yield name
     finally:
         vfs.unregister()
+
+
+def fill(k: eventkernel.Kernel, n: int, seed: int = 1) -> None:
+    """``n`` mixed commands over several domains, one transaction each."""
+    rng = random.Random(seed)
+    sessions = [k.sessions.create("app", f"u{i}").session_id for i in range(3)]
+    for i in range(n):
+        r = rng.random()
+        if r < 0.3:
+            k.work.enqueue(f"task-{rng.randrange(5)}", {"i": i, "text": "x" * rng.randrange(200)})
+        elif r < 0.45:
+            item = k.work.claim("w", lease_ms=60_000)
+            if item is not None:
+                k.work.complete(item.work_item_id, item.lease_holder, item.token, output={"ok": i})
+        elif r < 0.65:
+            k.memory.put(f"user:{rng.randrange(4)}", f"k{rng.randrange(6)}", {"v": i})
+        elif r < 0.7:
+            ns, key = f"user:{rng.randrange(4)}", f"k{rng.randrange(6)}"
+            if k.memory.get(ns, key) is not None:
+                k.memory.delete(ns, key)
+        elif r < 0.85:
+            k.sessions.append_event(rng.choice(sessions), actor="user", content={"t": i}, state_delta={"n": i})
+        else:
+            k.checkpoints.record(f"task-{rng.randrange(5)}", "llm_response", {"i": i})

@@ -223,9 +223,16 @@ def _replay(ctx: Context, spec: Spec[S, R], args: Args, previous: list[Recorded]
     if spec.projection is None:
         return spec.answer(Reads(live, live, last.position), args, records, outcome)
     module = spec.projection
-    mem = memory_connection()
+    base = journal.base(live)
+    if base is not None:  # the events before the base are in an archive: start from the projections there
+        from eventkernel import snapshots
+
+        mem = snapshots.load(live, base[0])
+    else:
+        mem = memory_connection()
     try:
-        mem.execute(ctx.projector.ddl(module))
+        if base is None:
+            mem.execute(ctx.projector.ddl(module))
         if spec.scope is not None:
             rows: Iterable[Recorded] = (
                 r for stream in sorted(set(spec.scope(args, records)))

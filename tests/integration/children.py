@@ -128,7 +128,15 @@ def eraser(path: str, subjects: str) -> None:
             print("erased", i, flush=True)
 
 
+def compactor(path: str, archive: str, before: str) -> None:
+    """Compact the journal into ``archive`` (the parent kills it meanwhile)."""
+    with eventkernel.open(path, snapshot_every=0) as k:
+        print("ready", flush=True)
+        k.compact(before=int(before), archive=archive)
+        print("compacted", flush=True)
+
+
 if __name__ == "__main__":
     role, *args = sys.argv[1:]
     {"worker": worker, "appender": appender, "opener": opener, "contender": contender,
-     "eraser": eraser}[role](*args)
+     "eraser": eraser, "compactor": compactor}[role](*args)

@@ -18,31 +18,7 @@ import pytest
 import eventkernel
 from eventkernel import cli, snapshots
 
-from support import live_tables, refused
-
-
-def fill(k: eventkernel.Kernel, n: int, seed: int = 1) -> None:
-    """``n`` mixed commands over several domains, one transaction each."""
-    rng = random.Random(seed)
-    sessions = [k.sessions.create("app", f"u{i}").session_id for i in range(3)]
-    for i in range(n):
-        r = rng.random()
-        if r < 0.3:
-            k.work.enqueue(f"task-{rng.randrange(5)}", {"i": i, "text": "x" * rng.randrange(200)})
-        elif r < 0.45:
-            item = k.work.claim("w", lease_ms=60_000)
-            if item is not None:
-                k.work.complete(item.work_item_id, item.lease_holder, item.token, output={"ok": i})
-        elif r < 0.65:
-            k.memory.put(f"user:{rng.randrange(4)}", f"k{rng.randrange(6)}", {"v": i})
-        elif r < 0.7:
-            ns, key = f"user:{rng.randrange(4)}", f"k{rng.randrange(6)}"
-            if k.memory.get(ns, key) is not None:
-                k.memory.delete(ns, key)
-        elif r < 0.85:
-            k.sessions.append_event(rng.choice(sessions), actor="user", content={"t": i}, state_delta={"n": i})
-        else:
-            k.checkpoints.record(f"task-{rng.randrange(5)}", "llm_response", {"i": i})
+from support import fill, live_tables, refused
 
 
 def replayed(k: eventkernel.Kernel, position: int) -> apsw.Connection:
@@ -324,8 +300,9 @@ def test_a_file_of_the_previous_format_gains_snapshots_when_opened_writable(tmp_
         fill(k, 40)
     raw = apsw.Connection(path)
     with raw:
-        raw.execute("DROP TABLE snapshots; DROP TABLE snapshot_pages; "
-                    "DELETE FROM schema_migrations WHERE version = 5; PRAGMA user_version = 4")
+        raw.execute("DROP TABLE journal_base; DROP TABLE base_streams; DROP TABLE base_correlations; "
+                    "DROP TABLE base_payloads; DROP TABLE snapshots; DROP TABLE snapshot_pages; "
+                    "DELETE FROM schema_migrations WHERE version >= 5; PRAGMA user_version = 4")
     raw.close()
     with eventkernel.open(path, read_only=True) as k:
         assert k.snapshots() == [] and same_as_replay(k, 20) == []

@@ -11,6 +11,9 @@ keeps working once the disk does.
 
 from __future__ import annotations
 
+import glob
+import os
+
 import shutil
 import threading
 import time
@@ -291,3 +294,55 @@ def test_a_fault_at_any_io_call_of_an_erasure_leaves_it_whole_or_absent(tmp_path
         outcomes[f"{fault.op}:{'ok' if error is None else type(error).__name__}:{recorded}"] += 1
     assert any(":JournalError:" in o or "Full" in o or "Unknown" in o for o in outcomes), outcomes
     print(f"\nI/O faults [erase]: {len(cases)} faults over {dict(counts)} I/O calls: {dict(sorted(outcomes.items()))}")
+
+
+def test_a_fault_at_any_io_call_of_a_compaction_leaves_the_old_file_or_the_new_one(tmp_path):
+    """A compaction writes the archive, commits the base in one transaction,
+    then rewrites the file: a fault anywhere leaves the live file whole
+    (every event there or in a complete archive) and sound; compacting
+    again finishes."""
+    template = tmp_path / "compaction-template.db"
+    with eventkernel.open(str(template), snapshot_every=0) as k:
+        for i in range(30):
+            k.work.enqueue(f"task-{i % 3}", {"n": i})
+        k.memory.put("user:1", "k", "v")
+        k.checkpoint("truncate")
+        rows = [(r.position, r.hash) for r in k.read()]
+    archive_of = {}
+
+    def compact(k: eventkernel.Kernel) -> None:
+        archive = archive_of.setdefault(k.path, k.path + ".archive")
+        k.compact(before=20, archive=archive)
+
+    counts = _count_io(template, tmp_path, compact)
+    cases = _cases(counts)[:: scale(5, 1)]
+    outcomes: Counter[str] = Counter()
+    for fault in cases:
+        path = _fresh_copy(template, tmp_path)
+        for p in glob.glob(path + ".archive*"):
+            os.remove(p)
+        k = eventkernel.open(path, vfs="eventkernel-faults", snapshot_every=0)
+        PLAN.arm(fault)
+        error: BaseException | None = None
+        try:
+            compact(k)
+        except BaseException as e:
+            error = e
+        PLAN.arm(None)
+        if error is not None:
+            assert isinstance(error, eventkernel.JournalError), f"{fault}: {type(error).__name__}: {error}"
+        k.close()
+        _sound(path)
+        with eventkernel.open(path, snapshot_every=0) as k:
+            based = k._db.conn.execute("SELECT count(*) FROM journal_base").fetchone()[0]
+            present = [(r.position, r.hash) for r in k.read()]
+            assert present == (rows[19:] if based else rows), f"{fault}: events lost"
+            if based:
+                with eventkernel.open(path + ".archive", read_only=True) as a:
+                    assert a.verify().ok and [(r.position, r.hash) for r in a.read()] == rows[:19], fault
+            else:
+                compact(k)  # again: finishes with the archive written, or writes it
+            assert k.verify().ok
+        outcomes[f"{fault.op}:{'ok' if error is None else type(error).__name__}:{based}"] += 1
+    assert any(":JournalError:" in o or "Full" in o or "Unknown" in o for o in outcomes), outcomes
+    print(f"\nI/O faults [compact]: {len(cases)} faults over {dict(counts)} I/O calls: {dict(sorted(outcomes.items()))}")

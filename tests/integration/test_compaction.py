@@ -1,0 +1,241 @@
+"""Compaction: the events before a position move into an archive that is a
+journal of its own; the live file keeps a base (position, hash, streams,
+the payloads live rows read, the projections there) and gives the space back."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import apsw
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import eventkernel
+from eventkernel import cli, compaction
+
+from support import fill, live_tables, rebuilt_tables, refused
+from workload import Abort, run_one, step
+
+
+def tables_at(k: eventkernel.Kernel, position: int) -> dict[str, list[tuple[object, ...]]]:
+    with k.at(position) as view:
+        return {t: sorted(view._db.conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)
+                for t in view.table_names()}
+
+
+def test_the_prefix_moves_to_a_verifiable_archive_and_the_file_continues_from_its_base(tmp_path, clock):
+    path, archive = str(tmp_path / "live.db"), str(tmp_path / "archive.db")
+    with eventkernel.open(path, clock=clock, snapshot_every=0) as k:
+        k.memory.put("team:early", "k", 1)
+        k.memory.put("team:early", "k", 2)
+        fill(k, 600)
+        head = k.head
+        cut = head // 2
+        rows = [(r.position, r.hash) for r in k.read()]
+        then = {p: tables_at(k, p) for p in (cut, cut + 7, head)}
+        live = live_tables(k)
+        report = k.verify()
+        k.snapshot(every=100)
+        done = k.compact(before=cut + 1, archive=archive)
+        assert (done.base, done.events, done.archive) == (cut, cut, archive)
+        assert done.base_hash == dict(rows)[cut].hex() and done.bytes_after < done.bytes_before
+        # the live file: the same tables, verified from its base, rebuilt from it
+        assert live_tables(k) == live
+        after = k.verify()
+        assert after.ok, after.problems
+        assert (after.head, after.head_hash) == (report.head, report.head_hash)
+        assert any("archive" in n for n in after.notes)
+        assert rebuilt_tables(k) == live == rebuilt_tables(k, bulk=False)
+        assert k.rebuild() == head and live_tables(k) == live
+        assert [(r.position, r.hash) for r in k.read()] == rows[cut:]
+        for p, tables in then.items():
+            assert tables_at(k, p) == tables, p
+        with pytest.raises(eventkernel.InvalidArgument, match=f"before the journal's base {cut}.*{archive}"):
+            k.at(cut - 1)
+        # the archive: positions 1..cut with the same hashes, its head hash the base's
+        with eventkernel.open(archive, read_only=True) as a:
+            checked = a.verify()
+            assert checked.ok, checked.problems
+            assert (checked.head, checked.head_hash) == (cut, done.base_hash)
+            assert [(r.position, r.hash) for r in a.read()] == rows[:cut]
+            assert {t: r for t, r in tables_at(a, cut).items()} == then[cut]
+            assert {t: sorted(rows_, key=repr) for t, rows_ in ((t, a.table(t)[1]) for t in a.table_names())} \
+                == then[cut]
+        # commands go on: versions of streams whose events all moved continue
+        assert k._db.conn.execute("SELECT count(*) FROM journal WHERE stream = 'memory:team:early/k'").fetchone() \
+            == (0,)
+        assert k.stream_version("memory:team:early/k") == 2 and k.memory.get("team:early", "k").version == 2
+        assert k.memory.put("team:early", "k", 3).version == 3
+        assert [e.value for e in k.memory.history("team:early", "k")] == [1, 2, 3]
+        fill(k, 50, seed=5)
+        assert k.verify().ok and rebuilt_tables(k) == live_tables(k)
+    with eventkernel.open(path, clock=clock) as k:  # reopens: its tail chains from the base
+        assert k.verify().ok
+
+
+def test_a_second_compaction_chains_archives_and_leaves_one_event(tmp_path, clock):
+    path = str(tmp_path / "live.db")
+    with eventkernel.open(path, clock=clock, snapshot_every=0) as k:
+        fill(k, 200)
+        first = k.compact(before=100, archive=str(tmp_path / "a1.db"))
+        fill(k, 100, seed=2)
+        live = live_tables(k)
+        head = k.head
+        second = k.compact(before=head, archive=str(tmp_path / "a2.db"))  # all but the last event
+        assert second.base == head - 1 and k._db.conn.execute("SELECT count(*) FROM journal").fetchone() == (1,)
+        assert live_tables(k) == live and k.verify().ok
+    with eventkernel.open(path, clock=clock, snapshot_every=0) as k:  # one row left: it chains from the base
+        assert k.verify().ok and rebuilt_tables(k) == live_tables(k)
+        k.memory.put("user:0", "k0", "after")
+        assert k.verify().ok
+    with eventkernel.open(str(tmp_path / "a2.db"), read_only=True) as a2:
+        report = a2.verify()
+        assert report.ok and report.head == head - 1 and report.head_hash == second.base_hash
+        assert next(a2.read()).position == first.base + 1  # itself based on the first archive
+
+
+def test_langgraph_checkpoints_of_an_idle_thread_stay_readable(tmp_path, clock):
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    from eventkernel.integrations.langgraph import EventKernelSaver
+
+    path = str(tmp_path / "lg.db")
+    with eventkernel.open(path, clock=clock, snapshot_every=0) as k:
+        saver = EventKernelSaver(k)
+        config = {"configurable": {"thread_id": "idle", "checkpoint_ns": ""}}
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"messages": ["hello", b"bytes too"]}
+        cp["channel_versions"] = {"messages": "1"}
+        saved = saver.put(config, cp, {"source": "input", "step": 0}, {"messages": "1"})
+        saver.put_writes(saved, [("messages", "pending")], "task-1")
+        before = saver.get_tuple(config)
+        fill(k, 200)
+        done = k.compact(before=k.head - 5, archive=str(tmp_path / "lg-archive.db"))
+        assert done.payloads_kept >= 2
+        after = saver.get_tuple(config)
+        assert after.checkpoint == before.checkpoint and after.pending_writes == before.pending_writes
+        assert [t.config for t in saver.list(config)] == [before.config]
+        with k.at(k.head) as view:
+            assert EventKernelSaver(view).get_tuple(config).checkpoint == before.checkpoint
+        assert k.verify().ok
+
+
+def test_refused_compactions_write_nothing(tmp_path, clock):
+    path = str(tmp_path / "live.db")
+    foreign = tmp_path / "foreign.db"
+    foreign.write_bytes(b"not a journal")
+    with eventkernel.open(path, clock=clock, snapshot_every=0) as k:
+        fill(k, 50)
+        head = k.head
+        for before in (0, 1, head + 1):
+            with refused(k, eventkernel.InvalidArgument, "before must be between 2 and the head"):
+                k.compact(before=before, archive=str(tmp_path / "a.db"))
+        with refused(k, eventkernel.InvalidArgument, "exists and is not a journal"):
+            k.compact(before=10, archive=str(foreign))
+        with refused(k, eventkernel.InvalidArgument, "cannot be the journal itself"):
+            k.compact(before=10, archive=path)
+        with refused(k, eventkernel.InvalidArgument, "does not exist"):
+            k.compact(before=10, archive=str(tmp_path / "nowhere" / "a.db"))
+        with k.transaction(), pytest.raises(eventkernel.InvalidArgument, match="inside this thread's transaction"):
+            k.compact(before=10, archive=str(tmp_path / "a.db"))
+        k.compact(before=20, archive=str(tmp_path / "a.db"))
+        with refused(k, eventkernel.InvalidArgument, "exists and is not this journal's archive up to position 29"):
+            k.compact(before=30, archive=str(tmp_path / "a.db"))
+        assert not os.path.exists(tmp_path / "nowhere")
+    with eventkernel.open(path, read_only=True) as k, pytest.raises(eventkernel.ReadOnly):
+        k.compact(before=30, archive=str(tmp_path / "b.db"))
+    with eventkernel.open(":memory:") as k:
+        fill(k, 10)
+        with pytest.raises(eventkernel.InvalidArgument, match="in-memory"):
+            k.compact(before=5, archive=str(tmp_path / "m.db"))
+
+
+def test_an_archive_left_by_a_stopped_compaction_is_used(tmp_path, clock):
+    path, archive = str(tmp_path / "live.db"), str(tmp_path / "archive.db")
+    with eventkernel.open(path, clock=clock, snapshot_every=0) as k:
+        fill(k, 100)
+        hash_at = {r.position: r.hash for r in k.read()}
+        # the archive was written, then the process stopped before the live file changed
+        compaction._write_archive("compact", k._db, 40, hash_at[40], archive)
+        written = os.path.getmtime(archive)
+        assert k._db.conn.execute("SELECT count(*) FROM journal_base").fetchone() == (0,)
+        done = k.compact(before=41, archive=archive)
+        assert done.base == 40 and os.path.getmtime(archive) == written and k.verify().ok
+
+
+def test_erasing_a_subject_that_predates_the_base_is_refused(tmp_path, clock):
+    path = str(tmp_path / "live.db")
+    with eventkernel.open(path, clock=clock, snapshot_every=0) as k:
+        k.memory.put("person:ann", "ssn", "123")
+        fill(k, 60)
+        k.memory.put("person:bob", "ssn", "456")
+        k.compact(before=30, archive=str(tmp_path / "a.db"))
+        for selector in ({"stream_prefix": "memory:person:ann"}, {"stream": "memory:person:ann/ssn"}):
+            with refused(k, eventkernel.InvalidArgument, "has events before the journal's base 29"):
+                k.erase(**selector, reason="asked")
+        assert k.erase(stream_prefix="memory:person:bob", reason="asked").events == 1
+        assert k.verify().ok
+
+
+def test_the_compact_command(tmp_path, clock, capsys):
+    path = str(tmp_path / "live.db")
+    with eventkernel.open(path, clock=clock, snapshot_every=0) as k:
+        fill(k, 80)
+    assert cli.main(["compact", path, "--before", "41", "--archive", str(tmp_path / "a.db"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["base"] == 40 and out["events"] == 40 and out["archive"] == str(tmp_path / "a.db")
+    assert cli.main(["verify", path]) == 0
+    assert cli.main(["verify", str(tmp_path / "a.db")]) == 0
+    capsys.readouterr()
+    assert cli.main(["compact", path, "--before", "41", "--archive", str(tmp_path / "b.db")]) == 1
+    assert "before must be between 42" in capsys.readouterr().err
+    raw = apsw.Connection(path)
+    assert raw.execute("SELECT min(position) FROM journal").fetchone() == (41,)
+    raw.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(step, min_size=2, max_size=20), cut=st.floats(0.1, 0.9), at=st.floats(0, 1))
+def test_rebuilt_equals_live_across_compactions_of_every_domain(tmp_path_factory, steps, cut, at):
+    """The central property with a compaction at a random moment of a random
+    workload over every domain: live tables equal a rebuild from the base,
+    verify is ok, and so is the archive, whose head hash is the base's."""
+    clock = eventkernel.FrozenClock(1_000)
+    where = tmp_path_factory.mktemp("c")
+    n = 0
+    with eventkernel.open(str(where / "live.db"), clock=clock, snapshot_every=0) as k:
+        compact_at = int(at * len(steps))
+        archive = None
+        for i, (kind, payload, flag) in enumerate(steps):
+            if i == compact_at and k.head >= 2 and archive is None:
+                archive = str(where / "archive.db")
+                done = k.compact(before=max(2, int(k.head * cut)), archive=archive)
+            ops = [payload] if kind == "one" else payload
+            try:
+                if kind == "txn":
+                    with k.transaction():
+                        for op in ops:
+                            try:
+                                run_one(k, clock, op, None)
+                            except eventkernel.CommandRejected:
+                                pass
+                        if flag:
+                            raise Abort
+                else:
+                    n += 1
+                    for _ in range(2 if flag else 1):
+                        try:
+                            run_one(k, clock, payload, f"c{n}" if flag else None)
+                        except eventkernel.CommandRejected:
+                            pass
+            except Abort:
+                pass
+        assert live_tables(k) == rebuilt_tables(k)
+        report = k.verify()
+        assert report.ok, report.problems
+        if archive is not None:
+            with eventkernel.open(archive, read_only=True) as a:
+                checked = a.verify()
+                assert checked.ok and (checked.head, checked.head_hash) == (done.base, done.base_hash)
