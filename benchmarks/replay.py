@@ -1,8 +1,9 @@
 """Replaying a large mixed journal: full rebuild (events/s) against a raw APSW
 scan that decodes every payload, ``k.at(position)`` in the middle, and
 ``replay --out`` (the view saved as a standalone file); views of the past at
-ten positions with and without snapshots, the snapshots' cost and space; and
-the erasure of one subject."""
+ten positions with and without snapshots, the snapshots' cost and space;
+the erasure of one subject; and the compaction of the first half into an
+archive."""
 
 from __future__ import annotations
 
@@ -187,6 +188,15 @@ def run(*, quick: bool, events: int | None = None) -> list[dict[str, Any]]:
     erase_s = time.perf_counter() - start
     print(f"  erased {erased.events} events of {subject} among {head:,} ({size / 2**20:.0f} MiB, then "
           f"{os.path.getsize(path) / 2**20:.0f} MiB): {erase_s:.1f} s", flush=True)
+    # Then move the first half into an archive.
+    start = time.perf_counter()
+    done = k.compact(before=middle + 1, archive=str(where / "archive.db"))
+    compact_s = time.perf_counter() - start
+    after_views = _views(k, [p for p in spread if p >= middle])
+    print(f"  compacted {done.events:,} events into an archive in {compact_s:.1f} s: "
+          f"{done.bytes_before / 2**20:.0f} MiB -> {done.bytes_after / 2**20:.0f} MiB "
+          f"(archive {os.path.getsize(where / 'archive.db') / 2**20:.0f} MiB); k.at after it: "
+          f"{_median(after_views):.3f} s (max {max(after_views):.3f})", flush=True)
     k.close()
     return [
         {"name": f"rebuild of every projection, {head:,} events", "value": rebuild_rate, "min": rebuild_rate,
@@ -219,6 +229,13 @@ def run(*, quick: bool, events: int | None = None) -> list[dict[str, Any]]:
         {"name": "  their space, vs the journal and its indexes", "value": snapshot_mib, "min": snapshot_mib,
          "max": snapshot_mib, "unit": "MiB", "baseline": "pages of the journal table and its indexes",
          "baseline_value": journal_mib, "ratio": snapshot_mib / journal_mib, "target": 1.0},
+        {"name": f"k.compact of the first {done.events:,} events", "value": compact_s, "min": compact_s,
+         "max": compact_s, "unit": "s", "baseline": "raw APSW scan decoding every payload",
+         "baseline_value": head / baseline, "ratio": compact_s / (head / baseline), "target": None},
+        {"name": "  the file after it, vs before", "value": done.bytes_after / 2**20,
+         "min": done.bytes_after / 2**20, "max": done.bytes_after / 2**20, "unit": "MiB",
+         "baseline": "the file before", "baseline_value": done.bytes_before / 2**20,
+         "ratio": done.bytes_after / done.bytes_before, "target": None},
         {"name": f"k.erase of one session among {head:,} events", "value": erase_s, "min": erase_s, "max": erase_s,
          "unit": "s", "baseline": "raw APSW scan decoding every payload", "baseline_value": head / baseline,
          "ratio": erase_s / (head / baseline), "target": None},
