@@ -333,7 +333,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_erase(args: argparse.Namespace) -> int:
     with open_kernel(args.db, create=False) as k:
         done = k.erase(stream=args.stream, stream_prefix=args.prefix, correlation_id=args.correlation,
-                       reason=args.reason, actor=args.actor)
+                       reason=args.reason, actor=args.actor, archive=args.archive)
     _emit(args, {"erasure": done.position, "events": done.events, "projections": done.projections,
                  "wal_cleared": done.wal_cleared},
           f"erased the payloads of {done.events} events (recorded at position {done.position}); rebuilt "
@@ -567,6 +567,8 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--correlation", help="every event with this correlation id, e.g. a LangGraph thread")
     er.add_argument("--reason", required=True, help="why (recorded in the erasure's event)")
     er.add_argument("--actor", help="who asked (recorded too)")
+    er.add_argument("--archive", metavar="FILE", help="after a compaction: the archive holding the subject's "
+                                                     "older events, erased there too")
     sn = command("snapshot", cmd_snapshot, "store a snapshot of every projection at the head, so that views of the "
                                            "past start from it", db="path of an existing journal")
     sn.add_argument("--every", type=_arg("--every"), metavar="N",

@@ -429,7 +429,7 @@ class Kernel(Reader):
 
     def erase(
         self, *, stream: str | None = None, stream_prefix: str | None = None, correlation_id: str | None = None,
-        reason: str, actor: str | None = None,
+        reason: str, actor: str | None = None, archive: str | None = None,
     ) -> Erasure:
         """Erase a subject's payloads from the journal itself: every event of
         ``stream``, of the streams starting with ``stream_prefix``, or with
@@ -444,6 +444,10 @@ class Kernel(Reader):
         of the erased payloads remains in it, and the space they took is
         given back. A subject erased already is not recorded again, but the
         file is rewritten again (to finish a rewrite an I/O error stopped).
+
+        After a compaction, a subject with events before the base needs
+        ``archive`` (the file they moved to): they are erased there too, and
+        the projections stored at the base are made again without them.
         Raises NotFound when no event matches."""
         where = "erase"
         if self._db.owns_write():
@@ -457,6 +461,8 @@ class Kernel(Reader):
         check_text(where, name, value, max_len=journal.MAX_STREAM_LEN)
         check_text(where, "reason", reason, max_len=4096)
         check_optional_text(where, "actor", actor)
+        if archive is not None:
+            check_text(where, "archive", archive, max_len=4096)
         if self._db.found.level < migrations.ERASURE_LEVEL:
             raise InvalidArgument(f"{where} refused: this file's format cannot record erasures (open it writable once)")
         column = {"stream": "stream = ?", "stream_prefix": "substr(stream, 1, length(?)) = ?",
@@ -464,33 +470,40 @@ class Kernel(Reader):
         args = (value, value) if name == "stream_prefix" else (value,)
         with self._db.read(where) as conn:
             base = journal.base(conn)
-            table = "base_correlations" if name == "correlation_id" else "base_streams"
-            key = "correlation_id" if name == "correlation_id" else "stream"
-            predates = base is not None and conn.execute(
-                f"SELECT 1 FROM {table} WHERE {column.replace('stream', key)} LIMIT 1", args).fetchone() is not None
-        if predates:
+            predates = base is not None and _predates(conn, name, column, args)
+        if predates and archive is None:
             assert base is not None
             raise InvalidArgument(
                 f"{where} refused: {name} {value!r} has events before the journal's base {base[0]}, moved to the "
-                f"archive {base[3]!r}; the projections stored at the base hold what they made, which an erasure "
-                "here cannot reach. Erase it in the archive, and see the README (Compaction) for the base"
+                f"archive {base[3]!r}; give archive= (the file they are in) to erase them there too and make the "
+                "projections stored at the base again without them"
             )
+        behind = None
+        if archive is not None:
+            if base is None:
+                raise InvalidArgument(f"{where} refused: archive= is for a compacted journal; this one has no base")
+            behind = _Archived(where, os.path.abspath(archive), base, self._projector, name, column, args)
+        chosen_rows = f"SELECT position FROM journal WHERE {column} AND stream NOT LIKE 'erasure:%'"
         with self._db.write(where) as conn:
             # What the erasure overwrites or frees is zeroed, not left on free pages.
             conn.pragma("secure_delete", True)
             try:
-                chosen_rows = f"SELECT position FROM journal WHERE {column} AND stream NOT LIKE 'erasure:%'"
                 rows: list[tuple[int, str, str, str | None]] = conn.execute(  # type: ignore[assignment]
                     f"SELECT position, type, data, meta FROM journal WHERE position IN ({chosen_rows}) "
                     "AND position NOT IN (SELECT position FROM erased) ORDER BY position", args,
                 ).fetchall()
+                archived = [] if behind is None else behind.rows
                 touched: list[str] = []
-                if rows:
-                    event = PayloadsErased(reason=reason, count=len(rows), first=rows[0][0], last=rows[-1][0],
+                if rows or archived:
+                    every = [*archived, *rows]
+                    event = PayloadsErased(reason=reason, count=len(every), first=every[0][0], last=every[-1][0],
                                            **{name: value})
                     now = self._ctx.stamp()
+                    meta: dict[str, Any] = {} if actor is None else {"actor": actor}
+                    if behind is not None:
+                        meta["archive"] = behind.path
                     appended = self._ctx.emit(f"erasure:{new_id('era', now)}", [event], recorded_at=now,
-                                              meta={"actor": actor} if actor is not None else None, where=where)
+                                              meta=meta or None, where=where)
                     at = appended.records[-1].position
                     conn.executemany(
                         "INSERT INTO erased (position, data_digest, meta_digest, erasure) VALUES (?, ?, ?, ?)",
@@ -499,10 +512,18 @@ class Kernel(Reader):
                     )
                     conn.executemany("UPDATE journal SET data = 'null', meta = NULL WHERE position = ?",
                                      ((p,) for p, _, _, _ in rows))
-                    # Snapshots from the first erased event on hold what it erased.
-                    snapshots.drop_from(conn, rows[0][0])
-                    types = {t for _, t, _, _ in rows}
+                    types = {t for _, t, _, _ in every}
                     touched = [m.NAME for m in self._projector.modules if not types.isdisjoint(m.HANDLES)]
+                    if behind is not None and archived:
+                        # The projections at the base, made again without the archived events.
+                        assert base is not None
+                        snapshots.drop_from(conn, 0, keep_base=False)
+                        compaction._store_full(conn, self._projector, base[0], *behind.base_image(), now)
+                        conn.execute(f"DELETE FROM base_payloads WHERE {column}", args)
+                        touched = [m.NAME for m in self._projector.modules]
+                    elif rows:
+                        # Snapshots from the first erased event on hold what it erased.
+                        snapshots.drop_from(conn, rows[0][0])
                     if touched:
                         self._projector.rebuild(self._db, touched, build=lambda: snapshots.build(
                             self._db, self._projector, at))
@@ -511,9 +532,9 @@ class Kernel(Reader):
                     # stopped): nothing to record, but the file is rewritten again below.
                     found = conn.execute(f"SELECT max(erasure) FROM erased WHERE position IN ({chosen_rows})",
                                          args).fetchone()
-                    if found is None or found[0] is None:
+                    if (found is None or found[0] is None) and behind is None:
                         raise NotFound(f"{where} refused: no event has {name} {value!r}")
-                    at = int(found[0])
+                    at = 0 if found is None or found[0] is None else int(found[0])
             finally:
                 try:
                     conn.pragma("secure_delete", False)
@@ -530,9 +551,12 @@ class Kernel(Reader):
                 cleared = False
             wal = self._db.path + "-wal"
             cleared = cleared and (not os.path.exists(wal) or os.path.getsize(wal) == 0)
+        if behind is not None:
+            behind.finish(at)  # then in the archive, recording this erasure's position
         if self._snapshotter is not None:
             self._snapshotter.latest = None  # learnt again: the newest ones may be gone
-        return Erasure(position=at, events=len(rows), projections=touched, wal_cleared=cleared)
+        return Erasure(position=at, events=len(rows) + (0 if behind is None else len(behind.rows)),
+                       projections=touched, wal_cleared=cleared)
 
     def compact(self, *, before: int, archive: str) -> compaction.Compaction:
         """Move the events before position ``before`` into a new journal file
@@ -618,3 +642,81 @@ class Kernel(Reader):
         return f"<Kernel {self._db.path!r} synchronous={self._db.synchronous}>"
 
 
+def _predates(conn: apsw.Connection, name: str, column: str, args: tuple[str, ...]) -> bool:
+    """Whether the subject has events before the journal's base (moved to an archive)."""
+    table, key = ("base_correlations", "correlation_id") if name == "correlation_id" else ("base_streams", "stream")
+    sql = f"SELECT 1 FROM {table} WHERE {column.replace('stream', key)} LIMIT 1"  # names from erase's own table
+    return conn.execute(sql, args).fetchone() is not None
+
+
+class _Archived:
+    """A subject's events in the archive of a compacted journal: found (and
+    the archive checked to be this journal's, up to the base) before the
+    erasure; the projections at the base made without them; erased there
+    after the live file records the erasure."""
+
+    def __init__(self, where: str, path: str, base: tuple[int, bytes, int, str], projector: Projector, name: str,
+                 column: str, args: tuple[str, ...]) -> None:
+        self.where, self.path, self.column, self.args = where, path, column, args
+        self.projector = projector
+        if not os.path.exists(path):
+            raise InvalidArgument(f"{where} refused: the archive {path!r} does not exist")
+        with open(path, read_only=True, snapshot_every=0) as a, a._db.read(where) as conn:
+            head = journal.head(conn)
+            if head != (base[0], base[1]):
+                raise InvalidArgument(
+                    f"{where} refused: {path!r} is not this journal's archive (its head is position {head[0]}, "
+                    f"the base is {base[0]} with another hash)")
+            if journal.base(conn) is not None and _predates(conn, name, column, args):
+                raise InvalidArgument(f"{where} refused: the subject has events in an older archive, before "
+                                      f"{path!r}'s own base; erase it there first")
+            self.rows: list[tuple[int, str, str, str | None]] = conn.execute(  # type: ignore[assignment]
+                f"SELECT position, type, data, meta FROM journal WHERE {column} AND stream NOT LIKE 'erasure:%' "
+                "AND position NOT IN (SELECT position FROM erased) ORDER BY position", args).fetchall()
+        self.base = base
+
+    def base_image(self) -> tuple[bytes, int]:
+        """Every projection as of the base, replayed from the archive with the subject's payloads erased."""
+        with open(self.path, read_only=True, snapshot_every=0) as a:
+            mem, upto = self.projector.build_in_memory(a._db, erased=frozenset(p for p, *_ in self.rows))
+        try:
+            assert upto == self.base[0]
+            return mem.serialize("main"), int(mem.pragma("page_size"))
+        finally:
+            mem.close()
+
+    def finish(self, erasure: int) -> None:
+        """Erase the rows in the archive (their ``erasure`` is the live
+        file's event), rebuild its projections, rewrite it. Done again, it
+        finds what is left to erase and rewrites the archive again."""
+        with open(self.path, snapshot_every=0) as a:
+            db = a._db
+            with db.write(self.where) as conn:
+                conn.pragma("secure_delete", True)
+                try:
+                    rows: list[tuple[int, str, str, str | None]] = conn.execute(  # type: ignore[assignment]
+                        f"SELECT position, type, data, meta FROM journal WHERE {self.column} AND stream NOT LIKE "
+                        "'erasure:%' AND position NOT IN (SELECT position FROM erased) ORDER BY position",
+                        self.args).fetchall()
+                    if rows:
+                        conn.executemany(
+                            "INSERT INTO erased (position, data_digest, meta_digest, erasure) VALUES (?, ?, ?, ?)",
+                            ((p, journal.digest(d), None if m is None else journal.digest(m), erasure)
+                             for p, _, d, m in rows))
+                        conn.executemany("UPDATE journal SET data = 'null', meta = NULL WHERE position = ?",
+                                         ((p,) for p, *_ in rows))
+                        snapshots.drop_from(conn, int(rows[0][0]))
+                        types = {t for _, t, _, _ in rows}
+                        touched = [m.NAME for m in a._projector.modules if not types.isdisjoint(m.HANDLES)]
+                        if touched:
+                            a._projector.rebuild(db, touched)
+                finally:
+                    try:
+                        conn.pragma("secure_delete", False)
+                    except apsw.Error:
+                        pass
+            db.vacuum(self.where)
+            try:
+                db.checkpoint("truncate")
+            except JournalError:
+                pass

@@ -430,19 +430,21 @@ class Projector:
         progress: Progress | None = None,
         bulk: bool = True,
         page_size: int | None = None,
+        erased: frozenset[int] = frozenset(),
     ) -> tuple[apsw.Connection, int]:
         """Replay the journal up to ``until`` (default: head) into a private
         in-memory database holding the selected projections' tables. A
         built-in projection with a ``Fold`` (the bulk path) folds its rows in
         Python and writes them at once; ``bulk=False`` applies every event
-        one by one, as live commands do; ``page_size``: of the database made."""
+        one by one, as live commands do; ``page_size``: of the database made;
+        ``erased``: positions folded as if their payloads were erased already."""
         modules = self.select(names)
         from eventkernel import snapshots  # the same layer; imported here, as it imports this module
 
         with db.read("replaying the journal") as conn:
             base = journal.base(conn)
         if base is not None:
-            return snapshots.from_base(db, self, modules, base, until, progress)
+            return snapshots.from_base(db, self, modules, base, until, progress, erased)
         # The kernel's own projections may have a bulk path; an application's apply every event.
         folds = {m.NAME: m.Fold() for m in modules if bulk and m.NAME not in self.user_names and hasattr(m, "Fold")}
         mem = memory_connection()
@@ -460,6 +462,8 @@ class Projector:
             report = None if progress is None else (lambda n: progress(n, upto))
             columns = self.journal_columns(modules)
             rows = journal.read_rows(conn, until=upto, page=_BATCH, columns=columns)
+            if erased:
+                rows = ((*r[:5], journal.ERASED_DATA, *r[6:]) if r[0] in erased else r for r in rows)
             self._fold_rows(mem.cursor(), rows, modules, progress=report, folds=folds)
             for name, fold in folds.items():
                 try:

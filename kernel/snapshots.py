@@ -357,8 +357,11 @@ def open_lazily(db: Database, conn: apsw.Connection, position: int) -> apsw.Conn
     image. It reads the file through a connection of its own holding a read
     transaction until it is closed (as a long read does: the WAL cannot be
     checkpointed past it meanwhile). Written pages stay in memory. A kernel
-    in memory gets the whole image at once (there is no file to read)."""
-    if db.in_memory:
+    in memory, or a thread inside its write transaction, gets the whole
+    image at once."""
+    if db.in_memory or db.owns_write():
+        # No file to read, or this thread's transaction may have changed the
+        # snapshots: a reader of its own would not see that.
         return load(conn, position)
     source = db.open_reader()
     try:
@@ -587,7 +590,8 @@ def drop_from(conn: apsw.Connection, position: int, *, keep_base: bool = True) -
 
 
 def from_base(db: Database, projector: Projector, modules: Sequence[Any], base: tuple[int, bytes, int, str],
-              until: int | None, progress: Progress | None) -> tuple[apsw.Connection, int]:
+              until: int | None, progress: Progress | None, erased: frozenset[int] = frozenset(),
+              ) -> tuple[apsw.Connection, int]:
     """A build of a compacted journal: the base snapshot's image (every
     projection where the journal now starts) with the events after it
     applied one by one (only ``modules``'; the other tables stay as at the
@@ -614,6 +618,8 @@ def from_base(db: Database, projector: Projector, modules: Sequence[Any], base: 
             report = None if progress is None else (lambda n: progress(n, upto - position))
             rows = journal.read_rows(conn, after=position, until=upto, page=10_000,
                                      columns=projector.journal_columns(modules))
+            if erased:
+                rows = ((*r[:5], journal.ERASED_DATA, *r[6:]) if r[0] in erased else r for r in rows)
             projector._fold_rows(mem.cursor(), rows, modules, progress=report)
             mem.execute("COMMIT")
         except BaseException:

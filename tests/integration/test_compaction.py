@@ -165,18 +165,60 @@ def test_an_archive_left_by_a_stopped_compaction_is_used(tmp_path, clock):
         assert done.base == 40 and os.path.getmtime(archive) == written and k.verify().ok
 
 
-def test_erasing_a_subject_that_predates_the_base_is_refused(tmp_path, clock):
-    path = str(tmp_path / "live.db")
+def test_a_subject_that_predates_the_base_is_erased_with_its_archive(tmp_path, clock):
+    """Its events are in the archive and what they made is in the base's
+    snapshot: without the archive the erasure is refused; with it, no byte
+    of the subject is left in either file, and both verify."""
+    import glob
+    import zlib
+
+    path, archive = str(tmp_path / "live.db"), str(tmp_path / "a.db")
+    secrets_ = ("SSN-111-22-3333", "SSN-444-55-6666")
     with eventkernel.open(path, clock=clock, snapshot_every=0) as k:
-        k.memory.put("person:ann", "ssn", "123")
+        k.memory.put("person:ann", "ssn", secrets_[0])
+        k.sessions.create("app", "ann", session_id="s-ann", state={"card": secrets_[1]})
         fill(k, 60)
-        k.memory.put("person:bob", "ssn", "456")
-        k.compact(before=30, archive=str(tmp_path / "a.db"))
-        for selector in ({"stream_prefix": "memory:person:ann"}, {"stream": "memory:person:ann/ssn"}):
-            with refused(k, eventkernel.InvalidArgument, "has events before the journal's base 29"):
+        k.compact(before=30, archive=archive)
+        k.sessions.append_event("s-ann", actor="ann", content="after the base")
+        k.memory.put("person:bob", "ssn", "bob's")
+
+        def anywhere() -> list[str]:
+            found = []
+            for name in glob.glob(path + "*") + glob.glob(archive + "*"):
+                with open(name, "rb") as f:
+                    raw = f.read()
+                found += [f"{name}: {s}" for s in secrets_ if s.encode() in raw]
+            for (blob,) in k._db.conn.execute("SELECT data FROM snapshot_pages"):
+                found += [f"snapshot: {s}" for s in secrets_ if s.encode() in zlib.decompress(blob)]
+            return found
+
+        assert anywhere()
+        for selector in ({"stream_prefix": "memory:person:ann"}, {"stream": "session:s-ann"}):
+            with refused(k, eventkernel.InvalidArgument, "before the journal's base 29.*give archive="):
                 k.erase(**selector, reason="asked")
-        assert k.erase(stream_prefix="memory:person:bob", reason="asked").events == 1
-        assert k.verify().ok
+        with refused(k, eventkernel.InvalidArgument, "is not this journal's archive"):
+            k.erase(stream="session:s-ann", reason="asked", archive=path)
+        live_head = k.head
+        first = k.erase(stream_prefix="memory:person:ann", reason="asked", actor="dpo", archive=archive)
+        second = k.erase(stream="session:s-ann", reason="asked", archive=archive)
+        assert (first.events, second.events) == (1, 2)  # the session: its creation archived, one event live
+        assert k.head == live_head + 2
+        assert anywhere() == []
+        assert k.memory.get("person:ann", "ssn") is None and k.memory.get("person:bob", "ssn").value == "bob's"
+        with pytest.raises(eventkernel.NotFound):
+            k.sessions.get("s-ann")
+        report = k.verify()
+        assert report.ok, report.problems
+        assert rebuilt_tables(k) == live_tables(k)
+        (event,) = [e for e in k.log(types=["journal.payloads_erased"]) if e.data.get("stream") == "session:s-ann"]
+        assert event.meta["archive"] == archive
+        assert k.erase(stream="session:s-ann", reason="again", archive=archive).events == 0  # nothing left
+    with eventkernel.open(archive, read_only=True) as a:
+        checked = a.verify()
+        assert checked.ok and checked.head == 29
+        assert a.memory.get("person:ann", "ssn") is None
+        with pytest.raises(eventkernel.NotFound):
+            a.sessions.get("s-ann")
 
 
 def test_the_compact_command(tmp_path, clock, capsys):
@@ -194,6 +236,12 @@ def test_the_compact_command(tmp_path, clock, capsys):
     raw = apsw.Connection(path)
     assert raw.execute("SELECT min(position) FROM journal").fetchone() == (41,)
     raw.close()
+    assert cli.main(["erase", path, "--prefix", "session:", "--reason", "asked"]) == 1
+    assert "give archive=" in capsys.readouterr().err
+    assert cli.main(["erase", path, "--prefix", "session:", "--reason", "asked", "--archive",
+                     str(tmp_path / "a.db"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["events"] > 0
+    assert cli.main(["verify", path]) == 0 and cli.main(["verify", str(tmp_path / "a.db")]) == 0
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
