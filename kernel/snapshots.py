@@ -697,8 +697,10 @@ def check(conn: apsw.Connection, projector: Projector, rebuilt: apsw.Connection 
 
 class Snapshotter:
     """Makes a snapshot in a background thread of its own once the head is
-    ``every`` events past the newest one (a write of this process wakes it).
-    Failures are logged, never raised: snapshots are an optimisation."""
+    ``every`` events past the newest one (a write of this process wakes it),
+    and fills any wider gap it finds in the history (where an erasure or a
+    compaction dropped snapshots). Failures are logged, never raised:
+    snapshots are an optimisation."""
 
     def __init__(self, db: Database, projector: Projector, now: Callable[[], int], every: int) -> None:
         self.db, self.projector, self.now, self.every = db, projector, now, every
@@ -731,12 +733,17 @@ class Snapshotter:
                 with self.db.read("looking for a snapshot to make") as conn:
                     head = journal.head(conn)[0]
                     latest = nearest(conn, self.projector, head) or 0
+                    # Gaps wider than ``every`` anywhere (an erasure or a
+                    # compaction drops snapshots) are filled too, then the head.
+                    targets = [p for p in plan(conn, self.projector, head, self.every) if p != head]
                 self.latest = latest
                 if head - latest >= self.every:
-                    made = take(self.db, self.projector, self.now, [head])
+                    targets.append(head)
+                if targets:
+                    made = take(self.db, self.projector, self.now, targets)
                     self.made += len(made)
-                    if made:
-                        self.latest = made[-1]
+                    if made and made[-1] == head:
+                        self.latest = head
             except Exception:
                 if self._stop or self.db.closed:
                     return

@@ -350,3 +350,24 @@ def test_snapshots_are_awaitable(tmp_path):
             assert await k.drop_snapshots() == 3
 
     asyncio.run(main())
+
+
+def test_the_background_thread_fills_the_history_an_erasure_emptied(tmp_path, clock):
+    with eventkernel.open(str(tmp_path / "s.db"), clock=clock, snapshot_every=50) as k:
+        k.memory.put("person:early", "ssn", "123")
+        fill(k, 300)
+        k.snapshot(every=50)
+        assert len(k.snapshots()) >= 6
+        k.erase(stream_prefix="memory:person:early", reason="asked")  # its first event is position 1
+        assert k.snapshots() == []
+        k.memory.put("user:0", "wake", 1)  # a commit wakes the thread
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            made = [s.position for s in k.snapshots()]
+            if made and all(b - a <= 50 for a, b in itertools.pairwise([0, *made])) and k.head - made[-1] < 50:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"the history was not filled: {[s.position for s in k.snapshots()]} of {k.head}")
+        assert k.verify().ok
+        assert same_as_replay(k, 123) == []
