@@ -106,6 +106,29 @@ def _write_archive(where: str, db: Database, position: int, head_hash: bytes, pa
                 pass
 
 
+def _remove_stale(directory: str, name: str) -> None:
+    """Remove what a compaction killed while writing this archive left (its
+    temporary files, named after a process that is gone)."""
+    prefix = f".{name}."
+    for entry in os.listdir(directory):
+        if not entry.startswith(prefix) or ".tmp" not in entry:
+            continue
+        pid = entry[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # a live process is writing it
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        try:
+            os.remove(os.path.join(directory, entry))
+        except FileNotFoundError:
+            pass
+
+
 def _archive_holds(where: str, path: str, position: int, head_hash: bytes) -> None:
     """An existing archive is used only if it is this journal up to ``position``."""
     from eventkernel.kernel import open as open_kernel
@@ -175,6 +198,7 @@ def compact(where: str, db: Database, projector: Projector, now: Any, position: 
         assert found is not None  # positions are dense after the base
         head_hash, recorded_at = bytes(found[0]), int(found[1])
         marker = snapshots._marker(conn)
+    _remove_stale(os.path.dirname(path), os.path.basename(path))
     if os.path.lexists(path):
         _archive_holds(where, path, position, head_hash)
     else:
