@@ -40,7 +40,8 @@ def link_new(where: str, tmp: str, path: str) -> None:
         os.rename(tmp, path)
 
 
-def _remove(*paths: str) -> None:
+def remove_files(*paths: str) -> None:
+    """Remove these files (those already gone are fine)."""
     for p in paths:
         try:
             os.remove(p)
@@ -85,7 +86,7 @@ def copy_into(where: str, source: apsw.Connection, path: str, *, replace: bool =
     except OSError as e:
         raise JournalError(f"{where} failed while writing {path!r}: {e}") from e
     finally:
-        _remove(tmp, tmp + "-wal", tmp + "-shm", tmp + "-journal")
+        remove_files(tmp, tmp + "-wal", tmp + "-shm", tmp + "-journal")
 
 
 def _closed_by_everyone(where: str, path: str) -> None:
@@ -145,7 +146,7 @@ def _restore(backup: str, path: str, force: bool) -> int:
                 _check_prefix(where, b, path, head, open_kernel)
     # Nothing of the old file's WAL may meet the restored one (SQLite would
     # replay its frames into it): it was folded in above, or is not ours.
-    _remove(path + "-wal", path + "-shm")
+    remove_files(path + "-wal", path + "-shm")
     source = apsw.Connection(backup_path, flags=apsw.SQLITE_OPEN_READONLY)
     try:
         copy_into(where, source, path, replace=True)

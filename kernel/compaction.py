@@ -24,7 +24,7 @@ import apsw
 import msgspec
 
 from eventkernel import journal, snapshots
-from eventkernel.backup import fsync, link_new
+from eventkernel.backup import fsync, link_new, remove_files
 from eventkernel.connection import Database
 from eventkernel.errors import InvalidArgument, JournalCorrupt, JournalError
 from eventkernel.projector import Projector
@@ -99,11 +99,7 @@ def _write_archive(where: str, db: Database, position: int, head_hash: bytes, pa
     except OSError as e:
         raise JournalError(f"{where} failed while writing the archive {path!r}: {e}") from e
     finally:
-        for p in (tmp, tmp + "-wal", tmp + "-shm", tmp + "-journal"):
-            try:
-                os.remove(p)
-            except FileNotFoundError:
-                pass
+        remove_files(tmp, tmp + "-wal", tmp + "-shm", tmp + "-journal")
 
 
 def _remove_stale(directory: str, name: str) -> None:

@@ -366,10 +366,7 @@ class Database:
         flags = apsw.SQLITE_OPEN_READONLY if self.opened_read_only else apsw.SQLITE_OPEN_READWRITE
         if create:
             flags |= apsw.SQLITE_OPEN_CREATE
-        name = self.path
-        if self.immutable:
-            flags |= apsw.SQLITE_OPEN_URI
-            name = "file:" + quote(self.path) + "?mode=ro&immutable=1"
+        name, flags = self._address(flags)
         with translating(f"opening {self.path!r}"):
             conn = apsw.Connection(name, flags=flags, vfs=self.vfs)
             try:
@@ -534,14 +531,17 @@ class Database:
             self._local.depth = 0
         return conn
 
+    def _address(self, flags: int) -> tuple[str, int]:
+        """The name and open flags that reach the file: a URI with
+        ``immutable=1`` where it is read in a read-only place."""
+        if self.immutable:
+            return "file:" + quote(self.path) + "?mode=ro&immutable=1", flags | apsw.SQLITE_OPEN_URI
+        return self.path, flags
+
     def open_reader(self) -> apsw.Connection:
         """A new read-only connection to the file, with the kernel's settings
         (the caller owns it)."""
-        flags = apsw.SQLITE_OPEN_READONLY
-        name = self.path
-        if self.immutable:
-            flags |= apsw.SQLITE_OPEN_URI
-            name = "file:" + quote(self.path) + "?mode=ro&immutable=1"
+        name, flags = self._address(apsw.SQLITE_OPEN_READONLY)
         with translating(f"opening {self.path!r} to read"):
             conn = apsw.Connection(name, flags=flags, vfs=self.vfs)
             _busy_timeout(conn, self.busy_timeout_ms)

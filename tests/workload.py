@@ -52,3 +52,35 @@ def run_one(k: eventkernel.Kernel, clock: eventkernel.FrozenClock, op: tuple, co
         return None
     fn, kwargs = call
     return fn(**kwargs, command_id=command_id)
+
+
+def run_steps(k: eventkernel.Kernel, clock: eventkernel.FrozenClock, steps: list[tuple[str, Any, bool]],
+              before: Callable[[int], None] | None = None) -> None:
+    """Run ``step`` draws: single commands (with a flag, under a command id,
+    twice) and transactions (with a flag, aborted), refusals ignored.
+    ``before(i)`` runs before step ``i``."""
+    n = 0
+    for i, (kind, payload, flag) in enumerate(steps):
+        if before is not None:
+            before(i)
+        try:
+            if kind == "txn":
+                with k.transaction():
+                    for op in payload:
+                        n += 1
+                        try:
+                            run_one(k, clock, op, None)
+                        except eventkernel.CommandRejected:
+                            pass
+                    if flag:
+                        raise Abort
+            else:
+                n += 1
+                cid = f"c{n}" if flag else None
+                for _ in range(2 if flag else 1):  # with a command id, run it twice
+                    try:
+                        run_one(k, clock, payload, cid)
+                    except eventkernel.CommandRejected:
+                        pass
+        except Abort:
+            pass

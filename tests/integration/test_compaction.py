@@ -16,7 +16,7 @@ import eventkernel
 from eventkernel import cli, compaction
 
 from support import fill, live_tables, rebuilt_tables, refused
-from workload import Abort, run_one, step
+from workload import run_steps, step
 
 
 def tables_at(k: eventkernel.Kernel, position: int) -> dict[str, list[tuple[object, ...]]]:
@@ -252,38 +252,19 @@ def test_rebuilt_equals_live_across_compactions_of_every_domain(tmp_path_factory
     verify is ok, and so is the archive, whose head hash is the base's."""
     clock = eventkernel.FrozenClock(1_000)
     where = tmp_path_factory.mktemp("c")
-    n = 0
+    archive = str(where / "archive.db")
+    done = []
     with eventkernel.open(str(where / "live.db"), clock=clock, snapshot_every=0) as k:
-        compact_at = int(at * len(steps))
-        archive = None
-        for i, (kind, payload, flag) in enumerate(steps):
-            if i == compact_at and k.head >= 2 and archive is None:
-                archive = str(where / "archive.db")
-                done = k.compact(before=max(2, int(k.head * cut)), archive=archive)
-            ops = [payload] if kind == "one" else payload
-            try:
-                if kind == "txn":
-                    with k.transaction():
-                        for op in ops:
-                            try:
-                                run_one(k, clock, op, None)
-                            except eventkernel.CommandRejected:
-                                pass
-                        if flag:
-                            raise Abort
-                else:
-                    n += 1
-                    for _ in range(2 if flag else 1):
-                        try:
-                            run_one(k, clock, payload, f"c{n}" if flag else None)
-                        except eventkernel.CommandRejected:
-                            pass
-            except Abort:
-                pass
+
+        def compact_once(i: int) -> None:
+            if i == int(at * len(steps)) and k.head >= 2 and not done:
+                done.append(k.compact(before=max(2, int(k.head * cut)), archive=archive))
+
+        run_steps(k, clock, steps, before=compact_once)
         assert live_tables(k) == rebuilt_tables(k)
         report = k.verify()
         assert report.ok, report.problems
-        if archive is not None:
+        if done:
             with eventkernel.open(archive, read_only=True) as a:
                 checked = a.verify()
-                assert checked.ok and (checked.head, checked.head_hash) == (done.base, done.base_hash)
+                assert checked.ok and (checked.head, checked.head_hash) == (done[0].base, done[0].base_hash)
