@@ -294,7 +294,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         report = VerifyReport(ok=False, problems=[str(e)], head=0, head_hash="")
     else:
         with k:
-            report = k.verify(anchor=anchor, progress=_progress("verifying"))
+            report = k.verify(anchor=anchor, progress=_progress("verifying"), all_snapshots=args.all_snapshots)
     problems = list(report.problems)
     if args.expect_head and args.expect_head != report.head_hash:
         problems.append(
@@ -556,6 +556,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("name", nargs="?", help="one projection, e.g. work_items (default: all)")
     v = command("verify", cmd_verify, "check integrity, order, hash chain and projections")
     v.add_argument("--expect-head", metavar="HASH", help="the head hash recorded earlier (detects a cut tail)")
+    v.add_argument("--all-snapshots", action="store_true",
+                   help="also compare every snapshot, row for row, with the journal replayed to its position")
     v.add_argument("--anchor", metavar="POSITION:HASH",
                    help="a head and its hash recorded earlier: names where a cut tail began")
     command("stats", cmd_stats, "head, events per type and stream kind, sizes, projection lag")

@@ -594,7 +594,8 @@ class Kernel(Reader):
             self._snapshotter.latest = None
         return done
 
-    def verify(self, *, anchor: tuple[int, str] | None = None, progress: Progress | None = None) -> VerifyReport:
+    def verify(self, *, anchor: tuple[int, str] | None = None, progress: Progress | None = None,
+               all_snapshots: bool = False) -> VerifyReport:
         """Check the file, the journal's order and hash chain, and that every
         projection equals a rebuild row for row. ``anchor=(report.head,
         report.head_hash)`` from an earlier report also detects a cut tail.
@@ -607,8 +608,10 @@ class Kernel(Reader):
             raise InvalidArgument(
                 f"verify refused: anchor must be (position, 64-hex-digit head_hash), got {anchor!r:.100}"
             )
+        if type(all_snapshots) is not bool:
+            raise InvalidArgument(f"verify refused: all_snapshots must be a bool, got {all_snapshots!r:.60}")
         return verify(self._db, self._projector, anchor=anchor, progress=self._db.guard("verify", progress),
-                      kernel_kinds=KERNEL_STREAM_KINDS)
+                      kernel_kinds=KERNEL_STREAM_KINDS, all_snapshots=all_snapshots)
 
     def checkpoint(self, mode: Literal["passive", "full", "restart", "truncate"] = "passive") -> tuple[int, int]:
         """Copy the WAL into the database file now (maintenance; appends never

@@ -630,15 +630,53 @@ def from_base(db: Database, projector: Projector, modules: Sequence[Any], base: 
     return mem, upto
 
 
+def _check_each(conn: apsw.Connection, projector: Projector, problem: Callable[[str], None], limit: int) -> None:
+    base = journal.base(conn)
+    start = 0 if base is None else base[0]
+    positions = [int(p) for (p,) in conn.execute(
+        "SELECT position FROM snapshots WHERE projections = ? AND position > ? ORDER BY position",
+        (key(projector), start))]
+    if not positions:
+        return
+    if base is None:
+        replay = memory_connection()
+        replay.pragma("journal_mode", "off")
+        for m in projector.modules:
+            replay.execute(projector.ddl(m))
+    else:
+        replay = load(conn, start)
+    try:
+        at = start
+        for position in positions:
+            fold(projector, conn, replay, at, position)
+            at = position
+            try:
+                mem = load(conn, position)
+            except KernelError as e:
+                problem(str(e))
+                continue
+            try:
+                for text in projector.compare(mem, replay, limit=limit):
+                    problem(f"snapshot at position {position}: {text}")
+            finally:
+                mem.close()
+    finally:
+        replay.close()
+
+
 def check(conn: apsw.Connection, projector: Projector, rebuilt: apsw.Connection | None, head: int,
-          problem: Callable[[str], None], limit: int) -> None:
+          problem: Callable[[str], None], limit: int, *, every: bool = False) -> None:
     """For ``verify``: every stored run of pages reads back whole, every
     snapshot's page map names stored runs of itself or its ancestors, the
     newest usable snapshot's pages compose its recorded image, and with the
     events after it folded it equals ``rebuilt`` (a rebuild at ``head``)
-    row for row."""
+    row for row. ``every``: each usable snapshot is also compared, row for
+    row, with the journal replayed to its position (one pass, applying every
+    event; a compare per snapshot)."""
     if not present(conn):
         return
+    if every:
+        _check_each(conn, projector, problem, limit)
     for snapshot, first, n, blob, crc in conn.execute(
             "SELECT snapshot, first_page, pages, data, crc32 FROM snapshot_pages"):
         if zlib.crc32(blob) != crc:

@@ -42,6 +42,7 @@ def verify(
     progress: Progress | None = None,
     limit: int = 50,
     kernel_kinds: frozenset[str] = frozenset(),
+    all_snapshots: bool = False,
 ) -> VerifyReport:
     """Check ``integrity_check``, dense positions, dense stream versions, the
     hash chain, that the kernel's own streams hold only the kernel's events,
@@ -68,7 +69,7 @@ def verify(
 
     try:
         with db.read("verifying the journal") as conn:
-            _check(db, projector, conn, anchor, progress, limit, problem, notes, state, kernel_kinds)
+            _check(db, projector, conn, anchor, progress, limit, problem, notes, state, kernel_kinds, all_snapshots)
     except (KernelError, apsw.Error) as e:
         problem(f"the file cannot be read to the end: {e}", state["head"] + 1)
     return VerifyReport(
@@ -92,6 +93,7 @@ def _check(
     notes: list[str],
     state: dict[str, Any],
     kernel_kinds: frozenset[str],
+    all_snapshots: bool = False,
 ) -> None:
     integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
     if integrity != ["ok"]:
@@ -221,7 +223,7 @@ def _check(
                 problem(text)
         # Snapshots: each composes its image; the newest equals the rebuild.
         snapshots.check(conn, projector, mem if len(compared) == len(projector.modules) else None, head,
-                        problem, limit)
+                        problem, limit, every=all_snapshots)
     finally:
         if mem is not None:
             mem.close()

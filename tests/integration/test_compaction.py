@@ -71,6 +71,8 @@ def test_the_prefix_moves_to_a_verifiable_archive_and_the_file_continues_from_it
         assert [e.value for e in k.memory.history("team:early", "k")] == [1, 2, 3]
         fill(k, 50, seed=5)
         assert k.verify().ok and rebuilt_tables(k) == live_tables(k)
+        k.snapshot(every=100)  # the history after the base again; each compared with the journal from it
+        assert k.verify(all_snapshots=True).ok
     with eventkernel.open(path, clock=clock) as k:  # reopens: its tail chains from the base
         assert k.verify().ok
 

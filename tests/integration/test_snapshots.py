@@ -98,7 +98,10 @@ def test_the_kernel_makes_snapshots_on_its_own_in_the_background(tmp_path, clock
                 time.sleep(0.02)
         made = [s.position for s in k.snapshots()]
         assert len(made) >= 3 and k.head - made[-1] < 50 + 40, made
-        assert all(b - a >= 50 for a, b in itertools.pairwise(made)), made
+        # No gap wider than 50 from position 0 on (the thread fills the history below its first), and
+        # none made needlessly: at most two per 50 events.
+        assert all(b - a <= 50 for a, b in itertools.pairwise([0, *made])), made
+        assert len(made) <= 2 * made[-1] // 50 + 1, made
         assert k.verify().ok
     assert not [t for t in threading.enumerate() if t.name == "eventkernel-snapshots"]  # close stopped it
     with eventkernel.open(path, clock=clock, snapshot_every=0) as k:  # none without asking
@@ -371,3 +374,40 @@ def test_the_background_thread_fills_the_history_an_erasure_emptied(tmp_path, cl
             pytest.fail(f"the history was not filled: {[s.position for s in k.snapshots()]} of {k.head}")
         assert k.verify().ok
         assert same_as_replay(k, 123) == []
+
+
+def test_verify_all_snapshots_compares_each_with_the_journal(tmp_path, clock, monkeypatch, capsys):
+    """An older snapshot made wrong, the newest right: the default verify
+    (the newest against the rebuild) cannot see it; all_snapshots does."""
+    path = str(tmp_path / "s.db")
+    with eventkernel.open(path, clock=clock, snapshot_every=0) as k:
+        fill(k, 150)
+        real = k._projector.build_in_memory
+
+        def forged(*args, **kwargs):
+            mem, upto = real(*args, **kwargs)
+            mem.execute("UPDATE memory_entries SET value = '\"forged\"' WHERE rowid = (SELECT min(rowid) "
+                        "FROM memory_entries)")
+            return mem, upto
+
+        monkeypatch.setattr(k._projector, "build_in_memory", forged)
+        old = k.snapshot()  # made from a (forged) replay: no snapshot before it
+        monkeypatch.setattr(k._projector, "build_in_memory", real)
+        fill(k, 100, seed=2)
+        with k._db.write() as conn:  # the newest made from a replay too, not from the forged one
+            conn.execute("UPDATE snapshots SET projections = 'other' WHERE position = ?", (old,))
+        newest = k.snapshot()
+        with k._db.write() as conn:
+            conn.execute("UPDATE snapshots SET projections = ? WHERE position = ?", (snapshots.key(k._projector), old))
+        assert [s.position for s in k.snapshots() if s.usable] == [old, newest]
+        assert k.verify().ok
+        report = k.verify(all_snapshots=True)
+        assert not report.ok
+        assert any(f"snapshot at position {old}: " in p and "memory_entries" in p for p in report.problems)
+        assert not any(f"snapshot at position {newest}" in p for p in report.problems), report.problems
+        with pytest.raises(eventkernel.InvalidArgument, match="all_snapshots must be a bool"):
+            k.verify(all_snapshots="yes")
+    assert cli.main(["verify", path]) == 0
+    assert cli.main(["verify", path, "--all-snapshots"]) == 1
+    printed = capsys.readouterr()
+    assert f"snapshot at position {old}" in printed.out + printed.err
