@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
-from eventkernel import demo, readonly
+from eventkernel import demo, readonly, secrets
 from eventkernel.backup import restore
 from eventkernel.errors import InvalidArgument, JournalCorrupt, KernelError
 from eventkernel.journal import LogEntry
@@ -419,8 +419,18 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     with _read(args) as k:
         stats = k.stats()
+        if args.metrics:
+            window = _whole(args.window, "--window") * 60_000
+            if window == 0:
+                raise InvalidArgument("--window must be at least 1 minute")
+            health = k.metrics.health(window_ms=window)
+            names = k.metrics.names()
+            samples = {n: k.metrics.aggregate(n, since=health.since, until=health.until) for n in names}
     if args.json:
-        _print(_dump(stats))
+        if args.metrics:
+            _print(_dump({"stats": stats, "health": health, "metrics": samples}))
+        else:
+            _print(_dump(stats))
         return 0
     _print(f"head {stats.head}, database {stats.database_bytes:,} bytes")
     for name, size in stats.files.items():
@@ -434,6 +444,41 @@ def cmd_stats(args: argparse.Namespace) -> int:
     _print("projections:")
     for name, p in stats.projections.items():
         _print(f"  {name:<28} v{p['version']} at {p['position']:,} (lag {p['lag']:,})")
+    if args.metrics:
+        _print_health(health, samples)
+    return 0
+
+
+def _rate(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _print_health(health: Any, samples: dict[str, Any]) -> None:
+    minutes = (health.until - health.since) / 60_000
+    _print(f"health over the last {minutes:g} minutes ({_iso(health.since)} to {_iso(health.until)}): "
+           f"{health.events:,} events")
+    _print("  commands per minute:")
+    for name, rate in sorted(health.commands_per_minute.items(), key=lambda kv: (-kv[1], kv[0])):
+        _print(f"    {name:<26} {rate:>10.2f}")
+    _print(f"  lease expiries {health.lease_expiries:,}; work claims {health.work_claims:,}; "
+           f"retry rate {_rate(health.retry_rate)}")
+    _print(f"  recovery attempts finished {health.recovery_attempts:,}; success rate "
+           f"{_rate(health.recovery_success_rate)}")
+    lagging = {n: lag for n, lag in health.projection_lag.items() if lag}
+    _print(f"  projection lag: {', '.join(f'{n} {lag:,}' for n, lag in lagging.items()) or 'none'}")
+    if samples:
+        _print("metrics over the same span (count, mean, p50, p95, p99, max):")
+        for name, s in samples.items():
+            if s.count:
+                _print(f"  {name:<28} {s.count:>8,} {s.mean:>10.4g} {s.p50:>10.4g} {s.p95:>10.4g} {s.p99:>10.4g} "
+                       f"{s.max:>10.4g}")
+            else:
+                _print(f"  {name:<28} {0:>8}")
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key = secrets.generate_key()
+    _emit(args, {"key": key, "key_id": secrets.key_id(key)}, key)
     return 0
 
 
@@ -560,7 +605,10 @@ def parser() -> argparse.ArgumentParser:
                    help="also compare every snapshot, row for row, with the journal replayed to its position")
     v.add_argument("--anchor", metavar="POSITION:HASH",
                    help="a head and its hash recorded earlier: names where a cut tail began")
-    command("stats", cmd_stats, "head, events per type and stream kind, sizes, projection lag")
+    st = command("stats", cmd_stats, "head, events per type and stream kind, sizes, projection lag")
+    st.add_argument("--metrics", action="store_true", help="also the kernel's health (commands per minute, lease "
+                    "expiries, retry and recovery rates) and the recorded metrics, over a recent span")
+    st.add_argument("--window", default="60", metavar="MINUTES", help="the span of --metrics (default 60)")
     er = command("erase", cmd_erase, "erase a subject's payloads from the journal, keeping the chain verifiable",
                  db="path of an existing journal")
     which = er.add_mutually_exclusive_group(required=True)
@@ -601,6 +649,11 @@ def parser() -> argparse.ArgumentParser:
     ex = command("export", cmd_export, "the events as JSON lines, or one projection table")
     ex.add_argument("--table", help="a projection table instead of the events, e.g. work_items")
     ex.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="jsonl (default) or csv (tables)")
+    kg = sub.add_parser("keygen", help="print a new secret key (for open(secret_key=…) or "
+                                      "$EVENTKERNEL_SECRET_KEY)", description="Print a new secret key: 32 random "
+                        "bytes as URL-safe base64, for secret configuration values.")
+    kg.add_argument("--json", action="store_true", help="print the key and its id as JSON")
+    kg.set_defaults(fn=cmd_keygen)
     q = command("query", cmd_query, "run one read-only SQL statement")
     q.add_argument("sql", metavar="SQL", help="one SELECT statement (writes, ATTACH and PRAGMA are refused)")
     return p
@@ -612,7 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help and --version (0), usage errors (1), already printed
         return e.code if isinstance(e.code, int) else 1
     try:
-        if args.db in ("", ":memory:"):
+        if getattr(args, "db", None) in ("", ":memory:"):
             raise InvalidArgument(f"DB must be the path of a file, got {args.db!r}")
         return int(args.fn(args))
     except KernelError as e:

@@ -12,6 +12,7 @@
     │   ├── IdempotencyConflict    an event id or command id reused for other content
     │   ├── ReadOnly               a write through a read-only view
     │   ├── ProjectionFailed       a projection raised while applying the command's events
+    │   ├── SecretKeyError         a secret value without the key it needs (never shows the value)
     │   └── InvalidArgument        (also ValueError) bad input refused at the door
     ├── KernelClosed               the kernel was closed (also wakes waiting subscribers)
     ├── WrongProcess               a kernel used in another process than the one that opened it
@@ -112,6 +113,12 @@ class ProjectionFailed(CommandRejected):
             f"projection {projection!r} failed on {event_type} (position {position}): "
             f"{type(error).__name__}: {error}; nothing was written"
         )
+
+
+class SecretKeyError(CommandRejected):
+    """A secret configuration value was set or read without the secret key
+    it needs (none given, another key, or a key that is not one). The
+    message names the key ids, never a key or a value."""
 
 
 class InvalidArgument(CommandRejected, ValueError):

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import apsw
 import msgspec
 
-from eventkernel import backup, compaction, journal, migrations, snapshots
+from eventkernel import backup, compaction, journal, migrations, secrets, snapshots
 from eventkernel.clock import Clock, system_clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, GroupCommit, Synchronous, translating
@@ -63,6 +63,7 @@ def open(
     projections: Sequence[Any] = (),
     group_commit: bool = True,
     snapshot_every: int = snapshots.DEFAULT_EVERY,
+    secret_key: Any = None,
 ) -> Kernel:
     """Open the journal at ``path`` (or ":memory:").
 
@@ -91,12 +92,18 @@ def open(
     so that ``k.at()`` folds at most about this many events; 0 makes
     snapshots only when asked.
 
+    ``secret_key`` encrypts and decrypts secret configuration values
+    (``k.config.set(..., secret=True)``): a key from ``eventkernel keygen``,
+    or a list of keys (the first encrypts, the others still decrypt values
+    from before a rotation); None reads ``$EVENTKERNEL_SECRET_KEY``
+    (comma-separated), and without it secrets are refused.
+
     Raises JournalError subclasses when the file cannot be opened,
     InvalidArgument for a projection that does not fit.
     """
     return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
                   create=create, read_only=read_only, projections=projections, group_commit=group_commit,
-                  snapshot_every=snapshot_every)
+                  snapshot_every=snapshot_every, secret_key=secret_key)
 
 
 def _check_progress(where: str, progress: object) -> None:
@@ -129,16 +136,18 @@ class Kernel(Reader):
         projections: Sequence[Any] = (),
         group_commit: bool = True,
         snapshot_every: int = snapshots.DEFAULT_EVERY,
+        secret_key: Any = None,
     ) -> None:
         if clock is not None and not callable(clock):
             raise InvalidArgument(f"open refused: clock must be a callable returning int ms, got {clock!r}")
         check_int("open", "snapshot_every", snapshot_every, minimum=0)
         users = check_projections(projections, PROJECTIONS)
+        keys = secrets.keyring("open", secret_key)
         self._db = Database(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
                             create=create, read_only=read_only)
         try:
             self._projector = Projector((*PROJECTIONS, *users), user=users)
-            self._ctx = Context(self._db, self._projector, clock or system_clock)
+            self._ctx = Context(self._db, self._projector, clock or system_clock, keys)
             found = self._db.found
             if not read_only:
                 if found.kind == "new" or not found.stamped or found.level < migrations.newest():
@@ -243,7 +252,7 @@ class Kernel(Reader):
                 f"compacted into the archive {base[3]!r}; open that file "
                 f"(eventkernel.open(archive, read_only=True).at({position}))"
             )
-        return KernelView(self._db, self._projector, self._ctx.clock, position, progress)
+        return KernelView(self._db, self._projector, self._ctx.clock, position, progress, self._ctx.keyring)
 
     def position_at(self, time_ms: int, *, where: str = "position_at") -> int:
         """The last position such that every event up to it was recorded at or

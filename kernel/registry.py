@@ -16,9 +16,13 @@ import msgspec
 
 from eventkernel.events import checkpoints as checkpoint_events
 from eventkernel.events import commands as command_events
+from eventkernel.events import config as config_events
+from eventkernel.events import connections as connection_events
+from eventkernel.events import documents as document_events
 from eventkernel.events import graphs as graph_events
 from eventkernel.events import idempotency as idempotency_events
 from eventkernel.events import memory as memory_events
+from eventkernel.events import metrics as metric_events
 from eventkernel.events import recovery as recovery_events
 from eventkernel.events import retention as retention_events
 from eventkernel.events import sessions as session_events
@@ -26,9 +30,13 @@ from eventkernel.events import tasks as task_events
 from eventkernel.events import work as work_events
 from eventkernel.projections import (
     checkpoints,
+    configurations,
+    connections,
+    document_index,
     graphs,
     idempotency_keys,
     memory_entries,
+    metrics,
     recovery,
     retention,
     sessions,
@@ -37,9 +45,13 @@ from eventkernel.projections import (
 )
 from eventkernel.services.base import Context
 from eventkernel.services.checkpoints import Checkpoints
+from eventkernel.services.config import Config
+from eventkernel.services.connections import Connections
+from eventkernel.services.documents import Documents
 from eventkernel.services.graphs import Graphs
 from eventkernel.services.idempotency import Idempotency
 from eventkernel.services.memory import Memory
+from eventkernel.services.metrics import Metrics
 from eventkernel.services.recovery import Recovery
 from eventkernel.services.retention import Retention
 from eventkernel.services.sessions import Sessions
@@ -67,6 +79,10 @@ class Services:
     tasks: Annotated[Tasks, Domain(task_events, tasks, ("task", "workflow", "agent"))]
     graphs: Annotated[Graphs, Domain(graph_events, graphs, ("graph",))]
     retention: Annotated[Retention, Domain(retention_events, retention, ("retention",))]
+    config: Annotated[Config, Domain(config_events, configurations, ("config", "config_keyring"))]
+    connections: Annotated[Connections, Domain(connection_events, connections, ("connection",))]
+    metrics: Annotated[Metrics, Domain(metric_events, metrics, ("metric",))]
+    documents: Annotated[Documents, Domain(document_events, document_index, ("document",))]
 
     def _attach(self, ctx: Context) -> None:
         """Give this object (a kernel, or a view of the past) every domain's service."""

@@ -19,6 +19,7 @@ from eventkernel.errors import InvalidArgument, JournalError
 from eventkernel.journal import LogEntry, Recorded
 from eventkernel.projector import Progress, Projector
 from eventkernel.registry import Services
+from eventkernel.secrets import Keyring
 from eventkernel.services.base import Context
 from eventkernel.validate import check_int, check_optional_text, check_text
 
@@ -157,7 +158,7 @@ class KernelView(Reader):
     by replaying the journal from position 1 when there is none)."""
 
     def __init__(self, source: Database, projector: Projector, clock: Clock, position: int,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, keyring: Keyring | None = None) -> None:
         mem, upto = snapshots.build(source, projector, position, progress)
         try:
             with translating(f"opening a view as of position {upto}"):
@@ -168,7 +169,7 @@ class KernelView(Reader):
         self.position = upto
         self._projector = projector
         self._db = Database.adopt(mem, read_only=f"this is a read-only view of the journal as of position {upto}")
-        self._attach(Context(self._db, projector, clock))
+        self._attach(Context(self._db, projector, clock, keyring))
 
     def save(self, path: str) -> None:
         """Write every projection table as of this position into a new,

@@ -14,6 +14,7 @@ from eventkernel.connection import Database
 from eventkernel.errors import JournalError, NotFound
 from eventkernel.journal import Appended
 from eventkernel.projector import Projector
+from eventkernel.secrets import Keyring
 from eventkernel.validate import MAX_TIME_MS
 
 R = TypeVar("R")
@@ -36,10 +37,11 @@ def after_row(
 class Context:
     """The storage a service writes through."""
 
-    def __init__(self, db: Database, projector: Projector, clock: Clock) -> None:
+    def __init__(self, db: Database, projector: Projector, clock: Clock, keyring: Keyring | None = None) -> None:
         self.db = db
         self.projector = projector
         self.clock = clock
+        self.keyring = keyring  # the secret keys of configuration secrets (None: none given)
         db.before_commit = projector.advance
 
     def now(self) -> int:

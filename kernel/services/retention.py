@@ -41,6 +41,8 @@ RETENTION_RULES: dict[str, tuple[str, str, str]] = {
     "work_items_failed": ("work_items", "work_item_id", "status = 'failed' AND updated_at <= ?"),
     "sessions_archived": ("sessions", "session_id", "status = 'archived' AND updated_at <= ?"),
     "idempotency_keys_expired": ("idempotency_keys", "key", "expires_at IS NOT NULL AND expires_at <= ?"),
+    "connections_closed": ("connections", "connection_id", "is_active = 0 AND updated_at <= ?"),
+    "metrics_samples": ("metrics", "position", "recorded_at <= ?"),
 }
 """Every rule a policy may use: the table it forgets rows of, and which rows."""
 RULES = RETENTION_RULES

@@ -120,6 +120,14 @@ def run(
         return _execute(ctx, spec, args, command_id, actor, record_noop, False)
 
 
+def identity(args: Args) -> dict[str, Any]:
+    """What names a command's arguments for ``command_id``: every argument
+    but those whose name starts with ``_`` (what a call derives afresh each
+    time, e.g. a ciphertext under a random nonce, or key material, which
+    must never reach the journal, not even as a digest)."""
+    return {k: v for k, v in args.items() if not k.startswith("_")}
+
+
 def _execute(
     ctx: Context, spec: Spec[S, R], args: Args, command_id: str | None, actor: str | None, record_noop: bool,
     nested: bool,
@@ -154,7 +162,7 @@ def _command(
     if actor is not None:
         meta["actor"] = actor
     if command_id is not None:
-        digest = hashlib.sha256(codec.canonical_json(dict(args))).hexdigest()[:32]
+        digest = hashlib.sha256(codec.canonical_json(identity(args))).hexdigest()[:32]
         meta.update(command_id=command_id, args=digest)
         previous = journal.find_command(conn, command_id)
         if previous:
