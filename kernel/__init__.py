@@ -30,6 +30,7 @@ from eventkernel.errors import (
     NotFound,
     ProjectionFailed,
     ReadOnly,
+    SecretKeyError,
     TerminalState,
     UnknownEventType,
     WrongProcess,
@@ -39,6 +40,9 @@ from eventkernel.journal import Recorded
 from eventkernel.compaction import Compaction
 from eventkernel.kernel import Erasure, Kernel, open
 from eventkernel.projections.checkpoints import Checkpoint
+from eventkernel.projections.configurations import ConfigEntry, ConfigVersion
+from eventkernel.projections.connections import Connection
+from eventkernel.projections.document_index import Document
 from eventkernel.projections.idempotency_keys import IdempotencyKey
 from eventkernel.projections.memory_entries import MemoryEntry
 from eventkernel.projections.recovery import (
@@ -52,7 +56,10 @@ from eventkernel.projections.sessions import Session, SessionEvent
 from eventkernel.projections.tasks import Agent, Task, ToolExecution, Workflow, WorkflowTask
 from eventkernel.projections.work_items import WorkItem
 from eventkernel.services.checkpoints import Resume
+from eventkernel.services.documents import DocumentHit
 from eventkernel.services.idempotency import IdempotencyResult
+from eventkernel.services.metrics import Health, Summary as MetricSummary, Window as MetricWindow
+from eventkernel.secrets import generate_key
 from eventkernel.services.retention import RETENTION_RULES, SEED_DEFAULTS as RETENTION_DEFAULTS, RetentionReport
 from eventkernel.events.retention import Policy
 from eventkernel.snapshots import Snapshot
@@ -70,11 +77,17 @@ __all__ = [
     "CommitOutcomeUnknown",
     "Compaction",
     "ConcurrencyConflict",
+    "ConfigEntry",
+    "ConfigVersion",
+    "Connection",
+    "Document",
+    "DocumentHit",
     "Erased",
     "Erasure",
     "Event",
     "FailurePattern",
     "FrozenClock",
+    "Health",
     "IdempotencyConflict",
     "IdempotencyKey",
     "IdempotencyResult",
@@ -89,6 +102,8 @@ __all__ = [
     "KernelError",
     "LeaseNotHeld",
     "MemoryEntry",
+    "MetricSummary",
+    "MetricWindow",
     "NotAJournal",
     "NotFound",
     "Policy",
@@ -103,6 +118,7 @@ __all__ = [
     "RecoveryTask",
     "Resume",
     "RetentionReport",
+    "SecretKeyError",
     "Session",
     "SessionEvent",
     "Snapshot",
@@ -115,6 +131,7 @@ __all__ = [
     "Workflow",
     "WorkflowTask",
     "WrongProcess",
+    "generate_key",
     "open",
     "register_upcaster",
     "restore",

@@ -75,7 +75,8 @@ def list(
     limit: int = -1, after: str | None = None,
 ) -> builtins.list[Connection]:
     """By connection id; filtered (every filter's column leads an index)."""
-    terms, args = [], []
+    terms: builtins.list[str] = []
+    args: builtins.list[Any] = []
     if client_id is not None:
         terms.append("client_id = ?")
         args.append(client_id)

@@ -119,8 +119,10 @@ def text_search(conn: apsw.Connection, match: str, limit: int) -> builtins.list[
 
 def vector_state(conn: apsw.Connection, dim: int) -> tuple[int, int]:
     """(count, newest position) of the documents with an embedding of ``dim`` floats."""
-    row = conn.execute("SELECT count(*), max(position) FROM document_index WHERE embedding_dim = ?", (dim,)).fetchone()
-    return row[0], row[1] or 0
+    for n, newest in conn.execute("SELECT count(*), max(position) FROM document_index WHERE embedding_dim = ?",
+                                  (dim,)):
+        return n, newest or 0
+    return 0, 0
 
 
 def vectors(conn: apsw.Connection, dim: int, after: int) -> apsw.Cursor:

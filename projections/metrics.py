@@ -11,6 +11,7 @@ import apsw
 from eventkernel import codec
 from eventkernel.codec import Event
 from eventkernel.events.metrics import MetricRecorded
+from eventkernel.events.retention import RowsForgotten
 from eventkernel.journal import Recorded
 from eventkernel.projections import retention
 from eventkernel.projections.rows import Target, dump
@@ -24,7 +25,7 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
     if isinstance(event, MetricRecorded):
         conn.execute("INSERT INTO metrics (position, name, value, tags, recorded_at) VALUES (?, ?, ?, ?, ?)",
                      (recorded.position, event.name, event.value, dump(event.tags), recorded.recorded_at))
-    elif isinstance(event, retention.RowsForgotten) and event.table == NAME:
+    elif isinstance(event, RowsForgotten) and event.table == NAME:
         conn.executemany("DELETE FROM metrics WHERE position = ?", ((int(k),) for k in event.keys))
 
 

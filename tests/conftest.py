@@ -18,6 +18,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 
 START_MS = 1_700_000_000_000
 
+# Secret configuration values need a key; the tests of running without one remove it.
+os.environ.setdefault("EVENTKERNEL_SECRET_KEY", "dGVzdC1zZWNyZXQta2V5LW9mLXRoZS1zdWl0ZS0wMDA=")
+
 
 @pytest.fixture
 def clock() -> eventkernel.FrozenClock:

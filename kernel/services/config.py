@@ -208,7 +208,9 @@ class Config:
                     f"{where} refused: {key!r} is secret and this kernel has no secret key to encrypt it with; "
                     f"open it with secret_key= or ${ENV} (`eventkernel keygen` prints a new key)")
             clear = codec.dump_json([value_type, value]).encode()
-            current = keyring.current
+            # The key the file's secrets are under, if this kernel holds it (after a rotation in a
+            # transaction that was rolled back, that is still the old one); the command checks it again.
+            current = keyring.by_id.get(self.key_id() or "", keyring.current)
             args.update(value=None, mac=current.mac(clear), key_id=current.id,
                         _ciphertext=current.encrypt(key, codec.dump_json(value).encode()))
         else:
@@ -223,6 +225,7 @@ class Config:
         check_text(where, "key", key)
         if as_of is not None:
             check_int(where, "as_of", as_of, minimum=0)
+        value_type: str | None
         with self._ctx.db.read(where) as conn:
             if as_of is None:
                 entry = configurations.get(conn, key)

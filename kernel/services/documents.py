@@ -23,12 +23,13 @@ import math
 import re
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import apsw
 import msgspec
 
+from eventkernel import journal
 from eventkernel.errors import InvalidArgument, NotFound
 from eventkernel.events.documents import DocumentIndexed, DocumentSyncMarked
 from eventkernel.journal import Recorded
@@ -45,6 +46,7 @@ from eventkernel.validate import (
     check_text,
 )
 
+_np: Any
 try:  # optional: the [vectors] extra
     import numpy as _np
 except ImportError:  # pragma: no cover - the test extra installs it
@@ -162,51 +164,81 @@ def fts_query(text: str) -> str | None:
 
 
 class _Vectors:
-    """The embeddings of one dimension, normalised, in memory."""
+    """The embeddings of one dimension, normalised, in memory: with NumPy
+    the rows of one matrix (grown by doubling, updated in place), without
+    it one list per row."""
 
-    def __init__(self) -> None:
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
         self.paths: builtins.list[str] = []
         self.models: builtins.list[str | None] = []
         self.rows: dict[str, int] = {}
-        self.unit: builtins.list[Any] = []  # per row: a normalised vector (a list, or a NumPy row)
-        self.matrix: Any = None  # NumPy: the rows stacked (rebuilt lazily)
-        self.position = 0
+        self.unit: builtins.list[builtins.list[float]] = []  # without NumPy
+        self.matrix: Any = None if _np is None else _np.zeros((0, dim), dtype=_np.float32)
+        self.position = 0  # the newest position among its rows
+        self.head = -1  # the journal head when it was brought up to date
+
+    def load(self, rows: Iterable[tuple[str, bytes, str | None, int]]) -> None:
+        """Many rows at once (a cold cache): with NumPy, normalised in one step."""
+        if _np is None:
+            for path, raw, model, _ in rows:
+                self.put(path, raw, model)
+            return
+        got = builtins.list(rows)
+        if not got:
+            return
+        block = _np.frombuffer(b"".join(r[1] for r in got), dtype="<f4").reshape(len(got), self.dim)
+        norms = _np.linalg.norm(block, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        self.matrix = (block / norms).astype(_np.float32)
+        self.paths = [r[0] for r in got]
+        self.models = [r[2] for r in got]
+        self.rows = {p: i for i, p in enumerate(self.paths)}
 
     def put(self, path: str, raw: bytes, model: str | None) -> None:
+        i = self.rows.get(path)
+        if i is None:
+            i = self.rows[path] = len(self.paths)
+            self.paths.append(path)
+            self.models.append(model)
+        else:
+            self.models[i] = model
         if _np is not None:
             v = _np.frombuffer(raw, dtype="<f4").astype(_np.float32)
             n = float(_np.linalg.norm(v))
-            unit: Any = v / n if n else v
-        else:
-            values = array.array("f")
-            values.frombytes(raw)
-            n = math.sqrt(math.fsum(x * x for x in values))
-            unit = [x / n for x in values] if n else builtins.list(values)
-        i = self.rows.get(path)
-        if i is None:
-            self.rows[path] = len(self.paths)
-            self.paths.append(path)
-            self.models.append(model)
+            if i >= len(self.matrix):
+                grown = _np.zeros((max(16, 2 * len(self.matrix)), self.dim), dtype=_np.float32)
+                grown[: len(self.matrix)] = self.matrix
+                self.matrix = grown
+            self.matrix[i] = v / n if n else v
+            return
+        values = array.array("f")
+        values.frombytes(raw)
+        n = math.sqrt(math.fsum(x * x for x in values))
+        unit = [x / n for x in values] if n else builtins.list(values)
+        if i == len(self.unit):
             self.unit.append(unit)
         else:
-            self.models[i] = model
             self.unit[i] = unit
-        self.matrix = None
 
-    def search(self, query: Any, k: int, model: str | None) -> builtins.list[tuple[float, str]]:
-        if not self.paths:
+    def search(self, query: bytes, k: int, model: str | None) -> builtins.list[tuple[float, str]]:
+        size = len(self.paths)
+        if not size or not k:
             return []
+        values = array.array("f")
+        values.frombytes(query)
+        norm = math.sqrt(math.fsum(x * x for x in values))
         if _np is not None:
-            if self.matrix is None:
-                self.matrix = _np.vstack(self.unit)
-            scores = self.matrix @ query
+            q = _np.asarray(values, dtype=_np.float32) / _np.float32(norm)
+            scores = self.matrix[:size] @ q
             if model is not None:
                 scores = _np.where(_np.array([m == model for m in self.models]), scores, -_np.inf)
-            n = min(k, len(self.paths))
+            n = min(k, size)
             top = _np.argpartition(-scores, n - 1)[:n]
             found = [(float(scores[i]), self.paths[i]) for i in top if scores[i] != -_np.inf]
         else:
-            found = [(math.fsum(map(float.__mul__, u, query)), p)
+            unit = [x / norm for x in values]
+            found = [(math.fsum(map(float.__mul__, u, unit)), p)
                      for u, p, m in zip(self.unit, self.paths, self.models, strict=True)
                      if model is None or m == model]
             found = heapq.nlargest(k, found, key=lambda sp: (sp[0], _Neg(sp[1])))
@@ -329,6 +361,10 @@ class Documents:
         check_int(where, "k", k, minimum=0, maximum=MAX_HITS)
         check_optional_text(where, "embedding_model", embedding_model)
         query = embedding_bytes(where, vector)
+        values = array.array("f")
+        values.frombytes(query)
+        if not any(values):
+            raise InvalidArgument(f"{where} refused: vector is all zeros, which has no direction to compare")
         return self._nearest(where, query, k, embedding_model)
 
     def _text(self, where: str, text: str, limit: int, raw: bool) -> builtins.list[DocumentHit]:
@@ -348,22 +384,29 @@ class Documents:
         dim = len(query) // 4
         with self._lock, self._ctx.db.read(where) as conn:
             cache = self._vectors.get(dim)
-            count, newest = document_index.vector_state(conn, dim)
-            if cache is None or newest < cache.position:
-                cache = self._vectors[dim] = _Vectors()
-            for path, raw, emb_model, position in document_index.vectors(conn, dim, cache.position):
-                cache.put(path, raw, emb_model)
-            cache.position = newest
-            if len(cache.paths) != count:  # a document left this dimension: reload it whole
-                cache = self._vectors[dim] = _Vectors()
-                for path, raw, emb_model, position in document_index.vectors(conn, dim, 0):
-                    cache.put(path, raw, emb_model)
-                cache.position = newest
-            q = _Vectors()
-            q.put("", query, None)
-            found = cache.search(q.unit[0], k, model) if k else []
+            head = journal.head(conn)[0]
+            if cache is None or cache.head != head:  # the journal moved: bring the cache up to date
+                cache = self._refresh(conn, dim, cache)
+                cache.head = head
+            found = cache.search(query, k, model)
             if not found:
                 return []
             titles = {p: document_index.get(conn, p) for _, p in found}
         return [DocumentHit(file_path=p, title=titles[p].title, document_type=titles[p].document_type,  # type: ignore[union-attr]
                             score=s) for s, p in found]
+
+    def _refresh(self, conn: apsw.Connection, dim: int, cache: _Vectors | None) -> _Vectors:
+        """The cache of ``dim`` with the rows changed since it last looked."""
+        count, newest = document_index.vector_state(conn, dim)
+        # newest below what the cache saw: the table was rebuilt (an erasure, a rebuild)
+        stale = cache is None or newest < cache.position
+        if cache is not None and not stale:
+            for path, raw, emb_model, _ in document_index.vectors(conn, dim, cache.position):
+                cache.put(path, raw, emb_model)
+            cache.position = newest
+            stale = len(cache.paths) != count  # a document left this dimension
+        if stale or cache is None:  # load it whole
+            cache = self._vectors[dim] = _Vectors(dim)
+            cache.load(document_index.vectors(conn, dim, 0))
+            cache.position = newest
+        return cache

@@ -61,9 +61,8 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     """The kernel's health over [since, until] (ms), read from the journal.
 
     ``commands_per_minute``: per command name, the commands of that name per
-    minute (a command's events are consecutive and share its metadata and
-    time, so each run of them counts once; two identical commands without a
-    ``command_id`` or actor in the same millisecond count as one).
+    minute (a command's events are consecutive; one that appends several
+    says how many in its metadata, so each command counts once).
     ``lease_expiries``: leases that ran out. ``retry_rate``: of the work
     items' failed attempts (failures and expiries), the share sent back to
     pending (None: none failed). ``recovery_success_rate``: of the recovery
@@ -127,10 +126,11 @@ def decide_record(_: None, a: Args, now: int) -> Decision:
 
 
 def _positions(reads: Reads, a: Args, records: builtins.list[Recorded], outcome: str | None) -> builtins.list[int]:
-    order = {}
+    order: dict[str, builtins.list[int]] = {}
     for r in records:
         order.setdefault(r.stream, []).append(r.position)
-    out, seen = [], {}
+    out: builtins.list[int] = []
+    seen: dict[str, int] = {}
     for name, _, _ in a["samples"]:  # in the order given
         i = seen.get(name, 0)
         out.append(order[f"metric:{name}"][i])
@@ -249,8 +249,9 @@ def _matches(tags: dict[str, str] | None, want: dict[str, str] | None) -> bool:
 def _first_at(conn: apsw.Connection, since: int, head: int) -> int:
     """The first position recorded at or after ``since``: a binary search, since
     times never go backwards along the journal (head + 1: none)."""
-    row = conn.execute("SELECT min(position) FROM journal").fetchone()
-    lo, hi = (row[0] or head + 1), head + 1
+    lo, hi = head + 1, head + 1
+    for (first,) in conn.execute("SELECT min(position) FROM journal"):
+        lo = first or lo
     while lo < hi:
         mid = (lo + hi) // 2
         at = conn.execute("SELECT recorded_at FROM journal WHERE position = ?", (mid,)).fetchone()
@@ -271,7 +272,8 @@ def _health(conn: apsw.Connection, first: int, head: int, since: int, until: int
             lags: dict[str, int]) -> Health:
     commands: dict[str, int] = {}
     events = expiries = claims = failed_attempts = retried = finished = succeeded = 0
-    previous = None
+    rest = 0  # events still to come of the command being read
+    current: tuple[str, int] | None = None
     for type_, meta, at, data in conn.execute(
             "SELECT type, meta, recorded_at, CASE WHEN type IN (?, ?, ?) THEN data END FROM journal "
             "WHERE position >= ? AND position <= ? ORDER BY position",
@@ -279,11 +281,16 @@ def _health(conn: apsw.Connection, first: int, head: int, since: int, until: int
         if at > until:
             break
         events += 1
-        if meta is not None and (meta, at) != previous:
-            name = codec.decode_json(meta).get("command")
-            if name is not None:
+        if rest and (meta, at) == current:  # (a command's events share its metadata and time)
+            rest -= 1
+        elif meta is not None:
+            current, rest = (meta, at), 0
+            decoded = codec.decode_json(meta)
+            name = decoded.get("command") if type(decoded) is dict else None
+            if type(name) is str:
                 commands[name] = commands.get(name, 0) + 1
-        previous = (meta, at)
+                n = decoded.get("events")
+                rest = n - 1 if type(n) is int and n > 1 else 0
         if type_ == _CLAIMED:
             claims += 1
         elif type_ in (_EXPIRED, _FAILED):

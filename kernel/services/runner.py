@@ -175,6 +175,9 @@ def _command(
                 )
             return _replay(ctx, spec, args, previous)
     decision = spec.decide(spec.load(conn, args, now), args, now)
+    count = sum(len(e.events) for e in decision.emits)
+    if count > 1:  # so that a reader of the journal knows where each command ends (k.metrics.health)
+        meta["events"] = count
     meta_text = codec.dump_json(meta)
     if not nested:
         return _write(ctx, spec, args, command_id, record_noop, decision, now, meta, meta_text)

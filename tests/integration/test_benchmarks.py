@@ -18,7 +18,10 @@ def test_benchmarks_run_and_write_the_documented_json(tmp_path, capsys):
     reads = {f"{op} {q}" for op in ("memory.get", "sessions.get", "work.get") for q in ("p50", "p99")}
     wakes = {f"subscription wake-up, {where}, {q}" for where in ("same process", "another process")
              for q in ("p50", "p99")}
-    assert {n for n in names if n.endswith(("p50", "p99"))} == reads | wakes
+    searches = {f"vector search {n}k×384, numpy, {q}" for n in (1, 2) for q in ("p50", "p99")} | {
+        f"vector search {n}k×384, pure Python, p50" for n in (1, 2)} | {
+        f"text search {n}k docs, top 10, {q}" for n in (1, 2) for q in ("p50", "p99")}
+    assert {n for n in names if n.endswith(("p50", "p99"))} == reads | wakes | searches
     assert any(n.startswith("durable work.enqueue, 8 threads") for n in names)
     doubles = [r for r in results if r["unit"] == "items"]
     assert [r["value"] for r in doubles] == [0]  # 4 worker processes: no item completed twice or never

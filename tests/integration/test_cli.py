@@ -393,3 +393,32 @@ def test_an_interrupted_replay_out_leaves_no_half_file(demo_db, tmp_path, monkey
     conn = apsw.Connection(str(out), flags=apsw.SQLITE_OPEN_READONLY)
     assert conn.execute("SELECT count(*) FROM work_items").fetchone() == (6,)
     conn.close()
+
+
+def test_keygen_prints_a_usable_key(capsys, db_path):
+    from eventkernel.secrets import key_id
+
+    assert main(["keygen"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert main(["keygen", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["key_id"] == key_id(shown["key"]) and shown["key"] != key
+    with eventkernel.open(db_path, secret_key=key) as k:
+        k.config.set("s", "v", secret=True)
+        assert k.config.get("s") == "v" and k.config.key_id() == key_id(key)
+
+
+def test_stats_metrics_prints_health_and_samples(capsys, db_path):
+    main(["demo", db_path])
+    with eventkernel.open(db_path) as k:
+        for v in (10, 20, 30, 40):
+            k.metrics.record("llm.tokens", v)
+    capsys.readouterr()
+    assert main(["stats", db_path, "--metrics", "--window", "100000"]) == 0
+    out = capsys.readouterr().out
+    assert "commands per minute:" in out and "work.claim" in out and "retry rate" in out
+    assert re.search(r"llm\.tokens\s+4\s+25\s+25\s+38\.5\s+39\.7\s+40", out), out
+    assert main(["stats", db_path, "--metrics", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["metrics"]["llm.tokens"]["count"] == 4 and shown["health"]["head"] == shown["stats"]["head"]
+    assert main(["stats", db_path, "--metrics", "--window", "0"]) == 1

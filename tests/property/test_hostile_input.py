@@ -48,7 +48,15 @@ def _seeded() -> eventkernel.Kernel:
     k.recovery.start_attempt("t-1", "retry", attempt_id="att-1")
     k.tasks.define_workflow("flow", definition={"steps": []}, workflow_id="wf-1")
     k.tasks.spawn_agent("t-1", name="planner", agent_id="ag-1")
+    k.config.set("key-1", 5, description="a setting")
+    k.config.set("key-2", "s3cr3t", secret=True)
+    CONNECTIONS.append(k.connections.open("client-1", connection_type="ws", user_id="u1").connection_id)
+    k.metrics.record("m.latency", 12.5, tags={"route": "a"})
+    k.documents.index("d/a.md", title="Design", content="the journal of agents", embedding=[1.0, 0.0, 0.5])
     return k
+
+
+CONNECTIONS: list[str] = []
 
 
 PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
@@ -88,6 +96,28 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "prefix": st.text(st.sampled_from("u:a\ud7ff\ue000\uffff\U0010ffff\U0010fffe"), max_size=4),
     "stream_prefix": st.builds(lambda t: "memory:" + t, st.text(st.sampled_from("u:\ud7ff\uffff\U0010ffff"), max_size=3)),
     "time_ms": st.integers(-(2**64), 2**64),
+    "client_id": st.sampled_from(["client-1", "client-2"]),
+    "connection_id": st.one_of(st.sampled_from(["conn-nope"]), st.builds(lambda: CONNECTIONS[0])),
+    "connection_type": st.sampled_from(["ws", "http"]),
+    "timeout_ms": st.integers(-1, 10**13),
+    "file_path": st.sampled_from(["d/a.md", "d/b.md"]),
+    "title": st.sampled_from(["Design", ""]),
+    "content": st.text(max_size=30),
+    "document_type": st.sampled_from(["design", "plan", "memo", None]),
+    "sync_status": st.sampled_from(["pending", "synced", "failed", "stale", "done", None]),
+    "embedding": st.lists(st.floats(width=32), min_size=0, max_size=4),
+    "vector": st.lists(st.floats(width=32), min_size=0, max_size=4),
+    "k": st.integers(-1, 20),
+    "text": st.text(max_size=20),
+    "name": st.sampled_from(["m.latency", "m.other"]),
+    "value": st.one_of(st.floats(), st.integers(), json_values),
+    "value_type": st.sampled_from(["string", "integer", "float", "boolean", "json", "int", None]),
+    "secret": st.booleans(),
+    "samples": st.lists(st.tuples(st.sampled_from(["m.latency", ""]), st.floats(), st.none()), max_size=3),
+    "window_ms": st.integers(-1, 10**7),
+    "since": st.integers(-1, 2 * 10**12),
+    "until": st.integers(-1, 2 * 10**12),
+    "new_key": st.sampled_from([eventkernel.generate_key(), "short", ""]),
     "events": st.sampled_from([[Note(text="hi")], [], [Note(text="a"), Note(text="b")], ["not an event"]]),
 }
 
@@ -205,7 +235,7 @@ CLI_VALUES = st.one_of(
 )
 CLI_OPTIONS = ["--json", "--stream", "--prefix", "--type", "--correlation", "--after", "--before", "--since",
                "--until", "--limit", "--full", "--to", "--at", "--out", "--expect-head", "--anchor", "--table",
-               "--format", "--seed"]
+               "--format", "--seed", "--metrics", "--window"]
 
 
 @settings(max_examples=int(os.environ.get("EVENTKERNEL_CLI_FUZZ", "300")))

@@ -216,3 +216,62 @@ def test_the_task_and_agent_lifecycles():
     with pytest.raises(eventkernel.NotFound, match="no workflow"):
         tasks.decide_add_to_workflow((False, True, None, None),
                                      {"workflow_id": "w", "task_id": "t1", "sequence": 1}, NOW)
+
+
+# --- configurations, connections, documents -------------------------------------------
+
+
+def _config(**changes):
+    from eventkernel.projections.configurations import ConfigEntry
+
+    base = ConfigEntry("k", 5, "integer", "d", False, 1, NOW, NOW, 1)
+    return msgspec.structs.replace(base, **changes)
+
+
+def _set_args(value, *, value_type=None, secret=False, key_id=None, description=None):
+    from eventkernel.services.config import fits
+
+    return {"key": "k", "value": None if secret else value, "value_type": value_type, "fits": fits(value),
+            "description": description, "secret": secret, "key_id": key_id, "_ciphertext": "ek1:x:y" if secret else None}
+
+
+def test_config_types_secrecy_and_keys():
+    from eventkernel.events.config import ConfigSet
+    from eventkernel.services.config import decide_set
+
+    event = decide_set((None, None), _set_args(2.5), NOW).emits[0].events[0]
+    assert isinstance(event, ConfigSet) and (event.value_type, event.value) == ("float", 2.5)
+    assert decide_set((_config(), None), _set_args(5), NOW).outcome == "unchanged"  # same value: no version
+    assert decide_set((_config(), None), _set_args(6), NOW).emits[0].events[0].description == "d"  # kept
+    with pytest.raises(eventkernel.InvalidArgument, match="holds integer values"):
+        decide_set((_config(), None), _set_args("x"), NOW)
+    assert decide_set((_config(), None), _set_args("x", value_type="string"), NOW).emits  # retyped on purpose
+    with pytest.raises(eventkernel.InvalidArgument, match="is secret, so it is set with secret=True"):
+        decide_set((_config(is_secret=True), None), _set_args(5), NOW)
+    with pytest.raises(eventkernel.SecretKeyError, match="encrypted under key aaa and this kernel encrypts with key bbb"):
+        decide_set((None, "aaa"), _set_args("pw", secret=True, key_id="bbb"), NOW)
+    secret = decide_set((None, "aaa"), _set_args("pw", secret=True, key_id="aaa"), NOW).emits[0].events[0]
+    assert (secret.value, secret.secret, secret.ciphertext) == (None, True, "ek1:x:y")
+
+
+def test_connection_rules():
+    from eventkernel.projections.connections import Connection
+    from eventkernel.services.connections import decide_close, decide_heartbeat, decide_reap
+
+    live = Connection("c1", "cl", None, "ws", True, None, NOW, NOW, NOW, None, None, 1)
+    assert decide_heartbeat(live, {"connection_id": "c1", "metadata": None}, NOW).emits
+    closed = msgspec.structs.replace(live, is_active=False, closed_at=NOW, close_reason="timed_out")
+    with pytest.raises(eventkernel.TerminalState, match="timed out at"):
+        decide_close(closed, {"connection_id": "c1"}, NOW)
+    with pytest.raises(eventkernel.NotFound):
+        decide_heartbeat(None, {"connection_id": "c1", "metadata": None}, NOW)
+    reaped = decide_reap(["c1", "c2"], {"timeout_ms": 10}, NOW)
+    assert [e.stream for e in reaped.emits] == ["connection:c1", "connection:c2"]
+    assert all(e.events[0].reason == "timed_out" for e in reaped.emits)
+
+
+def test_document_marks_need_a_document():
+    from eventkernel.services.documents import decide_mark
+
+    with pytest.raises(eventkernel.NotFound, match="no document 'p'; index"):
+        decide_mark(None, {"file_path": "p", "status": "synced", "error": None}, NOW)
