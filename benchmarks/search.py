@@ -30,7 +30,7 @@ def _corpus(path: str, n: int, rng: random.Random, vectors: np.ndarray) -> float
         with k.transaction():
             for i in range(lo, min(n, lo + 1_000)):
                 words = rng.choices(WORDS, k=60)
-                k.documents.index(f"docs/{i:07d}.md", title=" ".join(words[:5]), content=" ".join(words),
+                k.documents.index(f"docs/{i:07d}.txt", title=" ".join(words[:5]), content=" ".join(words),
                                   embedding=vectors[i].tobytes(), embedding_model="bench-384")
     took = time.perf_counter() - start
     k.close()
@@ -78,7 +78,7 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
             start = time.perf_counter()
             first = k.documents.search(vector=queries[0], k=10)
             load_ms = (time.perf_counter() - start) * 1000
-            assert [h.file_path for h in first] == [f"docs/{i:07d}.md" for i in floor(queries[0])]
+            assert [h.file_path for h in first] == [f"docs/{i:07d}.txt" for i in floor(queries[0])]
             theirs = _times(floor, queries)
             ours = _times(lambda q: k.documents.search(vector=q, k=10), queries)
             results.append({"name": f"vector search {label}, first (loads the cache)", "value": load_ms,

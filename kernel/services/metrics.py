@@ -157,6 +157,9 @@ class Metrics:
         """Record (name, value, tags) samples in one command; their positions, in order."""
         where = "metrics.record"
         checked = []
+        if isinstance(samples, str | bytes) or not isinstance(samples, Iterable):
+            raise InvalidArgument(f"{where} refused: samples must be a list of (name, value, tags) tuples, "
+                                  f"got {type(samples).__name__}")
         for i, sample in enumerate(samples):
             if not isinstance(sample, tuple) or len(sample) != 3:
                 raise InvalidArgument(f"{where} refused: sample {i} must be a (name, value, tags) tuple, "

@@ -7,7 +7,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-PATHS = st.sampled_from(["d/a.md", "d/b.md", "d/c.md"])
+PATHS = st.sampled_from(["d/a.txt", "d/b.txt", "d/c.txt"])
 WORDS = ["agent", "journal", "lease", "plan", "memory"]
 
 OPS = [
@@ -32,20 +32,20 @@ def resolve(k: Any, op: tuple) -> Any:
 
 
 def exercise(k: Any, clock: Any) -> None:
-    k.documents.index("docs/design.md", title="Design", content="The journal is the source of truth.",
+    k.documents.index("docs/design.txt", title="Design", content="The journal is the source of truth.",
                       document_type="design", embedding=[1.0, 0.0, 0.0], embedding_model="m", chunk_count=1,
                       metadata={"owner": "kernel"})
-    k.documents.index("docs/plan.md", title="Plan", content="Agents lease work from the journal.",
+    k.documents.index("docs/plan.txt", title="Plan", content="Agents lease work from the journal.",
                       embedding=[0.5, 0.5, 0.0], embedding_model="m")
-    k.documents.mark_synced("docs/design.md")
-    k.documents.mark_failed("docs/plan.md", "timeout")
-    k.documents.index("docs/design.md", title="Design", content="The journal is the only source of truth.",
+    k.documents.mark_synced("docs/design.txt")
+    k.documents.mark_failed("docs/plan.txt", "timeout")
+    k.documents.index("docs/design.txt", title="Design", content="The journal is the only source of truth.",
                       embedding=[0.9, 0.1, 0.0], embedding_model="m")
-    k.documents.mark_stale("docs/plan.md")
-    k.documents.get("docs/design.md")
-    k.documents.content("docs/design.md")
+    k.documents.mark_stale("docs/plan.txt")
+    k.documents.get("docs/design.txt")
+    k.documents.content("docs/design.txt")
     k.documents.list()
-    k.documents.list(sync_status="stale", after_key="docs/design.md", limit=5)
+    k.documents.list(sync_status="stale", after_key="docs/design.txt", limit=5)
     k.documents.search("journal truth")
     k.documents.search("agents OR design", raw=True, limit=3)
     k.documents.search(vector=[1.0, 0.0, 0.0], k=1)

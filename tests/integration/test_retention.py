@@ -111,7 +111,8 @@ def test_work_items_and_archived_sessions_after_n_days(tmp_path, clock):
         assert k.sessions.get(ids["live"]).user_id == "bob"
         assert k.sessions.shared_state("app", "alice") == {"user:lang": "fr"}  # the user's, not the session's
         (recorded,) = [r for r in k.read(types=["retention.rows_forgotten"]) if r.event.table == "sessions"]
-        assert k.log(after=recorded.position - 1, limit=1).__next__().meta == {"actor": "ops", "command": "retention.apply"}
+        assert k.log(after=recorded.position - 1, limit=1).__next__().meta == {"actor": "ops", "command": "retention.apply",
+                                                                            "events": 2}
         assert live_tables(k) == rebuilt_tables(k) == rebuilt_tables(k, bulk=False)
         # a later rule of the same file: failed items after 7 days
         assert k.retention.apply(policies={"work_items_failed": 7}).results[0].keys == []

@@ -67,7 +67,7 @@ def test_every_command_is_in_the_workload():
     setup = [("tasks.create", "t1"), ("tasks.workflow", "t1"), ("tasks.agent", "t1"), ("work.enqueue", "t1", 1),
              ("work.claim", "w"), ("recovery.start", "t1"), ("idempotency.begin", "i", 1),
              ("sessions.create", "s", "u", {}), ("memory.put", "n", "k", 1, None),
-             ("connections.open", "cl1", "http"), ("documents.index", "d/a.md", ["agent"], None)]
+             ("connections.open", "cl1", "http"), ("documents.index", "d/a.txt", ["agent"], None)]
     ops = [("work.complete_any",), ("work.heartbeat_any",), ("work.release_any",), ("work.fail_any", True),
            ("work.cancel_any",),
            ("work.expire",), ("checkpoints.record", "t", "manual", 1), ("idempotency.complete", "i"),
@@ -84,8 +84,8 @@ def test_every_command_is_in_the_workload():
            ("retention.apply", None), ("config.set", "c.a", 1, None), ("config.delete", "c.a"),
            ("config.rotate_key", 0), ("connections.heartbeat", 0), ("connections.close", 0),
            ("connections.reap", 0), ("metrics.record", "m", 1.0, None), ("metrics.record_many", 2),
-           ("documents.mark", "d/a.md", "synced"), ("documents.mark", "d/a.md", "failed"),
-           ("documents.mark", "d/a.md", "stale")]
+           ("documents.mark", "d/a.txt", "synced"), ("documents.mark", "d/a.txt", "failed"),
+           ("documents.mark", "d/a.txt", "stale")]
     covered = set()
     for op in setup:
         fn, kwargs = resolve(k, op)

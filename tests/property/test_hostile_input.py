@@ -52,7 +52,7 @@ def _seeded() -> eventkernel.Kernel:
     k.config.set("key-2", "s3cr3t", secret=True)
     CONNECTIONS.append(k.connections.open("client-1", connection_type="ws", user_id="u1").connection_id)
     k.metrics.record("m.latency", 12.5, tags={"route": "a"})
-    k.documents.index("d/a.md", title="Design", content="the journal of agents", embedding=[1.0, 0.0, 0.5])
+    k.documents.index("d/a.txt", title="Design", content="the journal of agents", embedding=[1.0, 0.0, 0.5])
     return k
 
 
@@ -100,7 +100,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "connection_id": st.one_of(st.sampled_from(["conn-nope"]), st.builds(lambda: CONNECTIONS[0])),
     "connection_type": st.sampled_from(["ws", "http"]),
     "timeout_ms": st.integers(-1, 10**13),
-    "file_path": st.sampled_from(["d/a.md", "d/b.md"]),
+    "file_path": st.sampled_from(["d/a.txt", "d/b.txt"]),
     "title": st.sampled_from(["Design", ""]),
     "content": st.text(max_size=30),
     "document_type": st.sampled_from(["design", "plan", "memo", None]),

@@ -23,21 +23,21 @@ VOCAB = ["agent", "journal", "lease", "plan", "memory", "graph", "queue", "retry
 
 
 def test_index_sync_states_and_stale_on_new_content(k, clock):
-    d = k.documents.index("docs/a.md", title="A", content="alpha text", document_type="design", chunk_count=2,
+    d = k.documents.index("docs/a.txt", title="A", content="alpha text", document_type="design", chunk_count=2,
                           metadata={"owner": "x"})
     assert (d.sync_status, d.content_hash, d.chunk_count) == (
         "pending", hashlib.sha256(b"alpha text").hexdigest(), 2)
-    assert k.documents.index("docs/a.md", title="A", content="beta").sync_status == "pending"  # never synced yet
+    assert k.documents.index("docs/a.txt", title="A", content="beta").sync_status == "pending"  # never synced yet
     clock.advance(10)
-    synced = k.documents.mark_synced("docs/a.md")
+    synced = k.documents.mark_synced("docs/a.txt")
     assert (synced.sync_status, synced.last_synced_at) == ("synced", clock.now)
-    assert k.documents.index("docs/a.md", title="A2", content="beta").sync_status == "synced"  # same content
-    assert k.documents.index("docs/a.md", title="A2", content="gamma").sync_status == "stale"  # new hash
-    failed = k.documents.mark_failed("docs/a.md", "vector store down")
+    assert k.documents.index("docs/a.txt", title="A2", content="beta").sync_status == "synced"  # same content
+    assert k.documents.index("docs/a.txt", title="A2", content="gamma").sync_status == "stale"  # new hash
+    failed = k.documents.mark_failed("docs/a.txt", "vector store down")
     assert (failed.sync_status, failed.sync_error) == ("failed", "vector store down")
-    assert k.documents.mark_stale("docs/a.md").sync_error is None
-    assert k.documents.content("docs/a.md") == "gamma"
-    assert [x.file_path for x in k.documents.list(sync_status="stale")] == ["docs/a.md"]
+    assert k.documents.mark_stale("docs/a.txt").sync_error is None
+    assert k.documents.content("docs/a.txt") == "gamma"
+    assert [x.file_path for x in k.documents.list(sync_status="stale")] == ["docs/a.txt"]
     with refused(k, NotFound, "no document 'nope'"):
         k.documents.mark_synced("nope")
 
@@ -88,7 +88,7 @@ def bm25_oracle(docs: dict[str, tuple[str, str]], words: list[str]) -> dict[str,
 
 
 @settings(max_examples=30)
-@given(st.dictionaries(st.sampled_from([f"d/{i}.md" for i in range(12)]),
+@given(st.dictionaries(st.sampled_from([f"d/{i}.txt" for i in range(12)]),
                        st.tuples(st.lists(st.sampled_from(VOCAB), min_size=1, max_size=3),
                                  st.lists(st.sampled_from(VOCAB), max_size=12)), min_size=1),
        st.lists(st.sampled_from(VOCAB), min_size=1, max_size=2, unique=True))
