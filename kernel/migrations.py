@@ -36,8 +36,9 @@ def _root() -> Traversable:
         return Path(__file__).resolve().parent.parent / "schema"
 
 
+@cache
 def sql(relative: str) -> str:
-    """The text of ``schema/<relative>``."""
+    """The text of ``schema/<relative>`` (package data: read once per process)."""
     node = _root()
     for part in relative.split("/"):  # one part at a time: namespace paths take one
         node = node.joinpath(part)

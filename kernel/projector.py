@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, cast
 
 import apsw
@@ -127,6 +127,35 @@ class _Shadow:
                 log.warning("detaching %s failed; the next rebuild will", self.SCHEMA, exc_info=True)
 
 
+@lru_cache(maxsize=512)
+def _learn(ddl: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], frozenset[str], str, str,
+                              tuple[tuple[str, tuple[str, ...]], ...]]:
+    """What running a projection's DDL makes (once per DDL and process: every
+    Kernel of the process shares it): (type, name) of every schema object
+    (tables first; the shadow tables of a virtual table left out: they
+    belong to it), those shadow tables, which tables are virtual, the DDL
+    split into the tables (with triggers and views) and the indexes,
+    statement by statement as SQLite recorded them, and each table's columns."""
+    mem = memory_connection()
+    try:
+        mem.execute(ddl)
+        kinds = {str(r[1]): str(r[2]) for r in mem.execute("PRAGMA main.table_list")}
+        rows = [(str(t), str(n), sql) for t, n, sql in mem.execute(
+            "SELECT type, name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+            "ORDER BY rowid"
+        ) if kinds.get(str(n)) != "shadow"]
+        objects = tuple(sorted(((t, n) for t, n, _ in rows), key=lambda o: (o[0] != "table", o[1])))
+        shadows = tuple(sorted(n for n, kind in kinds.items() if kind == "shadow"))
+        tables = ";\n".join(str(sql) for t, _, sql in rows if t != "index" and sql is not None)
+        indexes = ";\n".join(str(sql) for t, _, sql in rows if t == "index" and sql is not None)
+        columns = tuple((n, tuple(str(r[1]) for r in mem.execute("SELECT * FROM pragma_table_info(?)", (n,))))
+                        for t, n in objects if t == "table")
+        return (objects, shadows, frozenset(n for n, kind in kinds.items() if kind == "virtual"), tables, indexes,
+                columns)
+    finally:
+        mem.close()
+
+
 class Projector:
     """Keeps every registered projection equal to a fold of the journal."""
 
@@ -167,23 +196,7 @@ class Projector:
         which of its tables are virtual, and its DDL split into the tables
         (with triggers and views) and the indexes, statement by statement as
         SQLite recorded them."""
-        out = {}
-        for m in self.modules:
-            mem = memory_connection()
-            mem.execute(self.ddl(m))
-            kinds = {str(r[1]): str(r[2]) for r in mem.execute("PRAGMA main.table_list")}
-            rows = [(str(t), str(n), sql) for t, n, sql in mem.execute(
-                "SELECT type, name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
-                "ORDER BY rowid"
-            ) if kinds.get(str(n)) != "shadow"]
-            objects = tuple(sorted(((t, n) for t, n, _ in rows), key=lambda o: (o[0] != "table", o[1])))
-            shadows = tuple(sorted(n for n, kind in kinds.items() if kind == "shadow"))
-            tables = ";\n".join(str(sql) for t, _, sql in rows if t != "index" and sql is not None)
-            indexes = ";\n".join(str(sql) for t, _, sql in rows if t == "index" and sql is not None)
-            out[m.NAME] = (objects, shadows, frozenset(n for n, kind in kinds.items() if kind == "virtual"),
-                           tables, indexes)
-            mem.close()
-        return out
+        return {m.NAME: _learn(self.ddl(m))[:5] for m in self.modules}
 
     @cached_property
     def objects(self) -> dict[str, tuple[tuple[str, str], ...]]:
@@ -270,14 +283,7 @@ class Projector:
     @cached_property
     def _columns(self) -> dict[str, tuple[str, ...]]:
         """The columns of every projection table, as its DDL makes them."""
-        out = {}
-        for m in self.modules:
-            mem = memory_connection()
-            mem.execute(self.ddl(m))
-            for table in self.tables[m.NAME]:
-                out[table] = tuple(str(r[1]) for r in mem.execute("SELECT * FROM pragma_table_info(?)", (table,)))
-            mem.close()
-        return out
+        return {table: columns for m in self.modules for table, columns in _learn(self.ddl(m))[5]}
 
     def _sound(self, conn: apsw.Connection, module: Projection) -> bool:
         """Whether each of the projection's tables exists with its columns."""

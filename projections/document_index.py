@@ -10,13 +10,13 @@ import apsw
 import msgspec
 
 from eventkernel.codec import Event
-from eventkernel.events.documents import DocumentIndexed, DocumentSyncMarked
+from eventkernel.events.documents import DocumentDeleted, DocumentIndexed, DocumentSyncMarked
 from eventkernel.journal import Recorded
 from eventkernel.projections.rows import Target, dump, loader
 
 NAME = "document_index"
 VERSION = 1
-HANDLES = frozenset(c.__event_type__ for c in (DocumentIndexed, DocumentSyncMarked))
+HANDLES = frozenset(c.__event_type__ for c in (DocumentIndexed, DocumentSyncMarked, DocumentDeleted))
 
 
 class Document(msgspec.Struct, frozen=True):
@@ -71,6 +71,12 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
             conn.execute("DELETE FROM document_fts WHERE rowid = ?", (created,))
         conn.execute("INSERT INTO document_fts (rowid, file_path, title, content) VALUES (?, ?, ?, ?)",
                      (created, event.file_path, event.title, event.content))
+    elif isinstance(event, DocumentDeleted):
+        row = conn.execute("SELECT created_position FROM document_index WHERE file_path = ?",
+                           (event.file_path,)).fetchone()
+        if row is not None:
+            conn.execute("DELETE FROM document_fts WHERE rowid = ?", (row[0],))
+            conn.execute("DELETE FROM document_index WHERE file_path = ?", (event.file_path,))
     elif isinstance(event, DocumentSyncMarked):
         if event.status == "synced":
             conn.execute("UPDATE document_index SET sync_status = 'synced', sync_error = NULL, last_synced_at = ?, "
@@ -95,8 +101,15 @@ def content(conn: apsw.Connection, file_path: str) -> str | None:
 
 
 def list(conn: apsw.Connection, *, sync_status: str | None = None, limit: int = -1,
-         after: str | None = None) -> builtins.list[Document]:
-    terms, args = [], []
+         after: str | None = None, prefix: str = "", upper: str | None = None) -> builtins.list[Document]:
+    terms: builtins.list[str] = []
+    args: builtins.list[Any] = []
+    if prefix:
+        terms.append("file_path >= ?")
+        args.append(prefix)
+    if upper is not None:
+        terms.append("file_path < ?")
+        args.append(upper)
     if sync_status is not None:
         terms.append("sync_status = ?")
         args.append(sync_status)

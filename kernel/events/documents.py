@@ -24,6 +24,12 @@ class DocumentIndexed(KernelEvent, tag="document.indexed"):
     metadata: dict[str, Any] | None = None
 
 
+class DocumentDeleted(KernelEvent, tag="document.deleted"):
+    """The document is no longer indexed (its row and its text leave the index)."""
+
+    file_path: str
+
+
 class DocumentSyncMarked(KernelEvent, tag="document.sync_marked"):
     """The document's sync status is now ``status`` (synced, failed or
     stale); ``error`` says why a sync failed."""

@@ -31,7 +31,7 @@ import msgspec
 
 from eventkernel import journal
 from eventkernel.errors import InvalidArgument, NotFound
-from eventkernel.events.documents import DocumentIndexed, DocumentSyncMarked
+from eventkernel.events.documents import DocumentDeleted, DocumentIndexed, DocumentSyncMarked
 from eventkernel.journal import Recorded
 from eventkernel.projections import document_index
 from eventkernel.projections.document_index import Document
@@ -44,6 +44,7 @@ from eventkernel.validate import (
     check_limit,
     check_optional_text,
     check_text,
+    prefix_upper,
 )
 
 _np: Any
@@ -139,6 +140,12 @@ def decide_mark(row: Document | None, a: Args, now: int) -> Decision:
                                                               error=a["error"]))
 
 
+def decide_delete(row: Document | None, a: Args, now: int) -> Decision:
+    if row is None:
+        raise NotFound(f"documents.delete refused: no document {a['file_path']!r}")
+    return emit(stream_of(a["file_path"]), DocumentDeleted(file_path=a["file_path"]))
+
+
 def _doc(reads: Reads, a: Args, records: builtins.list[Recorded], outcome: str | None) -> Document:
     row = document_index.get(reads.conn, a["file_path"])
     assert row is not None
@@ -154,6 +161,10 @@ INDEX: Spec[None, Document] = Spec("documents.index", lambda conn, a, now: None,
 MARK: Spec[Document | None, Document] = Spec(
     "documents.mark", lambda conn, a, now: document_index.get(conn, a["file_path"]), decide_mark, _doc,
     document_index, _scope)
+
+DELETE: Spec[Document | None, int] = Spec(
+    "documents.delete", lambda conn, a, now: document_index.get(conn, a["file_path"]), decide_delete,
+    lambda reads, a, records, outcome: records[-1].position, document_index, _scope)
 
 
 def fts_query(text: str) -> str | None:
@@ -314,6 +325,13 @@ class Documents:
         """The document needs syncing again."""
         return self._mark("stale", file_path, None, actor, command_id)
 
+    def delete(self, file_path: str, *, actor: str | None = None, command_id: str | None = None) -> int:
+        """Remove the document from the index (its text and embedding leave
+        every search; its events stay in the journal until erased). Returns
+        the event's position. Raises NotFound."""
+        check_text(DELETE.name, "file_path", file_path)
+        return run(self._ctx, DELETE, {"file_path": file_path}, command_id=command_id, actor=actor)
+
     def get(self, file_path: str) -> Document | None:
         """The document at ``file_path``, or None."""
         check_text("documents.get", "file_path", file_path)
@@ -326,10 +344,13 @@ class Documents:
         with self._ctx.db.read("documents.content") as conn:
             return document_index.content(conn, file_path)
 
-    def list(self, *, sync_status: str | None = None, limit: int | None = None,
+    def list(self, *, sync_status: str | None = None, prefix: str = "", limit: int | None = None,
              after_key: str | None = None) -> builtins.list[Document]:
-        """Documents by path, of one sync status; at most ``limit``, after the path ``after_key``."""
+        """Documents by path (starting with ``prefix``), of one sync status;
+        at most ``limit``, after the path ``after_key``."""
         where = "documents.list"
+        if type(prefix) is not str:
+            raise InvalidArgument(f"{where} refused: prefix must be a str, got {prefix!r:.60}")
         if sync_status is not None and sync_status not in SYNC_STATUSES:
             raise InvalidArgument(f"{where} refused: sync_status must be one of {', '.join(SYNC_STATUSES)} or None, "
                                   f"got {sync_status!r:.60}")
@@ -339,7 +360,8 @@ class Documents:
             after = after_row(where, after_key, lambda p: document_index.get(conn, p), "document",
                               lambda d: (d.file_path,))
             return document_index.list(conn, sync_status=sync_status, limit=-1 if limit is None else limit,
-                                       after=None if after is None else after[0])
+                                       after=None if after is None else after[0], prefix=prefix,
+                                       upper=prefix_upper(prefix) if prefix else None)
 
     def search(self, text: str | None = None, *, vector: Any = None, limit: int = 10, k: int = 10,
                embedding_model: str | None = None, raw: bool = False) -> builtins.list[DocumentHit]:

@@ -15,6 +15,7 @@ OPS = [
               st.lists(st.sampled_from(WORDS), min_size=1, max_size=4),
               st.one_of(st.none(), st.lists(st.sampled_from([0.0, 0.5, 1.0, -1.0]), min_size=3, max_size=3))),
     st.builds(lambda p, s: ("documents.mark", p, s), PATHS, st.sampled_from(["synced", "failed", "stale"])),
+    st.builds(lambda p: ("documents.delete", p), PATHS),
 ]
 
 
@@ -23,6 +24,8 @@ def resolve(k: Any, op: tuple) -> Any:
         _, path, words, embedding = op
         return k.documents.index, {"file_path": path, "title": words[0], "content": " ".join(words),
                                    "embedding": embedding, "embedding_model": "m3", "document_type": "plan"}
+    if op[0] == "documents.delete":
+        return k.documents.delete, {"file_path": op[1]}
     _, path, status = op
     if status == "synced":
         return k.documents.mark_synced, {"file_path": path}
@@ -46,7 +49,9 @@ def exercise(k: Any, clock: Any) -> None:
     k.documents.content("docs/design.txt")
     k.documents.list()
     k.documents.list(sync_status="stale", after_key="docs/design.txt", limit=5)
+    k.documents.list(prefix="docs/")
     k.documents.search("journal truth")
     k.documents.search("agents OR design", raw=True, limit=3)
     k.documents.search(vector=[1.0, 0.0, 0.0], k=1)
     k.documents.search(vector=[1.0, 0.0, 0.0], k=2, embedding_model="m")
+    k.documents.delete("docs/plan.txt")

@@ -85,7 +85,7 @@ def test_every_command_is_in_the_workload():
            ("config.rotate_key", 0), ("connections.heartbeat", 0), ("connections.close", 0),
            ("connections.reap", 0), ("metrics.record", "m", 1.0, None), ("metrics.record_many", 2),
            ("documents.mark", "d/a.txt", "synced"), ("documents.mark", "d/a.txt", "failed"),
-           ("documents.mark", "d/a.txt", "stale")]
+           ("documents.mark", "d/a.txt", "stale"), ("documents.delete", "d/a.txt")]
     covered = set()
     for op in setup:
         fn, kwargs = resolve(k, op)

@@ -167,3 +167,21 @@ def test_embeddings_in_every_form_are_the_same_bytes(k):
     want = array.array("f", [0.5, -1.0, 2.0]).tobytes()
     for form in ([0.5, -1.0, 2], array.array("f", [0.5, -1.0, 2.0]), np.array([0.5, -1.0, 2.0]), want):
         assert k.documents.index("p", title="t", content="c", embedding=form).embedding == want
+
+
+def test_a_deleted_document_leaves_every_search(vectors_backend, k):
+    k.documents.index("notes/a.txt", title="A", content="journal lease", embedding=[1.0, 0.0])
+    k.documents.index("notes/b.txt", title="B", content="journal plan", embedding=[0.9, 0.1])
+    k.documents.index("other/c.txt", title="C", content="journal", embedding=[0.0, 1.0])
+    assert [d.file_path for d in k.documents.list(prefix="notes/")] == ["notes/a.txt", "notes/b.txt"]
+    assert k.documents.search(vector=[1.0, 0.0], k=1)[0].file_path == "notes/a.txt"  # the cache is warm
+    k.documents.delete("notes/a.txt")
+    assert k.documents.get("notes/a.txt") is None and k.documents.content("notes/a.txt") is None
+    assert [h.file_path for h in k.documents.search("journal")] == ["other/c.txt", "notes/b.txt"] or \
+        {h.file_path for h in k.documents.search("journal")} == {"other/c.txt", "notes/b.txt"}
+    assert [h.file_path for h in k.documents.search(vector=[1.0, 0.0], k=3)] == ["notes/b.txt", "other/c.txt"]
+    with refused(k, NotFound, "no document 'notes/a.txt'"):
+        k.documents.delete("notes/a.txt")
+    k.documents.index("notes/a.txt", title="A", content="again", embedding=[1.0, 0.0])  # indexed anew: pending
+    assert k.documents.get("notes/a.txt").sync_status == "pending"
+    assert k.documents.search("again")[0].file_path == "notes/a.txt"
