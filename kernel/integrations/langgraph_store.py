@@ -46,6 +46,9 @@ from langgraph.store.base import (
     SearchItem,
     SearchOp,
     TTLConfig,
+    ensure_embeddings,
+    get_text_at_path,
+    tokenize_path,
     validate_op_namespace,
 )
 
@@ -70,6 +73,38 @@ _LABEL_ESCAPE = re.compile("[%/#\ud800-\udfff]")
 _KEY_ESCAPE = re.compile("[%#\x00\ud800-\udfff]")
 _ESCAPED = re.compile("%(u[0-9A-F]{4}|[0-9A-F]{2})")
 _OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
+VECTORS = "langgraph-store/"
+"""The document index's paths of the items' embeddings start with this."""
+VECTOR_MODEL = "langgraph-store"
+
+
+def vector_prefix(namespace: str, key: str) -> str:
+    """Where the embeddings of the item at memory (namespace, key) are: one
+    document per embedded field, ``<this><field path>``."""
+    digest = hashlib.sha256(f"{namespace}\x00{key}".encode()).hexdigest()[:32]
+    return f"{VECTORS}{digest}/"
+
+
+def _vector_path(prefix: str, path: str) -> str:
+    return prefix + (path if len(path) <= 200 and "\x00" not in path and path.isprintable()
+                     else "#" + hashlib.sha256(path.encode("utf-8", "surrogatepass")).hexdigest())
+
+
+def _cosine(query: list[float], vectors: list[bytes]) -> float:
+    """The best cosine similarity of ``query`` to any of the item's embeddings
+    (float32 bytes); 0 against a zero vector, as LangGraph's stores say."""
+    import array
+    import math
+
+    qn = math.sqrt(math.fsum(x * x for x in query))
+    best = -math.inf
+    for raw in vectors:
+        v = array.array("f")
+        v.frombytes(raw)
+        n = math.sqrt(math.fsum(x * x for x in v))
+        score = 0.0 if not n or not qn else math.fsum(a * b for a, b in zip(query, v, strict=True)) / (qn * n)
+        best = max(best, score)
+    return best
 
 
 def _escape_char(m: re.Match[str]) -> str:
@@ -182,8 +217,13 @@ class EventKernelStore(BaseStore):
 
     ``ttl`` is LangGraph's ``TTLConfig`` (``default_ttl`` minutes,
     ``refresh_on_read``, ``omit_expired``, ``sweep_interval_minutes``).
-    Semantic search (``index=``) is refused: ``search`` filters and orders,
-    it does not rank by meaning.
+    ``index`` is LangGraph's ``IndexConfig`` (``dims``, ``embed``,
+    ``fields``): the fields of every put are embedded (before the write
+    transaction) and stored in the kernel's document index, one document per
+    field (under ``langgraph-store/``), and ``search(query=…)`` ranks the
+    items that pass the prefix and filter by their best cosine similarity,
+    as LangGraph's ``InMemoryStore`` does. Without it, ``search`` filters and
+    orders by last write.
     """
 
     supports_ttl = True
@@ -192,12 +232,15 @@ class EventKernelStore(BaseStore):
         self, kernel: Kernel | AsyncKernel | KernelView, *, ttl: TTLConfig | None = None,
         index: IndexConfig | None = None,
     ) -> None:
-        if index is not None:
-            raise InvalidArgument(
-                "EventKernelStore refused: index= (semantic search) is not supported yet; search filters by "
-                "namespace and value and orders by last write"
-            )
         self.kernel, self._call = bind(kernel)
+        self.index_config: dict[str, Any] | None = None
+        self.embeddings: Any = None
+        self._fields: list[tuple[str, Any]] = []
+        if index is not None:
+            self.index_config = dict(index)
+            self.embeddings = ensure_embeddings(self.index_config.get("embed"))
+            self._fields = [(p, tokenize_path(p)) if p != "$" else (p, p)
+                            for p in (self.index_config.get("fields") or ["$"])]
         self.ttl_config = ttl
         self._owned = False
         self._sweeper: threading.Thread | None = None
@@ -205,13 +248,13 @@ class EventKernelStore(BaseStore):
 
     @classmethod
     def from_conn_string(
-        cls, path: str, *, ttl: TTLConfig | None = None, **options: Any
+        cls, path: str, *, ttl: TTLConfig | None = None, index: IndexConfig | None = None, **options: Any
     ) -> Opening[EventKernelStore]:
         """A store on its own kernel at ``path`` (options of
         :func:`eventkernel.open`), closed at the end of the ``with`` or
         ``async with`` block."""
         def make() -> EventKernelStore:
-            store = cls(open_kernel(path, **options), ttl=ttl)
+            store = cls(open_kernel(path, **options), ttl=ttl, index=index)
             store._owned = True
             return store
 
@@ -233,6 +276,10 @@ class EventKernelStore(BaseStore):
         for op in ops:
             validate_op_namespace(op)
         now = self._now()
+        queries: dict[str, list[float]] = {}
+        if self.embeddings is not None:
+            for text in dict.fromkeys(op.query for op in ops if isinstance(op, SearchOp) and op.query):
+                queries[text] = [float(x) for x in self.embeddings.embed_query(text)]
         results: list[Result] = []
         puts: dict[tuple[tuple[str, ...], str], PutOp] = {}
         touches: dict[tuple[str, str], None] = {}
@@ -243,9 +290,15 @@ class EventKernelStore(BaseStore):
                 if entry is not None and op.refresh_ttl and entry.ttl_ms is not None:
                     touches[(entry.namespace, entry.key)] = None
             elif isinstance(op, SearchOp):
-                found = self._search(op, now)
-                results.append([SearchItem(ns, key, e.value, _time(e.created_at), _time(e.updated_at))
-                                for e, ns, key in found])
+                if op.query and op.query in queries:
+                    scored = self._semantic(op, now, queries[op.query])
+                    results.append([SearchItem(ns, key, e.value, _time(e.created_at), _time(e.updated_at),
+                                               score=score) for score, e, ns, key in scored])
+                    found = [(e, ns, key) for _, e, ns, key in scored]
+                else:
+                    found = self._search(op, now)
+                    results.append([SearchItem(ns, key, e.value, _time(e.created_at), _time(e.updated_at))
+                                    for e, ns, key in found])
                 if op.refresh_ttl:
                     touches.update(((e.namespace, e.key), None) for e, _, _ in found if e.ttl_ms is not None)
             elif isinstance(op, ListNamespacesOp):
@@ -257,8 +310,57 @@ class EventKernelStore(BaseStore):
             else:
                 raise InvalidArgument(f"store.batch refused: unknown operation {type(op).__name__}")
         if puts or (touches and not isinstance(self.kernel, KernelView)):
-            self._write(puts, touches)
+            self._write(puts, touches, self._embed(puts))
         return results
+
+    def _embed(self, puts: dict[tuple[tuple[str, ...], str], PutOp]) -> dict[tuple[tuple[str, ...], str],
+                                                                              list[tuple[str, str, list[float]]]]:
+        """(field path, text, embedding) of every field each put indexes, the
+        texts embedded in one call (outside any transaction: it may be a
+        network call)."""
+        if self.embeddings is None:
+            return {}
+        wanted: dict[tuple[tuple[str, ...], str], list[tuple[str, str]]] = {}
+        for address_, op in puts.items():
+            if op.value is None or op.index is False:
+                continue
+            fields = self._fields if op.index is None else [(p, tokenize_path(p)) for p in op.index]
+            out = wanted.setdefault(address_, [])
+            for path, field in fields:
+                texts = get_text_at_path(op.value, field)
+                if len(texts) > 1:
+                    out += [(f"{path}.{i}", text) for i, text in enumerate(texts)]
+                elif texts:
+                    out.append((path, texts[0]))
+        unique = list(dict.fromkeys(text for fields in wanted.values() for _, text in fields))
+        if not unique:
+            return {}
+        vectors = dict(zip(unique, self.embeddings.embed_documents(unique), strict=True))
+        return {a: [(path, text, [float(x) for x in vectors[text]]) for path, text in fields]
+                for a, fields in wanted.items()}
+
+    def _semantic(self, op: SearchOp, now: int, query: list[float]) -> list[
+            tuple[float | None, MemoryEntry, tuple[str, ...], str]]:
+        """Items under the prefix that pass the filter, ranked by their best
+        cosine similarity to the query (offset and limit over the ranked
+        ones); as LangGraph's InMemoryStore does, items without embeddings
+        fill what the limit leaves, without a score."""
+        candidates = self._search(SearchOp(op.namespace_prefix, op.filter, 1 << 62, 0), now)
+        documents = self.kernel.documents
+        scored, scoreless = [], []
+        for e, ns, key in candidates:
+            vectors = [d.embedding for d in documents.list(prefix=vector_prefix(e.namespace, e.key))
+                       if d.embedding is not None]
+            if vectors:
+                scored.append((_cosine(query, vectors), e, ns, key))
+            else:
+                scoreless.append((None, e, ns, key))
+        scored.sort(key=lambda s: -s[0])  # stable: ties keep the most recent first
+        kept: list[tuple[float | None, MemoryEntry, tuple[str, ...], str]] = []
+        kept += scored[op.offset:op.offset + op.limit]
+        if scoreless and len(kept) < op.limit:
+            kept += scoreless[:op.limit - len(kept)]
+        return kept
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """``batch`` off the event loop."""
@@ -399,13 +501,21 @@ class EventKernelStore(BaseStore):
                                 or not 0 < ttl * 60_000 <= MAX_TTL_MS):
             raise InvalidArgument(f"store.put refused: ttl must be a positive number of minutes, got {ttl!r:.60}")
 
-    def _write(self, puts: dict[tuple[tuple[str, ...], str], PutOp], touches: dict[tuple[str, str], None]) -> None:
-        memory = self.kernel.memory
+    def _write(self, puts: dict[tuple[tuple[str, ...], str], PutOp], touches: dict[tuple[str, str], None],
+               embedded: dict[tuple[tuple[str, ...], str], list[tuple[str, str, list[float]]]]) -> None:
+        memory, documents = self.kernel.memory, self.kernel.documents
         together = self.kernel.transaction() if isinstance(self.kernel, Kernel) else contextlib.nullcontext()
         with together:
             for (namespace, key), op in puts.items():
                 ns, k, metadata = address(namespace, key)
                 touches.pop((ns, k), None)  # written anew: its TTL counts from now anyway
+                if self.embeddings is not None:  # its embeddings are those of this put (or none)
+                    prefix = vector_prefix(ns, k)
+                    for old in documents.list(prefix=prefix):
+                        documents.delete(old.file_path)
+                    for path, text, vector in embedded.get((namespace, key), ()):
+                        documents.index(_vector_path(prefix, path), title=path[:10_000] or "$", content=text,
+                                        embedding=vector, embedding_model=VECTOR_MODEL)
                 if op.value is None:
                     with contextlib.suppress(NotFound, InvalidTransition):  # deleting nothing is fine
                         memory.delete(ns, k)

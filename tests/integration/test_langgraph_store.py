@@ -230,11 +230,6 @@ def test_refused_operations_write_nothing(k, call, error, match):
         call(store)
 
 
-def test_semantic_search_is_refused_until_it_exists(k):
-    with pytest.raises(eventkernel.InvalidArgument, match="semantic search"):
-        EventKernelStore(k, index={"dims": 3, "embed": lambda texts: [[0.0] * 3 for _ in texts]})
-
-
 def test_odd_addresses_are_readable_in_the_memory_table(k):
     store = EventKernelStore(k)
     store.put(("a/b", "50%", "#x"), "", {"v": 1})
@@ -369,3 +364,66 @@ def test_threads_share_one_store(tmp_path):
         assert len(store.list_namespaces()) == 8
         assert len(store.search(("users",), limit=1000)) == 160
         assert k.verify().ok
+
+
+# --- semantic search (index=) against InMemoryStore with the same embeddings -----------------
+
+def _index():
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    return {"dims": 8, "embed": DeterministicFakeEmbedding(size=8), "fields": ["text", "tags[*]"]}
+
+
+TEXTS = ["the journal of agents", "leases and retries", "memory versions", "a plan", "agents plan retries"]
+semantic_ops = st.lists(st.one_of(
+    st.tuples(st.just("put"), st.sampled_from([("docs",), ("docs", "x"), ("notes",)]), st.sampled_from(["a", "b", "c"]),
+              st.sampled_from(TEXTS), st.lists(st.sampled_from(["red", "blue"]), max_size=2, unique=True),
+              st.integers(0, 3)),  # (InMemoryStore fails on a text given twice in one put)
+    st.tuples(st.just("delete"), st.sampled_from([("docs",), ("notes",)]), st.sampled_from(["a", "b", "c"])),
+    st.tuples(st.just("search"), st.sampled_from([(), ("docs",), ("notes",)]), st.sampled_from(TEXTS),
+              st.one_of(st.none(), st.fixed_dictionaries({"n": st.fixed_dictionaries({"$gte": st.integers(0, 3)})})),
+              st.integers(1, 5), st.integers(0, 2)),
+), min_size=1, max_size=25)
+
+
+@settings(max_examples=40)
+@given(semantic_ops)
+def test_semantic_search_ranks_as_in_memory_store_does(ops):
+    index = _index()
+    theirs = InMemoryStore(index=index)
+    with eventkernel.open(":memory:") as k:
+        ours = EventKernelStore(k, index=index)
+        for op in ops:
+            if op[0] == "put":
+                _, ns, key, text, tags, n = op
+                for store in (theirs, ours):
+                    store.put(ns, key, {"text": text, "tags": tags, "n": n})
+            elif op[0] == "delete":
+                for store in (theirs, ours):
+                    store.delete(op[1], op[2])
+            else:
+                _, prefix, query, filter_, limit, offset = op
+                got = [ours.search(prefix, query=query, filter=filter_, limit=limit, offset=offset),
+                       theirs.search(prefix, query=query, filter=filter_, limit=limit, offset=offset)]
+                ranked = [[(r.namespace, r.key, r.value) for r in results] for results in got]
+                assert ranked[0] == ranked[1], op
+                for a, b in zip(*got, strict=True):
+                    assert a.score == pytest.approx(b.score, abs=1e-5)
+        assert k.verify().ok
+        assert live_tables(k) == rebuilt_tables(k)
+
+
+def test_embeddings_are_kept_in_the_file_and_in_the_past(db_path):
+    index = _index()
+    with EventKernelStore.from_conn_string(db_path, index=index) as store:
+        store.put(("docs",), "a", {"text": "the journal of agents"})
+        store.put(("docs",), "b", {"text": "leases and retries"})
+        before = store.kernel.head
+        store.put(("docs",), "a", {"text": "nothing relevant"}, index=False)  # no embedding now
+        store.delete(("docs",), "b")
+    with EventKernelStore.from_conn_string(db_path, index=index) as store:  # reopened: nothing to embed again
+        assert [(r.key, r.score) for r in store.search(("docs",), query="leases and retries")] == [("a", None)]
+        with store.kernel.at(before) as view:
+            past = EventKernelStore(view, index=index).search(("docs",), query="leases and retries", limit=1)
+            assert past[0].key == "b" and past[0].score == pytest.approx(1.0)
+        assert [d.embedding_model for d in store.kernel.documents.list(prefix="langgraph-store/")] == []
