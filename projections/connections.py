@@ -12,7 +12,7 @@ from eventkernel.codec import Event
 from eventkernel.events.connections import ConnectionClosed, ConnectionHeartbeat, ConnectionOpened
 from eventkernel.journal import Recorded
 from eventkernel.projections import retention
-from eventkernel.projections.rows import Target, columns, dump, loader
+from eventkernel.projections.rows import Target, columns, dump, loader, where_all
 
 NAME = "connections"
 VERSION = 1
@@ -75,21 +75,9 @@ def list(
     limit: int = -1, after: str | None = None,
 ) -> builtins.list[Connection]:
     """By connection id; filtered (every filter's column leads an index)."""
-    terms: builtins.list[str] = []
-    args: builtins.list[Any] = []
-    if client_id is not None:
-        terms.append("client_id = ?")
-        args.append(client_id)
-    if user_id is not None:
-        terms.append("user_id = ?")
-        args.append(user_id)
-    if active is not None:
-        terms.append("is_active = ?")
-        args.append(int(active))
-    if after is not None:
-        terms.append("connection_id > ?")
-        args.append(after)
-    where = " WHERE " + " AND ".join(terms) if terms else ""
+    where, args = where_all(("client_id = ?", client_id), ("user_id = ?", user_id),
+                            ("is_active = ?", None if active is None else int(active)),
+                            ("connection_id > ?", after))
     return [_load(r) for r in conn.execute(
         f"SELECT {_COLS} FROM connections{where} ORDER BY connection_id LIMIT ?", (*args, limit))]
 

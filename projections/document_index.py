@@ -12,7 +12,7 @@ import msgspec
 from eventkernel.codec import Event
 from eventkernel.events.documents import DocumentDeleted, DocumentIndexed, DocumentSyncMarked
 from eventkernel.journal import Recorded
-from eventkernel.projections.rows import Target, dump, loader
+from eventkernel.projections.rows import Target, dump, loader, where_all
 
 NAME = "document_index"
 VERSION = 1
@@ -102,21 +102,8 @@ def content(conn: apsw.Connection, file_path: str) -> str | None:
 
 def list(conn: apsw.Connection, *, sync_status: str | None = None, limit: int = -1,
          after: str | None = None, prefix: str = "", upper: str | None = None) -> builtins.list[Document]:
-    terms: builtins.list[str] = []
-    args: builtins.list[Any] = []
-    if prefix:
-        terms.append("file_path >= ?")
-        args.append(prefix)
-    if upper is not None:
-        terms.append("file_path < ?")
-        args.append(upper)
-    if sync_status is not None:
-        terms.append("sync_status = ?")
-        args.append(sync_status)
-    if after is not None:
-        terms.append("file_path > ?")
-        args.append(after)
-    where = " WHERE " + " AND ".join(terms) if terms else ""
+    where, args = where_all(("file_path >= ?", prefix or None), ("file_path < ?", upper),
+                            ("sync_status = ?", sync_status), ("file_path > ?", after))
     return [_load(r) for r in conn.execute(
         f"SELECT {_COLS} FROM document_index{where} ORDER BY file_path LIMIT ?", (*args, limit))]
 

@@ -72,6 +72,16 @@ def where_equal(**filters: Any) -> tuple[str, list[Any]]:
     return " WHERE " + " AND ".join(f"{name} = ?" for name, _ in given), [value for _, value in given]
 
 
+def where_all(*terms: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """`` WHERE c1 AND c2`` for the conditions (each with one ``?``) whose
+    value is not None, and those values; ``("", [])`` when none is.
+    Conditions are SQL from our code, never from input."""
+    given = [(condition, value) for condition, value in terms if value is not None]
+    if not given:
+        return "", []
+    return " WHERE " + " AND ".join(c for c, _ in given), [v for _, v in given]
+
+
 Order = tuple[tuple[str, bool], ...]
 """A list's order: (column, descending) pairs, the last one unique."""
 
