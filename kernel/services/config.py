@@ -249,7 +249,7 @@ class Config:
     def entry(self, key: str) -> ConfigEntry | None:
         """The stored entry of ``key`` (a secret's value as ``***``), or None."""
         check_text("config.entry", "key", key)
-        with self._ctx.db.read("config.entry") as conn:
+        with self._ctx.db.statement("config.entry") as conn:
             return configurations.get(conn, key)
 
     def list(self, prefix: str = "", *, limit: int | None = None) -> builtins.list[ConfigEntry]:
@@ -290,5 +290,5 @@ class Config:
 
     def key_id(self) -> str | None:
         """The id of the key the file's secrets are encrypted under (None: no secret yet)."""
-        with self._ctx.db.read("config.key_id") as conn:
+        with self._ctx.db.statement("config.key_id") as conn:
             return configurations.file_key(conn)

@@ -135,7 +135,7 @@ class Connections:
         """One connection. Raises NotFound."""
         where = "connections.get"
         check_text(where, "connection_id", connection_id)
-        with self._ctx.db.read(where) as conn:
+        with self._ctx.db.statement(where) as conn:
             row = connections.get(conn, connection_id)
         if row is None:
             raise NotFound(f"{where} refused: no connection {connection_id!r}")

@@ -335,13 +335,13 @@ class Documents:
     def get(self, file_path: str) -> Document | None:
         """The document at ``file_path``, or None."""
         check_text("documents.get", "file_path", file_path)
-        with self._ctx.db.read("documents.get") as conn:
+        with self._ctx.db.statement("documents.get") as conn:
             return document_index.get(conn, file_path)
 
     def content(self, file_path: str) -> str | None:
         """The indexed content of the document, or None."""
         check_text("documents.content", "file_path", file_path)
-        with self._ctx.db.read("documents.content") as conn:
+        with self._ctx.db.statement("documents.content") as conn:
             return document_index.content(conn, file_path)
 
     def list(self, *, sync_status: str | None = None, prefix: str = "", limit: int | None = None,

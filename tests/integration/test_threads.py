@@ -213,3 +213,42 @@ def test_close_wakes_waiters_and_every_later_use_raises(db_path):
         with pytest.raises(eventkernel.KernelClosed, match="the kernel was closed"):
             use()
     k.close()  # idempotent
+
+
+def test_vector_search_from_many_threads_while_others_index(db_path):
+    """The in-memory embeddings are shared by the kernel's threads: searches
+    racing writes never fail, and once the writes end every thread sees them all."""
+    import random
+
+    errors: list[BaseException] = []
+    with eventkernel.open(db_path) as k:
+        def writer(w: int) -> None:
+            rng = random.Random(w)
+            try:
+                for i in range(40):
+                    k.documents.index(f"w{w}/{i}.txt", title="t", content="x",
+                                      embedding=[rng.uniform(-1, 1) for _ in range(4)])
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        def reader() -> None:
+            try:
+                for _ in range(60):
+                    hits = k.documents.search(vector=[1.0, 0.5, 0.0, -0.5], k=5)
+                    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+        threads += [threading.Thread(target=reader) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        seen = [in_thread(lambda: k.documents.search(vector=[1.0, 0.5, 0.0, -0.5], k=200)) for _ in range(2)]
+        for t, out in seen:
+            t.join()
+        expected = k.documents.search(vector=[1.0, 0.5, 0.0, -0.5], k=200)
+        assert len(expected) == 120
+        assert all(out.get("result") == expected for _, out in seen), [out.get("error") for _, out in seen]
