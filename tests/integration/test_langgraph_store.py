@@ -368,10 +368,12 @@ def test_threads_share_one_store(tmp_path):
 
 # --- semantic search (index=) against InMemoryStore with the same embeddings -----------------
 
-def _index():
+def _index(fields=("text",)):
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
-    return {"dims": 8, "embed": DeterministicFakeEmbedding(size=8), "fields": ["text", "tags[*]"]}
+    # One field every value has: a put whose value lacks a field InMemoryStore embedded before keeps
+    # that old embedding there (this store replaces all of an item's embeddings at each put).
+    return {"dims": 8, "embed": DeterministicFakeEmbedding(size=8), "fields": list(fields)}
 
 
 TEXTS = ["the journal of agents", "leases and retries", "memory versions", "a plan", "agents plan retries"]
@@ -396,8 +398,10 @@ def test_semantic_search_ranks_as_in_memory_store_does(ops):
         for op in ops:
             if op[0] == "put":
                 _, ns, key, text, tags, n = op
+                # the item's address in its text: no two items tie (equal scores are ordered differently:
+                # InMemoryStore by first insertion, this store the most recently written first)
                 for store in (theirs, ours):
-                    store.put(ns, key, {"text": text, "tags": tags, "n": n})
+                    store.put(ns, key, {"text": f"{text} ({'/'.join(ns)}:{key})", "tags": tags, "n": n})
             elif op[0] == "delete":
                 for store in (theirs, ours):
                     store.delete(op[1], op[2])
@@ -427,3 +431,19 @@ def test_embeddings_are_kept_in_the_file_and_in_the_past(db_path):
             past = EventKernelStore(view, index=index).search(("docs",), query="leases and retries", limit=1)
             assert past[0].key == "b" and past[0].score == pytest.approx(1.0)
         assert [d.embedding_model for d in store.kernel.documents.list(prefix="langgraph-store/")] == []
+
+
+def test_every_field_and_list_element_is_embedded_and_the_best_one_ranks():
+    index = _index(("text", "tags[*]"))
+    theirs = InMemoryStore(index=index)
+    with eventkernel.open(":memory:") as k:
+        ours = EventKernelStore(k, index=index)
+        for store in (theirs, ours):
+            store.put(("docs",), "a", {"text": "the journal of agents", "tags": ["red", "blue"]})
+            store.put(("docs",), "b", {"text": "leases and retries", "tags": ["green"]})
+            store.put(("docs",), "c", {"text": "memory versions"}, index=["text"])
+        for query in ("blue", "green", "memory versions", "red"):
+            got = [[(r.key, round(r.score, 5)) for r in s.search(("docs",), query=query)] for s in (ours, theirs)]
+            assert got[0] == got[1], query
+        paths = sorted(d.title for d in k.documents.list(prefix="langgraph-store/"))
+        assert paths == ["tags[*]", "tags[*].0", "tags[*].1", "text", "text", "text"]
