@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from benchmarks import adk, common, concurrency, peers, reads, replay, search, workers, writes
+from benchmarks import adk, common, concurrency, peers, postgres, reads, replay, search, workers, writes
 from benchmarks import langgraph as langgraph_group
 
 
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="FILE", help="also write the results as a JSON list")
     p.add_argument("--synchronous", choices=["full", "normal"], default="full")
     p.add_argument("--only", choices=["writes", "reads", "replay", "workers", "peers", "concurrency", "langgraph",
-                                        "adk", "search"],
+                                        "adk", "search", "postgres"],
                    help="run one group")
     p.add_argument("--events", type=int, help="size of the replay journal (default 1,000,000; --quick 20,000)")
     args = p.parse_args(argv)
@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         results += adk.run(quick=args.quick)
     if args.only in (None, "search"):
         results += search.run(quick=args.quick)
+    if args.only in (None, "postgres"):
+        results += postgres.run(quick=args.quick)
     if args.only in (None, "replay"):
         results += replay.run(quick=args.quick, events=args.events)
     print(f"{'figure':<50} {'median':>12} {'(min–max)':>22} {'unit':>10} {'baseline':>12} {'ratio':>6} {'target':>7}")

@@ -214,7 +214,7 @@ class InlinedEnqueue:
         db, ctx = self.kernel._db, self.kernel._ctx
         meta = {"command": "work.enqueue"}
         meta_text = codec.dump_json(meta)
-        insert = journal._INSERT
+        insert = journal.INSERT
         type_, schema = WorkItemEnqueued.__event_type__, WorkItemEnqueued.__event_schema__
         check_text, check_int, check_json = validate.check_text, validate.check_int, validate.check_json_value
 

@@ -10,18 +10,22 @@ terminal and stays quiet when piped.
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import datetime as dt
 import json
+import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import msgspec
 
-from eventkernel import demo, readonly, secrets
+from eventkernel import demo, postgres, readonly, secrets, transfer
 from eventkernel.backup import restore
 from eventkernel.errors import InvalidArgument, JournalCorrupt, KernelError
 from eventkernel.journal import LogEntry
@@ -111,7 +115,22 @@ def _progress(label: str) -> Callable[[int, int], None] | None:
 
 
 def _read(args: argparse.Namespace) -> Kernel:
-    """The file, opened read-only: never created, migrated or written."""
+    """The file, opened read-only: never created, migrated or written. A
+    ``postgresql://`` URL: its journal copied into a temporary SQLite file
+    (the projections rebuilt there), removed when the command ends."""
+    if postgres.is_url(args.db):
+        folder = tempfile.mkdtemp(prefix="eventkernel-")
+        atexit.register(shutil.rmtree, folder, True)
+        path = os.path.join(folder, "journal.db")
+        transfer.copy(args.db, path, schema=args.schema, progress=_progress("reading the journal"))
+        return open_kernel(path, read_only=True)
+    return open_kernel(args.db, read_only=True)
+
+
+def _journal(args: argparse.Namespace) -> Kernel | postgres.PgJournal:
+    """What ``log`` and ``verify`` read: the file (read-only) or the journal on PostgreSQL itself."""
+    if postgres.is_url(args.db):
+        return postgres.open_journal(args.db, schema=args.schema, create=False)
     return open_kernel(args.db, read_only=True)
 
 
@@ -165,7 +184,7 @@ def cmd_log(args: argparse.Namespace) -> int:
         "since_ms": None if args.since is None else _time(args.since, "--since"),
         "until_ms": None if args.until is None else _time(args.until, "--until"),
     }
-    with _read(args) as k:
+    with _journal(args) as k:
         for type_ in args.type or ():
             if not any(True for _ in k.log(types=[type_], limit=1)):
                 print(f"eventkernel log: no event of type {type_!r} in {args.db}", file=sys.stderr)
@@ -173,7 +192,14 @@ def cmd_log(args: argparse.Namespace) -> int:
         for e in k.log(after=last, limit=args.limit, **filters):
             _print_entry(args, e)
             last, shown = e.position, shown + 1
-        if args.follow and (args.limit is None or shown < args.limit):
+        if args.follow and (args.limit is None or shown < args.limit) and isinstance(k, postgres.PgJournal):
+            while args.limit is None or shown < args.limit:  # woken by the NOTIFY of each commit
+                k.wait(last, 1.0)
+                for e in k.log(after=last, limit=None if args.limit is None else args.limit - shown, **filters):
+                    _print_entry(args, e)
+                    last, shown = e.position, shown + 1
+        elif args.follow and (args.limit is None or shown < args.limit):
+            assert isinstance(k, Kernel)
             # Woken by the commits of any process on the file (a subscription).
             with k.follow(after=last, stream=args.stream, stream_prefix=args.prefix, types=args.type or (),
                           correlation_id=args.correlation, poll_ms=args.poll) as events:
@@ -287,6 +313,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         anchor = (int(position), hash_hex)
     if args.expect_head is not None and not _HASH.fullmatch(args.expect_head):
         raise InvalidArgument(f"--expect-head must be 64 lowercase hex digits, got {args.expect_head!r}")
+    if postgres.is_url(args.db):
+        with postgres.open_journal(args.db, schema=args.schema, create=False) as j:
+            report = j.verify(anchor=anchor)
+        return _verdict(args, report)
     try:
         k = _read(args)
     except JournalCorrupt as e:
@@ -295,6 +325,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         with k:
             report = k.verify(anchor=anchor, progress=_progress("verifying"), all_snapshots=args.all_snapshots)
+    return _verdict(args, report)
+
+
+def _verdict(args: argparse.Namespace, report: VerifyReport) -> int:
     problems = list(report.problems)
     if args.expect_head and args.expect_head != report.head_hash:
         problems.append(
@@ -315,6 +349,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if report.first_bad_position is not None:
             _print(f"  first bad position: {report.first_bad_position}")
     return 0 if ok else 1
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    head = transfer.copy(args.db, args.target, schema=args.schema, progress=_progress("copying"))
+    target = postgres.redact(args.target) if postgres.is_url(args.target) else args.target
+    _emit(args, {"copied": target, "head": head}, f"copied {head} events to {target}")
+    return 0
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -557,10 +598,15 @@ def parser() -> argparse.ArgumentParser:
                    help="print the version of eventkernel and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of:")
 
-    def command(name: str, fn: object, help_: str, *, db: str = "path of the journal (opened read-only)") -> Any:
+    read_only = "path of the journal (opened read-only), or a postgresql:// URL"
+
+    def command(name: str, fn: object, help_: str, *, db: str = read_only) -> Any:
         sp = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
         sp.add_argument("db", metavar="DB", help=db)
         sp.add_argument("--json", action="store_true", help="print JSON (one object per line for rows)")
+        if "postgresql://" in db:
+            sp.add_argument("--schema", default=postgres.DEFAULT_SCHEMA,
+                            help=f"the PostgreSQL schema of the journal (default {postgres.DEFAULT_SCHEMA})")
         sp.set_defaults(fn=fn)
         return sp
 
@@ -639,6 +685,11 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--archive", required=True, metavar="FILE", help="path of the archive (a new journal file; "
                                                                       "an existing one only if it is this "
                                                                       "journal up to there)")
+    cp = command("copy", cmd_copy, "copy a journal, every row as it is (positions, hashes), between SQLite files "
+                                   "and PostgreSQL; an SQLite copy has its projections rebuilt",
+                 db="path of the journal, or a postgresql:// URL")
+    cp.add_argument("target", metavar="DST", help="a new file, or a postgresql:// URL (a destination holding the "
+                                                  "start of the same journal is continued)")
     b = command("backup", cmd_backup, "an online, verified copy of the journal in a new file, while others write")
     b.add_argument("out", metavar="OUT", help="path of the copy (refused if it exists)")
     rs = command("restore", cmd_restore, "put a backup in place of a journal that is not open (refused if that "

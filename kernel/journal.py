@@ -25,9 +25,9 @@ GENESIS_HASH = bytes(32)
 MAX_STREAM_LEN = 1024
 _STREAM = re.compile(r"^[a-z][a-z0-9_]*:.+$", re.DOTALL)
 _PAGE = 1000
-_COLUMNS = "position, stream, version, type, schema, data, meta, event_id, correlation_id, recorded_at, hash"
-_INSERT = f"INSERT INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-# What the kernel's own projections read of a row (in ``_COLUMNS`` order):
+COLUMNS = "position, stream, version, type, schema, data, meta, event_id, correlation_id, recorded_at, hash"
+INSERT = f"INSERT INTO journal ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# What the kernel's own projections read of a row (in ``COLUMNS`` order):
 # a rebuild of them need not fetch nor decode the metadata, the event id or the hash.
 PROJECTED = "position, stream, version, type, schema, data, NULL, NULL, correlation_id, recorded_at, X''"
 _canonical = msgspec.json.Encoder()
@@ -213,6 +213,51 @@ def append(
     Raises InvalidArgument, ConcurrencyConflict, IdempotencyConflict; on a
     rejection nothing is written.
     """
+    encoded, ids, meta_text = prepare(stream, events, expected_version=expected_version, event_ids=event_ids,
+                                      correlation_id=correlation_id, meta=meta, where=where, meta_text=meta_text)
+    if event_ids is not None:
+        found = [None if event_id is None else
+                 conn.execute(f"SELECT {COLUMNS} FROM journal WHERE event_id = ?", (event_id,)).fetchone()
+                 for event_id in ids]
+        replay = replayed(found, stream, encoded, where)
+        if replay is not None:
+            return Appended(replay, True)
+
+    if expected_version is None:
+        current = stream_version(conn, stream)
+    else:
+        # A point lookup proves version n exists; UNIQUE(stream, version)
+        # refuses n + 1 if it exists too. Cheaper than max(version).
+        if expected_version > 0 and not _has_version(conn, stream, expected_version):
+            raise ConcurrencyConflict(stream, expected_version, stream_version(conn, stream))
+        current = expected_version
+
+    rows, records = chain(known_head if known_head is not None else head(conn), stream, events, encoded, ids,
+                          current, recorded_at, correlation_id, meta, meta_text)
+    for row in rows:
+        try:
+            conn.execute(INSERT, row)
+        except apsw.ConstraintError as e:
+            if expected_version is not None and "journal.stream" in str(e):
+                raise ConcurrencyConflict(stream, expected_version, stream_version(conn, stream)) from None
+            raise
+    return Appended(records, False)
+
+
+def prepare(
+    stream: str,
+    events: Sequence[Event],
+    *,
+    expected_version: int | None,
+    event_ids: Sequence[str | None] | None,
+    correlation_id: str | None,
+    meta: dict[str, Any] | None,
+    where: str,
+    meta_text: str | None,
+) -> tuple[list[tuple[str, int, str]], list[str | None], str | None]:
+    """An append's arguments checked and its events encoded, before any
+    read or write: ((type, schema, data) per event, event id per event,
+    the metadata's JSON). Every engine's append starts here."""
     check_stream(where, stream)
     if type(events) not in (list, tuple) and (isinstance(events, Event) or not isinstance(events, Sequence)) \
             or not events:
@@ -246,61 +291,53 @@ def append(
                     raise InvalidArgument(f"{where} refused: event id {event_id!r} appears twice in one append")
                 seen.add(event_id)
             ids[i] = event_id
-        replay = _replayed(conn, stream, encoded, ids, where)
-        if replay is not None:
-            return Appended(replay, True)
+    return encoded, ids, meta_text
 
-    if expected_version is None:
-        current = stream_version(conn, stream)
-    else:
-        # A point lookup proves version n exists; UNIQUE(stream, version)
-        # refuses n + 1 if it exists too. Cheaper than max(version).
-        if expected_version > 0 and not _has_version(conn, stream, expected_version):
-            raise ConcurrencyConflict(stream, expected_version, stream_version(conn, stream))
-        current = expected_version
 
-    position, prev = known_head if known_head is not None else head(conn)
+def chain(
+    at: tuple[int, bytes],
+    stream: str,
+    events: Sequence[Event],
+    encoded: list[tuple[str, int, str]],
+    ids: list[str | None],
+    current: int,
+    recorded_at: int,
+    correlation_id: str | None,
+    meta: dict[str, Any] | None,
+    meta_text: str | None,
+) -> tuple[list[tuple[Any, ...]], list[Recorded]]:
+    """The journal rows (``COLUMNS`` order) and records of prepared events
+    following the head ``at`` (position, hash), the stream at version ``current``."""
+    position, prev = at
+    rows = []
     records = []
     for i, (event, (type_, schema, data)) in enumerate(zip(events, encoded, strict=True)):
         position += 1
         version = current + 1 + i
         prev = row_hash(prev, position, stream, version, type_, schema, data, meta_text, ids[i], correlation_id, recorded_at)
-        try:
-            conn.execute(
-                _INSERT,
-                (position, stream, version, type_, schema, data, meta_text, ids[i], correlation_id, recorded_at, prev),
-            )
-        except apsw.ConstraintError as e:
-            if expected_version is not None and "journal.stream" in str(e):
-                raise ConcurrencyConflict(stream, expected_version, stream_version(conn, stream)) from None
-            raise
+        rows.append((position, stream, version, type_, schema, data, meta_text, ids[i], correlation_id, recorded_at, prev))
         records.append(
             Recorded(position, stream, version, type_, event, ids[i], correlation_id, meta, recorded_at, prev)
         )
-    return Appended(records, False)
+    return rows, records
 
 
-def _replayed(
-    conn: apsw.Connection,
+def replayed(
+    found: list[Any],
     stream: str,
     encoded: list[tuple[str, int, str]],
-    ids: list[str | None],
     where: str,
 ) -> list[Recorded] | None:
-    """The original records when every event id was appended before with the
-    same content; None when none was; IdempotencyConflict otherwise."""
-    found: list[Any] = []
-    for event_id, (type_, _, data) in zip(ids, encoded, strict=True):
-        if event_id is None:
-            found.append(None)
-            continue
-        row = conn.execute(f"SELECT {_COLUMNS} FROM journal WHERE event_id = ?", (event_id,)).fetchone()
+    """Given the rows already holding each event id of an append (None for
+    an id not found, or no id), the original records when every event was
+    appended before with the same content; None when none was;
+    IdempotencyConflict otherwise."""
+    for row, (type_, _, data) in zip(found, encoded, strict=True):
         if row is not None and (row[1], row[3], row[5]) != (stream, type_, data):
             raise IdempotencyConflict(
-                f"{where} refused: event id {event_id!r} was already used at position {row[0]} "
+                f"{where} refused: event id {row[7]!r} was already used at position {row[0]} "
                 f"for a different event ({row[3]} on {row[1]!r}); an event id names one event forever"
             )
-        found.append(row)
     present = [row for row in found if row is not None]
     if not present:
         return None
@@ -314,7 +351,7 @@ def _replayed(
 
 
 def record_from_row(row: Sequence[Any]) -> Recorded:
-    """Decode one journal row (in ``_COLUMNS`` order)."""
+    """Decode one journal row (in ``COLUMNS`` order)."""
     position, stream, version, type_, schema, data, meta, event_id, correlation_id, recorded_at, hash_ = row
     return Recorded(
         position, stream, version, type_, codec.decode(type_, schema, data), event_id, correlation_id,
@@ -353,9 +390,9 @@ def read_rows(
     since_ms: int | None = None,
     until_ms: int | None = None,
     page: int = _PAGE,
-    columns: str = _COLUMNS,
+    columns: str = COLUMNS,
 ) -> Iterator[tuple[Any, ...]]:
-    """Raw journal rows (``_COLUMNS`` order) matching the filters; see :func:`read`.
+    """Raw journal rows (``COLUMNS`` order) matching the filters; see :func:`read`.
     ``since_ms``/``until_ms`` bound ``recorded_at`` (inclusive). ``columns``:
     what to select in their place (``PROJECTED``: only what the kernel's own
     projections read)."""

@@ -10,14 +10,14 @@ from typing import Any, Literal
 import apsw
 import msgspec
 
-from eventkernel import backup, compaction, journal, migrations, secrets, snapshots
+from eventkernel import backup, compaction, journal, migrations, postgres, secrets, snapshots
 from eventkernel.clock import Clock, system_clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, GroupCommit, Synchronous, translating
 from eventkernel.errors import InvalidArgument, JournalCorrupt, JournalError, NotFound, ReadOnly, WrongProcess
 from eventkernel.events.commands import PayloadsErased
 from eventkernel.ids import new_id
-from eventkernel.registry import KERNEL_STREAM_KINDS, PROJECTIONS
+from eventkernel.registry import KERNEL_STREAM_KINDS, PROJECTIONS, check_application_append
 from eventkernel.fileformat import Found
 from eventkernel.projector import Progress, Projector, TableDiff, check_projections
 from eventkernel.services.base import Context
@@ -99,8 +99,16 @@ def open(
     (comma-separated), and without it secrets are refused.
 
     Raises JournalError subclasses when the file cannot be opened,
-    InvalidArgument for a projection that does not fit.
+    InvalidArgument for a projection that does not fit, and for a
+    ``postgresql://`` URL: the domains run on SQLite files; a journal on
+    PostgreSQL opens with :func:`eventkernel.postgres.open_journal`.
     """
+    if postgres.is_url(path):
+        raise InvalidArgument(
+            f"open refused: {postgres.redact(path)!r} is a PostgreSQL URL; the kernel's domains (work queue, memory, "
+            "sessions, …) run on SQLite files. eventkernel.postgres.open_journal(url) opens the journal there, "
+            "and `eventkernel copy` moves a journal between the two"
+        )
     return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
                   create=create, read_only=read_only, projections=projections, group_commit=group_commit,
                   snapshot_every=snapshot_every, secret_key=secret_key)
@@ -192,29 +200,7 @@ class Kernel(Reader):
         appends nothing; IdempotencyConflict when the content differs.
         Events of the kernel's own domains are refused (use their commands).
         """
-        if isinstance(events, Event):
-            events = [events]
-        kind = journal.check_stream("append", stream).partition(":")[0]
-        if kind in KERNEL_STREAM_KINDS:
-            raise InvalidArgument(
-                f"append refused: stream {stream!r} is of kind {kind!r}, which only the kernel's own commands "
-                "write (k.work, k.memory, k.sessions, …), so that their rules hold; application events go to "
-                "streams of other kinds, e.g. 'note:1'"
-            )
-        if isinstance(events, Sequence):
-            for e in events:
-                if getattr(type(e), "__kernel_owned__", False):
-                    raise InvalidArgument(
-                        f"append refused: {type(e).__event_type__} events are written only by the kernel's "
-                        "commands (k.work.* …), so that their rules hold"
-                    )
-        if event_ids is not None and not isinstance(event_ids, str) and isinstance(event_ids, Sequence):
-            for event_id in event_ids:
-                if isinstance(event_id, str) and event_id.startswith("cmd:"):
-                    raise InvalidArgument(
-                        f"append refused: event id {event_id!r} starts with 'cmd:', which is reserved for "
-                        "command ids"
-                    )
+        events = check_application_append(stream, events, event_ids)
         with self._db.write("append"):
             appended = self._ctx.emit(
                 stream,

@@ -391,7 +391,7 @@ class Projector:
         the kernel's own projections read no metadata, event id or hash; an
         application's may."""
         chosen = self.modules if modules is None else modules
-        return journal.PROJECTED if self.user_names.isdisjoint(m.NAME for m in chosen) else journal._COLUMNS
+        return journal.PROJECTED if self.user_names.isdisjoint(m.NAME for m in chosen) else journal.COLUMNS
 
     def catch_up(self, db: Database, progress: Progress | None = None) -> None:
         """Apply the events each projection has not seen, in batches of

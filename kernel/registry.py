@@ -9,11 +9,15 @@ the kernel's streams, the CLI's exports and the tests all read
 :data:`DOMAINS`; nothing else keeps a list of domains.
 """
 
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Annotated, get_type_hints
+from typing import Annotated, Any, get_type_hints
 
 import msgspec
 
+from eventkernel import journal
+from eventkernel.codec import Event
+from eventkernel.errors import InvalidArgument
 from eventkernel.events import checkpoints as checkpoint_events
 from eventkernel.events import commands as command_events
 from eventkernel.events import config as config_events
@@ -109,3 +113,33 @@ KERNEL_STREAM_KINDS: frozenset[str] = frozenset(
     {kind for _, domain in DOMAINS.values() for kind in domain.stream_kinds} | {"command", "erasure"}
 )
 KERNEL_EVENTS: tuple[ModuleType, ...] = (*(domain.events for _, domain in DOMAINS.values()), command_events)
+
+
+def check_application_append(stream: str, events: Any, event_ids: Any) -> Any:
+    """Refuse an application append that would write what only the kernel's
+    own commands write (their stream kinds, their events, command ids); the
+    events as a list when one Event was given."""
+    if isinstance(events, Event):
+        events = [events]
+    kind = journal.check_stream("append", stream).partition(":")[0]
+    if kind in KERNEL_STREAM_KINDS:
+        raise InvalidArgument(
+            f"append refused: stream {stream!r} is of kind {kind!r}, which only the kernel's own commands "
+            "write (k.work, k.memory, k.sessions, …), so that their rules hold; application events go to "
+            "streams of other kinds, e.g. 'note:1'"
+        )
+    if isinstance(events, Sequence):
+        for e in events:
+            if getattr(type(e), "__kernel_owned__", False):
+                raise InvalidArgument(
+                    f"append refused: {type(e).__event_type__} events are written only by the kernel's "
+                    "commands (k.work.* …), so that their rules hold"
+                )
+    if event_ids is not None and not isinstance(event_ids, str) and isinstance(event_ids, Sequence):
+        for event_id in event_ids:
+            if isinstance(event_id, str) and event_id.startswith("cmd:"):
+                raise InvalidArgument(
+                    f"append refused: event id {event_id!r} starts with 'cmd:', which is reserved for "
+                    "command ids"
+                )
+    return events

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -39,27 +39,19 @@ def type_names(where: str, types: object) -> tuple[str, ...]:
     return tuple(types)
 
 
-class Reader(Services):
-    """What the live kernel and a view of the past both answer: every
-    domain's service (the registry's :class:`Services`) and the journal."""
+class JournalReader:
+    """The journal's read surface, whatever the engine: ``head``, ``read``,
+    ``log`` and ``stream_version``, each page of rows one statement through
+    ``_statement`` (an engine's connection for this thread)."""
 
-    _db: Database
-    _projector: Projector
-
-    @contextmanager
-    def reading(self) -> Iterator[Reader]:
-        """Make every read of this thread inside the block see one snapshot
-        (one read transaction): reads that must agree with each other, such
-        as a session and then its events. Inside this thread's transaction,
-        that transaction's view. Commands of other threads are not held up."""
-        with self._db.read("reading"):
-            yield self
+    def _statement(self, doing: str) -> AbstractContextManager[Any]:
+        raise NotImplementedError
 
     @property
     def head(self) -> int:
         """The position of the last committed event (this thread's own
         transaction included); 0 when the journal is empty."""
-        with self._db.statement("reading the head") as conn:
+        with self._statement("reading the head") as conn:
             return journal.head(conn)[0]
 
     def read(
@@ -121,7 +113,7 @@ class Reader(Services):
         remaining = limit
         while remaining is None or remaining > 0:
             n = _PAGE if remaining is None else min(_PAGE, remaining)
-            with self._db.statement(where) as conn:
+            with self._statement(where) as conn:
                 rows = list(journal.read_rows(conn, after=after, limit=n, page=n, **filters))
             yield from rows
             if len(rows) < n:
@@ -129,6 +121,32 @@ class Reader(Services):
             after = rows[-1][0]
             if remaining is not None:
                 remaining -= len(rows)
+
+    def stream_version(self, stream: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        check_text("stream_version", "stream", stream, max_len=journal.MAX_STREAM_LEN)
+        with self._statement("reading a stream version") as conn:
+            return journal.stream_version(conn, stream)
+
+
+class Reader(JournalReader, Services):
+    """What the live kernel and a view of the past both answer: every
+    domain's service (the registry's :class:`Services`) and the journal."""
+
+    _db: Database
+    _projector: Projector
+
+    def _statement(self, doing: str) -> AbstractContextManager[Any]:
+        return self._db.statement(doing)
+
+    @contextmanager
+    def reading(self) -> Iterator[Reader]:
+        """Make every read of this thread inside the block see one snapshot
+        (one read transaction): reads that must agree with each other, such
+        as a session and then its events. Inside this thread's transaction,
+        that transaction's view. Commands of other threads are not held up."""
+        with self._db.read("reading"):
+            yield self
 
     def table(self, name: str) -> tuple[list[str], list[tuple[object, ...]]]:
         """(columns, rows) of one projection table, by primary key."""
@@ -143,11 +161,6 @@ class Reader(Services):
         """The names of every projection table, in projection order."""
         return [t for names in self._projector.tables.values() for t in names]
 
-    def stream_version(self, stream: str) -> int:
-        """The stream's current version (0 when it has no events)."""
-        check_text("stream_version", "stream", stream, max_len=journal.MAX_STREAM_LEN)
-        with self._db.statement("reading a stream version") as conn:
-            return journal.stream_version(conn, stream)
 
 
 class KernelView(Reader):

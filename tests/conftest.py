@@ -36,3 +36,21 @@ def db_path(tmp_path: object) -> str:
 def k(db_path: str, clock: eventkernel.FrozenClock) -> Iterator[eventkernel.Kernel]:
     with eventkernel.open(db_path, clock=clock) as kern:
         yield kern
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """A PostgreSQL server of the suite's own (started on first use, about a second)."""
+    from benchmarks.pgcluster import Cluster
+
+    cluster = Cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: object) -> str:
+    """The URL of a fresh, empty database on the suite's PostgreSQL server."""
+    return pg_cluster.new_database()  # type: ignore[attr-defined,no-any-return]

@@ -20,14 +20,14 @@ LAYERS = [
     {f"{_E}.projections", f"{_E}.projector", f"{_E}.snapshots", f"{_E}.verify"},
     {f"{_E}.services", f"{_E}.registry"},
     {f"{_E}.kernel", f"{_E}.subscription", f"{_E}.aio", f"{_E}.view", f"{_E}.demo", f"{_E}.cli", _E, f"{_E}.__main__",
-     f"{_E}.backup", f"{_E}.compaction"},
+     f"{_E}.backup", f"{_E}.compaction", f"{_E}.postgres", f"{_E}.transfer"},
     {f"{_E}.integrations"},
 ]
 # What each integration may import besides the library: its extra's framework.
 INTEGRATIONS = {"langgraph.py": {"langgraph", "langchain_core"}, "langgraph_store.py": {"langgraph"},
                 "adk.py": {"google"}}
 # The library modules that use an optional extra's library when it is installed.
-OPTIONAL = {"secrets.py": {"cryptography"}, "documents.py": {"numpy"}}
+OPTIONAL = {"secrets.py": {"cryptography"}, "documents.py": {"numpy"}, "postgres.py": {"psycopg"}}
 # The folders that install as the one import package (pyproject's package-dir).
 FOLDERS = {"kernel": (_E,), "projections": (_E, "projections"), "schema": (_E, "schema")}
 

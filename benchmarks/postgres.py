@@ -1,0 +1,133 @@
+"""The journal on PostgreSQL: durable appends/s from 1, 4 and 8 client
+processes, and batches of 100 per transaction, against raw psycopg inserts
+on the same server and against the SQLite journal, in the same run.
+
+The server is a throwaway cluster on a unix socket (``benchmarks.pgcluster``)
+with PostgreSQL's durable defaults (``fsync`` and ``synchronous_commit`` on).
+The raw baseline inserts one row per transaction into a table with a
+``bigserial`` key and no lock: the floor of a durable commit on this server,
+without the journal's guarantees (dense positions in commit order, the hash
+chain, stream versions).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from typing import Any
+
+import eventkernel
+from benchmarks.common import interleaved, scratch_dir, summary
+from benchmarks.pgcluster import Cluster
+
+
+class Appended(eventkernel.Event, tag="bench.pg.appended"):
+    n: int
+    text: str
+
+
+RAW_DDL = """
+CREATE TABLE IF NOT EXISTS raw_events (
+    id bigserial PRIMARY KEY, stream text NOT NULL, type text NOT NULL, data text NOT NULL, recorded_at bigint NOT NULL)
+"""
+RAW_INSERT = "INSERT INTO raw_events (stream, type, data, recorded_at) VALUES (%s, %s, %s, %s)"
+
+
+def _ours(url: str, name: str, n: int, batch: int, start: Any, results: Any) -> None:
+    from eventkernel import postgres
+
+    with postgres.open_journal(url) as j:
+        start.wait()
+        t0 = time.perf_counter()
+        for i in range(n // batch):
+            if batch == 1:
+                j.append(f"bench:{name}", [Appended(n=i, text="an event of about sixty bytes of payload")])
+            else:
+                with j.transaction():
+                    for b in range(batch):
+                        j.append(f"bench:{name}", [Appended(n=i * batch + b, text="an event of about sixty bytes")])
+        results.put(time.perf_counter() - t0)
+
+
+def _raw(url: str, name: str, n: int, batch: int, start: Any, results: Any) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        start.wait()
+        t0 = time.perf_counter()
+        for i in range(n // batch):
+            with conn.transaction(), conn.cursor() as cur:
+                rows = [(f"bench:{name}", "bench.pg.appended", f'{{"n":{i * batch + b},"text":"x"}}',
+                         time.time_ns() // 1_000_000) for b in range(batch)]
+                if batch == 1:
+                    cur.execute(RAW_INSERT, rows[0])
+                else:
+                    cur.executemany(RAW_INSERT, rows)
+        results.put(time.perf_counter() - t0)
+
+
+def _clients(target: Any, url: str, clients: int, n: int, batch: int) -> float:
+    """Events/s of ``clients`` processes appending ``n`` events each (all
+    started together; the rate over the slowest's time)."""
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(clients)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(url, f"c{i}", n, batch, start, results)) for i in range(clients)]
+    for p in procs:
+        p.start()
+    elapsed = max(results.get(timeout=900) for _ in procs)
+    for p in procs:
+        p.join()
+    return clients * n / elapsed
+
+
+def _sqlite(n: int) -> float:
+    path = str(scratch_dir() / "journal.db")
+    with eventkernel.open(path) as k:
+        t0 = time.perf_counter()
+        for i in range(n):
+            k.append("bench:sqlite", [Appended(n=i, text="an event of about sixty bytes of payload")])
+        return n / (time.perf_counter() - t0)
+
+
+def run(*, quick: bool) -> list[dict[str, Any]]:
+    import psycopg
+
+    from eventkernel import postgres
+
+    per_client = 40 if quick else 600
+    batched = 200 if quick else 5_000
+    rounds = 1 if quick else 3
+    cluster = Cluster()
+    try:
+        url = cluster.new_database()
+        postgres.open_journal(url).close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(RAW_DDL)
+        out: list[dict[str, Any]] = []
+
+        def row(name: str, ours: list[float], theirs: list[float], baseline: str, unit: str = "events/s") -> None:
+            a, b = summary(ours), summary(theirs)
+            out.append({"name": name, "value": a["median"], "min": a["min"], "max": a["max"], "unit": unit,
+                        "baseline": baseline, "baseline_value": b["median"], "ratio": a["median"] / b["median"],
+                        "target": None})
+
+        for clients in (1, 4, 8):
+            ours, theirs = interleaved(rounds, lambda c=clients: _clients(_ours, url, c, per_client, 1),
+                                       lambda c=clients: _clients(_raw, url, c, per_client, 1))
+            row(f"PostgreSQL journal, durable appends, {clients} process{'es' if clients > 1 else ''}", ours, theirs,
+                "raw psycopg: one INSERT per transaction, bigserial key, no lock")
+        ours, theirs = interleaved(rounds, lambda: _clients(_ours, url, 1, per_client, 1),
+                                   lambda: _sqlite(per_client))
+        row("PostgreSQL journal vs SQLite journal, 1 process", ours, theirs, "k.append on an SQLite file (FULL)")
+        ours, theirs = interleaved(rounds, lambda: _clients(_ours, url, 1, batched, 100),
+                                   lambda: _clients(_raw, url, 1, batched, 100))
+        row("PostgreSQL journal, 100 appends per transaction", ours, theirs,
+            "raw psycopg: executemany of 100 rows per transaction")
+        ours, theirs = interleaved(rounds, lambda: _clients(_ours, url, 4, batched, 100),
+                                   lambda: _clients(_raw, url, 4, batched, 100))
+        row("PostgreSQL journal, 100 per transaction, 4 processes", ours, theirs,
+            "raw psycopg: executemany of 100 rows per transaction")
+        return out
+    finally:
+        cluster.close()

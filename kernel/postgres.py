@@ -1,0 +1,663 @@
+"""The journal on PostgreSQL (extra ``[postgres]``: psycopg 3).
+
+``eventkernel.postgres.open_journal(url)`` returns a :class:`PgJournal`: the
+journal's append and read surface (``append``, ``read``, ``log``, ``head``,
+``stream_version``, ``transaction``, ``wait``, ``verify``) on a PostgreSQL
+server that many processes on many hosts share. The rules are the SQLite
+journal's, through the same code (:mod:`eventkernel.journal`): dense
+positions from 1 in commit order, the same hash chain (a journal copied
+between engines keeps its positions and hashes, and its anchors), optimistic
+concurrency by stream version, idempotent event ids.
+
+Every write takes the one-row ``journal_head`` ``FOR UPDATE`` first: the
+global write lock, as ``BEGIN IMMEDIATE`` is on SQLite. Positions are that
+row's position + 1, never a sequence, so a rolled-back writer leaves no gap
+and a reader following by position never misses a row committed later at a
+lower position. The time a write records is the server's clock read under
+that lock (never below the head's), unless ``clock=`` is given.
+
+The kernel's domains (work queue, memory, sessions, …) do not run on
+PostgreSQL yet: their projections are SQLite's. ``eventkernel copy`` moves a
+whole journal between the engines, and the CLI's read commands given a
+``postgresql://`` URL read it through a local SQLite copy.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import apsw
+
+from eventkernel import journal
+from eventkernel.clock import Clock
+from eventkernel.codec import Event
+from eventkernel.errors import (
+    CommitOutcomeUnknown,
+    ConcurrencyConflict,
+    InvalidArgument,
+    JournalBusy,
+    JournalError,
+    JournalFull,
+    KernelClosed,
+    KernelError,
+    NotAJournal,
+    WrongProcess,
+)
+from eventkernel.registry import check_application_append
+from eventkernel.validate import check_int, check_text
+from eventkernel.verify import VerifyReport
+from eventkernel.view import JournalReader
+
+FORMAT = 1
+"""The PostgreSQL journal format this eventkernel writes."""
+
+DEFAULT_SCHEMA = "eventkernel"
+URL_PREFIXES = ("postgresql://", "postgres://")
+
+
+def is_url(target: str) -> bool:
+    """Whether ``target`` names a PostgreSQL database rather than a file."""
+    return isinstance(target, str) and target.startswith(URL_PREFIXES)
+
+
+def redact(url: str) -> str:
+    """``url`` without its credentials (user info, a ``password=`` parameter), for messages."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        authority, slash, tail = rest.partition("/")
+        rest = authority.rpartition("@")[2] + slash + tail
+    return re.sub(r"(password\s*=\s*)('[^']*'|[^&\s]*)", r"\1***", scheme + sep + rest)
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as e:  # the extra is not installed
+        raise JournalError(
+            "a PostgreSQL journal needs psycopg 3: pip install 'eventkernel[postgres]'"
+        ) from e
+    return psycopg
+
+
+# --- the dialect: SQLite's SQL and errors as PostgreSQL's ------------------------
+
+_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\?|%")
+
+
+@functools.lru_cache(maxsize=1024)
+def dialect(sql: str) -> str:
+    """SQLite's SQL with bindings as psycopg's: each ``?`` placeholder becomes
+    ``%s`` and a literal ``%`` ``%%`` (quoted text and comments untouched)."""
+
+    def token(m: re.Match[str]) -> str:
+        t = m.group(0)
+        return "%s" if t == "?" else "%%" if t == "%" else t
+
+    return _TOKEN.sub(token, sql)
+
+
+# SQLSTATE classes and codes (PostgreSQL's appendix A).
+_BUSY = {"55P03", "40001", "40P01", "57014", "25P03"}  # lock, serialization, deadlock, timeout, idle timeout
+_FULL = {"53100", "53200", "54000"}
+
+
+def translate(e: BaseException, doing: str) -> KernelError:
+    """A psycopg error as the KernelError an SQLite one of its kind becomes."""
+    state = getattr(e, "sqlstate", None) or ""
+    if state in _BUSY:
+        return JournalBusy(f"{doing} failed: PostgreSQL gave up waiting ({state}: {str(e).strip()})")
+    if state in _FULL:
+        return JournalFull(f"{doing} failed: the server is out of space or memory; nothing was written ({e})")
+    if state.startswith("23"):
+        return JournalError(f"{doing} failed: a constraint of the journal refused it ({state}: {str(e).strip()})")
+    return JournalError(f"{doing} failed: {type(e).__name__}: {str(e).strip()}")
+
+
+class Connection:
+    """A psycopg connection answering the part of ``apsw.Connection`` the
+    journal's functions use (``execute`` with ``?`` bindings, rows as tuples,
+    a unique violation as ``apsw.ConstraintError`` naming ``table.constraint``),
+    so that :mod:`eventkernel.journal` runs unchanged on PostgreSQL."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Any) -> None:  # a psycopg.Connection
+        self.raw = raw
+
+    def execute(self, sql: str, bindings: Sequence[Any] | None = None) -> Any:
+        psycopg = _psycopg()
+        try:
+            if bindings:
+                return self.raw.execute(dialect(sql), bindings)
+            return self.raw.execute(sql)
+        except psycopg.errors.IntegrityError as e:
+            diag = e.diag
+            raise apsw.ConstraintError(
+                f"constraint failed: {diag.table_name}.{diag.constraint_name}: {diag.message_primary}"
+            ) from e
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.raw.cursor() as cur:
+            cur.executemany(dialect(sql), rows)
+
+    def table_exists(self, dbname: str, name: str) -> bool:
+        """Whether a table of this name is on the search path (``dbname`` is SQLite's and ignored)."""
+        return bool(self.raw.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0])
+
+
+# --- the journal ---------------------------------------------------------------
+
+_NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
+
+class _Tx:
+    """The write transaction of one thread, in pipeline mode: the head it
+    holds the lock on, the stream versions it knows (no other writer can
+    change them while it holds the lock), and the lookups sent with its
+    BEGIN (a lone append's, so that it takes two round trips in all)."""
+
+    __slots__ = ("conn", "position", "hash", "recorded_at", "now", "start", "spoiled", "versions", "asked", "rows")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.position, self.hash, self.recorded_at, self.now = 0, journal.GENESIS_HASH, 0, 0
+        self.start = 0
+        self.spoiled: BaseException | None = None
+        self.versions: dict[str, int] = {}
+        self.asked: tuple[str, list[str | None], Any, list[Any]] | None = None
+        self.rows: list[tuple[Any, ...]] = []  # appended, not yet sent: one INSERT for a run of appends
+
+    def flush(self) -> None:
+        """Send the rows appended so far (before anything reads the journal)."""
+        if self.rows:
+            rows, self.rows = self.rows, []
+            self.conn.executemany(journal.INSERT, rows)
+
+    def ask(self, stream: str, ids: list[str | None]) -> None:
+        """Send the lookups an append of ``stream`` with ``ids`` needs (answers come at the next sync)."""
+        if stream in self.versions and not any(ids):
+            self.asked = (stream, ids, None, [None] * len(ids))
+            return
+        self.flush()
+        raw = self.conn.raw
+        version = None if stream in self.versions else raw.execute(_VERSION, (stream,))
+        found = [None if i is None else raw.execute(_BY_ID, (i,)) for i in ids]
+        self.asked = (stream, ids, version, found)
+
+    def lookup(self, stream: str, ids: list[str | None]) -> tuple[list[Any], int]:
+        """(rows holding each event id, None where none), the stream's version."""
+        asked = self.asked
+        self.asked = None
+        if asked is None or asked[0] != stream or asked[1] != ids:
+            self.ask(stream, ids)
+            asked, self.asked = self.asked, None
+        assert asked is not None
+        _, _, version, found = asked
+        rows = [None if cur is None else cur.fetchone() for cur in found]
+        if version is not None:
+            self.versions[stream] = int(version.fetchone()[0])
+        return rows, self.versions[stream]
+
+
+_VERSION = "SELECT coalesce(max(version), 0) FROM journal WHERE stream = %s"
+_BY_ID = f"SELECT {journal.COLUMNS} FROM journal WHERE event_id = %s"
+_HEAD = f"SELECT position, hash, recorded_at, {{now}} FROM journal_head FOR UPDATE"
+
+
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class PgJournal(JournalReader):
+    """The journal in a PostgreSQL schema. Open it with :func:`open_journal`;
+    a context manager; one per process, shared by any number of threads."""
+
+    def __init__(self, url: str, *, schema: str, clock: Clock | None, create: bool, busy_timeout_ms: int,
+                 statement_timeout_ms: int, idle_in_transaction_timeout_ms: int) -> None:
+        self.url = url
+        self.schema = schema
+        self._clock = clock
+        self._settings = {
+            "lock_timeout": busy_timeout_ms,
+            "statement_timeout": statement_timeout_ms,
+            "idle_in_transaction_session_timeout": idle_in_transaction_timeout_ms,
+        }
+        self._busy_s = busy_timeout_ms / 1000
+        self._pid = _pid
+        self._closed = False
+        self._lock = threading.RLock()  # the writer connection and its transaction
+        self._owner: int | None = None
+        self._tx: _Tx | None = None
+        self._writer: Connection | None = None
+        self._reader: Connection | None = None
+        self._reader_lock = threading.Lock()
+        self._listener: Any = None
+        self._listener_lock = threading.Lock()
+        self.channel = f"eventkernel.{schema}"
+        self._writer = self._connect()
+        try:
+            self._prepare(create)
+        except BaseException:
+            self._writer.raw.close()
+            raise
+
+    # connections -----------------------------------------------------------
+
+    def _connect(self) -> Connection:
+        psycopg = _psycopg()
+        from psycopg import sql
+
+        try:
+            raw = psycopg.connect(self.url, autocommit=True)
+        except psycopg.Error as e:
+            raise JournalError(f"connecting to PostgreSQL failed: {str(e).strip()}") from e
+        try:
+            raw.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+            for name, value in self._settings.items():
+                raw.execute(sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        except psycopg.Error as e:
+            raw.close()
+            raise translate(e, "configuring the PostgreSQL connection") from e
+        return Connection(raw)
+
+    def _prepare(self, create: bool) -> None:
+        psycopg = _psycopg()
+        from psycopg import sql
+
+        conn = self._writer
+        assert conn is not None
+        try:
+            with conn.raw.transaction():
+                conn.raw.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.channel,))
+                if conn.raw.execute("SELECT to_regclass(%s)", (f'"{self.schema}".journal',)).fetchone()[0] is None:
+                    if not create:
+                        raise NotAJournal(redact(self.url), f"schema {self.schema!r} holds no eventkernel journal")
+                    conn.raw.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+                    ddl = importlib.resources.files("eventkernel.schema").joinpath("postgres/0001_journal.sql")
+                    conn.raw.execute(ddl.read_text(encoding="utf-8"))
+                    conn.raw.execute(f"INSERT INTO eventkernel_format (format, created_at) VALUES (%s, {_NOW_MS})",
+                                     (FORMAT,))
+                row = conn.raw.execute("SELECT max(format) FROM eventkernel_format").fetchone()
+        except psycopg.Error as e:
+            raise translate(e, f"opening the journal in schema {self.schema!r}") from e
+        found = None if row is None else row[0]
+        if found is None or found > FORMAT:
+            raise NotAJournal(
+                redact(self.url), f"schema {self.schema!r} holds a journal of format {found}, and this eventkernel "
+                f"reads format {FORMAT}; upgrade eventkernel"
+            )
+
+    def _where(self) -> str:
+        psycopg = _psycopg()
+        try:
+            info = psycopg.conninfo.conninfo_to_dict(self.url)
+        except psycopg.Error:
+            return "the database"
+        return f"database {info.get('dbname', '?')!r}"
+
+    def _check(self) -> None:
+        if self._pid != _pid:
+            raise WrongProcess(
+                "this PgJournal was opened in another process (before a fork): its connections belong there; "
+                "open one per process"
+            )
+        if self._closed:
+            raise KernelClosed("the journal is closed")
+
+    def __reduce__(self) -> Any:
+        raise WrongProcess(
+            "a PgJournal cannot be pickled: its connections belong to the process that opened it; "
+            "send the URL instead and open one journal per process"
+        )
+
+    def _read_conn(self) -> Connection:
+        with self._reader_lock:
+            if self._reader is None or self._reader.raw.closed:
+                self._reader = self._connect()
+            return self._reader
+
+    @contextmanager
+    def _statement(self, doing: str) -> Iterator[Any]:
+        """The connection a read of this thread uses: its transaction's, or the
+        shared reader (autocommit: each statement sees what is committed)."""
+        self._check()
+        psycopg = _psycopg()
+        tx = self._tx
+        if tx is not None and self._owner == threading.get_ident():
+            tx.flush()
+            conn = tx.conn
+        else:
+            conn = self._read_conn()
+        try:
+            yield conn
+        except psycopg.Error as e:
+            raise translate(e, doing) from e
+
+    # writing -----------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[PgJournal]:
+        """One transaction for every append of this thread inside the block:
+        all committed together at its end, or none if the block raises.
+        Appends of other threads and processes wait for it (up to the busy
+        timeout): it holds the journal's write lock from its start."""
+        with self._write("transaction"):
+            yield self
+
+    @contextmanager
+    def _write(self, doing: str, ask: tuple[str, list[str | None]] | None = None) -> Iterator[_Tx]:
+        self._check()
+        me = threading.get_ident()
+        if self._owner == me and self._tx is not None:
+            if self._tx.spoiled is not None:
+                raise JournalError(
+                    f"{doing} refused: this transaction was rolled back ({self._tx.spoiled}); leave its `with` block"
+                )
+            yield self._tx
+            return
+        if not self._lock.acquire(timeout=self._busy_s):
+            raise JournalBusy(f"{doing} failed: another thread's transaction held the journal past the busy timeout")
+        try:
+            self._owner = me
+            yield from self._transact(doing, ask)
+        finally:
+            self._owner, self._tx = None, None
+            self._lock.release()
+
+    def _transact(self, doing: str, ask: tuple[str, list[str | None]] | None) -> Iterator[_Tx]:
+        psycopg = _psycopg()
+        conn = self._writer
+        if conn is None or conn.raw.closed or conn.raw.broken:
+            conn = self._writer = self._connect()
+        raw = conn.raw
+        tx = _Tx(conn)
+        committing = False
+        try:
+            with raw.pipeline():
+                raw.execute("BEGIN")
+                head = raw.execute(_HEAD.format(now=_NOW_MS))
+                if ask is not None:
+                    tx.ask(*ask)
+                try:
+                    row = head.fetchone()
+                except psycopg.Error as e:
+                    raise translate(e, f"{doing}: taking the journal's write lock") from e
+                assert row is not None
+                tx.position, tx.hash, tx.recorded_at, tx.now = int(row[0]), bytes(row[1]), int(row[2]), int(row[3])
+                tx.start = tx.position
+                self._tx = tx
+                try:
+                    yield tx
+                except psycopg.Error as e:
+                    tx.spoiled = e
+                    raise translate(e, doing) from e
+                if tx.spoiled is not None:
+                    raise JournalError(f"{doing} failed: the transaction was rolled back ({tx.spoiled})")
+                tx.flush()
+                if tx.position != tx.start:
+                    raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s",
+                                (tx.position, tx.hash, tx.recorded_at))
+                    raw.execute("SELECT pg_notify(%s, %s)", (self.channel, str(tx.position)))
+                committing = True
+                raw.execute("COMMIT")
+        except BaseException as e:
+            self._rollback(conn)
+            if committing and isinstance(e, psycopg.Error):
+                if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+                    raise CommitOutcomeUnknown(
+                        f"{doing}: COMMIT failed ({type(e).__name__}: {str(e).strip()}); the transaction may or "
+                        "may not be durable. Retry with the same event_ids: a retry of what committed appends "
+                        "nothing"
+                    ) from e
+                raise translate(e, f"{doing}: committing (nothing was written)") from e
+            raise
+
+    def _rollback(self, conn: Connection) -> None:
+        psycopg = _psycopg()
+        try:
+            if not conn.raw.closed:
+                conn.raw.execute("ROLLBACK")
+        except psycopg.Error:
+            conn.raw.close()  # a broken connection: the next write opens another
+
+    def append(
+        self,
+        stream: str,
+        events: Sequence[Event],
+        expected_version: int | None = None,
+        event_ids: Sequence[str | None] | None = None,
+        correlation_id: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> int:
+        """Append events to ``stream`` in one transaction (or this thread's
+        :meth:`transaction`); the position of the last one. The rules and
+        refusals of :meth:`eventkernel.Kernel.append`: ``expected_version``
+        (ConcurrencyConflict), ``event_ids`` (an exact retry appends nothing
+        and returns the original position; IdempotencyConflict otherwise), and
+        the kernel's own streams and events refused. Two round trips: the
+        lock with the lookups, then the rows with the COMMIT."""
+        where = "append"
+        events = check_application_append(stream, events, event_ids)
+        encoded, ids, meta_text = journal.prepare(
+            stream, events, expected_version=expected_version, event_ids=event_ids, correlation_id=correlation_id,
+            meta=meta, where=where, meta_text=None)
+        with self._write(where, (stream, ids)) as tx:
+            found, current = tx.lookup(stream, ids)
+            if event_ids is not None:
+                replay = journal.replayed(found, stream, encoded, where)
+                if replay is not None:
+                    return replay[-1].position
+            if expected_version is not None and expected_version != current:
+                raise ConcurrencyConflict(stream, expected_version, current)
+            recorded_at = max(self._now(tx), tx.recorded_at)
+            rows, _ = journal.chain((tx.position, tx.hash), stream, events, encoded, ids, current, recorded_at,
+                                    correlation_id, meta, meta_text)
+            tx.rows += rows
+            tx.versions[stream] = current + len(rows)
+            tx.position, tx.hash, tx.recorded_at = rows[-1][0], rows[-1][10], recorded_at
+            return int(rows[-1][0])
+
+    def _now(self, tx: _Tx) -> int:
+        if self._clock is None:
+            return tx.now  # the server's clock, read under the lock
+        t = self._clock()
+        if type(t) is not int or t < 0:
+            raise JournalError(f"the journal's clock returned {t!r:.60}; a clock must return int ms since the epoch")
+        return t
+
+    def _import(self, rows: Sequence[tuple[Any, ...]], erased: Sequence[tuple[Any, ...]]) -> None:
+        """Write journal rows verbatim (``eventkernel copy``): each must follow
+        the head, densely; ``erased`` records their erased payloads."""
+        with self._write("copy") as tx:
+            for row in rows:
+                if row[0] != tx.position + 1:
+                    raise InvalidArgument(f"copy refused: position {row[0]} does not follow the head {tx.position}")
+                tx.position, tx.hash, tx.recorded_at = int(row[0]), bytes(row[10]), int(row[9])
+            tx.flush()
+            tx.conn.executemany(journal.INSERT, rows)
+            if erased:
+                tx.conn.executemany(
+                    "INSERT INTO erased (position, data_digest, meta_digest, erasure) VALUES (?, ?, ?, ?)", erased)
+
+    # reading -----------------------------------------------------------------
+
+    @property
+    def head(self) -> int:
+        """The position of the last committed event (this thread's own
+        transaction included); 0 when the journal is empty."""
+        return self.head_hash()[0]
+
+    def head_hash(self) -> tuple[int, str]:
+        """(position, hex chain hash) of the head: an anchor for :meth:`verify`."""
+        if self._tx is not None and self._owner == threading.get_ident():
+            return self._tx.position, self._tx.hash.hex()
+        with self._statement("reading the head") as conn:
+            row = conn.raw.execute("SELECT position, hash FROM journal_head").fetchone()
+        return int(row[0]), bytes(row[1]).hex()
+
+    def wait(self, after: int, timeout_s: float) -> int:
+        """Block until the head passes ``after`` (a ``NOTIFY`` of the commit
+        wakes it) or ``timeout_s`` elapses; the head either way."""
+        check_int("wait", "after", after, minimum=0)
+        psycopg = _psycopg()
+        from psycopg import sql
+
+        self._check()
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        with self._listener_lock:
+            try:
+                if self._listener is None or self._listener.closed:
+                    listener = psycopg.connect(self.url, autocommit=True)
+                    listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    self._listener = listener
+                listener = self._listener
+                while True:
+                    # after LISTEN, so that a commit between this read and the wait still wakes it
+                    row = listener.execute(
+                        sql.SQL("SELECT position FROM {}.journal_head").format(sql.Identifier(self.schema))
+                    ).fetchone()
+                    head = int(row[0])
+                    remaining = deadline - time.monotonic()
+                    if head > after or remaining <= 0:
+                        return head
+                    for _ in listener.notifies(timeout=remaining, stop_after=1):
+                        pass
+            except psycopg.Error as e:
+                if self._listener is not None:
+                    self._listener.close()
+                    self._listener = None
+                raise translate(e, "waiting for the journal") from e
+
+    def rows(self, after: int = 0, until: int | None = None) -> Iterator[tuple[Any, ...]]:
+        """Raw journal rows (``journal.read_rows``' columns), a page per statement."""
+        return self._pages("rows", after, None, until=until)
+
+    def erased_rows(self) -> list[tuple[Any, ...]]:
+        """(position, data_digest, meta_digest, erasure) of every erased payload."""
+        with self._statement("reading the erased payloads") as conn:
+            return [tuple(r) for r in conn.raw.execute(
+                "SELECT position, data_digest, meta_digest, erasure FROM erased ORDER BY position")]
+
+    def verify(self, *, anchor: tuple[int, str] | None = None, limit: int = 50) -> VerifyReport:
+        """Dense positions from 1, dense stream versions, the hash chain (as
+        on SQLite, erased payloads by their digests), the head row, and
+        ``anchor`` (a ``(position, hex hash)`` kept from an earlier report).
+        Never raises for what it finds."""
+        problems: list[str] = []
+        bad: list[int] = []
+        prev, last = journal.GENESIS_HASH, 0
+
+        def problem(text: str, position: int | None = None) -> None:
+            if len(problems) < limit:
+                problems.append(text)
+            if position is not None:
+                bad.append(position)
+
+        try:
+            erased = {r[0]: r for r in self.erased_rows()}
+            versions: dict[str, int] = {}
+            for row in self.rows():
+                position, stream, version, type_, schema, data, meta, event_id, correlation_id, recorded_at, h = row
+                if position != last + 1:
+                    problem(f"positions jump from {last} to {position}", last + 1)
+                if version != versions.get(stream, 0) + 1:
+                    problem(f"position {position}: stream {stream!r} version {version} follows "
+                            f"{versions.get(stream, 0)}", position)
+                versions[stream] = version
+                e = erased.get(position)
+                if e is not None:
+                    if data != journal.ERASED_DATA or meta is not None:
+                        problem(f"position {position}: an erased row holds a payload", position)
+                    want = journal.row_hash_of_digests(prev, position, stream, version, type_, schema, e[1], e[2],
+                                                       event_id, correlation_id, recorded_at)
+                else:
+                    want = journal.row_hash(prev, position, stream, version, type_, schema, data, meta, event_id,
+                                            correlation_id, recorded_at)
+                if bytes(h) != want:
+                    problem(f"position {position}: the chain hash does not match its row", position)
+                prev, last = bytes(h), position
+                if anchor is not None and position == anchor[0] and bytes(h).hex() != anchor[1]:
+                    problem(f"position {position}: the chain does not pass through the anchor", position)
+            head, head_hash = self.head_hash()
+            if (head, head_hash) != (last, prev.hex()):
+                problem(f"the head row says position {head}, the journal ends at {last}", last + 1)
+            if anchor is not None and anchor[0] > last:
+                problem(f"the anchor is at position {anchor[0]}, past the head {last}: events were cut", last + 1)
+        except KernelError as e:
+            problem(f"the journal cannot be read to the end: {e}", last + 1)
+        return VerifyReport(ok=not problems, problems=problems, head=last, head_hash=prev.hex(),
+                            first_bad_position=min(bad) if bad else None,
+                            notes=["the kernel's projections are not kept on PostgreSQL: the journal alone checked"])
+
+    def close(self) -> None:
+        """Close every connection; later use raises KernelClosed. Idempotent."""
+        if self._closed or self._pid != _pid:
+            self._closed = True
+            return
+        with self._lock:
+            self._closed = True
+            for conn in (self._writer, self._reader):
+                if conn is not None:
+                    conn.raw.close()
+            with self._listener_lock:
+                if self._listener is not None:
+                    self._listener.close()
+
+    def __enter__(self) -> PgJournal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<PgJournal {self._where()} schema={self.schema!r}{' closed' if self._closed else ''}>"
+
+
+def open_journal(
+    url: str,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    clock: Clock | None = None,
+    create: bool = True,
+    busy_timeout_ms: int = 10_000,
+    statement_timeout_ms: int = 60_000,
+    idle_in_transaction_timeout_ms: int = 60_000,
+) -> PgJournal:
+    """Open (creating when ``create``) the journal in ``schema`` of the
+    PostgreSQL database at ``url`` (``postgresql://…`` or a libpq conninfo).
+
+    ``busy_timeout_ms`` bounds the wait for the write lock (PostgreSQL's
+    ``lock_timeout``, and the wait for another thread's transaction);
+    ``statement_timeout_ms`` any one statement; ``idle_in_transaction_timeout_ms``
+    how long the server keeps a transaction whose client went silent (its
+    locks released), so a hung client cannot block every writer forever.
+    ``clock``: a zero-argument callable of int ms since the epoch; by default
+    the server's clock, read under the write lock."""
+    check_text("open_journal", "url", url)
+    check_text("open_journal", "schema", schema, max_len=40)
+    for name, value in (("busy_timeout_ms", busy_timeout_ms), ("statement_timeout_ms", statement_timeout_ms),
+                        ("idle_in_transaction_timeout_ms", idle_in_transaction_timeout_ms)):
+        check_int("open_journal", name, value, minimum=0)
+    if clock is not None and not callable(clock):
+        raise InvalidArgument(f"open_journal refused: clock must be a zero-argument callable, got {clock!r:.60}")
+    return PgJournal(url, schema=schema, clock=clock, create=create, busy_timeout_ms=busy_timeout_ms,
+                     statement_timeout_ms=statement_timeout_ms,
+                     idle_in_transaction_timeout_ms=idle_in_transaction_timeout_ms)
+
+
+__all__ = ["FORMAT", "PgJournal", "dialect", "is_url", "open_journal", "redact"]
