@@ -1,5 +1,6 @@
 """The journal on PostgreSQL: durable appends/s from 1, 4 and 8 client
-processes, and batches of 100 per transaction, against raw psycopg inserts
+processes, 8 threads of one process (group commit on and off), and batches
+of 100 per transaction, against raw psycopg inserts
 on the same server and against the SQLite journal, in the same run.
 
 The server is a throwaway cluster on a unix socket (``benchmarks.pgcluster``)
@@ -81,6 +82,27 @@ def _clients(target: Any, url: str, clients: int, n: int, batch: int) -> float:
     return clients * n / elapsed
 
 
+def _threads(url: str, threads: int, n: int, group_commit: bool) -> float:
+    """Events/s of ``threads`` threads of one process appending ``n`` events
+    each through one journal (one event per durable append)."""
+    import threading
+
+    from eventkernel import postgres
+
+    with postgres.open_journal(url, group_commit=group_commit) as j:
+        def work(t: int) -> None:
+            for i in range(n):
+                j.append(f"bench:thread-{t}", [Appended(n=i, text="an event of about sixty bytes of payload")])
+
+        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return threads * n / (time.perf_counter() - t0)
+
+
 def _sqlite(n: int) -> float:
     path = str(scratch_dir() / "journal.db")
     with eventkernel.open(path) as k:
@@ -120,6 +142,10 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
         ours, theirs = interleaved(rounds, lambda: _clients(_ours, url, 1, per_client, 1),
                                    lambda: _sqlite(per_client))
         row("PostgreSQL journal vs SQLite journal, 1 process", ours, theirs, "k.append on an SQLite file (FULL)")
+        ours, theirs = interleaved(rounds, lambda: _threads(url, 8, per_client, True),
+                                   lambda: _threads(url, 8, per_client, False))
+        row("PostgreSQL journal, 8 threads of one process, group commit", ours, theirs,
+            "the same 8 threads, group_commit=False")
         ours, theirs = interleaved(rounds, lambda: _clients(_ours, url, 1, batched, 100),
                                    lambda: _clients(_raw, url, 1, batched, 100))
         row("PostgreSQL journal, 100 appends per transaction", ours, theirs,

@@ -118,19 +118,28 @@ def _read(args: argparse.Namespace) -> Kernel:
     """The file, opened read-only: never created, migrated or written. A
     ``postgresql://`` URL: its journal copied into a temporary SQLite file
     (the projections rebuilt there), removed when the command ends."""
-    if postgres.is_url(args.db):
-        folder = tempfile.mkdtemp(prefix="eventkernel-")
-        atexit.register(shutil.rmtree, folder, True)
-        path = os.path.join(folder, "journal.db")
-        transfer.copy(args.db, path, schema=args.schema, progress=_progress("reading the journal"))
-        return open_kernel(path, read_only=True)
-    return open_kernel(args.db, read_only=True)
+    return open_kernel(_local(args), read_only=True)
+
+
+def _local(args: argparse.Namespace) -> str:
+    """The path of the journal: the file given, or for a URL a temporary copy."""
+    if not postgres.is_url(args.db):
+        return str(args.db)
+    folder = tempfile.mkdtemp(prefix="eventkernel-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, "journal.db")
+    transfer.copy(args.db, path, schema=_schema(args), progress=_progress("reading the journal"))
+    return path
+
+
+def _schema(args: argparse.Namespace) -> str:
+    return str(getattr(args, "schema", postgres.DEFAULT_SCHEMA))
 
 
 def _journal(args: argparse.Namespace) -> Kernel | postgres.PgJournal:
     """What ``log`` and ``verify`` read: the file (read-only) or the journal on PostgreSQL itself."""
     if postgres.is_url(args.db):
-        return postgres.open_journal(args.db, schema=args.schema, create=False)
+        return postgres.open_journal(args.db, schema=_schema(args), create=False)
     return open_kernel(args.db, read_only=True)
 
 
@@ -558,7 +567,7 @@ def _csv(value: Any) -> Any:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    columns, rows = readonly.query(args.db, args.sql)
+    columns, rows = readonly.query(_local(args), args.sql)
     if args.json:
         for r in rows:
             _print(_dump(dict(zip(columns, [_plain(v) for v in r], strict=True))))

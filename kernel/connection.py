@@ -11,8 +11,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, Literal, NoReturn
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Literal, NoReturn, Protocol
 from urllib.parse import quote
 
 import apsw
@@ -925,6 +925,16 @@ class _Ticket:
         self.error: BaseException | None = None
 
 
+class Writer(Protocol):
+    """What a group commit needs of an engine: its write lock (held by a
+    group's leader), the busy timeout, and a write transaction."""
+
+    _lock: threading.RLock
+    busy_timeout_ms: int
+
+    def write(self, doing: str) -> AbstractContextManager[Any]: ...
+
+
 # The most commands one COMMIT carries (a leader stops taking newcomers there).
 MAX_GROUP = 512
 
@@ -943,7 +953,7 @@ class GroupCommit:
     durable; a failed COMMIT fails every command of its group.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Writer) -> None:
         self.db = db
         self.cv = threading.Condition()
         self.queue: list[_Ticket] = []

@@ -31,7 +31,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import apsw
@@ -39,6 +39,7 @@ import apsw
 from eventkernel import journal
 from eventkernel.clock import Clock
 from eventkernel.codec import Event
+from eventkernel.connection import GroupCommit
 from eventkernel.errors import (
     CommitOutcomeUnknown,
     ConcurrencyConflict,
@@ -228,7 +229,7 @@ class PgJournal(JournalReader):
     a context manager; one per process, shared by any number of threads."""
 
     def __init__(self, url: str, *, schema: str, clock: Clock | None, create: bool, busy_timeout_ms: int,
-                 statement_timeout_ms: int, idle_in_transaction_timeout_ms: int) -> None:
+                 statement_timeout_ms: int, idle_in_transaction_timeout_ms: int, group_commit: bool) -> None:
         self.url = url
         self.schema = schema
         self._clock = clock
@@ -237,7 +238,10 @@ class PgJournal(JournalReader):
             "statement_timeout": statement_timeout_ms,
             "idle_in_transaction_session_timeout": idle_in_transaction_timeout_ms,
         }
+        self.busy_timeout_ms = busy_timeout_ms
         self._busy_s = busy_timeout_ms / 1000
+        self._hint = threading.local()  # the lookups of this thread's append, sent with a group's BEGIN
+        self._group = GroupCommit(self) if group_commit else None
         self._pid = _pid
         self._closed = False
         self._lock = threading.RLock()  # the writer connection and its transaction
@@ -378,6 +382,12 @@ class PgJournal(JournalReader):
         finally:
             self._owner, self._tx = None, None
             self._lock.release()
+            if self._group is not None:
+                self._group.wake()
+
+    def write(self, doing: str) -> AbstractContextManager[_Tx]:
+        """A group's transaction (for :class:`GroupCommit`, which holds ``_lock``)."""
+        return self._write(doing, getattr(self._hint, "ask", None))
 
     def _transact(self, doing: str, ask: tuple[str, list[str | None]] | None) -> Iterator[_Tx]:
         psycopg = _psycopg()
@@ -456,21 +466,36 @@ class PgJournal(JournalReader):
         encoded, ids, meta_text = journal.prepare(
             stream, events, expected_version=expected_version, event_ids=event_ids, correlation_id=correlation_id,
             meta=meta, where=where, meta_text=None)
-        with self._write(where, (stream, ids)) as tx:
-            found, current = tx.lookup(stream, ids)
-            if event_ids is not None:
-                replay = journal.replayed(found, stream, encoded, where)
-                if replay is not None:
-                    return replay[-1].position
-            if expected_version is not None and expected_version != current:
-                raise ConcurrencyConflict(stream, expected_version, current)
-            recorded_at = max(self._now(tx), tx.recorded_at)
-            rows, _ = journal.chain((tx.position, tx.hash), stream, events, encoded, ids, current, recorded_at,
-                                    correlation_id, meta, meta_text)
-            tx.rows += rows
-            tx.versions[stream] = current + len(rows)
-            tx.position, tx.hash, tx.recorded_at = rows[-1][0], rows[-1][10], recorded_at
-            return int(rows[-1][0])
+
+        def run() -> int:
+            with self._write(where, (stream, ids)) as tx:
+                try:
+                    found, current = tx.lookup(stream, ids)
+                except _psycopg().Error as e:
+                    tx.spoiled = e  # the server rolls the whole transaction back
+                    raise translate(e, where) from e
+                if event_ids is not None:
+                    replay = journal.replayed(found, stream, encoded, where)
+                    if replay is not None:
+                        return replay[-1].position
+                if expected_version is not None and expected_version != current:
+                    raise ConcurrencyConflict(stream, expected_version, current)
+                recorded_at = max(self._now(tx), tx.recorded_at)
+                rows, _ = journal.chain((tx.position, tx.hash), stream, events, encoded, ids, current, recorded_at,
+                                        correlation_id, meta, meta_text)
+                tx.rows += rows
+                tx.versions[stream] = current + len(rows)
+                tx.position, tx.hash, tx.recorded_at = rows[-1][0], rows[-1][10], recorded_at
+                return int(rows[-1][0])
+
+        if self._group is None or self._owner == threading.get_ident():
+            return run()
+        self._check()
+        self._hint.ask = (stream, ids)
+        try:
+            return int(self._group.run(where, run))
+        finally:
+            self._hint.ask = None
 
     def _now(self, tx: _Tx) -> int:
         if self._clock is None:
@@ -609,6 +634,8 @@ class PgJournal(JournalReader):
         if self._closed or self._pid != _pid:
             self._closed = True
             return
+        if self._group is not None:
+            self._group.close()
         with self._lock:
             self._closed = True
             for conn in (self._writer, self._reader):
@@ -637,6 +664,7 @@ def open_journal(
     busy_timeout_ms: int = 10_000,
     statement_timeout_ms: int = 60_000,
     idle_in_transaction_timeout_ms: int = 60_000,
+    group_commit: bool = True,
 ) -> PgJournal:
     """Open (creating when ``create``) the journal in ``schema`` of the
     PostgreSQL database at ``url`` (``postgresql://…`` or a libpq conninfo).
@@ -647,7 +675,9 @@ def open_journal(
     how long the server keeps a transaction whose client went silent (its
     locks released), so a hung client cannot block every writer forever.
     ``clock``: a zero-argument callable of int ms since the epoch; by default
-    the server's clock, read under the write lock."""
+    the server's clock, read under the write lock. ``group_commit``: appends
+    of this process's threads share one transaction and one COMMIT when
+    they meet (as on SQLite); a lone append waits for no one."""
     check_text("open_journal", "url", url)
     check_text("open_journal", "schema", schema, max_len=40)
     for name, value in (("busy_timeout_ms", busy_timeout_ms), ("statement_timeout_ms", statement_timeout_ms),
@@ -657,7 +687,7 @@ def open_journal(
         raise InvalidArgument(f"open_journal refused: clock must be a zero-argument callable, got {clock!r:.60}")
     return PgJournal(url, schema=schema, clock=clock, create=create, busy_timeout_ms=busy_timeout_ms,
                      statement_timeout_ms=statement_timeout_ms,
-                     idle_in_transaction_timeout_ms=idle_in_transaction_timeout_ms)
+                     idle_in_transaction_timeout_ms=idle_in_transaction_timeout_ms, group_commit=group_commit)
 
 
 __all__ = ["FORMAT", "PgJournal", "dialect", "is_url", "open_journal", "redact"]

@@ -22,9 +22,11 @@ from eventkernel import postgres, transfer
 from eventkernel.cli import main
 from eventkernel.errors import (
     CommitOutcomeUnknown,
+    ConcurrencyConflict,
     InvalidArgument,
     JournalCorrupt,
     KernelClosed,
+    KernelError,
     NotAJournal,
     WrongProcess,
 )
@@ -295,6 +297,12 @@ def test_the_cli_reads_and_copies_a_journal_on_postgres(pg_url: str, tmp_path: P
     assert "work_item" in capsys.readouterr().out
     assert main(["replay", pg_url, "--to", "10"]) == 0
     assert "as of position 10" in capsys.readouterr().out
+    assert main(["query", pg_url, "SELECT count(*) AS n FROM journal", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"n": copied["head"]}
+    assert main(["diff", pg_url, "5", "10"]) == 0
+    assert main(["export", pg_url, "--table", "work_items"]) == 0
+    assert main(["stats", pg_url]) == 0
+    assert f"head {copied['head']}" in capsys.readouterr().out
     assert main(["copy", pg_url, str(tmp_path / "back.db")]) == 0
     assert main(["verify", str(tmp_path / "back.db")]) == 0
     capsys.readouterr()
@@ -302,3 +310,75 @@ def test_the_cli_reads_and_copies_a_journal_on_postgres(pg_url: str, tmp_path: P
     assert "PostgreSQL URL" in capsys.readouterr().err
     assert main(["log", pg_url, "--schema", "nowhere"]) == 1
     assert "holds no eventkernel journal" in capsys.readouterr().err
+
+
+def test_log_follows_a_journal_on_postgres(pg_url: str, child_env: dict[str, str]) -> None:
+    with postgres.open_journal(pg_url) as j:
+        j.append("note:a", [Noted(text="before")])
+        follower = subprocess.Popen([sys.executable, "-m", "eventkernel", "log", pg_url, "--follow", "--limit", "3",
+                                     "--json"], env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.0)
+            j.append("note:a", [Noted(text="during 1")])
+            j.append("note:b", [Noted(text="during 2")])
+            out, err = follower.communicate(timeout=60)
+        finally:
+            follower.kill()
+    assert follower.returncode == 0, err
+    assert [json.loads(line)["data"]["text"] for line in out.splitlines()] == ["before", "during 1", "during 2"]
+
+
+def test_appends_of_many_threads_share_a_commit_and_a_refusal_stays_its_own(pg_url: str) -> None:
+    with postgres.open_journal(pg_url) as j:
+        j.append("g:conflict", [Noted(text="v1")])
+        results: dict[int, Any] = {}
+
+        def append(i: int) -> None:
+            try:
+                if i == 2:  # a stale expected version: refused alone
+                    results[i] = j.append("g:conflict", [Noted(text="stale")], expected_version=0)
+                else:
+                    results[i] = j.append(f"g:{i}", [Noted(text=str(i))])
+            except KernelError as e:
+                results[i] = e
+
+        with j.transaction():  # hold the lock while the threads queue
+            j.append("g:first", [Noted(text="first")])
+            threads = [threading.Thread(target=append, args=(i,)) for i in range(6)]
+            for t in threads:
+                t.start()
+            time.sleep(0.5)
+            assert results == {}
+        for t in threads:
+            t.join(30)
+        assert isinstance(results[2], ConcurrencyConflict)
+        positions = sorted(v for i, v in results.items() if i != 2)
+        assert positions == [3, 4, 5, 6, 7]
+        with psycopg.connect(pg_url) as conn:
+            xmins = conn.execute("SELECT count(DISTINCT xmin::text) FROM eventkernel.journal WHERE position >= 3"
+                                 ).fetchone()[0]
+        assert xmins == 1  # the five queued appends committed in one transaction
+        assert [r.stream for r in j.read(after=2)] == sorted(
+            (f"g:{i}" for i in range(6) if i != 2), key=lambda s: results[int(s[2:])])
+        assert j.verify().ok
+
+
+def test_many_threads_appending_at_once(pg_url: str) -> None:
+    with postgres.open_journal(pg_url) as j:
+        got: list[int] = []
+        lock = threading.Lock()
+
+        def work(t: int) -> None:
+            for n in range(20):
+                p = j.append(f"t:{t}", [Noted(text="x", n=n)], expected_version=n)
+                with lock:
+                    got.append(p)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert sorted(got) == list(range(1, 161))
+        assert all(j.stream_version(f"t:{t}") == 20 for t in range(8))
+        assert j.verify().ok

@@ -25,11 +25,12 @@ def test_the_python_example_runs(tmp_path, child_env):
     ]
 
 
-def test_every_python_block_runs_in_order(tmp_path, child_env):
+def test_every_python_block_runs_in_order(tmp_path, child_env, pg_url):
     blocks = re.findall(r"```python\n(.*?)```", README, re.DOTALL)
     assert len(blocks) >= 8  # the first screen, one per domain, the journal API
     program = "import eventkernel\n" + "\n".join(blocks)
-    done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, env=child_env, capture_output=True, text=True)
+    env = {**child_env, "DATABASE_URL": pg_url}  # the PostgreSQL section's server
+    done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
 
