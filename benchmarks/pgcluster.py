@@ -78,3 +78,17 @@ class Cluster:
             self.stop("immediate")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+_shared: Cluster | None = None
+
+
+def shared() -> Cluster:
+    """One cluster for the whole process, started on first use and stopped at exit."""
+    global _shared
+    if _shared is None:
+        import atexit
+
+        _shared = Cluster()
+        atexit.register(_shared.close)
+    return _shared

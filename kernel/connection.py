@@ -274,6 +274,10 @@ class Database:
         self.in_callback: tuple[int, str] | None = None
         self.appended = False  # the write transaction in progress appended an event
         self._cursor: tuple[apsw.Connection, apsw.Cursor] | None = None
+        # The shared journal this file is a replica of (PostgreSQL), and
+        # whether the write transaction in progress holds its lock.
+        self.shared: Shared | None = None
+        self.shared_open = False
         self.found = fileformat.Found(kind="new", level=0, stamped=False)
         self.conn: apsw.Connection = self._first_open(create)
 
@@ -297,6 +301,7 @@ class Database:
         self.in_callback = None
         self.appended = False
         self._cursor = None
+        self.shared, self.shared_open = None, False
         self.found = fileformat.Found(kind="journal", level=migrations.newest(), stamped=True)
         self.conn = conn
         return self
@@ -452,12 +457,16 @@ class Database:
     def in_transaction(self) -> bool:
         return self._depth > 0
 
-    def write(self, doing: str = "write") -> _Write:
+    def write(self, doing: str = "write", shared: bool = True) -> _Write:
         """A write transaction (outermost) or a savepoint (nested).
 
         Commits when the block ends normally, undoes everything on an
         exception. An error from COMMIT itself is :class:`CommitOutcomeUnknown`
-        and the connection is reopened.
+        and the connection is reopened. On a replica of a shared journal
+        (``self.shared``), an outermost transaction first takes the shared
+        journal's write lock and catches up with it, and its COMMIT commits
+        there first; ``shared=False`` for the file's own upkeep (projections,
+        snapshots), which appends nothing.
         """
         self.check(doing)
         if self.read_only is not None:
@@ -468,7 +477,7 @@ class Database:
                 f"{doing} refused: it was called from a progress callback of {busy[1]}, which runs inside a read "
                 f"of the journal that would undo it; run commands after {busy[1]} returns"
             )
-        return _Write(self, doing)
+        return _Write(self, doing, shared)
 
     def guard(self, what: str, progress: Callable[[int, int], None] | None) -> Callable[[int, int], None] | None:
         """Wrap a user's progress callback so that commands issued from it are
@@ -637,6 +646,10 @@ class Database:
         return _Statement(self, doing)
 
     def _undo(self, conn: apsw.Connection, depth: int) -> None:
+        if depth == 0 and self.shared_open:
+            self.shared_open = False
+            assert self.shared is not None
+            self.shared.rollback()
         try:
             if depth == 0:
                 if not conn.get_autocommit():
@@ -790,11 +803,12 @@ class _Write:
     a generator: it runs once per command, and a generator-based context
     manager costs several microseconds more on every entry and exit."""
 
-    __slots__ = ("db", "depth", "doing", "saved_appended", "saved_head")
+    __slots__ = ("db", "depth", "doing", "saved_appended", "saved_head", "shared")
 
-    def __init__(self, db: Database, doing: str) -> None:
+    def __init__(self, db: Database, doing: str, shared: bool = True) -> None:
         self.db = db
         self.doing = doing
+        self.shared = shared
 
     def __enter__(self) -> apsw.Connection:
         db = self.db
@@ -825,6 +839,15 @@ class _Write:
             db._owner = threading.get_ident()
             self.saved_head = db.head_cache = None
             self.saved_appended = db.appended = False
+            if db.shared is not None and self.shared:
+                try:
+                    db.shared_open = True
+                    db.shared.begin(conn)
+                except BaseException:
+                    db._depth, db._owner = 0, None
+                    db._undo(conn, 0)
+                    db._lock.release()
+                    raise
         return conn
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
@@ -879,6 +902,13 @@ class _Write:
                 raise translate(e, f"{self.doing}: finishing the transaction") from e
             raise
         db.head_cache, db.appended = None, False
+        if db.shared_open:
+            db.shared_open = False
+            try:
+                db.shared.commit(conn)  # type: ignore[union-attr]
+            except BaseException:
+                db._undo(conn, 0)
+                raise
         try:
             conn.execute("COMMIT")
         except apsw.Error as e:
@@ -923,6 +953,18 @@ class _Ticket:
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
+
+
+class Shared(Protocol):
+    """A journal this file is a replica of (``eventkernel.postgres``): its
+    write lock, taken (and the file caught up with it) when a write
+    transaction begins, and its commit, before the file's own."""
+
+    def begin(self, conn: apsw.Connection) -> None: ...
+
+    def commit(self, conn: apsw.Connection) -> None: ...
+
+    def rollback(self) -> None: ...
 
 
 class Writer(Protocol):

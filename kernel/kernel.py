@@ -64,8 +64,10 @@ def open(
     group_commit: bool = True,
     snapshot_every: int = snapshots.DEFAULT_EVERY,
     secret_key: Any = None,
+    replica: str | None = None,
+    schema: str = "eventkernel",
 ) -> Kernel:
-    """Open the journal at ``path`` (or ":memory:").
+    """Open the journal at ``path`` (or ":memory:", or a ``postgresql://`` URL).
 
     A missing or empty file becomes a new journal (``create=False`` refuses
     a missing one); a journal opens, and one written by eventkernel 0.1.0 is
@@ -98,20 +100,19 @@ def open(
     from before a rotation); None reads ``$EVENTKERNEL_SECRET_KEY``
     (comma-separated), and without it secrets are refused.
 
+    ``path`` a ``postgresql://`` URL (extra ``[postgres]``): the journal is
+    the one in ``schema`` of that database, shared by every process that
+    opens it, and this process's file ``replica`` (default: a temporary file,
+    removed on close) is its replica, holding the same rows and the
+    projections folded from them (see the README's "PostgreSQL"). The
+    default clock is then the server's.
+
     Raises JournalError subclasses when the file cannot be opened,
-    InvalidArgument for a projection that does not fit, and for a
-    ``postgresql://`` URL: the domains run on SQLite files; a journal on
-    PostgreSQL opens with :func:`eventkernel.postgres.open_journal`.
+    InvalidArgument for a projection that does not fit.
     """
-    if postgres.is_url(path):
-        raise InvalidArgument(
-            f"open refused: {postgres.redact(path)!r} is a PostgreSQL URL; the kernel's domains (work queue, memory, "
-            "sessions, …) run on SQLite files. eventkernel.postgres.open_journal(url) opens the journal there, "
-            "and `eventkernel copy` moves a journal between the two"
-        )
     return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
                   create=create, read_only=read_only, projections=projections, group_commit=group_commit,
-                  snapshot_every=snapshot_every, secret_key=secret_key)
+                  snapshot_every=snapshot_every, secret_key=secret_key, replica=replica, schema=schema)
 
 
 def _check_progress(where: str, progress: object) -> None:
@@ -145,28 +146,46 @@ class Kernel(Reader):
         group_commit: bool = True,
         snapshot_every: int = snapshots.DEFAULT_EVERY,
         secret_key: Any = None,
+        replica: str | None = None,
+        schema: str = "eventkernel",
     ) -> None:
         if clock is not None and not callable(clock):
             raise InvalidArgument(f"open refused: clock must be a callable returning int ms, got {clock!r}")
         check_int("open", "snapshot_every", snapshot_every, minimum=0)
         users = check_projections(projections, PROJECTIONS)
         keys = secrets.keyring("open", secret_key)
-        self._db = Database(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
-                            create=create, read_only=read_only)
+        self._replica: postgres.Replica | None = None
+        self._scratch: str | None = None  # a temporary replica's folder, removed on close
+        url = None
+        if postgres.is_url(path):
+            url, path = path, self._replica_path(path, replica, read_only)
+        elif replica is not None:
+            raise InvalidArgument("open refused: replica= is for a postgresql:// URL; a file is its own journal")
+        try:
+            self._db = Database(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
+                                create=create, read_only=read_only)
+        except BaseException:
+            self._remove_scratch()
+            raise
         try:
             self._projector = Projector((*PROJECTIONS, *users), user=users)
             self._ctx = Context(self._db, self._projector, clock or system_clock, keys)
             found = self._db.found
             if not read_only:
                 if found.kind == "new" or not found.stamped or found.level < migrations.newest():
-                    with self._db.write(f"opening {self._db.path!r}") as conn:
+                    with self._db.write(f"opening {self._db.path!r}", shared=False) as conn:
                         migrations.migrate(conn, self._ctx.now())
                     self._db.found = Found(kind="journal", level=migrations.newest(), stamped=True)
                 self._projector.setup(self._db)
                 if group_commit and not self._db.in_memory:
                     self._db.group = GroupCommit(self._db)
+            if url is not None:
+                self._follow(url, schema, busy_timeout_ms, clock)
         except BaseException:
+            if self._replica is not None:
+                self._replica.close()
             self._db.close()
+            self._remove_scratch()
             raise
         self._attach(self._ctx)
         self._closed = False
@@ -174,6 +193,52 @@ class Kernel(Reader):
         if snapshot_every and not read_only and not self._db.in_memory:
             self._snapshotter = snapshots.Snapshotter(self._db, self._projector, self._ctx.now, snapshot_every)
             self._db.after_commit = self._snapshotter.committed
+
+    def _replica_path(self, url: str, replica: str | None, read_only: bool) -> str:
+        if read_only:
+            raise InvalidArgument(
+                "open refused: a journal on PostgreSQL opens with a replica this process writes; read_only=True is "
+                "for files (`eventkernel copy` makes one from the server's journal)"
+            )
+        if replica is not None:
+            return replica
+        import tempfile
+
+        self._scratch = tempfile.mkdtemp(prefix="eventkernel-replica-")
+        return os.path.join(self._scratch, "replica.db")
+
+    def _follow(self, url: str, schema: str, busy_timeout_ms: int, clock: Clock | None) -> None:
+        """Make the file a replica of the journal at ``url``: caught up, then followed."""
+        pg = postgres.open_journal(url, schema=schema, busy_timeout_ms=busy_timeout_ms, group_commit=False)
+        self._replica = replica = postgres.Replica(pg, self._db, self._projector)
+        with self._db.statement("reading the replica's head") as conn:
+            position, hash_ = journal.head(conn)
+        if position:
+            found = next(iter(pg.rows(position - 1, position)), None)
+            if found is None or bytes(found[10]) != hash_:
+                raise JournalCorrupt(
+                    f"open refused: {self._db.path!r} is not a replica of the journal on {postgres.redact(url)} "
+                    f"(schema {schema!r}): its event {position} is not the server's"
+                )
+        replica.pull()
+        if clock is None:
+            self._ctx.clock = replica.clock
+        self._db.shared = replica
+        replica.start()
+
+    def _local_only(self, where: str, what: str) -> None:
+        if self._replica is not None:
+            raise InvalidArgument(
+                f"{where} refused: {what} rewrites the journal itself, and this kernel's journal is shared on "
+                f"PostgreSQL ({postgres.redact(self._replica.pg.url)}), where eventkernel does not do that yet"
+            )
+
+    def _remove_scratch(self) -> None:
+        if self._scratch is not None:
+            import shutil
+
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     # --- the journal ------------------------------------------------------------------
 
@@ -416,7 +481,7 @@ class Kernel(Reader):
         by later writes (``k.compact`` or a VACUUM gives it back)."""
         if self._db.owns_write():
             raise InvalidArgument("drop_snapshots refused: inside this thread's transaction")
-        with self._db.write("dropping the snapshots") as conn:
+        with self._db.write("dropping the snapshots", shared=False) as conn:
             dropped = snapshots.drop_from(conn, 0)
         if self._snapshotter is not None:
             self._snapshotter.latest = None
@@ -445,6 +510,7 @@ class Kernel(Reader):
         the projections stored at the base are made again without them.
         Raises NotFound when no event matches."""
         where = "erase"
+        self._local_only(where, "erasing payloads")
         if self._db.owns_write():
             raise InvalidArgument(f"{where} refused: inside this thread's transaction (an erasure commits and "
                                   "rewrites the file on its own)")
@@ -567,6 +633,7 @@ class Kernel(Reader):
         Command ids and event ids of moved events are forgotten: a retry
         after the compaction runs again."""
         where = "compact"
+        self._local_only(where, "compacting")
         if self._db.owns_write():
             raise InvalidArgument(f"{where} refused: inside this thread's transaction (a compaction commits and "
                                   "rewrites the file on its own)")
@@ -620,8 +687,13 @@ class Kernel(Reader):
         if self._snapshotter is not None:
             self._db.after_commit = None
             self._snapshotter.close()
-        with translating(f"closing {self._db.path!r}"):
-            self._db.close()
+        if self._replica is not None:
+            self._replica.close()
+        try:
+            with translating(f"closing {self._db.path!r}"):
+                self._db.close()
+        finally:
+            self._remove_scratch()
         self._closed = True
 
     def __reduce__(self) -> Any:

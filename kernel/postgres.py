@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import logging
 import os
 import re
 import threading
@@ -39,12 +40,13 @@ import apsw
 from eventkernel import journal
 from eventkernel.clock import Clock
 from eventkernel.codec import Event
-from eventkernel.connection import GroupCommit
+from eventkernel.connection import Database, GroupCommit
 from eventkernel.errors import (
     CommitOutcomeUnknown,
     ConcurrencyConflict,
     InvalidArgument,
     JournalBusy,
+    JournalCorrupt,
     JournalError,
     JournalFull,
     KernelClosed,
@@ -52,10 +54,13 @@ from eventkernel.errors import (
     NotAJournal,
     WrongProcess,
 )
+from eventkernel.projector import Projector
 from eventkernel.registry import check_application_append
 from eventkernel.validate import check_int, check_text
 from eventkernel.verify import VerifyReport
 from eventkernel.view import JournalReader
+
+log = logging.getLogger("eventkernel")
 
 FORMAT = 1
 """The PostgreSQL journal format this eventkernel writes."""
@@ -208,6 +213,7 @@ class _Tx:
         return rows, self.versions[stream]
 
 
+_ERASED_AFTER = "SELECT position, data_digest, meta_digest, erasure FROM erased WHERE position > %s"
 _VERSION = "SELECT coalesce(max(version), 0) FROM journal WHERE stream = %s"
 _BY_ID = f"SELECT {journal.COLUMNS} FROM journal WHERE event_id = %s"
 _HEAD = f"SELECT position, hash, recorded_at, {{now}} FROM journal_head FOR UPDATE"
@@ -437,6 +443,13 @@ class PgJournal(JournalReader):
                 raise translate(e, f"{doing}: committing (nothing was written)") from e
             raise
 
+    def _writer_raw(self) -> Any:
+        """The writer connection (a new one if the last was lost)."""
+        conn = self._writer
+        if conn is None or conn.raw.closed or conn.raw.broken:
+            conn = self._writer = self._connect()
+        return conn.raw
+
     def _rollback(self, conn: Connection) -> None:
         psycopg = _psycopg()
         try:
@@ -655,6 +668,168 @@ class PgJournal(JournalReader):
         return f"<PgJournal {self._where()} schema={self.schema!r}{' closed' if self._closed else ''}>"
 
 
+class Replica:
+    """A kernel's SQLite file as a replica of the journal on PostgreSQL: the
+    file's journal is the server's, row for row, and its projections are
+    folded from it by the same code as any file's. Every write transaction of
+    the kernel takes the server's write lock first and brings the file up to
+    the server's head under it, so each command decides on the state every
+    process shares; its new rows are committed on the server before the file
+    commits them. Between commands a thread follows the server (``LISTEN``)
+    and folds what other processes appended, so reads lag them by about the
+    time of a notification. (:class:`eventkernel.connection.Shared`)"""
+
+    def __init__(self, pg: PgJournal, db: Database, projector: Projector) -> None:
+        self.pg = pg
+        self.db = db
+        self.projector = projector
+        self.base = 0  # the server's head when the open transaction began
+        self.server_now = 0  # the server's clock, read under its lock
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+
+    def clock(self) -> int:
+        """The kernel's default clock on PostgreSQL: inside a write
+        transaction the server's time read under its lock; else this machine's."""
+        if self.db.shared_open and self.db.owns_write():
+            return self.server_now
+        return time.time_ns() // 1_000_000
+
+    # the Shared protocol ---------------------------------------------------
+
+    def begin(self, conn: apsw.Connection) -> None:
+        psycopg = _psycopg()
+        local = journal.head_row(conn)
+        raw = self.pg._writer_raw()
+        try:
+            with raw.pipeline():
+                raw.execute("BEGIN")
+                head = raw.execute(_HEAD.format(now=_NOW_MS))
+                newer = raw.execute(f"SELECT {journal.COLUMNS} FROM journal WHERE position > %s ORDER BY position",
+                                    (local[0],))
+                blank = raw.execute(_ERASED_AFTER, (local[0],))
+                row = head.fetchone()
+                rows = newer.fetchall()
+                erased = {r[0]: tuple(r) for r in blank.fetchall()}
+        except psycopg.Error as e:
+            self.pg._rollback(self.pg._writer)  # type: ignore[arg-type]
+            raise translate(e, "taking the shared journal's write lock") from e
+        assert row is not None
+        self.base, self.server_now = int(row[0]), int(row[3])
+        if rows:
+            self._apply(conn, [tuple(r) for r in rows], local, erased)
+        elif self.base != local[0] or (self.base and bytes(row[1]) != local[1]):
+            raise JournalCorrupt(
+                f"{self.db.path!r} is not a replica of the journal on {redact(self.pg.url)}: the file is at "
+                f"position {local[0]}, the server at {self.base}"
+            )
+
+    def commit(self, conn: apsw.Connection) -> None:
+        psycopg = _psycopg()
+        rows = list(journal.read_rows(conn, after=self.base))
+        raw = self.pg._writer_raw()
+        committing = False
+        try:
+            with raw.pipeline():
+                if rows:
+                    with raw.cursor() as cur:
+                        cur.executemany(dialect(journal.INSERT), rows)
+                    last = rows[-1]
+                    raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s",
+                                (last[0], last[10], last[9]))
+                    raw.execute("SELECT pg_notify(%s, %s)", (self.pg.channel, str(last[0])))
+                committing = True
+                raw.execute("COMMIT")
+        except psycopg.Error as e:
+            self.pg._rollback(self.pg._writer)  # type: ignore[arg-type]
+            if committing and isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+                raise CommitOutcomeUnknown(
+                    f"COMMIT on PostgreSQL failed ({type(e).__name__}: {str(e).strip()}); the transaction may or "
+                    "may not be durable. Retry with the same command_id or event_ids: a retry of what committed "
+                    "appends nothing"
+                ) from e
+            raise translate(e, "committing on PostgreSQL (nothing was written)") from e
+
+    def rollback(self) -> None:
+        if self.pg._writer is not None:
+            self.pg._rollback(self.pg._writer)
+
+    # following ---------------------------------------------------------------
+
+    def _apply(self, conn: apsw.Connection, rows: list[tuple[Any, ...]], local: tuple[int, bytes, int],
+               erased: dict[int, tuple[Any, ...]]) -> None:
+        """Write the server's rows after the file's head into the file and fold
+        them into its projections, checking that they continue its chain
+        (a payload erased before the journal was copied there, by its digests)."""
+        position, prev = local[0], local[1]
+        for row in rows:
+            e = erased.get(row[0])
+            want = journal.row_hash(prev, *row[:10]) if e is None else journal.row_hash_of_digests(
+                prev, row[0], row[1], row[2], row[3], row[4], e[1], e[2], row[7], row[8], row[9])
+            if row[0] != position + 1 or want != bytes(row[10]):
+                raise JournalCorrupt(
+                    f"{self.db.path!r} is not a replica of the journal on {redact(self.pg.url)}: the server's row "
+                    f"{row[0]} does not continue the file's chain at position {position}"
+                )
+            if row[3] == "journal.payloads_erased":
+                raise JournalError(
+                    f"the journal on {redact(self.pg.url)} records an erasure at position {row[0]}, which a "
+                    "replica of this eventkernel cannot follow"
+                )
+            position, prev = row[0], bytes(row[10])
+        conn.executemany(journal.INSERT, rows)
+        if erased:
+            conn.executemany("INSERT INTO erased (position, data_digest, meta_digest, erasure) VALUES (?, ?, ?, ?)",
+                             [e for p, e in erased.items() if p > local[0]])
+        self.projector._fold_rows(conn.cursor(), rows, self.projector.modules)
+        self.db.head_cache = (int(rows[-1][0]), bytes(rows[-1][10]), int(rows[-1][9]))
+        self.db.appended = True
+
+    def pull(self, batch: int = 5_000) -> int:
+        """Fold what the server holds past the file's head, in transactions of
+        ``batch`` rows; the file's head."""
+        while True:
+            with self.db.statement("reading the replica's head") as conn:
+                local = journal.head(conn)[0]
+            rows = [tuple(r) for r in self.pg._pages("following the journal", local, batch)]
+            if not rows:
+                return local
+            with self.pg._statement("following the journal") as pg:
+                erased = {r[0]: tuple(r) for r in pg.raw.execute(_ERASED_AFTER + " AND position <= %s",
+                                                                 (local, rows[-1][0]))}
+            with self.db.write("following the journal on PostgreSQL", shared=False) as conn:
+                head = journal.head_row(conn)
+                rows = [r for r in rows if r[0] > head[0]]
+                if rows:
+                    self._apply(conn, rows, head, {p: e for p, e in erased.items() if p > head[0]})
+
+    def start(self) -> None:
+        """Follow the server in a thread of its own until :meth:`close`."""
+        self._follower = threading.Thread(target=self._follow, name="eventkernel-replica", daemon=True)
+        self._follower.start()
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self.db.statement("reading the replica's head") as conn:
+                    local = journal.head(conn)[0]
+                if self.pg.wait(local, 0.5) > local and not self._stop.is_set():
+                    self.pull()
+            except KernelClosed:
+                return
+            except Exception:
+                if self._stop.is_set():
+                    return
+                log.warning("following the journal on %s failed; trying again", redact(self.pg.url), exc_info=True)
+                self._stop.wait(1.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._follower is not None and self._follower is not threading.current_thread():
+            self._follower.join(10)
+        self.pg.close()
+
+
 def open_journal(
     url: str,
     *,
@@ -690,4 +865,4 @@ def open_journal(
                      idle_in_transaction_timeout_ms=idle_in_transaction_timeout_ms, group_commit=group_commit)
 
 
-__all__ = ["FORMAT", "PgJournal", "dialect", "is_url", "open_journal", "redact"]
+__all__ = ["FORMAT", "PgJournal", "Replica", "dialect", "is_url", "open_journal", "redact"]

@@ -259,7 +259,7 @@ class Projector:
             } == current and all(self._sound(conn, m) for m in self.modules):
                 return  # nothing to do: no write lock taken
         rebuild = []
-        with db.write("opening the projections") as conn:
+        with db.write("opening the projections", shared=False) as conn:
             conn.execute(_POSITIONS_DDL)
             head = journal.head(conn)[0]
             known = self.positions(conn)
@@ -400,7 +400,7 @@ class Projector:
         recorded position) is rebuilt instead."""
         while True:
             failed = None
-            with db.write("catching up the projections") as conn:
+            with db.write("catching up the projections", shared=False) as conn:
                 head = journal.head(conn)[0]
                 after = {name: p for name, (_, p) in self.positions(conn).items() if name in self.by_name}
                 start = min(after.values(), default=head)
@@ -498,7 +498,7 @@ class Projector:
         else:
             mem, upto = build()
         try:
-            with _Shadow(db, mem) as shadow, db.write("swapping in the rebuilt projections") as conn:
+            with _Shadow(db, mem) as shadow, db.write("swapping in the rebuilt projections", shared=False) as conn:
                 for m in modules:
                     self._recreate(conn, m, upto)
                     for table in self.tables[m.NAME]:

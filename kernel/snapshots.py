@@ -530,7 +530,7 @@ def take(db: Database, projector: Projector, now: Callable[[], int], positions: 
             for first, n, _ in runs:
                 sources[first:first + n] = array("q", [position]) * n
                 firsts[first:first + n] = array("q", [first]) * n
-            with db.write("storing a snapshot") as conn:
+            with db.write("storing a snapshot", shared=False) as conn:
                 if _marker(conn) != marker or (parent is not None and not conn.execute(
                         "SELECT 1 FROM snapshots WHERE position = ?", (parent,)).fetchone()) \
                         or conn.execute("SELECT 1 FROM snapshots WHERE position = ?", (position,)).fetchone():

@@ -39,15 +39,12 @@ def k(db_path: str, clock: eventkernel.FrozenClock) -> Iterator[eventkernel.Kern
 
 
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[object]:
-    """A PostgreSQL server of the suite's own (started on first use, about a second)."""
-    from benchmarks.pgcluster import Cluster
+def pg_cluster() -> object:
+    """A PostgreSQL server of the suite's own (started on first use, about a
+    second; stopped and removed when the suite ends)."""
+    from benchmarks.pgcluster import shared
 
-    cluster = Cluster()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    return shared()
 
 
 @pytest.fixture

@@ -29,11 +29,30 @@ def in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
     return t, box
 
 
+ENGINES = ("sqlite", "postgres")
+"""The engines the kernel runs on: a file (here in memory), and PostgreSQL."""
+
+
+def open_kernel(engine: str, **options: Any) -> eventkernel.Kernel:
+    """A new, empty kernel on ``engine``: in memory, or the journal in a
+    schema of its own on the suite's PostgreSQL server (with its replica)."""
+    if engine == "sqlite":
+        return eventkernel.open(":memory:", **options)
+    import uuid
+
+    from benchmarks.pgcluster import shared
+
+    return eventkernel.open(shared().url(), schema="k_" + uuid.uuid4().hex[:12], **options)
+
+
 def snapshot(k: eventkernel.Kernel) -> dict[str, Any]:
-    """The head and the full content of every table, journal included."""
+    """The head and the full content of every table, journal included (and
+    the server's head, for a kernel on PostgreSQL)."""
     conn = k._db.conn
     tables = [n for (n,) in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")]
     out: dict[str, Any] = {"head": k.head, "data_version": conn.pragma("data_version")}
+    if k._replica is not None:
+        out["server"] = k._replica.pg.head_hash()
     for t in tables:
         out[t] = sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)
     return out

@@ -12,7 +12,9 @@ share (the system clock, stamped by the kernel), and proves:
 - every item ends completed or failed;
 - every completion a worker saw acknowledged is in the journal.
 
-CI: 8 workers, 400 items; EVENTKERNEL_STRESS=1: 12 workers, 3,000 items.
+On a file and on PostgreSQL (workers on the server's journal, each with its
+own replica; half the items). CI: 8 workers, 400 items; EVENTKERNEL_STRESS=1:
+12 workers, 3,000 items.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import time
 from collections import Counter
 
 from conftest import spawn
+
+import pytest
 
 import eventkernel
 
@@ -90,11 +94,14 @@ def check_history(k: eventkernel.Kernel) -> Counter[str]:
     return counts
 
 
-def test_leases_never_overlap_and_fencing_prevents_duplicate_effects(tmp_path, child_env):
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_leases_never_overlap_and_fencing_prevents_duplicate_effects(engine, tmp_path, child_env, request):
     rng = random.Random(7)
-    path = str(tmp_path / "contention.db")
+    # On PostgreSQL the workers are processes sharing the journal on the server, each with its own replica.
+    path = str(tmp_path / "contention.db") if engine == "sqlite" else request.getfixturevalue("pg_url")
+    items = ITEMS if engine == "sqlite" else ITEMS // 2
     with eventkernel.open(path) as k, k.transaction():
-        for i in range(ITEMS):
+        for i in range(items):
             k.work.enqueue(f"task-{i}", {"n": i}, max_retries=8)
     lines: list[str] = []
     live: list[tuple[object, threading.Thread]] = []
@@ -143,6 +150,6 @@ def test_leases_never_overlap_and_fencing_prevents_duplicate_effects(tmp_path, c
     missing = [a for a in acked if (a[0], int(a[1])) not in completions]
     assert not missing, f"acknowledged completions lost: {missing[:5]}"
     fenced = sum(1 for line in lines if line.startswith("fenced"))
-    assert counts["completed"] + counts["failed"] == ITEMS
+    assert counts["completed"] + counts["failed"] == items
     assert kills > 0 and counts["expiries"] > 0 and fenced > 0, (kills, counts, fenced)
     print(f"\nlease contention: {started} workers started, {kills} killed, {dict(counts)}, {fenced} fenced")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import eventkernel
 
-from support import live_tables, rebuilt_tables
+from support import live_tables, open_kernel, rebuilt_tables
 from workload import commands, run_one
 
 TASKS, SESSIONS = ("t1", "t2", "t3"), ("s1", "s2")
@@ -58,14 +58,16 @@ def _after(checkpoints: tuple[Any, Any, Any], base: int) -> tuple[Any, Any, Any]
     return listed, latest, msgspec.structs.replace(resume, events=[r for r in resume.events if r.position > base])
 
 
-@pytest.mark.parametrize("where", ["file", "memory", "snapshots", "compacted"])
+@pytest.mark.parametrize("where", ["file", "memory", "snapshots", "compacted", "postgres"])
 @settings(max_examples=max(25, settings().max_examples // 4))
 @given(ops=st.lists(commands, min_size=1, max_size=15))
 def test_a_view_of_the_past_answers_what_the_live_kernel_answered(where, ops):
     clock = eventkernel.FrozenClock(1_000)
     with tempfile.TemporaryDirectory() as tmp:
         path = ":memory:" if where == "memory" else str(Path(tmp) / "at.db")
-        with eventkernel.open(path, clock=clock, snapshot_every=0) as k:
+        opened = open_kernel("postgres", clock=clock, snapshot_every=0, replica=path) if where == "postgres" \
+            else eventkernel.open(path, clock=clock, snapshot_every=0)
+        with opened as k:
             recorded = [answers(k)]
             base = before_compaction = 0
             for i, op in enumerate(ops):

@@ -17,6 +17,7 @@ import os
 import warnings
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,7 @@ import eventkernel
 from eventkernel import registry
 
 from strategies import hostile_text, hostile_values, json_values
-from support import sha256, snapshot
+from support import open_kernel, sha256, snapshot
 
 SERVICES = tuple(registry.DOMAINS)
 KERNEL_METHODS = ("append", "read", "log", "at", "verify", "stream_version", "position_at")
@@ -34,8 +35,8 @@ class Note(eventkernel.Event, tag="test.hostile_note"):
     text: str
 
 
-def _seeded() -> eventkernel.Kernel:
-    k = eventkernel.open(":memory:", clock=eventkernel.FrozenClock(1_700_000_000_000))
+def _seeded(engine: str = "sqlite") -> eventkernel.Kernel:
+    k = open_kernel(engine, clock=eventkernel.FrozenClock(1_700_000_000_000))
     k.tasks.create("a task", task_id="t-1")
     k.work.enqueue("t-1", {"n": 1}, work_item_id="wi-1")
     k.work.enqueue("t-1", {"n": 2}, work_item_id="wi-2")
@@ -133,13 +134,20 @@ def _methods() -> list[tuple[str, str]]:
 
 
 METHODS = _methods()
-_K: list[eventkernel.Kernel] = []
+_K: dict[str, eventkernel.Kernel] = {}
 
 
-def _kernel() -> eventkernel.Kernel:
-    if not _K:
-        _K.append(_seeded())
-    return _K[0]
+@pytest.fixture(scope="module", autouse=True)
+def _close_kernels() -> Any:
+    yield
+    while _K:
+        _K.popitem()[1].close()
+
+
+def _kernel(engine: str = "sqlite") -> eventkernel.Kernel:
+    if engine not in _K:
+        _K[engine] = _seeded(engine)
+    return _K[engine]
 
 
 def _call(k: eventkernel.Kernel, svc: str, name: str, kwargs: dict[str, Any]) -> Any:
@@ -164,8 +172,18 @@ def _state(k: eventkernel.Kernel) -> dict[str, Any]:
 @settings(max_examples=600)
 @given(data=st.data(), method=st.sampled_from(METHODS))
 def test_any_argument_is_accepted_or_refused_with_a_kernel_error_and_nothing_written(data, method):
+    _fuzz("sqlite", data, method)
+
+
+@settings(max_examples=200)
+@given(data=st.data(), method=st.sampled_from(METHODS))
+def test_on_postgres_any_argument_is_accepted_or_refused_and_nothing_written(data, method):
+    _fuzz("postgres", data, method)
+
+
+def _fuzz(engine: str, data: Any, method: tuple[str, str]) -> None:
     svc, name = method
-    k = _kernel()
+    k = _kernel(engine)
     target = k if svc == "kernel" else getattr(k, svc)
     params = [p for p in inspect.signature(getattr(target, name)).parameters.values() if p.name != "self"]
     kwargs: dict[str, Any] = {}

@@ -11,6 +11,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import eventkernel
 
+from support import open_kernel
+
 WORKERS = st.sampled_from(["w1", "w2", "w3"])
 # Round numbers, so that "now" often lands exactly on a lease's deadline.
 LEASES = st.sampled_from([100, 500, 1_000, 2_000])
@@ -188,3 +190,19 @@ QueueMachine.TestCase.settings = settings(
     max_examples=max(200, settings().max_examples), stateful_step_count=40, deadline=None
 )
 test_queue_matches_its_model = QueueMachine.TestCase
+
+
+class QueueMachineOnPostgres(QueueMachine):
+    """The same machine, the journal on PostgreSQL (each command takes the
+    server's lock and commits there first)."""
+
+    @initialize()
+    def start(self) -> None:
+        self.clock = eventkernel.FrozenClock(0)
+        self.k = open_kernel("postgres", clock=self.clock)
+        self.items = {}
+        self.seq = 0
+
+
+QueueMachineOnPostgres.TestCase.settings = settings(max_examples=30, stateful_step_count=40, deadline=None)
+test_queue_on_postgres_matches_its_model = QueueMachineOnPostgres.TestCase

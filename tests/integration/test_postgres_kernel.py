@@ -1,0 +1,163 @@
+"""The whole kernel on PostgreSQL: ``eventkernel.open("postgresql://…")``
+gives the same Kernel, its journal on the server and its projections in a
+replica file of this process. What differs from a file, and must hold:
+commands decide on the state every process shares, reads follow other
+processes, a replica reopens and catches up, a lost COMMIT is retried
+exactly by command id."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import eventkernel
+import eventkernel.aio
+from eventkernel import postgres
+from eventkernel.errors import CommitOutcomeUnknown, InvalidArgument, JournalCorrupt, NotFound
+
+from support import live_tables, rebuilt_tables
+
+
+def _until(check: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "not seen in time"
+        time.sleep(0.01)
+
+
+def test_a_command_decides_on_the_servers_state_not_its_replicas(pg_url: str) -> None:
+    """B's replica does not follow (its thread stopped): its reads are stale,
+    but its commands take the server's lock and catch up first, so a claim
+    never takes an item another process holds."""
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        b._replica._stop.set()  # type: ignore[union-attr]
+        b._replica._follower.join(10)  # type: ignore[union-attr]
+        item = a.work.enqueue("task", {"n": 1})
+        with pytest.raises(NotFound):
+            b.work.get(item)  # not followed yet
+        claimed = b.work.claim("worker-b", lease_ms=60_000)
+        assert claimed is not None and claimed.work_item_id == item and claimed.token == 1
+        assert a.work.claim("worker-a", lease_ms=60_000) is None  # A caught up with B's claim under the lock
+        assert a.work.get(item).lease_holder == "worker-b"
+        b.work.complete(item, "worker-b", claimed.token, output={"ok": True})
+        _until(lambda: a.work.get(item).status == "completed")  # A follows the server
+        a.memory.put("user:a", "k", 1)
+        assert b.memory.get("user:a", "k") is None  # B does not follow, until its next command
+        b.memory.put("user:b", "k", 2)
+        assert b.memory.get("user:a", "k").value == 1
+        _until(lambda: a.head == b.head == 5)
+        for k in (a, b):
+            assert live_tables(k) == rebuilt_tables(k)
+            assert k.verify().ok
+        with postgres.open_journal(pg_url) as j:
+            assert j.head_hash() == (a.verify().head, a.verify().head_hash)
+
+
+def test_reads_follow_what_other_processes_commit(pg_url: str) -> None:
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        sub = b.subscribe()
+        a.sessions.create("app", "u1", session_id="s-1", state={"x": 1})
+        _until(lambda: b.head == a.head)
+        assert b.sessions.get("s-1").state == {"x": 1}
+        got = next(iter(sub))
+        assert got.stream == "session:s-1"
+        sub.close()
+
+
+def test_a_replica_file_reopens_catches_up_and_belongs_to_one_journal(pg_url: str, tmp_path: Path) -> None:
+    mine = str(tmp_path / "mine.db")
+    with eventkernel.open(pg_url, replica=mine) as k:
+        k.work.enqueue("task", None, work_item_id="wi-1")
+    with eventkernel.open(pg_url) as other:
+        other.work.enqueue("task", None, work_item_id="wi-2")
+        head = other.head
+    with eventkernel.open(pg_url, replica=mine) as k:
+        assert k.head == head  # caught up on open
+        assert [w.work_item_id for w in k.work.list()] == ["wi-1", "wi-2"]
+        assert k.verify().ok
+    with eventkernel.open(pg_url, schema="another") as elsewhere:
+        elsewhere.work.enqueue("task", None, work_item_id="wi-x")
+    with pytest.raises(JournalCorrupt, match="not a replica"):
+        eventkernel.open(pg_url, replica=mine, schema="another")
+    with pytest.raises(InvalidArgument, match="replica= is for a postgresql:// URL"):
+        eventkernel.open(str(tmp_path / "file.db"), replica=mine)
+    with pytest.raises(InvalidArgument, match="read_only"):
+        eventkernel.open(pg_url, read_only=True)
+
+
+def test_a_lost_commit_is_retried_exactly_by_command_id(pg_url: str) -> None:
+    with eventkernel.open(pg_url) as k:
+        k.work.enqueue("task", None, work_item_id="wi-0")
+        pid = k._replica.pg._writer.raw.info.backend_pid  # type: ignore[union-attr]
+        before = k.head
+        with pytest.raises(CommitOutcomeUnknown, match="Retry with the same command_id"):
+            with k.transaction():
+                k.work.enqueue("task", {"n": 1}, work_item_id="wi-1", command_id="enqueue-1")
+                with psycopg.connect(pg_url, autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert k.head == before  # neither the server nor the replica kept it
+        first = k.work.enqueue("task", {"n": 1}, work_item_id="wi-1", command_id="enqueue-1")
+        again = k.work.enqueue("task", {"n": 1}, work_item_id="wi-1", command_id="enqueue-1")
+        assert first == again == "wi-1"
+        assert k.head == before + 1
+        assert k.verify().ok
+
+
+def test_what_rewrites_the_journal_is_refused_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    with eventkernel.open(pg_url) as k:
+        k.memory.put("user:a", "k", 1)
+        head = k.head
+        with pytest.raises(InvalidArgument, match="shared on PostgreSQL"):
+            k.erase(stream_prefix="memory:", reason="forget")
+        with pytest.raises(InvalidArgument, match="shared on PostgreSQL"):
+            k.compact(before=2, archive=str(tmp_path / "archive.db"))
+        assert k.head == head
+
+
+def test_the_async_kernel_on_postgres(pg_url: str) -> None:
+    async def main() -> None:
+        async with eventkernel.aio.open(pg_url, schema="s_" + uuid.uuid4().hex[:8]) as k:
+            ids = await asyncio.gather(*(k.work.enqueue("task", {"n": i}) for i in range(20)))
+            assert len(set(ids)) == 20
+            item = await k.work.claim("w", lease_ms=60_000)
+            assert item is not None
+            assert (await k.verify()).ok
+
+    asyncio.run(main())
+
+
+def test_a_server_crash_mid_command_loses_no_acknowledged_command(pg_cluster: Any, pg_url: str) -> None:
+    with eventkernel.open(pg_url) as k:
+        acked: list[str] = []
+        import threading
+
+        def crash() -> None:
+            time.sleep(0.5)
+            pg_cluster.stop("immediate")
+
+        t = threading.Thread(target=crash)
+        t.start()
+        try:
+            for i in range(100_000):
+                acked.append(k.work.enqueue("task", {"n": i}, work_item_id=f"wi-{i}", command_id=f"c-{i}"))
+        except eventkernel.JournalError:
+            pass
+        finally:
+            t.join()
+            pg_cluster.start()
+        assert len(acked) > 10
+        in_flight = f"wi-{len(acked)}"
+        # the command in flight, retried by its id, takes effect exactly once
+        assert k.work.enqueue("task", {"n": len(acked)}, work_item_id=in_flight, command_id=f"c-{len(acked)}") \
+            == in_flight
+    with eventkernel.open(pg_url) as fresh:
+        ids = [w.work_item_id for w in fresh.work.list(limit=None)]
+        assert ids[:len(acked)] == acked or set(acked) <= set(ids)
+        assert set(acked) | {in_flight} == set(ids)
+        assert fresh.verify().ok
