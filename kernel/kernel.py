@@ -162,8 +162,9 @@ class Kernel(Reader):
         elif replica is not None:
             raise InvalidArgument("open refused: replica= is for a postgresql:// URL; a file is its own journal")
         try:
+            # (for a URL, create= is the server's journal's; the replica is made when missing)
             self._db = Database(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
-                                create=create, read_only=read_only)
+                                create=create or url is not None, read_only=read_only)
         except BaseException:
             self._remove_scratch()
             raise
@@ -180,7 +181,7 @@ class Kernel(Reader):
                 if group_commit and not self._db.in_memory:
                     self._db.group = GroupCommit(self._db)
             if url is not None:
-                self._follow(url, schema, busy_timeout_ms, clock)
+                self._follow(url, schema, busy_timeout_ms, clock, create)
         except BaseException:
             if self._replica is not None:
                 self._replica.close()
@@ -207,9 +208,10 @@ class Kernel(Reader):
         self._scratch = tempfile.mkdtemp(prefix="eventkernel-replica-")
         return os.path.join(self._scratch, "replica.db")
 
-    def _follow(self, url: str, schema: str, busy_timeout_ms: int, clock: Clock | None) -> None:
+    def _follow(self, url: str, schema: str, busy_timeout_ms: int, clock: Clock | None, create: bool) -> None:
         """Make the file a replica of the journal at ``url``: caught up, then followed."""
-        pg = postgres.open_journal(url, schema=schema, busy_timeout_ms=busy_timeout_ms, group_commit=False)
+        pg = postgres.open_journal(url, schema=schema, busy_timeout_ms=busy_timeout_ms, group_commit=False,
+                                   create=create)
         self._replica = replica = postgres.Replica(pg, self._db, self._projector)
         with self._db.statement("reading the replica's head") as conn:
             position, hash_ = journal.head(conn)

@@ -213,7 +213,8 @@ class _Tx:
         return rows, self.versions[stream]
 
 
-_ERASED_AFTER = "SELECT position, data_digest, meta_digest, erasure FROM erased WHERE position > %s"
+# The erased payloads a replica at a position has not seen: of rows after it, or erased by an event after it.
+_ERASED_AFTER = "SELECT position, data_digest, meta_digest, erasure FROM erased WHERE (position > %s OR erasure > %s)"
 _VERSION = "SELECT coalesce(max(version), 0) FROM journal WHERE stream = %s"
 _BY_ID = f"SELECT {journal.COLUMNS} FROM journal WHERE event_id = %s"
 _HEAD = f"SELECT position, hash, recorded_at, {{now}} FROM journal_head FOR UPDATE"
@@ -433,7 +434,9 @@ class PgJournal(JournalReader):
                 raw.execute("COMMIT")
         except BaseException as e:
             self._rollback(conn)
-            if committing and isinstance(e, psycopg.Error):
+            if isinstance(e, psycopg.Error):
+                if not committing:
+                    raise translate(e, doing) from e
                 if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
                     raise CommitOutcomeUnknown(
                         f"{doing}: COMMIT failed ({type(e).__name__}: {str(e).strip()}); the transaction may or "
@@ -707,7 +710,7 @@ class Replica:
                 head = raw.execute(_HEAD.format(now=_NOW_MS))
                 newer = raw.execute(f"SELECT {journal.COLUMNS} FROM journal WHERE position > %s ORDER BY position",
                                     (local[0],))
-                blank = raw.execute(_ERASED_AFTER, (local[0],))
+                blank = raw.execute(_ERASED_AFTER, (local[0], local[0]))
                 row = head.fetchone()
                 rows = newer.fetchall()
                 erased = {r[0]: tuple(r) for r in blank.fetchall()}
@@ -771,16 +774,19 @@ class Replica:
                     f"{self.db.path!r} is not a replica of the journal on {redact(self.pg.url)}: the server's row "
                     f"{row[0]} does not continue the file's chain at position {position}"
                 )
-            if row[3] == "journal.payloads_erased":
+            if row[3] == "journal.payloads_erased" and any(
+                    p <= local[0] for p, e in erased.items() if e[3] == row[0]):
+                # (an erasure of rows this replica has not folded yet folds as a rebuild does: into nothing)
                 raise JournalError(
-                    f"the journal on {redact(self.pg.url)} records an erasure at position {row[0]}, which a "
-                    "replica of this eventkernel cannot follow"
+                    f"the journal on {redact(self.pg.url)} records at position {row[0]} the erasure of payloads "
+                    f"this replica already folded, which it cannot follow yet; open a new replica"
                 )
             position, prev = row[0], bytes(row[10])
         conn.executemany(journal.INSERT, rows)
-        if erased:
+        blanks = [e for p, e in erased.items() if local[0] < p <= rows[-1][0]]
+        if blanks:
             conn.executemany("INSERT INTO erased (position, data_digest, meta_digest, erasure) VALUES (?, ?, ?, ?)",
-                             [e for p, e in erased.items() if p > local[0]])
+                             blanks)
         self.projector._fold_rows(conn.cursor(), rows, self.projector.modules)
         self.db.head_cache = (int(rows[-1][0]), bytes(rows[-1][10]), int(rows[-1][9]))
         self.db.appended = True
@@ -795,13 +801,12 @@ class Replica:
             if not rows:
                 return local
             with self.pg._statement("following the journal") as pg:
-                erased = {r[0]: tuple(r) for r in pg.raw.execute(_ERASED_AFTER + " AND position <= %s",
-                                                                 (local, rows[-1][0]))}
+                erased = {r[0]: tuple(r) for r in pg.raw.execute(_ERASED_AFTER, (local, local))}
             with self.db.write("following the journal on PostgreSQL", shared=False) as conn:
                 head = journal.head_row(conn)
                 rows = [r for r in rows if r[0] > head[0]]
                 if rows:
-                    self._apply(conn, rows, head, {p: e for p, e in erased.items() if p > head[0]})
+                    self._apply(conn, rows, head, erased)
 
     def start(self) -> None:
         """Follow the server in a thread of its own until :meth:`close`."""
