@@ -67,6 +67,70 @@ def _raw(url: str, name: str, n: int, batch: int, start: Any, results: Any) -> N
         results.put(time.perf_counter() - t0)
 
 
+QUEUE_DDL = """
+CREATE TABLE IF NOT EXISTS queue (
+    id bigserial PRIMARY KEY, status text NOT NULL DEFAULT 'pending', priority int NOT NULL DEFAULT 0,
+    holder text, token int NOT NULL DEFAULT 0, lease_expires_at bigint, output text);
+CREATE INDEX IF NOT EXISTS queue_pending ON queue (priority DESC, id) WHERE status = 'pending';
+"""
+CLAIM = """
+UPDATE queue SET status = 'in_progress', holder = %s, token = token + 1, lease_expires_at = %s
+WHERE id = (SELECT id FROM queue WHERE status = 'pending' ORDER BY priority DESC, id FOR UPDATE SKIP LOCKED LIMIT 1)
+RETURNING id, token
+"""
+COMPLETE = "UPDATE queue SET status = 'completed', output = %s WHERE id = %s AND holder = %s AND token = %s"
+
+
+def _kernel_enqueue(target: str, name: str, n: int, batch: int, start: Any, results: Any) -> None:
+    """``n`` durable work.enqueue commands on a kernel (a file or a URL)."""
+    with eventkernel.open(target) as k:
+        start.wait()
+        t0 = time.perf_counter()
+        for i in range(n):
+            k.work.enqueue(f"task-{name}", {"n": i})
+        results.put(time.perf_counter() - t0)
+
+
+def _kernel_worker(target: str, name: str, n: int, batch: int, start: Any, results: Any) -> None:
+    with eventkernel.open(target) as k:
+        start.wait()
+        t0 = time.perf_counter()
+        while True:
+            item = k.work.claim(name, lease_ms=60_000)
+            if item is None:
+                break
+            k.work.complete(item.work_item_id, name, item.token, output={"by": name})
+        results.put(time.perf_counter() - t0)
+
+
+def _skip_locked_worker(url: str, name: str, n: int, batch: int, start: Any, results: Any) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        start.wait()
+        t0 = time.perf_counter()
+        while True:
+            row = conn.execute(CLAIM, (name, time.time_ns() // 1_000_000 + 60_000)).fetchone()
+            if row is None:
+                break
+            conn.execute(COMPLETE, ('{"by":"' + name + '"}', row[0], name, row[1]))
+        results.put(time.perf_counter() - t0)
+
+
+def _clients_time(target: Any, url: str, clients: int) -> float:
+    """Seconds until the last of ``clients`` worker processes finds the queue empty."""
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(clients)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(url, f"w{i}", 0, 1, start, results)) for i in range(clients)]
+    for p in procs:
+        p.start()
+    elapsed = max(results.get(timeout=900) for _ in procs)
+    for p in procs:
+        p.join()
+    return elapsed
+
+
 def _clients(target: Any, url: str, clients: int, n: int, batch: int) -> float:
     """Events/s of ``clients`` processes appending ``n`` events each (all
     started together; the rate over the slowest's time)."""
@@ -154,6 +218,37 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
                                    lambda: _clients(_raw, url, 4, batched, 100))
         row("PostgreSQL journal, 100 per transaction, 4 processes", ours, theirs,
             "raw psycopg: executemany of 100 rows per transaction")
+
+        kernel_n = 20 if quick else 300
+        sqlite_path = str(scratch_dir() / "kernel.db")
+        eventkernel.open(sqlite_path).close()
+        for clients in (1, 4, 8):
+            schema_url = cluster.new_database()
+            eventkernel.open(schema_url).close()
+            ours, theirs = interleaved(rounds, lambda c=clients, u=schema_url: _clients(_kernel_enqueue, u, c, kernel_n, 1),
+                                       lambda c=clients: _clients(_kernel_enqueue, sqlite_path, c, kernel_n, 1))
+            row(f"kernel on PostgreSQL, durable work.enqueue, {clients} process{'es' if clients > 1 else ''}",
+                ours, theirs, "the same on an SQLite file (FULL)", "commands/s")
+            _, raw = interleaved(rounds, lambda: 1.0, lambda c=clients: _clients(_raw, url, c, kernel_n, 1))
+            row(f"  the same vs raw psycopg, {clients} process{'es' if clients > 1 else ''}", ours, raw,
+                "raw psycopg: one INSERT per transaction", "commands/s")
+        items = 40 if quick else 1_000
+        for workers in (4, 8):
+            ours, theirs = [], []
+            for _ in range(rounds):
+                queue_url = cluster.new_database()
+                with eventkernel.open(queue_url) as k, k.transaction():
+                    for i in range(items):
+                        k.work.enqueue(f"task-{i}", {"n": i})
+                ours.append(items / _clients_time(_kernel_worker, queue_url, workers))
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("DROP TABLE IF EXISTS queue")
+                    conn.execute(QUEUE_DDL)
+                    with conn.cursor() as cur:
+                        cur.executemany("INSERT INTO queue (priority) VALUES (0)", [()] * items)
+                theirs.append(items / _clients_time(_skip_locked_worker, url, workers))
+            row(f"kernel on PostgreSQL, claim+complete, {workers} processes, {items:,} items", ours, theirs,
+                "a hand-written FOR UPDATE SKIP LOCKED queue, same server", "items/s")
         return out
     finally:
         cluster.close()

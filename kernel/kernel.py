@@ -163,8 +163,11 @@ class Kernel(Reader):
             raise InvalidArgument("open refused: replica= is for a postgresql:// URL; a file is its own journal")
         try:
             # (for a URL, create= is the server's journal's; the replica is made when missing)
-            self._db = Database(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
-                                create=create or url is not None, read_only=read_only)
+            # A replica's commits need not reach the disk: the server holds them, and a replica that lost
+            # its last ones to a power cut catches up with the server when it opens.
+            self._db = Database(path, synchronous="normal" if url is not None else synchronous,
+                                busy_timeout_ms=busy_timeout_ms, vfs=vfs, create=create or url is not None,
+                                read_only=read_only)
         except BaseException:
             self._remove_scratch()
             raise

@@ -688,6 +688,7 @@ class Replica:
         self.projector = projector
         self.base = 0  # the server's head when the open transaction began
         self.server_now = 0  # the server's clock, read under its lock
+        self.known = 0  # the server's head as this process last saw or made it
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
 
@@ -743,6 +744,7 @@ class Replica:
                     raw.execute("SELECT pg_notify(%s, %s)", (self.pg.channel, str(last[0])))
                 committing = True
                 raw.execute("COMMIT")
+            self.known = max(self.known, rows[-1][0] if rows else self.base)
         except psycopg.Error as e:
             self.pg._rollback(self.pg._writer)  # type: ignore[arg-type]
             if committing and isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
@@ -818,7 +820,9 @@ class Replica:
             try:
                 with self.db.statement("reading the replica's head") as conn:
                     local = journal.head(conn)[0]
-                if self.pg.wait(local, 0.5) > local and not self._stop.is_set():
+                # (not woken by this process's own commits: they are in the replica already, or about to be)
+                seen = max(local, self.known)
+                if self.pg.wait(seen, 0.5) > seen and not self._stop.is_set():
                     self.pull()
             except KernelClosed:
                 return

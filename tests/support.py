@@ -29,10 +29,6 @@ def in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
     return t, box
 
 
-ENGINES = ("sqlite", "postgres")
-"""The engines the kernel runs on: a file (here in memory), and PostgreSQL."""
-
-
 def open_kernel(engine: str, **options: Any) -> eventkernel.Kernel:
     """A new, empty kernel on ``engine``: in memory, or the journal in a
     schema of its own on the suite's PostgreSQL server (with its replica)."""

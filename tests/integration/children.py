@@ -81,15 +81,16 @@ def opener(path: str, start_at: str) -> None:
     print("opened", flush=True)
 
 
-def contender(path: str, name: str, seed: str, lease: str) -> None:
+def contender(path: str, name: str, seed: str, lease: str, replica: str = "") -> None:
     """A worker that misbehaves the ways real ones do: it stalls past its
-    lease, heartbeats, fails, and may be killed at any moment by the test."""
+    lease, heartbeats, fails, and may be killed at any moment by the test.
+    ``replica``: its replica file, when ``path`` is a journal on PostgreSQL."""
     import random
     import time
 
     rng = random.Random(seed)
     lease_ms = int(lease)
-    with eventkernel.open(path, busy_timeout_ms=30_000) as k:
+    with eventkernel.open(path, busy_timeout_ms=30_000, **({"replica": replica} if replica else {})) as k:
         print("ready", flush=True)
         while True:
             item = k.work.claim(name, lease_ms=lease_ms)
