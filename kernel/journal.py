@@ -119,6 +119,16 @@ def row_hash_of_digests(
     return hashlib.sha256(prev + body).digest()
 
 
+def expected_hash(prev: bytes, row: Sequence[Any], erased: Sequence[Any] | None = None) -> bytes:
+    """The chain hash a journal row (``COLUMNS`` order) must carry after
+    ``prev``; ``erased``: its entry in the table ``erased`` (position, data
+    digest, meta digest, erasure) when its payload was erased."""
+    if erased is None:
+        return row_hash(prev, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9])
+    return row_hash_of_digests(prev, row[0], row[1], row[2], row[3], row[4], erased[1], erased[2], row[7], row[8],
+                               row[9])
+
+
 ERASED_DATA = "null"
 """The payload of an erased row (its metadata is NULL)."""
 

@@ -129,9 +129,9 @@ def translate(e: BaseException, doing: str) -> KernelError:
 
 class Connection:
     """A psycopg connection answering the part of ``apsw.Connection`` the
-    journal's functions use (``execute`` with ``?`` bindings, rows as tuples,
-    a unique violation as ``apsw.ConstraintError`` naming ``table.constraint``),
-    so that :mod:`eventkernel.journal` runs unchanged on PostgreSQL."""
+    journal's read functions use (``execute`` with ``?`` bindings, rows as
+    tuples), so that :mod:`eventkernel.journal` reads PostgreSQL unchanged;
+    its errors stay psycopg's, translated by the callers."""
 
     __slots__ = ("raw",)
 
@@ -139,16 +139,9 @@ class Connection:
         self.raw = raw
 
     def execute(self, sql: str, bindings: Sequence[Any] | None = None) -> Any:
-        psycopg = _psycopg()
-        try:
-            if bindings:
-                return self.raw.execute(dialect(sql), bindings)
-            return self.raw.execute(sql)
-        except psycopg.errors.IntegrityError as e:
-            diag = e.diag
-            raise apsw.ConstraintError(
-                f"constraint failed: {diag.table_name}.{diag.constraint_name}: {diag.message_primary}"
-            ) from e
+        if bindings:
+            return self.raw.execute(dialect(sql), bindings)
+        return self.raw.execute(sql)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         with self.raw.cursor() as cur:
@@ -170,7 +163,7 @@ class _Tx:
     change them while it holds the lock), and the lookups sent with its
     BEGIN (a lone append's, so that it takes two round trips in all)."""
 
-    __slots__ = ("conn", "position", "hash", "recorded_at", "now", "start", "spoiled", "versions", "asked", "rows")
+    __slots__ = ("asked", "conn", "hash", "now", "position", "recorded_at", "rows", "spoiled", "start", "versions")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -217,7 +210,7 @@ class _Tx:
 _ERASED_AFTER = "SELECT position, data_digest, meta_digest, erasure FROM erased WHERE (position > %s OR erasure > %s)"
 _VERSION = "SELECT coalesce(max(version), 0) FROM journal WHERE stream = %s"
 _BY_ID = f"SELECT {journal.COLUMNS} FROM journal WHERE event_id = %s"
-_HEAD = f"SELECT position, hash, recorded_at, {{now}} FROM journal_head FOR UPDATE"
+_HEAD = "SELECT position, hash, recorded_at, {now} FROM journal_head FOR UPDATE"
 
 
 _pid = os.getpid()
@@ -613,7 +606,7 @@ class PgJournal(JournalReader):
             erased = {r[0]: r for r in self.erased_rows()}
             versions: dict[str, int] = {}
             for row in self.rows():
-                position, stream, version, type_, schema, data, meta, event_id, correlation_id, recorded_at, h = row
+                position, stream, version, _, _, data, meta, _, _, _, h = row
                 if position != last + 1:
                     problem(f"positions jump from {last} to {position}", last + 1)
                 if version != versions.get(stream, 0) + 1:
@@ -621,15 +614,9 @@ class PgJournal(JournalReader):
                             f"{versions.get(stream, 0)}", position)
                 versions[stream] = version
                 e = erased.get(position)
-                if e is not None:
-                    if data != journal.ERASED_DATA or meta is not None:
-                        problem(f"position {position}: an erased row holds a payload", position)
-                    want = journal.row_hash_of_digests(prev, position, stream, version, type_, schema, e[1], e[2],
-                                                       event_id, correlation_id, recorded_at)
-                else:
-                    want = journal.row_hash(prev, position, stream, version, type_, schema, data, meta, event_id,
-                                            correlation_id, recorded_at)
-                if bytes(h) != want:
+                if e is not None and (data != journal.ERASED_DATA or meta is not None):
+                    problem(f"position {position}: an erased row holds a payload", position)
+                if bytes(h) != journal.expected_hash(prev, row, e):
                     problem(f"position {position}: the chain hash does not match its row", position)
                 prev, last = bytes(h), position
                 if anchor is not None and position == anchor[0] and bytes(h).hex() != anchor[1]:
@@ -768,10 +755,7 @@ class Replica:
         (a payload erased before the journal was copied there, by its digests)."""
         position, prev = local[0], local[1]
         for row in rows:
-            e = erased.get(row[0])
-            want = journal.row_hash(prev, *row[:10]) if e is None else journal.row_hash_of_digests(
-                prev, row[0], row[1], row[2], row[3], row[4], e[1], e[2], row[7], row[8], row[9])
-            if row[0] != position + 1 or want != bytes(row[10]):
+            if row[0] != position + 1 or journal.expected_hash(prev, row, erased.get(row[0])) != bytes(row[10]):
                 raise JournalCorrupt(
                     f"{self.db.path!r} is not a replica of the journal on {redact(self.pg.url)}: the server's row "
                     f"{row[0]} does not continue the file's chain at position {position}"

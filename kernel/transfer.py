@@ -146,17 +146,10 @@ def _chain_checker(src: str, position: int, prev: bytes, erased: dict[int, tuple
 
     def check(row: tuple[Any, ...]) -> None:
         nonlocal last, last_hash
-        position, stream, version, type_, schema, data, meta, event_id, correlation_id, recorded_at, h = row
+        position, h = row[0], row[10]
         if position != last + 1:
             raise JournalCorrupt(f"copy refused: {src!r} jumps from position {last} to {position}")
-        e = erased.get(position)
-        if e is not None:
-            want = journal.row_hash_of_digests(last_hash, position, stream, version, type_, schema, e[1], e[2],
-                                               event_id, correlation_id, recorded_at)
-        else:
-            want = journal.row_hash(last_hash, position, stream, version, type_, schema, data, meta, event_id,
-                                    correlation_id, recorded_at)
-        if bytes(h) != want:
+        if bytes(h) != journal.expected_hash(last_hash, row, erased.get(position)):
             raise JournalCorrupt(
                 f"copy refused: the chain of {src!r} breaks at position {position}; run `eventkernel verify` on it"
             )

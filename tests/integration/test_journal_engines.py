@@ -28,7 +28,6 @@ from eventkernel.errors import (
 from tests.conftest import START_MS
 from tests.integration.pg_children import Noted, raw_rows
 
-
 ENGINES = ["sqlite", "postgres"]
 
 

@@ -175,7 +175,7 @@ def test_any_argument_is_accepted_or_refused_with_a_kernel_error_and_nothing_wri
     _fuzz("sqlite", data, method)
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(data=st.data(), method=st.sampled_from(METHODS))
 def test_on_postgres_any_argument_is_accepted_or_refused_and_nothing_written(data, method):
     _fuzz("postgres", data, method)

@@ -204,5 +204,5 @@ class QueueMachineOnPostgres(QueueMachine):
         self.seq = 0
 
 
-QueueMachineOnPostgres.TestCase.settings = settings(max_examples=30, stateful_step_count=40, deadline=None)
+QueueMachineOnPostgres.TestCase.settings = settings(max_examples=20, stateful_step_count=40, deadline=None)
 test_queue_on_postgres_matches_its_model = QueueMachineOnPostgres.TestCase
