@@ -187,3 +187,33 @@ def fill(k: eventkernel.Kernel, n: int, seed: int = 1) -> None:
             k.sessions.append_event(rng.choice(sessions), actor="user", content={"t": i}, state_delta={"n": i})
         else:
             k.checkpoints.record(f"task-{rng.randrange(5)}", "llm_response", {"i": i})
+
+
+@contextmanager
+def connection_lost_at_commit(url: str, when: str, schema: str = "eventkernel") -> Iterator[None]:
+    """While in the block, a COMMIT on PostgreSQL of a journal row matching
+    `when` (an SQL condition on NEW) loses its connection: a deferred trigger
+    terminates its own backend while the server runs the COMMIT, so the
+    transaction rolls back and the client hears nothing. Deterministic, unlike
+    killing the backend from outside, which races with the sending of the
+    rows and may hit them instead of the COMMIT."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"""
+            CREATE FUNCTION {schema}.die_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_terminate_backend(pg_backend_pid());
+                PERFORM pg_sleep(5);  -- where the termination is taken
+                RETURN NULL;
+            END $$""")
+        admin.execute(f"""
+            CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT ON {schema}.journal
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+            WHEN ({when}) EXECUTE FUNCTION {schema}.die_at_commit()""")
+    try:
+        yield
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f"DROP TRIGGER die_at_commit ON {schema}.journal")
+            admin.execute(f"DROP FUNCTION {schema}.die_at_commit()")

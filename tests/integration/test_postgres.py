@@ -32,6 +32,8 @@ from eventkernel.errors import (
 )
 from tests.integration.pg_children import Noted, raw_rows
 
+from support import connection_lost_at_commit
+
 CHILD = Path(__file__).with_name("pg_children.py")
 
 
@@ -121,15 +123,15 @@ def test_a_server_crash_loses_no_acknowledged_append(pg_cluster: Any, pg_url: st
         assert j.verify().ok
 
 
-def test_a_connection_lost_before_commit_is_an_unknown_outcome_safe_to_retry(pg_url: str) -> None:
+def test_a_connection_lost_at_commit_is_an_unknown_outcome_safe_to_retry(pg_url: str) -> None:
     with postgres.open_journal(pg_url) as j:
         j.append("note:a", [Noted(text="first")])
-        pid = j._writer.raw.info.backend_pid  # type: ignore[union-attr]
-        with pytest.raises(CommitOutcomeUnknown, match="Retry with the same event_ids"):
-            with j.transaction():
-                j.append("note:a", [Noted(text="second")], event_ids=["e-2"])
-                with psycopg.connect(pg_url, autocommit=True) as admin:
-                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with (
+            connection_lost_at_commit(pg_url, "NEW.event_id = 'e-2'"),
+            pytest.raises(CommitOutcomeUnknown, match="Retry with the same event_ids"),
+            j.transaction(),
+        ):
+            j.append("note:a", [Noted(text="second")], event_ids=["e-2"])
         assert j.head == 1  # it had not committed
         assert j.append("note:a", [Noted(text="second")], event_ids=["e-2"]) == 2  # a new connection
         assert j.append("note:a", [Noted(text="second")], event_ids=["e-2"]) == 2  # and exactly once

@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 import eventkernel
@@ -21,7 +20,7 @@ import eventkernel.aio
 from eventkernel import postgres
 from eventkernel.errors import CommitOutcomeUnknown, InvalidArgument, JournalCorrupt, NotFound
 
-from support import live_tables, rebuilt_tables
+from support import connection_lost_at_commit, live_tables, rebuilt_tables
 
 
 def _until(check: Any, seconds: float = 10.0) -> None:
@@ -92,15 +91,18 @@ def test_a_replica_file_reopens_catches_up_and_belongs_to_one_journal(pg_url: st
 
 
 def test_a_lost_commit_is_retried_exactly_by_command_id(pg_url: str) -> None:
+    """The connection dies while the server runs the COMMIT: the server rolled
+    back, the client cannot know it, so it reports the outcome unknown, keeps
+    nothing in its replica, and the retry by command id appends exactly once."""
     with eventkernel.open(pg_url) as k:
         k.work.enqueue("task", None, work_item_id="wi-0")
-        pid = k._replica.pg._writer.raw.info.backend_pid  # type: ignore[union-attr]
         before = k.head
-        with pytest.raises(CommitOutcomeUnknown, match="Retry with the same command_id"):
-            with k.transaction():
-                k.work.enqueue("task", {"n": 1}, work_item_id="wi-1", command_id="enqueue-1")
-                with psycopg.connect(pg_url, autocommit=True) as admin:
-                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with (
+            connection_lost_at_commit(pg_url, "NEW.stream = 'work_item:wi-1'"),
+            pytest.raises(CommitOutcomeUnknown, match="Retry with the same command_id"),
+            k.transaction(),
+        ):
+            k.work.enqueue("task", {"n": 1}, work_item_id="wi-1", command_id="enqueue-1")
         assert k.head == before  # neither the server nor the replica kept it
         first = k.work.enqueue("task", {"n": 1}, work_item_id="wi-1", command_id="enqueue-1")
         again = k.work.enqueue("task", {"n": 1}, work_item_id="wi-1", command_id="enqueue-1")
