@@ -958,13 +958,18 @@ class _Ticket:
 class Shared(Protocol):
     """A journal this file is a replica of (``eventkernel.postgres``): its
     write lock, taken (and the file caught up with it) when a write
-    transaction begins, and its commit, before the file's own."""
+    transaction begins, and its commit, before the file's own; and the
+    durable consumers' positions, which it keeps."""
 
     def begin(self, conn: apsw.Connection) -> None: ...
 
     def commit(self, conn: apsw.Connection) -> None: ...
 
     def rollback(self) -> None: ...
+
+    def consumer_position(self, name: str) -> int: ...
+
+    def move_consumer(self, name: str, position: int, at: int) -> None: ...
 
 
 class Writer(Protocol):

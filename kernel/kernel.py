@@ -666,6 +666,8 @@ class Kernel(Reader):
         """Check the file, the journal's order and hash chain, and that every
         projection equals a rebuild row for row. ``anchor=(report.head,
         report.head_hash)`` from an earlier report also detects a cut tail.
+        On PostgreSQL: the server's journal, then this process's replica
+        (brought up to it) as a file, and that the two chains are one.
         Never raises for what it finds; raises InvalidArgument for a bad anchor."""
         _check_progress("verify", progress)
         if anchor is not None and not (
@@ -677,8 +679,14 @@ class Kernel(Reader):
             )
         if type(all_snapshots) is not bool:
             raise InvalidArgument(f"verify refused: all_snapshots must be a bool, got {all_snapshots!r:.60}")
-        return verify(self._db, self._projector, anchor=anchor, progress=self._db.guard("verify", progress),
-                      kernel_kinds=KERNEL_STREAM_KINDS, all_snapshots=all_snapshots)
+
+        def local(anchor: tuple[int, str] | None = anchor) -> VerifyReport:
+            return verify(self._db, self._projector, anchor=anchor, progress=self._db.guard("verify", progress),
+                          kernel_kinds=KERNEL_STREAM_KINDS, all_snapshots=all_snapshots)
+
+        if self._replica is not None:  # the server's journal, then the replica against it
+            return self._replica.verify(lambda: local(None), anchor)
+        return local()
 
     def checkpoint(self, mode: Literal["passive", "full", "restart", "truncate"] = "passive") -> tuple[int, int]:
         """Copy the WAL into the database file now (maintenance; appends never

@@ -31,7 +31,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -211,6 +211,11 @@ _ERASED_AFTER = "SELECT position, data_digest, meta_digest, erasure FROM erased 
 _VERSION = "SELECT coalesce(max(version), 0) FROM journal WHERE stream = %s"
 _BY_ID = f"SELECT {journal.COLUMNS} FROM journal WHERE event_id = %s"
 _HEAD = "SELECT position, hash, recorded_at, {now} FROM journal_head FOR UPDATE"
+_CONSUMER = "SELECT position FROM consumer_positions WHERE name = %s"
+_MOVE_CONSUMER = (
+    "INSERT INTO consumer_positions (name, position, updated_at) VALUES (%s, %s, %s) "
+    "ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at"
+)
 
 
 _pid = os.getpid()
@@ -676,6 +681,7 @@ class Replica:
         self.base = 0  # the server's head when the open transaction began
         self.server_now = 0  # the server's clock, read under its lock
         self.known = 0  # the server's head as this process last saw or made it
+        self._positions: dict[str, tuple[int, int]] = {}  # consumers moved by the open transaction
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
 
@@ -729,6 +735,8 @@ class Replica:
                     raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s",
                                 (last[0], last[10], last[9]))
                     raw.execute("SELECT pg_notify(%s, %s)", (self.pg.channel, str(last[0])))
+                for name, (position, at) in self._positions.items():
+                    raw.execute(_MOVE_CONSUMER, (name, position, at))
                 committing = True
                 raw.execute("COMMIT")
             self.known = max(self.known, rows[-1][0] if rows else self.base)
@@ -741,10 +749,55 @@ class Replica:
                     "appends nothing"
                 ) from e
             raise translate(e, "committing on PostgreSQL (nothing was written)") from e
+        finally:
+            self._positions.clear()
 
     def rollback(self) -> None:
+        self._positions.clear()
         if self.pg._writer is not None:
             self.pg._rollback(self.pg._writer)
+
+    def verify(self, local: Callable[[], VerifyReport], anchor: tuple[int, str] | None) -> VerifyReport:
+        """``Kernel.verify`` of a replica: the server's journal (its chain,
+        ``anchor``), then the replica brought up to it and checked as any file
+        (its chain, its projections against a rebuild), and the replica's head
+        row the server's. The report's head is the server's."""
+        server = self.pg.verify(anchor=anchor)
+        self.pull()
+        mine = local()
+        problems = [f"on the server: {p}" for p in server.problems]
+        problems += [f"in the replica {self.db.path!r}: {p}" for p in mine.problems]
+        bad = [p for p in (server.first_bad_position, mine.first_bad_position) if p is not None]
+        if mine.head:
+            with self.pg._statement("reading the server's row at the replica's head") as pg:
+                row = pg.raw.execute("SELECT hash FROM journal WHERE position = %s", (mine.head,)).fetchone()
+            if row is None or bytes(row[0]).hex() != mine.head_hash:
+                problems.append(f"the replica's row {mine.head} is not the server's: the replica is of another "
+                                "journal, or one of the two was changed")
+                bad.append(mine.head)
+        return VerifyReport(ok=not problems, problems=problems, head=server.head, head_hash=server.head_hash,
+                            first_bad_position=min(bad) if bad else None, notes=list(mine.notes))
+
+    # consumers' positions, kept on the server ------------------------------
+
+    def consumer_position(self, name: str) -> int:
+        """A consumer's position: inside a write transaction the server's under
+        its lock (with this transaction's own move), else the server's now."""
+        if name in self._positions and self.db.shared_open and self.db.owns_write():
+            return self._positions[name][0]
+        if self.db.shared_open and self.db.owns_write():
+            try:
+                row = self.pg._writer_raw().execute(_CONSUMER, (name,)).fetchone()
+            except _psycopg().Error as e:
+                raise translate(e, f"reading consumer {name!r}'s position") from e
+        else:
+            with self.pg._statement(f"reading consumer {name!r}'s position") as pg:
+                row = pg.raw.execute(_CONSUMER, (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def move_consumer(self, name: str, position: int, at: int) -> None:
+        """Move a consumer in the open write transaction: sent with its COMMIT."""
+        self._positions[name] = (position, at)
 
     # following ---------------------------------------------------------------
 

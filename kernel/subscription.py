@@ -141,7 +141,8 @@ class LogFollower(_Follow[LogEntry]):
 
 class Consumer:
     """A durable, named reader of the journal. Its position is bookkeeping in
-    the file (``consumer_positions``), like a projection's, not an event; it
+    the file (``consumer_positions``; on PostgreSQL, the server's table of
+    that name, shared by every process), like a projection's, not an event; it
     moves in the same transaction as the commands the handler issues on the
     kernel, so those happen exactly once per event even across a kill -9.
     What the handler does outside the kernel happens at least once: an
@@ -162,6 +163,8 @@ class Consumer:
     @property
     def position(self) -> int:
         """The last position handled (0 before the first)."""
+        if self._db.shared is not None:  # a replica: the position is the server's
+            return self._db.shared.consumer_position(self.name)
         with self._db.read("consumer.position") as conn:
             # A statement, not table_exists(): it sees a table another connection just created.
             if conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'consumer_positions'").fetchone() is None:
@@ -233,6 +236,9 @@ class Consumer:
         """Move the position (to handle events again, or to skip some)."""
         check_int("consumer.reset", "position", position, minimum=0)
         with self._db.write("consumer.reset") as conn:
+            if self._db.shared is not None:
+                self._db.shared.move_consumer(self.name, position, self._clock())
+                return
             conn.execute(_CONSUMERS_DDL)
             conn.execute(
                 "INSERT INTO consumer_positions (name, position, updated_at) VALUES (?, ?, ?) "
@@ -248,6 +254,13 @@ class Consumer:
         """Move from ``start`` to ``position`` inside the open transaction;
         another instance of the same consumer that moved it first makes this
         one's transaction fail (ConcurrencyConflict), its commands undone."""
+        shared = self._db.shared
+        if shared is not None:  # a replica: the server's position, under its lock
+            current = shared.consumer_position(self.name)
+            if current != start:
+                raise ConcurrencyConflict(f"consumer:{self.name}", start, current)
+            shared.move_consumer(self.name, position, self._clock())
+            return
         conn = self._db.conn
         conn.execute(_CONSUMERS_DDL)
         row = conn.execute("SELECT position FROM consumer_positions WHERE name = ?", (self.name,)).fetchone()

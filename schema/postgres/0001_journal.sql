@@ -45,6 +45,14 @@ CREATE TABLE erased (
     erasure     bigint NOT NULL
 );
 
+-- Durable consumers' positions (Kernel.consumer): bookkeeping every process
+-- shares, moved in the transaction of the commands their handler issues.
+CREATE TABLE consumer_positions (
+    name       text PRIMARY KEY,
+    position   bigint NOT NULL,
+    updated_at bigint NOT NULL       -- ms since the epoch, UTC
+);
+
 CREATE FUNCTION refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '% rows are append-only: % refused', TG_TABLE_NAME, TG_OP

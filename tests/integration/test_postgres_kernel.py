@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 import eventkernel
@@ -109,6 +110,60 @@ def test_a_lost_commit_is_retried_exactly_by_command_id(pg_url: str) -> None:
         assert first == again == "wi-1"
         assert k.head == before + 1
         assert k.verify().ok
+
+
+def test_a_consumers_position_is_the_servers_shared_by_every_process(pg_url: str) -> None:
+    """Two processes (two kernels, two replicas) run the same consumer: each
+    event is handled once in all, the position read anywhere is the server's,
+    and one that moved it first makes the other's move a conflict with its
+    commands undone."""
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        for i in range(6):
+            a.work.enqueue(f"t{i}", {"i": i})
+        on_a, on_b = a.consumer("mailer", types=["work_item.enqueued"]), b.consumer("mailer", types=["work_item.enqueued"])
+
+        def sender(k: eventkernel.Kernel) -> Any:
+            return lambda r: k.memory.put("sent", r.event.task_id, k is a)
+
+        assert on_a.handle(sender(a), limit=2) == 2
+        assert on_b.position == on_a.position == 2  # b's replica keeps no position of its own
+        assert on_b.handle(sender(b)) == 4
+        assert on_a.handle(sender(a)) == 0
+        _until(lambda: a.head == b.head)
+        sent = {e.key: e.value for e in a.memory.list("sent")}
+        assert sent == {"t0": True, "t1": True, "t2": False, "t3": False, "t4": False, "t5": False}
+        assert on_a.position == on_b.position == b.head
+
+        a.work.enqueue("t6", None)
+        start, head = on_b.position, a.head  # b reads where to start, then a moves it first
+        on_a.reset(head)
+        with pytest.raises(eventkernel.ConcurrencyConflict), b.transaction():
+            b.memory.put("sent", "t6", "from b")
+            on_b._move(start, head)  # what handle() does after the handler
+        assert a.memory.get("sent", "t6") is None  # b's put was undone with its move
+        on_a.reset(0)
+        assert on_b.position == 0
+
+
+def test_verify_checks_the_servers_journal_and_the_replica_against_it(pg_url: str) -> None:
+    with eventkernel.open(pg_url) as k, eventkernel.open(pg_url) as other:
+        for i in range(3):
+            k.work.enqueue("task", {"i": i})
+        other.memory.put("user:a", "k", 1)  # appended by another process: verify brings the replica up to it
+        report = k.verify()
+        assert report.ok, report.problems
+        assert (report.head, report.head_hash) == k._replica.pg.head_hash()  # type: ignore[union-attr]
+        assert k.verify(anchor=(report.head, report.head_hash)).ok
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # a superuser changes a payload on the server
+            admin.execute("ALTER TABLE eventkernel.journal DISABLE TRIGGER USER")
+            admin.execute("UPDATE eventkernel.journal SET data = replace(data, '\"i\":1', '\"i\":9') "
+                          "WHERE position = 2")
+        broken = k.verify()
+        assert not broken.ok and broken.first_bad_position == 2
+        assert broken.problems[0].startswith("on the server: position 2: the chain hash does not match")
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # and the last row's hash, which the replica holds
+            admin.execute("UPDATE eventkernel.journal SET hash = sha256(hash) WHERE position = 4")
+        assert any("the replica's row 4 is not the server's" in p for p in k.verify().problems)
 
 
 def test_what_rewrites_the_journal_is_refused_on_postgres(pg_url: str, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 import eventkernel
 
-from support import in_thread
+from support import in_thread, open_kernel
 
 HERE = Path(__file__).parent
 
@@ -84,8 +84,9 @@ def test_a_subscription_sees_commits_of_another_process(db_path, child_env):
         sub.close()
 
 
-def test_a_consumers_commands_and_position_commit_together(db_path):
-    with eventkernel.open(db_path) as k:
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_a_consumers_commands_and_position_commit_together(engine):
+    with open_kernel(engine) as k:
         for i in range(5):
             k.work.enqueue(f"t{i}", {"i": i})
         mailer = k.consumer("mailer", types=["work_item.enqueued"])
