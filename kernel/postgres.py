@@ -778,6 +778,18 @@ class Replica:
         return VerifyReport(ok=not problems, problems=problems, head=server.head, head_hash=server.head_hash,
                             first_bad_position=min(bad) if bad else None, notes=list(mine.notes))
 
+    @contextmanager
+    def current(self, doing: str) -> Iterator[tuple[apsw.Connection, int] | None]:
+        """A read of the replica that is a read of the server's state at one
+        moment, without its write lock: the server's head and clock (one
+        round trip), then a snapshot of the replica, yielded with the server's
+        time when it holds exactly that head (else None: the caller takes the
+        lock). What a command that would change nothing can answer from."""
+        with self.pg._statement(doing) as pg:
+            row = pg.raw.execute(f"SELECT position, {_NOW_MS} FROM journal_head").fetchone()
+        with self.db.read(doing) as conn:
+            yield (conn, int(row[1])) if journal.head(conn)[0] == int(row[0]) else None
+
     # consumers' positions, kept on the server ------------------------------
 
     def consumer_position(self, name: str) -> int:

@@ -310,8 +310,29 @@ class WorkQueue:
         if task_id is not None:
             args["task_id"] = task_id
         if not wait_ms:
+            if command_id is None and self._nothing_claimable(args):
+                return None
             return run(self._ctx, CLAIM, args, command_id=command_id, actor=actor)
         return self._wait_and_claim(where, args, wait_ms, command_id, actor)
+
+    def _nothing_claimable(self, args: dict[str, Any]) -> bool:
+        """On PostgreSQL, whether a claim would find nothing, known without the
+        shared write lock: when the replica holds exactly the server's head,
+        its state (at the server's time) is the server's at that moment, so
+        no pending item and no expired lease there is the claim's answer —
+        and workers polling an empty queue do not serialise every writer.
+        (On a file the lock is local and a claim just takes it.)"""
+        db, ctx = self._ctx.db, self._ctx
+        shared = db.shared
+        if shared is None or db.owns_write():
+            return False
+        with shared.current("work.claim") as seen:
+            if seen is None:
+                return False
+            conn, server_now = seen
+            now = max(server_now if ctx.clock == shared.clock else ctx.now(), journal.head_row(conn)[2])
+            pending, expired = _load_claim(conn, args, now)
+            return pending is None and not expired
 
     def _wait_and_claim(
         self, where: str, args: dict[str, Any], wait_ms: int, command_id: str | None, actor: str | None
@@ -325,11 +346,14 @@ class WorkQueue:
         kinds, task_id = _filters(args)
         while True:
             watch = db.watch(where)
-            item = run(self._ctx, CLAIM, args, command_id=command_id, actor=actor, record_noop=False)
+            item = None if self._nothing_claimable(args) else run(
+                self._ctx, CLAIM, args, command_id=command_id, actor=actor, record_noop=False)
             remaining = deadline - time.monotonic()
             if item is not None:
                 return item
             if remaining <= 0:  # the last attempt: its answer binds the command id
+                if command_id is None and self._nothing_claimable(args):
+                    return None
                 return run(self._ctx, CLAIM, args, command_id=command_id, actor=actor)
             with db.statement(where) as conn:
                 expiry = work_items.next_deadline(conn, kinds, task_id)

@@ -43,7 +43,7 @@ def test_a_command_decides_on_the_servers_state_not_its_replicas(pg_url: str) ->
             b.work.get(item)  # not followed yet
         claimed = b.work.claim("worker-b", lease_ms=60_000)
         assert claimed is not None and claimed.work_item_id == item and claimed.token == 1
-        assert a.work.claim("worker-a", lease_ms=60_000) is None  # A caught up with B's claim under the lock
+        assert a.work.claim("worker-a", lease_ms=60_000) is None  # B's claim is on the server: A sees it
         assert a.work.get(item).lease_holder == "worker-b"
         b.work.complete(item, "worker-b", claimed.token, output={"ok": True})
         _until(lambda: a.work.get(item).status == "completed")  # A follows the server
@@ -57,6 +57,37 @@ def test_a_command_decides_on_the_servers_state_not_its_replicas(pg_url: str) ->
             assert k.verify().ok
         with postgres.open_journal(pg_url) as j:
             assert j.head_hash() == (a.verify().head, a.verify().head_hash)
+
+
+def test_a_claim_that_finds_nothing_does_not_take_the_shared_lock(pg_url: str) -> None:
+    """Workers polling an empty queue must not serialise every writer of every
+    process: with its replica at the server's head, a claim that finds nothing
+    answers from it. One that finds something, or whose replica is behind,
+    takes the lock (and waits for it)."""
+    with eventkernel.open(pg_url, busy_timeout_ms=300) as k:
+        item = k.work.enqueue("task", None)
+        claimed = k.work.claim("w", lease_ms=60_000)
+        assert claimed is not None
+        head = k.head
+        with psycopg.connect(pg_url) as holder:  # another client holds the write lock
+            holder.execute("SELECT position FROM eventkernel.journal_head FOR UPDATE")
+            started = time.monotonic()
+            assert k.work.claim("w2", lease_ms=1000) is None
+            assert k.work.claim("w2", lease_ms=1000, wait_ms=200) is None
+            assert time.monotonic() - started < 5
+            with pytest.raises(eventkernel.JournalBusy):
+                k.work.claim("w2", lease_ms=1000, command_id="bound")  # an id to bind: the lock
+            with pytest.raises(eventkernel.JournalBusy):
+                k.work.enqueue("task", None)
+            holder.rollback()
+        assert k.head == head
+        # a lease that ran out by the server's clock is claimable: the lock is taken, the item taken over
+        k.work.release(item, "w", claimed.token)
+        again = k.work.claim("w", lease_ms=1)
+        assert again is not None
+        time.sleep(0.05)
+        taken = k.work.claim("w3", lease_ms=60_000)
+        assert taken is not None and taken.work_item_id == item and taken.lease_holder == "w3"
 
 
 def test_reads_follow_what_other_processes_commit(pg_url: str) -> None:
