@@ -681,6 +681,7 @@ class Replica:
         self.base = 0  # the server's head when the open transaction began
         self.server_now = 0  # the server's clock, read under its lock
         self.known = 0  # the server's head as this process last saw or made it
+        self.sending = 0  # the last position of the rows being committed (0: none)
         self._positions: dict[str, tuple[int, int]] = {}  # consumers moved by the open transaction
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
@@ -726,6 +727,8 @@ class Replica:
         rows = list(journal.read_rows(conn, after=self.base))
         raw = self.pg._writer_raw()
         committing = False
+        # (set before the COMMIT: its notification may reach the follower first, which then need not pull)
+        self.sending = rows[-1][0] if rows else 0
         try:
             with raw.pipeline():
                 if rows:
@@ -751,6 +754,7 @@ class Replica:
             raise translate(e, "committing on PostgreSQL (nothing was written)") from e
         finally:
             self._positions.clear()
+            self.sending = 0
 
     def rollback(self) -> None:
         self._positions.clear()
@@ -867,11 +871,8 @@ class Replica:
     def _follow(self) -> None:
         while not self._stop.is_set():
             try:
-                with self.db.statement("reading the replica's head") as conn:
-                    local = journal.head(conn)[0]
                 # (not woken by this process's own commits: they are in the replica already, or about to be)
-                seen = max(local, self.known)
-                if self.pg.wait(seen, 0.5) > seen and not self._stop.is_set():
+                if self.pg.wait(self._seen(), 0.5) > self._seen() and not self._stop.is_set():
                     self.pull()
             except KernelClosed:
                 return
@@ -880,6 +881,13 @@ class Replica:
                     return
                 log.warning("following the journal on %s failed; trying again", redact(self.pg.url), exc_info=True)
                 self._stop.wait(1.0)
+
+    def _seen(self) -> int:
+        """The server's head as far as this process knows it: in its replica,
+        made by it, or being committed by it."""
+        with self.db.statement("reading the replica's head") as conn:
+            local = journal.head(conn)[0]
+        return max(local, self.known, self.sending)
 
     def close(self) -> None:
         self._stop.set()
