@@ -513,9 +513,17 @@ class Kernel(Reader):
         After a compaction, a subject with events before the base needs
         ``archive`` (the file they moved to): they are erased there too, and
         the projections stored at the base are made again without them.
-        Raises NotFound when no event matches."""
+        Raises NotFound when no event matches.
+
+        On PostgreSQL the server's rows are blanked in the same transaction
+        (the journal's trigger allows only that change, and only for rows
+        whose digests are in ``erased``), then ``VACUUM journal`` prunes the
+        old row versions; bytes may stay in the server's free space, WAL and
+        backups until it reuses or recycles them (``VACUUM FULL journal``
+        rewrites the table). Every other process's replica follows the
+        erasure: it blanks the rows, rebuilds the projections, and rewrites
+        its file (a replica not open then does so when it next opens)."""
         where = "erase"
-        self._local_only(where, "erasing payloads")
         if self._db.owns_write():
             raise InvalidArgument(f"{where} refused: inside this thread's transaction (an erasure commits and "
                                   "rewrites the file on its own)")
@@ -610,6 +618,8 @@ class Kernel(Reader):
         # leaves them): rewrite the file, which also gives free pages back.
         self._db.vacuum(where)
         cleared = True
+        if self._replica is not None:  # the server's old row versions pruned
+            self._replica.pg.vacuum()
         if not self._db.in_memory:
             try:
                 self._db.checkpoint("truncate")  # the WAL's older page images held the payloads too

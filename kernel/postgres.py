@@ -37,7 +37,7 @@ from typing import Any
 
 import apsw
 
-from eventkernel import journal
+from eventkernel import journal, snapshots
 from eventkernel.clock import Clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, GroupCommit
@@ -586,6 +586,13 @@ class PgJournal(JournalReader):
         """Raw journal rows (``journal.read_rows``' columns), a page per statement."""
         return self._pages("rows", after, None, until=until)
 
+    def vacuum(self) -> None:
+        """``VACUUM journal``: after an erasure, the row versions that held the
+        payloads are pruned (their bytes may stay in free space, in WAL
+        segments and in backups until the server reuses or recycles them)."""
+        with self._statement("vacuuming the journal") as conn:
+            conn.raw.execute("VACUUM journal")
+
     def erased_rows(self) -> list[tuple[Any, ...]]:
         """(position, data_digest, meta_digest, erasure) of every erased payload."""
         with self._statement("reading the erased payloads") as conn:
@@ -682,6 +689,8 @@ class Replica:
         self.server_now = 0  # the server's clock, read under its lock
         self.known = 0  # the server's head as this process last saw or made it
         self.sending = 0  # the last position of the rows being committed (0: none)
+        self.rewrite_due = False  # an erasure was followed: the file is to be rewritten
+        self.truncate_due = False  # and then its WAL truncated
         self._positions: dict[str, tuple[int, int]] = {}  # consumers moved by the open transaction
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
@@ -725,6 +734,10 @@ class Replica:
     def commit(self, conn: apsw.Connection) -> None:
         psycopg = _psycopg()
         rows = list(journal.read_rows(conn, after=self.base))
+        # an erasure made by this transaction (Kernel.erase): its digests, then the payloads blanked
+        erasing: list[tuple[Any, ...]] = [tuple(r) for r in conn.execute(
+            "SELECT position, data_digest, meta_digest, erasure FROM erased WHERE erasure > ? ORDER BY position",
+            (self.base,))] if rows and any(r[3] == "journal.payloads_erased" for r in rows) else []
         raw = self.pg._writer_raw()
         committing = False
         # (set before the COMMIT: its notification may reach the follower first, which then need not pull)
@@ -738,6 +751,12 @@ class Replica:
                     raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s",
                                 (last[0], last[10], last[9]))
                     raw.execute("SELECT pg_notify(%s, %s)", (self.pg.channel, str(last[0])))
+                if erasing:
+                    with raw.cursor() as cur:
+                        cur.executemany("INSERT INTO erased (position, data_digest, meta_digest, erasure) "
+                                        "VALUES (%s, %s, %s, %s)", erasing)
+                    raw.execute("UPDATE journal SET data = %s, meta = NULL WHERE position = ANY(%s)",
+                                (journal.ERASED_DATA, [e[0] for e in erasing]))
                 for name, (position, at) in self._positions.items():
                     raw.execute(_MOVE_CONSUMER, (name, position, at))
                 committing = True
@@ -820,8 +839,11 @@ class Replica:
     def _apply(self, conn: apsw.Connection, rows: list[tuple[Any, ...]], local: tuple[int, bytes, int],
                erased: dict[int, tuple[Any, ...]]) -> None:
         """Write the server's rows after the file's head into the file and fold
-        them into its projections, checking that they continue its chain
-        (a payload erased before the journal was copied there, by its digests)."""
+        them into its projections, checking that they continue its chain (an
+        erased payload by its digests). An erasure among them of events the
+        file already held is done in the file too: their payloads blanked,
+        the projections that folded them rebuilt without them (and the file
+        rewritten by the follower, :meth:`_rewrite`)."""
         position, prev = local[0], local[1]
         for row in rows:
             if row[0] != position + 1 or journal.expected_hash(prev, row, erased.get(row[0])) != bytes(row[10]):
@@ -829,22 +851,54 @@ class Replica:
                     f"{self.db.path!r} is not a replica of the journal on {redact(self.pg.url)}: the server's row "
                     f"{row[0]} does not continue the file's chain at position {position}"
                 )
-            if row[3] == "journal.payloads_erased" and any(
-                    p <= local[0] for p, e in erased.items() if e[3] == row[0]):
-                # (an erasure of rows this replica has not folded yet folds as a rebuild does: into nothing)
-                raise JournalError(
-                    f"the journal on {redact(self.pg.url)} records at position {row[0]} the erasure of payloads "
-                    f"this replica already folded, which it cannot follow yet; open a new replica"
-                )
             position, prev = row[0], bytes(row[10])
         conn.executemany(journal.INSERT, rows)
-        blanks = [e for p, e in erased.items() if local[0] < p <= rows[-1][0]]
-        if blanks:
-            conn.executemany("INSERT INTO erased (position, data_digest, meta_digest, erasure) VALUES (?, ?, ?, ?)",
-                             blanks)
+        # the digests of payloads erased on the server, of these rows or of rows the file held
+        mine = sorted(p for p in erased if p <= position)
+        conn.executemany(
+            "INSERT INTO erased (position, data_digest, meta_digest, erasure) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (position) DO NOTHING", [erased[p] for p in mine])
         self.projector._fold_rows(conn.cursor(), rows, self.projector.modules)
         self.db.head_cache = (int(rows[-1][0]), bytes(rows[-1][10]), int(rows[-1][9]))
         self.db.appended = True
+        if mine:
+            self._forget(conn, mine)
+
+    def _forget(self, conn: apsw.Connection, positions: list[int]) -> None:
+        """Blank the payloads at ``positions`` (erased on the server) that the
+        file still holds, and rebuild the projections that fold their events."""
+        held = [(p, t) for p in positions for (t,) in conn.execute(
+            "SELECT type FROM journal WHERE position = ? AND (data != ? OR meta IS NOT NULL)",
+            (p, journal.ERASED_DATA))]
+        if not held:
+            return
+        conn.pragma("secure_delete", True)
+        try:
+            conn.executemany("UPDATE journal SET data = ?, meta = NULL WHERE position = ?",
+                             [(journal.ERASED_DATA, p) for p, _ in held])
+            snapshots.drop_from(conn, held[0][0])
+            types = {t for _, t in held}
+            touched = [m.NAME for m in self.projector.modules if not types.isdisjoint(m.HANDLES)]
+            if touched:
+                self.projector.rebuild(self.db, touched)
+        finally:
+            conn.pragma("secure_delete", False)
+        self.rewrite_due = True
+
+    def _rewrite(self) -> None:
+        """After following an erasure: rewrite the file (VACUUM), so that no
+        byte of the erased payloads stays in its free space."""
+        if self.rewrite_due:
+            self.rewrite_due = False
+            self.db.vacuum("rewriting the replica after an erasure")
+            self.truncate_due = True
+        if self.truncate_due:
+            try:
+                self.db.checkpoint("truncate")  # the WAL's older page images held the payloads too
+            except JournalError:
+                return  # a reader holds the WAL: again after the next wait
+            wal = self.db.path + "-wal"
+            self.truncate_due = os.path.exists(wal) and os.path.getsize(wal) > 0
 
     def pull(self, batch: int = 5_000) -> int:
         """Fold what the server holds past the file's head, in transactions of
@@ -874,6 +928,7 @@ class Replica:
                 # (not woken by this process's own commits: they are in the replica already, or about to be)
                 if self.pg.wait(self._seen(), 0.5) > self._seen() and not self._stop.is_set():
                     self.pull()
+                self._rewrite()
             except KernelClosed:
                 return
             except Exception:

@@ -60,8 +60,28 @@ BEGIN
 END;
 $$;
 
-CREATE TRIGGER journal_no_change BEFORE UPDATE OR DELETE ON journal
+-- The one change a journal row allows: an erasure blanks its payload (data
+-- 'null', meta NULL), every other column kept, once the digests the chain
+-- covers are in erased (Kernel.erase).
+CREATE FUNCTION journal_erasure_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.data = 'null' AND NEW.meta IS NULL
+       AND (NEW.position, NEW.stream, NEW.version, NEW.type, NEW.schema, NEW.event_id, NEW.correlation_id,
+            NEW.recorded_at, NEW.hash)
+           IS NOT DISTINCT FROM (OLD.position, OLD.stream, OLD.version, OLD.type, OLD.schema, OLD.event_id,
+                                 OLD.correlation_id, OLD.recorded_at, OLD.hash)
+       AND EXISTS (SELECT 1 FROM erased WHERE erased.position = OLD.position) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'journal rows are append-only: UPDATE refused (only an erasure recorded in erased may blank a payload)'
+        USING ERRCODE = 'restrict_violation';
+END;
+$$;
+
+CREATE TRIGGER journal_no_change BEFORE DELETE ON journal
     FOR EACH ROW EXECUTE FUNCTION refuse_change();
+CREATE TRIGGER journal_erasure_only BEFORE UPDATE ON journal
+    FOR EACH ROW EXECUTE FUNCTION journal_erasure_only();
 CREATE TRIGGER journal_no_truncate BEFORE TRUNCATE ON journal
     FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
 CREATE TRIGGER erased_no_change BEFORE UPDATE OR DELETE ON erased

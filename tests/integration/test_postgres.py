@@ -200,7 +200,9 @@ def test_journal_rows_cannot_be_changed_on_the_server(pg_url: str) -> None:
         j.append("note:a", [Noted(text="x")])
     with psycopg.connect(pg_url, autocommit=True) as admin:
         for sql in ("UPDATE eventkernel.journal SET data = '{}'", "DELETE FROM eventkernel.journal",
-                    "TRUNCATE eventkernel.journal"):
+                    "TRUNCATE eventkernel.journal",
+                    # an erasure's blanking, but of a row whose digests were not kept
+                    "UPDATE eventkernel.journal SET data = 'null', meta = NULL"):
             with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):
                 admin.execute(sql)
 
@@ -307,7 +309,11 @@ def test_the_cli_reads_and_copies_a_journal_on_postgres(pg_url: str, tmp_path: P
     capsys.readouterr()
     assert main(["demo", pg_url]) == 0  # the domains on the server
     assert "verify: ok" in capsys.readouterr().out
-    assert main(["erase", pg_url, "--stream", "note:keep", "--reason", "r"]) == 1
+    assert main(["erase", pg_url, "--stream", "note:keep", "--reason", "r"]) == 0
+    assert "erased the payloads of 1 events" in capsys.readouterr().out
+    assert main(["verify", pg_url]) == 0
+    capsys.readouterr()
+    assert main(["compact", pg_url, "--before", "3", "--archive", str(tmp_path / "archive.db")]) == 1
     assert "shared on PostgreSQL" in capsys.readouterr().err
     assert main(["log", pg_url, "--schema", "nowhere"]) == 1
     assert "holds no eventkernel journal" in capsys.readouterr().err

@@ -197,15 +197,75 @@ def test_verify_checks_the_servers_journal_and_the_replica_against_it(pg_url: st
         assert any("the replica's row 4 is not the server's" in p for p in k.verify().problems)
 
 
-def test_what_rewrites_the_journal_is_refused_on_postgres(pg_url: str, tmp_path: Path) -> None:
+def test_compaction_is_refused_on_postgres(pg_url: str, tmp_path: Path) -> None:
     with eventkernel.open(pg_url) as k:
         k.memory.put("user:a", "k", 1)
         head = k.head
         with pytest.raises(InvalidArgument, match="shared on PostgreSQL"):
-            k.erase(stream_prefix="memory:", reason="forget")
-        with pytest.raises(InvalidArgument, match="shared on PostgreSQL"):
             k.compact(before=2, archive=str(tmp_path / "archive.db"))
         assert k.head == head
+
+
+def _server_payloads(url: str) -> list[tuple[int, str, str | None]]:
+    with psycopg.connect(url) as conn:
+        return [tuple(r) for r in conn.execute("SELECT position, data, meta FROM eventkernel.journal ORDER BY position")]
+
+
+def test_an_erasure_blanks_the_server_and_every_replica(pg_url: str, tmp_path: Path) -> None:
+    """One process erases a subject: the server's rows are blanked in the
+    erasure's transaction and their digests kept, so the chain verifies; a
+    replica following at the time and one opened later (from a file that
+    held the payloads) fold the erasure: the same tables as the eraser's,
+    and no byte of the payloads left in their files."""
+    secret = b"alice@example.com"
+    later = str(tmp_path / "later.db")
+    with eventkernel.open(pg_url, replica=later) as c:
+        c.memory.put("user:bob", "email", "bob@example.com")
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url, replica=str(tmp_path / "b.db")) as b:
+        a.memory.put("user:alice", "email", secret.decode(), actor="alice")
+        a.memory.put("user:alice", "city", "Lyon")
+        a.work.enqueue("mail", {"to": "alice"})
+        _until(lambda: b.head == a.head)
+        assert b.memory.get("user:alice", "email").value == secret.decode()
+        done = a.erase(stream_prefix="memory:user:alice", reason="right to be forgotten", actor="dpo")
+        assert done.events == 2 and "memory_entries" in done.projections
+        assert a.memory.get("user:alice", "email") is None
+        blank = [(p, d, m) for p, d, m in _server_payloads(pg_url) if p in (2, 3)]
+        assert blank == [(2, "null", None), (3, "null", None)]
+        assert a.verify().ok
+        _until(lambda: b.head == a.head and b.memory.get("user:alice", "email") is None)
+        assert live_tables(b) == live_tables(a) == rebuilt_tables(a)
+        assert b.verify().ok
+        b_file = tmp_path / "b.db"
+        _until(lambda: secret not in b_file.read_bytes() and not (
+            Path(str(b_file) + "-wal").exists() and secret in Path(str(b_file) + "-wal").read_bytes()))
+        assert b.work.list()[0].input == {"to": "alice"}  # what was not erased stays
+        with eventkernel.open(pg_url, replica=later) as c:  # a replica that held nothing of alice: just follows
+            assert c.memory.get("user:alice", "email") is None
+            assert live_tables(c) == live_tables(a)
+            assert c.verify().ok
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # the trigger allows nothing else
+        with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):
+            admin.execute("UPDATE eventkernel.journal SET data = 'null', meta = NULL WHERE position = 1")
+        with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):
+            admin.execute("UPDATE eventkernel.journal SET type = 'x' WHERE position = 2")
+
+
+def test_a_replica_that_folded_the_payloads_forgets_them_when_it_reopens(pg_url: str, tmp_path: Path) -> None:
+    secret = b"carol@example.com"
+    kept = tmp_path / "kept.db"
+    with eventkernel.open(pg_url, replica=str(kept)) as b:
+        b.memory.put("user:carol", "email", secret.decode())
+        b.memory.put("user:dave", "email", "dave@example.com")
+    assert secret in kept.read_bytes() + (Path(str(kept) + "-wal").read_bytes()
+                                          if Path(str(kept) + "-wal").exists() else b"")
+    with eventkernel.open(pg_url) as a:
+        a.erase(stream="memory:user:carol/email", reason="asked")
+    with eventkernel.open(pg_url, replica=str(kept)) as b:
+        assert b.memory.get("user:carol", "email") is None
+        assert b.memory.get("user:dave", "email").value == "dave@example.com"
+        assert b.verify().ok
+        _until(lambda: secret not in kept.read_bytes())
 
 
 def test_the_async_kernel_on_postgres(pg_url: str) -> None:
