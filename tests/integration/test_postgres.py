@@ -354,7 +354,10 @@ def test_appends_of_many_threads_share_a_commit_and_a_refusal_stays_its_own(pg_u
             threads = [threading.Thread(target=append, args=(i,)) for i in range(6)]
             for t in threads:
                 t.start()
-            time.sleep(0.5)
+            deadline = time.monotonic() + 30
+            while len(j._group.queue) < 6:  # type: ignore[union-attr]  # every thread queued behind the lock
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
             assert results == {}
         for t in threads:
             t.join(30)
