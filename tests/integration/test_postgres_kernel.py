@@ -251,6 +251,51 @@ def test_an_erasure_blanks_the_server_and_every_replica(pg_url: str, tmp_path: P
             admin.execute("UPDATE eventkernel.journal SET type = 'x' WHERE position = 2")
 
 
+def test_erasures_interleaved_with_writes_of_another_process_converge(pg_url: str) -> None:
+    """A writer thread of one process keeps putting memories of several
+    subjects while another process erases subjects one after the other (its
+    replica and the writer's following each other all along): at the end
+    both replicas hold the same tables, equal to a rebuild, and verify, and
+    no erased payload is left on the server."""
+    import threading
+
+    with eventkernel.open(pg_url) as writer, eventkernel.open(pg_url) as eraser:
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            i = 0
+            try:
+                while not stop.is_set():
+                    writer.memory.put(f"user:{i % 4}", f"k{i}", f"secret-{i % 4}-{i}")
+                    i += 1
+            except BaseException as e:  # noqa: BLE001  (reported below)
+                errors.append(e)
+
+        t = threading.Thread(target=write)
+        t.start()
+        try:
+            for subject in range(3):
+                _until(lambda s=subject: bool(eraser.memory.list(f"user:{s}")))  # type: ignore[misc]
+                eraser.erase(stream_prefix=f"memory:user:{subject}/", reason="asked")
+        finally:
+            stop.set()
+            t.join(30)
+        assert not errors, errors
+        writer.memory.put("user:x", "last", 1)
+        _until(lambda: eraser.head == writer.head)
+        for k in (writer, eraser):
+            assert k.verify().ok
+            assert live_tables(k) == rebuilt_tables(k)
+        assert live_tables(writer) == live_tables(eraser)
+        with psycopg.connect(pg_url) as conn:
+            erased = {p for (p,) in conn.execute("SELECT position FROM eventkernel.erased")}
+            leftover = conn.execute(
+                "SELECT count(*) FROM eventkernel.journal WHERE position = ANY(%s) AND data != 'null'",
+                (list(erased),)).fetchone()[0]
+        assert erased and leftover == 0
+
+
 def test_a_replica_that_folded_the_payloads_forgets_them_when_it_reopens(pg_url: str, tmp_path: Path) -> None:
     secret = b"carol@example.com"
     kept = tmp_path / "kept.db"
