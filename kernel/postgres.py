@@ -707,20 +707,27 @@ class Replica:
     def begin(self, conn: apsw.Connection) -> None:
         psycopg = _psycopg()
         local = journal.head_row(conn)
-        raw = self.pg._writer_raw()
-        try:
-            with raw.pipeline():
-                raw.execute("BEGIN")
-                head = raw.execute(_HEAD.format(now=_NOW_MS))
-                newer = raw.execute(f"SELECT {journal.COLUMNS} FROM journal WHERE position > %s ORDER BY position",
-                                    (local[0],))
-                blank = raw.execute(_ERASED_AFTER, (local[0], local[0]))
-                row = head.fetchone()
-                rows = newer.fetchall()
-                erased = {r[0]: tuple(r) for r in blank.fetchall()}
-        except psycopg.Error as e:
-            self.pg._rollback(self.pg._writer)  # type: ignore[arg-type]
-            raise translate(e, "taking the shared journal's write lock") from e
+        for attempt in (1, 2):
+            raw = self.pg._writer_raw()
+            try:
+                with raw.pipeline():
+                    raw.execute("BEGIN")
+                    head = raw.execute(_HEAD.format(now=_NOW_MS))
+                    newer = raw.execute(
+                        f"SELECT {journal.COLUMNS} FROM journal WHERE position > %s ORDER BY position", (local[0],))
+                    blank = raw.execute(_ERASED_AFTER, (local[0], local[0]))
+                    row = head.fetchone()
+                    rows = newer.fetchall()
+                    erased = {r[0]: tuple(r) for r in blank.fetchall()}
+                break
+            except psycopg.Error as e:
+                self.pg._rollback(self.pg._writer)  # type: ignore[arg-type]
+                if attempt == 1 and (raw.closed or raw.broken) and isinstance(e, psycopg.OperationalError):
+                    # A connection the server dropped while it sat idle (a restart, a failover, a network
+                    # timeout): nothing was written, so once more on a new one.
+                    log.info("the connection to %s was lost; reconnecting", redact(self.pg.url))
+                    continue
+                raise translate(e, "taking the shared journal's write lock") from e
         assert row is not None
         self.base, self.server_now = int(row[0]), int(row[3])
         if rows:

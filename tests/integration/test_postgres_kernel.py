@@ -325,6 +325,22 @@ def test_the_async_kernel_on_postgres(pg_url: str) -> None:
     asyncio.run(main())
 
 
+def test_a_server_restart_between_commands_does_not_fail_the_next_one(pg_cluster: Any, pg_url: str) -> None:
+    """The server restarts (a failover, maintenance) while two processes sit
+    idle: the next command replaces the dropped connection before sending
+    anything and succeeds, and the other process's follower reconnects."""
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        a.memory.put("user:a", "k", 1)
+        _until(lambda: b.head == a.head)
+        pg_cluster.stop("fast")
+        pg_cluster.start()
+        a.memory.put("user:a", "k", 2)  # no error
+        _until(lambda: b.memory.get("user:a", "k").value == 2, 20)
+        b.work.enqueue("task", None)  # b's writer connection was dropped too
+        _until(lambda: a.head == b.head == 3, 20)
+        assert a.verify().ok
+
+
 def test_a_server_crash_mid_command_loses_no_acknowledged_command(pg_cluster: Any, pg_url: str) -> None:
     with eventkernel.open(pg_url) as k:
         acked: list[str] = []
