@@ -336,9 +336,27 @@ class PgJournal(JournalReader):
 
     def _read_conn(self) -> Connection:
         with self._reader_lock:
-            if self._reader is None or self._reader.raw.closed:
+            if self._reader is None or self._reader.raw.closed or self._reader.raw.broken:
                 self._reader = self._connect()
             return self._reader
+
+    def _query(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read on the shared reader (never this thread's
+        transaction: for a replica's reads of the server), once more on a new
+        connection if the server had dropped the last one (a read repeats)."""
+        self._check()
+        psycopg = _psycopg()
+        for attempt in (1, 2):
+            conn = self._read_conn()
+            try:
+                return [tuple(r) for r in conn.raw.execute(sql, params)]
+            except psycopg.OperationalError as e:
+                if attempt == 1 and (conn.raw.closed or conn.raw.broken):
+                    continue
+                raise translate(e, doing) from e
+            except psycopg.Error as e:
+                raise translate(e, doing) from e
+        raise AssertionError("unreachable")
 
     @contextmanager
     def _statement(self, doing: str) -> Iterator[Any]:
@@ -815,8 +833,7 @@ class Replica:
         round trip), then a snapshot of the replica, yielded with the server's
         time when it holds exactly that head (else None: the caller takes the
         lock). What a command that would change nothing can answer from."""
-        with self.pg._statement(doing) as pg:
-            row = pg.raw.execute(f"SELECT position, {_NOW_MS} FROM journal_head").fetchone()
+        row = self.pg._query(doing, f"SELECT position, {_NOW_MS} FROM journal_head")[0]
         with self.db.read(doing) as conn:
             yield (conn, int(row[1])) if journal.head(conn)[0] == int(row[0]) else None
 
@@ -833,8 +850,8 @@ class Replica:
             except _psycopg().Error as e:
                 raise translate(e, f"reading consumer {name!r}'s position") from e
         else:
-            with self.pg._statement(f"reading consumer {name!r}'s position") as pg:
-                row = pg.raw.execute(_CONSUMER, (name,)).fetchone()
+            found = self.pg._query(f"reading consumer {name!r}'s position", _CONSUMER, (name,))
+            row = found[0] if found else None
         return 0 if row is None else int(row[0])
 
     def move_consumer(self, name: str, position: int, at: int) -> None:

@@ -327,13 +327,17 @@ def test_the_async_kernel_on_postgres(pg_url: str) -> None:
 
 def test_a_server_restart_between_commands_does_not_fail_the_next_one(pg_cluster: Any, pg_url: str) -> None:
     """The server restarts (a failover, maintenance) while two processes sit
-    idle: the next command replaces the dropped connection before sending
-    anything and succeeds, and the other process's follower reconnects."""
+    idle: the next command, and the next read of the server (a claim that
+    finds nothing, a consumer's position), replace the dropped connection
+    and succeed, and the other process's follower reconnects."""
     with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
         a.memory.put("user:a", "k", 1)
+        assert a.work.claim("w", lease_ms=1000) is None and a.consumer("c").position == 0  # the reader in use
         _until(lambda: b.head == a.head)
         pg_cluster.stop("fast")
         pg_cluster.start()
+        assert a.work.claim("w", lease_ms=1000) is None  # no error
+        assert a.consumer("c").position == 0
         a.memory.put("user:a", "k", 2)  # no error
         _until(lambda: b.memory.get("user:a", "k").value == 2, 20)
         b.work.enqueue("task", None)  # b's writer connection was dropped too
