@@ -218,6 +218,10 @@ _MOVE_CONSUMER = (
 )
 
 
+class _Lost(Exception):
+    """The writer connection was found lost when a transaction began."""
+
+
 _pid = os.getpid()
 
 
@@ -401,7 +405,11 @@ class PgJournal(JournalReader):
             raise JournalBusy(f"{doing} failed: another thread's transaction held the journal past the busy timeout")
         try:
             self._owner = me
-            yield from self._transact(doing, ask)
+            try:
+                yield from self._transact(doing, ask, retry=True)
+            except _Lost:  # raised before anything was sent or yielded
+                log.info("the connection to %s was lost; reconnecting", redact(self.url))
+                yield from self._transact(doing, ask, retry=False)
         finally:
             self._owner, self._tx = None, None
             self._lock.release()
@@ -412,7 +420,7 @@ class PgJournal(JournalReader):
         """A group's transaction (for :class:`GroupCommit`, which holds ``_lock``)."""
         return self._write(doing, getattr(self._hint, "ask", None))
 
-    def _transact(self, doing: str, ask: tuple[str, list[str | None]] | None) -> Iterator[_Tx]:
+    def _transact(self, doing: str, ask: tuple[str, list[str | None]] | None, *, retry: bool) -> Iterator[_Tx]:
         psycopg = _psycopg()
         conn = self._writer
         if conn is None or conn.raw.closed or conn.raw.broken:
@@ -429,6 +437,10 @@ class PgJournal(JournalReader):
                 try:
                     row = head.fetchone()
                 except psycopg.Error as e:
+                    if retry and isinstance(e, psycopg.OperationalError) and (raw.closed or raw.broken):
+                        # A connection the server dropped while it sat idle (a restart, a failover):
+                        # nothing was written, so once more on a new one.
+                        raise _Lost from e
                     raise translate(e, f"{doing}: taking the journal's write lock") from e
                 assert row is not None
                 tx.position, tx.hash, tx.recorded_at, tx.now = int(row[0]), bytes(row[1]), int(row[2]), int(row[3])
@@ -450,6 +462,9 @@ class PgJournal(JournalReader):
                 raw.execute("COMMIT")
         except BaseException as e:
             self._rollback(conn)
+            if (retry and self._tx is None and isinstance(e, psycopg.OperationalError)
+                    and (raw.closed or raw.broken)):
+                raise _Lost from e  # lost before the lock was taken: nothing was written
             if isinstance(e, psycopg.Error):
                 if not committing:
                     raise translate(e, doing) from e

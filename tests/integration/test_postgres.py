@@ -138,6 +138,18 @@ def test_a_connection_lost_at_commit_is_an_unknown_outcome_safe_to_retry(pg_url:
         assert j.verify().ok
 
 
+def test_a_server_restart_between_appends_does_not_fail_the_next_one(pg_cluster: Any, pg_url: str) -> None:
+    with postgres.open_journal(pg_url) as j:
+        assert j.append("note:a", [Noted(text="before")]) == 1
+        pg_cluster.stop("fast")
+        pg_cluster.start()
+        # the writer connection the server dropped is replaced before anything is sent
+        assert j.append("note:a", [Noted(text="after")], expected_version=1) == 2
+        with j.transaction():
+            j.append("note:a", [Noted(text="in a transaction")])
+        assert j.stream_version("note:a") == 3
+
+
 def test_wait_wakes_on_a_commit_and_times_out_without_one(pg_url: str) -> None:
     with postgres.open_journal(pg_url) as j, postgres.open_journal(pg_url) as other:
         started = time.monotonic()
