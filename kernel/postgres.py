@@ -722,7 +722,8 @@ class Replica:
         self.server_now = 0  # the server's clock, read under its lock
         self.known = 0  # the server's head as this process last saw or made it
         self.sending = 0  # the last position of the rows being committed (0: none)
-        self.rewrite_due = False  # an erasure was followed: the file is to be rewritten
+        self.forgotten = 0  # erasures followed (the file is to be rewritten) ...
+        self.rewritten = 0  # ... and how many of them the last rewrite covered
         self.truncate_due = False  # and then its WAL truncated
         self._positions: dict[str, tuple[int, int]] = {}  # consumers moved by the open transaction
         self._stop = threading.Event()
@@ -922,15 +923,15 @@ class Replica:
                 self.projector.rebuild(self.db, touched)
         finally:
             conn.pragma("secure_delete", False)
-        self.rewrite_due = True
+        self.forgotten += 1
 
     def _rewrite(self) -> None:
         """After following an erasure: rewrite the file (VACUUM), so that no
         byte of the erased payloads stays in its free space."""
-        if self.rewrite_due:
-            self.rewrite_due = False
-            self.db.vacuum("rewriting the replica after an erasure")
-            self.truncate_due = True
+        due = self.forgotten
+        if due > self.rewritten:
+            self.db.vacuum("rewriting the replica after an erasure")  # (raises when busy: again later)
+            self.rewritten, self.truncate_due = due, True
         if self.truncate_due:
             try:
                 self.db.checkpoint("truncate")  # the WAL's older page images held the payloads too

@@ -71,10 +71,9 @@ def test_a_claim_that_finds_nothing_does_not_take_the_shared_lock(pg_url: str) -
         head = k.head
         with psycopg.connect(pg_url) as holder:  # another client holds the write lock
             holder.execute("SELECT position FROM eventkernel.journal_head FOR UPDATE")
-            started = time.monotonic()
+            # (a claim that took the lock would raise JournalBusy after busy_timeout_ms)
             assert k.work.claim("w2", lease_ms=1000) is None
             assert k.work.claim("w2", lease_ms=1000, wait_ms=200) is None
-            assert time.monotonic() - started < 5
             with pytest.raises(eventkernel.JournalBusy):
                 k.work.claim("w2", lease_ms=1000, command_id="bound")  # an id to bind: the lock
             with pytest.raises(eventkernel.JournalBusy):
