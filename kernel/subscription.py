@@ -182,6 +182,8 @@ class Consumer:
             raise InvalidArgument(f"consumer.handle refused: handler must be callable, got {handler!r:.60}")
         if limit is not None:
             check_int("consumer.handle", "limit", limit, minimum=0)
+        if self._db.shared is not None:  # a replica: first what the server holds (other processes' events)
+            self._db.shared.pull()
         done = 0
         while limit is None or done < limit:
             start = self.position

@@ -148,6 +148,8 @@ def test_a_consumers_position_is_the_servers_shared_by_every_process(pg_url: str
     and one that moved it first makes the other's move a conflict with its
     commands undone."""
     with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        b._replica._stop.set()  # type: ignore[union-attr]  # b does not follow: handle() fetches what it needs
+        b._replica._follower.join(10)  # type: ignore[union-attr]
         for i in range(6):
             a.work.enqueue(f"t{i}", {"i": i})
         on_a, on_b = a.consumer("mailer", types=["work_item.enqueued"]), b.consumer("mailer", types=["work_item.enqueued"])
