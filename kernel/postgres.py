@@ -16,10 +16,15 @@ and a reader following by position never misses a row committed later at a
 lower position. The time a write records is the server's clock read under
 that lock (never below the head's), unless ``clock=`` is given.
 
-The kernel's domains (work queue, memory, sessions, …) do not run on
-PostgreSQL yet: their projections are SQLite's. ``eventkernel copy`` moves a
-whole journal between the engines, and the CLI's read commands given a
-``postgresql://`` URL read it through a local SQLite copy.
+The whole kernel runs on it through :class:`Replica`:
+``eventkernel.open("postgresql://…")`` keeps the journal (and durable
+consumers' positions) on the server and, in each process, an SQLite file
+holding the server's journal row for row and the projections folded from
+it, caught up under the server's write lock before every write transaction
+and followed between them (``LISTEN``). ``eventkernel copy`` moves a whole
+journal between the engines; the CLI's read commands given a
+``postgresql://`` URL read the server's journal, some through a local
+SQLite copy.
 """
 
 from __future__ import annotations
