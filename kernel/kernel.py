@@ -66,6 +66,7 @@ def open(
     secret_key: Any = None,
     replica: str | None = None,
     schema: str = "eventkernel",
+    server_tables: bool = True,
 ) -> Kernel:
     """Open the journal at ``path`` (or ":memory:", or a ``postgresql://`` URL).
 
@@ -105,14 +106,17 @@ def open(
     opens it, and this process's file ``replica`` (default: a temporary file,
     removed on close) is its replica, holding the same rows and the
     projections folded from them (see the README's "PostgreSQL"). The
-    default clock is then the server's.
+    default clock is then the server's. ``server_tables``: the server also
+    holds a copy of every projection table, kept in the transaction of each
+    commit, for whatever reads SQL there (:mod:`eventkernel.pgtables`).
 
     Raises JournalError subclasses when the file cannot be opened,
     InvalidArgument for a projection that does not fit.
     """
     return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
                   create=create, read_only=read_only, projections=projections, group_commit=group_commit,
-                  snapshot_every=snapshot_every, secret_key=secret_key, replica=replica, schema=schema)
+                  snapshot_every=snapshot_every, secret_key=secret_key, replica=replica, schema=schema,
+                  server_tables=server_tables)
 
 
 def _check_progress(where: str, progress: object) -> None:
@@ -148,6 +152,7 @@ class Kernel(Reader):
         secret_key: Any = None,
         replica: str | None = None,
         schema: str = "eventkernel",
+        server_tables: bool = True,
     ) -> None:
         if clock is not None and not callable(clock):
             raise InvalidArgument(f"open refused: clock must be a callable returning int ms, got {clock!r}")
@@ -161,6 +166,8 @@ class Kernel(Reader):
             url, path = path, self._replica_path(path, replica, read_only)
         elif replica is not None:
             raise InvalidArgument("open refused: replica= is for a postgresql:// URL; a file is its own journal")
+        if type(server_tables) is not bool:
+            raise InvalidArgument(f"open refused: server_tables must be a bool, got {server_tables!r:.60}")
         try:
             # (for a URL, create= is the server's journal's; the replica is made when missing)
             # A replica's commits need not reach the disk: the server holds them, and a replica that lost
@@ -184,7 +191,7 @@ class Kernel(Reader):
                 if group_commit and not self._db.in_memory:
                     self._db.group = GroupCommit(self._db)
             if url is not None:
-                self._follow(url, schema, busy_timeout_ms, clock, create)
+                self._follow(url, schema, busy_timeout_ms, clock, create, server_tables)
         except BaseException:
             if self._replica is not None:
                 self._replica.close()
@@ -211,11 +218,16 @@ class Kernel(Reader):
         self._scratch = tempfile.mkdtemp(prefix="eventkernel-replica-")
         return os.path.join(self._scratch, "replica.db")
 
-    def _follow(self, url: str, schema: str, busy_timeout_ms: int, clock: Clock | None, create: bool) -> None:
+    def _follow(self, url: str, schema: str, busy_timeout_ms: int, clock: Clock | None, create: bool,
+                tables: bool) -> None:
         """Make the file a replica of the journal at ``url``: caught up, then followed."""
         pg = postgres.open_journal(url, schema=schema, busy_timeout_ms=busy_timeout_ms, group_commit=False,
                                    create=create)
-        self._replica = replica = postgres.Replica(pg, self._db, self._projector)
+        try:
+            self._replica = replica = postgres.Replica(pg, self._db, self._projector, tables=tables)
+        except BaseException:
+            pg.close()
+            raise
         with self._db.statement("reading the replica's head") as conn:
             position, hash_ = journal.head(conn)
         if position:
@@ -229,6 +241,7 @@ class Kernel(Reader):
         if clock is None:
             self._ctx.clock = replica.clock
         self._db.shared = replica
+        replica.refresh_tables()
         replica.start()
 
     def _local_only(self, where: str, what: str) -> None:

@@ -42,7 +42,7 @@ from typing import Any
 
 import apsw
 
-from eventkernel import journal, snapshots
+from eventkernel import journal, pgtables, snapshots
 from eventkernel.clock import Clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, GroupCommit
@@ -216,6 +216,7 @@ _ERASED_AFTER = "SELECT position, data_digest, meta_digest, erasure FROM erased 
 _VERSION = "SELECT coalesce(max(version), 0) FROM journal WHERE stream = %s"
 _BY_ID = f"SELECT {journal.COLUMNS} FROM journal WHERE event_id = %s"
 _HEAD = "SELECT position, hash, recorded_at, {now} FROM journal_head FOR UPDATE"
+_REPLICA_HEAD = f"SELECT position, hash, recorded_at, {_NOW_MS}, tables_position, tables FROM journal_head FOR UPDATE"
 _CONSUMER = "SELECT position FROM consumer_positions WHERE name = %s"
 _MOVE_CONSUMER = (
     "INSERT INTO consumer_positions (name, position, updated_at) VALUES (%s, %s, %s) "
@@ -311,6 +312,11 @@ class PgJournal(JournalReader):
                     conn.raw.execute(f"INSERT INTO eventkernel_format (format, created_at) VALUES (%s, {_NOW_MS})",
                                      (FORMAT,))
                 row = conn.raw.execute("SELECT max(format) FROM eventkernel_format").fetchone()
+                if (row is None or row[0] is None or row[0] <= FORMAT) and conn.raw.execute(
+                        "SELECT to_regclass(%s)", (f'"{self.schema}".projection_tables',)).fetchone()[0] is None:
+                    # the projections' tables (eventkernel.pgtables): added to a schema made without them
+                    ddl = importlib.resources.files("eventkernel.schema").joinpath("postgres/0002_tables.sql")
+                    conn.raw.execute(ddl.read_text(encoding="utf-8"))
         except psycopg.Error as e:
             raise translate(e, f"opening the journal in schema {self.schema!r}") from e
         found = None if row is None else row[0]
@@ -717,12 +723,22 @@ class Replica:
     process shares; its new rows are committed on the server before the file
     commits them. Between commands a thread follows the server (``LISTEN``)
     and folds what other processes appended, so reads lag them by about the
-    time of a notification. (:class:`eventkernel.connection.Shared`)"""
+    time of a notification. With ``tables`` (the default), the server also
+    holds a copy of every projection table, brought to the replica's state in
+    the transaction of each commit (:mod:`eventkernel.pgtables`).
+    (:class:`eventkernel.connection.Shared`)"""
 
-    def __init__(self, pg: PgJournal, db: Database, projector: Projector) -> None:
+    def __init__(self, pg: PgJournal, db: Database, projector: Projector, *, tables: bool = True) -> None:
         self.pg = pg
         self.db = db
         self.projector = projector
+        # the projection tables the server holds copies of, and their entries as journal_head names them
+        self.tables = pgtables.tables(projector) if tables else {}
+        self.entries = sorted(t.entry for t in self.tables.values())
+        self.digest = pgtables.digest(self.entries)
+        self.kept: tuple[int, str] = (0, "")  # journal_head's (tables_position, tables) under the lock
+        self.refresh = False  # bring the server's tables up to date even if this transaction appends nothing
+        self._session: apsw.Session | None = None
         self.base = 0  # the server's head when the open transaction began
         self.server_now = 0  # the server's clock, read under its lock
         self.known = 0  # the server's head as this process last saw or made it
@@ -751,7 +767,7 @@ class Replica:
             try:
                 with raw.pipeline():
                     raw.execute("BEGIN")
-                    head = raw.execute(_HEAD.format(now=_NOW_MS))
+                    head = raw.execute(_REPLICA_HEAD)
                     newer = raw.execute(
                         f"SELECT {journal.COLUMNS} FROM journal WHERE position > %s ORDER BY position", (local[0],))
                     blank = raw.execute(_ERASED_AFTER, (local[0], local[0]))
@@ -769,6 +785,7 @@ class Replica:
                 raise translate(e, "taking the shared journal's write lock") from e
         assert row is not None
         self.base, self.server_now = int(row[0]), int(row[3])
+        self.kept = (int(row[4]), str(row[5]))
         if rows:
             self._apply(conn, [tuple(r) for r in rows], local, erased)
         elif self.base != local[0] or (self.base and bytes(row[1]) != local[1]):
@@ -776,6 +793,12 @@ class Replica:
                 f"{self.db.path!r} is not a replica of the journal on {redact(self.pg.url)}: the file is at "
                 f"position {local[0]}, the server at {self.base}"
             )
+        if self.tables:
+            # from here on, what changes in the projections is this transaction's, to be sent with it
+            self.projector.recreated.clear()
+            self._session = session = apsw.Session(conn, "main")
+            for name in self.tables:
+                session.attach(name)
 
     def commit(self, conn: apsw.Connection) -> None:
         psycopg = _psycopg()
@@ -788,15 +811,26 @@ class Replica:
         committing = False
         # (set before the COMMIT: its notification may reach the follower first, which then need not pull)
         self.sending = rows[-1][0] if rows else 0
+        head = rows[-1][0] if rows else self.base
         try:
+            tables = self._tables(raw, conn, head) if self.tables and (rows or self.refresh) else None
             with raw.pipeline():
+                if tables is not None:
+                    tables.send(raw)
                 if rows:
                     with raw.cursor() as cur:
                         cur.executemany(dialect(journal.INSERT), rows)
                     last = rows[-1]
-                    raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s",
-                                (last[0], last[10], last[9]))
+                    if tables is None:
+                        raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s",
+                                    (last[0], last[10], last[9]))
+                    else:
+                        raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s, "
+                                    "tables_position = %s, tables = %s", (last[0], last[10], last[9], head,
+                                                                          self.digest))
                     raw.execute("SELECT pg_notify(%s, %s)", (self.pg.channel, str(last[0])))
+                elif tables is not None:
+                    raw.execute("UPDATE journal_head SET tables_position = %s, tables = %s", (head, self.digest))
                 if erasing:
                     with raw.cursor() as cur:
                         cur.executemany("INSERT INTO erased (position, data_digest, meta_digest, erasure) "
@@ -817,14 +851,106 @@ class Replica:
                     "appends nothing"
                 ) from e
             raise translate(e, "committing on PostgreSQL (nothing was written)") from e
+        except BaseException:
+            if not committing:  # refused before the COMMIT was sent (a value a server table cannot hold)
+                self.pg._rollback(self.pg._writer)  # type: ignore[arg-type]
+            raise
         finally:
             self._positions.clear()
             self.sending = 0
+            self._unwatch()
 
     def rollback(self) -> None:
         self._positions.clear()
+        self._unwatch()
         if self.pg._writer is not None:
             self.pg._rollback(self.pg._writer)
+
+    # the projections' tables on the server ---------------------------------
+
+    def _tables(self, raw: Any, conn: apsw.Connection, head: int) -> pgtables.Changes:
+        """What brings the server's tables from the lock's head to ``head``
+        (the replica's, about to be committed): this transaction's changes
+        when the server's tables are the ones this replica keeps, at the
+        lock's head; else, first, each table not known to be there copied
+        whole (which this sends at once, outside the pipeline)."""
+        changes = pgtables.Changes(self.tables)
+        whole = self.projector.recreated & self.tables.keys()
+        session, self._session = self._session, None
+        try:
+            if self.kept != (self.base, self.digest):
+                whole |= self._slow(raw, conn, head, whole)
+            elif whole:
+                for name in sorted(whole):
+                    pgtables.copy_whole(raw, conn, self.tables[name], create=None)
+            if session is not None and not session.is_empty:
+                changes.add(session.changeset(), skip=whole)
+        finally:
+            if session is not None:
+                session.close()
+        return changes
+
+    def _slow(self, raw: Any, conn: apsw.Connection, head: int, rebuilt: set[str]) -> set[str]:
+        """The server's tables were last kept by a process keeping others, or
+        not at the lock's head (a journal written without them): learn each
+        table's state, copy whole those not at the head, and record them all
+        at ``head``. The names copied whole."""
+        psycopg = _psycopg()
+        kept_position, digest = self.kept
+        found = raw.execute("SELECT entries FROM table_sets WHERE tables = %s", (digest,)).fetchone()
+        kept = [] if found is None else list(found[0])
+        known = {str(name): (str(entry), kept_position if entry in kept else int(position))
+                 for name, entry, position in raw.execute("SELECT name, entry, position FROM projection_tables")}
+        whole = set()
+        for name, table in sorted(self.tables.items()):
+            have = known.get(name)
+            mode = "create" if have is None else "replace" if have[0] != table.entry else None
+            if mode is None and have is not None and have[1] == self.base and name not in rebuilt:
+                continue
+            try:
+                pgtables.copy_whole(raw, conn, table, create=mode)
+            except psycopg.errors.DuplicateTable as e:
+                raise JournalError(
+                    f"committing on PostgreSQL refused: schema {self.pg.schema!r} holds a table {name!r} that is "
+                    f"not eventkernel's, and projection {table.projection!r} keeps a table of that name there; "
+                    "rename or move it"
+                ) from e
+            whole.add(name)
+        # those the last committer kept were at its position; this transaction's are at its head
+        raw.execute("UPDATE projection_tables SET position = %s WHERE entry = ANY(%s)", (kept_position, kept))
+        raw.execute("INSERT INTO table_sets (tables, entries) VALUES (%s, %s) ON CONFLICT (tables) DO NOTHING",
+                    (self.digest, self.entries))
+        with raw.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO projection_tables (name, entry, position) VALUES (%s, %s, %s) ON CONFLICT (name) "
+                "DO UPDATE SET entry = excluded.entry, position = excluded.position",
+                [(t.name, t.entry, head) for t in self.tables.values()])
+        return whole
+
+    def _unwatch(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            try:
+                session.close()
+            except apsw.Error:
+                pass  # (its connection closed by a failure)
+
+    def refresh_tables(self) -> None:
+        """Bring the server's tables up to date now when they are not known
+        to be (opening a kernel: after a copy into the server, a new version
+        of a projection, a process keeping other tables)."""
+        if not self.tables:
+            return
+        row = self.pg._query("reading the server's tables' state", "SELECT position, tables_position, tables "
+                             "FROM journal_head")[0]
+        if (int(row[1]), str(row[2])) == (int(row[0]), self.digest):
+            return
+        self.refresh = True
+        try:
+            with self.db.write("bringing the server's projection tables up to date"):
+                pass
+        finally:
+            self.refresh = False
 
     def verify(self, local: Callable[[], VerifyReport], anchor: tuple[int, str] | None) -> VerifyReport:
         """``Kernel.verify`` of a replica: the server's journal (its chain,

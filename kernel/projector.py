@@ -172,6 +172,9 @@ class Projector:
             for type_name in m.HANDLES:
                 handlers.setdefault(type_name, []).append(m)
         self.handlers = {k: tuple(v) for k, v in handlers.items()}
+        # The tables dropped and made afresh since a replica last cleared it
+        # (a rebuild): their changes are the whole table (eventkernel.pgtables).
+        self.recreated: set[str] = set()
 
     # --- schema -----------------------------------------------------------------
 
@@ -240,6 +243,7 @@ class Projector:
                 # The name comes from the projection's DDL, never from input.
                 conn.execute(f'DROP {str(row[0]).upper()} IF EXISTS "{name}"')
         conn.execute(self.ddl(module))
+        self.recreated.update(self.tables[module.NAME])
         conn.execute(
             "INSERT OR REPLACE INTO projection_positions (name, version, position) VALUES (?, ?, ?)",
             (module.NAME, module.VERSION, position),

@@ -49,6 +49,7 @@ def snapshot(k: eventkernel.Kernel) -> dict[str, Any]:
     out: dict[str, Any] = {"head": k.head, "data_version": conn.pragma("data_version")}
     if k._replica is not None:
         out["server"] = k._replica.pg.head_hash()
+        out["server_tables"] = server_tables(k)
     for t in tables:
         out[t] = sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)
     return out
@@ -72,6 +73,25 @@ def live_tables(k: eventkernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
         for t in names:
             out[t] = sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)
     return out
+
+
+def server_tables(k: eventkernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
+    """The server's copy of every projection table of a kernel on PostgreSQL
+    (eventkernel.pgtables), rows sorted as ``live_tables`` sorts them."""
+    assert k._replica is not None
+    out = {}
+    for name, table in k._replica.tables.items():
+        cols = ", ".join(f'"{c}"' for c in table.columns)
+        rows = k._replica.pg._query("reading a server table", f'SELECT {cols} FROM "{name}"')
+        out[name] = sorted(rows, key=repr)
+    return out
+
+
+def kept_tables(k: eventkernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
+    """``live_tables`` of the tables the server holds copies of."""
+    assert k._replica is not None
+    live = live_tables(k)
+    return {name: live[name] for name in k._replica.tables}
 
 
 def rebuilt_tables(k: eventkernel.Kernel, *, bulk: bool = True) -> dict[str, list[tuple[Any, ...]]]:

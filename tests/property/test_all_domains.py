@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import eventkernel
 
-from support import live_tables, open_kernel, rebuilt_tables
+from support import kept_tables, live_tables, open_kernel, rebuilt_tables, server_tables
 from workload import run_steps, step
 
 
@@ -36,3 +36,5 @@ def _rebuilds_to_the_live_tables(engine, steps):
         if k._replica is not None:  # the server holds the same journal, row for row
             assert k._replica.pg.head_hash() == (report.head, report.head_hash)
             assert k._replica.pg.verify().ok
+            # and the server's copy of every projection table is the replica's, row for row
+            assert server_tables(k) == kept_tables(k)

@@ -20,7 +20,7 @@ LAYERS = [
     {f"{_E}.projections", f"{_E}.projector", f"{_E}.snapshots", f"{_E}.verify"},
     {f"{_E}.services", f"{_E}.registry"},
     {f"{_E}.kernel", f"{_E}.subscription", f"{_E}.aio", f"{_E}.view", f"{_E}.demo", f"{_E}.cli", _E, f"{_E}.__main__",
-     f"{_E}.backup", f"{_E}.compaction", f"{_E}.postgres", f"{_E}.transfer"},
+     f"{_E}.backup", f"{_E}.compaction", f"{_E}.postgres", f"{_E}.pgtables", f"{_E}.transfer"},
     {f"{_E}.integrations"},
 ]
 # What each integration may import besides the library: its extra's framework.

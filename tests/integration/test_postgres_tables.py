@@ -1,0 +1,199 @@
+"""The projections' tables on the PostgreSQL server (eventkernel.pgtables):
+every kernel on a URL keeps the server's copy of each projection table equal
+to its replica's, in the transaction of its journal rows, whoever wrote the
+journal before it (other kernels, kernels keeping other tables, a bare
+journal writer) — so that SQL on the server reads what the kernel reads."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import psycopg
+import pytest
+
+import eventkernel
+from eventkernel import pgtables, postgres
+from eventkernel.errors import CommandRejected, InvalidArgument, JournalError
+
+from support import fill, kept_tables, live_tables, rebuilt_tables, refused, server_tables
+
+
+class Noted(eventkernel.Event, tag="pgtables.noted"):
+    author: str
+    text: str
+
+
+NOTES_V1 = SimpleNamespace(
+    NAME="notes", VERSION=1, HANDLES=frozenset({"pgtables.noted"}),
+    DDL="CREATE TABLE notes (position INTEGER PRIMARY KEY, author TEXT NOT NULL, text TEXT NOT NULL)",
+    apply=lambda conn, r, e: conn.execute("INSERT INTO notes VALUES (?, ?, ?)", (r.position, e.author, e.text)),
+)
+NOTES_V2 = SimpleNamespace(
+    NAME="notes", VERSION=2, HANDLES=frozenset({"pgtables.noted"}),
+    DDL="CREATE TABLE notes (author TEXT PRIMARY KEY, count INTEGER NOT NULL, last_text TEXT) STRICT",
+    apply=lambda conn, r, e: conn.execute(
+        "INSERT INTO notes VALUES (?, 1, ?) ON CONFLICT (author) DO UPDATE SET count = count + 1, "
+        "last_text = excluded.last_text", (e.author, e.text)),
+)
+
+
+def _server(url: str, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET search_path TO eventkernel")
+        cur = conn.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+def _until(check: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "not seen in time"
+        time.sleep(0.01)
+
+
+def test_the_server_holds_every_projection_table_as_the_replicas_hold_them(pg_url: str) -> None:
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        fill(a, 60, seed=1)
+        fill(b, 60, seed=2)
+        a.work.enqueue("last", {"n": 1})
+        _until(lambda: b.head == a.head)
+        for k in (a, b):
+            assert server_tables(k) == kept_tables(k)
+            assert live_tables(k) == rebuilt_tables(k)
+        # a virtual table (a full-text index) stays in the replica; every other table is on the server
+        assert set(a._replica.tables) == {t for names in a._projector.tables.values() for t in names} \
+            - a._projector.virtual  # type: ignore[union-attr]
+        # what an analytics script on the server reads is what the kernel reads
+        by_status = dict(_server(pg_url, "SELECT status, count(*) FROM work_items GROUP BY status"))
+        assert by_status == {s: len(a.work.list(status=s)) for s in by_status}
+        assert sum(by_status.values()) == len(a.work.list())
+        value = _server(pg_url, "SELECT value::jsonb FROM memory_entries WHERE is_deleted = 0 "
+                                "ORDER BY namespace, key, version DESC LIMIT 1")
+        assert value and isinstance(value[0][0], dict)
+        # the head records that the tables reflect it, so the next commit sends only its changes
+        head, kept_at, digest = _server(pg_url, "SELECT position, tables_position, tables FROM journal_head")[0]
+        assert head == kept_at == a.head and digest == a._replica.digest  # type: ignore[union-attr]
+
+
+def test_a_refused_command_changes_no_server_table(pg_url: str) -> None:
+    with eventkernel.open(pg_url) as k:
+        item = k.work.enqueue("t", {})
+        claimed = k.work.claim("w", lease_ms=60_000)
+        assert claimed is not None
+        with refused(k, eventkernel.LeaseNotHeld):  # (the snapshot includes the server's tables)
+            k.work.complete(item, "someone-else", claimed.token)
+        with refused(k, eventkernel.KernelError):
+            with k.transaction():
+                k.work.enqueue("u", {})
+                k.memory.put("user:x", "k", 1)
+                raise eventkernel.InvalidArgument("undo the whole transaction")
+        assert server_tables(k) == kept_tables(k)
+
+
+def test_writers_that_do_not_keep_the_tables_are_caught_up_whole(pg_url: str) -> None:
+    """A bare journal writer (its events folded by an application projection)
+    and a kernel opened with ``server_tables=False`` leave the server's tables
+    behind the head; the next kernel that keeps them copies them whole."""
+    with eventkernel.open(pg_url, projections=[NOTES_V1]) as k:
+        k.append("note:1", [Noted(author="ann", text="first")])
+        with postgres.open_journal(pg_url) as j:
+            j.append("note:2", [Noted(author="bob", text="from the journal alone")])
+        with eventkernel.open(pg_url, server_tables=False) as bare:
+            bare.work.enqueue("t", {"by": "a kernel without the tables"})
+        assert _server(pg_url, "SELECT count(*) FROM work_items") == [(0,)]
+        assert [r[1] for r in _server(pg_url, "SELECT * FROM notes ORDER BY position")] == ["ann"]
+        k.memory.put("user:k", "k", 1)
+        assert server_tables(k) == kept_tables(k)
+        assert [r[1] for r in _server(pg_url, "SELECT * FROM notes ORDER BY position")] == ["ann", "bob"]
+        assert _server(pg_url, "SELECT count(*) FROM work_items") == [(1,)]
+
+
+def test_kernels_keeping_different_projections_keep_each_others_tables_current(pg_url: str) -> None:
+    """B lacks the application's projection: A copies that table whole after
+    B's events, and each keeps the tables it has."""
+    with eventkernel.open(pg_url, projections=[NOTES_V1]) as a, eventkernel.open(pg_url) as b:
+        a.append("note:1", [Noted(author="ann", text="one")])
+        b.append("note:2", [Noted(author="bob", text="two")])  # B folds no notes
+        b.work.enqueue("t", {})
+        a.memory.put("user:a", "k", 1)
+        assert server_tables(a) == kept_tables(a)
+        assert len(_server(pg_url, "SELECT * FROM notes")) == 2
+        b.memory.put("user:b", "k", 2)
+        assert server_tables(b) == kept_tables(b)
+        assert len(_server(pg_url, "SELECT * FROM notes")) == 2
+        _until(lambda: a.head == b.head)
+        assert server_tables(a) == kept_tables(a)
+
+
+def test_a_new_version_of_a_projection_replaces_its_server_table_on_open(pg_url: str) -> None:
+    with eventkernel.open(pg_url, projections=[NOTES_V1]) as k:
+        for i in range(5):
+            k.append(f"note:{i}", [Noted(author=f"a{i % 2}", text=f"t{i}")])
+        assert len(_server(pg_url, "SELECT * FROM notes")) == 5
+    with eventkernel.open(pg_url, projections=[NOTES_V2]) as k:
+        # opening rebuilds the replica's notes and brings the server's up to date before any command
+        assert sorted(_server(pg_url, "SELECT author, count, last_text FROM notes")) == [("a0", 3, "t4"),
+                                                                                          ("a1", 2, "t3")]
+        assert server_tables(k) == kept_tables(k)
+        entry = _server(pg_url, "SELECT entry FROM projection_tables WHERE name = 'notes'")[0][0]
+        assert entry.startswith("notes:notes@2:")
+        comment = _server(pg_url, "SELECT obj_description('notes'::regclass)")[0][0]
+        assert "projection notes" in comment
+
+
+def test_an_erasure_reaches_the_server_tables(pg_url: str) -> None:
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        a.memory.put("user:ann", "email", "ann@example.com")
+        b.memory.put("user:bob", "email", "bob@example.com")
+        found = [e for e in a.log() if e.stream.startswith("memory:")]
+        a.erase(stream=found[0].stream, reason="right to erasure")
+        values = [r[0] for r in _server(pg_url, "SELECT value FROM memory_entries")]
+        assert not any("ann@example.com" in str(v) for v in values)
+        assert any("bob@example.com" in str(v) for v in values)
+        assert server_tables(a) == kept_tables(a)
+        b.work.enqueue("after", {})
+        assert server_tables(b) == kept_tables(b)
+
+
+def test_a_value_the_server_column_cannot_hold_is_refused_and_writes_nothing(pg_url: str) -> None:
+    """A non-STRICT table lets SQLite keep text in an INTEGER column; the
+    server's bigint cannot: the command is refused, naming the column."""
+    sloppy = SimpleNamespace(
+        NAME="sloppy", VERSION=1, HANDLES=frozenset({"pgtables.noted"}),
+        DDL="CREATE TABLE sloppy (author TEXT PRIMARY KEY, n INTEGER)",
+        apply=lambda conn, r, e: conn.execute("INSERT OR REPLACE INTO sloppy VALUES (?, ?)", (e.author, e.text)),
+    )
+    with eventkernel.open(pg_url, projections=[sloppy]) as k:
+        k.append("note:1", [Noted(author="ann", text="12")])  # text that looks like a number is stored as one
+        with refused(k, CommandRejected, match="column 'n' of table 'sloppy'.*bigint"):
+            k.append("note:2", [Noted(author="bob", text="twelve")])
+        assert server_tables(k) == kept_tables(k)
+
+
+def test_a_table_the_kernel_does_not_own_is_never_replaced(pg_url: str) -> None:
+    with eventkernel.open(pg_url, server_tables=False):
+        pass  # (makes the schema)
+    _server(pg_url, "CREATE TABLE notes (mine text)")
+    _server(pg_url, "INSERT INTO notes VALUES ('keep me')")
+    with pytest.raises(JournalError, match="holds a table 'notes' that is not eventkernel's"):
+        eventkernel.open(pg_url, projections=[NOTES_V1])
+    assert _server(pg_url, "SELECT * FROM notes") == [("keep me",)]
+    assert _server(pg_url, "SELECT count(*) FROM projection_tables") == [(0,)]
+
+
+def test_a_projection_table_named_as_the_servers_own_is_refused(pg_url: str) -> None:
+    clash = SimpleNamespace(NAME="clash", VERSION=1, HANDLES=frozenset({"pgtables.noted"}),
+                            DDL="CREATE TABLE table_sets (k TEXT PRIMARY KEY)", apply=lambda *a: None)
+    with pytest.raises(InvalidArgument, match="'table_sets', a name the journal on PostgreSQL uses"):
+        eventkernel.open(pg_url, projections=[clash])
+    assert "table_sets" in pgtables.RESERVED
+
+
+def test_without_server_tables_the_server_holds_the_journal_alone(pg_url: str) -> None:
+    with eventkernel.open(pg_url, server_tables=False) as k:
+        k.work.enqueue("t", {})
+        assert k._replica.tables == {}  # type: ignore[union-attr]
+    assert _server(pg_url, "SELECT to_regclass('work_items')") == [(None,)]
+    assert _server(pg_url, "SELECT count(*) FROM journal") == [(1,)]
