@@ -91,6 +91,16 @@ def _kernel_enqueue(target: str, name: str, n: int, batch: int, start: Any, resu
         results.put(time.perf_counter() - t0)
 
 
+def _kernel_enqueue_bare(target: str, name: str, n: int, batch: int, start: Any, results: Any) -> None:
+    """The same with ``server_tables=False``: the server holds the journal alone."""
+    with eventkernel.open(target, server_tables=False) as k:
+        start.wait()
+        t0 = time.perf_counter()
+        for i in range(n):
+            k.work.enqueue(f"task-{name}", {"n": i})
+        results.put(time.perf_counter() - t0)
+
+
 def _kernel_worker(target: str, name: str, n: int, batch: int, start: Any, results: Any) -> None:
     with eventkernel.open(target) as k:
         start.wait()
@@ -232,6 +242,14 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
             _, raw = interleaved(rounds, lambda: 1.0, lambda c=clients: _clients(_raw, url, c, kernel_n, 1))
             row(f"  the same vs raw psycopg, {clients} process{'es' if clients > 1 else ''}", ours, raw,
                 "raw psycopg: one INSERT per transaction", "commands/s")
+        # what keeping a copy of every projection table on the server costs a command
+        kept_url, bare_url = cluster.new_database(), cluster.new_database()
+        eventkernel.open(kept_url).close()
+        eventkernel.open(bare_url, server_tables=False).close()
+        ours, theirs = interleaved(rounds, lambda: _clients(_kernel_enqueue, kept_url, 1, kernel_n, 1),
+                                   lambda: _clients(_kernel_enqueue_bare, bare_url, 1, kernel_n, 1))
+        row("kernel on PostgreSQL, durable work.enqueue, 1 process, the server's tables kept", ours, theirs,
+            "the same with server_tables=False (the journal alone on the server)", "commands/s")
         items = 40 if quick else 1_000
         for workers in (4, 8):
             ours, theirs = [], []

@@ -78,7 +78,8 @@ def _quote(name: str) -> str:
 class Table:
     """One projection table as the server holds it."""
 
-    __slots__ = ("columns", "ddl", "entry", "fits", "insert", "name", "pk", "projection", "select", "types")
+    __slots__ = ("columns", "ddl", "entry", "fits", "insert", "name", "pk", "projection", "select", "server_select",
+                 "types")
 
     def __init__(self, name: str, projection: str, version: int,
                  columns: Sequence[tuple[str, str, bool, int]]) -> None:
@@ -94,7 +95,8 @@ class Table:
         digest = hashlib.sha256(self.ddl.encode()).hexdigest()[:16]
         self.entry = f"{name}:{projection}@{version}:{digest}"
         cols = ", ".join(_quote(c) for c in self.columns)
-        self.select = f"SELECT {cols} FROM main.{_quote(name)}"
+        self.select = f"SELECT {cols} FROM main.{_quote(name)}"  # (of the replica)
+        self.server_select = f"SELECT {cols} FROM {_quote(name)}"
         self.insert = f"INSERT INTO {_quote(name)} ({cols}) VALUES ({', '.join(['%s'] * len(self.columns))})"
 
     def check(self, values: Sequence[Any]) -> None:
@@ -183,9 +185,11 @@ class Changes:
 
     def send(self, raw: Any) -> None:
         """Send every statement on ``raw`` (a psycopg connection, in pipeline mode)."""
-        if self.statements:
-            with raw.cursor() as cur:
-                for sql, rows in self.statements.items():
+        for sql, rows in self.statements.items():
+            if len(rows) == 1:
+                raw.execute(sql, rows[0])
+            else:
+                with raw.cursor() as cur:
                     cur.executemany(sql, rows)
 
 

@@ -21,7 +21,9 @@ The whole kernel runs on it through :class:`Replica`:
 consumers' positions) on the server and, in each process, an SQLite file
 holding the server's journal row for row and the projections folded from
 it, caught up under the server's write lock before every write transaction
-and followed between them (``LISTEN``). ``eventkernel copy`` moves a whole
+and followed between them (``LISTEN``); the server also holds a copy of every
+projection table, kept in the transaction of each commit
+(:mod:`eventkernel.pgtables`). ``eventkernel copy`` moves a whole
 journal between the engines; the CLI's read commands given a
 ``postgresql://`` URL read the server's journal, some through a local
 SQLite copy.
@@ -797,8 +799,8 @@ class Replica:
             # from here on, what changes in the projections is this transaction's, to be sent with it
             self.projector.recreated.clear()
             self._session = session = apsw.Session(conn, "main")
-            for name in self.tables:
-                session.attach(name)
+            session.table_filter(self.tables.__contains__)  # (tables attached as they are first written)
+            session.attach(None)
 
     def commit(self, conn: apsw.Connection) -> None:
         psycopg = _psycopg()
@@ -970,8 +972,58 @@ class Replica:
                 problems.append(f"the replica's row {mine.head} is not the server's: the replica is of another "
                                 "journal, or one of the two was changed")
                 bad.append(mine.head)
+        notes = list(mine.notes)
+        if self.tables:
+            problems += self._compare_tables(notes)
         return VerifyReport(ok=not problems, problems=problems, head=server.head, head_hash=server.head_hash,
-                            first_bad_position=min(bad) if bad else None, notes=list(mine.notes))
+                            first_bad_position=min(bad) if bad else None, notes=notes)
+
+    def _compare_tables(self, notes: list[str], attempts: int = 5) -> list[str]:
+        """The server's copy of each projection table against the replica's,
+        row for row, both as of the same head (a snapshot of each; the
+        replica pulled again while the server moves on). Problems found;
+        ``notes`` says when the copies could not be compared."""
+        psycopg = _psycopg()
+        conn = self.pg._connect()  # (a transaction of its own: never the reader other threads share)
+        try:
+            for _ in range(attempts):
+                with self.db.read("comparing the server's tables with the replica's") as local:
+                    head = journal.head(local)[0]
+                    try:
+                        with conn.raw.transaction():
+                            conn.raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                            position, kept_at, digest = conn.raw.execute(
+                                "SELECT position, tables_position, tables FROM journal_head").fetchone()
+                            if int(position) != head:
+                                server = None
+                            elif (int(kept_at), str(digest)) != (head, self.digest):
+                                notes.append(
+                                    "the server's projection tables were not compared: the last commit was made "
+                                    "by a process keeping other tables (or none); the next commit here copies "
+                                    "them whole")
+                                return []
+                            else:
+                                server = {name: {tuple(r) for r in conn.raw.execute(t.server_select)}
+                                          for name, t in self.tables.items()}
+                    except psycopg.Error as e:
+                        raise translate(e, "reading the server's projection tables") from e
+                    if server is not None:
+                        problems = []
+                        for name, table in sorted(self.tables.items()):
+                            mine = {tuple(r) for r in local.execute(table.select)
+                                    if not any(r[i] is None for i in table.pk)}
+                            if server[name] != mine:
+                                problems.append(
+                                    f"the server's table {name!r} is not the replica's at position {head}: "
+                                    f"{len(server[name] - mine)} rows only on the server, {len(mine - server[name])} "
+                                    "only in the replica")
+                        return problems
+                self.pull()
+            notes.append(f"the server's projection tables were not compared: the journal moved on {attempts} times "
+                         "while they were read")
+            return []
+        finally:
+            conn.raw.close()
 
     @contextmanager
     def current(self, doing: str) -> Iterator[tuple[apsw.Connection, int] | None]:

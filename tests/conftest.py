@@ -33,7 +33,27 @@ def db_path(tmp_path: object) -> str:
 
 
 @pytest.fixture
-def k(db_path: str, clock: eventkernel.FrozenClock) -> Iterator[eventkernel.Kernel]:
+def engine() -> str:
+    """The engine ``k`` runs on: a file, or (in a module that sets
+    ``BOTH_ENGINES = True``, once each) PostgreSQL."""
+    return "sqlite"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "k" in metafunc.fixturenames and getattr(metafunc.module, "BOTH_ENGINES", False):
+        metafunc.parametrize("engine", ["sqlite", "postgres"])
+
+
+@pytest.fixture
+def k(db_path: str, clock: eventkernel.FrozenClock, engine: str) -> Iterator[eventkernel.Kernel]:
+    """A new kernel at ``db_path``; on PostgreSQL, a journal in a schema of its
+    own on the suite's server, with its replica."""
+    if engine == "postgres":
+        from support import open_kernel
+
+        with open_kernel("postgres", clock=clock) as kern:
+            yield kern
+        return
     with eventkernel.open(db_path, clock=clock) as kern:
         yield kern
 

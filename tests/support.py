@@ -81,9 +81,7 @@ def server_tables(k: eventkernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
     assert k._replica is not None
     out = {}
     for name, table in k._replica.tables.items():
-        cols = ", ".join(f'"{c}"' for c in table.columns)
-        rows = k._replica.pg._query("reading a server table", f'SELECT {cols} FROM "{name}"')
-        out[name] = sorted(rows, key=repr)
+        out[name] = sorted(k._replica.pg._query("reading a server table", table.server_select), key=repr)
     return out
 
 

@@ -197,3 +197,24 @@ def test_without_server_tables_the_server_holds_the_journal_alone(pg_url: str) -
         assert k._replica.tables == {}  # type: ignore[union-attr]
     assert _server(pg_url, "SELECT to_regclass('work_items')") == [(None,)]
     assert _server(pg_url, "SELECT count(*) FROM journal") == [(1,)]
+
+
+def test_verify_compares_the_server_tables_with_the_replicas(pg_url: str) -> None:
+    with eventkernel.open(pg_url) as k:
+        fill(k, 30)
+        k.memory.put("user:v", "k", 1)
+        k.work.enqueue("pending", {})
+        assert k.verify().ok
+        _server(pg_url, "UPDATE work_items SET status = 'completed' WHERE status = 'pending'")
+        _server(pg_url, "DELETE FROM memory_entries WHERE version = 1")
+        report = k.verify()
+        assert not report.ok
+        assert any("server's table 'work_items' is not the replica's" in p for p in report.problems)
+        assert any("server's table 'memory_entries'" in p and "0 rows only on the server" in p
+                   for p in report.problems)
+        with eventkernel.open(pg_url, server_tables=False) as bare:
+            bare.work.enqueue("t", {})
+        report = k.verify()
+        assert report.ok and any("not compared" in n for n in report.notes)
+        k.memory.put("user:k", "k", 1)  # copies them whole: the tampering is gone
+        assert k.verify().ok and not any("not compared" in n for n in k.verify().notes)
