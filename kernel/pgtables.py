@@ -36,6 +36,7 @@ session extension does not record them).
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -49,6 +50,19 @@ from eventkernel.projector import Projector
 # Names the journal's own schema on PostgreSQL uses (schema/postgres/).
 RESERVED = frozenset({"journal", "journal_head", "erased", "consumer_positions", "eventkernel_format",
                       "projection_tables", "table_sets", "journal_events"})
+
+
+_ESCAPE = "\uffff"
+
+
+def escape(text: str) -> str:
+    """Text as the server holds it. PostgreSQL's text cannot hold NUL (which
+    SQLite's can: LangGraph's ids may contain it), so NUL is written as
+    U+FFFF and "0", and U+FFFF itself (a noncharacter) as two of it: one
+    value for one value, text without either character unchanged."""
+    if "\x00" not in text and _ESCAPE not in text:
+        return text
+    return text.replace(_ESCAPE, _ESCAPE * 2).replace("\x00", _ESCAPE + "0")
 
 
 def server_type(declared: str) -> str:
@@ -99,16 +113,28 @@ class Table:
         self.server_select = f"SELECT {cols} FROM {_quote(name)}"
         self.insert = f"INSERT INTO {_quote(name)} ({cols}) VALUES ({', '.join(['%s'] * len(self.columns))})"
 
-    def check(self, values: Sequence[Any]) -> None:
-        """Refuse a row with a value its column's server type cannot hold."""
-        for i, value in enumerate(values):
-            if value is not None and value is not apsw.no_change and type(value) not in self.fits[i]:
+    def fit(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        """A row (or a change's values: ``apsw.no_change`` kept) as the server
+        holds it: text escaped (:func:`escape`). Refuses a value its column's
+        server type cannot hold."""
+        out = tuple(values)
+        for i, value in enumerate(out):
+            if value is None or value is apsw.no_change:
+                continue
+            if type(value) not in self.fits[i]:
                 raise CommandRejected(
                     f"committing on PostgreSQL refused: projection {self.projection!r} wrote a "
                     f"{type(value).__name__} ({value!r:.40}) into column {self.columns[i]!r} of table "
                     f"{self.name!r}, which the server holds as {self.types[i]} (from its declared type); declare "
                     "the column's type to fit its values, or make the table STRICT"
                 )
+            if type(value) is str and ("\x00" in value or _ESCAPE in value):
+                out = (*out[:i], escape(value), *out[i + 1:])
+        return out
+
+    def key(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        """The primary key of a row (or of a change's old values) as the server holds it."""
+        return tuple(escape(values[i]) if type(values[i]) is str else values[i] for i in self.pk)
 
     def where(self) -> str:
         return " AND ".join(f"{_quote(self.columns[i])} = %s" for i in self.pk)
@@ -167,21 +193,20 @@ class Changes:
             if change.op == "INSERT":
                 new = change.new
                 assert new is not None
-                table.check(new)
-                self.statements.setdefault(table.insert, []).append(tuple(new))
+                self.statements.setdefault(table.insert, []).append(table.fit(new))
             elif change.op == "DELETE":
                 old = change.old
                 assert old is not None
                 self.statements.setdefault(f"DELETE FROM {_quote(name)} WHERE {table.where()}", []).append(
-                    tuple(old[i] for i in table.pk))
+                    table.key(old))
             else:
                 old, new = change.old, change.new
                 assert old is not None and new is not None
-                table.check(new)
+                new = table.fit(new)
                 changed = [i for i, v in enumerate(new) if v is not apsw.no_change]
                 sets = ", ".join(f"{_quote(table.columns[i])} = %s" for i in changed)
                 self.statements.setdefault(f"UPDATE {_quote(name)} SET {sets} WHERE {table.where()}", []).append(
-                    (*(new[i] for i in changed), *(old[i] for i in table.pk)))
+                    (*(new[i] for i in changed), *table.key(old)))
 
     def send(self, raw: Any) -> None:
         """Send every statement on ``raw`` (a psycopg connection, in pipeline mode)."""
@@ -193,29 +218,33 @@ class Changes:
                     cur.executemany(sql, rows)
 
 
-def copy_whole(raw: Any, conn: apsw.Connection, table: Table, *, create: str | None) -> int:
-    """Make the server's copy of ``table`` the replica's, row for row, in the
-    server transaction open on ``raw`` (not in pipeline mode): ``create`` is
-    None (the table is there: emptied), "create" or "replace" (dropped first).
-    Returns the rows copied."""
-    if create == "replace":
-        raw.execute(f"DROP TABLE IF EXISTS {_quote(table.name)}")
-    if create is not None:
-        raw.execute(table.ddl)
-        comment = f"projection {table.projection}, kept by eventkernel from the journal ({table.entry})"
-        raw.execute(f"COMMENT ON TABLE {_quote(table.name)} IS '{comment.replace(chr(39), chr(39) * 2)}'")
-    else:
-        raw.execute(f"DELETE FROM {_quote(table.name)}")
-    count = 0
-    cols = ", ".join(_quote(c) for c in table.columns)
-    with raw.cursor().copy(f"COPY {_quote(table.name)} ({cols}) FROM STDIN") as copy:
-        for row in conn.execute(table.select):
-            if any(row[i] is None for i in table.pk):
-                continue
-            table.check(row)
-            copy.write_row(row)
-            count += 1
-    return count
+def copy_whole(raw: Any, conn: apsw.Connection, chosen: Sequence[tuple[Table, str | None]]) -> None:
+    """Make the server's copy of each chosen table the replica's, row for row,
+    in the server transaction open on ``raw`` (not in pipeline mode): with
+    None the table is there and is emptied first; "create" makes it;
+    "replace" drops it first. One round trip for the DDL of them all, then a
+    COPY for each the replica holds rows of."""
+    with raw.pipeline():
+        for table, create in chosen:
+            if create == "replace":
+                raw.execute(f"DROP TABLE IF EXISTS {_quote(table.name)}")
+            if create is not None:
+                raw.execute(table.ddl)
+                comment = f"projection {table.projection}, kept by eventkernel from the journal ({table.entry})"
+                raw.execute(f"COMMENT ON TABLE {_quote(table.name)} IS '{comment.replace(chr(39), chr(39) * 2)}'")
+            else:
+                raw.execute(f"DELETE FROM {_quote(table.name)}")
+    cols = {table.name: ", ".join(_quote(c) for c in table.columns) for table, _ in chosen}
+    for table, _ in chosen:
+        rows = conn.execute(table.select)
+        first = next(rows, None)
+        if first is None:
+            continue
+        with raw.cursor().copy(f"COPY {_quote(table.name)} ({cols[table.name]}) FROM STDIN") as copy:
+            for row in itertools.chain((first,), rows):
+                if any(row[i] is None for i in table.pk):
+                    continue
+                copy.write_row(table.fit(row))
 
 
 def digest(entries: Sequence[str]) -> str:
@@ -223,4 +252,4 @@ def digest(entries: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()[:32]
 
 
-__all__ = ["RESERVED", "Changes", "Table", "copy_whole", "digest", "server_type", "tables"]
+__all__ = ["RESERVED", "Changes", "Table", "copy_whole", "digest", "escape", "server_type", "tables"]

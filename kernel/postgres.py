@@ -270,6 +270,9 @@ class PgJournal(JournalReader):
         self._listener: Any = None
         self._listener_lock = threading.Lock()
         self.channel = f"eventkernel.{schema}"
+        # A channel of this journal object alone, on which interrupt() wakes a wait.
+        self._wake = f"eventkernel.wake.{os.getpid()}.{id(self):x}"
+        self._interrupted = False
         self._writer = self._connect()
         try:
             self._prepare(create)
@@ -609,6 +612,7 @@ class PgJournal(JournalReader):
                 if self._listener is None or self._listener.closed:
                     listener = psycopg.connect(self.url, autocommit=True)
                     listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._wake)))
                     self._listener = listener
                 listener = self._listener
                 while True:
@@ -618,7 +622,7 @@ class PgJournal(JournalReader):
                     ).fetchone()
                     head = int(row[0])
                     remaining = deadline - time.monotonic()
-                    if head > after or remaining <= 0:
+                    if head > after or remaining <= 0 or self._interrupted:
                         return head
                     for _ in listener.notifies(timeout=remaining, stop_after=1):
                         pass
@@ -689,6 +693,15 @@ class PgJournal(JournalReader):
         return VerifyReport(ok=not problems, problems=problems, head=last, head_hash=prev.hex(),
                             first_bad_position=min(bad) if bad else None,
                             notes=["the kernel's projections are not kept on PostgreSQL: the journal alone checked"])
+
+    def interrupt(self) -> None:
+        """End a wait in progress now, and every later one at once (before
+        closing: a follower thread then stops without waiting out its timeout)."""
+        self._interrupted = True
+        try:
+            self._query("waking the follower", "SELECT pg_notify(%s, '')", (self._wake,))
+        except KernelError:
+            pass  # (a server gone: the wait ends with its timeout, or its error)
 
     def close(self) -> None:
         """Close every connection; later use raises KernelClosed. Idempotent."""
@@ -883,8 +896,7 @@ class Replica:
             if self.kept != (self.base, self.digest):
                 whole |= self._slow(raw, conn, head, whole)
             elif whole:
-                for name in sorted(whole):
-                    pgtables.copy_whole(raw, conn, self.tables[name], create=None)
+                pgtables.copy_whole(raw, conn, [(self.tables[name], None) for name in sorted(whole)])
             if session is not None and not session.is_empty:
                 changes.add(session.changeset(), skip=whole)
         finally:
@@ -903,21 +915,24 @@ class Replica:
         kept = [] if found is None else list(found[0])
         known = {str(name): (str(entry), kept_position if entry in kept else int(position))
                  for name, entry, position in raw.execute("SELECT name, entry, position FROM projection_tables")}
-        whole = set()
+        chosen: list[tuple[pgtables.Table, str | None]] = []
         for name, table in sorted(self.tables.items()):
             have = known.get(name)
             mode = "create" if have is None else "replace" if have[0] != table.entry else None
             if mode is None and have is not None and have[1] == self.base and name not in rebuilt:
                 continue
-            try:
-                pgtables.copy_whole(raw, conn, table, create=mode)
-            except psycopg.errors.DuplicateTable as e:
-                raise JournalError(
-                    f"committing on PostgreSQL refused: schema {self.pg.schema!r} holds a table {name!r} that is "
-                    f"not eventkernel's, and projection {table.projection!r} keeps a table of that name there; "
-                    "rename or move it"
-                ) from e
-            whole.add(name)
+            chosen.append((table, mode))
+        try:
+            pgtables.copy_whole(raw, conn, chosen)
+        except psycopg.errors.DuplicateTable as e:
+            name = next((t.name for t, mode in chosen if mode == "create" and f'"{t.name}"' in str(e)), "?")
+            projection = self.tables[name].projection if name in self.tables else "?"
+            raise JournalError(
+                f"committing on PostgreSQL refused: schema {self.pg.schema!r} holds a table {name!r} that is "
+                f"not eventkernel's, and projection {projection!r} keeps a table of that name there; "
+                "rename or move it"
+            ) from e
+        whole = {t.name for t, _ in chosen}
         # those the last committer kept were at its position; this transaction's are at its head
         raw.execute("UPDATE projection_tables SET position = %s WHERE entry = ANY(%s)", (kept_position, kept))
         raw.execute("INSERT INTO table_sets (tables, entries) VALUES (%s, %s) ON CONFLICT (tables) DO NOTHING",
@@ -1010,8 +1025,12 @@ class Replica:
                     if server is not None:
                         problems = []
                         for name, table in sorted(self.tables.items()):
-                            mine = {tuple(r) for r in local.execute(table.select)
-                                    if not any(r[i] is None for i in table.pk)}
+                            try:
+                                mine = {table.fit(r) for r in local.execute(table.select)
+                                        if not any(r[i] is None for i in table.pk)}
+                            except KernelError as e:
+                                problems.append(f"the replica's table {name!r} cannot be held on the server: {e}")
+                                continue
                             if server[name] != mine:
                                 problems.append(
                                     f"the server's table {name!r} is not the replica's at position {head}: "
@@ -1170,6 +1189,7 @@ class Replica:
     def close(self) -> None:
         self._stop.set()
         if self._follower is not None and self._follower is not threading.current_thread():
+            self.pg.interrupt()
             self._follower.join(10)
         self.pg.close()
 

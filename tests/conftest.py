@@ -34,13 +34,14 @@ def db_path(tmp_path: object) -> str:
 
 @pytest.fixture
 def engine() -> str:
-    """The engine ``k`` runs on: a file, or (in a module that sets
-    ``BOTH_ENGINES = True``, once each) PostgreSQL."""
+    """The engine ``k`` (or a fixture of a module taking it) runs on: a file,
+    or, in a module that sets ``BOTH_ENGINES = True``, a file and PostgreSQL
+    (each test once on each)."""
     return "sqlite"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "k" in metafunc.fixturenames and getattr(metafunc.module, "BOTH_ENGINES", False):
+    if "engine" in metafunc.fixturenames and getattr(metafunc.module, "BOTH_ENGINES", False):
         metafunc.parametrize("engine", ["sqlite", "postgres"])
 
 
@@ -49,10 +50,11 @@ def k(db_path: str, clock: eventkernel.FrozenClock, engine: str) -> Iterator[eve
     """A new kernel at ``db_path``; on PostgreSQL, a journal in a schema of its
     own on the suite's server, with its replica."""
     if engine == "postgres":
-        from support import open_kernel
+        from support import open_kernel, server_tables_hold
 
         with open_kernel("postgres", clock=clock) as kern:
             yield kern
+            server_tables_hold(kern)
         return
     with eventkernel.open(db_path, clock=clock) as kern:
         yield kern

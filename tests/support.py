@@ -86,10 +86,20 @@ def server_tables(k: eventkernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def kept_tables(k: eventkernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
-    """``live_tables`` of the tables the server holds copies of."""
+    """``live_tables`` of the tables the server holds copies of, their text as
+    the server holds it (``pgtables.escape``)."""
     assert k._replica is not None
     live = live_tables(k)
-    return {name: live[name] for name in k._replica.tables}
+    tables = k._replica.tables
+    return {name: sorted((tables[name].fit(r) for r in live[name]), key=repr) for name in tables}
+
+
+def server_tables_hold(k: eventkernel.Kernel) -> None:
+    """On a kernel on PostgreSQL still open: the server's tables are its
+    replica's, row for row, once the replica holds the server's head."""
+    if k._replica is not None and not k._closed:
+        k._replica.pull()
+        assert server_tables(k) == kept_tables(k), "the server's projection tables are not the replica's"
 
 
 def rebuilt_tables(k: eventkernel.Kernel, *, bulk: bool = True) -> dict[str, list[tuple[Any, ...]]]:

@@ -84,11 +84,10 @@ def test_a_refused_command_changes_no_server_table(pg_url: str) -> None:
         assert claimed is not None
         with refused(k, eventkernel.LeaseNotHeld):  # (the snapshot includes the server's tables)
             k.work.complete(item, "someone-else", claimed.token)
-        with refused(k, eventkernel.KernelError):
-            with k.transaction():
-                k.work.enqueue("u", {})
-                k.memory.put("user:x", "k", 1)
-                raise eventkernel.InvalidArgument("undo the whole transaction")
+        with refused(k, eventkernel.KernelError), k.transaction():
+            k.work.enqueue("u", {})
+            k.memory.put("user:x", "k", 1)
+            raise eventkernel.InvalidArgument("undo the whole transaction")
         assert server_tables(k) == kept_tables(k)
 
 
@@ -218,3 +217,25 @@ def test_verify_compares_the_server_tables_with_the_replicas(pg_url: str) -> Non
         assert report.ok and any("not compared" in n for n in report.notes)
         k.memory.put("user:k", "k", 1)  # copies them whole: the tampering is gone
         assert k.verify().ok and not any("not compared" in n for n in k.verify().notes)
+
+
+def test_text_postgres_cannot_hold_is_escaped_one_value_for_one_value(pg_url: str) -> None:
+    """LangGraph's ids may hold NUL, which SQLite's text keeps and
+    PostgreSQL's refuses: the server holds it escaped (U+FFFF "0"; U+FFFF
+    itself doubled), so distinct ids stay distinct rows."""
+    assert pgtables.escape("plain") == "plain"
+    assert pgtables.escape("a\x00b") == "a\uffff0b"
+    assert pgtables.escape("a\uffff0b") == "a\uffff\uffff0b"  # not the escaped NUL above
+    threads = ["odd\x00thread", "odd\uffff0thread", "odd\uffffthread", "oddthread"]
+    with eventkernel.open(pg_url) as k:
+        for i, thread in enumerate(threads):
+            k.graphs.put(thread_id=thread, checkpoint_ns="", checkpoint_id="cp-1",
+                         checkpoint=("json", b"{}"), channel_versions={"c": 1}, metadata={"step": i},
+                         values={"c": (1, ("json", b"1"))}, parent_checkpoint_id=None)
+        assert server_tables(k) == kept_tables(k)
+        held = sorted(r[0] for r in _server(pg_url, "SELECT DISTINCT thread_id FROM graph_checkpoints"))
+        assert held == sorted(pgtables.escape(t) for t in threads) and len(set(held)) == 4
+        k.graphs.delete_thread("odd\x00thread")
+        assert server_tables(k) == kept_tables(k)
+        assert len(_server(pg_url, "SELECT DISTINCT thread_id FROM graph_checkpoints")) == 3
+        assert k.verify().ok

@@ -7,6 +7,8 @@ from eventkernel.projections.checkpoints import TYPES
 
 from support import refused, snapshot
 
+BOTH_ENGINES = True  # the tests taking `k` run on a file and on PostgreSQL (conftest)
+
 
 def test_sequence_numbers_count_per_task_without_gaps(k):
     a1 = k.checkpoints.record("task-a", "iteration_start", {"i": 0})

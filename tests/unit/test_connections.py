@@ -6,6 +6,8 @@ from eventkernel.errors import InvalidArgument, NotFound, TerminalState
 
 from support import refused
 
+BOTH_ENGINES = True  # the tests taking `k` run on a file and on PostgreSQL (conftest)
+
 
 def test_open_heartbeat_close(k, clock):
     c = k.connections.open("client-1", connection_type="websocket", user_id="alice", metadata={"ip": "10.0.0.1"})

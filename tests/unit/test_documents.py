@@ -19,6 +19,8 @@ from eventkernel.services import documents as documents_service
 
 from support import refused
 
+BOTH_ENGINES = True  # the tests taking `k` run on a file and on PostgreSQL (conftest)
+
 VOCAB = ["agent", "journal", "lease", "plan", "memory", "graph", "queue", "retry"]
 
 

@@ -7,6 +7,8 @@ from eventkernel.services.idempotency import request_hash
 
 from support import refused, snapshot
 
+BOTH_ENGINES = True  # the tests taking `k` run on a file and on PostgreSQL (conftest)
+
 
 def test_first_call_starts_and_repeats_are_in_flight(k):
     first = k.idempotency.begin("pay-1", {"amount": 5, "to": "bob"}, task_id="t")

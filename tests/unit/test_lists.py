@@ -9,6 +9,8 @@ import pytest
 
 import eventkernel
 
+BOTH_ENGINES = True  # the tests taking `k` run on a file and on PostgreSQL (conftest)
+
 
 @pytest.fixture
 def seeded(k, clock):

@@ -6,6 +6,8 @@ from eventkernel.errors import ConcurrencyConflict, InvalidArgument, InvalidTran
 
 from support import refused, snapshot
 
+BOTH_ENGINES = True  # the tests taking `k` run on a file and on PostgreSQL (conftest)
+
 
 def test_each_put_is_a_new_version_and_the_stream_version(k, clock):
     v1 = k.memory.put("user:alice", "lang", "fr", actor="agent-1", metadata={"src": "chat"})

@@ -8,6 +8,8 @@ import eventkernel
 
 from support import refused
 
+BOTH_ENGINES = True  # the tests taking `k` run on a file and on PostgreSQL (conftest)
+
 
 @pytest.mark.parametrize("last", ["\U0010ffff", "\ud7ff", "\uffff", "z"])
 def test_prefixes_ending_at_the_top_of_a_code_point_range_select_exactly_their_namespaces(k, last):

@@ -14,6 +14,8 @@ from eventkernel.services.metrics import percentile, summarize
 
 from support import refused
 
+BOTH_ENGINES = True  # the tests taking `k` run on a file and on PostgreSQL (conftest)
+
 
 @given(st.lists(st.floats(-1e9, 1e9, allow_nan=False), min_size=1, max_size=200))
 def test_summaries_match_numpy(values):

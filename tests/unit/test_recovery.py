@@ -7,6 +7,8 @@ from eventkernel.services.recovery import normalise
 
 from support import refused, snapshot
 
+BOTH_ENGINES = True  # the tests taking `k` run on a file and on PostgreSQL (conftest)
+
 
 def test_failures_of_one_shape_are_one_pattern(k, clock):
     p1 = k.recovery.record_failure("t1", "timeout", "timeout after 3012 ms on request 9f3c11aa22")

@@ -6,6 +6,8 @@ from eventkernel.errors import ConcurrencyConflict, InvalidArgument, InvalidTran
 
 from support import refused, snapshot
 
+BOTH_ENGINES = True  # the tests taking `k` run on a file and on PostgreSQL (conftest)
+
 
 def test_create_keeps_own_and_shared_keys_and_drops_temp(k, clock):
     s = k.sessions.create("app", "alice", project_id="p1", metadata={"channel": "web"},

@@ -6,6 +6,8 @@ from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound, Ter
 
 from support import refused, snapshot
 
+BOTH_ENGINES = True  # the tests taking `k` run on a file and on PostgreSQL (conftest)
+
 
 def test_task_lifecycle(k, clock):
     t = k.tasks.create("summarise", task_type="llm", priority=3, config={"model": "m"}, metadata={"team": "a"},

@@ -11,7 +11,9 @@ import pytest
 
 import eventkernel
 
-from support import live_tables, rebuilt_tables, snapshot
+from support import live_tables, open_kernel, rebuilt_tables, server_tables_hold, snapshot
+
+BOTH_ENGINES = True  # the tests taking `uk` run on a file and on PostgreSQL (conftest)
 
 
 class Noted(eventkernel.Event, tag="userproj.noted"):
@@ -70,10 +72,17 @@ def _tables(k, names=("notes_per_author", "note_search", "note_words")):
     return {t: k.table(t)[1] for t in names}
 
 
+def _open(engine, db_path, clock, projections):
+    if engine == "postgres":
+        return open_kernel("postgres", clock=clock, projections=projections)
+    return eventkernel.open(db_path, clock=clock, projections=projections)
+
+
 @pytest.fixture
-def uk(db_path, clock):
-    with eventkernel.open(db_path, clock=clock, projections=ALL) as k:
+def uk(db_path, clock, engine):
+    with _open(engine, db_path, clock, ALL) as k:
         yield k
+        server_tables_hold(k)
 
 
 def test_user_projections_are_applied_inline_and_readable(uk):
@@ -141,7 +150,7 @@ def test_a_version_bump_rebuilds_and_a_missing_projection_catches_up(db_path, cl
             "SELECT version FROM projection_positions WHERE name = 'notes_per_author'").fetchone() == (2,)
 
 
-def test_a_projection_that_raises_refuses_the_command_and_nothing_is_written(db_path, clock):
+def test_a_projection_that_raises_refuses_the_command_and_nothing_is_written(db_path, clock, engine):
     def picky(conn, recorded, event):
         conn.execute("INSERT INTO picky VALUES (?)", (recorded.position,))  # written, then undone
         if "forbidden" in event.text:
@@ -149,7 +158,7 @@ def test_a_projection_that_raises_refuses_the_command_and_nothing_is_written(db_
 
     picky_projection = SimpleNamespace(NAME="picky", VERSION=1, HANDLES=frozenset({"userproj.noted"}),
                                        DDL="CREATE TABLE picky (position INTEGER PRIMARY KEY)", apply=picky)
-    with eventkernel.open(db_path, clock=clock, projections=[picky_projection, PER_AUTHOR]) as k:
+    with _open(engine, db_path, clock, [picky_projection, PER_AUTHOR]) as k:
         k.append("note:1", [Noted(author="a", text="fine")])
         before = snapshot(k)
         with pytest.raises(eventkernel.ProjectionFailed, match=r"projection 'picky' failed on userproj.noted "
@@ -167,9 +176,9 @@ def test_a_projection_that_raises_refuses_the_command_and_nothing_is_written(db_
         assert k.head == 2 and k.verify().ok
 
 
-def test_verify_catches_a_tampered_user_projection_row(uk, db_path):
+def test_verify_catches_a_tampered_user_projection_row(uk):
     _write(uk)
-    conn = apsw.Connection(db_path)
+    conn = apsw.Connection(uk._db.path)  # (on PostgreSQL, the replica)
     conn.execute("UPDATE note_words SET word = 'tampered' WHERE word = 'fox'")
     conn.close()
     report = uk.verify()
@@ -178,13 +187,13 @@ def test_verify_catches_a_tampered_user_projection_row(uk, db_path):
     assert uk.verify().ok
 
 
-def test_a_damaged_fts_table_is_rebuilt_too(uk, db_path):
-    _write(uk)
-    expected = _tables(uk)
+def test_a_damaged_fts_table_is_rebuilt_too(db_path, clock):
+    with eventkernel.open(db_path, clock=clock, projections=ALL) as uk:
+        _write(uk)
+        expected = _tables(uk)
     conn = apsw.Connection(db_path)
     conn.execute("DROP TABLE note_search")
     conn.close()
-    uk.close()
     with eventkernel.open(db_path, projections=ALL) as k:
         assert _tables(k) == expected and k.verify().ok
 

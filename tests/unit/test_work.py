@@ -7,6 +7,8 @@ from eventkernel.errors import IdempotencyConflict, InvalidArgument, LeaseNotHel
 
 from support import refused, snapshot
 
+BOTH_ENGINES = True  # the tests taking `k` run on a file and on PostgreSQL (conftest)
+
 
 def types_of(k, after=0):
     return [r.type for r in k.read(after=after)]
