@@ -28,9 +28,10 @@ Column types follow SQLite's type affinity (``INTEGER`` → ``bigint``,
 indexes are not (create your own on the server: they stay until the table's
 projection changes version). A value a column's server type cannot hold
 (text in an INTEGER column of a non-STRICT table) refuses the transaction,
-naming the table and column. Virtual tables (full-text indexes) stay in the
-replica, and rows whose primary key holds a NULL are not copied (SQLite's
-session extension does not record them).
+naming the table and column; text PostgreSQL cannot hold (NUL) is escaped
+(:func:`escape`). Virtual tables (full-text indexes) stay in the replica,
+and rows whose primary key holds a NULL are not copied (SQLite's session
+extension does not record them).
 """
 
 from __future__ import annotations
