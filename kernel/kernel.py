@@ -237,7 +237,8 @@ class Kernel(Reader):
                     f"open refused: {self._db.path!r} is not a replica of the journal on {postgres.redact(url)} "
                     f"(schema {schema!r}): its event {position} is not the server's"
                 )
-        replica.pull()
+        replica.seed()  # (a new replica: from the server's tables, when they can be trusted to be its own)
+        replica.pull(50_000)
         if clock is None:
             self._ctx.clock = replica.clock
         self._db.shared = replica

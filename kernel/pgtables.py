@@ -66,6 +66,22 @@ def escape(text: str) -> str:
     return text.replace(_ESCAPE, _ESCAPE * 2).replace("\x00", _ESCAPE + "0")
 
 
+def unescape(text: str) -> str:
+    """The text :func:`escape` made ``text`` from."""
+    if _ESCAPE not in text:
+        return text
+    out, i = [], 0
+    while i < len(text):
+        c = text[i]
+        if c == _ESCAPE and i + 1 < len(text):
+            out.append(_ESCAPE if text[i + 1] == _ESCAPE else "\x00")
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 def server_type(declared: str) -> str:
     """The PostgreSQL type of a column declared ``declared`` in SQLite, by
     SQLite's rules of type affinity (the first that applies)."""
@@ -93,8 +109,8 @@ def _quote(name: str) -> str:
 class Table:
     """One projection table as the server holds it."""
 
-    __slots__ = ("columns", "ddl", "entry", "fits", "insert", "name", "pk", "projection", "select", "server_select",
-                 "types")
+    __slots__ = ("columns", "ddl", "entry", "fits", "insert", "name", "pk", "projection", "select", "server_rows",
+                 "server_select", "types")
 
     def __init__(self, name: str, projection: str, version: int,
                  columns: Sequence[tuple[str, str, bool, int]]) -> None:
@@ -112,6 +128,10 @@ class Table:
         cols = ", ".join(_quote(c) for c in self.columns)
         self.select = f"SELECT {cols} FROM main.{_quote(name)}"  # (of the replica)
         self.server_select = f"SELECT {cols} FROM {_quote(name)}"
+        # the same, each row followed by whether a text value of it holds the escape (%s: U+FFFF)
+        texts = [_quote(c) for c, t in zip(self.columns, self.types) if t == "text"]
+        self.server_rows = (f"SELECT {cols}, strpos(concat({', '.join(texts)}), %s) > 0 FROM {_quote(name)}"
+                            if texts else f"SELECT {cols}, false FROM {_quote(name)}")
         self.insert = f"INSERT INTO {_quote(name)} ({cols}) VALUES ({', '.join(['%s'] * len(self.columns))})"
 
     def fit(self, values: Sequence[Any]) -> tuple[Any, ...]:
@@ -132,6 +152,15 @@ class Table:
             if type(value) is str and ("\x00" in value or _ESCAPE in value):
                 out = (*out[:i], escape(value), *out[i + 1:])
         return out
+
+    def unfit(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        """A row the server holds as the replica holds it (:meth:`fit` undone)."""
+        return tuple(unescape(v) if type(v) is str else v for v in values)
+
+    def read(self, raw: Any) -> list[tuple[Any, ...]]:
+        """Every row of the server's copy, as the replica holds it, through
+        ``raw`` (a psycopg connection)."""
+        return [self.unfit(r[:-1]) if r[-1] else tuple(r[:-1]) for r in raw.execute(self.server_rows, (_ESCAPE,))]
 
     def key(self, values: Sequence[Any]) -> tuple[Any, ...]:
         """The primary key of a row (or of a change's old values) as the server holds it."""
@@ -253,4 +282,4 @@ def digest(entries: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()[:32]
 
 
-__all__ = ["RESERVED", "Changes", "Table", "copy_whole", "digest", "escape", "server_type", "tables"]
+__all__ = ["RESERVED", "Changes", "Table", "copy_whole", "digest", "escape", "server_type", "tables", "unescape"]

@@ -753,6 +753,7 @@ class Replica:
         self.digest = pgtables.digest(self.entries)
         self.kept: tuple[int, str] = (0, "")  # journal_head's (tables_position, tables) under the lock
         self.refresh = False  # bring the server's tables up to date even if this transaction appends nothing
+        self.seeded = 0  # the position an empty replica was filled to from the server's tables (seed)
         self._session: apsw.Session | None = None
         self.base = 0  # the server's head when the open transaction began
         self.server_now = 0  # the server's clock, read under its lock
@@ -1158,6 +1159,72 @@ class Replica:
                 rows = [r for r in rows if r[0] > head[0]]
                 if rows:
                     self._apply(conn, rows, head, erased)
+
+    def seed(self, batch: int = 50_000) -> int:
+        """Fill an empty replica from the server's tables instead of folding
+        the whole journal: in one snapshot of the server, its journal up to
+        the position its tables reflect (each row's chain checked, as
+        :meth:`pull` checks them) and the tables themselves; the projections
+        with a table the server does not hold (a full-text index) are folded
+        here. Done only when the server's tables are this replica's set at
+        some position and no erasure after it blanked rows before it (the
+        tables would still hold what it erased); then :meth:`pull` goes on
+        from there. Returns the position seeded to (0: not seeded)."""
+        if not self.tables or any("numeric" in t.types for t in self.tables.values()):
+            return 0  # (a numeric column cannot give back the int or float SQLite held)
+        with self.db.statement("reading the replica's head") as conn:
+            if journal.head(conn)[0]:
+                return 0
+        psycopg = _psycopg()
+        pg = self.pg._connect()  # (one snapshot of the server for the whole copy)
+        try:
+            with pg.raw.transaction():
+                pg.raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                kept_at, digest = pg.raw.execute("SELECT tables_position, tables FROM journal_head").fetchone()
+                upto = int(kept_at)
+                erased = {int(r[0]): tuple(r) for r in pg.raw.execute(
+                    "SELECT position, data_digest, meta_digest, erasure FROM erased WHERE position <= %s", (upto,))}
+                if str(digest) != self.digest or not upto or any(e[3] > upto for e in erased.values()):
+                    return 0
+                position, prev = 0, journal.GENESIS_HASH
+                with pg.raw.cursor(name="eventkernel_seed") as cur:
+                    cur.itersize = batch
+                    cur.execute(f"SELECT {journal.COLUMNS} FROM journal WHERE position <= %s ORDER BY position",
+                                (upto,))
+                    while rows := [tuple(r) for r in cur.fetchmany(batch)]:
+                        for row in rows:
+                            if row[0] != position + 1 or journal.expected_hash(
+                                    prev, row, erased.get(row[0])) != bytes(row[10]):
+                                raise JournalCorrupt(
+                                    f"{self.db.path!r} cannot be a replica of the journal on {redact(self.pg.url)}: "
+                                    f"the server's row {row[0]} does not continue its chain at position {position}")
+                            position, prev = row[0], bytes(row[10])
+                        with self.db.write("copying the journal from PostgreSQL", shared=False) as conn:
+                            conn.executemany(journal.INSERT, rows)
+                if position != upto:
+                    raise JournalCorrupt(f"the journal on {redact(self.pg.url)} ends at {position}, before the "
+                                         f"position {upto} its tables reflect")
+                tables = {name: t.read(pg.raw) for name, t in self.tables.items()}
+        except psycopg.Error as e:
+            raise translate(e, "copying the server's journal and tables into the replica") from e
+        finally:
+            pg.raw.close()
+        folded = [m for m in self.projector.modules
+                  if any(t not in self.tables for t in self.projector.tables[m.NAME])]
+        with self.db.write("copying the server's tables into the replica", shared=False) as conn:
+            conn.executemany("INSERT INTO erased (position, data_digest, meta_digest, erasure) VALUES (?, ?, ?, ?)",
+                             [erased[p] for p in sorted(erased)])
+            for name, rows in tables.items():
+                table = self.tables[name]
+                conn.execute(f'DELETE FROM main."{name}"')
+                conn.executemany(f'INSERT INTO main."{name}" ({", ".join(chr(34) + c + chr(34) for c in table.columns)}) '
+                                 f'VALUES ({", ".join("?" * len(table.columns))})', rows)
+            if folded:
+                types = sorted({t for m in folded for t in m.HANDLES})
+                self.projector._fold_rows(conn.cursor(), journal.read_rows(conn, types=types), folded)
+            conn.execute("UPDATE projection_positions SET position = ?", (upto,))
+        self.seeded = upto
+        return upto
 
     def start(self) -> None:
         """Follow the server in a thread of its own until :meth:`close`."""
