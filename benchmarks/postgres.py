@@ -250,6 +250,30 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
                                    lambda: _clients(_kernel_enqueue_bare, bare_url, 1, kernel_n, 1))
         row("kernel on PostgreSQL, durable work.enqueue, 1 process, the server's tables kept", ours, theirs,
             "the same with server_tables=False (the journal alone on the server)", "commands/s")
+        # opening a kernel with a new replica: seeded from the server's tables vs folding every event
+        events = 2_000 if quick else 100_000
+        made = str(scratch_dir() / "seed.db")
+        with eventkernel.open(made, synchronous="normal") as k:
+            while k.head < events:
+                with k.transaction():
+                    for i in range(500):
+                        k.work.enqueue(f"task-{i % 7}", {"i": i, "text": "x" * 100})
+                        k.memory.put(f"user:{i % 50}", f"k{i % 13}", {"v": i})
+        seed_url = cluster.new_database()
+        from eventkernel import transfer
+
+        transfer.copy(made, seed_url)
+        eventkernel.open(seed_url).close()  # (the server's tables made)
+
+        def opening(**options: Any) -> float:
+            t0 = time.perf_counter()
+            with eventkernel.open(seed_url, **options) as k:
+                n = k.head
+            return n / (time.perf_counter() - t0)
+
+        ours, theirs = interleaved(rounds, opening, lambda: opening(server_tables=False))
+        row(f"kernel on PostgreSQL, opening a new replica of {events:,} events, from the server's tables", ours,
+            theirs, "the same folding every event (server_tables=False)", "events/s")
         items = 40 if quick else 1_000
         for workers in (4, 8):
             ours, theirs = [], []

@@ -255,14 +255,14 @@ def test_a_new_replica_starts_from_the_servers_tables(pg_url: str) -> None:
     server given back exactly."""
     with eventkernel.open(pg_url) as a:
         fill(a, 80)
-        a.documents.index("docs/a.md", title="Leases", content="a lease is renewed by a heartbeat")
+        a.documents.index("notes/leases.txt", title="Leases", content="a lease is renewed by a heartbeat")
         a.graphs.put(thread_id="odd\x00thread\uffff", checkpoint_ns="", checkpoint_id="cp-1",
                      checkpoint=("json", b"{}"), channel_versions={"c": 1}, metadata={"step": 1},
                      values={"c": (1, ("json", b"1"))}, parent_checkpoint_id=None)
         with eventkernel.open(pg_url) as b:
             assert b._replica.seeded == a.head  # type: ignore[union-attr]
             assert live_tables(b) == live_tables(a)
-            assert [h.file_path for h in b.documents.search("heartbeat")] == ["docs/a.md"]
+            assert [h.file_path for h in b.documents.search("heartbeat")] == ["notes/leases.txt"]
             _same_as_a_fold(b)
             b.work.enqueue("after the seed", {})
             _until(lambda: a.head == b.head)
