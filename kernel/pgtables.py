@@ -29,9 +29,9 @@ indexes are not (create your own on the server: they stay until the table's
 projection changes version). A value a column's server type cannot hold
 (text in an INTEGER column of a non-STRICT table) refuses the transaction,
 naming the table and column; text PostgreSQL cannot hold (NUL) is escaped
-(:func:`escape`). Virtual tables (full-text indexes) stay in the replica,
-and rows whose primary key holds a NULL are not copied (SQLite's session
-extension does not record them).
+(:func:`escape`). Virtual tables (full-text indexes) and tables without a
+primary key stay in the replica, and rows whose primary key holds a NULL
+are not copied (SQLite's session extension records neither).
 """
 
 from __future__ import annotations
@@ -192,8 +192,8 @@ def tables(projector: Projector) -> dict[str, Table]:
     for m in projector.modules:
         made = _columns(projector.ddl(m))
         for name in projector.tables[m.NAME]:
-            if name in projector.virtual or name not in made:
-                continue  # a virtual table (a full-text index) and its shadows stay in the replica
+            if name in projector.virtual or name not in made or not any(c[3] for c in made[name]):
+                continue  # a virtual table (a full-text index), its shadows, a table without a primary key
             if name in RESERVED:
                 raise InvalidArgument(
                     f"open refused: projection {m.NAME!r} makes a table {name!r}, a name the journal on "

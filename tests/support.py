@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -73,6 +74,15 @@ def live_tables(k: eventkernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:
         for t in names:
             out[t] = sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)
     return out
+
+
+def until(check: Any, seconds: float = 10.0) -> None:
+    """Wait for ``check()`` to hold (another process's commit to be followed):
+    a bound against a hang, not a measure of speed."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "not seen in time"
+        time.sleep(0.01)
 
 
 def server_tables(k: eventkernel.Kernel) -> dict[str, list[tuple[Any, ...]]]:

@@ -21,14 +21,7 @@ import eventkernel.aio
 from eventkernel import postgres
 from eventkernel.errors import CommitOutcomeUnknown, InvalidArgument, JournalCorrupt, NotFound
 
-from support import connection_lost_at_commit, live_tables, rebuilt_tables
-
-
-def _until(check: Any, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "not seen in time"
-        time.sleep(0.01)
+from support import connection_lost_at_commit, live_tables, rebuilt_tables, until
 
 
 def test_a_command_decides_on_the_servers_state_not_its_replicas(pg_url: str) -> None:
@@ -46,12 +39,12 @@ def test_a_command_decides_on_the_servers_state_not_its_replicas(pg_url: str) ->
         assert a.work.claim("worker-a", lease_ms=60_000) is None  # B's claim is on the server: A sees it
         assert a.work.get(item).lease_holder == "worker-b"
         b.work.complete(item, "worker-b", claimed.token, output={"ok": True})
-        _until(lambda: a.work.get(item).status == "completed")  # A follows the server
+        until(lambda: a.work.get(item).status == "completed")  # A follows the server
         a.memory.put("user:a", "k", 1)
         assert b.memory.get("user:a", "k") is None  # B does not follow, until its next command
         b.memory.put("user:b", "k", 2)
         assert b.memory.get("user:a", "k").value == 1
-        _until(lambda: a.head == b.head == 5)
+        until(lambda: a.head == b.head == 5)
         for k in (a, b):
             assert live_tables(k) == rebuilt_tables(k)
             assert k.verify().ok
@@ -93,7 +86,7 @@ def test_reads_follow_what_other_processes_commit(pg_url: str) -> None:
     with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
         sub = b.subscribe()
         a.sessions.create("app", "u1", session_id="s-1", state={"x": 1})
-        _until(lambda: b.head == a.head)
+        until(lambda: b.head == a.head)
         assert b.sessions.get("s-1").state == {"x": 1}
         got = next(iter(sub))
         assert got.stream == "session:s-1"
@@ -161,7 +154,7 @@ def test_a_consumers_position_is_the_servers_shared_by_every_process(pg_url: str
         assert on_b.position == on_a.position == 2  # b's replica keeps no position of its own
         assert on_b.handle(sender(b)) == 4
         assert on_a.handle(sender(a)) == 0
-        _until(lambda: a.head == b.head)
+        until(lambda: a.head == b.head)
         sent = {e.key: e.value for e in a.memory.list("sent")}
         assert sent == {"t0": True, "t1": True, "t2": False, "t3": False, "t4": False, "t5": False}
         assert on_a.position == on_b.position == b.head
@@ -226,7 +219,7 @@ def test_an_erasure_blanks_the_server_and_every_replica(pg_url: str, tmp_path: P
         a.memory.put("user:alice", "email", secret.decode(), actor="alice")
         a.memory.put("user:alice", "city", "Lyon")
         a.work.enqueue("mail", {"to": "alice"})
-        _until(lambda: b.head == a.head)
+        until(lambda: b.head == a.head)
         assert b.memory.get("user:alice", "email").value == secret.decode()
         done = a.erase(stream_prefix="memory:user:alice", reason="right to be forgotten", actor="dpo")
         assert done.events == 2 and "memory_entries" in done.projections
@@ -234,11 +227,11 @@ def test_an_erasure_blanks_the_server_and_every_replica(pg_url: str, tmp_path: P
         blank = [(p, d, m) for p, d, m in _server_payloads(pg_url) if p in (2, 3)]
         assert blank == [(2, "null", None), (3, "null", None)]
         assert a.verify().ok
-        _until(lambda: b.head == a.head and b.memory.get("user:alice", "email") is None)
+        until(lambda: b.head == a.head and b.memory.get("user:alice", "email") is None)
         assert live_tables(b) == live_tables(a) == rebuilt_tables(a)
         assert b.verify().ok
         b_file = tmp_path / "b.db"
-        _until(lambda: secret not in b_file.read_bytes() and not (
+        until(lambda: secret not in b_file.read_bytes() and not (
             Path(str(b_file) + "-wal").exists() and secret in Path(str(b_file) + "-wal").read_bytes()))
         assert b.work.list()[0].input == {"to": "alice"}  # what was not erased stays
         with eventkernel.open(pg_url, replica=later) as c:  # a replica that held nothing of alice: just follows
@@ -277,14 +270,14 @@ def test_erasures_interleaved_with_writes_of_another_process_converge(pg_url: st
         t.start()
         try:
             for subject in range(3):
-                _until(lambda s=subject: bool(eraser.memory.list(f"user:{s}")))  # type: ignore[misc]
+                until(lambda s=subject: bool(eraser.memory.list(f"user:{s}")))  # type: ignore[misc]
                 eraser.erase(stream_prefix=f"memory:user:{subject}/", reason="asked")
         finally:
             stop.set()
             t.join(30)
         assert not errors, errors
         writer.memory.put("user:x", "last", 1)
-        _until(lambda: eraser.head == writer.head)
+        until(lambda: eraser.head == writer.head)
         for k in (writer, eraser):
             assert k.verify().ok
             assert live_tables(k) == rebuilt_tables(k)
@@ -311,7 +304,7 @@ def test_a_replica_that_folded_the_payloads_forgets_them_when_it_reopens(pg_url:
         assert b.memory.get("user:carol", "email") is None
         assert b.memory.get("user:dave", "email").value == "dave@example.com"
         assert b.verify().ok
-        _until(lambda: secret not in kept.read_bytes())
+        until(lambda: secret not in kept.read_bytes())
 
 
 def test_the_async_kernel_on_postgres(pg_url: str) -> None:
@@ -334,15 +327,15 @@ def test_a_server_restart_between_commands_does_not_fail_the_next_one(pg_cluster
     with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
         a.memory.put("user:a", "k", 1)
         assert a.work.claim("w", lease_ms=1000) is None and a.consumer("c").position == 0  # the reader in use
-        _until(lambda: b.head == a.head)
+        until(lambda: b.head == a.head)
         pg_cluster.stop("fast")
         pg_cluster.start()
         assert a.work.claim("w", lease_ms=1000) is None  # no error
         assert a.consumer("c").position == 0
         a.memory.put("user:a", "k", 2)  # no error
-        _until(lambda: b.memory.get("user:a", "k").value == 2, 20)
+        until(lambda: b.memory.get("user:a", "k").value == 2, 20)
         b.work.enqueue("task", None)  # b's writer connection was dropped too
-        _until(lambda: a.head == b.head == 3, 20)
+        until(lambda: a.head == b.head == 3, 20)
         assert a.verify().ok
 
 

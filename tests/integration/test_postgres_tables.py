@@ -6,7 +6,6 @@ journal writer) — so that SQL on the server reads what the kernel reads."""
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,7 +16,7 @@ import eventkernel
 from eventkernel import pgtables, postgres
 from eventkernel.errors import CommandRejected, InvalidArgument, JournalError
 
-from support import fill, kept_tables, live_tables, rebuilt_tables, refused, server_tables
+from support import fill, kept_tables, live_tables, rebuilt_tables, refused, server_tables, until
 
 
 class Noted(eventkernel.Event, tag="pgtables.noted"):
@@ -46,19 +45,12 @@ def _server(url: str, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         return cur.fetchall() if cur.description else []
 
 
-def _until(check: Any, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "not seen in time"
-        time.sleep(0.01)
-
-
 def test_the_server_holds_every_projection_table_as_the_replicas_hold_them(pg_url: str) -> None:
     with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
         fill(a, 60, seed=1)
         fill(b, 60, seed=2)
         a.work.enqueue("last", {"n": 1})
-        _until(lambda: b.head == a.head)
+        until(lambda: b.head == a.head)
         for k in (a, b):
             assert server_tables(k) == kept_tables(k)
             assert live_tables(k) == rebuilt_tables(k)
@@ -122,7 +114,7 @@ def test_kernels_keeping_different_projections_keep_each_others_tables_current(p
         b.memory.put("user:b", "k", 2)
         assert server_tables(b) == kept_tables(b)
         assert len(_server(pg_url, "SELECT * FROM notes")) == 2
-        _until(lambda: a.head == b.head)
+        until(lambda: a.head == b.head)
         assert server_tables(a) == kept_tables(a)
 
 
@@ -265,7 +257,7 @@ def test_a_new_replica_starts_from_the_servers_tables(pg_url: str) -> None:
             assert [h.file_path for h in b.documents.search("heartbeat")] == ["notes/leases.txt"]
             _same_as_a_fold(b)
             b.work.enqueue("after the seed", {})
-            _until(lambda: a.head == b.head)
+            until(lambda: a.head == b.head)
             assert live_tables(a) == live_tables(b)
 
 
@@ -288,3 +280,19 @@ def test_a_replica_is_not_seeded_from_tables_it_cannot_trust(pg_url: str) -> Non
         values = [str(r) for r in d.table("memory_entries")[1]]
         assert not any("ann@example.com" in v for v in values) and any("bob@example.com" in v for v in values)
         _same_as_a_fold(d)
+
+
+def test_a_table_without_a_primary_key_stays_in_the_replicas(pg_url: str) -> None:
+    log = SimpleNamespace(
+        NAME="note_log", VERSION=1, HANDLES=frozenset({"pgtables.noted"}),
+        DDL="CREATE TABLE note_log (author TEXT NOT NULL, text TEXT NOT NULL)",
+        apply=lambda conn, r, e: conn.execute("INSERT INTO note_log VALUES (?, ?)", (e.author, e.text)),
+    )
+    with eventkernel.open(pg_url, projections=[log, NOTES_V1]) as a:
+        a.append("note:1", [Noted(author="ann", text="one")])
+        assert "note_log" not in a._replica.tables and "notes" in a._replica.tables  # type: ignore[union-attr]
+        assert _server(pg_url, "SELECT to_regclass('note_log')") == [(None,)]
+        with eventkernel.open(pg_url, projections=[log, NOTES_V1]) as b:  # seeded; note_log folded here
+            assert b._replica.seeded == a.head  # type: ignore[union-attr]
+            assert b.table("note_log")[1] == [("ann", "one")]
+            _same_as_a_fold(b)
