@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import apsw
 
@@ -68,6 +68,7 @@ from eventkernel.verify import VerifyReport
 from eventkernel.view import JournalReader
 
 log = logging.getLogger("eventkernel")
+_T = TypeVar("_T")
 
 FORMAT = 1
 """The PostgreSQL journal format this eventkernel writes."""
@@ -378,6 +379,23 @@ class PgJournal(JournalReader):
                 raise translate(e, doing) from e
         raise AssertionError("unreachable")
 
+    def _read(self, doing: str, fn: Callable[[Any], _T]) -> _T:
+        """One read, repeated once on a new connection when the shared reader
+        was found dropped (a server restart, a failover): a read has no effect."""
+        psycopg = _psycopg()
+        mine = self._tx is not None and self._owner == threading.get_ident()
+        for attempt in (1, 2):
+            try:
+                return super()._read(doing, fn)
+            except JournalError as e:
+                conn = self._reader
+                if attempt == 1 and not mine and isinstance(e.__cause__, psycopg.OperationalError) \
+                        and conn is not None and (conn.raw.closed or conn.raw.broken):
+                    log.info("the connection to %s was lost; reconnecting", redact(self.url))
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
     @contextmanager
     def _statement(self, doing: str) -> Iterator[Any]:
         """The connection a read of this thread uses: its transaction's, or the
@@ -594,8 +612,8 @@ class PgJournal(JournalReader):
         """(position, hex chain hash) of the head: an anchor for :meth:`verify`."""
         if self._tx is not None and self._owner == threading.get_ident():
             return self._tx.position, self._tx.hash.hex()
-        with self._statement("reading the head") as conn:
-            row = conn.raw.execute("SELECT position, hash FROM journal_head").fetchone()
+        row = self._read("reading the head",
+                         lambda conn: conn.raw.execute("SELECT position, hash FROM journal_head").fetchone())
         return int(row[0]), bytes(row[1]).hex()
 
     def wait(self, after: int, timeout_s: float) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import apsw
@@ -22,6 +22,8 @@ from eventkernel.registry import Services
 from eventkernel.secrets import Keyring
 from eventkernel.services.base import Context
 from eventkernel.validate import check_int, check_optional_text, check_text
+
+_T = TypeVar("_T")
 
 _PAGE = 1000
 
@@ -47,12 +49,17 @@ class JournalReader:
     def _statement(self, doing: str) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
+    def _read(self, doing: str, fn: Callable[[Any], _T]) -> _T:
+        """``fn`` of the connection ``_statement`` gives: one read (which an
+        engine may repeat on a new connection when the last one was dropped)."""
+        with self._statement(doing) as conn:
+            return fn(conn)
+
     @property
     def head(self) -> int:
         """The position of the last committed event (this thread's own
         transaction included); 0 when the journal is empty."""
-        with self._statement("reading the head") as conn:
-            return journal.head(conn)[0]
+        return self._read("reading the head", lambda conn: journal.head(conn)[0])
 
     def read(
         self,
@@ -113,8 +120,11 @@ class JournalReader:
         remaining = limit
         while remaining is None or remaining > 0:
             n = _PAGE if remaining is None else min(_PAGE, remaining)
-            with self._statement(where) as conn:
-                rows = list(journal.read_rows(conn, after=after, limit=n, page=n, **filters))
+
+            def page(conn: Any, after: int = after, n: int = n) -> list[tuple[Any, ...]]:
+                return list(journal.read_rows(conn, after=after, limit=n, page=n, **filters))
+
+            rows = self._read(where, page)
             yield from rows
             if len(rows) < n:
                 return
@@ -125,8 +135,7 @@ class JournalReader:
     def stream_version(self, stream: str) -> int:
         """The stream's current version (0 when it has no events)."""
         check_text("stream_version", "stream", stream, max_len=journal.MAX_STREAM_LEN)
-        with self._statement("reading a stream version") as conn:
-            return journal.stream_version(conn, stream)
+        return self._read("reading a stream version", lambda conn: journal.stream_version(conn, stream))
 
 
 class Reader(JournalReader, Services):

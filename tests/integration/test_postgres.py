@@ -138,7 +138,7 @@ def test_a_connection_lost_at_commit_is_an_unknown_outcome_safe_to_retry(pg_url:
         assert j.verify().ok
 
 
-def test_a_server_restart_between_appends_does_not_fail_the_next_one(pg_cluster: Any, pg_url: str) -> None:
+def test_a_server_restart_between_appends_or_reads_does_not_fail_the_next_one(pg_cluster: Any, pg_url: str) -> None:
     with postgres.open_journal(pg_url) as j:
         assert j.append("note:a", [Noted(text="before")]) == 1
         pg_cluster.stop("fast")
@@ -148,6 +148,15 @@ def test_a_server_restart_between_appends_does_not_fail_the_next_one(pg_cluster:
         with j.transaction():
             j.append("note:a", [Noted(text="in a transaction")])
         assert j.stream_version("note:a") == 3
+        pg_cluster.stop("fast")  # and its reads: the shared reader the server dropped is replaced
+        pg_cluster.start()
+        assert j.head == 3 and j.stream_version("note:a") == 3
+        pg_cluster.stop("fast")
+        pg_cluster.start()
+        assert [e.event.text for e in j.read(stream="note:a")] == ["before", "after", "in a transaction"]
+        pg_cluster.stop("fast")
+        pg_cluster.start()
+        assert j.stream_version("note:a") == 3 and j.head_hash()[0] == 3
 
 
 def test_wait_wakes_on_a_commit_and_times_out_without_one(pg_url: str) -> None:
