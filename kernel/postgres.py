@@ -47,7 +47,7 @@ import apsw
 from eventkernel import journal, pgtables, snapshots
 from eventkernel.clock import Clock
 from eventkernel.codec import Event
-from eventkernel.connection import Database, GroupCommit
+from eventkernel.connection import Database, GroupCommit, translating
 from eventkernel.errors import (
     CommitOutcomeUnknown,
     ConcurrencyConflict,
@@ -912,12 +912,13 @@ class Replica:
         whole = self.projector.recreated & self.tables.keys()
         session, self._session = self._session, None
         try:
-            if self.kept != (self.base, self.digest):
-                whole |= self._slow(raw, conn, head, whole)
-            elif whole:
-                pgtables.copy_whole(raw, conn, [(self.tables[name], None) for name in sorted(whole)])
-            if session is not None and not session.is_empty:
-                changes.add(session.changeset(), skip=whole)
+            with translating("reading the replica's changes for the server's projection tables"):
+                if self.kept != (self.base, self.digest):
+                    whole |= self._slow(raw, conn, head, whole)
+                elif whole:
+                    pgtables.copy_whole(raw, conn, [(self.tables[name], None) for name in sorted(whole)])
+                if session is not None and not session.is_empty:
+                    changes.add(session.changeset(), skip=whole)
         finally:
             if session is not None:
                 session.close()

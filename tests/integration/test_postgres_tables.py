@@ -296,3 +296,22 @@ def test_a_table_without_a_primary_key_stays_in_the_replicas(pg_url: str) -> Non
             assert b._replica.seeded == a.head  # type: ignore[union-attr]
             assert b.table("note_log")[1] == [("ann", "one")]
             _same_as_a_fold(b)
+
+
+def test_an_sqlite_error_reading_the_changes_is_the_kernels_and_writes_nothing(pg_url: str,
+                                                                               monkeypatch: Any) -> None:
+    import apsw
+
+    with eventkernel.open(pg_url) as k:
+        k.work.enqueue("first", {})
+
+        def broken(self: Any, changeset: bytes, skip: Any = ()) -> None:
+            raise apsw.IOError("disk I/O error")
+
+        monkeypatch.setattr(pgtables.Changes, "add", broken)
+        with refused(k, eventkernel.KernelError, "reading the replica's changes for the server's projection"):
+            k.work.enqueue("second", {})
+        monkeypatch.undo()
+        k.work.enqueue("third", {})  # the server's transaction was rolled back: its lock is free
+        assert [i.task_id for i in k.work.list()] == ["first", "third"]
+        assert server_tables(k) == kept_tables(k)
