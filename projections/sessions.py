@@ -313,6 +313,16 @@ def events(conn: apsw.Connection, session_id: str, *, after_seq: int = 0, limit:
     return [_load_event(r) for r in rows]
 
 
+def event_positions(conn: apsw.Connection, session_id: str, *, after_seq: int = 0,
+                    limit: int | None = None) -> builtins.list[int]:
+    """The journal positions of the session's events after ``after_seq``, in order."""
+    rows = conn.execute(
+        "SELECT position FROM session_events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (session_id, after_seq, -1 if limit is None else limit),
+    )
+    return [p for (p,) in rows]
+
+
 def event(conn: apsw.Connection, session_id: str, seq: int) -> SessionEvent | None:
     row = conn.execute(f"SELECT {_ECOLS} FROM session_events WHERE session_id = ? AND seq = ?", (session_id, seq)).fetchone()
     return None if row is None else _load_event(row)

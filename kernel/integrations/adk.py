@@ -27,6 +27,7 @@ Needs the ``adk`` extra (``google-adk``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import itertools
 import re
@@ -49,6 +50,7 @@ from google.adk.sessions import _session_util
 from google.adk.sessions.base_session_service import BaseSessionService, GetSessionConfig, ListSessionsResponse
 from google.adk.sessions.session import Session
 from google.adk.sessions.state import State
+from pydantic import BaseModel
 
 from eventkernel.aio import AsyncKernel
 from eventkernel.errors import ConcurrencyConflict, InvalidArgument, InvalidTransition, NotFound
@@ -123,25 +125,40 @@ class EventKernelSessionService(BaseSessionService):
         self.kernel, self._call = bind(kernel)
         # Building an Event from its JSON is most of a read (ADK's validators);
         # an event at a journal position never changes, so the built one is
-        # kept and each read gets its own deep copy.
-        self._built: OrderedDict[int, Event] = OrderedDict()
+        # kept (with its copy plan) and each read gets its own deep copy.
+        self._built: OrderedDict[int, tuple[Event, _Plan]] = OrderedDict()
         self._built_lock = threading.Lock()
+
+    def _cached(self, positions: Sequence[int]) -> list[Event] | None:
+        """Copies of the events kept at ``positions``, or None when one is not kept."""
+        built = self._built
+        with self._built_lock:
+            try:
+                kept = [built[p] for p in positions]
+            except KeyError:
+                return None
+            for p in positions:
+                built.move_to_end(p)
+        return [_copy(event, plan) for event, plan in kept]
 
     def _event(self, position: int, content: Any) -> Event:
         with self._built_lock:
-            built = self._built.get(position)
-            if built is not None:
+            found = self._built.get(position)
+            if found is not None:
                 self._built.move_to_end(position)
-        if built is None:
-            built = Event.model_validate(content)
-            self._keep(position, built)
-        return built.model_copy(deep=True)
+        if found is None:
+            event = Event.model_validate(content)
+            found = self._keep(position, event)
+        copied: Event = _copy(*found)
+        return copied
 
-    def _keep(self, position: int, event: Event) -> None:
+    def _keep(self, position: int, event: Event) -> tuple[Event, _Plan]:
+        found = (event, _plan(event))
         with self._built_lock:
-            self._built[position] = event
+            self._built[position] = found
             if len(self._built) > CACHED_EVENTS:
                 self._built.popitem(last=False)
+        return found
 
     # --- ADK's interface (each call on a thread: the event loop never waits on SQLite) ---
 
@@ -212,19 +229,19 @@ class EventKernelSessionService(BaseSessionService):
             recent = None if config is None else config.num_recent_events
             after_time = None if config is None else config.after_timestamp
             count = stored.event_count
+            start = 0 if recent is None or after_time is not None else max(0, count - recent)
             if recent == 0:
-                kept = []
-                last = self.kernel.sessions.events(key, after_seq=count - 1) if count else []
-            else:
-                start = 0 if recent is None or after_time is not None else max(0, count - recent)
-                kept = self.kernel.sessions.events(key, after_seq=start, limit=count - start)
-                last = kept[-1:]
-        events = [self._event(e.position, e.content) for e in kept]
+                start = max(0, count - 1)  # the last event alone, for the session's update time
+            events = self._cached(self.kernel.sessions.event_positions(key, after_seq=start)) if count else []
+            if events is None:  # some not built yet: read their content
+                events = [self._event(e.position, e.content) for e in self.kernel.sessions.events(key, after_seq=start)]
+        updated = events[-1].timestamp if events else stored.metadata["adk"]["created"]  # type: ignore[index]
+        if recent == 0:
+            events = []
         if after_time is not None:
             events = [e for e in events if e.timestamp >= after_time]
             if recent is not None:
                 events = events[-recent:] if recent else []
-        updated = last[0].content["timestamp"] if last else stored.metadata["adk"]["created"]  # type: ignore[index]
         return self._session(stored, events, updated)
 
     def list_sessions_sync(self, app_name: str, user_id: str | None = None) -> ListSessionsResponse:
@@ -310,7 +327,83 @@ class EventKernelSessionService(BaseSessionService):
             raise StaleSessionError(_STALE) from None
         session._storage_update_marker = str(expected + 1)
         session.last_update_time = event.timestamp
-        self._keep(appended.position, event.model_copy(deep=True))  # equal to the event built from its JSON
+        self._keep(appended.position, _copy(event, _plan(event)))  # equal to the event built from its JSON
+
+
+# --- copies of built events -------------------------------------------------------------
+#
+# A read hands out deep copies of the events kept, so that what a caller does
+# to them never reaches the next reader. ``model_copy(deep=True)`` walks every
+# field of every model on every copy; a kept event never changes, so where its
+# mutable values are is found once (its plan) and each copy visits only those.
+
+_ATOMIC = frozenset({type(None), bool, int, float, str, bytes})
+_set = object.__setattr__
+_Plan = tuple[Any, ...]
+_MODEL, _LIST, _DICT, _SET, _OTHER = 0, 1, 2, 3, 4
+# Models copied as pydantic copies them (ADK's Event has a faster copier of
+# the same result); one with a copier of its own is left to it.
+_PLAIN_COPIES = (BaseModel.__deepcopy__, Event.__deepcopy__)
+_FLAT_DICT, _FLAT_SET, _WHOLE = (_DICT, ()), (_SET,), (_OTHER,)
+
+
+def _plan(value: Any) -> _Plan:
+    """Where ``value``'s mutable parts are: for a model, its fields that hold
+    one (with theirs); for a list or a dict, its items'; a set of plain
+    values is copied as a set; anything else is copied whole (``deepcopy``)."""
+    cls = type(value)
+    if cls is dict:
+        if not value:
+            return _FLAT_DICT
+        items = []
+        for key, v in value.items():
+            if type(key) not in _ATOMIC:
+                return _WHOLE
+            if type(v) not in _ATOMIC:
+                items.append((key, _plan(v)))
+        return (_DICT, tuple(items)) if items else _FLAT_DICT
+    if cls is list:
+        return (_LIST, tuple([None if type(v) in _ATOMIC else _plan(v) for v in value]))
+    if isinstance(value, BaseModel) and cls.__deepcopy__ in _PLAIN_COPIES:
+        fields = []
+        for name, v in value.__dict__.items():
+            if type(v) not in _ATOMIC:
+                fields.append((name, _plan(v)))
+        return (_MODEL, tuple(fields))
+    if cls is set:
+        for v in value:
+            if type(v) not in _ATOMIC:
+                return _WHOLE
+        return _FLAT_SET
+    return _WHOLE
+
+
+def _copy(value: Any, plan: _Plan) -> Any:
+    """A deep copy of ``value`` following its plan (equal to ``model_copy(deep=True)``)."""
+    kind = plan[0]
+    if kind == _MODEL:
+        cls: type[BaseModel] = type(value)
+        clone = cls.__new__(cls)
+        fields = value.__dict__.copy()
+        for name, sub in plan[1]:
+            # A dict of plain values (most of an event's) is copied here, not by a call.
+            fields[name] = fields[name].copy() if sub is _FLAT_DICT else _copy(fields[name], sub)
+        _set(clone, "__dict__", fields)
+        extra, private = value.__pydantic_extra__, value.__pydantic_private__
+        _set(clone, "__pydantic_extra__", None if extra is None else copy.deepcopy(extra))
+        _set(clone, "__pydantic_fields_set__", set(value.__pydantic_fields_set__))
+        _set(clone, "__pydantic_private__", None if private is None else copy.deepcopy(private))
+        return clone
+    if kind == _LIST:
+        return [v if sub is None else _copy(v, sub) for v, sub in zip(value, plan[1])]
+    if kind == _DICT:
+        items = value.copy()
+        for key, sub in plan[1]:
+            items[key] = _copy(items[key], sub)
+        return items
+    if kind == _SET:
+        return set(value)
+    return copy.deepcopy(value)
 
 
 # --- memory ----------------------------------------------------------------------------

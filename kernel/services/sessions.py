@@ -276,3 +276,17 @@ class Sessions:
                 raise NotFound(f"{where} refused: no session {session_id!r}")
             return sessions.events(conn, session_id, after_seq=after_seq, limit=limit)
 
+    def event_positions(self, session_id: str, *, after_seq: int = 0, limit: int | None = None) -> builtins.list[int]:
+        """The journal positions of the conversation's events after
+        ``after_seq``, in order (each ``SessionEvent.position``): all a cache
+        of events kept by position needs, since the event at a position never
+        changes. Raises NotFound."""
+        where = "sessions.event_positions"
+        check_text(where, "session_id", session_id)
+        check_int(where, "after_seq", after_seq, minimum=0)
+        check_limit(where, limit)
+        with self._ctx.db.read(where) as conn:
+            if sessions.get_own(conn, session_id) is None:
+                raise NotFound(f"{where} refused: no session {session_id!r}")
+            return sessions.event_positions(conn, session_id, after_seq=after_seq, limit=limit)
+

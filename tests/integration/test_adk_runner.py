@@ -16,6 +16,7 @@ from google.adk.errors._stale_session_error import StaleSessionError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.runners import Runner
+from google.adk.sessions.base_session_service import GetSessionConfig
 from google.genai import types
 
 import eventkernel
@@ -163,5 +164,76 @@ def test_events_read_are_the_callers_own(tmp_path):
             assert again.events[0].actions.state_delta == {"k": [1]}
             fresh = await EventKernelSessionService(k).get_session(app_name="app", user_id="u", session_id="s")
             assert fresh.events == again.events
+
+    asyncio.run(main())
+
+
+def _rich(i: int) -> Event:
+    """An event with a value in every kind of mutable field: lists, dicts
+    nested in dicts, a set, bytes, models in lists."""
+    return Event(
+        invocation_id=f"inv-{i}", author="planner", timestamp=1_700_000_000.5 + i,
+        content=types.Content(role="model", parts=[
+            types.Part(text=f"turn {i}"),
+            types.Part.from_bytes(data=bytes([i]) * 8, mime_type="image/png"),
+            types.Part(function_call=types.FunctionCall(id=f"c{i}", name="search", args={"q": {"deep": [i]}})),
+        ]),
+        actions=EventActions(state_delta={"k": [i, {"n": i}]}, artifact_delta={"a.png": i}),
+        long_running_tool_ids={f"c{i}"}, custom_metadata={"trace": {"ids": [i]}},
+        usage_metadata=types.GenerateContentResponseUsageMetadata(prompt_token_count=i),
+    )
+
+
+def _spoil(event: Event) -> None:
+    """Change every mutable part of ``event`` in place."""
+    event.content.parts[0].text = "spoilt"
+    event.content.parts[1].inline_data.data = b"spoilt"
+    event.content.parts[2].function_call.args["q"]["deep"].append("spoilt")
+    event.content.parts.append(types.Part(text="extra"))
+    event.actions.state_delta["k"][1]["n"] = "spoilt"
+    event.actions.artifact_delta.clear()
+    event.long_running_tool_ids.add("spoilt")
+    event.custom_metadata["trace"]["ids"].append("spoilt")
+    event.usage_metadata.prompt_token_count = -1
+
+
+def test_every_mutable_part_of_a_read_event_is_the_callers_own(tmp_path):
+    """A read's copies share nothing mutable with the events the service
+    keeps, whether the event was kept when appended or built from the
+    journal, and they equal what ADK's own deep copy makes (field sets
+    included, for the kept ones); filtered reads agree between a warm service and a new one."""
+
+    async def main() -> None:
+        with eventkernel.open(str(tmp_path / "c.db")) as k:
+            service = EventKernelSessionService(k)
+            s = await service.create_session(app_name="app", user_id="u", session_id="s")
+            sent = [_rich(i) for i in range(4)]
+            for event in sent:
+                await service.append_event(s, event)
+            expected = [e.model_copy(deep=True) for e in sent]
+            for event in sent:
+                _spoil(event)  # the writer's own objects, changed after the append
+            for reader in (service, EventKernelSessionService(k)):  # kept at append; built from the journal
+                first = await reader.get_session(app_name="app", user_id="u", session_id="s")
+                assert first.events == expected
+                for got, want in zip(first.events, expected):
+                    if reader is service:  # the copy of a copy: pydantic's record of the fields given, too
+                        assert got.model_fields_set == want.model_fields_set
+                        assert got.content.parts[2].model_fields_set == want.content.parts[2].model_fields_set
+                    _spoil(got)
+                again = await reader.get_session(app_name="app", user_id="u", session_id="s")
+                assert again.events == expected
+            cold = EventKernelSessionService(k)
+            for config in (GetSessionConfig(num_recent_events=2), GetSessionConfig(num_recent_events=0),
+                           GetSessionConfig(after_timestamp=1_700_000_002.0),
+                           GetSessionConfig(after_timestamp=1_700_000_001.0, num_recent_events=1)):
+                warm_read = await service.get_session(app_name="app", user_id="u", session_id="s", config=config)
+                cold_read = await EventKernelSessionService(k).get_session(
+                    app_name="app", user_id="u", session_id="s", config=config)
+                assert warm_read.events == cold_read.events
+                assert warm_read.last_update_time == cold_read.last_update_time == sent[-1].timestamp
+            assert [e.invocation_id for e in (await cold.get_session(
+                app_name="app", user_id="u", session_id="s", config=GetSessionConfig(num_recent_events=2))).events] \
+                == ["inv-2", "inv-3"]
 
     asyncio.run(main())

@@ -25,7 +25,7 @@ LAYERS = [
 ]
 # What each integration may import besides the library: its extra's framework.
 INTEGRATIONS = {"langgraph.py": {"langgraph", "langchain_core"}, "langgraph_store.py": {"langgraph"},
-                "adk.py": {"google"}}
+                "adk.py": {"google", "pydantic"}}  # ADK's models are pydantic's (a dependency of google-adk)
 # The library modules that use an optional extra's library when it is installed.
 OPTIONAL = {"secrets.py": {"cryptography"}, "documents.py": {"numpy"}, "postgres.py": {"psycopg"}}
 # The folders that install as the one import package (pyproject's package-dir).

@@ -42,6 +42,10 @@ def test_events_are_chronological_and_apply_their_state_delta(k, clock):
     assert k.sessions.events(s.session_id) == [e1, e2]
     assert k.sessions.events(s.session_id, after_seq=1) == [e2]
     assert k.sessions.events(s.session_id, limit=1) == [e1]
+    assert k.sessions.event_positions(s.session_id) == [e1.position, e2.position]
+    assert e1.position < e2.position
+    assert k.sessions.event_positions(s.session_id, after_seq=1) == [e2.position]
+    assert k.sessions.event_positions(s.session_id, limit=1) == [e1.position]
     got = k.sessions.get(s.session_id)
     assert (got.status, got.state, got.event_count, got.updated_at) == ("active", {"n": 2}, 2, clock())
 
@@ -84,6 +88,7 @@ def test_unknown_sessions(k):
     for call in (
         lambda: k.sessions.get("nope"),
         lambda: k.sessions.events("nope"),
+        lambda: k.sessions.event_positions("nope"),
         lambda: k.sessions.append_event("nope", actor="a", content=1),
         lambda: k.sessions.set_status("nope", "active"),
     ):
