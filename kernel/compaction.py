@@ -179,8 +179,82 @@ def payload_positions(projector: Projector) -> str | None:
     return " UNION ".join(parts) if parts else None
 
 
-def compact(where: str, db: Database, projector: Projector, now: Any, position: int, path: str) -> Compaction:
-    """Move the events up to ``position`` into the archive at ``path`` (see the module)."""
+class Base(msgspec.Struct, frozen=True, kw_only=True):
+    """What a compaction recorded in the file, for the journal on PostgreSQL
+    (:class:`eventkernel.postgres.Replica` sends it with the transaction's
+    COMMIT): the base row, the projections there as an image, and the
+    payloads kept."""
+
+    position: int
+    hash: bytes
+    recorded_at: int
+    archive: str
+    compacted_at: int
+    projections: str
+    page_size: int
+    image: bytes
+    payloads: list[tuple[Any, ...]]
+
+
+class Rebase(msgspec.Struct, frozen=True, kw_only=True):
+    """What an erasure reaching into the archive changed at the base, for
+    the journal on PostgreSQL: the projections there made again without the
+    erased events, and the kept payloads it dropped."""
+
+    position: int
+    projections: str
+    page_size: int
+    image: bytes
+    dropped: list[int]
+
+
+def record(conn: apsw.Connection, projector: Projector, position: int, head_hash: bytes, recorded_at: int,
+           archive: str, compacted_at: int, img: bytes, size: int) -> tuple[int, int]:
+    """In the open write transaction: record the base at ``position`` (its
+    row, each stream's version there, the correlation ids and the payloads
+    live rows still read of the events up to it, the projections there as a
+    full snapshot) and delete the journal's rows up to it. Returns (rows
+    deleted, payloads kept)."""
+    counted: Any = conn.execute("SELECT count(*) FROM journal WHERE position <= ?", (position,)).fetchone()
+    moved = int(counted[0])
+    conn.execute(
+        "INSERT INTO journal_base (position, hash, recorded_at, archive, compacted_at) VALUES (?, ?, ?, ?, ?)",
+        (position, head_hash, recorded_at, archive, compacted_at),
+    )
+    conn.execute(
+        "INSERT INTO base_streams (stream, version) SELECT stream, max(version) FROM journal WHERE position <= ? "
+        "GROUP BY stream ON CONFLICT (stream) DO UPDATE SET version = excluded.version", (position,),
+    )
+    conn.execute(
+        "INSERT OR IGNORE INTO base_correlations (correlation_id) SELECT DISTINCT correlation_id FROM journal "
+        "WHERE position <= ? AND correlation_id IS NOT NULL", (position,),
+    )
+    kept = 0
+    payloads = payload_positions(projector)
+    if payloads is not None:
+        conn.execute(
+            "INSERT OR REPLACE INTO base_payloads (position, stream, type, schema, data, correlation_id) "
+            f"SELECT position, stream, type, schema, data, correlation_id FROM journal WHERE position <= ? "
+            f"AND position IN ({payloads})", (position,),
+        )
+        kept = int(conn.changes())
+        # Those no live row reads any more (an earlier base's) go.
+        conn.execute(f"DELETE FROM base_payloads WHERE position NOT IN ({payloads})")
+    snapshots.drop_from(conn, 0, keep_base=False)
+    _store_full(conn, projector, position, img, size, compacted_at)
+    conn.execute("DELETE FROM journal WHERE position <= ?", (position,))
+    conn.execute("DELETE FROM erased WHERE position <= ?", (position,))
+    return moved, kept
+
+
+def compact(where: str, db: Database, projector: Projector, now: Any, position: int, path: str,
+            replica: Any = None) -> Compaction:
+    """Move the events up to ``position`` into the archive at ``path`` (see
+    the module). With ``replica`` (the journal is on PostgreSQL, ``db`` its
+    replica), the archive is written from the replica and the base is
+    recorded on the server too, in one transaction of both."""
+    if replica is not None:
+        replica.pull()  # (the replica at the server's head: the archive is written from it)
     with db.read(where) as conn:
         head = journal.head(conn)[0]
         current = journal.base(conn)
@@ -201,40 +275,22 @@ def compact(where: str, db: Database, projector: Projector, now: Any, position: 
         _write_archive(where, db, position, head_hash, path)
     img, size = _base_image(db, projector, position)
     before = os.path.getsize(db.path)
-    payloads = payload_positions(projector)
-    with db.write(where) as conn:
+    with db.write(where) as conn:  # (on PostgreSQL: under the server's lock, the replica caught up)
         if snapshots._marker(conn) != marker or journal.base(conn) != current:
             raise JournalError(f"{where} failed: an erasure or another compaction ran meanwhile; compact again "
                                f"(the archive {path!r} is kept and will be used)")
-        counted: Any = conn.execute("SELECT count(*) FROM journal WHERE position <= ?", (position,)).fetchone()
-        moved = int(counted[0])
-        conn.execute(
-            "INSERT INTO journal_base (position, hash, recorded_at, archive, compacted_at) VALUES (?, ?, ?, ?, ?)",
-            (position, head_hash, recorded_at, path, now()),
-        )
-        conn.execute(
-            "INSERT INTO base_streams (stream, version) SELECT stream, max(version) FROM journal WHERE position <= ? "
-            "GROUP BY stream ON CONFLICT (stream) DO UPDATE SET version = excluded.version", (position,),
-        )
-        conn.execute(
-            "INSERT OR IGNORE INTO base_correlations (correlation_id) SELECT DISTINCT correlation_id FROM journal "
-            "WHERE position <= ? AND correlation_id IS NOT NULL", (position,),
-        )
-        kept = 0
-        if payloads is not None:
-            conn.execute(
-                "INSERT OR REPLACE INTO base_payloads (position, stream, type, schema, data, correlation_id) "
-                f"SELECT position, stream, type, schema, data, correlation_id FROM journal WHERE position <= ? "
-                f"AND position IN ({payloads})", (position,),
+        compacted_at = now()
+        moved, kept = record(conn, projector, position, head_hash, recorded_at, path, compacted_at, img, size)
+        if replica is not None:
+            replica.compacting = Base(
+                position=position, hash=head_hash, recorded_at=recorded_at, archive=path, compacted_at=compacted_at,
+                projections=snapshots.key(projector), page_size=size, image=img,
+                payloads=[tuple(r) for r in conn.execute(
+                    "SELECT position, stream, type, schema, data, correlation_id FROM base_payloads ORDER BY position")],
             )
-            kept = int(conn.changes())
-            # Those no live row reads any more (an earlier base's) go.
-            conn.execute(f"DELETE FROM base_payloads WHERE position NOT IN ({payloads})")
-        snapshots.drop_from(conn, 0, keep_base=False)
-        _store_full(conn, projector, position, img, size, now())
-        conn.execute("DELETE FROM journal WHERE position <= ?", (position,))
-        conn.execute("DELETE FROM erased WHERE position <= ?", (position,))
     db.vacuum(where)  # the moved rows' pages back to the file system
+    if replica is not None:
+        replica.pg.vacuum()  # the server's dead rows made reusable
     try:
         db.checkpoint("truncate")
     except JournalError:

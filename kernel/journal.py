@@ -151,10 +151,13 @@ def head(conn: apsw.Connection) -> tuple[int, bytes]:
 
 
 def head_row(conn: apsw.Connection) -> tuple[int, bytes, int]:
-    """(position, hash, recorded_at) of the last event; (0, GENESIS_HASH, 0) when empty."""
+    """(position, hash, recorded_at) of the last event; when there is none,
+    the base's (a replica started at a compacted journal's base), else
+    (0, GENESIS_HASH, 0)."""
     for row in conn.execute("SELECT position, hash, recorded_at FROM journal ORDER BY position DESC LIMIT 1"):
         return row[0], row[1], row[2]
-    return 0, GENESIS_HASH, 0
+    found = base(conn)
+    return (0, GENESIS_HASH, 0) if found is None else (found[0], found[1], found[2])
 
 
 def base(conn: apsw.Connection) -> tuple[int, bytes, int, str] | None:

@@ -228,29 +228,32 @@ class Kernel(Reader):
         except BaseException:
             pg.close()
             raise
+        base = pg.base()
+        replica.server_base = 0 if base is None else base[0]
         with self._db.statement("reading the replica's head") as conn:
             position, hash_ = journal.head(conn)
         if position:
-            found = next(iter(pg.rows(position - 1, position)), None)
-            if found is None or bytes(found[10]) != hash_:
+            if position < replica.server_base:
+                raise JournalError(f"open refused: {replica._behind(position)}")
+            if base is not None and position == base[0]:
+                theirs: bytes | None = base[1]  # (the event is in the archive; its hash is the base's)
+            else:
+                found = next(iter(pg.rows(position - 1, position)), None)
+                theirs = None if found is None else bytes(found[10])
+            if theirs != hash_:
                 raise JournalCorrupt(
                     f"open refused: {self._db.path!r} is not a replica of the journal on {postgres.redact(url)} "
                     f"(schema {schema!r}): its event {position} is not the server's"
                 )
+        replica.start_from_base()  # (a new replica of a compacted journal: from the projections at its base)
         replica.seed()  # (a new replica: from the server's tables, when they can be trusted to be its own)
         replica.pull(50_000)
+        replica.follow_base()  # (a compaction made on the server while this replica was closed)
         if clock is None:
             self._ctx.clock = replica.clock
         self._db.shared = replica
         replica.refresh_tables()
         replica.start()
-
-    def _local_only(self, where: str, what: str) -> None:
-        if self._replica is not None:
-            raise InvalidArgument(
-                f"{where} refused: {what} rewrites the journal itself, and this kernel's journal is shared on "
-                f"PostgreSQL ({postgres.redact(self._replica.pg.url)}), where eventkernel does not do that yet"
-            )
 
     def _remove_scratch(self) -> None:
         if self._scratch is not None:
@@ -606,9 +609,16 @@ class Kernel(Reader):
                         # The projections at the base, made again without the archived events.
                         assert base is not None
                         snapshots.drop_from(conn, 0, keep_base=False)
-                        compaction._store_full(conn, self._projector, base[0], *behind.base_image(), now)
+                        image, size = behind.base_image()
+                        compaction._store_full(conn, self._projector, base[0], image, size, now)
+                        dropped = [p for (p,) in conn.execute(f"SELECT position FROM base_payloads WHERE {column}",
+                                                              args)]
                         conn.execute(f"DELETE FROM base_payloads WHERE {column}", args)
                         touched = [m.NAME for m in self._projector.modules]
+                        if self._replica is not None:  # the server's copy of the base, made the same
+                            self._replica.rebasing = compaction.Rebase(
+                                position=base[0], projections=snapshots.key(self._projector), page_size=size,
+                                image=image, dropped=dropped)
                     elif rows:
                         # Snapshots from the first erased event on hold what it erased.
                         snapshots.drop_from(conn, rows[0][0])
@@ -662,7 +672,6 @@ class Kernel(Reader):
         Command ids and event ids of moved events are forgotten: a retry
         after the compaction runs again."""
         where = "compact"
-        self._local_only(where, "compacting")
         if self._db.owns_write():
             raise InvalidArgument(f"{where} refused: inside this thread's transaction (a compaction commits and "
                                   "rewrites the file on its own)")
@@ -680,7 +689,7 @@ class Kernel(Reader):
             raise InvalidArgument(f"{where} refused: the archive cannot be the journal itself")
         if not os.path.isdir(os.path.dirname(path)):
             raise InvalidArgument(f"{where} refused: the directory {os.path.dirname(path)!r} does not exist")
-        done = compaction.compact(where, self._db, self._projector, self._ctx.now, before - 1, path)
+        done = compaction.compact(where, self._db, self._projector, self._ctx.now, before - 1, path, self._replica)
         if self._snapshotter is not None:
             self._snapshotter.latest = None
         return done

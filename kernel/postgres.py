@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 
 import apsw
 
-from eventkernel import journal, pgtables, snapshots
+from eventkernel import compaction, journal, pgtables, snapshots
 from eventkernel.clock import Clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, GroupCommit, translating
@@ -195,7 +195,7 @@ class _Tx:
             return
         self.flush()
         raw = self.conn.raw
-        version = None if stream in self.versions else raw.execute(_VERSION, (stream,))
+        version = None if stream in self.versions else raw.execute(_VERSION, {"s": stream})
         found = [None if i is None else raw.execute(_BY_ID, (i,)) for i in ids]
         self.asked = (stream, ids, version, found)
 
@@ -216,10 +216,14 @@ class _Tx:
 
 # The erased payloads a replica at a position has not seen: of rows after it, or erased by an event after it.
 _ERASED_AFTER = "SELECT position, data_digest, meta_digest, erasure FROM erased WHERE (position > %s OR erasure > %s)"
-_VERSION = "SELECT coalesce(max(version), 0) FROM journal WHERE stream = %s"
+# (a stream whose events all moved to a compaction's archive: its version at the base)
+_VERSION = ("SELECT coalesce((SELECT max(version) FROM journal WHERE stream = %(s)s), "
+            "(SELECT version FROM base_streams WHERE stream = %(s)s), 0)")
 _BY_ID = f"SELECT {journal.COLUMNS} FROM journal WHERE event_id = %s"
 _HEAD = "SELECT position, hash, recorded_at, {now} FROM journal_head FOR UPDATE"
-_REPLICA_HEAD = f"SELECT position, hash, recorded_at, {_NOW_MS}, tables_position, tables FROM journal_head FOR UPDATE"
+_REPLICA_HEAD = (f"SELECT position, hash, recorded_at, {_NOW_MS}, tables_position, tables, base FROM journal_head "
+                 "FOR UPDATE")
+_BASE_NOTICE = "base:"  # the payload of a compaction's NOTIFY: "base:<position>"
 _CONSUMER = "SELECT position FROM consumer_positions WHERE name = %s"
 _MOVE_CONSUMER = (
     "INSERT INTO consumer_positions (name, position, updated_at) VALUES (%s, %s, %s) "
@@ -274,6 +278,7 @@ class PgJournal(JournalReader):
         # A channel of this journal object alone, on which interrupt() wakes a wait.
         self._wake = f"eventkernel.wake.{os.getpid()}.{id(self):x}"
         self._interrupted = False
+        self.base_notified = 0  # the newest base a compaction's notification announced to wait()
         self._writer = self._connect()
         try:
             self._prepare(create)
@@ -322,6 +327,11 @@ class PgJournal(JournalReader):
                         "SELECT to_regclass(%s)", (f'"{self.schema}".projection_tables',)).fetchone()[0] is None:
                     # the projections' tables (eventkernel.pgtables): added to a schema made without them
                     ddl = importlib.resources.files("eventkernel.schema").joinpath("postgres/0002_tables.sql")
+                    conn.raw.execute(ddl.read_text(encoding="utf-8"))
+                if (row is None or row[0] is None or row[0] <= FORMAT) and conn.raw.execute(
+                        "SELECT to_regclass(%s)", (f'"{self.schema}".journal_base',)).fetchone()[0] is None:
+                    # compaction (journal_base and what goes with it): added to a schema made without it
+                    ddl = importlib.resources.files("eventkernel.schema").joinpath("postgres/0003_compaction.sql")
                     conn.raw.execute(ddl.read_text(encoding="utf-8"))
         except psycopg.Error as e:
             raise translate(e, f"opening the journal in schema {self.schema!r}") from e
@@ -618,7 +628,8 @@ class PgJournal(JournalReader):
 
     def wait(self, after: int, timeout_s: float) -> int:
         """Block until the head passes ``after`` (a ``NOTIFY`` of the commit
-        wakes it) or ``timeout_s`` elapses; the head either way."""
+        wakes it), a compaction is announced (``base_notified``) or
+        ``timeout_s`` elapses; the head either way."""
         check_int("wait", "after", after, minimum=0)
         psycopg = _psycopg()
         from psycopg import sql
@@ -642,8 +653,10 @@ class PgJournal(JournalReader):
                     remaining = deadline - time.monotonic()
                     if head > after or remaining <= 0 or self._interrupted:
                         return head
-                    for _ in listener.notifies(timeout=remaining, stop_after=1):
-                        pass
+                    for notice in listener.notifies(timeout=remaining, stop_after=1):
+                        if notice.payload.startswith(_BASE_NOTICE):  # a compaction: the head did not move
+                            self.base_notified = max(self.base_notified, int(notice.payload[len(_BASE_NOTICE):]))
+                            return head
             except psycopg.Error as e:
                 if self._listener is not None:
                     self._listener.close()
@@ -667,14 +680,23 @@ class PgJournal(JournalReader):
             return [tuple(r) for r in conn.raw.execute(
                 "SELECT position, data_digest, meta_digest, erasure FROM erased ORDER BY position")]
 
+    def base(self) -> tuple[int, bytes, int, str] | None:
+        """(position, hash, recorded_at, archive) of the journal's base — the
+        last event a compaction moved to an archive — or None (the journal
+        starts at position 1)."""
+        found = self._query("reading the journal's base", "SELECT position, hash, recorded_at, archive FROM "
+                            "journal_base ORDER BY position DESC LIMIT 1")
+        return None if not found else (int(found[0][0]), bytes(found[0][1]), int(found[0][2]), str(found[0][3]))
+
     def verify(self, *, anchor: tuple[int, str] | None = None, limit: int = 50) -> VerifyReport:
-        """Dense positions from 1, dense stream versions, the hash chain (as
-        on SQLite, erased payloads by their digests), the head row, and
-        ``anchor`` (a ``(position, hex hash)`` kept from an earlier report).
-        Never raises for what it finds."""
+        """Dense positions from 1 (after a compaction, from its base), dense
+        stream versions, the hash chain (as on SQLite, erased payloads by
+        their digests), the head row, and ``anchor`` (a ``(position, hex
+        hash)`` kept from an earlier report). Never raises for what it finds."""
         problems: list[str] = []
         bad: list[int] = []
         prev, last = journal.GENESIS_HASH, 0
+        versions: dict[str, int] = {}
 
         def problem(text: str, position: int | None = None) -> None:
             if len(problems) < limit:
@@ -683,9 +705,16 @@ class PgJournal(JournalReader):
                 bad.append(position)
 
         try:
+            base = self.base()
+            if base is not None:  # the chain goes on from the archive's head
+                last, prev = base[0], base[1]
+                versions = dict(self._query("reading the streams' versions at the base",
+                                            "SELECT stream, version FROM base_streams"))
+                if anchor is not None and anchor[0] < last:
+                    problem(f"the anchor is at position {anchor[0]}, before the journal's base {last}: check it "
+                            f"against the archive {base[3]!r}")
             erased = {r[0]: r for r in self.erased_rows()}
-            versions: dict[str, int] = {}
-            for row in self.rows():
+            for row in self.rows(last):
                 position, stream, version, _, _, data, meta, _, _, _, h = row
                 if position != last + 1:
                     problem(f"positions jump from {last} to {position}", last + 1)
@@ -781,6 +810,10 @@ class Replica:
         self.rewritten = 0  # ... and how many of them the last rewrite covered
         self.truncate_due = False  # and then its WAL truncated
         self._positions: dict[str, tuple[int, int]] = {}  # consumers moved by the open transaction
+        self.compacting: compaction.Base | None = None  # a compaction of the open transaction, sent with it
+        self.rebasing: compaction.Rebase | None = None  # an erasure's new base projections, sent with it
+        self.server_base = 0  # the server's base (compaction) as last read
+        self._followed_base = 0  # the base the replica recorded (follow_base)
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
 
@@ -820,6 +853,9 @@ class Replica:
         assert row is not None
         self.base, self.server_now = int(row[0]), int(row[3])
         self.kept = (int(row[4]), str(row[5]))
+        self.server_base = max(self.server_base, int(row[6]))
+        if local[0] < self.server_base:
+            raise JournalError(self._behind(local[0]))
         if rows:
             self._apply(conn, [tuple(r) for r in rows], local, erased)
         elif self.base != local[0] or (self.base and bytes(row[1]) != local[1]):
@@ -873,6 +909,13 @@ class Replica:
                                 (journal.ERASED_DATA, [e[0] for e in erasing]))
                 for name, (position, at) in self._positions.items():
                     raw.execute(_MOVE_CONSUMER, (name, position, at))
+                if self.compacting is not None:
+                    self._send_compaction(raw, self.compacting)
+                if self.rebasing is not None:
+                    r = self.rebasing
+                    raw.execute("UPDATE base_image SET projections = %s, page_size = %s, image = %s "
+                                "WHERE position = %s", (r.projections, r.page_size, r.image, r.position))
+                    raw.execute("DELETE FROM base_payloads WHERE position = ANY(%s)", (r.dropped,))
                 committing = True
                 raw.execute("COMMIT")
             self.known = max(self.known, rows[-1][0] if rows else self.base)
@@ -891,14 +934,143 @@ class Replica:
             raise
         finally:
             self._positions.clear()
+            self.compacting = self.rebasing = None
             self.sending = 0
             self._unwatch()
 
     def rollback(self) -> None:
         self._positions.clear()
+        self.compacting = self.rebasing = None
         self._unwatch()
         if self.pg._writer is not None:
             self.pg._rollback(self.pg._writer)
+
+    # compaction --------------------------------------------------------------
+
+    def _behind(self, position: int) -> str:
+        return (f"{self.db.path!r} cannot follow the journal on {redact(self.pg.url)}: the replica holds it up "
+                f"to position {position}, and the server's journal was compacted after that (its base is "
+                f"{self.server_base}; the events up to it are in an archive only): open the kernel with a new "
+                "replica (the default, or remove this file), which starts from the server's base")
+
+    def _send_compaction(self, raw: Any, base: compaction.Base) -> None:
+        """The base a compaction recorded in the replica, recorded on the server
+        in the same transaction, and the moved rows deleted there too (in the
+        COMMIT's pipeline)."""
+        p = base.position
+        raw.execute("INSERT INTO journal_base (position, hash, recorded_at, archive, compacted_at) "
+                    "VALUES (%s, %s, %s, %s, %s)", (p, base.hash, base.recorded_at, base.archive, base.compacted_at))
+        raw.execute("DELETE FROM base_image")
+        raw.execute("INSERT INTO base_image (position, projections, page_size, image) VALUES (%s, %s, %s, %s)",
+                    (p, base.projections, base.page_size, base.image))
+        raw.execute("INSERT INTO base_streams (stream, version) SELECT stream, max(version) FROM journal "
+                    "WHERE position <= %s GROUP BY stream ON CONFLICT (stream) DO UPDATE SET version = "
+                    "excluded.version", (p,))
+        raw.execute("INSERT INTO base_correlations (correlation_id) SELECT DISTINCT correlation_id FROM journal "
+                    "WHERE position <= %s AND correlation_id IS NOT NULL ON CONFLICT DO NOTHING", (p,))
+        raw.execute("DELETE FROM base_payloads")
+        if base.payloads:
+            with raw.cursor() as cur:
+                cur.executemany("INSERT INTO base_payloads (position, stream, type, schema, data, correlation_id) "
+                                "VALUES (%s, %s, %s, %s, %s, %s)", base.payloads)
+        raw.execute("DELETE FROM erased WHERE position <= %s", (p,))
+        raw.execute("DELETE FROM journal WHERE position <= %s", (p,))
+        raw.execute("UPDATE journal_head SET base = %s", (p,))
+        raw.execute("SELECT pg_notify(%s, %s)", (self.pg.channel, f"{_BASE_NOTICE}{p}"))
+        self.server_base = p
+
+    def follow_base(self) -> int:
+        """Record in the replica a compaction made on the server since it last
+        looked (its base row, the projections there as a snapshot built here,
+        the moved rows deleted, the file rewritten), as :meth:`compaction.record`
+        does on SQLite; the archive stays where it was written. Returns the
+        replica's base position."""
+        with self.db.statement("reading the replica's base") as conn:
+            mine = journal.base(conn)
+            head = journal.head(conn)[0]
+        start = 0 if mine is None else mine[0]
+        target = max(self.server_base, self.pg.base_notified)
+        if target <= start:
+            self._followed_base = start
+            return start
+        found = self.pg._query("reading the journal's base", "SELECT position, hash, recorded_at, archive, "
+                               "compacted_at FROM journal_base WHERE position > %s ORDER BY position", (start,))
+        if not found:
+            self._followed_base = start
+            return start
+        if head < int(found[-1][0]):
+            head = self.pull()
+            if head < int(found[-1][0]):
+                raise JournalError(self._behind(head))
+        where = "following a compaction of the journal on PostgreSQL"
+        for position, hash_, recorded_at, archive, compacted_at in found:
+            img, size = compaction._base_image(self.db, self.projector, int(position))
+            with self.db.write(where, shared=False) as conn:
+                now = journal.base(conn)
+                if now is not None and now[0] >= int(position):
+                    continue  # (recorded meanwhile: this process's own compaction, committing as it was notified)
+                row = conn.execute("SELECT hash FROM journal WHERE position = ?", (int(position),)).fetchone()
+                if row is None or bytes(row[0]) != bytes(hash_):
+                    raise JournalCorrupt(f"{self.db.path!r} is not a replica of the journal on "
+                                         f"{redact(self.pg.url)}: its event {position} is not the server's base")
+                compaction.record(conn, self.projector, int(position), bytes(hash_), int(recorded_at), str(archive),
+                                  int(compacted_at), img, size)
+            start = int(position)
+        self.server_base = max(self.server_base, start)
+        self._followed_base = start
+        self.db.vacuum(where)
+        self.truncate_due = True  # (the WAL truncated by the follower's next round)
+        return start
+
+    def start_from_base(self) -> int:
+        """Start an empty replica of a compacted journal at the server's base:
+        in one snapshot of the server, its base rows, each stream's version,
+        the correlation ids and payloads kept, and the projections there (the
+        image the compaction stored, which must hold this process's
+        projections at their versions); :meth:`pull` goes on from there.
+        Returns the base (0: the journal is not compacted)."""
+        with self.db.statement("reading the replica's head") as conn:
+            if journal.head(conn)[0]:
+                return 0
+        psycopg = _psycopg()
+        pg = self.pg._connect()
+        try:
+            with pg.raw.transaction():
+                pg.raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                bases = [tuple(r) for r in pg.raw.execute(
+                    "SELECT position, hash, recorded_at, archive, compacted_at FROM journal_base ORDER BY position")]
+                if not bases:
+                    return 0
+                image = pg.raw.execute("SELECT position, projections, page_size, image FROM base_image").fetchone()
+                streams = [tuple(r) for r in pg.raw.execute("SELECT stream, version FROM base_streams")]
+                correlations = [tuple(r) for r in pg.raw.execute("SELECT correlation_id FROM base_correlations")]
+                payloads = [tuple(r) for r in pg.raw.execute(
+                    "SELECT position, stream, type, schema, data, correlation_id FROM base_payloads")]
+        except psycopg.Error as e:
+            raise translate(e, "reading the server's base into the replica") from e
+        finally:
+            pg.raw.close()
+        position = int(bases[-1][0])
+        mine = snapshots.key(self.projector)
+        if image is None or int(image[0]) != position or str(image[1]) != mine:
+            raise JournalError(
+                f"{self.db.path!r} cannot start as a replica of the journal on {redact(self.pg.url)}: the journal "
+                f"starts after position {position} (the events before it are in the archive {bases[-1][3]!r}), and "
+                f"the projections stored there are {'missing' if image is None else repr(str(image[1]))}, not this "
+                f"process's {mine!r} (a projection added or changed version since the compaction)"
+            )
+        with self.db.write("starting the replica at the server's base", shared=False) as conn:
+            conn.executemany("INSERT INTO journal_base (position, hash, recorded_at, archive, compacted_at) "
+                             "VALUES (?, ?, ?, ?, ?)", bases)
+            conn.executemany("INSERT INTO base_streams (stream, version) VALUES (?, ?)", streams)
+            conn.executemany("INSERT INTO base_correlations (correlation_id) VALUES (?)", correlations)
+            conn.executemany("INSERT INTO base_payloads (position, stream, type, schema, data, correlation_id) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", payloads)
+            compaction._store_full(conn, self.projector, position, bytes(image[3]), int(image[2]),
+                                   int(bases[-1][4]))
+        self.projector.rebuild(self.db, [m.NAME for m in self.projector.modules])  # (the projections at the base)
+        self.server_base = max(self.server_base, position)
+        return position
 
     # the projections' tables on the server ---------------------------------
 
@@ -1125,6 +1297,8 @@ class Replica:
         self.db.appended = True
         if mine:
             self._forget(conn, mine)
+        if any(r[3] == "journal.payloads_erased" and r[6] is not None and '"archive"' in r[6] for r in rows):
+            self._rebase(conn)
 
     def _forget(self, conn: apsw.Connection, positions: list[int]) -> None:
         """Blank the payloads at ``positions`` (erased on the server) that the
@@ -1145,6 +1319,36 @@ class Replica:
                 self.projector.rebuild(self.db, touched)
         finally:
             conn.pragma("secure_delete", False)
+        self.forgotten += 1
+
+    def _rebase(self, conn: apsw.Connection) -> None:
+        """After following an erasure that reached the archive (events before
+        the base): the projections at the base as the server now holds them
+        (made again without the erased events), the payloads it no longer
+        keeps dropped, every projection rebuilt, the file rewritten."""
+        mine = journal.base(conn)
+        if mine is None:
+            return
+        found = self.pg._query("reading the projections at the journal's base",
+                               "SELECT projections, page_size, image FROM base_image WHERE position = %s", (mine[0],))
+        kept = {int(r[0]) for r in self.pg._query("reading the payloads kept at the base",
+                                                  "SELECT position FROM base_payloads")}
+        if not found or str(found[0][0]) != snapshots.key(self.projector):
+            # (a newer compaction replaced it, or another process's projections: the base stays as this
+            # replica made it until it follows that compaction; the payloads go in any case)
+            log.warning("the projections at the base of %r could not be made again after an erasure",
+                        self.db.path)
+        else:
+            conn.pragma("secure_delete", True)
+            try:
+                snapshots.drop_from(conn, 0, keep_base=False)
+                compaction._store_full(conn, self.projector, mine[0], bytes(found[0][2]), int(found[0][1]),
+                                       mine[2])
+            finally:
+                conn.pragma("secure_delete", False)
+        gone = [p for (p,) in conn.execute("SELECT position FROM base_payloads") if p not in kept]
+        conn.executemany("DELETE FROM base_payloads WHERE position = ?", [(p,) for p in gone])
+        self.projector.rebuild(self.db, [m.NAME for m in self.projector.modules])
         self.forgotten += 1
 
     def _rewrite(self) -> None:
@@ -1256,6 +1460,8 @@ class Replica:
                 # (not woken by this process's own commits: they are in the replica already, or about to be)
                 if self.pg.wait(self._seen(), 0.5) > self._seen() and not self._stop.is_set():
                     self.pull()
+                if max(self.server_base, self.pg.base_notified) > self._followed_base and not self._stop.is_set():
+                    self.follow_base()
                 self._rewrite()
             except KernelClosed:
                 return

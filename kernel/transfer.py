@@ -103,18 +103,20 @@ def copy(src: str, dst: str, *, schema: str = postgres.DEFAULT_SCHEMA,
     """Copy the journal at ``src`` to ``dst`` (each a file path or a
     ``postgresql://`` URL; ``schema`` names the PostgreSQL schema) and return
     the destination's head. Refused: a source whose chain does not verify, a
-    compacted SQLite source (copy its archive first, then the file), and a
+    compacted source (copy its archive first, then the file), and a
     destination holding events that are not the start of the source's."""
     with ExitStack() as stack:
         source = _open(src, create=False, schema=schema, stack=stack)
         if isinstance(source, _Sqlite):
             with source.k._db.statement("copy: reading the base") as conn:
                 base = journal.base(conn)
-            if base is not None:
-                raise InvalidArgument(
-                    f"copy refused: {src!r} is compacted: its events up to {base[0]} are in the archive "
-                    f"{base[3]!r}; a copy starts at position 1"
-                )
+        else:
+            base = source.j.base()
+        if base is not None:
+            raise InvalidArgument(
+                f"copy refused: {src!r} is compacted: its events up to {base[0]} are in the archive "
+                f"{base[3]!r}; a copy starts at position 1"
+            )
         target = _open(dst, create=True, schema=schema, stack=stack)
         total, _ = source.head()
         done, prev = target.head()

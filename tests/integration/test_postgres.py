@@ -334,8 +334,11 @@ def test_the_cli_reads_and_copies_a_journal_on_postgres(pg_url: str, tmp_path: P
     assert "erased the payloads of 1 events" in capsys.readouterr().out
     assert main(["verify", pg_url]) == 0
     capsys.readouterr()
-    assert main(["compact", pg_url, "--before", "3", "--archive", str(tmp_path / "archive.db")]) == 1
-    assert "shared on PostgreSQL" in capsys.readouterr().err
+    assert main(["compact", pg_url, "--before", "3", "--archive", str(tmp_path / "archive.db")]) == 0
+    assert "moved 2 events (to position 2)" in capsys.readouterr().out
+    assert main(["verify", pg_url]) == 0
+    assert main(["copy", pg_url, str(tmp_path / "again.db")]) == 1  # a copy starts at position 1
+    assert "is compacted" in capsys.readouterr().err
     assert main(["log", pg_url, "--schema", "nowhere"]) == 1
     assert "holds no eventkernel journal" in capsys.readouterr().err
 

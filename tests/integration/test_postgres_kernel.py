@@ -191,15 +191,6 @@ def test_verify_checks_the_servers_journal_and_the_replica_against_it(pg_url: st
         assert any("the replica's row 4 is not the server's" in p for p in k.verify().problems)
 
 
-def test_compaction_is_refused_on_postgres(pg_url: str, tmp_path: Path) -> None:
-    with eventkernel.open(pg_url) as k:
-        k.memory.put("user:a", "k", 1)
-        head = k.head
-        with pytest.raises(InvalidArgument, match="shared on PostgreSQL"):
-            k.compact(before=2, archive=str(tmp_path / "archive.db"))
-        assert k.head == head
-
-
 def _server_payloads(url: str) -> list[tuple[int, str, str | None]]:
     with psycopg.connect(url) as conn:
         return [tuple(r) for r in conn.execute("SELECT position, data, meta FROM eventkernel.journal ORDER BY position")]

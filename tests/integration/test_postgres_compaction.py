@@ -1,0 +1,263 @@
+"""Compaction of the journal on PostgreSQL: ``k.compact`` moves a prefix to
+an archive file, records the base on the server and deletes the moved rows
+there, in one transaction; every replica follows (its own base, its rows
+deleted), a new replica starts from the projections stored at the base,
+and commands go on with the streams' versions and the chain where they were."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import psycopg
+import pytest
+
+import eventkernel
+from eventkernel import journal, postgres, transfer
+from eventkernel.errors import ConcurrencyConflict, InvalidArgument, JournalError
+
+from support import live_tables, rebuilt_tables, server_tables_hold, snapshot, until
+
+
+class Said(eventkernel.Event, tag="pgcompact.said"):
+    text: str
+
+
+SAID = SimpleNamespace(
+    NAME="said", VERSION=1, HANDLES=frozenset({"pgcompact.said"}),
+    DDL="CREATE TABLE said (position INTEGER PRIMARY KEY, text TEXT NOT NULL)",
+    apply=lambda conn, r, e: conn.execute("INSERT INTO said VALUES (?, ?)", (r.position, e.text)),
+)
+
+
+def _server(url: str, sql: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return [tuple(r) for r in conn.execute(sql)]
+
+
+def _local_base(k: eventkernel.Kernel) -> int:
+    with k._db.statement("reading the base") as conn:
+        found = journal.base(conn)
+    return 0 if found is None else found[0]
+
+
+def _sound(k: eventkernel.Kernel) -> None:
+    report = k.verify()
+    assert report.ok, report.problems
+    assert live_tables(k) == rebuilt_tables(k)
+    server_tables_hold(k)
+
+
+def _busy(k: eventkernel.Kernel) -> list[str]:
+    """Events on several streams, one of them (a session) entirely before the base to come."""
+    s = k.sessions.create("app", "u", state={"app:theme": "dark"})
+    k.sessions.append_event(s.session_id, actor="user", content={"text": "hi"}, state_delta={"n": 1})
+    items = [k.work.enqueue("task", {"n": i}) for i in range(3)]
+    k.memory.put("user:a", "k", 1)
+    k.memory.put("user:a", "k", 2)
+    return [s.session_id, *items]
+
+
+def test_a_compaction_moves_the_prefix_on_the_server_and_every_replica_follows(pg_url: str, tmp_path: Path) -> None:
+    archive = str(tmp_path / "archive.db")
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        session, *items = _busy(a)
+        until(lambda: b.head == a.head)
+        head = a.head
+        done = a.compact(before=6, archive=archive)
+        assert (done.base, done.events, done.archive) == (5, 5, archive)
+        # the server: the moved rows gone, the base recorded, the chain verified from it
+        assert _server(pg_url, "SELECT min(position), max(position) FROM eventkernel.journal") == [(6, head)]
+        assert _server(pg_url, "SELECT position, archive FROM eventkernel.journal_base") == [(5, archive)]
+        assert _server(pg_url, "SELECT base FROM eventkernel.journal_head") == [(5,)]
+        with postgres.open_journal(pg_url) as j:
+            report = j.verify()
+            assert report.ok and report.head == head, report.problems
+            assert j.base()[:2] == (5, bytes.fromhex(done.base_hash))
+            assert j.stream_version(f"session:{session}") == 2  # its events moved: its version at the base
+        # this process's replica is compacted too; the other follows
+        assert _local_base(a) == 5
+        until(lambda: _local_base(b) == 5)
+        for k in (a, b):
+            with pytest.raises(InvalidArgument, match="before the journal's base 5.*archive"):
+                k.at(3)
+            assert [e.position for e in k.read(after=0)] == list(range(6, head + 1))
+            assert k.at(head).work.get(items[0]) == k.work.get(items[0])
+            _sound(k)
+        # commands go on: versions of streams whose events all moved, the chain from the base
+        b.sessions.append_event(session, actor="agent", content={"text": "hello"})
+        assert b.sessions.get(session).event_count == 2 and b.stream_version(f"session:{session}") == 3
+        claimed = a.work.claim("w", lease_ms=60_000)
+        assert claimed is not None and claimed.work_item_id == items[0]
+        until(lambda: b.head == a.head)
+        # a new replica starts from the projections stored at the base
+        with eventkernel.open(pg_url) as c:
+            assert _local_base(c) == 5 and c.head == a.head
+            assert c.work.get(items[0]) == a.work.get(items[0])
+            assert c.sessions.get(session) == a.sessions.get(session)
+            assert c.memory.get("user:a", "k") == a.memory.get("user:a", "k")
+            assert live_tables(c) == live_tables(a)
+            _sound(c)
+        for k in (a, b):
+            _sound(k)
+    # the archive is a journal of its own, whose head hash is the base's
+    with eventkernel.open(archive, read_only=True) as old:
+        report = old.verify()
+        assert report.ok and (report.head, report.head_hash) == (5, done.base_hash)
+        assert old.sessions.get(session).event_count == 1
+
+
+def test_a_replica_closed_during_a_compaction_follows_it_when_it_opens(pg_url: str, tmp_path: Path) -> None:
+    kept = str(tmp_path / "replica.db")
+    with eventkernel.open(pg_url, replica=kept) as b:
+        _busy(b)
+    with eventkernel.open(pg_url) as a:
+        a.work.enqueue("later", {})
+        a.compact(before=4, archive=str(tmp_path / "archive.db"))
+        head = a.head
+    with eventkernel.open(pg_url, replica=kept) as b:
+        assert _local_base(b) == 3 and b.head == head
+        with b._db.statement("counting") as conn:
+            assert conn.execute("SELECT min(position), count(*) FROM journal").fetchone() == (4, head - 3)
+        _sound(b)
+
+
+def test_a_replica_whose_file_ends_before_the_base_is_refused_by_name(pg_url: str, tmp_path: Path) -> None:
+    """Its missing events are in the archive only: it cannot catch up, and says
+    to open a new replica (which starts from the base)."""
+    kept = str(tmp_path / "replica.db")
+    with eventkernel.open(pg_url, replica=kept) as b:
+        b.memory.put("user:a", "k", 1)
+    with eventkernel.open(pg_url) as a:
+        _busy(a)
+        a.compact(before=5, archive=str(tmp_path / "archive.db"))
+    with pytest.raises(JournalError, match=r"replica holds it up to position 1.*compacted.*base is 4.*new replica"):
+        eventkernel.open(pg_url, replica=kept)
+    with eventkernel.open(pg_url) as fresh:
+        assert fresh.memory.get("user:a", "k").value == 2
+        _sound(fresh)
+
+
+def test_a_live_replica_left_behind_by_a_compaction_refuses_its_next_command(pg_url: str, tmp_path: Path) -> None:
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        b._replica._stop.set()  # type: ignore[union-attr]  (B follows no more)
+        b._replica._follower.join(10)  # type: ignore[union-attr]
+        _busy(a)
+        a.compact(before=5, archive=str(tmp_path / "archive.db"))
+        before = snapshot(a)
+        with pytest.raises(JournalError, match="compacted after that"):
+            b.memory.put("user:b", "k", 1)
+        assert snapshot(a) == before
+
+
+def test_the_server_refuses_to_delete_rows_after_the_base(pg_url: str, tmp_path: Path) -> None:
+    with eventkernel.open(pg_url) as k:
+        _busy(k)
+        k.compact(before=4, archive=str(tmp_path / "archive.db"))
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        with pytest.raises(psycopg.errors.RestrictViolation, match="a compaction alone removes rows"):
+            admin.execute("DELETE FROM eventkernel.journal WHERE position = 4")
+        with pytest.raises(psycopg.errors.RestrictViolation):
+            admin.execute("UPDATE eventkernel.journal_base SET position = 9")
+    with postgres.open_journal(pg_url) as j:
+        assert j.verify().ok
+
+
+def test_refused_compactions_write_nothing_on_either_side(pg_url: str, tmp_path: Path) -> None:
+    with eventkernel.open(pg_url) as k:
+        _busy(k)
+        before = snapshot(k)
+        server = _server(pg_url, "SELECT position, hash FROM eventkernel.journal ORDER BY position")
+        for bad, match in ((1, "before must be between 2"), (k.head + 1, "and the head")):
+            with pytest.raises(InvalidArgument, match=match):
+                k.compact(before=bad, archive=str(tmp_path / "a.db"))
+        with k.transaction():
+            with pytest.raises(InvalidArgument, match="inside this thread's transaction"):
+                k.compact(before=3, archive=str(tmp_path / "a.db"))
+        assert snapshot(k) == before
+        assert _server(pg_url, "SELECT position, hash FROM eventkernel.journal ORDER BY position") == server
+        assert _server(pg_url, "SELECT count(*) FROM eventkernel.journal_base") == [(0,)]
+
+
+def test_a_replica_with_other_projections_cannot_start_after_a_compaction(pg_url: str, tmp_path: Path) -> None:
+    """The projections stored at the base are the compacting process's: a
+    process whose projections differ cannot build its own without the moved
+    events, and says why."""
+    with eventkernel.open(pg_url) as k:
+        _busy(k)
+        k.compact(before=4, archive=str(tmp_path / "archive.db"))
+    with pytest.raises(JournalError, match="projection added or changed version since the compaction"):
+        eventkernel.open(pg_url, projections=[SAID])
+
+
+def test_a_bare_journal_appends_after_the_base_at_the_moved_streams_versions(pg_url: str, tmp_path: Path) -> None:
+    stream = "note:x"
+    with eventkernel.open(pg_url) as k:
+        k.append(stream, [Said(text="a"), Said(text="b")])
+        _busy(k)
+        k.compact(before=6, archive=str(tmp_path / "archive.db"))
+    with postgres.open_journal(pg_url) as j:
+        head = j.head
+        with pytest.raises(ConcurrencyConflict):
+            j.append(stream, [Said(text="later")], expected_version=0)
+        assert j.head == head
+        assert j.append(stream, [Said(text="later")], expected_version=2) == head + 1
+        assert j.stream_version(stream) == 3 and j.verify().ok
+
+
+def test_copy_refuses_a_compacted_server_journal(pg_url: str, tmp_path: Path) -> None:
+    with eventkernel.open(pg_url) as k:
+        _busy(k)
+        k.compact(before=4, archive=str(tmp_path / "archive.db"))
+    with pytest.raises(InvalidArgument, match=r"compacted: its events up to 3 are in the archive"):
+        transfer.copy(pg_url, str(tmp_path / "out.db"))
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_an_erasure_reaching_the_archive_reaches_the_server_and_every_replica(pg_url: str, tmp_path: Path) -> None:
+    """The subject's events are in the archive and what they made is in the
+    projections stored at the base: the erasing process makes them again
+    without it, on the server too; another replica takes them from there, a
+    new replica starts from them; no byte of the subject stays in a replica
+    file, the archive or the server's base."""
+    import glob
+    import zlib
+
+    archive = str(tmp_path / "archive.db")
+    secret = "SSN-111-22-3333"
+    kept = str(tmp_path / "b.db")
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url, replica=kept) as b:
+        a.memory.put("person:ann", "ssn", secret)
+        _busy(a)
+        a.compact(before=5, archive=archive)
+        until(lambda: _local_base(b) == 4)
+        a.memory.put("person:bob", "ssn", "bob's")
+
+        def anywhere() -> list[str]:
+            found = [name for name in glob.glob(kept + "*") + glob.glob(archive + "*")
+                     if secret.encode() in Path(name).read_bytes()]
+            for k in (a, b):
+                with k._db.statement("reading the snapshots") as conn:
+                    found += [f"{k._db.path} snapshot" for (blob,) in conn.execute("SELECT data FROM snapshot_pages")
+                              if secret.encode() in zlib.decompress(blob)]
+            with psycopg.connect(pg_url) as conn:
+                for table, column in (("base_image", "image"), ("base_payloads", "convert_to(data, 'UTF8')"),
+                                      ("journal", "convert_to(data, 'UTF8')")):
+                    if conn.execute(f"SELECT count(*) FROM eventkernel.{table} "
+                                    f"WHERE position(convert_to(%s, 'UTF8') in {column}) > 0", (secret,)).fetchone()[0]:
+                        found.append(f"server {table}")
+            return found
+
+        assert "server base_image" in anywhere()
+        done = a.erase(stream_prefix="memory:person:ann", reason="asked", archive=archive)
+        assert done.events == 1
+        until(lambda: b.head == a.head)
+        until(lambda: not anywhere(), 20)
+        for k in (a, b):
+            assert k.memory.get("person:ann", "ssn") is None and k.memory.get("person:bob", "ssn").value == "bob's"
+            _sound(k)
+        assert live_tables(a) == live_tables(b)
+        with eventkernel.open(pg_url) as c:
+            assert c.memory.get("person:ann", "ssn") is None
+            assert live_tables(c) == live_tables(a)
+            _sound(c)
