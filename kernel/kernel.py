@@ -670,7 +670,13 @@ class Kernel(Reader):
         An existing ``archive`` is used only if it holds exactly this
         journal up to there (a compaction stopped before it finished).
         Command ids and event ids of moved events are forgotten: a retry
-        after the compaction runs again."""
+        after the compaction runs again.
+
+        On PostgreSQL the archive is written from this process's replica,
+        and the base is recorded on the server (``journal_base``, the
+        projections there in ``base_image``) in the transaction that deletes
+        the moved rows there; every replica follows, and a new replica
+        starts from the stored base. The sizes reported are the replica's."""
         where = "compact"
         if self._db.owns_write():
             raise InvalidArgument(f"{where} refused: inside this thread's transaction (a compaction commits and "
