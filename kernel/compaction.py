@@ -276,7 +276,8 @@ def compact(where: str, db: Database, projector: Projector, now: Any, position: 
     img, size = _base_image(db, projector, position)
     before = os.path.getsize(db.path)
     with db.write(where) as conn:  # (on PostgreSQL: under the server's lock, the replica caught up)
-        if snapshots._marker(conn) != marker or journal.base(conn) != current:
+        if snapshots._marker(conn) != marker or journal.base(conn) != current or (
+                replica is not None and replica.server_base != start):  # (another process's, on the server)
             raise JournalError(f"{where} failed: an erasure or another compaction ran meanwhile; compact again "
                                f"(the archive {path!r} is kept and will be used)")
         compacted_at = now()

@@ -1279,6 +1279,11 @@ class Replica:
         the projections that folded them rebuilt without them (and the file
         rewritten by the follower, :meth:`_rewrite`)."""
         position, prev = local[0], local[1]
+        if rows and rows[0][0] > position + 1:
+            found = self.pg.base()
+            if found is not None and found[0] > position:  # the rows in between are in an archive only
+                self.server_base = max(self.server_base, found[0])
+                raise JournalError(self._behind(position))
         for row in rows:
             if row[0] != position + 1 or journal.expected_hash(prev, row, erased.get(row[0])) != bytes(row[10]):
                 raise JournalCorrupt(

@@ -261,3 +261,81 @@ def test_an_erasure_reaching_the_archive_reaches_the_server_and_every_replica(pg
             assert c.memory.get("person:ann", "ssn") is None
             assert live_tables(c) == live_tables(a)
             _sound(c)
+
+
+def test_a_compaction_another_process_made_meanwhile_refuses_this_one(pg_url: str, tmp_path: Path) -> None:
+    """B has not followed A's compaction yet when it compacts: the server's
+    base, read under its lock, is not the one B's replica holds, and B's
+    compaction is refused (its archive is kept); once B follows, it may
+    compact further."""
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        _busy(a)
+        a.work.enqueue("more", {})
+        until(lambda: b.head == a.head)
+        b._replica._stop.set()  # type: ignore[union-attr]  (B follows no more, between its commands)
+        b._replica._follower.join(10)  # type: ignore[union-attr]
+        a.compact(before=5, archive=str(tmp_path / "a.db"))
+        server = _server(pg_url, "SELECT position, archive FROM eventkernel.journal_base")
+        with pytest.raises(JournalError, match="another compaction ran meanwhile"):
+            b.compact(before=7, archive=str(tmp_path / "b.db"))
+        assert _server(pg_url, "SELECT position, archive FROM eventkernel.journal_base") == server
+        assert _server(pg_url, "SELECT base FROM eventkernel.journal_head") == [(4,)]
+        assert b._replica.follow_base() == 4  # type: ignore[union-attr]
+        done = b.compact(before=7, archive=str(tmp_path / "b2.db"))
+        assert done.base == 6 and _server(pg_url, "SELECT base FROM eventkernel.journal_head") == [(6,)]
+        until(lambda: _local_base(a) == 6)
+        for k in (a, b):
+            _sound(k)
+        with eventkernel.open(pg_url) as c:
+            assert live_tables(c) == live_tables(a)
+            _sound(c)
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_a_compaction_killed_at_any_moment_leaves_the_server_as_it_was_or_compacted(
+        pg_url: str, tmp_path: Path, child_env: dict[str, str], trial: int) -> None:
+    """A compacting process is SIGKILLed: the server's journal is either as it
+    was (every event there) or compacted (its base recorded, the archive
+    complete and verified, its head hash the base's); compacting again
+    finishes the job, and a replica that holds the base already follows."""
+    import os
+    import random
+    import signal
+    import time
+
+    from conftest import spawn
+
+    rng = random.Random(f"pg-compact-{trial}")
+    archive = str(tmp_path / "archive.db")
+    with eventkernel.open(pg_url) as k:
+        with k.transaction():
+            for i in range(3000):
+                k.work.enqueue(f"t{i % 7}", {"n": i, "text": "x" * 100})
+        rows = [(r.position, r.hash) for r in k.read()]
+        live = live_tables(k)
+    before = len(rows) // 2
+    child = spawn(child_env, "compactor", pg_url, archive, str(before))
+    assert child.stdout.readline().strip() == "ready", child.stderr.read()
+    # Here a compaction of this journal takes about 0.4 s, the archive its first quarter.
+    time.sleep(rng.uniform(0.0, 0.1) if trial % 2 else rng.uniform(0.0, 0.5))
+    child.send_signal(signal.SIGKILL)
+    out, _ = child.communicate()
+    # A COMMIT the child sent before it died is still the server's to finish: wait until its sessions end.
+    until(lambda: _server(pg_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                  "AND pid <> pg_backend_pid()") == [(0,)])
+    base = _server(pg_url, "SELECT position, hash FROM eventkernel.journal_base")
+    present = _server(pg_url, "SELECT position, hash FROM eventkernel.journal ORDER BY position")
+    if base:
+        assert base == [(before - 1, rows[before - 2][1])] and present == rows[before - 1:]
+        assert os.path.exists(archive), "compacted without its archive"
+    else:
+        assert "compacted" not in out and present == rows
+    if os.path.exists(archive):  # linked into place only once complete
+        with eventkernel.open(archive, read_only=True) as a:
+            assert a.verify().ok and [(r.position, r.hash) for r in a.read()] == rows[:before - 1]
+    with eventkernel.open(pg_url) as k:
+        assert live_tables(k) == live
+        if not base:
+            k.compact(before=before, archive=archive)  # again: uses an archive already written, or writes it
+        _sound(k)
+    print(f"killed {'after' if base else 'before'} the compaction committed")
