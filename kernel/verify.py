@@ -95,6 +95,12 @@ def _check(
     kernel_kinds: frozenset[str],
     all_snapshots: bool = False,
 ) -> None:
+    # FTS5 keeps each table's index structure cached per connection and
+    # integrity_check does not refresh it: after another connection wrote to
+    # the table, the check would report a checksum mismatch that is not
+    # there. Any read of the table refreshes it (the names: the projections').
+    for table in sorted(projector.virtual):
+        conn.execute(f'SELECT rowid FROM "{table}" WHERE rowid = 0').fetchall()
     integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
     if integrity != ["ok"]:
         for line in integrity[:10]:

@@ -187,3 +187,14 @@ def test_a_deleted_document_leaves_every_search(vectors_backend, k):
     k.documents.index("notes/a.txt", title="A", content="again", embedding=[1.0, 0.0])  # indexed anew: pending
     assert k.documents.get("notes/a.txt").sync_status == "pending"
     assert k.documents.search("again")[0].file_path == "notes/a.txt"
+
+
+def test_verify_twice_with_the_text_index_written_between(k):
+    """FTS5 caches a table's structure per connection and integrity_check does
+    not refresh it: a second verify after another write reported a checksum
+    mismatch that was not there."""
+    k.documents.index("docs/a.txt", title="A", content="alpha text")
+    assert k.verify().ok
+    k.documents.index("docs/b.txt", title="B", content="beta text")
+    report = k.verify()
+    assert report.ok, report.problems
