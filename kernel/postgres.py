@@ -1397,28 +1397,33 @@ class Replica:
         here. Done only when the server's tables are this replica's set at
         some position and no erasure after it blanked rows before it (the
         tables would still hold what it erased); then :meth:`pull` goes on
-        from there. Returns the position seeded to (0: not seeded)."""
+        from there. A replica of a compacted journal, started at its base
+        (:meth:`start_from_base`), copies the rows after the base. Returns the
+        position seeded to (0: not seeded)."""
         if not self.tables or any("numeric" in t.types for t in self.tables.values()):
             return 0  # (a numeric column cannot give back the int or float SQLite held)
         with self.db.statement("reading the replica's head") as conn:
-            if journal.head(conn)[0]:
+            if conn.execute("SELECT 1 FROM journal LIMIT 1").fetchone() is not None:
                 return 0
+            start, start_hash = journal.head(conn)  # (a compacted journal's replica: started at its base)
         psycopg = _psycopg()
         pg = self.pg._connect()  # (one snapshot of the server for the whole copy)
         try:
             with pg.raw.transaction():
                 pg.raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                kept_at, digest = pg.raw.execute("SELECT tables_position, tables FROM journal_head").fetchone()
+                kept_at, digest, base = pg.raw.execute(
+                    "SELECT tables_position, tables, base FROM journal_head").fetchone()
                 upto = int(kept_at)
                 erased = {int(r[0]): tuple(r) for r in pg.raw.execute(
                     "SELECT position, data_digest, meta_digest, erasure FROM erased WHERE position <= %s", (upto,))}
-                if str(digest) != self.digest or not upto or any(e[3] > upto for e in erased.values()):
+                if str(digest) != self.digest or not upto or any(e[3] > upto for e in erased.values()) \
+                        or int(base) != start or upto < start:
                     return 0
-                position, prev = 0, journal.GENESIS_HASH
+                position, prev = start, start_hash
                 with pg.raw.cursor(name="eventkernel_seed") as cur:
                     cur.itersize = batch
-                    cur.execute(f"SELECT {journal.COLUMNS} FROM journal WHERE position <= %s ORDER BY position",
-                                (upto,))
+                    cur.execute(f"SELECT {journal.COLUMNS} FROM journal WHERE position > %s AND position <= %s "
+                                "ORDER BY position", (start, upto))
                     while rows := [tuple(r) for r in cur.fetchmany(batch)]:
                         for row in rows:
                             if row[0] != position + 1 or journal.expected_hash(

@@ -50,6 +50,7 @@ def _sound(k: eventkernel.Kernel) -> None:
 
 def _busy(k: eventkernel.Kernel) -> list[str]:
     """Events on several streams, one of them (a session) entirely before the base to come."""
+    k.documents.index("docs/before.txt", title="Before", content="written before the base")
     s = k.sessions.create("app", "u", state={"app:theme": "dark"})
     k.sessions.append_event(s.session_id, actor="user", content={"text": "hi"}, state_delta={"n": 1})
     items = [k.work.enqueue("task", {"n": i}) for i in range(3)]
@@ -91,11 +92,17 @@ def test_a_compaction_moves_the_prefix_on_the_server_and_every_replica_follows(p
         assert claimed is not None and claimed.work_item_id == items[0]
         until(lambda: b.head == a.head)
         # a new replica starts from the projections stored at the base
+        a.documents.index("docs/after.txt", title="After", content="written after the base")
+        until(lambda: b.head == a.head)
         with eventkernel.open(pg_url) as c:
             assert _local_base(c) == 5 and c.head == a.head
+            assert c._replica.seeded == a.head  # type: ignore[union-attr]  (the server's tables after the base)
             assert c.work.get(items[0]) == a.work.get(items[0])
             assert c.sessions.get(session) == a.sessions.get(session)
             assert c.memory.get("user:a", "k") == a.memory.get("user:a", "k")
+            found = c.documents.search("written base")  # the full-text index: from the base, then folded here
+            assert [d.file_path for d in found] == [d.file_path for d in a.documents.search("written base")]
+            assert sorted(d.file_path for d in found) == ["docs/after.txt", "docs/before.txt"]
             assert live_tables(c) == live_tables(a)
             _sound(c)
         for k in (a, b):
