@@ -100,7 +100,8 @@ def _check(
     # the table, the check would report a checksum mismatch that is not
     # there. Any read of the table refreshes it (the names: the projections').
     for table in sorted(projector.virtual):
-        conn.execute(f'SELECT rowid FROM "{table}" WHERE rowid = 0').fetchall()
+        if conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)).fetchone():
+            conn.execute(f'SELECT rowid FROM "{table}" WHERE rowid = 0').fetchall()  # (an older file has none)
     integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
     if integrity != ["ok"]:
         for line in integrity[:10]:
