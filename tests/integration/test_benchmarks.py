@@ -29,7 +29,8 @@ def test_benchmarks_run_and_write_the_documented_json(tmp_path, capsys):
     assert {"LangGraph put", "LangGraph get_tuple, latest of 50", "LangGraph list(limit=10)"} <= set(names)
     assert any(n.startswith("file size after a") for n in names)
     assert {"ADK append_event, vs database", "ADK append_event, vs sqlite"} <= set(names)
-    assert sum(n.startswith("ADK get_session") for n in names) == 4
+    assert sum(n.startswith("ADK get_session") for n in names) == 5
+    assert any(n.startswith("ADK get_session") and "a new service" in n for n in names)
     for r in results:
         assert set(r) == {"name", "value", "unit", "baseline", "baseline_value", "ratio", "target"}
         if r in doubles or r["name"] in wakes or r["unit"] in ("%", "ratio"):
