@@ -832,15 +832,19 @@ class Replica:
         for attempt in (1, 2):
             raw = self.pg._writer_raw()
             try:
-                with raw.pipeline():
-                    raw.execute("BEGIN")
-                    head = raw.execute(_REPLICA_HEAD)
-                    newer = raw.execute(
-                        f"SELECT {journal.COLUMNS} FROM journal WHERE position > %s ORDER BY position", (local[0],))
-                    blank = raw.execute(_ERASED_AFTER, (local[0], local[0]))
-                    row = head.fetchone()
-                    rows = newer.fetchall()
-                    erased = {r[0]: tuple(r) for r in blank.fetchall()}
+                # One round trip: the statements as one simple query (its one parameter, the replica's
+                # head, an int written in), each statement's rows a result set. (In pipeline mode the
+                # end of the block waits for a second sync.)
+                after = int(local[0])
+                with raw.cursor() as cur:
+                    cur.execute(f"BEGIN; {_REPLICA_HEAD}; SELECT {journal.COLUMNS} FROM journal WHERE position > "
+                                f"{after} ORDER BY position; {_ERASED_AFTER % (after, after)}")
+                    cur.nextset()
+                    row = cur.fetchone()
+                    cur.nextset()
+                    rows = cur.fetchall()
+                    cur.nextset()
+                    erased = {r[0]: tuple(r) for r in cur.fetchall()}
                 break
             except psycopg.Error as e:
                 self.pg._rollback(self.pg._writer)  # type: ignore[arg-type]
