@@ -4,7 +4,10 @@ of 100 per transaction, against raw psycopg inserts
 on the same server and against the SQLite journal, in the same run.
 
 The server is a throwaway cluster on a unix socket (``benchmarks.pgcluster``)
-with PostgreSQL's durable defaults (``fsync`` and ``synchronous_commit`` on).
+with PostgreSQL's durable defaults (``fsync`` and ``synchronous_commit`` on);
+the rows "over a network" reach it through a proxy that holds every byte
+for a set time each way (``benchmarks.netdelay``), against raw psycopg
+through the same proxy.
 The raw baseline inserts one row per transaction into a table with a
 ``bigserial`` key and no lock: the floor of a durable commit on this server,
 without the journal's guarantees (dense positions in commit order, the hash
@@ -64,6 +67,19 @@ def _raw(url: str, name: str, n: int, batch: int, start: Any, results: Any) -> N
                     cur.execute(RAW_INSERT, rows[0])
                 else:
                     cur.executemany(RAW_INSERT, rows)
+        results.put(time.perf_counter() - t0)
+
+
+def _raw_single(url: str, name: str, n: int, batch: int, start: Any, results: Any) -> None:
+    """One INSERT per transaction sent alone (autocommit): one round trip each, the floor over a network."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        start.wait()
+        t0 = time.perf_counter()
+        for i in range(n):
+            conn.execute(RAW_INSERT, (f"bench:{name}", "bench.pg.appended", f'{{"n":{i},"text":"x"}}',
+                                      time.time_ns() // 1_000_000))
         results.put(time.perf_counter() - t0)
 
 
@@ -274,6 +290,36 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
         ours, theirs = interleaved(rounds, opening, lambda: opening(server_tables=False))
         row(f"kernel on PostgreSQL, opening a new replica of {events:,} events, from the server's tables", ours,
             theirs, "the same folding every event (server_tables=False)", "events/s")
+        # over a network: every byte held for a set time each way by a proxy in front of the server
+        from benchmarks.netdelay import DelayedLink
+
+        net_n = 20 if quick else 200
+        for one_way in (0.25, 1.0):
+            net_url = cluster.new_database()
+            eventkernel.open(net_url).close()
+            with DelayedLink(cluster, one_way) as link:
+                linked = link.url(net_url)
+                with psycopg.connect(linked, autocommit=True) as conn:
+                    conn.execute(RAW_DDL)
+                    trips = []
+                    for _ in range(50):
+                        t0 = time.perf_counter()
+                        conn.execute("SELECT 1")
+                        trips.append((time.perf_counter() - t0) * 1000)
+                rtt = sorted(trips)[len(trips) // 2]
+                link_name = f"{one_way:g} ms each way (a round trip {rtt:.2f} ms)"
+                ours, theirs = interleaved(rounds, lambda u=linked: _clients(_kernel_enqueue, u, 1, net_n, 1),
+                                           lambda u=linked: _clients(_raw_single, u, 1, net_n, 1))
+                row(f"kernel on PostgreSQL over {link_name}, durable work.enqueue, 1 process", ours, theirs,
+                    "raw psycopg over the same link: one INSERT, autocommit (one round trip)", "commands/s")
+                ours, theirs = interleaved(rounds, lambda u=linked: _clients(_ours, u, 1, net_n, 1),
+                                           lambda u=linked: _clients(_raw_single, u, 1, net_n, 1))
+                row(f"PostgreSQL journal over {link_name}, durable appends, 1 process", ours, theirs,
+                    "raw psycopg over the same link: one INSERT, autocommit (one round trip)")
+                ours, theirs = interleaved(rounds, lambda u=linked: _threads(u, 8, net_n // 4, True),
+                                           lambda u=linked: _threads(u, 8, net_n // 4, False))
+                row(f"PostgreSQL journal over {link_name}, 8 threads of one process, group commit", ours, theirs,
+                    "the same 8 threads, group_commit=False")
         items = 40 if quick else 1_000
         for workers in (4, 8):
             ours, theirs = [], []
