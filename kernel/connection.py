@@ -278,6 +278,9 @@ class Database:
         # whether the write transaction in progress holds its lock.
         self.shared: Shared | None = None
         self.shared_open = False
+        # Set by a group commit's first try: the shared journal may let the group decide on this replica
+        # and check, at its commit, that nothing moved meanwhile (else Stale, and the group runs again).
+        self.optimistic = False
         self.found = fileformat.Found(kind="new", level=0, stamped=False)
         self.conn: apsw.Connection = self._first_open(create)
 
@@ -955,6 +958,13 @@ class _Ticket:
         self.error: BaseException | None = None
 
 
+class Stale(Exception):
+    """An optimistic transaction of a replica (``Shared.begin`` with
+    ``Database.optimistic``) found at its commit that the shared journal had
+    moved on: nothing was committed; the group runs again, under the lock.
+    Never reaches a caller."""
+
+
 class Shared(Protocol):
     """A journal this file is a replica of (``eventkernel.postgres``): its
     write lock, taken (and the file caught up with it) when a write
@@ -1100,38 +1110,33 @@ class GroupCommit:
         if not group:
             return
         failure: BaseException | None = None
-        try:
-            with db.write(doing):
-                done = 0
-                while done < len(group):
-                    if done == 0 and len(group) == 1 and not self.queue:
-                        # Alone: the transaction is its own, no savepoint needed.
-                        try:
-                            group[0].result = group[0].fn()
-                        except CommandRejected as e:
-                            group[0].error = e
-                            raise
-                        done = 1
-                    else:
-                        for ticket in group[done:]:
-                            try:
-                                # The command takes a savepoint wherever it could fail after writing,
-                                # so a refusal undoes only itself.
-                                ticket.result = ticket.fn()
-                            except (JournalError, apsw.Error):
-                                raise  # the storage failed: the whole group does
-                            except Exception as e:  # refused (or a bug): this command alone fails
-                                ticket.error = e
-                        done = len(group)
-                    if self.queue and len(group) < MAX_GROUP:
-                        with self.cv:  # commands that arrived meanwhile join this commit
-                            more = self.queue[: MAX_GROUP - len(group)]
-                            del self.queue[: len(more)]
-                            for ticket in more:
-                                ticket.taken = True
-                        group += more
-        except BaseException as e:
-            failure = e
+        # On a replica of a shared journal, a group may first run optimistically (decided on the replica,
+        # checked by the journal at its commit); when that finds the journal moved on, it runs again.
+        replica = db if isinstance(db, Database) and db.shared is not None else None
+        optimistic = replica is not None
+        while True:
+            try:
+                if replica is not None:
+                    replica.optimistic = optimistic
+                self._attempt(doing, group)
+            except Stale:
+                optimistic = False
+                for ticket in group:
+                    ticket.result, ticket.error = None, None
+                continue
+            except CommandRejected as e:
+                if optimistic and replica is not None and getattr(replica.shared, "optimistic_tx", False):
+                    # A lone command refused on a replica that may be behind: decided again under the lock.
+                    optimistic = False
+                    group[0].result, group[0].error = None, None
+                    continue
+                failure = e
+            except BaseException as e:
+                failure = e
+            finally:
+                if replica is not None:
+                    replica.optimistic = False
+            break
         alone = len(group) == 1
         if alone:  # the leader's own command: no other thread waits for it
             ticket = group[0]
@@ -1150,6 +1155,40 @@ class GroupCommit:
             self.cv.notify_all()
         if failure is not None and not isinstance(failure, Exception):
             raise failure  # KeyboardInterrupt, SystemExit: the leader's own
+
+    def _attempt(self, doing: str, group: list[_Ticket]) -> None:
+        """One transaction running the group's commands (and those that join
+        it meanwhile, added to ``group``), committed once."""
+        db = self.db
+        with db.write(doing):
+            done = 0
+            while done < len(group):
+                if done == 0 and len(group) == 1 and not self.queue:
+                    # Alone: the transaction is its own, no savepoint needed.
+                    try:
+                        group[0].result = group[0].fn()
+                    except CommandRejected as e:
+                        group[0].error = e
+                        raise
+                    done = 1
+                else:
+                    for ticket in group[done:]:
+                        try:
+                            # The command takes a savepoint wherever it could fail after writing,
+                            # so a refusal undoes only itself.
+                            ticket.result = ticket.fn()
+                        except (JournalError, apsw.Error, Stale):
+                            raise  # the storage failed, or the group runs again: the whole group does
+                        except Exception as e:  # refused (or a bug): this command alone fails
+                            ticket.error = e
+                    done = len(group)
+                if self.queue and len(group) < MAX_GROUP:
+                    with self.cv:  # commands that arrived meanwhile join this commit
+                        more = self.queue[: MAX_GROUP - len(group)]
+                        del self.queue[: len(more)]
+                        for ticket in more:
+                            ticket.taken = True
+                    group.extend(more)
 
 
 def _shared(failure: BaseException, doing: str) -> BaseException:

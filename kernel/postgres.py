@@ -47,7 +47,7 @@ import apsw
 from eventkernel import compaction, journal, pgtables, snapshots
 from eventkernel.clock import Clock
 from eventkernel.codec import Event
-from eventkernel.connection import Database, GroupCommit, translating
+from eventkernel.connection import Database, GroupCommit, Stale, translating
 from eventkernel.errors import (
     CommitOutcomeUnknown,
     ConcurrencyConflict,
@@ -224,6 +224,15 @@ _HEAD = "SELECT position, hash, recorded_at, {now} FROM journal_head FOR UPDATE"
 _REPLICA_HEAD = (f"SELECT position, hash, recorded_at, {_NOW_MS}, tables_position, tables, base FROM journal_head "
                  "FOR UPDATE")
 _BASE_NOTICE = "base:"  # the payload of a compaction's NOTIFY: "base:<position>"
+_EXPECT = "SELECT expect_head(%s, %s, %s, %s, %s, %s, %s)"
+_STALE = "EK001"  # expect_head's SQLSTATE: the journal moved on since the replica read it
+SLACK_MS = 100
+"""How far an optimistic commit's time (this machine's clock, set to the
+server's by its last answer) may be from the server's clock."""
+FRESH_S = 1.0
+"""An optimistic commit is sent only on a connection that answered this
+recently: one idle for longer may have been dropped (a restart, a failover),
+and the lock taken first finds that out before anything is sent."""
 _CONSUMER = "SELECT position FROM consumer_positions WHERE name = %s"
 _MOVE_CONSUMER = (
     "INSERT INTO consumer_positions (name, position, updated_at) VALUES (%s, %s, %s) "
@@ -279,6 +288,7 @@ class PgJournal(JournalReader):
         self._wake = f"eventkernel.wake.{os.getpid()}.{id(self):x}"
         self._interrupted = False
         self.base_notified = 0  # the newest base a compaction's notification announced to wait()
+        self.heard = 0  # the newest head a commit's notification announced to wait()
         self._writer = self._connect()
         try:
             self._prepare(create)
@@ -332,6 +342,12 @@ class PgJournal(JournalReader):
                         "SELECT to_regclass(%s)", (f'"{self.schema}".journal_base',)).fetchone()[0] is None:
                     # compaction (journal_base and what goes with it): added to a schema made without it
                     ddl = importlib.resources.files("eventkernel.schema").joinpath("postgres/0003_compaction.sql")
+                    conn.raw.execute(ddl.read_text(encoding="utf-8"))
+                if (row is None or row[0] is None or row[0] <= FORMAT) and conn.raw.execute(
+                        "SELECT to_regprocedure(%s)", (f'"{self.schema}".expect_head(bigint, bytea, bigint, bigint, '
+                                                        'text, bigint, bigint)',)).fetchone()[0] is None:
+                    # the check of an optimistic commit (Replica): added to a schema made without it
+                    ddl = importlib.resources.files("eventkernel.schema").joinpath("postgres/0004_expect.sql")
                     conn.raw.execute(ddl.read_text(encoding="utf-8"))
         except psycopg.Error as e:
             raise translate(e, f"opening the journal in schema {self.schema!r}") from e
@@ -531,7 +547,7 @@ class PgJournal(JournalReader):
     def _rollback(self, conn: Connection) -> None:
         psycopg = _psycopg()
         try:
-            if not conn.raw.closed:
+            if not conn.raw.closed and conn.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.raw.execute("ROLLBACK")
         except psycopg.Error:
             conn.raw.close()  # a broken connection: the next write opens another
@@ -650,10 +666,13 @@ class PgJournal(JournalReader):
                         sql.SQL("SELECT position FROM {}.journal_head").format(sql.Identifier(self.schema))
                     ).fetchone()
                     head = int(row[0])
+                    self.heard = max(self.heard, head)
                     remaining = deadline - time.monotonic()
                     if head > after or remaining <= 0 or self._interrupted:
                         return head
                     for notice in listener.notifies(timeout=remaining, stop_after=1):
+                        if notice.payload.isdigit():
+                            self.heard = max(self.heard, int(notice.payload))
                         if notice.payload.startswith(_BASE_NOTICE):  # a compaction: the head did not move
                             self.base_notified = max(self.base_notified, int(notice.payload[len(_BASE_NOTICE):]))
                             return head
@@ -813,6 +832,11 @@ class Replica:
         self.compacting: compaction.Base | None = None  # a compaction of the open transaction, sent with it
         self.rebasing: compaction.Rebase | None = None  # an erasure's new base projections, sent with it
         self.server_base = 0  # the server's base (compaction) as last read
+        self.optimistic_tx = False  # the open transaction decides on the replica, checked at its commit
+        self.base_hash = journal.GENESIS_HASH  # the replica's head hash when it began
+        self.offset: int | None = None  # the server's clock less this machine's (ms), as of its last answer
+        self.answered = 0.0  # when the writer connection last answered (monotonic)
+        self.contended_until = 0.0  # after an optimistic commit found the journal moved on: the lock first
         self._followed_base = 0  # the base the replica recorded (follow_base)
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
@@ -826,12 +850,36 @@ class Replica:
 
     # the Shared protocol ---------------------------------------------------
 
+    def _may_skip_lock(self, local: tuple[int, bytes, int]) -> bool:
+        """Whether this transaction may decide on the replica without the lock
+        (an optimistic commit): a group commit's first try, this process
+        knowing of no commit past the replica's head (its own, other
+        processes' announced by NOTIFY, a compaction), the server's tables
+        this replica's set at that head, the server's clock known, no
+        optimistic commit found stale in the last half second, and a writer
+        connection that answered within FRESH_S."""
+        writer = self.pg._writer
+        return (self.db.optimistic and self.offset is not None and not self.refresh
+                and self.known <= local[0] and self.pg.heard <= local[0] and self.pg.base_notified <= self.server_base
+                and (not self.tables or self.kept == (local[0], self.digest))
+                and writer is not None and not writer.raw.closed and not writer.raw.broken
+                and time.monotonic() - self.answered < FRESH_S and time.monotonic() >= self.contended_until)
+
     def begin(self, conn: apsw.Connection) -> None:
         psycopg = _psycopg()
         local = journal.head_row(conn)
+        self.optimistic_tx = False
+        if self._may_skip_lock(local):
+            assert self.offset is not None
+            self.optimistic_tx = True
+            self.base, self.base_hash = int(local[0]), bytes(local[1])
+            self.server_now = max(time.time_ns() // 1_000_000 + self.offset, int(local[2]))
+            self._watch()
+            return
         for attempt in (1, 2):
             raw = self.pg._writer_raw()
             try:
+                sent = time.time_ns() // 1_000_000
                 # One round trip: the statements as one simple query (its one parameter, the replica's
                 # head, an int written in), each statement's rows a result set. (In pipeline mode the
                 # end of the block waits for a second sync.)
@@ -845,6 +893,7 @@ class Replica:
                     rows = cur.fetchall()
                     cur.nextset()
                     erased = {r[0]: tuple(r) for r in cur.fetchall()}
+                self.answered = time.monotonic()
                 break
             except psycopg.Error as e:
                 self.pg._rollback(self.pg._writer)  # type: ignore[arg-type]
@@ -856,6 +905,7 @@ class Replica:
                 raise translate(e, "taking the shared journal's write lock") from e
         assert row is not None
         self.base, self.server_now = int(row[0]), int(row[3])
+        self.offset = self.server_now - (sent + time.time_ns() // 1_000_000) // 2
         self.kept = (int(row[4]), str(row[5]))
         self.server_base = max(self.server_base, int(row[6]))
         if local[0] < self.server_base:
@@ -867,14 +917,20 @@ class Replica:
                 f"{self.db.path!r} is not a replica of the journal on {redact(self.pg.url)}: the file is at "
                 f"position {local[0]}, the server at {self.base}"
             )
+        self._watch()
+
+    def _watch(self) -> None:
         if self.tables:
             # from here on, what changes in the projections is this transaction's, to be sent with it
             self.projector.recreated.clear()
-            self._session = session = apsw.Session(conn, "main")
+            self._session = session = apsw.Session(self.db.conn, "main")
             session.table_filter(self.tables.__contains__)  # (tables attached as they are first written)
             session.attach(None)
 
     def commit(self, conn: apsw.Connection) -> None:
+        if self.optimistic_tx:
+            self._commit_optimistic(conn)
+            return
         psycopg = _psycopg()
         rows = list(journal.read_rows(conn, after=self.base))
         # an erasure made by this transaction (Kernel.erase): its digests, then the payloads blanked
@@ -922,7 +978,10 @@ class Replica:
                     raw.execute("DELETE FROM base_payloads WHERE position = ANY(%s)", (r.dropped,))
                 committing = True
                 raw.execute("COMMIT")
+            self.answered = time.monotonic()
             self.known = max(self.known, rows[-1][0] if rows else self.base)
+            if tables is not None:
+                self.kept = (head, self.digest)
         except psycopg.Error as e:
             self.pg._rollback(self.pg._writer)  # type: ignore[arg-type]
             if committing and isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
@@ -941,6 +1000,88 @@ class Replica:
             self.compacting = self.rebasing = None
             self.sending = 0
             self._unwatch()
+
+    def _commit_optimistic(self, conn: apsw.Connection) -> None:
+        """Commit a transaction decided on the replica alone: in one round
+        trip, the check that the journal is still where the replica read it
+        (``expect_head``: it takes the lock; else the transaction aborts and
+        ``Stale`` makes the group run again under the lock), this
+        transaction's changes to the server's tables, its rows, the head and
+        COMMIT."""
+        psycopg = _psycopg()
+        rows = list(journal.read_rows(conn, after=self.base))
+        session, self._session = self._session, None
+        try:
+            if self._positions or self.compacting or self.rebasing or any(
+                    r[3] == "journal.payloads_erased" for r in rows) or self.projector.recreated & self.tables.keys():
+                raise Stale("not a transaction to commit optimistically")  # (the lock first, then all of it again)
+            changes = None
+            if self.tables and rows:
+                changes = pgtables.Changes(self.tables)
+                with translating("reading the replica's changes for the server's projection tables"):
+                    if session is not None and not session.is_empty:
+                        changes.add(session.changeset(), skip=set())
+        finally:
+            if session is not None:
+                session.close()
+        raw = self.pg._writer_raw()
+        committing = False
+        self.sending = rows[-1][0] if rows else 0
+        head = rows[-1][0] if rows else self.base
+        early: BaseException | None = None  # an error read back while the statements were being sent
+        try:
+            with raw.pipeline():
+                try:
+                    raw.execute("BEGIN")
+                    check = raw.execute(_EXPECT, (self.base, self.base_hash, self.server_base, self.kept[0],
+                                                  self.digest if self.tables else None, self.server_now, SLACK_MS))
+                    if changes is not None:
+                        changes.send(raw)
+                    if rows:
+                        with raw.cursor() as cur:
+                            cur.executemany(dialect(journal.INSERT), rows)
+                        last = rows[-1]
+                        if changes is None:
+                            raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s",
+                                        (last[0], last[10], last[9]))
+                        else:
+                            raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s, "
+                                        "tables_position = %s, tables = %s", (last[0], last[10], last[9], head,
+                                                                              self.digest))
+                        raw.execute("SELECT pg_notify(%s, %s)", (self.pg.channel, str(last[0])))
+                    committing = True
+                    raw.execute("COMMIT")
+                except psycopg.Error as e:
+                    # (the end of the block then reports the pipeline aborted: this is what aborted it)
+                    early = e
+            if early is not None:
+                raise early
+            found = check.fetchone()
+            self.answered = time.monotonic()
+            self.offset = int(found[0]) - time.time_ns() // 1_000_000
+            self.known = max(self.known, head)
+            if changes is not None:
+                self.kept = (head, self.digest)
+        except psycopg.Error as late:
+            error = early if early is not None else late
+            self.pg._rollback(self.pg._writer)  # type: ignore[arg-type]
+            if getattr(error, "sqlstate", None) == _STALE:
+                self.contended_until = time.monotonic() + 0.5
+                raise Stale(str(error).strip()) from error
+            if committing and (raw.closed or raw.broken):  # (a lock timeout at the check committed nothing)
+                raise CommitOutcomeUnknown(
+                    f"COMMIT on PostgreSQL failed ({type(error).__name__}: {str(error).strip()}); the transaction may or "
+                    "may not be durable. Retry with the same command_id or event_ids: a retry of what committed "
+                    "appends nothing"
+                ) from error
+            raise translate(error, "committing on PostgreSQL (nothing was written)") from error
+        except BaseException:
+            if not committing:
+                self.pg._rollback(self.pg._writer)  # type: ignore[arg-type]
+            raise
+        finally:
+            self._positions.clear()
+            self.sending = 0
 
     def rollback(self) -> None:
         self._positions.clear()
@@ -1256,6 +1397,8 @@ class Replica:
     def consumer_position(self, name: str) -> int:
         """A consumer's position: inside a write transaction the server's under
         its lock (with this transaction's own move), else the server's now."""
+        if self.optimistic_tx and self.db.shared_open and self.db.owns_write():
+            raise Stale("a consumer's position is read under the lock")
         if name in self._positions and self.db.shared_open and self.db.owns_write():
             return self._positions[name][0]
         if self.db.shared_open and self.db.owns_write():
@@ -1270,6 +1413,8 @@ class Replica:
 
     def move_consumer(self, name: str, position: int, at: int) -> None:
         """Move a consumer in the open write transaction: sent with its COMMIT."""
+        if self.optimistic_tx:
+            raise Stale("a consumer is moved under the lock")
         self._positions[name] = (position, at)
 
     # following ---------------------------------------------------------------

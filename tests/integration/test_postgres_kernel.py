@@ -359,3 +359,60 @@ def test_a_server_crash_mid_command_loses_no_acknowledged_command(pg_cluster: An
         assert ids[:len(acked)] == acked or set(acked) <= set(ids)
         assert set(acked) | {in_flight} == set(ids)
         assert fresh.verify().ok
+
+
+def test_a_lone_command_on_a_current_replica_commits_in_one_round_trip(pg_url: str) -> None:
+    """Once the process has learnt the server's clock (opening it takes the
+    lock once), a lone command of a process whose replica knows of no newer
+    commit decides on it and sends check, rows and COMMIT at once; the
+    journal is the same."""
+    with eventkernel.open(pg_url) as k:
+        k.work.enqueue("first", None)
+        assert k._replica.optimistic_tx  # type: ignore[union-attr]
+        item = k.work.enqueue("second", {"n": 2})
+        assert k._replica.optimistic_tx  # type: ignore[union-attr]
+        claimed = k.work.claim("w", lease_ms=60_000)
+        assert claimed is not None and claimed.token == 1 and k._replica.optimistic_tx  # type: ignore[union-attr]
+        k.work.complete(claimed.work_item_id, "w", claimed.token)
+        with k.transaction():  # a transaction of the caller's takes the lock first: it cannot be run again
+            k.work.enqueue("third", None)
+        assert not k._replica.optimistic_tx  # type: ignore[union-attr]
+        assert k.work.get(claimed.work_item_id).status == "completed" and k.work.get(item).status == "pending"
+        assert k.head == 5  # three enqueues, a claim, a completion
+        assert live_tables(k) == rebuilt_tables(k) and k.verify().ok
+    with postgres.open_journal(pg_url) as j:
+        times = [r.recorded_at for r in j.read()]
+        assert times == sorted(times)
+        assert abs(times[-1] - time.time() * 1000) < 5_000
+
+
+def test_an_optimistic_command_on_a_stale_replica_runs_again_under_the_lock(pg_url: str) -> None:
+    """B's replica does not follow and has heard of no newer commit: its
+    commands decide on it, the server's check finds the journal moved on,
+    and each runs again under the lock, deciding on the shared state: a
+    claim takes the item A left, a cancel of an item B has not seen finds it."""
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        b.memory.put("user:b", "k", 0)  # (B's first command: the lock, the server's clock)
+        until(lambda: a.head == b.head)
+        b._replica._stop.set()  # type: ignore[union-attr]
+        b._replica._follower.join(10)  # type: ignore[union-attr]
+        first, second = a.work.enqueue("t", {"n": 1}), a.work.enqueue("t", {"n": 2})
+        took = a.work.claim("wa", lease_ms=60_000)
+        assert took is not None and took.work_item_id == first
+        claimed = b.work.claim("wb", lease_ms=60_000)  # B's replica shows both items pending
+        assert claimed is not None and claimed.work_item_id == second and claimed.token == 1
+        assert b._replica.contended_until > time.monotonic()  # type: ignore[union-attr]
+        third = a.work.enqueue("t", {"n": 3})
+        b._replica.contended_until = 0.0  # type: ignore[union-attr]  (optimistic again at once)
+        b.memory.put("user:b", "k", 1)  # optimistic: the server's check fails, it runs again
+        b.work.cancel(third, "not needed")  # its replica now holds the item (the catch-up of the run again)
+        a._replica._stop.set()  # type: ignore[union-attr]
+        a._replica._follower.join(10)  # type: ignore[union-attr]
+        a.memory.put("user:a", "k", 1)  # A, now stale: its first try fails, then it catches up
+        assert a.work.get(third).status == "cancelled" and a.work.get(second).lease_holder == "wb"
+        for k in (a, b):
+            assert live_tables(k) == rebuilt_tables(k) and k.verify().ok
+        with postgres.open_journal(pg_url) as j:
+            assert j.verify().ok and j.head == a.head == b.head
+            times = [r.recorded_at for r in j.read()]
+            assert times == sorted(times)
