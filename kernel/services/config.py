@@ -21,13 +21,13 @@ from typing import Any
 
 import apsw
 
-from eventkernel import codec
+from eventkernel import codec, journal
 from eventkernel.errors import InvalidArgument, NotFound, SecretKeyError
 from eventkernel.events.config import ConfigDeleted, ConfigKeyRotated, ConfigReencrypted, ConfigSet
 from eventkernel.journal import Recorded
 from eventkernel.projections import configurations
 from eventkernel.projections.configurations import ConfigEntry, ConfigVersion
-from eventkernel.secrets import ENV, Key, Keyring, _parse
+from eventkernel.secrets import ENV, Key, Keyring, _parse, key_id_of
 from eventkernel.services.base import Context
 from eventkernel.services.runner import Args, Decision, Emit, Reads, Spec, emit, run
 from eventkernel.validate import (
@@ -211,6 +211,12 @@ class Config:
             # The key the file's secrets are under, if this kernel holds it (after a rotation in a
             # transaction that was rolled back, that is still the old one); the command checks it again.
             current = keyring.by_id.get(self.key_id() or "", keyring.current)
+            if command_id is not None:
+                # A retry names the value as the first call did, under the key it used then (a rotation
+                # since changed the current one), so that the same value is the same command.
+                first = self._first_key(command_id)
+                if first is not None and first in keyring.by_id:
+                    current = keyring.by_id[first]
             args.update(value=None, mac=current.mac(clear), key_id=current.id,
                         _ciphertext=current.encrypt(key, codec.dump_json(value).encode()))
         else:
@@ -287,6 +293,13 @@ class Config:
         done = run(self._ctx, ROTATE, args, command_id=command_id, actor=actor)
         self._ctx.keyring = Keyring([new]) if keyring is None else keyring.rotated(new)
         return done
+
+    def _first_key(self, command_id: str) -> str | None:
+        """The key a secret set with ``command_id`` was encrypted under, if one was."""
+        with self._ctx.db.read("config.set") as conn:
+            previous = journal.find_command(conn, command_id)
+        event = previous[0].event if previous else None
+        return key_id_of(event.ciphertext) if isinstance(event, ConfigSet) and event.ciphertext else None
 
     def key_id(self) -> str | None:
         """The id of the key the file's secrets are encrypted under (None: no secret yet)."""

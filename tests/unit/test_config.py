@@ -174,6 +174,18 @@ def test_a_command_id_retry_of_a_secret_matches_without_revealing_it(ks):
     assert "v1" not in meta
 
 
+def test_a_command_id_retry_of_a_secret_matches_after_a_key_rotation(ks):
+    """The retry names the value under the key the first call used, not the
+    current one: a rotation in between does not make it another command."""
+    first = ks.config.set("s", "v1", secret=True, command_id="set-s")
+    ks.config.rotate_key(generate_key())
+    head = ks.head
+    assert ks.config.set("s", "v1", secret=True, command_id="set-s") == first and ks.head == head
+    with refused(ks, eventkernel.IdempotencyConflict, "with other arguments"):
+        ks.config.set("s", "v2", secret=True, command_id="set-s")
+    assert ks.config.get("s") == "v1" and ks.verify().ok
+
+
 def test_a_ciphertext_moved_to_another_key_name_does_not_decrypt(ks):
     ks.config.set("a", "alpha", secret=True)
     ks.config.set("b", "beta", secret=True)
