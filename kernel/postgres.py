@@ -20,8 +20,10 @@ The whole kernel runs on it through :class:`Replica`:
 ``eventkernel.open("postgresql://…")`` keeps the journal (and durable
 consumers' positions) on the server and, in each process, an SQLite file
 holding the server's journal row for row and the projections folded from
-it, caught up under the server's write lock before every write transaction
-and followed between them (``LISTEN``); the server also holds a copy of every
+it, caught up under the server's write lock before a write transaction (or,
+for a command on a replica that knows of no newer commit, checked under it
+at the commit, in one round trip) and followed between them (``LISTEN``);
+the server also holds a copy of every
 projection table, kept in the transaction of each commit
 (:mod:`eventkernel.pgtables`). ``eventkernel copy`` moves a whole
 journal between the engines; the CLI's read commands given a
@@ -802,7 +804,10 @@ class Replica:
     the kernel takes the server's write lock first and brings the file up to
     the server's head under it, so each command decides on the state every
     process shares; its new rows are committed on the server before the file
-    commits them. Between commands a thread follows the server (``LISTEN``)
+    commits them. A group commit's command on a replica that knows of no
+    newer commit is decided first without the lock and committed with a
+    check that the server's head did not move (``expect_head``): one round
+    trip; when it did, the group runs again the usual way. Between commands a thread follows the server (``LISTEN``)
     and folds what other processes appended, so reads lag them by about the
     time of a notification. With ``tables`` (the default), the server also
     holds a copy of every projection table, brought to the replica's state in
