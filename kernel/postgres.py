@@ -950,21 +950,8 @@ class Replica:
         try:
             tables = self._tables(raw, conn, head) if self.tables and (rows or self.refresh) else None
             with raw.pipeline():
-                if tables is not None:
-                    tables.send(raw)
-                if rows:
-                    with raw.cursor() as cur:
-                        cur.executemany(dialect(journal.INSERT), rows)
-                    last = rows[-1]
-                    if tables is None:
-                        raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s",
-                                    (last[0], last[10], last[9]))
-                    else:
-                        raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s, "
-                                    "tables_position = %s, tables = %s", (last[0], last[10], last[9], head,
-                                                                          self.digest))
-                    raw.execute("SELECT pg_notify(%s, %s)", (self.pg.channel, str(last[0])))
-                elif tables is not None:
+                self._send(raw, rows, tables)
+                if not rows and tables is not None:
                     raw.execute("UPDATE journal_head SET tables_position = %s, tables = %s", (head, self.digest))
                 if erasing:
                     with raw.cursor() as cur:
@@ -1006,6 +993,25 @@ class Replica:
             self.sending = 0
             self._unwatch()
 
+    def _send(self, raw: Any, rows: list[tuple[Any, ...]], tables: pgtables.Changes | None) -> None:
+        """Into the open pipeline: the changes to the server's tables, the
+        transaction's rows, the head moved to the last (with the tables'
+        state when they were kept), and the NOTIFY of it."""
+        if tables is not None:
+            tables.send(raw)
+        if not rows:
+            return
+        with raw.cursor() as cur:
+            cur.executemany(dialect(journal.INSERT), rows)
+        last = rows[-1]
+        if tables is None:
+            raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s",
+                        (last[0], last[10], last[9]))
+        else:
+            raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s, tables_position = %s, "
+                        "tables = %s", (last[0], last[10], last[9], last[0], self.digest))
+        raw.execute("SELECT pg_notify(%s, %s)", (self.pg.channel, str(last[0])))
+
     def _commit_optimistic(self, conn: apsw.Connection) -> None:
         """Commit a transaction decided on the replica alone: in one round
         trip, the check that the journal is still where the replica read it
@@ -1030,6 +1036,7 @@ class Replica:
             if session is not None:
                 session.close()
         raw = self.pg._writer_raw()
+        pid = raw.info.backend_pid
         committing = False
         self.sending = rows[-1][0] if rows else 0
         head = rows[-1][0] if rows else self.base
@@ -1040,20 +1047,7 @@ class Replica:
                     raw.execute("BEGIN")
                     check = raw.execute(_EXPECT, (self.base, self.base_hash, self.server_base, self.kept[0],
                                                   self.digest if self.tables else None, self.server_now, SLACK_MS))
-                    if changes is not None:
-                        changes.send(raw)
-                    if rows:
-                        with raw.cursor() as cur:
-                            cur.executemany(dialect(journal.INSERT), rows)
-                        last = rows[-1]
-                        if changes is None:
-                            raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s",
-                                        (last[0], last[10], last[9]))
-                        else:
-                            raw.execute("UPDATE journal_head SET position = %s, hash = %s, recorded_at = %s, "
-                                        "tables_position = %s, tables = %s", (last[0], last[10], last[9], head,
-                                                                              self.digest))
-                        raw.execute("SELECT pg_notify(%s, %s)", (self.pg.channel, str(last[0])))
+                    self._send(raw, rows, changes)
                     committing = True
                     raw.execute("COMMIT")
                 except psycopg.Error as e:
@@ -1073,12 +1067,20 @@ class Replica:
             if getattr(error, "sqlstate", None) == _STALE:
                 self.contended_until = time.monotonic() + 0.5
                 raise Stale(str(error).strip()) from error
-            if committing and (raw.closed or raw.broken):  # (a lock timeout at the check committed nothing)
-                raise CommitOutcomeUnknown(
-                    f"COMMIT on PostgreSQL failed ({type(error).__name__}: {str(error).strip()}); the transaction may or "
-                    "may not be durable. Retry with the same command_id or event_ids: a retry of what committed "
-                    "appends nothing"
-                ) from error
+            if raw.closed or raw.broken:  # (a lock timeout at the check is not this: it committed nothing)
+                # The connection was lost (a restart, a failover, a network fault): whether the rows
+                # committed is read from the server once the session that sent them is gone.
+                outcome = False if not rows else self._outcome(pid, rows[-1])
+                if outcome is False:  # nothing was written: the group runs again, under the lock
+                    raise Stale(f"the connection was lost before the commit ({str(error).strip()})") from error
+                if outcome is None:
+                    raise CommitOutcomeUnknown(
+                        f"COMMIT on PostgreSQL failed ({type(error).__name__}: {str(error).strip()}); the "
+                        "transaction may or may not be durable. Retry with the same command_id or event_ids: a "
+                        "retry of what committed appends nothing"
+                    ) from error
+                self.known = max(self.known, head)  # (it did commit: the replica commits it too)
+                return
             raise translate(error, "committing on PostgreSQL (nothing was written)") from error
         except BaseException:
             if not committing:
@@ -1087,6 +1089,30 @@ class Replica:
         finally:
             self._positions.clear()
             self.sending = 0
+
+    def _outcome(self, pid: int, last: tuple[Any, ...]) -> bool | None:
+        """After the connection of an optimistic commit was lost: whether its
+        last row is on the server (True), is not and never will be (False:
+        the session that sent it is gone), or cannot be known (None: the
+        server out of reach, or that session still there after the busy
+        timeout)."""
+        psycopg = _psycopg()
+        try:
+            conn = self.pg._connect()
+        except JournalError:
+            return None
+        try:
+            deadline = time.monotonic() + self.pg._busy_s
+            while conn.raw.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.01)
+            row = conn.raw.execute("SELECT hash FROM journal WHERE position = %s", (last[0],)).fetchone()
+            return row is not None and bytes(row[0]) == bytes(last[10])
+        except psycopg.Error:
+            return None
+        finally:
+            conn.raw.close()
 
     def rollback(self) -> None:
         self._positions.clear()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import builtins
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import apsw
 
@@ -143,6 +144,8 @@ DELETE: Spec[Session | None, None] = Spec(
     "sessions.delete", _load_own, decide_delete, lambda reads, a, records, outcome: None)
 
 
+_T = TypeVar("_T")
+
 class Sessions:
     """``k.sessions``."""
 
@@ -267,26 +270,24 @@ class Sessions:
 
     def events(self, session_id: str, *, after_seq: int = 0, limit: int | None = None) -> builtins.list[SessionEvent]:
         """The conversation in order, after ``after_seq``. Raises NotFound."""
-        where = "sessions.events"
-        check_text(where, "session_id", session_id)
-        check_int(where, "after_seq", after_seq, minimum=0)
-        check_limit(where, limit)
-        with self._ctx.db.read(where) as conn:
-            if sessions.get_own(conn, session_id) is None:
-                raise NotFound(f"{where} refused: no session {session_id!r}")
-            return sessions.events(conn, session_id, after_seq=after_seq, limit=limit)
+        return self._conversation("sessions.events", sessions.events, session_id, after_seq, limit)
 
     def event_positions(self, session_id: str, *, after_seq: int = 0, limit: int | None = None) -> builtins.list[int]:
         """The journal positions of the conversation's events after
         ``after_seq``, in order (each ``SessionEvent.position``): all a cache
         of events kept by position needs, since the event at a position never
         changes. Raises NotFound."""
-        where = "sessions.event_positions"
+        return self._conversation("sessions.event_positions", sessions.event_positions, session_id, after_seq,
+                                  limit)
+
+    def _conversation(self, where: str, query: Callable[..., _T], session_id: str, after_seq: int,
+                      limit: int | None) -> _T:
+        """``query`` of a session's events, its arguments checked; NotFound without the session."""
         check_text(where, "session_id", session_id)
         check_int(where, "after_seq", after_seq, minimum=0)
         check_limit(where, limit)
         with self._ctx.db.read(where) as conn:
             if sessions.get_own(conn, session_id) is None:
                 raise NotFound(f"{where} refused: no session {session_id!r}")
-            return sessions.event_positions(conn, session_id, after_seq=after_seq, limit=limit)
+            return query(conn, session_id, after_seq=after_seq, limit=limit)
 

@@ -416,3 +416,21 @@ def test_an_optimistic_command_on_a_stale_replica_runs_again_under_the_lock(pg_u
             assert j.verify().ok and j.head == a.head == b.head
             times = [r.recorded_at for r in j.read()]
             assert times == sorted(times)
+
+
+def test_an_optimistic_commit_on_a_connection_just_dropped_runs_again(pg_url: str) -> None:
+    """The server ends the writer's session right after a command (a
+    failover, an administrator): the next command, sent optimistically on
+    the dead connection, finds out that nothing was written (the session
+    that would have written it is gone, its rows absent) and runs again on a
+    new connection, once."""
+    with eventkernel.open(pg_url) as k:
+        k.memory.put("user:a", "k", 1)
+        pid = k._replica.pg._writer.raw.info.backend_pid  # type: ignore[union-attr]
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        head = k.head
+        k.memory.put("user:a", "k", 2)  # no error
+        assert k.head == head + 1 and k.memory.get("user:a", "k").value == 2
+        assert k._replica.pg._writer.raw.info.backend_pid != pid  # type: ignore[union-attr]
+        assert live_tables(k) == rebuilt_tables(k) and k.verify().ok
