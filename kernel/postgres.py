@@ -1180,7 +1180,8 @@ class Replica:
                 raise JournalError(self._behind(head))
         where = "following a compaction of the journal on PostgreSQL"
         for position, hash_, recorded_at, archive, compacted_at in found:
-            img, size = compaction._base_image(self.db, self.projector, int(position))
+            with translating(where):
+                img, size = compaction._base_image(self.db, self.projector, int(position))
             with self.db.write(where, shared=False) as conn:
                 now = journal.base(conn)
                 if now is not None and now[0] >= int(position):
