@@ -305,7 +305,10 @@ class PgJournal(JournalReader):
         from psycopg import sql
 
         try:
-            raw = psycopg.connect(self.url, autocommit=True)
+            # No automatic prepared statements: a statement psycopg prepares in a pipeline that an error
+            # aborts (an optimistic commit's failed check) is skipped by the server while psycopg counts it
+            # as prepared, and its next use fails with "prepared statement … does not exist".
+            raw = psycopg.connect(self.url, autocommit=True, prepare_threshold=None)
         except psycopg.Error as e:
             raise JournalError(f"connecting to PostgreSQL failed: {str(e).strip()}") from e
         try:

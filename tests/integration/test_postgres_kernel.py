@@ -434,3 +434,25 @@ def test_an_optimistic_commit_on_a_connection_just_dropped_runs_again(pg_url: st
         assert k.head == head + 1 and k.memory.get("user:a", "k").value == 2
         assert k._replica.pg._writer.raw.info.backend_pid != pid  # type: ignore[union-attr]
         assert live_tables(k) == rebuilt_tables(k) and k.verify().ok
+
+
+def test_many_optimistic_commits_found_stale_leave_the_connection_sound(pg_url: str) -> None:
+    """Two dozen optimistic commits found stale in a row, each run again
+    under the lock: every command lands once and the writer's connection
+    stays usable. (The lease-contention test across processes is the one
+    that caught statements psycopg counted as prepared in an aborted
+    pipeline: "prepared statement … does not exist".)"""
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        b.memory.put("user:b", "k", 0)
+        until(lambda: a.head == b.head)
+        b._replica._stop.set()  # type: ignore[union-attr]
+        b._replica._follower.join(10)  # type: ignore[union-attr]
+        for i in range(24):
+            if i == 12:
+                b.work.enqueue("t", {"n": -1})  # (once more alone: the failed tries fall on other counts)
+            a.work.enqueue("t", {"n": i})
+            b._replica.contended_until = 0.0  # type: ignore[union-attr]  (optimistic each time)
+            b.work.enqueue("t", {"n": i})  # found stale, run again
+        assert len(b.work.list(limit=100)) == 49
+        for k in (a, b):
+            assert live_tables(k) == rebuilt_tables(k) and k.verify().ok
