@@ -152,8 +152,8 @@ class EventKernelSessionService(BaseSessionService):
         copied: Event = _copy(*found)
         return copied
 
-    def _keep(self, position: int, event: Event) -> tuple[Event, _Plan]:
-        found = (event, _plan(event))
+    def _keep(self, position: int, event: Event, plan: _Plan | None = None) -> tuple[Event, _Plan]:
+        found = (event, _plan(event) if plan is None else plan)
         with self._built_lock:
             self._built[position] = found
             if len(self._built) > CACHED_EVENTS:
@@ -327,7 +327,8 @@ class EventKernelSessionService(BaseSessionService):
             raise StaleSessionError(_STALE) from None
         session._storage_update_marker = str(expected + 1)
         session.last_update_time = event.timestamp
-        self._keep(appended.position, _copy(event, _plan(event)))  # equal to the event built from its JSON
+        plan = _plan(event)  # (the copy's too: a copy has the same parts)
+        self._keep(appended.position, _copy(event, plan), plan)  # equal to the event built from its JSON
 
 
 # --- copies of built events -------------------------------------------------------------
