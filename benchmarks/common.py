@@ -113,11 +113,12 @@ class CapturedFloor:
         self.conn.pragma("trusted_schema", False)
         self.conn.wal_autocheckpoint(self.kernel._db.wal_checkpoint_pages)
 
-    def capture(self, work: Callable[[eventkernel.Kernel], None]) -> list[tuple[str, Any]]:
+    def capture(self, work: Callable[[eventkernel.Kernel], None], *, reads: bool = False) -> list[tuple[str, Any]]:
         """Run ``work`` on the capturing kernel; return the statements its
-        write connection executed, in order."""
+        write connection executed, in order (``reads=True``: those of this
+        thread's read connection)."""
         out: list[tuple[str, Any]] = []
-        conn = self.kernel._db.conn
+        conn = self.kernel._db.reader() if reads else self.kernel._db.conn
 
         def trace(_cursor: Any, sql: str, bindings: Any) -> bool:
             out.append((sql, bindings))

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import eventkernel
-from benchmarks.common import interleaved, rate, scratch_dir, summary
+from benchmarks.common import CapturedFloor, interleaved, rate, scratch_dir, summary
 
 THEIRS = "langgraph-checkpoint-sqlite SqliteSaver"
+FLOOR = "raw APSW replaying the saver's own statements"
 
 
 def _row(name: str, a: list[float], b: list[float], unit: str, baseline: str, target: float | None) -> dict[str, Any]:
@@ -56,8 +57,11 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
     sync = conn.execute("PRAGMA synchronous").fetchone()[0]
     print(f"  langgraph SqliteSaver: SQLite synchronous={sync} (2 = FULL)", flush=True)
     ours = EventKernelSaver(eventkernel.open(str(where / "eventkernel.db")))
+    # The floor: what our saver's SQL costs with none of its Python (statements
+    # captured from a saver on a kernel of its own, replayed by raw APSW).
+    floor = CapturedFloor(where, "langgraph-floor", "full")
     counter = itertools.count()
-    savers = {"ours": ours, "theirs": theirs}
+    savers = {"ours": ours, "theirs": theirs, "floor": EventKernelSaver(floor.kernel)}
     latest: dict[tuple[str, str], Any] = {}
 
     def put_one(who: str, thread: str) -> Any:
@@ -84,9 +88,14 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
         return rate(n, lambda: [savers[who].put_writes(stored, [("messages", ["a reply"]), ("step", i)], f"task-{i}")
                                 for i in range(n)])
 
-    for who in savers:  # a thread of 50 checkpoints to read
+    for who in ("ours", "theirs"):  # a thread of 50 checkpoints to read
         for _ in range(50):
             put_one(who, "reads")
+    floor.replay(floor.capture(lambda _: [put_one("floor", "reads") for _ in range(50)]))
+
+    def replayed(work: Any, *, reads: bool = False, times: int = 1) -> float:
+        statements = floor.capture(work, reads=reads)  # not timed: the saver issuing them
+        return rate(n, lambda: [floor.replay(statements) for _ in range(times)])
 
     def gets(who: str) -> float:
         config = {"configurable": {"thread_id": "reads", "checkpoint_ns": ""}}
@@ -96,11 +105,25 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
         config = {"configurable": {"thread_id": "reads", "checkpoint_ns": ""}}
         return rate(n, lambda: [list(savers[who].list(config, limit=10)) for _ in range(n)])
 
+    def floor_puts() -> float:
+        return replayed(lambda _: [put_one("floor", "puts") for _ in range(n)])
+
+    def floor_gets() -> float:
+        config = {"configurable": {"thread_id": "reads", "checkpoint_ns": ""}}
+        return replayed(lambda _: savers["floor"].get_tuple(config), reads=True, times=n)
+
     out = []
-    for name, fn, target in (("put", puts, 0.8), ("put_writes, 2 writes", writes, None),
-                             ("get_tuple, latest of 50", gets, 1.0), ("list(limit=10)", lists, 1.0)):
+    for name, fn, target, floor_fn in (("put", puts, 0.8, floor_puts), ("put_writes, 2 writes", writes, None, None),
+                                       ("get_tuple, latest of 50", gets, 1.0, floor_gets),
+                                       ("list(limit=10)", lists, 1.0, None)):
         a, b = interleaved(rounds, lambda fn=fn: fn("ours"), lambda fn=fn: fn("theirs"))
         out.append(_row(f"LangGraph {name}", a, b, "calls/s", THEIRS, target))
+        if floor_fn is not None:
+            # the bound: our statements alone against SqliteSaver, and our Python's share
+            f, b = interleaved(rounds, floor_fn, lambda fn=fn: fn("theirs"))
+            out.append(_row(f"  {name}: our SQL alone, replayed", f, b, "calls/s", THEIRS, None))
+            a, f = interleaved(rounds, lambda fn=fn: fn("ours"), floor_fn)
+            out.append(_row(f"  {name}: the saver against its own SQL", a, f, "calls/s", FLOOR, None))
 
     out.append(_async_puts(where, n, rounds))
 
@@ -182,6 +205,7 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
                 "min": erased / 2**20, "max": erased / 2**20, "unit": "MiB", "baseline": THEIRS,
                 "baseline_value": sizes["theirs"] / 2**20, "ratio": erased / sizes["theirs"], "target": None})
     ours.kernel.close()
+    floor.close()
     conn.close()
     return out
 

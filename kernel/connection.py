@@ -211,6 +211,14 @@ class Database:
             raise InvalidArgument(f"open refused: path must be a str, got {type(path).__name__} {path!r:.60}")
         if "\x00" in path:
             raise InvalidArgument(f"open refused: path contains a NUL character: {path!r:.60}")
+        if not path.isascii():
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InvalidArgument(
+                    f"open refused: path {path!r:.80} holds a lone surrogate at index {e.start}; SQLite names "
+                    "files in UTF-8, which cannot carry it"
+                ) from None
         if vfs is not None and vfs not in apsw.vfs_names():
             raise InvalidArgument(f"open refused: no SQLite VFS named {vfs!r}; registered: {apsw.vfs_names()}")
         self.vfs = vfs
@@ -573,35 +581,11 @@ class Database:
             except apsw.Error:
                 pass
 
-    @contextmanager
-    def read(self, doing: str = "read") -> Iterator[apsw.Connection]:
+    def read(self, doing: str = "read") -> _Read:
         """A consistent snapshot for several statements (a deferred read
         transaction on this thread's own connection); inside this thread's
         write transaction, that transaction's view."""
-        self.check(doing)
-        if self._shares_writer():
-            with self._writer_read(doing) as conn:
-                yield conn
-            return
-        conn = self.reader()
-        local = self._local
-        if local.depth:  # a read inside a read: the same snapshot
-            with translating(doing):
-                yield conn
-            return
-        with translating(f"{doing}: starting the read transaction"):
-            conn.execute("BEGIN DEFERRED")
-        local.depth = 1
-        try:
-            with translating(doing):
-                yield conn
-        finally:
-            local.depth = 0
-            try:
-                if not conn.get_autocommit():
-                    conn.execute("ROLLBACK")
-            except apsw.Error:
-                self._drop_reader()
+        return _Read(self, doing)
 
     def watch(self, doing: str = "watching the journal") -> Watch:
         """Start watching for commits: take it before a read that found
@@ -759,6 +743,54 @@ class Database:
                 self.conn.close()
         with self.commits:
             self.commits.notify_all()
+
+
+class _Read:
+    """The context manager behind :meth:`Database.read` (a class, as reads
+    are hot: a generator-based one costs a few microseconds more)."""
+
+    __slots__ = ("conn", "db", "doing", "inner", "nested")
+
+    def __init__(self, db: Database, doing: str) -> None:
+        self.db = db
+        self.doing = doing
+        self.inner: AbstractContextManager[apsw.Connection] | None = None
+        self.nested = False
+
+    def __enter__(self) -> apsw.Connection:
+        db = self.db
+        db.check(self.doing)
+        if db._shares_writer():
+            self.inner = db._writer_read(self.doing)
+            return self.inner.__enter__()
+        with translating(self.doing):
+            conn = self.conn = db.reader()
+        local = db._local
+        if local.depth:  # a read inside a read: the same snapshot
+            self.nested = True
+            return conn
+        try:
+            conn.execute("BEGIN DEFERRED")
+        except apsw.Error as e:
+            raise translate(e, f"{self.doing}: starting the read transaction") from e
+        local.depth = 1
+        return conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self.inner is not None:
+            self.inner.__exit__(exc_type, exc, tb)
+            return
+        if not self.nested:
+            db = self.db
+            db._local.depth = 0
+            conn = self.conn
+            try:
+                if not conn.get_autocommit():
+                    conn.execute("ROLLBACK")
+            except apsw.Error:
+                db._drop_reader()
+        if isinstance(exc, apsw.Error):
+            raise translate(exc, self.doing) from exc
 
 
 class _Statement:

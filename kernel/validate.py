@@ -9,7 +9,6 @@ than coerced.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import msgspec
@@ -37,27 +36,37 @@ _DIGITS_AS_NINES = bytes((0x39 if 0x30 <= i <= 0x39 else 0x20) for i in range(25
 _LONG_RUN = b"9" * 19
 
 
-# A number of 19+ digits in compact JSON: at the start, or after ':', ',' or
-# '['. Slower than the translation above, so only asked when that found a long
-# run — which digits inside strings also make (ids, version counters).
-_LONG_NUMBER = re.compile(rb"(?:^|[:,\[])-?[0-9]{19}")
-
-
 def plain_json(encoded: bytes, max_depth: int = MAX_DEPTH) -> bool:
     """True when encoded JSON (compact, as msgspec writes it) surely holds no
     out-of-range integer and no nesting deeper than ``max_depth`` (each level
     needs a bracket)."""
-    return (
-        encoded.count(b"[") + encoded.count(b"{") <= max_depth
-        and (_LONG_RUN not in encoded.translate(_DIGITS_AS_NINES) or _LONG_NUMBER.search(encoded) is None)
-    )
+    if encoded.count(b"[") + encoded.count(b"{") > max_depth:
+        return False
+    digits = encoded.translate(_DIGITS_AS_NINES)
+    start = digits.find(_LONG_RUN)
+    # A run of 19+ digits is a number when it starts the text or follows
+    # ':', ',' or '[' (with a '-' between): what the regular expression
+    # (?:^|[:,\[])-?[0-9]{19} finds, found with C-speed searches only (digits
+    # inside strings, as in ids and version counters, make such runs often).
+    while start != -1:
+        before = start - 1
+        if before >= 0 and encoded[before] == 0x2D:  # '-'
+            before -= 1
+        if before < 0 or encoded[before] in b":,[":
+            return False
+        end = digits.find(b" ", start)
+        if end == -1:
+            return True
+        start = digits.find(_LONG_RUN, end)
+    return True
 
 
 def _refuse(where: str, path: str, why: str) -> InvalidArgument:
     return InvalidArgument(f"{where} refused: {path} {why}")
 
 
-def _check_str(where: str, path: str, s: str) -> None:
+def check_str(where: str, path: str, s: str) -> None:
+    """Refuse a str UTF-8 cannot carry (a lone surrogate): any other str is JSON text."""
     if s.isascii():  # the common case, without encoding a copy
         return
     try:
@@ -93,7 +102,7 @@ def walk_json(where: str, path: str, value: Any, _depth: int = 0, *, max_depth: 
         return
     t = type(value)
     if t is str:
-        _check_str(where, path, value)
+        check_str(where, path, value)
     elif t is int:
         if not INT64_MIN <= value <= INT64_MAX:
             raise _refuse(where, path, f"is {value}, outside the signed 64-bit range JSON readers keep exactly")
@@ -104,7 +113,7 @@ def walk_json(where: str, path: str, value: Any, _depth: int = 0, *, max_depth: 
         for k, v in value.items():
             if type(k) is not str:
                 raise _refuse(where, path, f"has the key {k!r} ({type(k).__name__}); JSON object keys must be str")
-            _check_str(where, f"{path} key {k!r}", k)
+            check_str(where, f"{path} key {k!r}", k)
             walk_json(where, f"{path}[{k!r}]", v, _depth + 1, max_depth=max_depth)
     elif t is list or t is tuple:
         for i, v in enumerate(value):
@@ -132,7 +141,7 @@ def check_text(where: str, name: str, value: Any, *, max_len: int = MAX_ID_LEN) 
         raise _refuse(where, name, f"is {len(value)} characters long; {limit}")
     if "\x00" in value:
         raise _refuse(where, name, f"contains a NUL character: {value!r:.60}")
-    _check_str(where, name, value)
+    check_str(where, name, value)
     return value
 
 

@@ -25,7 +25,7 @@ from eventkernel.journal import Recorded
 from eventkernel.projections.rows import Target, limit_of
 
 NAME = "graphs"
-VERSION = 1
+VERSION = 2  # 2: graph_checkpoint_metadata keyed by (key, value), its second index gone
 # The journal positions whose payloads live rows read (every value is stored
 # once, in its event): a compaction keeps these events' payloads with its base.
 PAYLOADS = ("SELECT position FROM graph_checkpoints UNION SELECT position FROM graph_values "
@@ -34,7 +34,9 @@ HANDLES = frozenset(
     e.__event_type__ for e in (GraphCheckpointSaved, GraphWritesSaved, GraphThreadDeleted, GraphRunsDeleted,
                                GraphThreadPruned, GraphThreadCopied)
 )
-TABLES = ("graph_checkpoints", "graph_checkpoint_metadata", "graph_values", "graph_writes")
+# The tables with a row per thread's checkpoint, value or write, found by thread
+# (graph_checkpoint_metadata is found through graph_checkpoints' metadata).
+THREAD_TABLES = ("graph_checkpoints", "graph_values", "graph_writes")
 
 
 class GraphCheckpointRow(msgspec.Struct, frozen=True):
@@ -77,21 +79,19 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
     if isinstance(event, GraphCheckpointSaved):
         key = (event.thread_id, event.checkpoint_ns, event.checkpoint_id)
         run_id = event.metadata.get("run_id")
+        old: builtins.list[tuple[Any, ...]] = conn.execute(
+            "DELETE FROM graph_checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? "
+            "RETURNING metadata", key
+        ).fetchall()
+        if old:  # saved again: its metadata rows go with it
+            conn.executemany(_DELETE_METADATA, _metadata_rows(key, codec.decode_json(old[0][0])))
         conn.execute(
-            f"INSERT OR REPLACE INTO graph_checkpoints ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO graph_checkpoints ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*key, event.parent_checkpoint_id, run_id if type(run_id) is str else None,
              codec.dump_json(event.channel_versions), codec.dump_json(event.metadata), recorded.recorded_at,
              recorded.position),
         )
-        conn.execute(
-            "DELETE FROM graph_checkpoint_metadata WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?", key
-        )
-        for name, value in event.metadata.items():
-            conn.execute(
-                "INSERT INTO graph_checkpoint_metadata (thread_id, checkpoint_ns, checkpoint_id, key, value) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (*key, name, metadata_value(value)),
-            )
+        conn.executemany(_INSERT_METADATA, _metadata_rows(key, event.metadata))
         for channel, cv in event.values.items():
             conn.execute(
                 "INSERT OR REPLACE INTO graph_values (thread_id, checkpoint_ns, channel, version, position) "
@@ -109,11 +109,15 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
             )
     elif isinstance(event, GraphThreadDeleted) or (isinstance(event, GraphThreadPruned)
                                                      and event.strategy == "delete"):
-        for table in TABLES:
+        _drop_metadata_of(conn, conn.execute(
+            "SELECT thread_id, checkpoint_ns, checkpoint_id, metadata FROM graph_checkpoints WHERE thread_id = ?",
+            (event.thread_id,)).fetchall())
+        for table in THREAD_TABLES:
             conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (event.thread_id,))
     elif isinstance(event, GraphThreadPruned):
         doomed = conn.execute(
-            "SELECT checkpoint_ns, checkpoint_id FROM graph_checkpoints c WHERE thread_id = ? AND checkpoint_id < "
+            "SELECT checkpoint_ns, checkpoint_id, metadata FROM graph_checkpoints c WHERE thread_id = ? "
+            "AND checkpoint_id < "
             "(SELECT max(checkpoint_id) FROM graph_checkpoints WHERE thread_id = c.thread_id "
             "AND checkpoint_ns = c.checkpoint_ns)",
             (event.thread_id,),
@@ -121,24 +125,30 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
         _forget(conn, event.thread_id, doomed)
     elif isinstance(event, GraphRunsDeleted):
         doomed = conn.execute(
-            f"SELECT checkpoint_ns, checkpoint_id FROM graph_checkpoints WHERE thread_id = ? "
+            f"SELECT checkpoint_ns, checkpoint_id, metadata FROM graph_checkpoints WHERE thread_id = ? "
             f"AND run_id IN ({', '.join('?' * len(event.run_ids))})",
             (event.thread_id, *event.run_ids),
         ).fetchall()
         _forget(conn, event.thread_id, doomed)
     elif isinstance(event, GraphThreadCopied):
         source, target = event.source_thread_id, event.thread_id
+        _drop_metadata_of(conn, conn.execute(
+            "SELECT t.thread_id, t.checkpoint_ns, t.checkpoint_id, t.metadata FROM graph_checkpoints t "
+            "JOIN graph_checkpoints s ON s.thread_id = ? AND s.checkpoint_ns = t.checkpoint_ns "
+            "AND s.checkpoint_id = t.checkpoint_id WHERE t.thread_id = ?", (source, target)).fetchall())
         conn.execute(
             f"INSERT OR REPLACE INTO graph_checkpoints ({_CHECKPOINT_COLUMNS}) SELECT ?, checkpoint_ns, checkpoint_id, "
             "parent_checkpoint_id, run_id, channel_versions, metadata, created_at, position "
             "FROM graph_checkpoints WHERE thread_id = ?",
             (target, source),
         )
-        conn.execute(
-            "INSERT OR REPLACE INTO graph_checkpoint_metadata SELECT ?, checkpoint_ns, checkpoint_id, key, value "
-            "FROM graph_checkpoint_metadata WHERE thread_id = ?",
-            (target, source),
-        )
+        rows: builtins.list[tuple[Any, ...]] = conn.execute(
+            "SELECT checkpoint_ns, checkpoint_id, metadata FROM graph_checkpoints WHERE thread_id = ?", (source,)
+        ).fetchall()
+        conn.executemany(_INSERT_METADATA, [
+            row for ns, checkpoint_id, metadata in rows
+            for row in _metadata_rows((target, ns, checkpoint_id), codec.decode_json(metadata))
+        ])
         conn.execute(
             "INSERT OR REPLACE INTO graph_values SELECT ?, checkpoint_ns, channel, version, position "
             "FROM graph_values WHERE thread_id = ?",
@@ -151,16 +161,36 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
         )
 
 
+_INSERT_METADATA = ("INSERT INTO graph_checkpoint_metadata (key, value, thread_id, checkpoint_ns, checkpoint_id) "
+                    "VALUES (?, ?, ?, ?, ?)")
+_DELETE_METADATA = ("DELETE FROM graph_checkpoint_metadata WHERE key = ? AND value = ? AND thread_id = ? "
+                    "AND checkpoint_ns = ? AND checkpoint_id = ?")
+
+
+def _metadata_rows(key: tuple[str, str, str], metadata: dict[str, Any]) -> builtins.list[tuple[str, ...]]:
+    """The checkpoint's rows of ``graph_checkpoint_metadata``: (key, value, thread, namespace, id)."""
+    return [(name, metadata_value(value), *key) for name, value in metadata.items()]
+
+
+def _drop_metadata_of(conn: Target, checkpoints: Sequence[tuple[Any, ...]]) -> None:
+    """Delete the metadata rows of these checkpoints: (thread, namespace, id, metadata JSON) each."""
+    conn.executemany(_DELETE_METADATA, [
+        row for thread_id, ns, checkpoint_id, metadata in checkpoints
+        for row in _metadata_rows((thread_id, ns, checkpoint_id), codec.decode_json(metadata))
+    ])
+
+
 def _forget(conn: Target, thread_id: str, doomed: Sequence[tuple[Any, ...]]) -> None:
-    """Remove these checkpoints of the thread, their metadata and writes, and
-    the channel values no remaining checkpoint of the thread refers to."""
+    """Remove these checkpoints of the thread ((namespace, id, metadata JSON)
+    each), their metadata and writes, and the channel values no remaining
+    checkpoint of the thread refers to."""
     if not doomed:
         return
-    for ns, checkpoint_id in doomed:
+    _drop_metadata_of(conn, [(thread_id, *row) for row in doomed])
+    for ns, checkpoint_id, _ in doomed:
         key = (thread_id, ns, checkpoint_id)
         where = "thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
         conn.execute(f"DELETE FROM graph_checkpoints WHERE {where}", key)
-        conn.execute(f"DELETE FROM graph_checkpoint_metadata WHERE {where}", key)
         conn.execute(f"DELETE FROM graph_writes WHERE {where}", key)
     kept: set[tuple[Any, ...]] = set()
     for ns, versions in conn.execute(
@@ -187,21 +217,36 @@ def _checkpoint(row: tuple[Any, ...]) -> GraphCheckpointRow:
     return GraphCheckpointRow(*values)
 
 
-def get(conn: apsw.Connection, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None) -> GraphCheckpointRow | None:
-    """One checkpoint of the thread in the namespace; the newest when ``checkpoint_id`` is None."""
+Found = tuple[GraphCheckpointRow, "tuple[str, int, Any] | None"]
+"""A checkpoint's row with its event's journal row (type, schema, data), None
+when that row is not in the journal table (kept with a compaction's base)."""
+
+_WITH_EVENT = (", j.type, j.schema, j.data FROM graph_checkpoints c "
+               "LEFT JOIN journal j ON j.position = c.position")
+_C_COLUMNS = ", ".join("c." + c for c in GraphCheckpointRow.__struct_fields__)
+
+
+def _found(row: tuple[Any, ...]) -> Found:
+    event = row[-3:]
+    return _checkpoint(row[:-3]), None if event[0] is None else event
+
+
+def get(conn: apsw.Connection, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None) -> Found | None:
+    """One checkpoint of the thread in the namespace, with its event's row;
+    the newest when ``checkpoint_id`` is None."""
     if checkpoint_id is None:
         row = conn.execute(
-            f"SELECT {_CHECKPOINT_COLUMNS} FROM graph_checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
-            "ORDER BY checkpoint_id DESC LIMIT 1",
+            f"SELECT {_C_COLUMNS}{_WITH_EVENT} WHERE c.thread_id = ? AND c.checkpoint_ns = ? "
+            "ORDER BY c.checkpoint_id DESC LIMIT 1",
             (thread_id, checkpoint_ns),
         ).fetchone()
     else:
         row = conn.execute(
-            f"SELECT {_CHECKPOINT_COLUMNS} FROM graph_checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
-            "AND checkpoint_id = ?",
+            f"SELECT {_C_COLUMNS}{_WITH_EVENT} WHERE c.thread_id = ? AND c.checkpoint_ns = ? "
+            "AND c.checkpoint_id = ?",
             (thread_id, checkpoint_ns, checkpoint_id),
         ).fetchone()
-    return None if row is None else _checkpoint(row)
+    return None if row is None else _found(row)
 
 
 def list(
@@ -213,10 +258,11 @@ def list(
     before: str | None,
     metadata: Sequence[tuple[str, str | None]],
     limit: int | None,
-) -> builtins.list[GraphCheckpointRow]:
+) -> builtins.list[Found]:
     """Checkpoints newest first (by id), of a thread or of all, in one
     namespace or all, before a checkpoint id, whose metadata has each (key,
-    canonical JSON value) given (a None value: the key is absent or null)."""
+    canonical JSON value) given (a None value: the key is absent or null);
+    each with its event's row."""
     where: builtins.list[str] = []
     args: builtins.list[Any] = []
     for column, value in (("thread_id", thread_id), ("checkpoint_ns", checkpoint_ns),
@@ -229,6 +275,7 @@ def list(
         args.append(before)
     same = "m.thread_id = c.thread_id AND m.checkpoint_ns = c.checkpoint_ns AND m.checkpoint_id = c.checkpoint_id"
     source = "graph_checkpoints c"
+    event = "LEFT JOIN journal j ON j.position = c.position"
     driver = next((pair for pair in metadata if pair[1] is not None), None)
     if driver is not None:
         # Start from the metadata index: the checkpoints with this (key, value), then their rows.
@@ -239,18 +286,17 @@ def list(
     for key, value in metadata:
         if (key, value) == driver:
             continue
-        if value is None:
-            where.append(f"NOT EXISTS (SELECT 1 FROM graph_checkpoint_metadata m WHERE {same} AND m.key = ? "
-                         "AND m.value != 'null')")
+        if value is None:  # absent or null: read from the checkpoint's own metadata
+            where.append("NOT EXISTS (SELECT 1 FROM json_each(c.metadata) e WHERE e.key = ? AND e.type != 'null')")
             args.append(key)
         else:
-            where.append(f"EXISTS (SELECT 1 FROM graph_checkpoint_metadata m WHERE {same} AND m.key = ? "
-                         "AND m.value = ?)")
+            where.append(f"EXISTS (SELECT 1 FROM graph_checkpoint_metadata m WHERE m.key = ? AND m.value = ? "
+                         f"AND {same})")
             args += [key, value]
-    sql = (f"SELECT {', '.join('c.' + c for c in GraphCheckpointRow.__struct_fields__)} FROM {source}"
+    sql = (f"SELECT {_C_COLUMNS}, j.type, j.schema, j.data FROM {source} {event}"
            f"{' WHERE ' + ' AND '.join(where) if where else ''} "
            "ORDER BY c.checkpoint_id DESC, c.checkpoint_ns, c.thread_id LIMIT ?")
-    return [_checkpoint(row) for row in conn.execute(sql, (*args, limit_of(limit)))]
+    return [_found(row) for row in conn.execute(sql, (*args, limit_of(limit)))]
 
 
 def threads_of_runs(conn: apsw.Connection, run_ids: Sequence[str]) -> builtins.list[str]:
@@ -266,34 +312,52 @@ def has_thread(conn: apsw.Connection, thread_id: str) -> bool:
     """Whether the projection holds anything of the thread."""
     return any(
         conn.execute(f"SELECT 1 FROM {table} WHERE thread_id = ? LIMIT 1", (thread_id,)).fetchone() is not None
-        for table in TABLES
+        for table in THREAD_TABLES
     )
 
 
-def value_positions(
-    conn: apsw.Connection, thread_id: str, checkpoint_ns: str, versions: dict[str, Any]
-) -> dict[str, int]:
-    """Per channel, the position of the event holding its value at the given
-    version (if any): one primary-key lookup each."""
-    out = {}
-    for channel, version in versions.items():
-        row = conn.execute(
-            "SELECT position FROM graph_values WHERE thread_id = ? AND checkpoint_ns = ? AND channel = ? "
-            "AND version = ?",
-            (thread_id, checkpoint_ns, channel, version_key(version)),
-        ).fetchone()
-        if row is not None:
-            out[channel] = row[0]
-    return out
+_CHUNK = 200  # keys per statement (SQLite binds at most 32,766 values)
 
 
-def writes(conn: apsw.Connection, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> builtins.list[GraphWriteRow]:
-    """The checkpoint's pending writes, in (task_path, task_id, idx) order."""
-    return [GraphWriteRow(*row) for row in conn.execute(
-        f"SELECT {_WRITE_COLUMNS} FROM graph_writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? "
-        "ORDER BY task_path, task_id, idx",
-        (thread_id, checkpoint_ns, checkpoint_id),
-    )]
+def references(
+    conn: apsw.Connection, checkpoints: Sequence[GraphCheckpointRow]
+) -> tuple[dict[tuple[str, str, str], dict[str, int]], dict[tuple[str, str, str], builtins.list[GraphWriteRow]]]:
+    """What these checkpoints point at, per checkpoint (thread, namespace,
+    id): the position of the event holding each channel's value at its
+    version (channels without one left out), and the pending writes in
+    (task_path, task_id, idx) order. Primary-key lookups, one statement per
+    200 checkpoints and 200 channels."""
+    positions: dict[tuple[str, str, str], dict[str, int]] = {}
+    wanted: dict[tuple[str, str, str, str], builtins.list[tuple[dict[str, int], str]]] = {}
+    for c in checkpoints:
+        at = positions[c.thread_id, c.checkpoint_ns, c.checkpoint_id] = {}
+        for channel, version in c.channel_versions.items():
+            wanted.setdefault((c.thread_id, c.checkpoint_ns, channel, version_key(version)), []).append((at, channel))
+    values = builtins.list(wanted)
+    keys = builtins.list(positions)
+    writes: dict[tuple[str, str, str], builtins.list[GraphWriteRow]] = {}
+    for start in range(0, max(len(values), len(keys)), _CHUNK):
+        some_values, some_keys = values[start:start + _CHUNK], keys[start:start + _CHUNK]
+        parts, args = [], []
+        if some_values:
+            parts.append("SELECT 0, thread_id, checkpoint_ns, channel, version, position, NULL, NULL, NULL, NULL "
+                         "FROM graph_values WHERE (thread_id, checkpoint_ns, channel, version) IN "
+                         f"(VALUES {', '.join(['(?, ?, ?, ?)'] * len(some_values))})")
+            args += [part for key in some_values for part in key]
+        if some_keys:
+            parts.append(f"SELECT 1, thread_id, checkpoint_ns, checkpoint_id, {_WRITE_COLUMNS} FROM graph_writes "
+                         "WHERE (thread_id, checkpoint_ns, checkpoint_id) IN "
+                         f"(VALUES {', '.join(['(?, ?, ?)'] * len(some_keys))})")
+            args += [part for key in some_keys for part in key]
+        for row in conn.execute(" UNION ALL ".join(parts), args):
+            if row[0] == 0:
+                for at, channel in wanted[row[1:5]]:
+                    at[channel] = row[5]
+            else:
+                writes.setdefault(row[1:4], []).append(GraphWriteRow(*row[4:]))
+    for pending in writes.values():
+        pending.sort(key=lambda w: (w.task_path, w.task_id, w.idx))
+    return positions, writes
 
 
 def write_keys(

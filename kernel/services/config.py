@@ -36,6 +36,7 @@ from eventkernel.validate import (
     check_json_value,
     check_limit,
     check_optional_text,
+    check_str,
     check_text,
     prefix_upper,
 )
@@ -263,6 +264,7 @@ class Config:
         where = "config.list"
         if type(prefix) is not str:
             raise InvalidArgument(f"{where} refused: prefix must be a str, got {prefix!r:.60}")
+        check_str(where, "prefix", prefix)
         check_limit(where, limit)
         with self._ctx.db.read(where) as conn:
             return configurations.list(conn, prefix, prefix_upper(prefix) if prefix else None,

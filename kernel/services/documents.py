@@ -43,6 +43,7 @@ from eventkernel.validate import (
     check_json_dict,
     check_limit,
     check_optional_text,
+    check_str,
     check_text,
     prefix_upper,
 )
@@ -351,6 +352,7 @@ class Documents:
         where = "documents.list"
         if type(prefix) is not str:
             raise InvalidArgument(f"{where} refused: prefix must be a str, got {prefix!r:.60}")
+        check_str(where, "prefix", prefix)
         if sync_status is not None and sync_status not in SYNC_STATUSES:
             raise InvalidArgument(f"{where} refused: sync_status must be one of {', '.join(SYNC_STATUSES)} or None, "
                                   f"got {sync_status!r:.60}")

@@ -38,7 +38,15 @@ from eventkernel.journal import Recorded
 from eventkernel.projections import graphs
 from eventkernel.services.base import Context
 from eventkernel.services.runner import NOTHING, Args, Decision, Emit, Reads, Spec, emit, run
-from eventkernel.validate import INT64_MAX, INT64_MIN, check_json_dict, check_json_value, check_limit, plain_json
+from eventkernel.validate import (
+    INT64_MAX,
+    INT64_MIN,
+    check_json_dict,
+    check_json_value,
+    check_limit,
+    check_str,
+    plain_json,
+)
 
 Serialized = tuple[str, bytes]
 """A value as a framework's serializer gives it: (type tag, bytes)."""
@@ -98,7 +106,7 @@ def store(where: str, name: str, value: Any) -> Stored:
     type_, data = value
     if type(type_) is not str:
         raise InvalidArgument(f"{where} refused: {name}'s type must be a str, got {type_!r:.60}")
-    check_json_value(where, f"{name}'s type", type_)
+    check_str(where, f"{name}'s type", type_)
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidArgument(f"{where} refused: {name}'s data must be bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -155,7 +163,7 @@ def _text(where: str, name: str, value: Any) -> str:
     """Any str JSON can carry (empty, long, any character but a lone surrogate)."""
     if type(value) is not str:
         raise InvalidArgument(f"{where} refused: {name} must be a str, got {type(value).__name__} {value!r:.60}")
-    check_json_value(where, name, value)
+    check_str(where, name, value)
     return value
 
 
@@ -271,8 +279,10 @@ COPY: Spec[builtins.list[str], None] = Spec("graphs.copy_thread", _load_threads,
 def _events_at(conn: apsw.Connection, positions: Iterable[int], cache: dict[int, Any]) -> None:
     """Decode the events at these journal positions into ``cache``."""
     wanted = sorted({p for p in positions if p not in cache})
+    if not wanted:
+        return
     # After a compaction, the events a live row still reads may be kept with the base.
-    kept = bool(wanted) and conn.execute(
+    kept = conn.execute(
         "SELECT 1 FROM sqlite_schema WHERE name = 'base_payloads' UNION ALL "
         "SELECT 1 FROM sqlite_temp_schema WHERE name = 'base_payloads'").fetchone() is not None
     for start in range(0, len(wanted), 500):
@@ -285,23 +295,33 @@ def _events_at(conn: apsw.Connection, positions: Iterable[int], cache: dict[int,
             cache[position] = codec.decode(type_, schema, data)
 
 
-def _assemble(conn: apsw.Connection, row: graphs.GraphCheckpointRow, cache: dict[int, Any]) -> GraphCheckpoint:
-    positions = graphs.value_positions(conn, row.thread_id, row.checkpoint_ns, row.channel_versions)
-    pending = graphs.writes(conn, row.thread_id, row.checkpoint_ns, row.checkpoint_id)
-    _events_at(conn, [row.position, *positions.values(), *(w.position for w in pending)], cache)
-    saved: GraphCheckpointSaved = cache[row.position]
-    values = {}
-    for channel, position in positions.items():
-        stored = cache[position].values[channel].value
-        if stored.type != "empty":
-            values[channel] = load(stored)
-    return GraphCheckpoint(
-        thread_id=row.thread_id, checkpoint_ns=row.checkpoint_ns, checkpoint_id=row.checkpoint_id,
-        parent_checkpoint_id=row.parent_checkpoint_id, checkpoint=load(saved.checkpoint),
-        channel_versions=row.channel_versions, metadata=row.metadata, values=values,
-        writes=[(w.task_id, w.channel, load(cache[w.position].writes[w.item].value)) for w in pending],
-        created_at=row.created_at, position=row.position,
-    )
+def _assemble(conn: apsw.Connection, found: Sequence[graphs.Found]) -> builtins.list[GraphCheckpoint]:
+    """The checkpoints with their values and writes, each journal row read
+    and decoded once (a checkpoint's own event came with its row)."""
+    if not found:
+        return []
+    rows = [row for row, _ in found]
+    cache: dict[int, Any] = {row.position: codec.decode(*event) for row, event in found if event is not None}
+    positions, pending = graphs.references(conn, rows)
+    _events_at(conn, [*(row.position for row in rows), *(p for at in positions.values() for p in at.values()),
+                      *(w.position for ws in pending.values() for w in ws)], cache)
+    out = []
+    for row in rows:
+        key = (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
+        saved: GraphCheckpointSaved = cache[row.position]
+        values = {}
+        for channel, position in positions[key].items():
+            stored = cache[position].values[channel].value
+            if stored.type != "empty":
+                values[channel] = load(stored)
+        out.append(GraphCheckpoint(
+            thread_id=row.thread_id, checkpoint_ns=row.checkpoint_ns, checkpoint_id=row.checkpoint_id,
+            parent_checkpoint_id=row.parent_checkpoint_id, checkpoint=load(saved.checkpoint),
+            channel_versions=row.channel_versions, metadata=row.metadata, values=values,
+            writes=[(w.task_id, w.channel, load(cache[w.position].writes[w.item].value)) for w in pending.get(key, ())],
+            created_at=row.created_at, position=row.position,
+        ))
+    return out
 
 
 class Graphs:
@@ -438,8 +458,8 @@ class Graphs:
         if checkpoint_id is not None:
             _text(where, "checkpoint_id", checkpoint_id)
         with self._ctx.db.read(where) as conn:
-            row = graphs.get(conn, thread_id, checkpoint_ns, checkpoint_id)
-            return None if row is None else _assemble(conn, row, {})
+            found = graphs.get(conn, thread_id, checkpoint_ns, checkpoint_id)
+            return None if found is None else _assemble(conn, [found])[0]
 
     def list(
         self,
@@ -476,7 +496,6 @@ class Graphs:
                     return []  # no stored metadata (JSON) can equal it
                 pairs.append((key, graphs.metadata_value(value)))
         with self._ctx.db.read(where) as conn:
-            rows = graphs.list(conn, thread_id=thread_id, checkpoint_ns=checkpoint_ns, checkpoint_id=checkpoint_id,
-                               before=before, metadata=pairs, limit=limit)
-            cache: dict[int, Any] = {}
-            return [_assemble(conn, row, cache) for row in rows]
+            return _assemble(conn, graphs.list(conn, thread_id=thread_id, checkpoint_ns=checkpoint_ns,
+                                               checkpoint_id=checkpoint_id, before=before, metadata=pairs,
+                                               limit=limit))

@@ -14,18 +14,18 @@ CREATE TABLE IF NOT EXISTS graph_checkpoints (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS graph_checkpoints_run ON graph_checkpoints (run_id) WHERE run_id IS NOT NULL;
 
--- One row per top-level metadata key of a checkpoint: list(filter=) finds
--- checkpoints through (key, value) instead of decoding every one.
+-- One row per top-level metadata key of a checkpoint, ordered by (key, value):
+-- list(filter=) finds checkpoints through it instead of decoding every one.
+-- The checkpoint's own row holds its metadata, which says which rows to
+-- delete with it (one B-tree per put, not a second one keyed by checkpoint).
 CREATE TABLE IF NOT EXISTS graph_checkpoint_metadata (
+    key           TEXT NOT NULL,
+    value         TEXT NOT NULL,               -- canonical JSON (sorted keys)
     thread_id     TEXT NOT NULL,
     checkpoint_ns TEXT NOT NULL,
     checkpoint_id TEXT NOT NULL,
-    key           TEXT NOT NULL,
-    value         TEXT NOT NULL,               -- canonical JSON (sorted keys)
-    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, key)
+    PRIMARY KEY (key, value, thread_id, checkpoint_ns, checkpoint_id)
 ) STRICT, WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS graph_checkpoint_metadata_value
-    ON graph_checkpoint_metadata (key, value, thread_id, checkpoint_ns, checkpoint_id);
 
 -- Where each channel value is: the event at `position` holds it.
 CREATE TABLE IF NOT EXISTS graph_values (

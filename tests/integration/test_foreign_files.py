@@ -278,3 +278,12 @@ def test_a_journal_file_another_process_removes_while_we_look_is_no_error(db_pat
     monkeypatch.setattr(os.path, "getsize", vanishing_getsize)
     with eventkernel.open(db_path) as k:
         assert k.verify().ok
+
+
+def test_a_path_utf8_cannot_carry_is_refused_by_name_and_nothing_is_created(tmp_path, capsys):
+    path = str(tmp_path / "journal-\ud800.db")
+    with pytest.raises(eventkernel.InvalidArgument, match="lone surrogate"):
+        eventkernel.open(path)
+    assert main(["log", path]) == 1
+    assert "lone surrogate" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
