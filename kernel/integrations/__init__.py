@@ -5,21 +5,33 @@ and :mod:`eventkernel.integrations.adk` (``pip install eventkernel[adk]``)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
-from eventkernel.aio import AsyncKernel
+from eventkernel.aio import DEFAULT_THREADS, AsyncKernel, Threads
 from eventkernel.kernel import Kernel
 from eventkernel.view import KernelView
+
+T = TypeVar("T")
+
+# The threads that run a backend's calls on a Kernel that is not an
+# eventkernel.aio one (shared by every such backend of the process).
+_THREADS = Threads(DEFAULT_THREADS, "eventkernel-backend")
+
+
+async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` on one of the backends' threads, awaited."""
+    return await _THREADS.run(functools.partial(fn, *args, **kwargs) if args or kwargs else fn)
 
 
 def bind(kernel: Kernel | AsyncKernel | KernelView) -> tuple[Kernel | KernelView, Callable[..., Any]]:
     """The kernel a backend calls, and how its async methods run a call off
-    the event loop: on an ``eventkernel.aio`` kernel's pool, or else on one
-    of asyncio's threads."""
+    the event loop: on an ``eventkernel.aio`` kernel's pool, or else on the
+    backends' threads."""
     if isinstance(kernel, AsyncKernel):
         return kernel.kernel, kernel._call
-    return kernel, asyncio.to_thread
+    return kernel, in_thread
 
 
 class Closing(Protocol):

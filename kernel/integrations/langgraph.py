@@ -26,11 +26,10 @@ Needs the ``langgraph`` extra (``langgraph-checkpoint``).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import random
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -46,13 +45,11 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from eventkernel.aio import AsyncKernel
-from eventkernel.integrations import Opening
+from eventkernel.integrations import Opening, in_thread
 from eventkernel.integrations.langgraph_store import EventKernelStore
 from eventkernel.kernel import Kernel
 from eventkernel.kernel import open as open_kernel
 from eventkernel.services.graphs import GraphCheckpoint, thread_stream
-
-T = TypeVar("T")
 
 __all__ = ["EventKernelSaver", "EventKernelStore"]
 
@@ -79,7 +76,7 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
             self._call: Callable[..., Any] = kernel._call
         else:
             self.kernel = kernel
-            self._call = _in_thread
+            self._call = in_thread
         self._owned = False
 
     @classmethod
@@ -241,6 +238,3 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         await self._call(functools.partial(self.prune, strategy=strategy), thread_ids)
 
-
-async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await asyncio.to_thread(fn, *args, **kwargs)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -157,3 +159,80 @@ def test_async_subscriptions_and_blocking_claims(db_path):
             assert got == [1, 2, 3] and item is not None and time.monotonic() - started < 2
 
     run(main())
+
+
+def test_the_threads_run_calls_side_by_side_up_to_their_bound_and_hand_back_results_and_errors():
+    pool = eventkernel.aio.Threads(3, "test")
+    together = threading.Barrier(3, timeout=10)  # three calls must run at once to pass it
+    names = []
+
+    def meet(i):
+        together.wait()
+        names.append(threading.current_thread().name)
+        return i
+
+    def fail():
+        raise KeyError("from the thread")
+
+    async def main():
+        assert await asyncio.gather(*(pool.run(lambda i=i: meet(i)) for i in range(3))) == [0, 1, 2]
+        with pytest.raises(KeyError, match="from the thread"):
+            await pool.run(fail)
+        names.clear()
+        assert await asyncio.gather(*(pool.run(lambda i=i: threading.current_thread().name) for i in range(20)))
+        return {n for n in await asyncio.gather(*(pool.run(lambda: threading.current_thread().name)
+                                                   for _ in range(20)))}
+
+    used = run(main())
+    assert 1 <= len(used) <= 3  # never more threads than the bound
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="shut down"):
+        run(_on(pool, lambda: None))
+
+
+def test_a_cancelled_await_lets_the_call_finish_and_the_threads_serve_the_next():
+    pool = eventkernel.aio.Threads(1, "test")
+    release, finished = threading.Event(), threading.Event()
+
+    def slow():
+        release.wait(10)
+        finished.set()
+        return "dropped"
+
+    async def main():
+        task = asyncio.ensure_future(pool.run(slow))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        assert await pool.run(lambda: "next") == "next"  # the one thread came back
+        assert finished.is_set()
+
+    run(main())
+    pool.shutdown()
+
+
+def test_the_threads_serve_a_forked_child():
+    import multiprocessing
+
+    pool = eventkernel.aio.Threads(2, "test")
+    assert run(_on(pool, os.getpid)) == os.getpid()  # threads started in the parent
+
+    def child(out):
+        out.put(run(_on(pool, os.getpid)))
+
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    process = context.Process(target=child, args=(out,))
+    with warnings.catch_warnings():  # Python 3.12+ warns of fork() beside threads: here that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        process.start()
+    got = out.get(timeout=30)
+    process.join(30)
+    assert got == process.pid
+    pool.shutdown()
+
+
+async def _on(pool, fn):
+    return await pool.run(fn)
