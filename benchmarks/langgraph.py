@@ -127,7 +127,12 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
 
     out.append(_async_puts(where, n, rounds))
 
-    # a 10-node graph, invoked end to end on each saver
+    # a 10-node graph, invoked end to end on each saver; and on InMemorySaver,
+    # which stores nothing durably: LangGraph's own cost per step, the ceiling
+    # of any saver
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    savers["memory"] = InMemorySaver()
     graphs = {who: _chain(saver) for who, saver in savers.items()}
     invocations = 20 if quick else 200
     runs = itertools.count()
@@ -140,6 +145,8 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
 
     a, b = interleaved(4, lambda: invoke("ours"), lambda: invoke("theirs"))
     out.append(_row("a 10-node graph invoked, one thread", a, b, "steps/s", THEIRS, 1.0))
+    a, b = interleaved(4, lambda: invoke("memory"), lambda: invoke("theirs"))
+    out.append(_row("  the same on InMemorySaver (no storage: the ceiling)", a, b, "steps/s", THEIRS, None))
 
     def threaded(who: str, threads: int = 8) -> float:
         each = max(invocations // 40, 2)
@@ -158,6 +165,8 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
 
     a, b = interleaved(3, lambda: threaded("ours"), lambda: threaded("theirs"))
     out.append(_row("the same graph from 8 threads, one saver", a, b, "steps/s", THEIRS, 3.0))
+    a, b = interleaved(3, lambda: threaded("memory"), lambda: threaded("theirs"))
+    out.append(_row("  the same on InMemorySaver (the ceiling)", a, b, "steps/s", THEIRS, None))
 
     # the size of a 200-turn conversation with a growing message list
     turns = 50 if quick else 200
