@@ -347,6 +347,7 @@ _MODEL, _LIST, _DICT, _SET, _OTHER = 0, 1, 2, 3, 4
 # Models copied as pydantic copies them (ADK's Event has a faster copier of
 # the same result); one with a copier of its own is left to it.
 _PLAIN_COPIES = (BaseModel.__deepcopy__, Event.__deepcopy__)
+_NEW: Any = object.__new__  # a model made by object.__new__, as pydantic's are
 _FLAT_DICT, _FLAT_SET, _WHOLE = (_DICT, ()), (_SET,), (_OTHER,)
 
 
@@ -367,12 +368,12 @@ def _plan(value: Any) -> _Plan:
         return (_DICT, tuple(items)) if items else _FLAT_DICT
     if cls is list:
         return (_LIST, tuple([None if type(v) in _ATOMIC else _plan(v) for v in value]))
-    if isinstance(value, BaseModel) and cls.__deepcopy__ in _PLAIN_COPIES:
+    if isinstance(value, BaseModel) and cls.__deepcopy__ in _PLAIN_COPIES and cls.__new__ is _NEW:
         fields = []
         for name, v in value.__dict__.items():
             if type(v) not in _ATOMIC:
                 fields.append((name, _plan(v)))
-        return (_MODEL, tuple(fields))
+        return (_MODEL, tuple(fields), cls)
     if cls is set:
         for v in value:
             if type(v) not in _ATOMIC:
@@ -420,17 +421,17 @@ def _compile(plan: _Plan) -> Copier:
         name = f"f{len(lines)}"
         lines.append("")  # reserve this helper's place: helpers are defined before their callers
         body = [f"def {name}(v):"]
-        if kind == _MODEL:
-            body += ["    cls = type(v)", "    c = cls.__new__(cls)", "    d = v.__dict__.copy()"]
+        if kind == _MODEL:  # as pydantic's __deepcopy__, its slots set through their descriptors
+            body += [f"    c = new({const(node[2])})", "    d = v.__dict__.copy()"]
             for field, sub in node[1]:
                 key = const(field)
                 body.append(f"    d[{key}] = {copy_of(sub, f'd[{key}]')}")
             body += ["    put(c, '__dict__', d)",
                      "    e = v.__pydantic_extra__",
-                     "    put(c, '__pydantic_extra__', None if e is None else deepcopy(e))",
-                     "    put(c, '__pydantic_fields_set__', set(v.__pydantic_fields_set__))",
+                     "    set_extra(c, None if e is None else deepcopy(e))",
+                     "    set_fields_set(c, set(v.__pydantic_fields_set__))",
                      "    p = v.__pydantic_private__",
-                     "    put(c, '__pydantic_private__', None if p is None else deepcopy(p))",
+                     "    set_private(c, None if p is None else deepcopy(p))",
                      "    return c"]
         elif kind == _LIST:
             body.append(f"    return [{', '.join(copy_of(sub, f'v[{i}]') for i, sub in enumerate(node[1]))}]")
@@ -445,7 +446,12 @@ def _compile(plan: _Plan) -> Copier:
 
     top = copy_of(plan, "v")
     source = "\n".join(lines) + f"\ndef copy_value(v):\n    return {top}\n"
-    namespace: dict[str, Any] = {"K": tuple(constants), "put": _set, "deepcopy": copy.deepcopy}
+    slots = BaseModel.__dict__
+    namespace: dict[str, Any] = {
+        "K": tuple(constants), "put": _set, "new": object.__new__, "deepcopy": copy.deepcopy,
+        "set_extra": slots["__pydantic_extra__"].__set__, "set_fields_set": slots["__pydantic_fields_set__"].__set__,
+        "set_private": slots["__pydantic_private__"].__set__,
+    }
     exec(compile(source, "<eventkernel.integrations.adk copier>", "exec"), namespace)  # noqa: S102
     return namespace["copy_value"]  # type: ignore[no-any-return]
 
