@@ -67,6 +67,7 @@ def open(
     replica: str | None = None,
     schema: str = "eventkernel",
     server_tables: bool = True,
+    one_round_trip: bool = True,
 ) -> Kernel:
     """Open the journal at ``path`` (or ":memory:", or a ``postgresql://`` URL).
 
@@ -109,6 +110,11 @@ def open(
     default clock is then the server's. ``server_tables``: the server also
     holds a copy of every projection table, kept in the transaction of each
     commit, for whatever reads SQL there (:mod:`eventkernel.pgtables`).
+    ``one_round_trip``: a command on a replica that knows of no newer commit
+    is decided there and committed in one round trip, its time this
+    machine's clock set by the server's last answer and checked by the
+    server within 100 ms; ``False``: every write takes the server's lock
+    first (two round trips), its time the server's clock read under the lock.
 
     Raises JournalError subclasses when the file cannot be opened,
     InvalidArgument for a projection that does not fit.
@@ -116,7 +122,7 @@ def open(
     return Kernel(path, clock=clock, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, vfs=vfs,
                   create=create, read_only=read_only, projections=projections, group_commit=group_commit,
                   snapshot_every=snapshot_every, secret_key=secret_key, replica=replica, schema=schema,
-                  server_tables=server_tables)
+                  server_tables=server_tables, one_round_trip=one_round_trip)
 
 
 def _check_progress(where: str, progress: object) -> None:
@@ -153,6 +159,7 @@ class Kernel(Reader):
         replica: str | None = None,
         schema: str = "eventkernel",
         server_tables: bool = True,
+        one_round_trip: bool = True,
     ) -> None:
         if clock is not None and not callable(clock):
             raise InvalidArgument(f"open refused: clock must be a callable returning int ms, got {clock!r}")
@@ -166,8 +173,9 @@ class Kernel(Reader):
             url, path = path, self._replica_path(path, replica, read_only)
         elif replica is not None:
             raise InvalidArgument("open refused: replica= is for a postgresql:// URL; a file is its own journal")
-        if type(server_tables) is not bool:
-            raise InvalidArgument(f"open refused: server_tables must be a bool, got {server_tables!r:.60}")
+        for name, flag in (("server_tables", server_tables), ("one_round_trip", one_round_trip)):
+            if type(flag) is not bool:
+                raise InvalidArgument(f"open refused: {name} must be a bool, got {flag!r:.60}")
         try:
             # (for a URL, create= is the server's journal's; the replica is made when missing)
             # A replica's commits need not reach the disk: the server holds them, and a replica that lost
@@ -191,7 +199,7 @@ class Kernel(Reader):
                 if group_commit and not self._db.in_memory:
                     self._db.group = GroupCommit(self._db)
             if url is not None:
-                self._follow(url, schema, busy_timeout_ms, clock, create, server_tables)
+                self._follow(url, schema, busy_timeout_ms, clock, create, server_tables, one_round_trip)
         except BaseException:
             if self._replica is not None:
                 self._replica.close()
@@ -219,12 +227,13 @@ class Kernel(Reader):
         return os.path.join(self._scratch, "replica.db")
 
     def _follow(self, url: str, schema: str, busy_timeout_ms: int, clock: Clock | None, create: bool,
-                tables: bool) -> None:
+                tables: bool, one_round_trip: bool) -> None:
         """Make the file a replica of the journal at ``url``: caught up, then followed."""
         pg = postgres.open_journal(url, schema=schema, busy_timeout_ms=busy_timeout_ms, group_commit=False,
                                    create=create)
         try:
-            self._replica = replica = postgres.Replica(pg, self._db, self._projector, tables=tables)
+            self._replica = replica = postgres.Replica(pg, self._db, self._projector, tables=tables,
+                                                       one_round_trip=one_round_trip)
         except BaseException:
             pg.close()
             raise

@@ -817,10 +817,13 @@ class Replica:
     the transaction of each commit (:mod:`eventkernel.pgtables`).
     (:class:`eventkernel.connection.Shared`)"""
 
-    def __init__(self, pg: PgJournal, db: Database, projector: Projector, *, tables: bool = True) -> None:
+    def __init__(self, pg: PgJournal, db: Database, projector: Projector, *, tables: bool = True,
+                 one_round_trip: bool = True) -> None:
         self.pg = pg
         self.db = db
         self.projector = projector
+        # False: every write transaction takes the lock first, its time the server's clock read under it
+        self.one_round_trip = one_round_trip
         # the projection tables the server holds copies of, and their entries as journal_head names them
         self.tables = pgtables.tables(projector) if tables else {}
         self.entries = sorted(t.entry for t in self.tables.values())
@@ -864,10 +867,11 @@ class Replica:
         knowing of no commit past the replica's head (its own, other
         processes' announced by NOTIFY, a compaction), the server's tables
         this replica's set at that head, the server's clock known, no
-        optimistic commit found stale in the last half second, and a writer
-        connection that answered within FRESH_S."""
+        optimistic commit found stale in the last half second, a writer
+        connection that answered within FRESH_S, and the kernel opened with
+        ``one_round_trip=True`` (the default)."""
         writer = self.pg._writer
-        return (self.db.optimistic and self.offset is not None and not self.refresh
+        return (self.db.optimistic and self.one_round_trip and self.offset is not None and not self.refresh
                 and self.known <= local[0] and self.pg.heard <= local[0] and self.pg.base_notified <= self.server_base
                 and (not self.tables or self.kept == (local[0], self.digest))
                 and writer is not None and not writer.raw.closed and not writer.raw.broken

@@ -386,6 +386,23 @@ def test_a_lone_command_on_a_current_replica_commits_in_one_round_trip(pg_url: s
         assert abs(times[-1] - time.time() * 1000) < 5_000
 
 
+def test_one_round_trip_false_takes_the_lock_first_and_the_servers_clock_under_it(pg_url: str) -> None:
+    """Opened with ``one_round_trip=False``, no command decides on the
+    replica: each takes the lock first (and its time is the server's clock,
+    read under the lock)."""
+    with eventkernel.open(pg_url, one_round_trip=False) as k:
+        for n in range(3):
+            k.work.enqueue(f"t-{n}", None)
+            assert not k._replica.optimistic_tx  # type: ignore[union-attr]
+        assert k.head == 3 and live_tables(k) == rebuilt_tables(k) and k.verify().ok
+    with eventkernel.open(pg_url) as k:  # the default: one round trip once the server's clock is known
+        k.work.enqueue("t-3", None)
+        k.work.enqueue("t-4", None)
+        assert k._replica.optimistic_tx  # type: ignore[union-attr]
+    with pytest.raises(eventkernel.InvalidArgument, match="one_round_trip must be a bool"):
+        eventkernel.open(pg_url, one_round_trip="no")  # type: ignore[arg-type]
+
+
 def test_an_optimistic_command_on_a_stale_replica_runs_again_under_the_lock(pg_url: str) -> None:
     """B's replica does not follow and has heard of no newer commit: its
     commands decide on it, the server's check finds the journal moved on,
