@@ -806,11 +806,17 @@ class _Statement:
 
     def __enter__(self) -> apsw.Connection:
         db = self.db
-        db.check(self.doing)
-        if not db._shares_writer():
+        if db.closed or db.pid != _this_process:
+            db.check(self.doing)
+        if not (db.in_memory or (db._depth > 0 and db._owner == threading.get_ident())):  # db._shares_writer()
             self.locked = False
-            with translating(self.doing):
+            conn: apsw.Connection | None = getattr(db._local, "conn", None)
+            if conn is not None:
+                return conn
+            try:
                 return db.reader()
+            except apsw.Error as e:
+                raise translate(e, self.doing) from e
         if not db._lock.acquire(timeout=max(db.busy_timeout_ms, 1) / 1000):
             raise JournalBusy(
                 f"{self.doing} failed: another thread held the journal for longer than busy_timeout_ms "

@@ -164,18 +164,18 @@ class Fold:
 # --- queries ----------------------------------------------------------------------
 
 
+_LATEST = f"SELECT {_COLS} FROM memory_entries WHERE namespace = ? AND key = ? AND is_latest = 1"
+_VERSION = f"SELECT {_COLS} FROM memory_entries WHERE namespace = ? AND key = ? AND version = ?"
+
+
 def latest(conn: apsw.Connection, namespace: str, key: str) -> MemoryEntry | None:
     """The newest version, deleted or not."""
-    row = conn.execute(
-        f"SELECT {_COLS} FROM memory_entries WHERE namespace = ? AND key = ? AND is_latest = 1", (namespace, key)
-    ).fetchone()
+    row = conn.execute(_LATEST, (namespace, key)).fetchone()
     return None if row is None else _load(row)
 
 
 def version(conn: apsw.Connection, namespace: str, key: str, version: int) -> MemoryEntry | None:
-    row = conn.execute(
-        f"SELECT {_COLS} FROM memory_entries WHERE namespace = ? AND key = ? AND version = ?", (namespace, key, version)
-    ).fetchone()
+    row = conn.execute(_VERSION, (namespace, key, version)).fetchone()
     return None if row is None else _load(row)
 
 
