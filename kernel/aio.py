@@ -41,6 +41,10 @@ from eventkernel.verify import VerifyReport
 T = TypeVar("T")
 
 
+class ThreadsClosed(RuntimeError):
+    """A call handed to :class:`Threads` after ``shutdown``."""
+
+
 class Threads:
     """Threads that run blocking calls for event loops: ``run(fn)`` returns
     an asyncio future of ``fn()``'s result, run on one of at most
@@ -73,12 +77,17 @@ class Threads:
             self._reset()
         with self._lock:
             if self._closed:
-                raise RuntimeError(f"{self.name}: the threads were shut down")
+                raise ThreadsClosed(f"{self.name}: the threads were shut down")
             if self._idle:
                 self._idle -= 1
             elif self._threads < self.max_threads:
                 self._threads += 1
-                threading.Thread(target=self._work, name=f"{self.name}-{self._threads}", daemon=True).start()
+                try:
+                    threading.Thread(target=self._work, name=f"{self.name}-{self._threads}", daemon=True).start()
+                except RuntimeError:  # the system gave no thread: the others serve the queue, if any
+                    self._threads -= 1
+                    if not self._threads:
+                        raise
             self._queue.put((loop, future, fn))
         return future
 
@@ -93,6 +102,7 @@ class Threads:
             else:
                 _settle(loop, future, result, None)
             del item, loop, future, fn  # nothing of this call is held while idle
+            result = None
             with self._lock:
                 self._idle += 1
 
@@ -171,7 +181,7 @@ class _Calls:
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             future = self._pool.run(functools.partial(fn, *args, **kwargs) if args or kwargs else fn)
-        except RuntimeError as e:  # the pool was shut down with the kernel
+        except ThreadsClosed as e:  # the pool was shut down with the kernel
             raise KernelClosed(f"{getattr(fn, '__name__', 'call')} refused: the kernel was closed") from e
         return await future
 

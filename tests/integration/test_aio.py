@@ -186,7 +186,7 @@ def test_the_threads_run_calls_side_by_side_up_to_their_bound_and_hand_back_resu
     used = run(main())
     assert 1 <= len(used) <= 3  # never more threads than the bound
     pool.shutdown()
-    with pytest.raises(RuntimeError, match="shut down"):
+    with pytest.raises(eventkernel.aio.ThreadsClosed, match="shut down"):
         run(_on(pool, lambda: None))
 
 
