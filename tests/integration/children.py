@@ -15,6 +15,14 @@ import sys
 import eventkernel
 
 
+def say(*words: object) -> None:
+    """Print one line in one write: a child killed while acknowledging leaves
+    either the whole line or none of it (``print`` of several words makes one
+    write per word when the environment sets PYTHONUNBUFFERED)."""
+    sys.stdout.write(" ".join(map(str, words)) + "\n")
+    sys.stdout.flush()
+
+
 def worker(path: str, name: str) -> None:
     done = []
     with eventkernel.open(path, busy_timeout_ms=30_000) as k:
@@ -26,7 +34,7 @@ def worker(path: str, name: str) -> None:
                 continue
             k.work.complete(item.work_item_id, name, item.token, output={"by": name})
             done.append(item.work_item_id)
-    print("\n".join(done), flush=True)
+    say("\n".join(done))
 
 
 def appender(path: str, synchronous: str, prefix: str = "", threads: str = "1") -> None:
@@ -35,7 +43,7 @@ def appender(path: str, synchronous: str, prefix: str = "", threads: str = "1") 
     import threading
 
     with eventkernel.open(path, synchronous=synchronous, busy_timeout_ms=30_000) as k:  # type: ignore[arg-type]
-        print("ready", flush=True)
+        say("ready")
         if int(threads) > 1:
             printing = threading.Lock()
 
@@ -46,7 +54,7 @@ def appender(path: str, synchronous: str, prefix: str = "", threads: str = "1") 
                     command_id = f"{prefix}t{name}-{n}"
                     k.work.enqueue("crash", {"n": n}, command_id=command_id)
                     with printing:
-                        print(command_id, flush=True)
+                        say(command_id)
 
             workers = [threading.Thread(target=loop, args=(str(t),), daemon=True) for t in range(int(threads))]
             for w in workers:
@@ -63,11 +71,11 @@ def appender(path: str, synchronous: str, prefix: str = "", threads: str = "1") 
                 with k.transaction():
                     for command_id in ids:
                         k.work.enqueue("crash", {"n": n}, command_id=command_id)
-                print(*ids, flush=True)
+                say(*ids)
             else:
                 command_id = f"{prefix}{n}"
                 k.work.enqueue("crash", {"n": n}, command_id=command_id)
-                print(command_id, flush=True)
+                say(command_id)
 
 
 def opener(path: str, start_at: str) -> None:
@@ -78,7 +86,7 @@ def opener(path: str, start_at: str) -> None:
         pass
     with eventkernel.open(path, busy_timeout_ms=30_000) as k:
         k.work.enqueue("open", None)
-    print("opened", flush=True)
+    say("opened")
 
 
 def contender(path: str, name: str, seed: str, lease: str, replica: str = "") -> None:
@@ -91,7 +99,7 @@ def contender(path: str, name: str, seed: str, lease: str, replica: str = "") ->
     rng = random.Random(seed)
     lease_ms = int(lease)
     with eventkernel.open(path, busy_timeout_ms=30_000, **({"replica": replica} if replica else {})) as k:
-        print("ready", flush=True)
+        say("ready")
         while True:
             item = k.work.claim(name, lease_ms=lease_ms)
             if item is None:
@@ -112,29 +120,29 @@ def contender(path: str, name: str, seed: str, lease: str, replica: str = "") ->
                     k.work.fail(item.work_item_id, name, token, "flaky tool", retryable=r < 0.97)
                     continue
                 k.work.complete(item.work_item_id, name, token, output={"by": name, "token": token})
-                print("completed", item.work_item_id, token, flush=True)
+                say("completed", item.work_item_id, token)
             except eventkernel.LeaseNotHeld:
-                print("fenced", item.work_item_id, token, flush=True)
+                say("fenced", item.work_item_id, token)
             except eventkernel.TerminalState:
-                print("fenced", item.work_item_id, token, flush=True)
+                say("fenced", item.work_item_id, token)
 
 
 def eraser(path: str, subjects: str) -> None:
     """Erase the memory namespaces user:0 … user:N-1 one after the other,
     printing each as its erasure returns (the parent kills it meanwhile)."""
     with eventkernel.open(path) as k:
-        print("ready", flush=True)
+        say("ready")
         for i in range(int(subjects)):
             k.erase(stream_prefix=f"memory:user:{i}/", reason="crash test")
-            print("erased", i, flush=True)
+            say("erased", i)
 
 
 def compactor(path: str, archive: str, before: str) -> None:
     """Compact the journal into ``archive`` (the parent kills it meanwhile)."""
     with eventkernel.open(path, snapshot_every=0) as k:
-        print("ready", flush=True)
+        say("ready")
         k.compact(before=int(before), archive=archive)
-        print("compacted", flush=True)
+        say("compacted")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ LEASE_MS = 150
 
 def _collect(stream, lines: list[str]) -> None:
     for line in stream:
-        lines.append(line.strip())
+        if line.endswith("\n"):  # (a line cut short by the kill acknowledged nothing)
+            lines.append(line.strip())
 
 
 def check_history(k: eventkernel.Kernel) -> Counter[str]:
