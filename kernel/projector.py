@@ -471,7 +471,7 @@ class Projector:
                 mem.execute(tables)
             report = None if progress is None else (lambda n: progress(n, upto))
             columns = self.journal_columns(modules)
-            rows = journal.read_rows(conn, until=upto, page=_BATCH, columns=columns)
+            rows = journal.read_rows(conn, until=upto, columns=columns)  # (pages of 1,000 stay in the CPU's caches)
             if erased:
                 rows = ((*r[:5], journal.ERASED_DATA, *r[6:]) if r[0] in erased else r for r in rows)
             self._fold_rows(mem.cursor(), rows, modules, progress=report, folds=folds)

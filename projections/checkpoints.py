@@ -54,7 +54,7 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
         )
 
 
-class _RecordedRow(msgspec.Struct):
+class _RecordedRow(msgspec.Struct, gc=False):
     checkpoint_id: str
     task_id: str
     checkpoint_type: str

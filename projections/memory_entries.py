@@ -24,7 +24,7 @@ from eventkernel.events.memory import (
     MemoryTouched,
 )
 from eventkernel.journal import Recorded
-from eventkernel.projections.rows import Order, Target, columns, dump, limit_of, loader
+from eventkernel.projections.rows import Order, Target, columns, dump, limit_of, loader, raw_json
 from eventkernel.projections.rows import after as after_cursor
 from eventkernel.validate import prefix_upper
 
@@ -79,21 +79,30 @@ def _version(prev: Sequence[Any] | None, recorded: Recorded, event: Event) -> bu
         return None
     at = recorded.recorded_at
     if isinstance(event, MemoryPut | MemoryRolledBack | MemoryPublished):
-        value, memory_type, metadata = dump(event.value), event.memory_type, dump(event.metadata)
-        expires_at = event.expires_at if isinstance(event, MemoryPut) else None
-        ttl_ms = None if expires_at is None else expires_at - at  # the put's deadline is its time plus its TTL
-        deleted, actor = 0, event.actor
-    elif prev is None:
+        return _valued(prev, event.namespace, event.key, dump(event.value), event.memory_type, dump(event.metadata),
+                       event.actor, event.expires_at if isinstance(event, MemoryPut) else None, op, recorded.version,
+                       at, recorded.position)
+    if prev is None:
         return None
-    else:
-        value, memory_type, metadata, expires_at, ttl_ms = prev[3], prev[4], prev[7], prev[12], prev[13]
-        actor = getattr(event, "actor", None)
-        deleted = 0 if isinstance(event, MemoryRestored) else 1
-        if isinstance(event, MemoryRestored) and prev[6] == "expire":
-            expires_at = ttl_ms = None  # restored after its TTL: it lives on without one
-    created_by, created_at = (prev[8], prev[10]) if prev is not None else (actor, at)
+    value, memory_type, metadata, expires_at, ttl_ms = prev[3], prev[4], prev[7], prev[12], prev[13]
+    actor = getattr(event, "actor", None)
+    deleted = 0 if isinstance(event, MemoryRestored) else 1
+    if isinstance(event, MemoryRestored) and prev[6] == "expire":
+        expires_at = ttl_ms = None  # restored after its TTL: it lives on without one
     return [event.namespace, event.key, recorded.version, value, memory_type, deleted, op,  # type: ignore[attr-defined]
-            metadata, created_by, actor, created_at, at, expires_at, ttl_ms, recorded.position]
+            metadata, prev[8], actor, prev[10], at, expires_at, ttl_ms, recorded.position]
+
+
+def _valued(
+    prev: Sequence[Any] | None, namespace: str, key: str, value: str | None, memory_type: str, metadata: str | None,
+    actor: str | None, expires_at: int | None, op: str, version: int, at: int, position: int,
+) -> builtins.list[Any]:
+    """The row of a version that sets a value (a put, rollback or publish;
+    ``value`` and ``metadata`` as JSON text)."""
+    ttl_ms = None if expires_at is None else expires_at - at  # the put's deadline is its time plus its TTL
+    created_by, created_at = (prev[8], prev[10]) if prev is not None else (actor, at)
+    return [namespace, key, version, value, memory_type, 0, op, metadata, created_by, actor, created_at, at,
+            expires_at, ttl_ms, position]
 
 
 def _touches(row: Sequence[Any] | None) -> bool:
@@ -123,17 +132,45 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
     conn.execute(f"INSERT INTO memory_entries ({_COLS}, is_latest) VALUES ({', '.join('?' * 16)})", (*row, 1))
 
 
+class _PutRow(msgspec.Struct, gc=False):
+    """What the fold reads of a ``memory.put`` (its JSON values as stored)."""
+
+    namespace: str
+    key: str
+    memory_type: str
+    value: msgspec.Raw = msgspec.Raw(b"null")
+    metadata: msgspec.Raw = msgspec.Raw(b"null")
+    actor: str | None = None
+    expires_at: int | None = None
+
+
+_PUT = MemoryPut.__event_type__
+_put_row = msgspec.json.Decoder(_PutRow).decode
+
+
 class Fold:
-    """The rebuild's bulk path: every version ``apply`` would insert, made by
-    the same ``_version`` (the latest version of each key found through a
-    dict, not a query) and written with one ``executemany``."""
+    """The rebuild's bulk path: every version ``apply`` would insert, made as
+    ``_version`` makes it (the latest version of each key found through a
+    dict, not a query; a put at the current schema read from the stored
+    JSON, its value copied as stored) and written with one ``executemany``.
+    Versions are kept as tuples (which the garbage collector stops
+    tracking), which were superseded as a set of their indexes."""
 
     def __init__(self) -> None:
-        self.rows: builtins.list[builtins.list[Any]] = []
+        self.rows: builtins.list[tuple[Any, ...]] = []
         self.latest: dict[tuple[str, str], int] = {}
+        self.superseded: set[int] = set()
 
     def add_row(self, row: tuple[Any, ...]) -> bool:
-        return False
+        if row[3] != _PUT or row[4] != MemoryPut.__event_schema__:
+            return False
+        e = _put_row(row[5])
+        name = (e.namespace, e.key)
+        i = self.latest.get(name)
+        self._add(name, i, _valued(None if i is None else self.rows[i], e.namespace, e.key, raw_json(e.value),
+                                   e.memory_type, raw_json(e.metadata), e.actor, e.expires_at, "put", row[2], row[9],
+                                   row[0]))
+        return True
 
     def add(self, recorded: Recorded, event: Event) -> None:
         if type(event) not in HANDLED:
@@ -143,21 +180,23 @@ class Fold:
         prev = None if i is None else self.rows[i]
         if type(event) is MemoryTouched:
             if _touches(prev):
-                prev[12] = event.expires_at  # type: ignore[index]
+                self.rows[i] = (*prev[:12], event.expires_at, *prev[13:])  # type: ignore[index]
             return
         row = _version(prev, recorded, event)
-        if row is None:
-            return
-        if prev is not None:
-            prev[15] = 0
+        if row is not None:
+            self._add(name, i, row)
+
+    def _add(self, name: tuple[str, str], superseded: int | None, row: builtins.list[Any]) -> None:
+        if superseded is not None:
+            self.superseded.add(superseded)
         self.latest[name] = len(self.rows)
-        row.append(1)
-        self.rows.append(row)
+        self.rows.append(tuple(row))
 
     def write(self, conn: apsw.Connection) -> None:
+        superseded = self.superseded
         conn.executemany(
             f"INSERT INTO memory_entries ({_COLS}, is_latest) VALUES ({', '.join('?' * 16)})",
-            self.rows,
+            ((*row, int(i not in superseded)) for i, row in enumerate(self.rows)),
         )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import apsw
 import msgspec
+from msgspec.structs import astuple
 
 from eventkernel import codec
 from eventkernel.codec import Event
@@ -15,7 +16,7 @@ from eventkernel.events.sessions import SessionCreated, SessionDeleted, SessionE
 from eventkernel.events.retention import RowsForgotten
 from eventkernel.journal import Recorded
 from eventkernel.projections import retention
-from eventkernel.projections.rows import Order, Target, columns, dump, limit_of, loader, order_by, where_equal
+from eventkernel.projections.rows import Order, Target, columns, dump, limit_of, loader, order_by, raw_json, where_equal
 from eventkernel.projections.rows import after as after_cursor
 
 NAME = "sessions"
@@ -154,24 +155,81 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
         conn.execute("DELETE FROM sessions WHERE session_id = ?", (event.session_id,))
 
 
+class _Session(msgspec.Struct, array_like=True, gc=False):
+    """A ``sessions`` row being folded, fields in ``_SCOLS`` order, its
+    state a dict (encoded once, at the end). Untracked by the garbage
+    collector: it cannot be part of a cycle."""
+
+    session_id: str
+    app_name: str
+    user_id: str
+    project_id: str | None
+    status: str
+    state: dict[str, Any]
+    metadata: str | None
+    event_count: int
+    created_at: int
+    updated_at: int
+    terminated_at: int | None
+    archived_at: int | None
+    position: int
+    version: int
+
+
+class _AppendedRow(msgspec.Struct, gc=False):
+    """What the fold reads of a ``session.event_appended`` (its content and
+    delta as stored)."""
+
+    session_id: str
+    seq: int
+    author: str
+    content: msgspec.Raw = msgspec.Raw(b"null")
+    state_delta: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+_APPENDED = SessionEventAppended.__event_type__
+_appended_row = msgspec.json.Decoder(_AppendedRow).decode
+
+
 class Fold:
     """The rebuild's bulk path: sessions with their state kept as a dict
     (encoded once, at the end, instead of decoded and encoded per event),
-    their events and the shared state, written with one ``executemany``
-    per table."""
+    their events (an append at the current schema read from the stored
+    JSON, its content and delta copied as stored) and the shared state,
+    written with one ``executemany`` per table."""
 
     def __init__(self) -> None:
-        self.sessions: dict[str, builtins.list[Any]] = {}
+        self.sessions: dict[str, _Session] = {}
         self.events: dict[str, builtins.list[tuple[Any, ...]]] = {}
         self.shared: dict[tuple[str, str, str, int], str] = {}
 
     def add_row(self, row: tuple[Any, ...]) -> bool:
-        return False
+        if row[3] != _APPENDED or row[4] != SessionEventAppended.__event_schema__:
+            return False
+        e = _appended_row(row[5])
+        delta = bytes(e.state_delta).decode()
+        self._appended(e.session_id, e.seq, e.author, raw_json(e.content),
+                       {} if delta == "{}" else codec.decode_json(delta), delta, row[9], row[0], row[2])
+        return True
 
     def _share(self, app_name: str, user_id: str, app: dict[str, Any], user: dict[str, Any], pos: int) -> None:
         for scope_user, values in (("", app), (user_id, user)):
             for k, v in values.items():
                 self.shared[(app_name, scope_user, k, pos)] = codec.dump_json(v)
+
+    def _appended(self, session_id: str, seq: int, author: str, content: str | None, delta: dict[str, Any],
+                  delta_text: str, at: int, pos: int, version: int) -> None:
+        s = self.sessions.get(session_id)
+        if s is None:
+            return
+        self.events[session_id].append((session_id, seq, author, content, delta_text, at, pos))
+        s.event_count, s.updated_at, s.position, s.version = seq, at, pos, version
+        if s.status == "created":
+            s.status = "active"
+        if delta:
+            own, app, user = _split(delta)
+            s.state.update(own)
+            self._share(s.app_name, s.user_id, app, user, pos)
 
     def add(self, recorded: Recorded, event: Event) -> None:
         if isinstance(event, RowsForgotten):
@@ -184,33 +242,24 @@ class Fold:
             if event.session_id in self.sessions:
                 raise apsw.ConstraintError("UNIQUE constraint failed: sessions.session_id")
             own, app, user = _split(event.state)
-            self.sessions[event.session_id] = [
+            self.sessions[event.session_id] = _Session(
                 event.session_id, event.app_name, event.user_id, event.project_id, "created", own,
                 dump(event.metadata), 0, at, at, None, None, pos, recorded.version,
-            ]
+            )
             self.events[event.session_id] = []
             self._share(event.app_name, event.user_id, app, user, pos)
         elif isinstance(event, SessionEventAppended):
-            s = self.sessions.get(event.session_id)
-            if s is None:
-                return
-            own, app, user = _split(event.state_delta)
-            s[5].update(own)
-            self.events[event.session_id].append((event.session_id, event.seq, event.author, dump(event.content),
-                                                  codec.dump_json(event.state_delta), at, pos))
-            s[7], s[9], s[12], s[13] = event.seq, at, pos, recorded.version
-            if s[4] == "created":
-                s[4] = "active"
-            self._share(s[1], s[2], app, user, pos)
+            self._appended(event.session_id, event.seq, event.author, dump(event.content), event.state_delta,
+                           codec.dump_json(event.state_delta), at, pos, recorded.version)
         elif isinstance(event, SessionStatusChanged):
             s = self.sessions.get(event.session_id)
             if s is None:
                 return
-            s[4], s[9], s[12], s[13] = event.status, at, pos, recorded.version
+            s.status, s.updated_at, s.position, s.version = event.status, at, pos, recorded.version
             if event.status == "terminated":
-                s[10] = at
+                s.terminated_at = at
             elif event.status == "archived":
-                s[11] = at
+                s.archived_at = at
         elif isinstance(event, SessionDeleted):
             self.sessions.pop(event.session_id, None)
             self.events.pop(event.session_id, None)
@@ -218,7 +267,7 @@ class Fold:
     def write(self, conn: apsw.Connection) -> None:
         conn.executemany(
             f"INSERT INTO sessions ({_SCOLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ([*s[:5], codec.dump_json(s[5]), *s[6:]] for s in self.sessions.values()),
+            ((*t[:5], codec.dump_json(t[5]), *t[6:]) for t in map(astuple, self.sessions.values())),
         )
         conn.executemany(f"INSERT INTO session_events ({_ECOLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (row for rows in self.events.values() for row in rows))

@@ -12,6 +12,7 @@ from typing import Any
 
 import apsw
 import msgspec
+from msgspec.structs import astuple
 
 from eventkernel import codec
 from eventkernel.events.work import (
@@ -148,7 +149,7 @@ def apply(conn: Target, recorded: Recorded, event: codec.Event) -> None:
         )
 
 
-class _EnqueuedRow(msgspec.Struct):
+class _EnqueuedRow(msgspec.Struct, gc=False):
     work_item_id: str
     task_id: str
     kind: str
@@ -157,48 +158,107 @@ class _EnqueuedRow(msgspec.Struct):
     input: msgspec.Raw = msgspec.Raw(b"null")
 
 
-class _CompletedRow(msgspec.Struct):
+class _CompletedRow(msgspec.Struct, gc=False):
     work_item_id: str
     output: msgspec.Raw = msgspec.Raw(b"null")
 
 
+class _ClaimedRow(msgspec.Struct, gc=False):
+    work_item_id: str
+    worker: str
+    token: int
+    lease_expires_at: int
+    lease_ms: int | None = None
+
+
 _ENQUEUED = WorkItemEnqueued.__event_type__
+_CLAIMED = WorkItemClaimed.__event_type__
 _COMPLETED = WorkItemCompleted.__event_type__
 _enqueued = msgspec.json.Decoder(_EnqueuedRow).decode
+_claimed = msgspec.json.Decoder(_ClaimedRow).decode
 _completed = msgspec.json.Decoder(_CompletedRow).decode
+
+
+class _Row(msgspec.Struct, array_like=True, gc=False):
+    """A ``work_items`` row being folded, fields in ``_COLUMNS`` order. It
+    holds atoms only, so the garbage collector need not track it: a fold
+    keeps one per item alive, and a collector walking them all at every
+    full collection cost a fifth of a rebuild."""
+
+    work_item_id: str
+    task_id: str
+    kind: str
+    priority: int
+    input: str | None
+    status: str
+    attempt: int
+    retry_count: int
+    max_retries: int
+    token: int
+    lease_holder: str | None
+    lease_acquired_at: int | None
+    lease_expires_at: int | None
+    lease_ms: int | None
+    heartbeat_at: int | None
+    output: str | None
+    error: str | None
+    created_at: int
+    updated_at: int
+    enqueued_position: int
+    position: int
+
+
+def _no_lease(row: _Row) -> None:
+    row.lease_holder = row.lease_acquired_at = row.lease_expires_at = row.lease_ms = row.heartbeat_at = None
 
 
 class Fold:
     """The rebuild's bulk path: the rows ``apply`` would leave, folded in
-    Python (one list per item, in ``_COLUMNS`` order) and written with one
-    ``executemany`` into the empty table. Must agree with ``apply`` exactly:
-    rebuilt == live is the property test that says so."""
+    Python (one ``_Row`` per item) and written with one ``executemany``
+    into the empty table. Must agree with ``apply`` exactly: rebuilt ==
+    live is the property test that says so."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, builtins.list[Any]] = {}
+        self.rows: dict[str, _Row] = {}
+
+    def _enqueued(self, work_item_id: str, task_id: str, kind: str, priority: int, input: str | None,
+                  max_retries: int, at: int, pos: int) -> None:
+        if work_item_id in self.rows:
+            raise apsw.ConstraintError("UNIQUE constraint failed: work_items.work_item_id")
+        self.rows[work_item_id] = _Row(work_item_id, task_id, kind, priority, input, PENDING, 0, 0, max_retries, 0,
+                                       None, None, None, None, None, None, None, at, at, pos, pos)
+
+    def _claimed(self, row: _Row, worker: str, token: int, lease_expires_at: int, lease_ms: int | None,
+                 at: int, pos: int) -> None:
+        row.status, row.attempt, row.token = IN_PROGRESS, row.attempt + 1, token
+        row.lease_holder, row.lease_acquired_at, row.lease_expires_at = worker, at, lease_expires_at
+        row.lease_ms = lease_expires_at - at if lease_ms is None else lease_ms
+        row.heartbeat_at = None
+        row.updated_at, row.position = at, pos
 
     def add_row(self, row: tuple[Any, ...]) -> bool:
         """Fold a journal row without building its Event, where that is the
-        cheap way: an enqueue or a completion at the current schema, whose
-        nested JSON is copied as it is stored. False: use ``add``."""
+        cheap way: an enqueue, a claim or a completion at the current
+        schema, nested JSON copied as it is stored. False: use ``add``."""
         type_, schema = row[3], row[4]
         if type_ == _ENQUEUED and schema == WorkItemEnqueued.__event_schema__:
             e = _enqueued(row[5])
-            if e.work_item_id in self.rows:
-                raise apsw.ConstraintError("UNIQUE constraint failed: work_items.work_item_id")
-            at, pos = row[9], row[0]
-            self.rows[e.work_item_id] = [
-                e.work_item_id, e.task_id, e.kind, e.priority, raw_json(e.input), PENDING, 0, 0,
-                e.max_retries, 0, None, None, None, None, None, None, None, at, at, pos, pos,
-            ]
+            self._enqueued(e.work_item_id, e.task_id, e.kind, e.priority, raw_json(e.input), e.max_retries, row[9],
+                           row[0])
+            return True
+        if type_ == _CLAIMED and schema == WorkItemClaimed.__event_schema__:
+            claim = _claimed(row[5])
+            item = self.rows.get(claim.work_item_id)
+            if item is not None:
+                self._claimed(item, claim.worker, claim.token, claim.lease_expires_at, claim.lease_ms, row[9], row[0])
             return True
         if type_ == _COMPLETED and schema == WorkItemCompleted.__event_schema__:
             c = _completed(row[5])
             item = self.rows.get(c.work_item_id)
             if item is not None:
-                item[5], item[15] = COMPLETED, raw_json(c.output)
-                item[10:15] = [None] * 5
-                item[18], item[20] = row[9], row[0]
+                item.status, item.output = COMPLETED, raw_json(c.output)
+                _no_lease(item)
+                item.updated_at, item.position = row[9], row[0]
             return True
         return False
 
@@ -209,50 +269,46 @@ class Fold:
                     self.rows.pop(key, None)
             return
         at = recorded.recorded_at
-        pos = recorded.position
         if isinstance(event, WorkItemEnqueued):
-            if event.work_item_id in self.rows:
-                raise apsw.ConstraintError("UNIQUE constraint failed: work_items.work_item_id")
-            self.rows[event.work_item_id] = [
-                event.work_item_id, event.task_id, event.kind, event.priority, _json(event.input), PENDING, 0, 0,
-                event.max_retries, 0, None, None, None, None, None, None, None, at, at, pos, pos,
-            ]
+            self._enqueued(event.work_item_id, event.task_id, event.kind, event.priority, _json(event.input),
+                           event.max_retries, at, recorded.position)
             return
         row = self.rows.get(event.work_item_id)  # type: ignore[attr-defined]
         if row is None:
             return  # as an UPDATE of no row
         if isinstance(event, WorkItemClaimed):
-            lease_ms = event.lease_expires_at - at if event.lease_ms is None else event.lease_ms
-            row[5], row[6], row[9] = IN_PROGRESS, row[6] + 1, event.token
-            row[10:15] = [event.worker, at, event.lease_expires_at, lease_ms, None]
-        elif isinstance(event, WorkItemLeaseExtended):
-            row[12], row[14] = event.lease_expires_at, at
+            self._claimed(row, event.worker, event.token, event.lease_expires_at, event.lease_ms, at,
+                          recorded.position)
+            return
+        if isinstance(event, WorkItemLeaseExtended):
+            row.lease_expires_at, row.heartbeat_at = event.lease_expires_at, at
             if event.lease_ms is not None:
-                row[13] = event.lease_ms
+                row.lease_ms = event.lease_ms
         elif isinstance(event, WorkItemCompleted):
-            row[5], row[15] = COMPLETED, _json(event.output)
-            row[10:15] = [None] * 5
+            row.status, row.output = COMPLETED, _json(event.output)
+            _no_lease(row)
         elif isinstance(event, WorkItemFailed | WorkItemLeaseExpired):
             if isinstance(event, WorkItemFailed):
-                row[16] = event.error
+                row.error = event.error
             else:
-                row[16] = (f"lease of worker {event.worker!r} (token {event.token}) expired at "
-                           f"{event.lease_expires_at}")
-            row[5] = PENDING if event.retry else FAILED
-            row[7] += int(event.retry)
-            row[10:15] = [None] * 5
+                row.error = (f"lease of worker {event.worker!r} (token {event.token}) expired at "
+                             f"{event.lease_expires_at}")
+            row.status = PENDING if event.retry else FAILED
+            row.retry_count += int(event.retry)
+            _no_lease(row)
         elif isinstance(event, WorkItemReleased):
-            row[5] = PENDING
-            row[10:15] = [None] * 5
+            row.status = PENDING
+            _no_lease(row)
         elif isinstance(event, WorkItemCancelled):
-            row[5], row[16] = CANCELLED, event.reason
-            row[10:15] = [None] * 5
+            row.status, row.error = CANCELLED, event.reason
+            _no_lease(row)
         else:
             return
-        row[18], row[20] = at, pos
+        row.updated_at, row.position = at, recorded.position
 
     def write(self, conn: apsw.Connection) -> None:
-        conn.executemany(f"INSERT INTO work_items ({_COLUMNS}) VALUES ({', '.join('?' * 21)})", self.rows.values())
+        conn.executemany(f"INSERT INTO work_items ({_COLUMNS}) VALUES ({', '.join('?' * 21)})",
+                         map(astuple, self.rows.values()))
 
 
 # --- queries --------------------------------------------------------------------

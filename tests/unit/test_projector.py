@@ -359,6 +359,13 @@ def test_the_bulk_rebuild_folds_every_event_of_every_folded_projection_as_apply_
     assert k.memory.expire() >= 1
     k.memory.restore("user:1", "ttl")  # restored after its TTL: it lives on without one
     k.memory.publish("user:1", "k", "shared:team", actor="f")
+    k.memory.put("user:1", "touched", "v1", ttl_ms=5_000)
+    clock.advance(100)
+    assert k.memory.touch("user:1", "touched") is not None  # the newest version's deadline moves in place
+    k.memory.put("user:1", "touched", "v2", metadata={"n": 1})  # and a later version supersedes it
+    k.memory.put("user:1", "touched2", "v", ttl_ms=5_000)
+    clock.advance(100)
+    assert k.memory.touch("user:1", "touched2") is not None  # touched as the latest version, kept so
     k.checkpoints.record("task", "llm_response", {"n": [1, 2.25, "x"]}, work_item_id="wi_1", session_id=s1.session_id)
     k.checkpoints.record("task", "tool_executed", None)
     k.checkpoints.record("other", "manual", "done")
