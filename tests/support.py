@@ -255,3 +255,109 @@ def connection_lost_at_commit(url: str, when: str, schema: str = "eventkernel") 
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute(f"DROP TRIGGER die_at_commit ON {schema}.journal")
             admin.execute(f"DROP FUNCTION {schema}.die_at_commit()")
+
+
+class AnswerLost:
+    """A TCP proxy in front of the suite's PostgreSQL server that, once armed,
+    lets the next COMMIT through and loses its answer: the server commits,
+    then both sides of that connection are closed before the client hears
+    anything (a network fault or a failover at the worst moment). Every
+    other connection, and that one before its COMMIT, is relayed as is.
+
+        with AnswerLost(pg_url) as proxy:
+            k = eventkernel.open(proxy.url)
+            proxy.arm()          # the next COMMIT's answer is lost
+    """
+
+    _IDLE = b"Z\x00\x00\x00\x05I"  # ReadyForQuery, idle: the transaction is over (here: committed)
+
+    def __init__(self, url: str) -> None:
+        import socket
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(url)
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        self._socket_path = f"{query.pop('host')}/.s.PGSQL.5432"
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        port = self._listener.getsockname()[1]
+        user = query.pop("user", "")
+        self.url = urllib.parse.urlunsplit(("postgresql", f"{user}@127.0.0.1:{port}", parts.path,
+                                            urllib.parse.urlencode(query), ""))
+        self._armed = threading.Event()
+        self.lost = threading.Event()  # set once an answer was lost
+        self._threads: list[threading.Thread] = []
+        self._pairs: list[tuple[Any, Any]] = []
+
+    def arm(self) -> None:
+        self.lost.clear()
+        self._armed.set()
+
+    def __enter__(self) -> AnswerLost:
+        self._start(self._accept)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close(self._listener)  # (a shutdown wakes the accept)
+        for pair in self._pairs:
+            self._close(*pair)
+        for t in self._threads:
+            t.join(5)
+
+    def _start(self, target: Any, *args: Any) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    @staticmethod
+    def _close(*sockets: Any) -> None:
+        import socket
+
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self._socket_path)
+            self._pairs.append((client, upstream))
+            doomed = threading.Event()
+            self._start(self._up, client, upstream, doomed)
+            self._start(self._down, upstream, client, doomed)
+
+    def _up(self, client: Any, upstream: Any, doomed: threading.Event) -> None:
+        try:
+            while data := client.recv(65536):
+                if self._armed.is_set() and b"COMMIT\x00" in data:
+                    self._armed.clear()
+                    doomed.set()
+                upstream.sendall(data)
+        except OSError:
+            pass
+        self._close(client, upstream)
+
+    def _down(self, upstream: Any, client: Any, doomed: threading.Event) -> None:
+        seen = b""
+        try:
+            while data := upstream.recv(65536):
+                if doomed.is_set():
+                    seen = (seen + data)[-64:]
+                    if self._IDLE in seen:  # the COMMIT is done: its answer goes nowhere
+                        self.lost.set()
+                        break
+                    continue  # (held back: the answers before it would tell the client too much)
+                client.sendall(data)
+        except OSError:
+            pass
+        self._close(client, upstream)

@@ -32,7 +32,7 @@ from eventkernel.errors import (
 )
 from tests.integration.pg_children import Noted, raw_rows
 
-from support import connection_lost_at_commit
+from support import AnswerLost, connection_lost_at_commit
 
 CHILD = Path(__file__).with_name("pg_children.py")
 
@@ -136,6 +136,20 @@ def test_a_connection_lost_at_commit_is_an_unknown_outcome_safe_to_retry(pg_url:
         assert j.append("note:a", [Noted(text="second")], event_ids=["e-2"]) == 2  # a new connection
         assert j.append("note:a", [Noted(text="second")], event_ids=["e-2"]) == 2  # and exactly once
         assert j.verify().ok
+
+
+def test_an_append_whose_answer_is_lost_is_an_unknown_outcome_retried_exactly_by_event_id(pg_url: str) -> None:
+    """The server commits the append, the connection is lost before its
+    answer: unknown outcome, and the retry by event id returns the position
+    it committed at, appending nothing."""
+    with AnswerLost(pg_url) as proxy, postgres.open_journal(proxy.url) as j:
+        j.append("w:lost", [Noted(text="a", n=0)], event_ids=["e-0"])
+        proxy.arm()
+        with pytest.raises(CommitOutcomeUnknown, match="Retry with the same"):
+            j.append("w:lost", [Noted(text="b", n=1)], event_ids=["e-1"])
+        assert proxy.lost.is_set()
+        assert j.append("w:lost", [Noted(text="b", n=1)], event_ids=["e-1"]) == 2  # the position it committed at
+        assert j.head == 2 and [r.event.n for r in j.read()] == [0, 1] and j.verify().ok
 
 
 def test_a_server_restart_between_appends_or_reads_does_not_fail_the_next_one(pg_cluster: Any, pg_url: str) -> None:

@@ -21,7 +21,7 @@ import eventkernel.aio
 from eventkernel import postgres
 from eventkernel.errors import CommitOutcomeUnknown, InvalidArgument, JournalCorrupt, NotFound
 
-from support import connection_lost_at_commit, live_tables, rebuilt_tables, until
+from support import AnswerLost, connection_lost_at_commit, live_tables, rebuilt_tables, until
 
 
 def test_a_command_decides_on_the_servers_state_not_its_replicas(pg_url: str) -> None:
@@ -133,6 +133,44 @@ def test_a_lost_commit_is_retried_exactly_by_command_id(pg_url: str) -> None:
         assert first == again == "wi-1"
         assert k.head == before + 1
         assert k.verify().ok
+
+
+def test_a_commit_whose_answer_is_lost_after_the_server_committed_it_is_kept_once(pg_url: str) -> None:
+    """The server commits, then the connection is lost before the client
+    hears it (a one-round-trip commit): the kernel asks the server once the
+    session that sent it is gone, finds its rows there, and returns as if it
+    had heard; the replica keeps them too, and a retry by id appends nothing."""
+    with AnswerLost(pg_url) as proxy, eventkernel.open(proxy.url) as k:
+        k.work.enqueue("task", None, work_item_id="wi-0")
+        before = k.head
+        proxy.arm()
+        assert k.work.enqueue("task", {"n": 1}, work_item_id="wi-1", command_id="enqueue-1") == "wi-1"
+        assert k._replica.optimistic_tx  # type: ignore[union-attr]  (it was committed in one round trip)
+        assert proxy.lost.is_set() and k.head == before + 1
+        assert k.work.enqueue("task", {"n": 1}, work_item_id="wi-1", command_id="enqueue-1") == "wi-1"
+        assert k.head == before + 1 and k.work.get("wi-1").input == {"n": 1}
+        k.memory.put("user:a", "k", 1)  # and the kernel goes on, on a new connection
+        assert live_tables(k) == rebuilt_tables(k) and k.verify().ok
+        head = k.head
+    with eventkernel.open(pg_url) as other:
+        assert other.head == head and other.work.get("wi-1").input == {"n": 1} and other.verify().ok
+
+
+def test_a_commit_under_the_lock_whose_answer_is_lost_is_an_unknown_outcome_retried_exactly(pg_url: str) -> None:
+    """The same loss with ``one_round_trip=False`` (or when the lock is
+    taken first): the outcome is reported unknown, and the retry by command
+    id returns what the commit that did happen returned, appending nothing."""
+    with AnswerLost(pg_url) as proxy, eventkernel.open(proxy.url, one_round_trip=False) as k:
+        k.work.enqueue("task", None, work_item_id="wi-0")
+        before = k.head
+        proxy.arm()
+        with pytest.raises(CommitOutcomeUnknown, match="Retry with the same command_id"):
+            k.work.enqueue("task", {"n": 1}, command_id="enqueue-1")
+        assert proxy.lost.is_set()
+        first = k.work.enqueue("task", {"n": 1}, command_id="enqueue-1")
+        assert k.work.enqueue("task", {"n": 1}, command_id="enqueue-1") == first
+        assert k.head == before + 1 and [w.work_item_id for w in k.work.list()][1:] == [first]
+        assert live_tables(k) == rebuilt_tables(k) and k.verify().ok
 
 
 def test_a_consumers_position_is_the_servers_shared_by_every_process(pg_url: str) -> None:
