@@ -279,20 +279,22 @@ COPY: Spec[builtins.list[str], None] = Spec("graphs.copy_thread", _load_threads,
 def _events_at(conn: apsw.Connection, positions: Iterable[int], cache: dict[int, Any]) -> None:
     """Decode the events at these journal positions into ``cache``."""
     wanted = sorted({p for p in positions if p not in cache})
-    if not wanted:
-        return
-    # After a compaction, the events a live row still reads may be kept with the base.
-    kept = conn.execute(
-        "SELECT 1 FROM sqlite_schema WHERE name = 'base_payloads' UNION ALL "
-        "SELECT 1 FROM sqlite_temp_schema WHERE name = 'base_payloads'").fetchone() is not None
     for start in range(0, len(wanted), 500):
         chunk = wanted[start:start + 500]
-        marks = ", ".join("?" * len(chunk))
-        sql = f"SELECT position, type, schema, data FROM journal WHERE position IN ({marks})"
-        if kept:
-            sql += f" UNION ALL SELECT position, type, schema, data FROM base_payloads WHERE position IN ({marks})"
-        for position, type_, schema, data in conn.execute(sql, chunk * 2 if kept else chunk):
+        sql = f"SELECT position, type, schema, data FROM journal WHERE position IN ({', '.join('?' * len(chunk))})"
+        for position, type_, schema, data in conn.execute(sql, chunk):
             cache[position] = codec.decode(type_, schema, data)
+    missing = [p for p in wanted if p not in cache]
+    # After a compaction, the events a live row still reads may be kept with the base.
+    if missing and conn.execute(
+        "SELECT 1 FROM sqlite_schema WHERE name = 'base_payloads' UNION ALL "
+        "SELECT 1 FROM sqlite_temp_schema WHERE name = 'base_payloads'"
+    ).fetchone() is not None:
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            sql = f"SELECT position, type, schema, data FROM base_payloads WHERE position IN ({', '.join('?' * len(chunk))})"
+            for position, type_, schema, data in conn.execute(sql, chunk):
+                cache[position] = codec.decode(type_, schema, data)
 
 
 def _assemble(conn: apsw.Connection, found: Sequence[graphs.Found]) -> builtins.list[GraphCheckpoint]:
