@@ -155,25 +155,11 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
         conn.execute("DELETE FROM sessions WHERE session_id = ?", (event.session_id,))
 
 
-class _Session(msgspec.Struct, array_like=True, gc=False):
-    """A ``sessions`` row being folded, fields in ``_SCOLS`` order, its
-    state a dict (encoded once, at the end). Untracked by the garbage
-    collector: it cannot be part of a cycle."""
-
-    session_id: str
-    app_name: str
-    user_id: str
-    project_id: str | None
-    status: str
-    state: dict[str, Any]
-    metadata: str | None
-    event_count: int
-    created_at: int
-    updated_at: int
-    terminated_at: int | None
-    archived_at: int | None
-    position: int
-    version: int
+# A ``sessions`` row being folded, fields in ``_SCOLS`` order, its state a
+# dict (encoded once, at the end). Untracked by the garbage collector: it
+# cannot be part of a cycle.
+_Session: Any = msgspec.defstruct("_Session", [(name, Any) for name in Session.__struct_fields__],
+                                  array_like=True, gc=False)
 
 
 class _AppendedRow(msgspec.Struct, gc=False):
@@ -199,7 +185,7 @@ class Fold:
     written with one ``executemany`` per table."""
 
     def __init__(self) -> None:
-        self.sessions: dict[str, _Session] = {}
+        self.sessions: dict[str, Any] = {}
         self.events: dict[str, builtins.list[tuple[Any, ...]]] = {}
         self.shared: dict[tuple[str, str, str, int], str] = {}
 

@@ -179,36 +179,15 @@ _claimed = msgspec.json.Decoder(_ClaimedRow).decode
 _completed = msgspec.json.Decoder(_CompletedRow).decode
 
 
-class _Row(msgspec.Struct, array_like=True, gc=False):
-    """A ``work_items`` row being folded, fields in ``_COLUMNS`` order. It
-    holds atoms only, so the garbage collector need not track it: a fold
-    keeps one per item alive, and a collector walking them all at every
-    full collection cost a fifth of a rebuild."""
-
-    work_item_id: str
-    task_id: str
-    kind: str
-    priority: int
-    input: str | None
-    status: str
-    attempt: int
-    retry_count: int
-    max_retries: int
-    token: int
-    lease_holder: str | None
-    lease_acquired_at: int | None
-    lease_expires_at: int | None
-    lease_ms: int | None
-    heartbeat_at: int | None
-    output: str | None
-    error: str | None
-    created_at: int
-    updated_at: int
-    enqueued_position: int
-    position: int
+# A ``work_items`` row being folded: mutable, fields in ``_COLUMNS`` order. It
+# holds atoms only, so the garbage collector need not track it: a fold keeps
+# one per item alive, and a collector walking them all at every full
+# collection cost a fifth of a rebuild.
+_Row: Any = msgspec.defstruct("_Row", [(name, Any) for name in WorkItem.__struct_fields__], array_like=True,
+                              gc=False)
 
 
-def _no_lease(row: _Row) -> None:
+def _no_lease(row: Any) -> None:
     row.lease_holder = row.lease_acquired_at = row.lease_expires_at = row.lease_ms = row.heartbeat_at = None
 
 
@@ -219,7 +198,7 @@ class Fold:
     live is the property test that says so."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, _Row] = {}
+        self.rows: dict[str, Any] = {}
 
     def _enqueued(self, work_item_id: str, task_id: str, kind: str, priority: int, input: str | None,
                   max_retries: int, at: int, pos: int) -> None:
@@ -228,7 +207,7 @@ class Fold:
         self.rows[work_item_id] = _Row(work_item_id, task_id, kind, priority, input, PENDING, 0, 0, max_retries, 0,
                                        None, None, None, None, None, None, None, at, at, pos, pos)
 
-    def _claimed(self, row: _Row, worker: str, token: int, lease_expires_at: int, lease_ms: int | None,
+    def _claimed(self, row: Any, worker: str, token: int, lease_expires_at: int, lease_ms: int | None,
                  at: int, pos: int) -> None:
         row.status, row.attempt, row.token = IN_PROGRESS, row.attempt + 1, token
         row.lease_holder, row.lease_acquired_at, row.lease_expires_at = worker, at, lease_expires_at
