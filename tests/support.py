@@ -352,10 +352,10 @@ class AnswerLost:
         try:
             while data := upstream.recv(65536):
                 if doomed.is_set():
-                    seen = (seen + data)[-64:]
-                    if self._IDLE in seen:  # the COMMIT is done: its answer goes nowhere
+                    if self._IDLE in seen + data:  # the COMMIT is done: its answer goes nowhere
                         self.lost.set()
                         break
+                    seen = (seen + data)[-len(self._IDLE):]  # (a marker split between two chunks)
                     continue  # (held back: the answers before it would tell the client too much)
                 client.sendall(data)
         except OSError:
