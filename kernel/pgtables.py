@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -157,10 +157,15 @@ class Table:
         """A row the server holds as the replica holds it (:meth:`fit` undone)."""
         return tuple(unescape(v) if type(v) is str else v for v in values)
 
-    def read(self, raw: Any) -> list[tuple[Any, ...]]:
-        """Every row of the server's copy, as the replica holds it, through
-        ``raw`` (a psycopg connection)."""
-        return [self.unfit(r[:-1]) if r[-1] else tuple(r[:-1]) for r in raw.execute(self.server_rows, (_ESCAPE,))]
+    def read(self, raw: Any, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+        """Every row of the server's copy, as the replica holds it, in pages
+        of ``batch`` rows, through a server-side cursor of ``raw`` (a psycopg
+        connection inside a transaction): a table is never held whole in memory."""
+        with raw.cursor(name=f"eventkernel_seed_{self.name}") as cur:
+            cur.itersize = batch
+            cur.execute(self.server_rows, (_ESCAPE,))
+            while page := cur.fetchmany(batch):
+                yield [self.unfit(r[:-1]) if r[-1] else tuple(r[:-1]) for r in page]
 
     def key(self, values: Sequence[Any]) -> tuple[Any, ...]:
         """The primary key of a row (or of a change's old values) as the server holds it."""

@@ -1580,7 +1580,8 @@ class Replica:
         """Fill an empty replica from the server's tables instead of folding
         the whole journal: in one snapshot of the server, its journal up to
         the position its tables reflect (each row's chain checked, as
-        :meth:`pull` checks them) and the tables themselves; the projections
+        :meth:`pull` checks them) and the tables themselves, both in pages of
+        ``batch`` rows (nothing is held whole in memory); the projections
         with a table the server does not hold (a full-text index) are folded
         here. Done only when the server's tables are this replica's set at
         some position and no erasure after it blanked rows before it (the
@@ -1625,25 +1626,27 @@ class Replica:
                 if position != upto:
                     raise JournalCorrupt(f"the journal on {redact(self.pg.url)} ends at {position}, before the "
                                          f"position {upto} its tables reflect")
-                tables = {name: t.read(pg.raw) for name, t in self.tables.items()}
+                # The tables in pages, each written as it arrives, in one transaction of the replica.
+                with self.db.write("copying the server's tables into the replica", shared=False) as conn:
+                    conn.executemany(
+                        "INSERT INTO erased (position, data_digest, meta_digest, erasure) VALUES (?, ?, ?, ?)",
+                        [erased[p] for p in sorted(erased)])
+                    for name, table in self.tables.items():
+                        conn.execute(f'DELETE FROM main."{name}"')
+                        columns = ", ".join(f'"{c}"' for c in table.columns)
+                        insert = f'INSERT INTO main."{name}" ({columns}) VALUES ({", ".join("?" * len(table.columns))})'
+                        for page in table.read(pg.raw, batch):
+                            conn.executemany(insert, page)
+                    folded = [m for m in self.projector.modules
+                              if any(t not in self.tables for t in self.projector.tables[m.NAME])]
+                    if folded:
+                        types = sorted({t for m in folded for t in m.HANDLES})
+                        self.projector._fold_rows(conn.cursor(), journal.read_rows(conn, types=types), folded)
+                    conn.execute("UPDATE projection_positions SET position = ?", (upto,))
         except psycopg.Error as e:
             raise translate(e, "copying the server's journal and tables into the replica") from e
         finally:
             pg.raw.close()
-        folded = [m for m in self.projector.modules
-                  if any(t not in self.tables for t in self.projector.tables[m.NAME])]
-        with self.db.write("copying the server's tables into the replica", shared=False) as conn:
-            conn.executemany("INSERT INTO erased (position, data_digest, meta_digest, erasure) VALUES (?, ?, ?, ?)",
-                             [erased[p] for p in sorted(erased)])
-            for name, rows in tables.items():
-                table = self.tables[name]
-                conn.execute(f'DELETE FROM main."{name}"')
-                conn.executemany(f'INSERT INTO main."{name}" ({", ".join(chr(34) + c + chr(34) for c in table.columns)}) '
-                                 f'VALUES ({", ".join("?" * len(table.columns))})', rows)
-            if folded:
-                types = sorted({t for m in folded for t in m.HANDLES})
-                self.projector._fold_rows(conn.cursor(), journal.read_rows(conn, types=types), folded)
-            conn.execute("UPDATE projection_positions SET position = ?", (upto,))
         self.seeded = upto
         return upto
 

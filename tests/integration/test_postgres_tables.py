@@ -261,6 +261,41 @@ def test_a_new_replica_starts_from_the_servers_tables(pg_url: str) -> None:
             assert live_tables(a) == live_tables(b)
 
 
+def test_a_replica_is_seeded_page_by_page_and_a_seed_cut_short_copies_nothing(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The server's tables are copied in pages (never held whole in memory),
+    in one transaction of the replica: the same tables in pages of 7 rows;
+    and a seed whose server read fails after the first page leaves no table
+    half-copied (the next open folds the journal it copied)."""
+    with eventkernel.open(pg_url) as a:
+        fill(a, 60)
+        assert len(a.table("work_items")[1]) > 7
+        monkeypatch.setattr(postgres.Replica.seed, "__defaults__", (7,))
+        with eventkernel.open(pg_url) as b:
+            assert b._replica.seeded == a.head  # type: ignore[union-attr]
+            assert live_tables(b) == live_tables(a)
+            _same_as_a_fold(b)
+        read = pgtables.Table.read
+
+        def cut_short(self: pgtables.Table, raw: Any, batch: int) -> Any:
+            pages = read(self, raw, batch)
+            yield next(pages)
+            if self.name == "work_items":
+                raise psycopg.OperationalError("the server went away mid-table")
+            yield from pages
+
+        monkeypatch.setattr(pgtables.Table, "read", cut_short)
+        replica = str(tmp_path / "second.db")
+        with pytest.raises(JournalError, match="copying the server's journal and tables"):
+            eventkernel.open(pg_url, replica=replica)
+        monkeypatch.setattr(pgtables.Table, "read", read)
+        with eventkernel.open(pg_url, replica=replica) as c:
+            assert c._replica.seeded == 0  # type: ignore[union-attr]  (its journal was copied: folded)
+            assert live_tables(c) == live_tables(a)
+            _same_as_a_fold(c)
+
+
 def test_a_replica_is_not_seeded_from_tables_it_cannot_trust(pg_url: str) -> None:
     """Tables of another set of projections, or written before an erasure
     they do not show, are not copied: the replica folds the journal."""
