@@ -3,8 +3,8 @@ own ``DatabaseSessionService`` (SQLAlchemy, aiosqlite) and
 ``SqliteSessionService`` (aiosqlite), all on files at SQLite's FULL
 synchronous setting, in the same run, through ADK's interface:
 ``append_event`` of events with a 120-character text part and a one-key
-state delta, and ``get_session`` of a 300-event session, end to end and
-its storage part alone. Building the 300 ``Event`` objects is ADK's model
+state delta, ``get_session`` of a 300-event session, end to end and
+its storage part alone, and ``list_sessions`` of a user's 200 sessions. Building the 300 ``Event`` objects is ADK's model
 conversion, which every service pays: the storage part is ours measured
 directly (the kernel's reads of the session and its events), theirs their
 end-to-end time less the time ``Event.model_validate_json`` takes on the
@@ -147,6 +147,27 @@ async def _run(quick: bool, database: Any, sqlite: Any) -> list[dict[str, Any]]:
     for other in ("database", "sqlite"):
         out.append(_row(f"ADK get_session of {n}, storage part, vs {other}", storage["ours"],
                         storage[other], "ms", names[other], 0.2))
+    # A user's list of sessions, each with an event (ADK takes its update time from the last one).
+    m = 20 if quick else 200
+    for who, service in services.items():
+        for i in range(m):
+            listed = await service.create_session(app_name="bench", user_id="lister", session_id=f"l{i}")
+            await service.append_event(listed, event(i))
+
+    async def lists(who: str) -> float:
+        start = time.perf_counter()
+        got = await services[who].list_sessions(app_name="bench", user_id="lister")
+        took = time.perf_counter() - start
+        assert len(got.sessions) == m
+        return took * 1000
+
+    listing: dict[str, list[float]] = {who: [] for who in services}
+    for _ in range(rounds * 4):
+        for who in ("database", "sqlite", "ours"):
+            listing[who].append(await lists(who))
+    for other in ("database", "sqlite"):
+        out.append(_row(f"ADK list_sessions of {m}, vs {other}", listing["ours"], listing[other], "ms",
+                        names[other], None))
     for service in services.values():
         close = getattr(service, "close", None)
         if close is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import apsw
@@ -266,26 +267,31 @@ class Fold:
 # --- queries ----------------------------------------------------------------------
 
 
+def _shared_rows(conn: apsw.Connection, app_name: str, user_id: str, as_of: int | None) -> builtins.list[Any]:
+    """(key, JSON text) of the app: keys of ``app_name`` and the user: keys
+    of ``user_id`` there, as of a journal position (default: now)."""
+    limit = (1 << 63) - 1 if as_of is None else as_of
+    return [row for scope_user in ("", user_id) for row in conn.execute(
+        "SELECT key, value FROM session_shared_state s WHERE app_name = ? AND user_id = ? AND position = "
+        "(SELECT max(position) FROM session_shared_state WHERE app_name = s.app_name "
+        "AND user_id = s.user_id AND key = s.key AND position <= ?)",
+        (app_name, scope_user, limit),
+    )]
+
+
 def shared_state(conn: apsw.Connection, app_name: str, user_id: str, *, as_of: int | None = None) -> dict[str, Any]:
     """The app: keys of ``app_name`` and the user: keys of ``user_id`` there,
     as of a journal position (default: now)."""
-    limit = (1 << 63) - 1 if as_of is None else as_of
-    out: dict[str, Any] = {}
-    for scope_user in ("", user_id):
-        rows = conn.execute(
-            "SELECT key, value FROM session_shared_state s WHERE app_name = ? AND user_id = ? AND position = "
-            "(SELECT max(position) FROM session_shared_state WHERE app_name = s.app_name "
-            "AND user_id = s.user_id AND key = s.key AND position <= ?)",
-            (app_name, scope_user, limit),
-        )
-        for key, value in rows:
-            out[key] = codec.decode_json(value)
-    return out
+    return {key: codec.decode_json(value) for key, value in _shared_rows(conn, app_name, user_id, as_of)}
 
 
-def with_shared(conn: apsw.Connection, session: Session, *, as_of: int | None = None) -> Session:
+def with_shared(conn: apsw.Connection, session: Session, *, as_of: int | None = None,
+                shared: builtins.list[Any] | None = None) -> Session:
+    """The session, its state merged with the shared keys (``shared``: their
+    rows, read already for another session of the same app and user)."""
     state = dict(session.state)
-    state.update(shared_state(conn, session.app_name, session.user_id, as_of=as_of))
+    for key, value in _shared_rows(conn, session.app_name, session.user_id, as_of) if shared is None else shared:
+        state[key] = codec.decode_json(value)  # (decoded for each session: no two share a value)
     return msgspec.structs.replace(session, state=state)
 
 
@@ -337,7 +343,31 @@ def list(
         f"SELECT {_SCOLS} FROM sessions{where} ORDER BY {order_by(RECENT)} LIMIT ?",
         (*args, *cursor_args, limit_of(limit)),
     )
-    return [with_shared(conn, _load_session(r)) for r in rows.fetchall()]
+    found = [_load_session(r) for r in rows.fetchall()]
+    shared: dict[tuple[str, str], builtins.list[Any]] = {}  # read once per app and user, not once per session
+    for s in found:
+        if (s.app_name, s.user_id) not in shared:
+            shared[s.app_name, s.user_id] = _shared_rows(conn, s.app_name, s.user_id, None)
+    return [with_shared(conn, s, shared=shared[s.app_name, s.user_id]) for s in found]
+
+
+def last_events(conn: apsw.Connection, session_ids: Sequence[str]) -> dict[str, SessionEvent]:
+    """The last event of each of these sessions that has one, by session id:
+    primary-key lookups, one statement per 200 sessions."""
+    out: dict[str, SessionEvent] = {}
+    ids = builtins.list(dict.fromkeys(session_ids))
+    for start in range(0, len(ids), 200):
+        chunk = ids[start:start + 200]
+        rows = conn.execute(
+            f"SELECT {', '.join('e.' + c for c in _ECOLS.split(', '))} FROM sessions s "
+            "JOIN session_events e ON e.session_id = s.session_id AND e.seq = s.event_count "
+            f"WHERE s.session_id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+        for row in rows:
+            event = _load_event(row)
+            out[event.session_id] = event
+    return out
 
 
 def events(conn: apsw.Connection, session_id: str, *, after_seq: int = 0, limit: int | None = None) -> builtins.list[SessionEvent]:

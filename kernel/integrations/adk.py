@@ -252,13 +252,15 @@ class EventKernelSessionService(BaseSessionService):
             _text(where, "user_id", user_id)
         sessions = self.kernel.sessions
         with self.kernel.reading():
-            found = []
-            for stored in sessions.list(_name(app_name), None if user_id is None else _name(user_id)):
-                if not stored.session_id.startswith(ROOT):
-                    continue  # a session of the kernel's own API, not ADK's
-                last = sessions.events(stored.session_id, after_seq=stored.event_count - 1) if stored.event_count else []
-                updated = last[0].content["timestamp"] if last else stored.metadata["adk"]["created"]  # type: ignore[index]
-                found.append(self._session(stored, [], updated))
+            # (a session of the kernel's own API, not ADK's, is left out)
+            listed = [s for s in sessions.list(_name(app_name), None if user_id is None else _name(user_id))
+                      if s.session_id.startswith(ROOT)]
+            last = sessions.last_events([s.session_id for s in listed if s.event_count])
+        found = []
+        for stored in listed:
+            event = last.get(stored.session_id)
+            updated = event.content["timestamp"] if event is not None else stored.metadata["adk"]["created"]  # type: ignore[index]
+            found.append(self._session(stored, [], updated))
         found.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
         return ListSessionsResponse(sessions=found)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import apsw
@@ -279,6 +279,19 @@ class Sessions:
         changes. Raises NotFound."""
         return self._conversation("sessions.event_positions", sessions.event_positions, session_id, after_seq,
                                   limit)
+
+    def last_events(self, session_ids: Sequence[str]) -> dict[str, SessionEvent]:
+        """The last event of each of these sessions, by session id, in one
+        read (a listing's "last message" without a read per session); a
+        session without events, or that does not exist, is left out."""
+        where = "sessions.last_events"
+        if isinstance(session_ids, str) or not isinstance(session_ids, Iterable):
+            raise InvalidArgument(f"{where} refused: session_ids must be a list of str, got {session_ids!r:.60}")
+        ids = builtins.list(session_ids)
+        for session_id in ids:
+            check_text(where, "session_ids item", session_id)
+        with self._ctx.db.read(where) as conn:
+            return sessions.last_events(conn, ids)
 
     def _conversation(self, where: str, query: Callable[..., _T], session_id: str, after_seq: int,
                       limit: int | None) -> _T:

@@ -31,6 +31,7 @@ def test_benchmarks_run_and_write_the_documented_json(tmp_path, capsys):
     assert {"ADK append_event, vs database", "ADK append_event, vs sqlite"} <= set(names)
     assert sum(n.startswith("ADK get_session") for n in names) == 5
     assert any(n.startswith("ADK get_session") and "a new service" in n for n in names)
+    assert sum(n.startswith("ADK list_sessions of") for n in names) == 2
     for r in results:
         assert set(r) == {"name", "value", "unit", "baseline", "baseline_value", "ratio", "target"}
         if r in doubles or r["name"] in wakes or r["unit"] in ("%", "ratio"):

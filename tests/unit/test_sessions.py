@@ -84,6 +84,39 @@ def test_list_by_app_and_user(k, clock):
     assert k.sessions.list("none") == []
 
 
+def test_list_merges_the_shared_keys_into_each_session_on_its_own(k):
+    """The shared keys are read once per app and user; each session's state
+    still holds values of its own (changing one leaves the others alone)."""
+    a1 = k.sessions.create("app", "alice", state={"app:cfg": {"theme": "dark"}, "user:tags": ["a"], "own": 1})
+    a2 = k.sessions.create("app", "alice").session_id
+    bob = k.sessions.create("app", "bob").session_id
+    listed = {s.session_id: s.state for s in k.sessions.list("app")}
+    assert listed == {
+        a1.session_id: {"app:cfg": {"theme": "dark"}, "user:tags": ["a"], "own": 1},
+        a2: {"app:cfg": {"theme": "dark"}, "user:tags": ["a"]},
+        bob: {"app:cfg": {"theme": "dark"}},
+    }
+    listed[a2]["app:cfg"]["theme"] = "changed"
+    listed[a2]["user:tags"].append("b")
+    assert listed[a1.session_id]["app:cfg"] == listed[bob]["app:cfg"] == {"theme": "dark"}
+    assert listed[a1.session_id]["user:tags"] == ["a"]
+    assert [s.state for s in k.sessions.list("app", "bob")] == [{"app:cfg": {"theme": "dark"}}]
+
+
+def test_last_events_of_many_sessions_in_one_read(k):
+    ids = [k.sessions.create("app", f"u{i % 3}").session_id for i in range(205)]
+    last = {}
+    for n, sid in enumerate(ids[::2]):
+        for turn in range(1 + n % 3):
+            last[sid] = k.sessions.append_event(sid, actor="a", content={"turn": turn}, state_delta={"t": turn})
+    found = k.sessions.last_events([*ids, "nope", ids[0]])
+    assert found == last
+    assert k.sessions.last_events([]) == {}
+    for bad in ("s1", 7, [1]):
+        with refused(k, InvalidArgument, "session_ids"):
+            k.sessions.last_events(bad)
+
+
 def test_unknown_sessions(k):
     for call in (
         lambda: k.sessions.get("nope"),
