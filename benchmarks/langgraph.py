@@ -224,8 +224,41 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
     out.append({"name": "then after delete_thread and k.erase", "value": erased / 2**20,
                 "min": erased / 2**20, "max": erased / 2**20, "unit": "MiB", "baseline": THEIRS,
                 "baseline_value": sizes["theirs"] / 2**20, "ratio": erased / sizes["theirs"], "target": None})
+    out += _store_searches(where, quick, rounds)
     ours.kernel.close()
     floor.close()
+    conn.close()
+    return out
+
+
+def _store_searches(where: Path, quick: bool, rounds: int) -> list[dict[str, Any]]:
+    """LangGraph's store: ``search(limit=10)`` of one user's namespace of
+    5,000 items (the newest ten), with and without a filter, against
+    ``SqliteStore``, both filled the same way."""
+    from langgraph.store.base import PutOp
+    from langgraph.store.sqlite import SqliteStore
+
+    from eventkernel.integrations.langgraph import EventKernelStore
+
+    items, calls = (500, 20) if quick else (5_000, 100)
+    conn = sqlite3.connect(str(where / "sqlitestore.db"), check_same_thread=False, isolation_level=None)
+    stores: dict[str, Any] = {"theirs": SqliteStore(conn), "ours": EventKernelStore(
+        eventkernel.open(str(where / "eventkernel-store.db")))}
+    stores["theirs"].setup()
+    namespace = ("users", "u1", "memories")
+    for store in stores.values():
+        store.batch([PutOp(namespace, f"k{i}", {"text": f"memory {i}", "kind": "fact" if i % 4 else "preference"})
+                     for i in range(items)])
+    out = []
+    for name, wanted in (("", None), (", filtered (a quarter pass)", {"kind": "preference"})):
+        def search(who: str, wanted: Any = wanted) -> float:
+            store = stores[who]
+            return rate(calls, lambda: [store.search(namespace, filter=wanted, limit=10) for _ in range(calls)])
+
+        a, b = interleaved(rounds, lambda: search("ours"), lambda: search("theirs"))
+        out.append(_row(f"LangGraph store search(limit=10) of {items:,} items{name}", a, b, "calls/s",
+                        "SqliteStore", None))
+    stores["ours"].kernel.close()
     conn.close()
     return out
 

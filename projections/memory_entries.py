@@ -269,6 +269,38 @@ def list(
     return [_load(r) for r in rows]
 
 
+def recent(
+    conn: apsw.Connection, prefix: str = "", *, namespace: str | None = None, memory_type: str | None = None,
+    include_deleted: bool = False, limit: int | None = None, before: int | None = None,
+) -> builtins.list[MemoryEntry]:
+    """The newest version of each memory whose namespace starts with
+    ``prefix`` (or is ``namespace``), the most recently written first (by
+    journal position), written before journal position ``before``."""
+    where: builtins.list[str] = ["is_latest = 1"]
+    args: builtins.list[Any] = []
+    if before is not None:
+        where.append("position < ?")
+        args.append(before)
+    if namespace is not None:
+        where.append("namespace = ?")
+        args.append(namespace)
+    ranged, ranged_args = _prefix(prefix)
+    where += ranged
+    args += ranged_args
+    if memory_type is not None:
+        where.append("memory_type = ?")
+        args.append(memory_type)
+    if not include_deleted:
+        where.append("is_deleted = 0")
+    # The page's rows found first by rowid, then read: the sort holds two integers per candidate, not whole rows.
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM memory_entries WHERE rowid IN (SELECT rowid FROM memory_entries WHERE "
+        f"{' AND '.join(where)} ORDER BY position DESC LIMIT ?) ORDER BY position DESC",
+        (*args, limit_of(limit)),
+    )
+    return [_load(r) for r in rows]
+
+
 def due(conn: apsw.Connection, now: int, prefix: str = "") -> builtins.list[MemoryEntry]:
     """Live memories whose TTL ran out at or before ``now``, in namespaces starting with ``prefix``."""
     where, args = _prefix(prefix)

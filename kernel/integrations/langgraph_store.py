@@ -26,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
+import heapq
 import logging
 import re
 import threading
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 ROOT = "langgraph:"
 """The memory namespaces of the store's items start with this."""
 _HASHED = ROOT + "#"
+_PAGE = 4096  # the most items a search reads at once (its first page is what it may return)
 _LABEL_ESCAPE = re.compile("[%/#\ud800-\udfff]")
 _KEY_ESCAPE = re.compile("[%#\x00\ud800-\udfff]")
 _ESCAPED = re.compile("%(u[0-9A-F]{4}|[0-9A-F]{2})")
@@ -442,15 +444,21 @@ class EventKernelStore(BaseStore):
         return Item(value=entry.value, key=key, namespace=tuple(namespace),
                     created_at=_time(entry.created_at), updated_at=_time(entry.updated_at))
 
+    @staticmethod
+    def _sources(prefix: tuple[str, ...]) -> list[str]:
+        """The memory namespace prefixes that hold every item under ``prefix``
+        (and maybe others, to check): its plain name's, and the namespaces
+        named by a hash (rare)."""
+        plain = _plain_namespace(prefix)
+        # A plain prefix never covers a hashed namespace ('#' is escaped in labels), except the root.
+        return [ROOT] if not prefix else [plain, _HASHED] if len(plain) <= MAX_ID_LEN else [_HASHED]
+
     def _live(self, prefix: tuple[str, ...], now: int) -> Iterator[tuple[MemoryEntry, tuple[str, ...], str]]:
         """Every live item under ``prefix``: those of plain namespaces through
         a range of the index, those named by a hash (rare) all, each checked
         against the prefix here."""
-        plain = _plain_namespace(prefix)
-        # A plain prefix never covers a hashed namespace ('#' is escaped in labels), except the root.
-        sources = [ROOT] if not prefix else [plain, _HASHED] if len(plain) <= MAX_ID_LEN else [_HASHED]
         n = len(prefix)
-        for source in sources:
+        for source in self._sources(prefix):
             for entry in self.kernel.memory.list(source):
                 ns, key = item_address(entry)
                 if ns[:n] == prefix and not self._omit(entry, now):
@@ -458,16 +466,60 @@ class EventKernelStore(BaseStore):
 
     def _search(self, op: SearchOp, now: int) -> list[tuple[MemoryEntry, tuple[str, ...], str]]:
         """Items under the prefix that pass the filter, the most recently
-        written first (then by address), ``offset``/``limit`` applied."""
+        written first (then by address), ``offset``/``limit`` applied: read
+        newest first in pages, so that a search stops once it has its page
+        instead of reading every item under the prefix."""
         if op.filter:
             _check_filter("store.search", op.filter)
         if op.limit < 0 or op.offset < 0:
             raise InvalidArgument(f"store.search refused: limit and offset must be >= 0, got {op.limit} and {op.offset}")
+        if op.limit == 0:
+            return []
         wanted = op.filter or {}
-        found = [(e, ns, key) for e, ns, key in self._live(tuple(op.namespace_prefix), now)
-                 if all(_compare(e.value.get(k), v) for k, v in wanted.items())]
-        found.sort(key=lambda f: -f[0].position)
-        return found[op.offset:op.offset + op.limit]
+        prefix = tuple(op.namespace_prefix)
+        n, skip = len(prefix), op.offset
+        found: list[tuple[MemoryEntry, tuple[str, ...], str]] = []
+        first = op.offset + op.limit if not wanted else 4 * (op.offset + op.limit)
+        with self.kernel.reading():  # one snapshot for every page
+            pages = [self._recent(source, first) for source in self._recent_sources(prefix)]
+            for e in pages[0] if len(pages) == 1 else heapq.merge(*pages, key=lambda e: -e.position):
+                ns, key = item_address(e)
+                if ns[:n] != prefix or self._omit(e, now) or not all(_compare(e.value.get(k), v)
+                                                                      for k, v in wanted.items()):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                found.append((e, ns, key))
+                if len(found) == op.limit:
+                    break
+        return found
+
+    @staticmethod
+    def _recent_sources(prefix: tuple[str, ...]) -> list[tuple[str, str | None]]:
+        """What holds every item under ``prefix`` (and maybe others, to
+        check), as (prefix, namespace) of ``memory.recent``: the namespace of
+        the prefix itself, those below it, and the namespaces named by a hash (rare)."""
+        if not prefix:
+            return [(ROOT, None)]
+        plain = _plain_namespace(prefix)
+        if len(plain) > MAX_ID_LEN:
+            return [(_HASHED, None)]  # (every namespace under it is named by a hash too)
+        out: list[tuple[str, str | None]] = [("", plain), (_HASHED, None)]
+        if len(plain) + 2 <= MAX_ID_LEN:  # (a plain namespace below it: one more label)
+            out.append((plain + ".", None))
+        return out
+
+    def _recent(self, source: tuple[str, str | None], first: int) -> Iterator[MemoryEntry]:
+        """The live entries of ``source``, the most recently written first,
+        in pages that grow from ``first`` entries."""
+        memory, before, size = self.kernel.memory, None, max(1, min(first, _PAGE))
+        while True:
+            page = memory.recent(source[0], namespace=source[1], limit=size, before=before)
+            yield from page
+            if len(page) < size:
+                return
+            before, size = page[-1].position, min(size * 4, _PAGE)
 
     def _list_namespaces(self, op: ListNamespacesOp, now: int) -> list[tuple[str, ...]]:
         if op.limit < 0 or op.offset < 0:

@@ -290,6 +290,31 @@ class Memory:
             return memory_entries.list(conn, prefix, memory_type=memory_type, include_deleted=include_deleted,
                                        limit=limit, after=after)
 
+    def recent(
+        self, prefix: str = "", *, namespace: str | None = None, memory_type: str | None = None,
+        include_deleted: bool = False, limit: int | None = None, before: int | None = None,
+    ) -> builtins.list[MemoryEntry]:
+        """The newest version of each memory whose namespace starts with
+        ``prefix`` (or is exactly ``namespace``), the most recently written
+        first; at most ``limit``, written before journal position ``before``
+        (the ``position`` of the last entry of the previous page)."""
+        where = "memory.recent"
+        if prefix != "":
+            check_text(where, "prefix", prefix)
+        if namespace is not None:
+            check_text(where, "namespace", namespace)
+            if prefix != "":
+                raise InvalidArgument(f"{where} refused: give a prefix or a namespace, not both")
+        if memory_type is not None:
+            _check_type(where, memory_type)
+        check_bool(where, "include_deleted", include_deleted)
+        check_limit(where, limit)
+        if before is not None:
+            check_int(where, "before", before, minimum=1)
+        with self._ctx.db.read(where) as conn:
+            return memory_entries.recent(conn, prefix, namespace=namespace, memory_type=memory_type,
+                                         include_deleted=include_deleted, limit=limit, before=before)
+
     def delete(
         self, namespace: str, key: str, *, actor: str | None = None, command_id: str | None = None
     ) -> MemoryEntry:

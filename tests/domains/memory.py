@@ -51,6 +51,8 @@ def exercise(k: Any, clock: Any) -> None:
     k.memory.list("user:")
     k.memory.list("user:", memory_type="semantic", include_deleted=True)
     k.memory.list("user:", limit=1, after_key=("user:alice", "lang"))
+    k.memory.recent("user:", limit=1, before=k.head)
+    k.memory.recent(namespace="user:alice", memory_type="semantic", include_deleted=True)
     k.memory.history("user:alice", "lang", after=1, limit=1)
     k.memory.delete("user:alice", "lang")
     k.memory.restore("user:alice", "lang")

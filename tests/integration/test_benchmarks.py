@@ -28,6 +28,7 @@ def test_benchmarks_run_and_write_the_documented_json(tmp_path, capsys):
     assert any(n.startswith("claim+complete, 4 processes") for n in names)
     assert {"LangGraph put", "LangGraph get_tuple, latest of 50", "LangGraph list(limit=10)"} <= set(names)
     assert any(n.startswith("file size after a") for n in names)
+    assert sum(n.startswith("LangGraph store search(limit=10)") for n in names) == 2
     assert {"ADK append_event, vs database", "ADK append_event, vs sqlite"} <= set(names)
     assert sum(n.startswith("ADK get_session") for n in names) == 5
     assert any(n.startswith("ADK get_session") and "a new service" in n for n in names)

@@ -136,6 +136,34 @@ def test_every_operation_answers_as_in_memory_store_does(ops):
         assert rebuilt_tables(k) == live_tables(k)
 
 
+@pytest.mark.parametrize("page", [4096, 16])
+def test_a_search_reads_newest_first_in_pages_and_answers_as_in_memory_store_does(page, monkeypatch):
+    """Searches of a large store (a namespace, its sub-namespaces, a sibling
+    whose name starts with the same letters, a namespace too long to be named
+    plainly, deleted items) read the newest items first, page after page,
+    and stop once they have their answer: the same answers as InMemoryStore,
+    with pages of 16 items too (a search then reads many)."""
+    monkeypatch.setattr("eventkernel.integrations.langgraph_store._PAGE", page)
+    reference = Reference()
+    places = [("u1",), ("u1", "m"), ("u10",), ("u1", "L" * 300), ("u1", "m", "deep")]
+    with eventkernel.open(":memory:") as k:
+        store = EventKernelStore(k)
+        for start in range(0, 600, 100):
+            puts = [PutOp(places[i % len(places)], f"k{i}", {"n": i % 7, "tag": "red" if i % 3 else "blue"})
+                    for i in range(start, start + 100)]
+            store.batch(puts)
+            reference.batch(puts)
+        deletes = [PutOp(places[i % len(places)], f"k{i}", None) for i in range(0, 600, 11)]
+        store.batch(deletes)
+        reference.batch(deletes)
+        for prefix in [(), ("u1",), ("u1", "m"), ("u10",), ("u1", "L" * 300), ("u2",)]:
+            for wanted in (None, {"n": 3}, {"n": {"$gt": 5}}, {"tag": "blue", "n": {"$lte": 1}}):
+                for limit, offset in ((1, 0), (10, 0), (1, 7), (10, 45), (200, 150), (1000, 0)):
+                    search = SearchOp(prefix, wanted, limit, offset)
+                    assert shape(store.batch([search])) == shape(reference.batch([search])), search
+        assert k.verify().ok
+
+
 def test_every_filter_operator_at_every_bound():
     """Each operator against each bound, on items on both sides of it, equal included."""
     reference = Reference()

@@ -127,6 +127,35 @@ def test_list_by_namespace_prefix_and_type(k):
     assert len(k.memory.list()) == 4
 
 
+def test_recent_lists_the_newest_first_and_pages_by_position(k):
+    k.memory.put("user:alice:prefs", "lang", "fr")
+    k.memory.put("user:alice:facts", "city", "Lyon", memory_type="episodic")
+    k.memory.put("user:alicia", "x", 1)
+    k.memory.put("user:alice:prefs", "gone", 0)
+    k.memory.put("user:alice:prefs", "lang", "en")  # a new version: the most recent now
+    k.memory.delete("user:alice:prefs", "gone")
+    keys = lambda entries: [(e.namespace, e.key) for e in entries]  # noqa: E731
+    newest = [("user:alice:prefs", "lang"), ("user:alicia", "x"), ("user:alice:facts", "city")]
+    assert keys(k.memory.recent("user:ali")) == newest
+    assert [e.value for e in k.memory.recent("user:alice:prefs")] == ["en"]
+    assert keys(k.memory.recent("user:ali", include_deleted=True)) == [("user:alice:prefs", "gone"), *newest]
+    assert keys(k.memory.recent("user:ali", memory_type="episodic")) == [("user:alice:facts", "city")]
+    assert keys(k.memory.recent(namespace="user:alice:prefs")) == [("user:alice:prefs", "lang")]
+    assert k.memory.recent(namespace="user:alice") == []  # exactly that namespace, not a prefix
+    page, seen = k.memory.recent("user:", limit=2), []
+    while page:
+        seen += keys(page)
+        page = k.memory.recent("user:", limit=2, before=page[-1].position)
+    assert seen == newest
+    assert k.memory.recent("user:", before=1) == []
+    for call, match in ((lambda: k.memory.recent("user:", namespace="user:alicia"), "not both"),
+                        (lambda: k.memory.recent(before=0), "before must be >= 1"),
+                        (lambda: k.memory.recent(namespace=""), "namespace must not be empty"),
+                        (lambda: k.memory.recent(limit=-1), "limit must be >= 0")):
+        with refused(k, InvalidArgument, match):
+            call()
+
+
 def test_publish_copies_into_another_namespace(k):
     src = k.memory.put("session:s1", "fact", {"likes": "tea"}, memory_type="semantic", metadata={"c": 0.9})
     k.memory.put("user:alice", "fact", "old")
