@@ -67,6 +67,12 @@ __all__ = ["EventKernelStore"]
 
 log = logging.getLogger(__name__)
 
+_np: Any
+try:  # optional: the [vectors] extra ranks semantic searches in one matrix product
+    import numpy as _np
+except ImportError:  # pragma: no cover - the test extra installs it
+    _np = None
+
 ROOT = "langgraph:"
 """The memory namespaces of the store's items start with this."""
 _HASHED = ROOT + "#"
@@ -107,6 +113,26 @@ def _cosine(query: list[float], vectors: list[bytes]) -> float:
         score = 0.0 if not n or not qn else math.fsum(a * b for a, b in zip(query, v, strict=True)) / (qn * n)
         best = max(best, score)
     return best
+
+
+def _best_cosines(query: list[float], items: list[list[bytes]]) -> list[float]:
+    """``_cosine`` of each item (each with at least one embedding), in one
+    matrix product when NumPy is installed (the ``[vectors]`` extra) and the
+    embeddings all have the query's length."""
+    dim = len(query)
+    if _np is None or any(len(raw) != 4 * dim for vectors in items for raw in vectors):
+        return [_cosine(query, vectors) for vectors in items]
+    q = _np.asarray(query, dtype=_np.float64)
+    qn = float(_np.linalg.norm(q))
+    rows = _np.frombuffer(b"".join(raw for vectors in items for raw in vectors), dtype="<f4")
+    matrix = rows.reshape(-1, dim).astype(_np.float64)
+    norms = _np.linalg.norm(matrix, axis=1)
+    scores = _np.zeros(len(matrix)) if not qn else _np.divide(
+        matrix @ q, norms * qn, out=_np.zeros(len(matrix)), where=norms > 0)
+    owner = _np.repeat(_np.arange(len(items)), [len(vectors) for vectors in items])
+    best = _np.full(len(items), -_np.inf)
+    _np.maximum.at(best, owner, scores)
+    return [float(x) for x in best]
 
 
 def _escape_char(m: re.Match[str]) -> str:
@@ -347,16 +373,18 @@ class EventKernelStore(BaseStore):
         cosine similarity to the query (offset and limit over the ranked
         ones); as LangGraph's InMemoryStore does, items without embeddings
         fill what the limit leaves, without a score."""
-        candidates = self._search(SearchOp(op.namespace_prefix, op.filter, 1 << 62, 0), now)
         documents = self.kernel.documents
-        scored, scoreless = [], []
-        for e, ns, key in candidates:
-            vectors = [d.embedding for d in documents.list(prefix=vector_prefix(e.namespace, e.key))
-                       if d.embedding is not None]
-            if vectors:
-                scored.append((_cosine(query, vectors), e, ns, key))
-            else:
-                scoreless.append((None, e, ns, key))
+        embedded, scoreless = [], []
+        with self.kernel.reading():  # the items and their embeddings from one snapshot
+            for e, ns, key in self._search(SearchOp(op.namespace_prefix, op.filter, 1 << 62, 0), now):
+                vectors = [d.embedding for d in documents.list(prefix=vector_prefix(e.namespace, e.key))
+                           if d.embedding is not None]
+                if vectors:
+                    embedded.append((vectors, e, ns, key))
+                else:
+                    scoreless.append((None, e, ns, key))
+        scores = _best_cosines(query, [vectors for vectors, _, _, _ in embedded])
+        scored = [(score, e, ns, key) for score, (_, e, ns, key) in zip(scores, embedded, strict=True)]
         scored.sort(key=lambda s: -s[0])  # stable: ties keep the most recent first
         kept: list[tuple[float | None, MemoryEntry, tuple[str, ...], str]] = []
         kept += scored[op.offset:op.offset + op.limit]
