@@ -475,3 +475,25 @@ def test_every_field_and_list_element_is_embedded_and_the_best_one_ranks():
             assert got[0] == got[1], query
         paths = sorted(d.title for d in k.documents.list(prefix="langgraph-store/"))
         assert paths == ["tags[*]", "tags[*].0", "tags[*].1", "text", "text", "text"]
+
+
+def test_semantic_scores_agree_with_and_without_numpy(monkeypatch):
+    """The matrix product scores each item as the pure-Python cosine does
+    (zero vectors, a zero query and several embeddings per item included)."""
+    import random
+    import struct
+
+    from eventkernel.integrations import langgraph_store
+
+    rng = random.Random(7)
+
+    def vector(zero: bool = False) -> bytes:
+        return struct.pack("<8f", *([0.0] * 8 if zero else [rng.uniform(-1, 1) for _ in range(8)]))
+
+    items = [[vector()], [vector(), vector(), vector(zero=True)], [vector(zero=True)], [vector(), vector()]]
+    for query in ([rng.uniform(-1, 1) for _ in range(8)], [0.0] * 8):
+        with_numpy = langgraph_store._best_cosines(query, items)
+        assert with_numpy == pytest.approx([langgraph_store._cosine(query, v) for v in items], abs=1e-12)
+        monkeypatch.setattr(langgraph_store, "_np", None)
+        assert langgraph_store._best_cosines(query, items) == pytest.approx(with_numpy, abs=1e-12)
+        monkeypatch.undo()
