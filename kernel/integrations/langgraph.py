@@ -50,8 +50,12 @@ from eventkernel.integrations.langgraph_store import EventKernelStore
 from eventkernel.kernel import Kernel
 from eventkernel.kernel import open as open_kernel
 from eventkernel.services.graphs import GraphCheckpoint, thread_stream
+from eventkernel.validate import check_limit
 
 __all__ = ["EventKernelSaver", "EventKernelStore"]
+
+
+_PAGE = 100  # checkpoints a list reads at once from one thread's namespace
 
 
 def _thread(value: Any) -> str:
@@ -175,15 +179,23 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
     ) -> Iterator[CheckpointTuple]:
         configurable = config["configurable"] if config else {}
         thread_id = configurable.get("thread_id")
-        found = self.kernel.graphs.list(
-            None if thread_id is None else _thread(thread_id),
-            configurable.get("checkpoint_ns"),
-            checkpoint_id=configurable.get("checkpoint_id"),
-            before=None if before is None else get_checkpoint_id(before),
-            filter=filter, limit=limit,
-        )
-        for g in found:
-            yield self._tuple(g.thread_id if thread_id is None else thread_id, g)
+        ns, checkpoint_id = configurable.get("checkpoint_ns"), configurable.get("checkpoint_id")
+        cursor = None if before is None else get_checkpoint_id(before)
+        # One namespace of one thread (where checkpoint ids are unique) is read in pages, newest
+        # first: a long history is never held whole, and a caller that stops early reads little.
+        paged = thread_id is not None and ns is not None and checkpoint_id is None
+        left = check_limit("graphs.list", limit)
+        while left is None or left > 0:
+            size = left if not paged else _PAGE if left is None else min(left, _PAGE)
+            found = self.kernel.graphs.list(None if thread_id is None else _thread(thread_id), ns,
+                                            checkpoint_id=checkpoint_id, before=cursor, filter=filter, limit=size)
+            for g in found:
+                yield self._tuple(g.thread_id if thread_id is None else thread_id, g)
+            if size is None or len(found) < size:
+                return
+            cursor = found[-1].checkpoint_id
+            if left is not None:
+                left -= len(found)
 
     def _tuple(self, thread_id: Any, g: GraphCheckpoint) -> CheckpointTuple:
         loads = self.serde.loads_typed

@@ -20,6 +20,7 @@ from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
 
 import eventkernel
 import eventkernel.aio
+from eventkernel.errors import InvalidArgument
 from eventkernel.integrations.langgraph import EventKernelSaver
 
 CAPABILITIES = {"put", "put_writes", "get_tuple", "list", "delete_thread", "delete_for_runs", "copy_thread", "prune"}
@@ -152,6 +153,43 @@ def test_sync_methods_answer_as_langgraphs_in_memory_saver_does(ops, tmp_path_fa
                     assert ours.get_tuple(t.config) == t
                 assert _lists(ours, thread, ns) == _lists(theirs, thread, ns)
         assert ours.kernel.verify().ok
+    finally:
+        ours.kernel.close()
+
+
+@pytest.mark.parametrize("page", [100, 7])
+def test_a_long_history_is_listed_in_pages_as_in_memory_saver_lists_it(page, tmp_path, monkeypatch):
+    """One namespace of a thread is read a page at a time, newest first: the
+    same tuples as InMemorySaver whatever the limit, cursor and filter, and a
+    caller that takes the first tuple reads one page."""
+    monkeypatch.setattr("eventkernel.integrations.langgraph._PAGE", page)
+    ours = EventKernelSaver(eventkernel.open(str(tmp_path / "saver.db")))
+    theirs = InMemorySaver()
+    try:
+        for i in range(1, 61):
+            for ns in ("", "child:1") if i % 4 == 0 else ("",):
+                checkpoint = empty_checkpoint()
+                checkpoint["id"] = f"{i:08d}"
+                checkpoint["channel_values"] = {"count": i}
+                checkpoint["channel_versions"] = {"count": i}
+                config = {"configurable": {"thread_id": "long", "checkpoint_ns": ns}}
+                metadata = {"source": "loop" if i % 3 else "input", "step": i, "parents": {}}
+                for saver in (ours, theirs):
+                    stored = saver.put(config, checkpoint, metadata, {"count": i})
+                    saver.put_writes(stored, [("count", i * 10)], f"task-{i}")
+        config = {"configurable": {"thread_id": "long", "checkpoint_ns": ""}}
+        before = {"configurable": {"thread_id": "long", "checkpoint_ns": "", "checkpoint_id": f"{45:08d}"}}
+        for kwargs in ({}, {"limit": 1}, {"limit": 7}, {"limit": 8}, {"limit": 59}, {"limit": 60}, {"limit": 500},
+                       {"before": before}, {"before": before, "limit": 9}, {"filter": {"source": "input"}},
+                       {"filter": {"source": "loop"}, "limit": 13}):
+            assert list(ours.list(config, **kwargs)) == list(theirs.list(config, **kwargs)), kwargs
+        calls = []
+        listed = ours.kernel.graphs.list
+        monkeypatch.setattr(ours.kernel.graphs, "list", lambda *a, **kw: calls.append(kw["limit"]) or listed(*a, **kw))
+        assert next(iter(ours.list(config))).checkpoint["id"] == f"{60:08d}"
+        assert calls == [page]
+        with pytest.raises(InvalidArgument, match="limit must be >= 0"):
+            next(iter(ours.list(config, limit=-1)))
     finally:
         ours.kernel.close()
 

@@ -27,7 +27,8 @@ LAYERS = [
 INTEGRATIONS = {"langgraph.py": {"langgraph", "langchain_core"}, "langgraph_store.py": {"langgraph"},
                 "adk.py": {"google", "pydantic"}}  # ADK's models are pydantic's (a dependency of google-adk)
 # The library modules that use an optional extra's library when it is installed.
-OPTIONAL = {"secrets.py": {"cryptography"}, "documents.py": {"numpy"}, "postgres.py": {"psycopg"}}
+OPTIONAL = {"secrets.py": {"cryptography"}, "documents.py": {"numpy"}, "postgres.py": {"psycopg"},
+            "langgraph_store.py": {"numpy"}}
 # The folders that install as the one import package (pyproject's package-dir).
 FOLDERS = {"kernel": (_E,), "projections": (_E, "projections"), "schema": (_E, "schema")}
 
