@@ -259,7 +259,8 @@ class EventKernelSessionService(BaseSessionService):
         found = []
         for stored in listed:
             event = last.get(stored.session_id)
-            updated = event.content["timestamp"] if event is not None else stored.metadata["adk"]["created"]  # type: ignore[index]
+            created = stored.metadata["adk"]["created"]  # type: ignore[index]
+            updated = event.content["timestamp"] if event is not None else created
             found.append(self._session(stored, [], updated))
         found.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
         return ListSessionsResponse(sessions=found)

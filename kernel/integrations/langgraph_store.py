@@ -93,6 +93,9 @@ def vector_prefix(namespace: str, key: str) -> str:
     return f"{VECTORS}{digest}/"
 
 
+_ITEM_PREFIX = len(vector_prefix("", ""))  # (every item's prefix has this length)
+
+
 def _vector_path(prefix: str, path: str) -> str:
     return prefix + (path if len(path) <= 200 and "\x00" not in path and path.isprintable()
                      else "#" + hashlib.sha256(path.encode("utf-8", "surrogatepass")).hexdigest())
@@ -376,9 +379,20 @@ class EventKernelStore(BaseStore):
         documents = self.kernel.documents
         embedded, scoreless = [], []
         with self.kernel.reading():  # the items and their embeddings from one snapshot
-            for e, ns, key in self._search(SearchOp(op.namespace_prefix, op.filter, 1 << 62, 0), now):
-                vectors = [d.embedding for d in documents.list(prefix=vector_prefix(e.namespace, e.key))
-                           if d.embedding is not None]
+            candidates = self._search(SearchOp(op.namespace_prefix, op.filter, 1 << 62, 0), now)
+            # Every embedding of the store in one read when there are not many more of them than
+            # the candidates have (a store of one user, say); else each candidate's own.
+            every = documents.list(prefix=VECTORS, limit=4 * len(candidates) + 4)
+            by_item: dict[str, list[bytes]] | None = None
+            if len(every) <= 4 * len(candidates) + 3:
+                by_item = {}
+                for d in every:
+                    if d.embedding is not None:
+                        by_item.setdefault(d.file_path[:_ITEM_PREFIX], []).append(d.embedding)
+            for e, ns, key in candidates:
+                prefix = vector_prefix(e.namespace, e.key)
+                vectors = by_item.get(prefix, []) if by_item is not None else [
+                    d.embedding for d in documents.list(prefix=prefix) if d.embedding is not None]
                 if vectors:
                     embedded.append((vectors, e, ns, key))
                 else:

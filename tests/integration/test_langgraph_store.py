@@ -445,6 +445,34 @@ def test_semantic_search_ranks_as_in_memory_store_does(ops):
         assert live_tables(k) == rebuilt_tables(k)
 
 
+def test_a_semantic_search_reads_the_embeddings_at_once_or_per_item_alike():
+    """A search whose candidates hold most of the store's embeddings reads
+    them all in one read; one whose few candidates sit in a large store reads
+    each candidate's: the same ranking as InMemoryStore either way."""
+    index = _index(("text", "tags[*]"))
+    theirs = InMemoryStore(index=index)
+    with eventkernel.open(":memory:") as k:
+        ours = EventKernelStore(k, index=index)
+        for i in range(30):
+            for store in (theirs, ours):
+                value = {"text": f"{TEXTS[i % 5]} ({i})", "tags": [f"t{i}", f"{TEXTS[(i + 2) % 5]} #{i}"]}
+                store.put(("docs",), f"d{i}", value)
+        for i in range(2):
+            for store in (theirs, ours):
+                store.put(("notes",), f"n{i}", {"text": f"{TEXTS[i]} (note {i})", "tags": []})
+        reads = []
+        listed = k.documents.list
+        k.documents.list = lambda **kw: reads.append(kw.get("prefix")) or listed(**kw)  # type: ignore[method-assign]
+        for prefix, per_item in ((("docs",), False), (("notes",), True), ((), False)):
+            for query in TEXTS:
+                reads.clear()
+                got = [store.search(prefix, query=query, limit=4, offset=1) for store in (ours, theirs)]
+                assert [[(r.namespace, r.key) for r in found] for found in got][0] == \
+                    [[(r.namespace, r.key) for r in found] for found in got][1], (prefix, query)
+                assert [a.score for a in got[0]] == pytest.approx([b.score for b in got[1]], abs=1e-5)
+                assert (len(reads) > 1) is per_item, (prefix, reads)
+
+
 def test_embeddings_are_kept_in_the_file_and_in_the_past(db_path):
     index = _index()
     with EventKernelStore.from_conn_string(db_path, index=index) as store:
