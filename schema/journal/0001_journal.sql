@@ -7,13 +7,18 @@ CREATE TABLE journal (
     schema         INTEGER NOT NULL DEFAULT 1,   -- event schema version (upcasting)
     data           TEXT NOT NULL,                -- JSON object of the event's fields
     meta           TEXT,                         -- JSON: command, command_id, actor, ...
-    event_id       TEXT UNIQUE,                  -- optional client id: idempotent append
+    event_id       TEXT,                         -- optional client id: idempotent append (unique, below)
     correlation_id TEXT,                         -- e.g. the task an event belongs to
     recorded_at    INTEGER NOT NULL,             -- ms since epoch, UTC, kernel clock
     hash           BLOB NOT NULL,                -- sha256(previous hash || canonical row)
     UNIQUE (stream, version)
 ) STRICT;
 
+-- Only the rows that carry a client id are indexed: an append without one
+-- writes no page of this index. (Files made by earlier versions declare
+-- `event_id TEXT UNIQUE`, which indexes every row: the same rule, one more
+-- page written per commit.)
+CREATE UNIQUE INDEX journal_event_id ON journal (event_id) WHERE event_id IS NOT NULL;
 CREATE INDEX journal_type ON journal (type, position);
 CREATE INDEX journal_correlation ON journal (correlation_id, position)
     WHERE correlation_id IS NOT NULL;

@@ -57,6 +57,34 @@ def test_same_event_ids_and_content_return_the_original_position(k):
     assert snapshot(k) == before
 
 
+def test_only_rows_with_an_event_id_are_in_its_unique_index(db_path, tmp_path):
+    """A new file indexes the event ids that exist (an append without one
+    writes no page of that index); a file made before keeps its index of
+    every row. Both refuse an id used twice, and both accept any number of
+    rows without one."""
+    import shutil
+    from pathlib import Path
+
+    old = tmp_path / "v0_1_0.sqlite"
+    shutil.copy(Path(__file__).resolve().parents[1] / "fixtures" / "v0_1_0.sqlite", old)
+    for path, partial in ((db_path, True), (str(old), False)):
+        with eventkernel.open(path) as k:
+            k.append("chat:a", said("1", "2", "3"))
+            k.append("chat:b", said("x"), event_ids=["only-one"])
+            with refused(k, IdempotencyConflict, "event id 'only-one' was already used"):
+                k.append("chat:c", said("y"), event_ids=["only-one"])
+            conn = k._db.conn
+            sql = conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'journal_event_id'").fetchone()
+            with_ids = conn.execute("SELECT count(*) FROM journal WHERE event_id IS NOT NULL").fetchone()[0]
+            if partial:
+                assert sql is not None and "WHERE event_id IS NOT NULL" in sql[0]
+                entries = conn.execute("SELECT sum(ncell) FROM dbstat WHERE name = 'journal_event_id' "
+                                       "AND pagetype = 'leaf'").fetchone()[0]
+                assert entries == with_ids < k.head
+            else:
+                assert sql is None  # (the column's own UNIQUE: an autoindex of every row)
+
+
 def test_a_replayed_append_wins_over_expected_version(k):
     k.append("chat:a", said("1"), event_ids=["a"], expected_version=0)
     assert k.append("chat:a", said("1"), event_ids=["a"], expected_version=0) == 1
