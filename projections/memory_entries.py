@@ -243,17 +243,18 @@ def history(
 KEYS: Order = (("namespace", False), ("key", False))
 
 
-def list(
-    conn: apsw.Connection, prefix: str = "", *, memory_type: str | None = None, include_deleted: bool = False,
-    limit: int | None = None, after: tuple[str, str] | None = None,
-) -> builtins.list[MemoryEntry]:
-    """The newest version of each memory whose namespace starts with
-    ``prefix``, in (namespace, key) order, after the (namespace, key) ``after``."""
-    where, args = ["is_latest = 1"], []
-    cursor, cursor_args = after_cursor(KEYS, after)
-    if cursor:
-        where.append(cursor)
-        args += cursor_args
+def _latest_where(
+    prefix: str, namespace: str | None, memory_type: str | None, include_deleted: bool,
+    cursor: tuple[str, builtins.list[Any]],
+) -> tuple[str, builtins.list[Any]]:
+    """The WHERE of a listing of newest versions: under ``prefix`` (or in
+    ``namespace``), of a type, deleted ones or not, past a page's cursor."""
+    where, args = ["is_latest = 1"], builtins.list(cursor[1])
+    if cursor[0]:
+        where.append(cursor[0])
+    if namespace is not None:
+        where.append("namespace = ?")
+        args.append(namespace)
     ranged, ranged_args = _prefix(prefix)
     where += ranged
     args += ranged_args
@@ -262,8 +263,18 @@ def list(
         args.append(memory_type)
     if not include_deleted:
         where.append("is_deleted = 0")
+    return " AND ".join(where), args
+
+
+def list(
+    conn: apsw.Connection, prefix: str = "", *, memory_type: str | None = None, include_deleted: bool = False,
+    limit: int | None = None, after: tuple[str, str] | None = None,
+) -> builtins.list[MemoryEntry]:
+    """The newest version of each memory whose namespace starts with
+    ``prefix``, in (namespace, key) order, after the (namespace, key) ``after``."""
+    where, args = _latest_where(prefix, None, memory_type, include_deleted, after_cursor(KEYS, after))
     rows = conn.execute(
-        f"SELECT {_COLS} FROM memory_entries WHERE {' AND '.join(where)} ORDER BY namespace, key LIMIT ?",
+        f"SELECT {_COLS} FROM memory_entries WHERE {where} ORDER BY namespace, key LIMIT ?",
         (*args, limit_of(limit)),
     )
     return [_load(r) for r in rows]
@@ -276,26 +287,12 @@ def recent(
     """The newest version of each memory whose namespace starts with
     ``prefix`` (or is ``namespace``), the most recently written first (by
     journal position), written before journal position ``before``."""
-    where: builtins.list[str] = ["is_latest = 1"]
-    args: builtins.list[Any] = []
-    if before is not None:
-        where.append("position < ?")
-        args.append(before)
-    if namespace is not None:
-        where.append("namespace = ?")
-        args.append(namespace)
-    ranged, ranged_args = _prefix(prefix)
-    where += ranged
-    args += ranged_args
-    if memory_type is not None:
-        where.append("memory_type = ?")
-        args.append(memory_type)
-    if not include_deleted:
-        where.append("is_deleted = 0")
+    cursor = ("", []) if before is None else ("position < ?", [before])
+    where, args = _latest_where(prefix, namespace, memory_type, include_deleted, cursor)
     # The page's rows found first by rowid, then read: the sort holds two integers per candidate, not whole rows.
     rows = conn.execute(
-        f"SELECT {_COLS} FROM memory_entries WHERE rowid IN (SELECT rowid FROM memory_entries WHERE "
-        f"{' AND '.join(where)} ORDER BY position DESC LIMIT ?) ORDER BY position DESC",
+        f"SELECT {_COLS} FROM memory_entries WHERE rowid IN (SELECT rowid FROM memory_entries WHERE {where} "
+        "ORDER BY position DESC LIMIT ?) ORDER BY position DESC",
         (*args, limit_of(limit)),
     )
     return [_load(r) for r in rows]
