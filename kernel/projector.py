@@ -332,6 +332,36 @@ class Projector:
         user_types = self.user_types
         return bool(user_types) and any(codec.type_name(e) in user_types for e in events)
 
+    def overtake(self, conn: apsw.Connection, head: int) -> None:
+        """Before a write transaction appends its first event (the journal at
+        ``head``): fold into this process's projections the events that
+        other processes appended without them (a process opened without an
+        application's projection still appends its events), so that applying
+        the new events inline, and then :meth:`advance`, skips none. Raises
+        ProjectionFailed when a projection cannot fold them (its tables
+        refuse an event: ``k.rebuild(name)`` mends it)."""
+        behind = {name: p for name, p in conn.execute(self._positions_sql, tuple(self.by_name)) if p < head}
+        if not behind:
+            return
+        modules = [self.by_name[name] for name in behind]
+        rows = journal.read_rows(conn, after=min(behind.values()), until=head,
+                                 types=sorted({t for m in modules for t in m.HANDLES}),
+                                 columns=self.journal_columns(modules))
+        try:
+            self._fold_rows(conn.cursor(), rows, modules, behind)
+        except _ApplyFailed as e:
+            found = conn.execute("SELECT type FROM journal WHERE position = ?", (e.position,)).fetchone()
+            cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
+            raise ProjectionFailed(e.name, "?" if found is None else found[0], e.position, cause) from e
+        conn.execute(
+            f"UPDATE projection_positions SET position = ? WHERE name IN ({', '.join('?' * len(behind))})",
+            (head, *behind),
+        )
+
+    @cached_property
+    def _positions_sql(self) -> str:
+        return f"SELECT name, position FROM projection_positions WHERE name IN ({', '.join('?' * len(self.by_name))})"
+
     def advance(self, conn: apsw.Connection, position: int) -> None:
         """Record that this process's projections reached ``position`` (other
         processes may register projections this one does not apply)."""

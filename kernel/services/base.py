@@ -83,6 +83,11 @@ class Context:
         db = self.db
         conn = db.conn
         head = db.head_cache
+        if not db.appended:  # the transaction's first append: first what other processes appended
+            if head is None:
+                head = db.head_cache = journal.head_row(conn)
+            if head[0] != db.committed_head:  # (else no one appended since this process's last commit)
+                self.projector.overtake(conn, head[0])
         appended = journal.append(
             conn,
             stream,

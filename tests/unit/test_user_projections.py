@@ -11,7 +11,9 @@ import pytest
 
 import eventkernel
 
-from support import live_tables, open_kernel, rebuilt_tables, server_tables_hold, snapshot
+from eventkernel.errors import ProjectionFailed
+
+from support import live_tables, open_kernel, rebuilt_tables, refused, server_tables_hold, snapshot
 
 BOTH_ENGINES = True  # the tests taking `uk` run on a file and on PostgreSQL (conftest)
 
@@ -148,6 +150,37 @@ def test_a_version_bump_rebuilds_and_a_missing_projection_catches_up(db_path, cl
         assert _tables(k) == caught_up
         assert k._db.conn.execute(
             "SELECT version FROM projection_positions WHERE name = 'notes_per_author'").fetchone() == (2,)
+
+
+def test_a_process_folds_what_another_process_appended_without_its_projections(db_path, clock):
+    """A process without the application's projections appends its events;
+    a process that has them open folds those events in before its next
+    command appends (it skipped them before: its positions jumped over them).
+    Live equals rebuilt after every step, in a transaction too."""
+    with eventkernel.open(db_path, clock=clock, projections=ALL) as a, eventkernel.open(db_path, clock=clock) as b:
+        _write(a, 2)
+        _write(b, 3)  # b applies none of them
+        _write(a, 1)
+        assert live_tables(a) == rebuilt_tables(a)
+        assert a.verify().ok
+        _write(b, 2)
+        with a.transaction():
+            _write(a, 2)
+        assert live_tables(a) == rebuilt_tables(a)
+        assert sum(n for author, n, _ in a.table("notes_per_author")[1] if author != "(work)") == 10
+        assert a.verify().ok
+
+
+def test_a_projection_that_cannot_fold_another_process_event_refuses_the_next_command(db_path, clock):
+    fussy = SimpleNamespace(**{**vars(PER_AUTHOR), "apply": lambda conn, r, e: (
+        (_ for _ in ()).throw(ValueError("no notes from bob")) if getattr(e, "author", "") == "bob"
+        else _per_author(conn, r, e))})
+    with eventkernel.open(db_path, clock=clock, projections=[fussy]) as a, \
+            eventkernel.open(db_path, clock=clock) as b:
+        a.append("note:1", [Noted(author="ann", text="one")])
+        bobs = b.append("note:2", [Noted(author="bob", text="two")])
+        with refused(a, ProjectionFailed, f"'notes_per_author' failed on userproj.noted \\(position {bobs}\\)"):
+            a.append("note:3", [Noted(author="ann", text="three")])
 
 
 def test_a_projection_that_raises_refuses_the_command_and_nothing_is_written(db_path, clock, engine):
