@@ -4,8 +4,9 @@ own ``DatabaseSessionService`` (SQLAlchemy, aiosqlite) and
 synchronous setting, in the same run, through ADK's interface:
 ``append_event`` of events with a 120-character text part and a one-key
 state delta, ``get_session`` of a 300-event session, end to end and
-its storage part alone, and ``list_sessions`` of a user's 200 sessions. Building the 300 ``Event`` objects is ADK's model
-conversion, which every service pays: the storage part is ours measured
+its storage part alone, and ``list_sessions`` of a user's 200 sessions.
+Building the 300 ``Event`` objects is ADK's model conversion, which every
+service pays: the storage part is ours measured
 directly (the kernel's reads of the session and its events), theirs their
 end-to-end time less the time ``Event.model_validate_json`` takes on the
 same 300 events (what ``SqliteSessionService`` calls per event). Our

@@ -360,7 +360,8 @@ class Projector:
 
     @cached_property
     def _positions_sql(self) -> str:
-        return f"SELECT name, position FROM projection_positions WHERE name IN ({', '.join('?' * len(self.by_name))})"
+        names = ", ".join("?" * len(self.by_name))
+        return f"SELECT name, position FROM projection_positions WHERE name IN ({names})"
 
     def advance(self, conn: apsw.Connection, position: int) -> None:
         """Record that this process's projections reached ``position`` (other
