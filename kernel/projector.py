@@ -340,7 +340,8 @@ class Projector:
         the new events inline, and then :meth:`advance`, skips none. Raises
         ProjectionFailed when a projection cannot fold them (its tables
         refuse an event: ``k.rebuild(name)`` mends it)."""
-        behind = {name: p for name, p in conn.execute(self._positions_sql, tuple(self.by_name)) if p < head}
+        behind = {name: p for name, p in conn.execute(
+            "SELECT name, position FROM projection_positions WHERE position < ?", (head,)) if name in self.by_name}
         if not behind:
             return
         modules = [self.by_name[name] for name in behind]
@@ -357,11 +358,6 @@ class Projector:
             f"UPDATE projection_positions SET position = ? WHERE name IN ({', '.join('?' * len(behind))})",
             (head, *behind),
         )
-
-    @cached_property
-    def _positions_sql(self) -> str:
-        names = ", ".join("?" * len(self.by_name))
-        return f"SELECT name, position FROM projection_positions WHERE name IN ({names})"
 
     def advance(self, conn: apsw.Connection, position: int) -> None:
         """Record that this process's projections reached ``position`` (other
