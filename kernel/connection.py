@@ -281,9 +281,9 @@ class Database:
         # callback): a command there would be undone with the read, so it is refused.
         self.in_callback: tuple[int, str] | None = None
         self.appended = False  # the write transaction in progress appended an event
-        # The head this connection's last COMMIT that appended left (its projections were folded to it):
-        # while the head is still there, no other process has appended since.
-        self.committed_head: int | None = None
+        # The file's data version (SQLite's count of its changes, this connection's included) just after
+        # this connection's last COMMIT: while it is unchanged, no other connection has written since.
+        self.committed_version: int | None = None
         self._cursor: tuple[apsw.Connection, apsw.Cursor] | None = None
         # The shared journal this file is a replica of (PostgreSQL), and
         # whether the write transaction in progress holds its lock.
@@ -314,7 +314,7 @@ class Database:
         self.after_commit = None
         self.in_callback = None
         self.appended = False
-        self.committed_head = None
+        self.committed_version = None
         self._cursor = None
         self.shared, self.shared_open = None, False
         self.found = fileformat.Found(kind="journal", level=migrations.newest(), stamped=True)
@@ -969,7 +969,7 @@ class _Write:
                 "not be durable. Retry with the same command_id or event_ids: a retry of "
                 "what committed appends nothing"
             ) from e
-        db.committed_head = reached if reached is not None else db.committed_head
+        db.committed_version = conn.data_version()
         db._maybe_checkpoint()
         with db.commits:
             db.commit_count += 1

@@ -17,7 +17,7 @@ import msgspec
 from eventkernel import codec, journal, migrations
 from eventkernel.codec import Event
 from eventkernel.connection import Database, memory_connection, translating
-from eventkernel.errors import InvalidArgument, ProjectionFailed
+from eventkernel.errors import InvalidArgument, JournalError, ProjectionFailed
 from eventkernel.journal import Recorded
 from eventkernel.projections.rows import Target
 
@@ -339,9 +339,20 @@ class Projector:
         application's projection still appends its events), so that applying
         the new events inline, and then :meth:`advance`, skips none. Raises
         ProjectionFailed when a projection cannot fold them (its tables
-        refuse an event: ``k.rebuild(name)`` mends it)."""
-        behind = {name: p for name, p in conn.execute(
-            "SELECT name, position FROM projection_positions WHERE position < ?", (head,)) if name in self.by_name}
+        refuse an event: ``k.rebuild(name)`` mends it), and JournalError when
+        another process rebuilt one at another ``VERSION`` (its code is not
+        this process's)."""
+        behind = {}
+        for name, version, position in conn.execute("SELECT name, version, position FROM projection_positions"):
+            module = self.by_name.get(name)
+            if module is None:
+                continue
+            if version != module.VERSION:
+                raise JournalError(
+                    f"projection {name!r} is at version {version} in the file (another process rebuilt it), but "
+                    f"this process applies version {module.VERSION}; reopen the file with the same projections")
+            if position < head:
+                behind[name] = position
         if not behind:
             return
         modules = [self.by_name[name] for name in behind]

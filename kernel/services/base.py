@@ -86,7 +86,7 @@ class Context:
         if not db.appended:  # the transaction's first append: first what other processes appended
             if head is None:
                 head = db.head_cache = journal.head_row(conn)
-            if head[0] != db.committed_head:  # (else no one appended since this process's last commit)
+            if conn.data_version() != db.committed_version:  # (else no one wrote since this one's last commit)
                 self.projector.overtake(conn, head[0])
         appended = journal.append(
             conn,

@@ -11,7 +11,7 @@ import pytest
 
 import eventkernel
 
-from eventkernel.errors import ProjectionFailed
+from eventkernel.errors import JournalError, ProjectionFailed
 
 from support import live_tables, open_kernel, rebuilt_tables, refused, server_tables_hold, snapshot
 
@@ -181,6 +181,22 @@ def test_a_projection_that_cannot_fold_another_process_event_refuses_the_next_co
         bobs = b.append("note:2", [Noted(author="bob", text="two")])
         with refused(a, ProjectionFailed, f"'notes_per_author' failed on userproj.noted \\(position {bobs}\\)"):
             a.append("note:3", [Noted(author="ann", text="three")])
+
+
+def test_a_process_refuses_to_write_once_another_rebuilt_its_projection_at_another_version(db_path, clock):
+    """Process b opens with a newer VERSION of a projection and rebuilds it;
+    process a, still applying the old version, refuses its next command
+    (nothing written) rather than fold old rows into the new table."""
+    newer = SimpleNamespace(**{**vars(PER_AUTHOR), "VERSION": 2})
+    with eventkernel.open(db_path, clock=clock, projections=[PER_AUTHOR]) as a:
+        a.append("note:1", [Noted(author="ann", text="one")])
+        with eventkernel.open(db_path, clock=clock, projections=[newer]) as b:
+            b.append("note:1", [Noted(author="bob", text="two")])
+        with refused(a, JournalError, "'notes_per_author' is at version 2 in the file .* applies version 1"):
+            a.append("note:1", [Noted(author="ann", text="three")])
+    with eventkernel.open(db_path, clock=clock, projections=[newer]) as a:
+        a.append("note:1", [Noted(author="ann", text="three")])
+        assert a.verify().ok
 
 
 def test_a_projection_that_raises_refuses_the_command_and_nothing_is_written(db_path, clock, engine):
