@@ -281,9 +281,10 @@ class Database:
         # callback): a command there would be undone with the read, so it is refused.
         self.in_callback: tuple[int, str] | None = None
         self.appended = False  # the write transaction in progress appended an event
-        # The file's data version (SQLite's count of its changes, this connection's included) just after
-        # this connection's last COMMIT: while it is unchanged, no other connection has written since.
-        self.committed_version: int | None = None
+        # The writer connection and the file's data version (SQLite's count of its changes, this
+        # connection's included) just after its last COMMIT: while both are unchanged, no other
+        # connection has written since (a reopened connection counts afresh: it never matches).
+        self.committed_version: tuple[apsw.Connection, int] | None = None
         self._cursor: tuple[apsw.Connection, apsw.Cursor] | None = None
         # The shared journal this file is a replica of (PostgreSQL), and
         # whether the write transaction in progress holds its lock.
@@ -969,7 +970,7 @@ class _Write:
                 "not be durable. Retry with the same command_id or event_ids: a retry of "
                 "what committed appends nothing"
             ) from e
-        db.committed_version = conn.data_version()
+        db.committed_version = (conn, conn.data_version())
         db._maybe_checkpoint()
         with db.commits:
             db.commit_count += 1

@@ -86,7 +86,7 @@ class Context:
         if not db.appended:  # the transaction's first append: first what other processes appended
             if head is None:
                 head = db.head_cache = journal.head_row(conn)
-            if conn.data_version() != db.committed_version:  # (else no one wrote since this one's last commit)
+            if db.committed_version != (conn, conn.data_version()):  # (else no one wrote since our last commit)
                 self.projector.overtake(conn, head[0])
         appended = journal.append(
             conn,
