@@ -5,6 +5,9 @@ rebuild's bulk path (a projection's Fold) and by applying every event."""
 
 from __future__ import annotations
 
+import tempfile
+from types import SimpleNamespace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -100,3 +103,41 @@ def test_rebuilt_projections_equal_live_ones_row_for_row(ops):
         assert report.ok, report.problems
         k.rebuild()
         assert live_tables(k) == rebuilt_tables(k)
+
+
+def _remarked(conn, recorded, event) -> None:
+    kind = "remark" if isinstance(event, Remark) else "completed"
+    conn.execute("INSERT INTO remarks (kind, n, last) VALUES (?, 1, ?) ON CONFLICT (kind) DO UPDATE SET "
+                 "n = n + 1, last = excluded.last", (kind, recorded.position))
+
+
+REMARKS = SimpleNamespace(
+    NAME="remarks", VERSION=1, HANDLES=frozenset({"test_property.remark", "work_item.completed"}),
+    DDL="CREATE TABLE remarks (kind TEXT PRIMARY KEY, n INTEGER NOT NULL, last INTEGER NOT NULL) STRICT",
+    apply=_remarked,
+)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["with", "without"]), operation), max_size=24))
+def test_a_process_without_an_application_projection_never_makes_another_skip_events(steps):
+    """Two kernels on one file, one with an application projection and one
+    without it, taking turns at random: after every turn in which the first
+    appended (so folded what the second had appended), its projections
+    equal a rebuild from the journal."""
+    clock = eventkernel.FrozenClock(1_000_000)
+    with tempfile.TemporaryDirectory() as where:
+        path = f"{where}/journal.db"
+        with eventkernel.open(path, clock=clock, projections=[REMARKS]) as with_it, \
+                eventkernel.open(path, clock=clock) as without:
+            ids: list[str] = []
+            n = [0]
+            for who, op in steps:
+                head = with_it.head
+                run(with_it if who == "with" else without, clock, [op], ids, n)
+                if who == "with" and with_it.head > head:
+                    assert live_tables(with_it) == rebuilt_tables(with_it)
+            run(with_it, clock, [("remark", "last")], ids, n)
+            live = live_tables(with_it)
+            assert live == rebuilt_tables(with_it) == rebuilt_tables(with_it, bulk=False)
+            report = with_it.verify()
+            assert report.ok, report.problems
