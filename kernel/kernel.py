@@ -14,7 +14,15 @@ from eventkernel import backup, compaction, journal, migrations, postgres, secre
 from eventkernel.clock import Clock, system_clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, GroupCommit, Synchronous, translating
-from eventkernel.errors import InvalidArgument, JournalCorrupt, JournalError, NotFound, ReadOnly, WrongProcess
+from eventkernel.errors import (
+    CommandRejected,
+    InvalidArgument,
+    JournalCorrupt,
+    JournalError,
+    NotFound,
+    ReadOnly,
+    WrongProcess,
+)
 from eventkernel.events.commands import PayloadsErased
 from eventkernel.ids import new_id
 from eventkernel.registry import KERNEL_STREAM_KINDS, PROJECTIONS, check_application_append
@@ -595,6 +603,16 @@ class Kernel(Reader):
                 archived = [] if behind is None else behind.rows
                 touched: list[str] = []
                 if rows or archived:
+                    others = sorted(str(n) for (n,) in conn.execute("SELECT name FROM projection_positions")
+                                    if n not in self._projector.by_name)
+                    if others:
+                        raise CommandRejected(
+                            f"{where} refused: this file holds projections this process does not apply "
+                            f"({', '.join(map(repr, others))}: it was opened without them), whose tables could keep "
+                            "what the erasure removes; erase from a process that opens the file with them (they "
+                            "are then rebuilt without the erased events). A projection no process uses any more: "
+                            "drop its tables and delete its row from projection_positions"
+                        )
                     every = [*archived, *rows]
                     event = PayloadsErased(reason=reason, count=len(every), first=every[0][0], last=every[-1][0],
                                            **{name: value})

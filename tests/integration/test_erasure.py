@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import os
 import random
+from types import SimpleNamespace
 
 import apsw
 import pytest
@@ -68,6 +69,39 @@ def test_a_session_erased_leaves_no_byte_and_the_chain_verifies(tmp_path, clock)
         again = k.sessions.create("app", "alice", session_id="s-alice")
         assert again.state == {} and k.verify().ok
     with eventkernel.open(path, read_only=True) as k:
+        assert k.verify().ok
+
+
+class Noted(eventkernel.Event, tag="test_erasure.noted"):
+    text: str
+
+
+NOTES = SimpleNamespace(
+    NAME="notes", VERSION=1, HANDLES=frozenset({"test_erasure.noted"}),
+    DDL="CREATE TABLE notes (position INTEGER PRIMARY KEY, text TEXT NOT NULL) STRICT",
+    apply=lambda conn, r, e: conn.execute("INSERT INTO notes VALUES (?, ?)", (r.position, e.text)),
+)
+
+
+def test_an_erasure_needs_every_projection_of_the_file(tmp_path, clock):
+    """A process opened without an application's projection cannot rebuild
+    it, so its erasure is refused (nothing written, the file not rewritten);
+    from a process that has it, the projection is rebuilt and no byte of
+    the subject is left."""
+    path = str(tmp_path / "e.db")
+    with eventkernel.open(path, clock=clock, projections=[NOTES]) as k:
+        k.append("note:ann", [Noted(text=SECRETS[0].decode())])
+        k.append("note:bob", [Noted(text="nothing secret")])
+    with eventkernel.open(path, clock=clock) as k:
+        with refused(k, eventkernel.CommandRejected, "projections this process does not apply \\('notes'"):
+            k.erase(stream="note:ann", reason="GDPR")
+        k.checkpoint("truncate")
+        assert leftovers(path) == [SECRETS[0]]
+    with eventkernel.open(path, clock=clock, projections=[NOTES]) as k:
+        erasure = k.erase(stream="note:ann", reason="GDPR")
+        assert erasure.projections == ["notes"] and erasure.wal_cleared
+        assert k.table("notes")[1] == [(2, "nothing secret")]
+        assert leftovers(path) == []
         assert k.verify().ok
 
 
