@@ -256,6 +256,7 @@ def compact(where: str, db: Database, projector: Projector, now: Any, position: 
     if replica is not None:
         replica.pull()  # (the replica at the server's head: the archive is written from it)
     with db.read(where) as conn:
+        projector.unapplied(conn, where, "compaction")  # (they would miss the events moved away)
         head = journal.head(conn)[0]
         current = journal.base(conn)
         start = 0 if current is None else current[0]

@@ -15,7 +15,6 @@ from eventkernel.clock import Clock, system_clock
 from eventkernel.codec import Event
 from eventkernel.connection import Database, GroupCommit, Synchronous, translating
 from eventkernel.errors import (
-    CommandRejected,
     InvalidArgument,
     JournalCorrupt,
     JournalError,
@@ -603,16 +602,7 @@ class Kernel(Reader):
                 archived = [] if behind is None else behind.rows
                 touched: list[str] = []
                 if rows or archived:
-                    others = sorted(str(n) for (n,) in conn.execute("SELECT name FROM projection_positions")
-                                    if n not in self._projector.by_name)
-                    if others:
-                        raise CommandRejected(
-                            f"{where} refused: this file holds projections this process does not apply "
-                            f"({', '.join(map(repr, others))}: it was opened without them), whose tables could keep "
-                            "what the erasure removes; erase from a process that opens the file with them (they "
-                            "are then rebuilt without the erased events). A projection no process uses any more: "
-                            "drop its tables and delete its row from projection_positions"
-                        )
+                    self._projector.unapplied(conn, where, "erasure")  # (they would keep the payloads)
                     every = [*archived, *rows]
                     event = PayloadsErased(reason=reason, count=len(every), first=every[0][0], last=every[-1][0],
                                            **{name: value})

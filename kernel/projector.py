@@ -17,7 +17,7 @@ import msgspec
 from eventkernel import codec, journal, migrations
 from eventkernel.codec import Event
 from eventkernel.connection import Database, memory_connection, translating
-from eventkernel.errors import InvalidArgument, JournalError, ProjectionFailed
+from eventkernel.errors import CommandRejected, InvalidArgument, JournalError, ProjectionFailed
 from eventkernel.journal import Recorded
 from eventkernel.projections.rows import Target
 
@@ -331,6 +331,21 @@ class Projector:
         """Whether an application projection folds any of ``events``."""
         user_types = self.user_types
         return bool(user_types) and any(codec.type_name(e) in user_types for e in events)
+
+    def unapplied(self, conn: apsw.Connection, where: str, what: str) -> None:
+        """Refuse ``what`` (an erasure, a compaction) when the file holds
+        projections this process does not apply (opened without an
+        application's projection): it could not make them again, and they
+        would keep what it removes or miss what it moves away."""
+        others = sorted(str(n) for (n,) in conn.execute("SELECT name FROM projection_positions")
+                        if n not in self.by_name)
+        if others:
+            raise CommandRejected(
+                f"{where} refused: this file holds projections this process does not apply "
+                f"({', '.join(map(repr, others))}: it was opened without them), which it could not make again "
+                f"after the {what}; run it from a process that opens the file with them. A projection no process "
+                "uses any more: drop its tables and delete its row from projection_positions"
+            )
 
     def overtake(self, conn: apsw.Connection, head: int) -> None:
         """Before a write transaction appends its first event (the journal at

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from types import SimpleNamespace
 
 import apsw
 import pytest
@@ -152,6 +153,37 @@ def test_refused_compactions_write_nothing(tmp_path, clock):
         fill(k, 10)
         with pytest.raises(eventkernel.InvalidArgument, match="in-memory"):
             k.compact(before=5, archive=str(tmp_path / "m.db"))
+
+
+class Noted(eventkernel.Event, tag="test_compaction.noted"):
+    text: str
+
+
+NOTES = SimpleNamespace(
+    NAME="notes", VERSION=1, HANDLES=frozenset({"test_compaction.noted"}),
+    DDL="CREATE TABLE notes (position INTEGER PRIMARY KEY, text TEXT NOT NULL) STRICT",
+    apply=lambda conn, r, e: conn.execute("INSERT INTO notes VALUES (?, ?)", (r.position, e.text)),
+)
+
+
+def test_a_compaction_needs_every_projection_of_the_file(tmp_path, clock):
+    """A process opened without an application's projection appends its
+    events without folding them; had it compacted them into an archive, the
+    projection would never have seen them. The compaction is refused
+    (nothing written, no archive); from a process with the projection it runs."""
+    path, archive = str(tmp_path / "live.db"), str(tmp_path / "a.db")
+    with eventkernel.open(path, clock=clock, projections=[NOTES]) as k:
+        k.append("note:1", [Noted(text="one")])
+    with eventkernel.open(path, clock=clock) as k:
+        for i in range(3):
+            k.append("note:1", [Noted(text=f"more {i}")])
+        with refused(k, eventkernel.CommandRejected, "projections this process does not apply \\('notes'"):
+            k.compact(before=k.head, archive=archive)
+        assert not os.path.exists(archive)
+    with eventkernel.open(path, clock=clock, projections=[NOTES]) as k:
+        assert [text for _, text in k.table("notes")[1]] == ["one", "more 0", "more 1", "more 2"]
+        k.compact(before=k.head, archive=archive)
+        assert k.verify().ok and live_tables(k) == rebuilt_tables(k)
 
 
 def test_an_archive_left_by_a_stopped_compaction_is_used(tmp_path, clock):
