@@ -956,7 +956,16 @@ class Replica:
         head = rows[-1][0] if rows else self.base
         try:
             tables = self._tables(raw, conn, head) if self.tables and (rows or self.refresh) else None
+            # The server's copies of tables this process does not keep (another process's projections, or
+            # every table with server_tables=False) may hold what an erasure removes: emptied, and marked so
+            # that the next process keeping them copies them whole.
+            others = [str(n) for (n,) in raw.execute("SELECT name FROM projection_tables")
+                      if n not in self.tables] if erasing else []
             with raw.pipeline():
+                for name in others:
+                    raw.execute(f'DELETE FROM "{name.replace(chr(34), chr(34) * 2)}"')
+                if others:
+                    raw.execute("UPDATE projection_tables SET position = -1 WHERE name = ANY(%s)", (others,))
                 self._send(raw, rows, tables)
                 if not rows and tables is not None:
                     raw.execute("UPDATE journal_head SET tables_position = %s, tables = %s", (head, self.digest))

@@ -317,6 +317,30 @@ def test_a_replica_is_not_seeded_from_tables_it_cannot_trust(pg_url: str) -> Non
         _same_as_a_fold(d)
 
 
+def test_an_erasure_empties_the_server_copies_this_process_does_not_keep(pg_url: str) -> None:
+    """A process without an application's projection (or keeping no server
+    tables) erases a subject: the server's copies of the tables it does not
+    keep are emptied in the erasure's transaction (they could hold what it
+    removed), and the next process keeping them copies them whole again."""
+    with eventkernel.open(pg_url, projections=[NOTES_V1]) as a:
+        a.append("note:1", [Noted(author="ann", text="a secret")])
+        a.append("note:2", [Noted(author="bob", text="plain")])
+        a.memory.put("user:ann", "email", "ann@example.com")
+        with eventkernel.open(pg_url) as b:
+            b.erase(stream="note:1", reason="gdpr")
+        assert _server(pg_url, "SELECT * FROM notes") == []
+        a.append("note:3", [Noted(author="cy", text="later")])  # the keeper copies its table whole
+        assert [r[2] for r in _server(pg_url, "SELECT * FROM notes ORDER BY position")] == ["plain", "later"]
+        assert server_tables(a) == kept_tables(a)
+        with eventkernel.open(pg_url, server_tables=False) as bare:
+            bare.erase(stream="memory:user:ann/email", reason="gdpr")
+        assert _server(pg_url, "SELECT count(*) FROM memory_entries") == [(0,)]
+        a.append("note:4", [Noted(author="dee", text="x")])
+        until(lambda: server_tables(a) == kept_tables(a))
+        assert not any("ann@example.com" in str(r) for r in _server(pg_url, "SELECT * FROM memory_entries"))
+        assert a.verify().ok
+
+
 def test_a_table_without_a_primary_key_stays_in_the_replicas(pg_url: str) -> None:
     log = SimpleNamespace(
         NAME="note_log", VERSION=1, HANDLES=frozenset({"pgtables.noted"}),
