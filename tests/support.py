@@ -7,11 +7,26 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 import eventkernel
+
+
+class Noted(eventkernel.Event, tag="support.noted"):
+    """An application's event, for the tests of an application projection."""
+
+    text: str
+
+
+NOTES = SimpleNamespace(
+    NAME="notes", VERSION=1, HANDLES=frozenset({"support.noted"}),
+    DDL="CREATE TABLE notes (position INTEGER PRIMARY KEY, text TEXT NOT NULL) STRICT",
+    apply=lambda conn, r, e: conn.execute("INSERT INTO notes VALUES (?, ?)", (r.position, e.text)),
+)
+"""An application projection: one row per note (an object with the projection protocol's five names)."""
 
 
 def in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:

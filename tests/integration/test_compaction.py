@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from types import SimpleNamespace
 
 import apsw
 import pytest
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 import eventkernel
 from eventkernel import cli, compaction
 
-from support import fill, live_tables, rebuilt_tables, refused
+from support import NOTES, Noted, fill, live_tables, rebuilt_tables, refused
 from workload import run_steps, step
 
 
@@ -153,17 +152,6 @@ def test_refused_compactions_write_nothing(tmp_path, clock):
         fill(k, 10)
         with pytest.raises(eventkernel.InvalidArgument, match="in-memory"):
             k.compact(before=5, archive=str(tmp_path / "m.db"))
-
-
-class Noted(eventkernel.Event, tag="test_compaction.noted"):
-    text: str
-
-
-NOTES = SimpleNamespace(
-    NAME="notes", VERSION=1, HANDLES=frozenset({"test_compaction.noted"}),
-    DDL="CREATE TABLE notes (position INTEGER PRIMARY KEY, text TEXT NOT NULL) STRICT",
-    apply=lambda conn, r, e: conn.execute("INSERT INTO notes VALUES (?, ?)", (r.position, e.text)),
-)
 
 
 def test_a_compaction_needs_every_projection_of_the_file(tmp_path, clock):

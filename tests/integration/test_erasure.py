@@ -7,7 +7,6 @@ from __future__ import annotations
 import glob
 import os
 import random
-from types import SimpleNamespace
 
 import apsw
 import pytest
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 import eventkernel
 from eventkernel.integrations.langgraph import EventKernelSaver
 
-from support import live_tables, rebuilt_tables, refused
+from support import NOTES, Noted, live_tables, rebuilt_tables, refused
 from workload import commands, run_one
 
 SECRETS = (b"SSN-123-45-6789", b"4111-1111-1111-1111", b"PHONE-555-0101")
@@ -70,17 +69,6 @@ def test_a_session_erased_leaves_no_byte_and_the_chain_verifies(tmp_path, clock)
         assert again.state == {} and k.verify().ok
     with eventkernel.open(path, read_only=True) as k:
         assert k.verify().ok
-
-
-class Noted(eventkernel.Event, tag="test_erasure.noted"):
-    text: str
-
-
-NOTES = SimpleNamespace(
-    NAME="notes", VERSION=1, HANDLES=frozenset({"test_erasure.noted"}),
-    DDL="CREATE TABLE notes (position INTEGER PRIMARY KEY, text TEXT NOT NULL) STRICT",
-    apply=lambda conn, r, e: conn.execute("INSERT INTO notes VALUES (?, ?)", (r.position, e.text)),
-)
 
 
 def test_an_erasure_needs_every_projection_of_the_file(tmp_path, clock):

@@ -7,7 +7,6 @@ and commands go on with the streams' versions and the chain where they were."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -16,18 +15,7 @@ import eventkernel
 from eventkernel import journal, postgres, transfer
 from eventkernel.errors import ConcurrencyConflict, InvalidArgument, JournalError
 
-from support import live_tables, rebuilt_tables, server_tables_hold, snapshot, until
-
-
-class Said(eventkernel.Event, tag="pgcompact.said"):
-    text: str
-
-
-SAID = SimpleNamespace(
-    NAME="said", VERSION=1, HANDLES=frozenset({"pgcompact.said"}),
-    DDL="CREATE TABLE said (position INTEGER PRIMARY KEY, text TEXT NOT NULL)",
-    apply=lambda conn, r, e: conn.execute("INSERT INTO said VALUES (?, ?)", (r.position, e.text)),
-)
+from support import NOTES, Noted, live_tables, rebuilt_tables, server_tables_hold, snapshot, until
 
 
 def _server(url: str, sql: str) -> list[tuple[object, ...]]:
@@ -194,21 +182,21 @@ def test_a_replica_with_other_projections_cannot_start_after_a_compaction(pg_url
         _busy(k)
         k.compact(before=4, archive=str(tmp_path / "archive.db"))
     with pytest.raises(JournalError, match="projection added or changed version since the compaction"):
-        eventkernel.open(pg_url, projections=[SAID])
+        eventkernel.open(pg_url, projections=[NOTES])
 
 
 def test_a_bare_journal_appends_after_the_base_at_the_moved_streams_versions(pg_url: str, tmp_path: Path) -> None:
     stream = "note:x"
     with eventkernel.open(pg_url) as k:
-        k.append(stream, [Said(text="a"), Said(text="b")])
+        k.append(stream, [Noted(text="a"), Noted(text="b")])
         _busy(k)
         k.compact(before=6, archive=str(tmp_path / "archive.db"))
     with postgres.open_journal(pg_url) as j:
         head = j.head
         with pytest.raises(ConcurrencyConflict):
-            j.append(stream, [Said(text="later")], expected_version=0)
+            j.append(stream, [Noted(text="later")], expected_version=0)
         assert j.head == head
-        assert j.append(stream, [Said(text="later")], expected_version=2) == head + 1
+        assert j.append(stream, [Noted(text="later")], expected_version=2) == head + 1
         assert j.stream_version(stream) == 3 and j.verify().ok
 
 
