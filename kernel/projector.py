@@ -374,16 +374,23 @@ class Projector:
         rows = journal.read_rows(conn, after=min(behind.values()), until=head,
                                  types=sorted({t for m in modules for t in m.HANDLES}),
                                  columns=self.journal_columns(modules))
+        # All of it or nothing: a command inside a larger transaction that is refused here wrote nothing.
+        conn.execute("SAVEPOINT ek_overtake")
         try:
             self._fold_rows(conn.cursor(), rows, modules, behind)
-        except _ApplyFailed as e:
-            found = conn.execute("SELECT type FROM journal WHERE position = ?", (e.position,)).fetchone()
-            cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
-            raise ProjectionFailed(e.name, "?" if found is None else found[0], e.position, cause) from e
-        conn.execute(
-            f"UPDATE projection_positions SET position = ? WHERE name IN ({', '.join('?' * len(behind))})",
-            (head, *behind),
-        )
+            conn.execute(
+                f"UPDATE projection_positions SET position = ? WHERE name IN ({', '.join('?' * len(behind))})",
+                (head, *behind),
+            )
+        except BaseException as e:
+            conn.execute("ROLLBACK TO ek_overtake")
+            conn.execute("RELEASE ek_overtake")
+            if isinstance(e, _ApplyFailed):
+                found = conn.execute("SELECT type FROM journal WHERE position = ?", (e.position,)).fetchone()
+                cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
+                raise ProjectionFailed(e.name, "?" if found is None else found[0], e.position, cause) from e
+            raise
+        conn.execute("RELEASE ek_overtake")
 
     def advance(self, conn: apsw.Connection, position: int) -> None:
         """Record that this process's projections reached ``position`` (other

@@ -178,9 +178,17 @@ def test_a_projection_that_cannot_fold_another_process_event_refuses_the_next_co
     with eventkernel.open(db_path, clock=clock, projections=[fussy]) as a, \
             eventkernel.open(db_path, clock=clock) as b:
         a.append("note:1", [Noted(author="ann", text="one")])
+        b.append("note:2", [Noted(author="cy", text="folded first")])
         bobs = b.append("note:2", [Noted(author="bob", text="two")])
         with refused(a, ProjectionFailed, f"'notes_per_author' failed on userproj.noted \\(position {bobs}\\)"):
             a.append("note:3", [Noted(author="ann", text="three")])
+        # inside a transaction too, a command of no savepoint of its own (an enqueue) whose catch-up is
+        # refused leaves nothing behind (cy's row, folded before bob's failed, included)
+        before = a.table("notes_per_author")[1]
+        with a.transaction():
+            with pytest.raises(ProjectionFailed):
+                a.work.enqueue("t", {})
+        assert a.table("notes_per_author")[1] == before == [("ann", 1, 1)]
 
 
 def test_a_process_refuses_to_write_once_another_rebuilt_its_projection_at_another_version(db_path, clock):
