@@ -282,8 +282,9 @@ class Database:
         self.in_callback: tuple[int, str] | None = None
         self.appended = False  # the write transaction in progress appended an event
         # The writer connection and the file's data version (SQLite's count of its changes, this
-        # connection's included) just after its last COMMIT: while both are unchanged, no other
-        # connection has written since (a reopened connection counts afresh: it never matches).
+        # connection's included) just after its last COMMIT that appended (which left this process's
+        # projections at the head): while both are unchanged, no other connection has written since
+        # (a reopened connection counts afresh: it never matches).
         self.committed_version: tuple[apsw.Connection, int] | None = None
         self._cursor: tuple[apsw.Connection, apsw.Cursor] | None = None
         # The shared journal this file is a replica of (PostgreSQL), and
@@ -970,7 +971,9 @@ class _Write:
                 "not be durable. Retry with the same command_id or event_ids: a retry of "
                 "what committed appends nothing"
             ) from e
-        db.committed_version = (conn, conn.data_version())
+        # (only a commit that appended brought this process's projections to the head: after another, the
+        # next append checks them)
+        db.committed_version = (conn, conn.data_version()) if reached is not None else None
         db._maybe_checkpoint()
         with db.commits:
             db.commit_count += 1

@@ -171,6 +171,18 @@ def test_a_process_folds_what_another_process_appended_without_its_projections(d
         assert a.verify().ok
 
 
+def test_a_commit_that_appended_nothing_does_not_hide_what_another_process_appended(db_path, clock):
+    """Found by the two-process property: an empty transaction's commit must
+    not count as having brought the projections to the head."""
+    with eventkernel.open(db_path, clock=clock, projections=ALL) as a, eventkernel.open(db_path, clock=clock) as b:
+        a.append("note:1", [Noted(author="ann", text="one")])
+        b.append("note:1", [Noted(author="bob", text="two")])
+        with a.transaction():
+            pass
+        a.append("note:1", [Noted(author="ann", text="three")])
+        assert live_tables(a) == rebuilt_tables(a) and a.verify().ok
+
+
 def test_a_projection_that_cannot_fold_another_process_event_refuses_the_next_command(db_path, clock):
     fussy = SimpleNamespace(**{**vars(PER_AUTHOR), "apply": lambda conn, r, e: (
         (_ for _ in ()).throw(ValueError("no notes from bob")) if getattr(e, "author", "") == "bob"
