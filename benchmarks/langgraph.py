@@ -108,14 +108,26 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
     def floor_puts() -> float:
         return replayed(lambda _: [put_one("floor", "puts") for _ in range(n)])
 
+    def floor_writes() -> float:
+        made: list[Any] = []
+        floor.replay(floor.capture(lambda _: made.append(put_one("floor", "writes"))))  # not timed
+        stored = made[0]
+        return replayed(lambda _: [savers["floor"].put_writes(stored, [("messages", ["a reply"]), ("step", i)],
+                                                              f"task-{i}") for i in range(n)])
+
     def floor_gets() -> float:
         config = {"configurable": {"thread_id": "reads", "checkpoint_ns": ""}}
         return replayed(lambda _: savers["floor"].get_tuple(config), reads=True, times=n)
 
+    def floor_lists() -> float:
+        config = {"configurable": {"thread_id": "reads", "checkpoint_ns": ""}}
+        return replayed(lambda _: list(savers["floor"].list(config, limit=10)), reads=True, times=n)
+
     out = []
-    for name, fn, target, floor_fn in (("put", puts, 0.8, floor_puts), ("put_writes, 2 writes", writes, None, None),
+    for name, fn, target, floor_fn in (("put", puts, 0.8, floor_puts),
+                                       ("put_writes, 2 writes", writes, None, floor_writes),
                                        ("get_tuple, latest of 50", gets, 1.0, floor_gets),
-                                       ("list(limit=10)", lists, 1.0, None)):
+                                       ("list(limit=10)", lists, 1.0, floor_lists)):
         a, b = interleaved(rounds, lambda fn=fn: fn("ours"), lambda fn=fn: fn("theirs"))
         out.append(_row(f"LangGraph {name}", a, b, "calls/s", THEIRS, target))
         if floor_fn is not None:

@@ -68,6 +68,13 @@ def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
                     inlined.enqueue("bench", {"n": next(counter)})
         return rate(batch_n, go)
 
+    def inlined_single() -> float:
+        def go() -> None:
+            for _ in range(single_n):
+                with inlined.kernel.transaction():
+                    inlined.enqueue("bench", {"n": next(counter)})
+        return rate(single_n, go)
+
     floor_single = replayed(single_n, single_work)
     floor_batch = replayed(batch_n, batch_work)
     bare_batch = replayed(batch_n, batch_work, savepoints=False)
@@ -77,6 +84,9 @@ def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
         ("work.enqueue, one durable transaction each", ours_single, raw_single, RAW, 0.7),
         ("work.enqueue x1000 in one k.transaction()", ours_batch, raw_batch, RAW, 0.3),
         ("  the same, vs the kernel's own SQL", ours_single, floor_single, FLOOR, None),
+        ("  (the kernel's SQL, one durable each, vs raw APSW)", floor_single, raw_single, RAW, None),
+        ("  the same, vs the same work inlined", ours_single, inlined_single, INLINED, None),
+        ("  (the inlined work, one durable each, vs raw APSW)", inlined_single, raw_single, RAW, None),
         ("  x1000, vs the kernel's own SQL", ours_batch, floor_batch, FLOOR, None),
         ("  x1000, vs its SQL without savepoints", ours_batch, bare_batch, BARE, None),
         ("  (the kernel's SQL x1000 vs raw APSW)", floor_batch, raw_batch, RAW, None),

@@ -27,6 +27,10 @@ def test_benchmarks_run_and_write_the_documented_json(tmp_path, capsys):
     assert [r["value"] for r in doubles] == [0]  # 4 worker processes: no item completed twice or never
     assert any(n.startswith("claim+complete, 4 processes") for n in names)
     assert {"LangGraph put", "LangGraph get_tuple, latest of 50", "LangGraph list(limit=10)"} <= set(names)
+    floors = {f"  {op}: our SQL alone, replayed" for op in ("put", "put_writes, 2 writes", "get_tuple, latest of 50",
+                                                             "list(limit=10)")}
+    assert floors <= set(names)
+    assert {"  the same, vs the same work inlined", "  (the inlined work, one durable each, vs raw APSW)"} <= set(names)
     assert any(n.startswith("file size after a") for n in names)
     assert sum(n.startswith("LangGraph store search(limit=10)") for n in names) == 2
     assert {"ADK append_event, vs database", "ADK append_event, vs sqlite"} <= set(names)
