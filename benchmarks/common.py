@@ -132,11 +132,15 @@ class CapturedFloor:
         return out
 
     def replay(self, statements: list[tuple[str, Any]], *, savepoints: bool = True) -> None:
+        """Execute the statements, fetching every row each returns (a query
+        stepped once and dropped would skip the rest of its rows and the
+        conversion of their columns, work the kernel cannot skip)."""
         execute = self.conn.execute
         for sql, bindings in statements:
             if not savepoints and sql.startswith(("SAVEPOINT", "RELEASE")):
                 continue
-            execute(sql, bindings)
+            for _ in execute(sql, bindings):
+                pass
 
     def close(self) -> None:
         self.kernel.close()

@@ -92,7 +92,8 @@ def sql_floor(k: eventkernel.Kernel) -> float:
     target.pragma("journal_mode", "off")
     start = time.perf_counter()
     for sql, bindings in captured:
-        target.execute(sql, bindings)
+        for _ in target.execute(sql, bindings):  # every row a query returns, as the fold reads them
+            pass
     elapsed = time.perf_counter() - start
     target.close()
     return upto / elapsed
