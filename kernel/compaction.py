@@ -33,8 +33,8 @@ from eventkernel.projector import Projector
 class Compaction(msgspec.Struct, frozen=True, kw_only=True):
     """What ``k.compact`` did: the base (the last position moved), its hash
     (the archive's head hash), the archive, how many events it moved, how
-    many payloads live rows still read were kept, and the file's size
-    before and after."""
+    many payloads live rows still read were kept, and the database's size
+    before and after (its pages, the WAL's included)."""
 
     base: int
     base_hash: str
@@ -275,7 +275,7 @@ def compact(where: str, db: Database, projector: Projector, now: Any, position: 
     else:
         _write_archive(where, db, position, head_hash, path)
     img, size = _base_image(db, projector, position)
-    before = os.path.getsize(db.path)
+    before = _database_bytes(db, where)
     with db.write(where) as conn:  # (on PostgreSQL: under the server's lock, the replica caught up)
         if snapshots._marker(conn) != marker or journal.base(conn) != current or (
                 replica is not None and replica.server_base != start):  # (another process's, on the server)
@@ -298,4 +298,11 @@ def compact(where: str, db: Database, projector: Projector, now: Any, position: 
     except JournalError:
         pass  # another connection holds the WAL; it is truncated by a later checkpoint
     return Compaction(base=position, base_hash=head_hash.hex(), archive=path, events=moved, payloads_kept=kept,
-                      bytes_before=before, bytes_after=os.path.getsize(db.path))
+                      bytes_before=before, bytes_after=_database_bytes(db, where))
+
+
+def _database_bytes(db: Database, where: str) -> int:
+    """The database's size: its pages, those the WAL holds included (the
+    file's size once checkpointed; the file alone may not hold them yet)."""
+    with db.read(where) as conn:
+        return int(conn.pragma("page_count")) * int(conn.pragma("page_size"))
