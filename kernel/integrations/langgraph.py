@@ -43,13 +43,15 @@ from langgraph.checkpoint.base import (
     get_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from eventkernel.aio import AsyncKernel
+from eventkernel.events.graphs import Stored
 from eventkernel.integrations import Opening, in_thread
 from eventkernel.integrations.langgraph_store import EventKernelStore
 from eventkernel.kernel import Kernel
 from eventkernel.kernel import open as open_kernel
-from eventkernel.services.graphs import GraphCheckpoint, thread_stream
+from eventkernel.services.graphs import GraphCheckpoint, load, thread_stream
 from eventkernel.validate import check_limit
 
 __all__ = ["EventKernelSaver", "EventKernelStore"]
@@ -168,8 +170,9 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         configurable = config["configurable"]
-        found = self.kernel.graphs.get(
-            _thread(configurable["thread_id"]), configurable.get("checkpoint_ns", ""), get_checkpoint_id(config)
+        found = self.kernel.graphs._get(
+            _thread(configurable["thread_id"]), configurable.get("checkpoint_ns", ""), get_checkpoint_id(config),
+            self._loader(),
         )
         return None if found is None else self._tuple(configurable["thread_id"], found)
 
@@ -187,8 +190,9 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
         left = check_limit("graphs.list", limit)
         while left is None or left > 0:
             size = left if not paged else _PAGE if left is None else min(left, _PAGE)
-            found = self.kernel.graphs.list(None if thread_id is None else _thread(thread_id), ns,
-                                            checkpoint_id=checkpoint_id, before=cursor, filter=filter, limit=size)
+            found = self.kernel.graphs._list(None if thread_id is None else _thread(thread_id), ns,
+                                             checkpoint_id=checkpoint_id, before=cursor, filter=filter, limit=size,
+                                             loader=self._loader())
             for g in found:
                 yield self._tuple(g.thread_id if thread_id is None else thread_id, g)
             if size is None or len(found) < size:
@@ -197,12 +201,33 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
             if left is not None:
                 left -= len(found)
 
-    def _tuple(self, thread_id: Any, g: GraphCheckpoint) -> CheckpointTuple:
+    def _loader(self) -> Callable[[Stored], Any]:
+        """How a read gives back each stored value: deserialized by this
+        saver's serde. With LangGraph's own serializer, a msgpack value the
+        journal keeps as plain JSON is already what ``loads_typed`` would
+        return (plain data, which msgpack and JSON decode alike), so it is
+        handed over as decoded instead of encoded to msgpack and decoded
+        again: once, as a value one read returns twice (two checkpoints of a
+        list sharing a channel's version) is copied for the second."""
         loads = self.serde.loads_typed
+        if type(self.serde) is not JsonPlusSerializer:
+            return lambda stored: loads(load(stored))
+        handed: set[int] = set()  # the Stored objects handed over as they are (alive for the whole read)
+
+        def loader(stored: Stored) -> Any:
+            if stored.type == "msgpack" and stored.base64 is None and id(stored) not in handed:
+                handed.add(id(stored))
+                return stored.value
+            return loads(load(stored))
+
+        return loader
+
+    def _tuple(self, thread_id: Any, g: GraphCheckpoint) -> CheckpointTuple:
+        """The tuple of a checkpoint read with :meth:`_loader` (its values deserialized)."""
         checkpoint = {
-            **loads(g.checkpoint),
+            **g.checkpoint,  # type: ignore[dict-item]
             "channel_versions": dict(g.channel_versions),
-            "channel_values": {channel: loads(value) for channel, value in g.values.items()},
+            "channel_values": g.values,
         }
         return CheckpointTuple(
             config={"configurable": {"thread_id": thread_id, "checkpoint_ns": g.checkpoint_ns,
@@ -211,7 +236,7 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
             metadata=g.metadata,  # type: ignore[arg-type]
             parent_config=None if g.parent_checkpoint_id is None else {"configurable": {
                 "thread_id": thread_id, "checkpoint_ns": g.checkpoint_ns, "checkpoint_id": g.parent_checkpoint_id}},
-            pending_writes=[(task_id, channel, loads(value)) for task_id, channel, value in g.writes],
+            pending_writes=g.writes,
         )
 
     # --- the same, awaitable (each call on a thread: the event loop never waits on SQLite) ---------

@@ -15,7 +15,7 @@ import builtins
 import hashlib
 import math
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import apsw
@@ -297,9 +297,13 @@ def _events_at(conn: apsw.Connection, positions: Iterable[int], cache: dict[int,
                 cache[position] = codec.decode(type_, schema, data)
 
 
-def _assemble(conn: apsw.Connection, found: Sequence[graphs.Found]) -> builtins.list[GraphCheckpoint]:
+def _assemble(
+    conn: apsw.Connection, found: Sequence[graphs.Found], load: Callable[[Stored], Any] = load,
+) -> builtins.list[GraphCheckpoint]:
     """The checkpoints with their values and writes, each journal row read
-    and decoded once (a checkpoint's own event came with its row)."""
+    and decoded once (a checkpoint's own event came with its row); each
+    stored value given back as ``load`` makes it (by default the (type,
+    bytes) it was stored from)."""
     if not found:
         return []
     rows = [row for row, _ in found]
@@ -454,6 +458,12 @@ class Graphs:
     def get(self, thread_id: str, checkpoint_ns: str = "", checkpoint_id: str | None = None) -> GraphCheckpoint | None:
         """A checkpoint of the thread in the namespace, the newest without
         ``checkpoint_id``; None if there is none."""
+        return self._get(thread_id, checkpoint_ns, checkpoint_id, load)
+
+    def _get(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None,
+             loader: Callable[[Stored], Any]) -> GraphCheckpoint | None:
+        """:meth:`get`, each stored value given back as ``loader`` makes it
+        (an integration may deserialize it there)."""
         where = "graphs.get"
         _text(where, "thread_id", thread_id)
         _text(where, "checkpoint_ns", checkpoint_ns)
@@ -461,7 +471,7 @@ class Graphs:
             _text(where, "checkpoint_id", checkpoint_id)
         with self._ctx.db.read(where) as conn:
             found = graphs.get(conn, thread_id, checkpoint_ns, checkpoint_id)
-            return None if found is None else _assemble(conn, [found])[0]
+            return None if found is None else _assemble(conn, [found], loader)[0]
 
     def list(
         self,
@@ -477,6 +487,21 @@ class Graphs:
         of one namespace or all, older than ``before``, whose metadata has
         each key of ``filter`` equal to its value (as JSON: compared through
         an index, not by decoding every checkpoint); at most ``limit``."""
+        return self._list(thread_id, checkpoint_ns, checkpoint_id=checkpoint_id, before=before, filter=filter,
+                          limit=limit, loader=load)
+
+    def _list(
+        self,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        *,
+        checkpoint_id: str | None,
+        before: str | None,
+        filter: Mapping[str, Any] | None,
+        limit: int | None,
+        loader: Callable[[Stored], Any],
+    ) -> builtins.list[GraphCheckpoint]:
+        """:meth:`list`, each stored value given back as ``loader`` makes it."""
         where = "graphs.list"
         for name, value in (("thread_id", thread_id), ("checkpoint_ns", checkpoint_ns),
                             ("checkpoint_id", checkpoint_id), ("before", before)):
@@ -500,4 +525,4 @@ class Graphs:
         with self._ctx.db.read(where) as conn:
             return _assemble(conn, graphs.list(conn, thread_id=thread_id, checkpoint_ns=checkpoint_ns,
                                                checkpoint_id=checkpoint_id, before=before, metadata=pairs,
-                                               limit=limit))
+                                               limit=limit), loader)

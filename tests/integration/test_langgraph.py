@@ -184,8 +184,8 @@ def test_a_long_history_is_listed_in_pages_as_in_memory_saver_lists_it(page, tmp
                        {"filter": {"source": "loop"}, "limit": 13}):
             assert list(ours.list(config, **kwargs)) == list(theirs.list(config, **kwargs)), kwargs
         calls = []
-        listed = ours.kernel.graphs.list
-        monkeypatch.setattr(ours.kernel.graphs, "list", lambda *a, **kw: calls.append(kw["limit"]) or listed(*a, **kw))
+        listed = ours.kernel.graphs._list
+        monkeypatch.setattr(ours.kernel.graphs, "_list", lambda *a, **kw: calls.append(kw["limit"]) or listed(*a, **kw))
         assert next(iter(ours.list(config))).checkpoint["id"] == f"{60:08d}"
         assert calls == [page]
         with pytest.raises(InvalidArgument, match="limit must be >= 0"):
@@ -222,6 +222,39 @@ def test_plain_values_are_readable_in_sql_and_others_are_kept_exactly(tmp_path):
     assert conn.execute("SELECT count(*) FROM graph_values").fetchone() == (3,)
     assert "messages" not in str(conn.execute("SELECT * FROM graph_checkpoints").fetchall()[0][6])
     conn.close()
+
+
+def test_a_read_hands_each_value_over_once_and_copies_one_it_returns_twice(tmp_path):
+    """With LangGraph's serializer, a plain value comes back as the journal
+    decoded it (no msgpack round trip); a value two checkpoints of one list
+    share (a channel whose version did not change) is not one object in
+    both; and the answers equal those of the serializer's own decoding."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    class Decoding(JsonPlusSerializer):  # not the exact class: every value through loads_typed
+        pass
+
+    path = str(tmp_path / "g.db")
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    with EventKernelSaver.from_conn_string(path) as saver:
+        first = empty_checkpoint()
+        first["channel_values"] = {"messages": ["hi", {"role": "user"}], "raw": b"\x00"}
+        first["channel_versions"] = {"messages": "1", "raw": "1"}
+        saved = saver.put(config, first, {"source": "input", "step": -1}, {"messages": "1", "raw": "1"})
+        saver.put_writes(saved, [("messages", ["pending"])], "task-1")
+        second = empty_checkpoint()
+        second["channel_values"] = {"messages": ["hi", {"role": "user"}], "raw": b"\x00"}
+        second["channel_versions"] = {"messages": "1", "raw": "1"}  # unchanged: read from the first's event
+        saver.put(saved, second, {"source": "loop", "step": 0}, {})
+        newest, oldest = saver.list(config)
+        values = [t.checkpoint["channel_values"]["messages"] for t in (newest, oldest)]
+        assert values[0] == values[1] == ["hi", {"role": "user"}] and values[0] is not values[1]
+        values[0][1]["role"] = "changed"
+        assert values[1] == ["hi", {"role": "user"}]
+        assert oldest.pending_writes == [("task-1", "messages", ["pending"])]
+        decoding = EventKernelSaver(saver.kernel, serde=Decoding())
+        assert list(decoding.list(config)) == list(saver.list(config))
+        assert decoding.get_tuple(config) == saver.get_tuple(config)
 
 
 def test_any_thread_id_langgraph_accepts_is_accepted(tmp_path):
