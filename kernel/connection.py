@@ -43,10 +43,10 @@ DEFAULT_BUSY_TIMEOUT_MS = 10_000
 # A checkpoint costs two fsyncs whatever it copies (the WAL's, under NORMAL,
 # and the database file's), and a command writes ~10 pages where a bare row
 # writes ~2, so SQLite's own bound (1,000 pages) would checkpoint five times
-# as often per command: durable commands under NORMAL ran ~25% faster with
+# as often per command: durable commands under NORMAL ran 16-25% faster with
 # this bound, and no slower under FULL. Not much larger: after a checkpoint
-# the next commits overwrite the WAL's start instead of growing the file
-# (`python -m benchmarks --only writes` ran 15-25% slower with 64 MiB).
+# the next commits overwrite the WAL's start instead of growing the file (an
+# earlier measurement: `--only writes` ran 15-25% slower with 64 MiB than 4).
 DEFAULT_WAL_CHECKPOINT_PAGES = 4_000
 
 
