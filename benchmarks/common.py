@@ -105,7 +105,10 @@ class CapturedFloor:
             with open(self.template, "rb") as src, open(target, "wb") as dst:
                 dst.write(src.read())
         self.synchronous = synchronous
-        self.kernel = eventkernel.open(self.capture_path, synchronous=synchronous)  # type: ignore[arg-type]
+        # No background snapshots: their transactions on the write connection would be captured too, and one
+        # cut by the window's edge replays as a COMMIT without its BEGIN.
+        self.kernel = eventkernel.open(self.capture_path, synchronous=synchronous,  # type: ignore[arg-type]
+                                       snapshot_every=0)
         self.conn = apsw.Connection(self.replay_path)
         self.conn.pragma("journal_mode", "wal")
         self.conn.pragma("synchronous", synchronous.upper())
