@@ -6,10 +6,11 @@ same work written out by hand without the kernel's layers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import eventkernel
-from benchmarks.common import CapturedFloor, InlinedEnqueue, RawJournal, interleaved, rate, scratch_dir, summary
+from benchmarks.common import CapturedFloor, InlinedEnqueue, RawJournal, rate, scratch_dir, summary
 
 RAW = "raw APSW insert of journal-shaped rows"
 FLOOR = "raw APSW replaying the statements the kernel issued, with its settings"
@@ -79,25 +80,28 @@ def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
     floor_batch = replayed(batch_n, batch_work)
     bare_batch = replayed(batch_n, batch_work, savepoints=False)
 
+    # Every series of a kind measured side by side in each round (in a turning order), so that each
+    # ratio compares rounds run moments apart: a batch is 20-60 ms, and a WAL checkpoint or a slow
+    # moment of the machine lands in one round and not the next.
+    singles = {"ours": ours_single, "raw": raw_single, "floor": floor_single, "inlined": inlined_single}
+    batches = {"ours": ours_batch, "raw": raw_batch, "floor": floor_batch, "bare": bare_batch, "inlined": inlined_batch}
+    measured = {"single": _side_by_side(singles, rounds), "batch": _side_by_side(batches, rounds * 3)}
     results = []
-    for name, ours, theirs, baseline, target in (
-        ("work.enqueue, one durable transaction each", ours_single, raw_single, RAW, 0.7),
-        ("work.enqueue x1000 in one k.transaction()", ours_batch, raw_batch, RAW, 0.3),
-        ("  the same, vs the kernel's own SQL", ours_single, floor_single, FLOOR, None),
-        ("  (the kernel's SQL, one durable each, vs raw APSW)", floor_single, raw_single, RAW, None),
-        ("  the same, vs the same work inlined", ours_single, inlined_single, INLINED, None),
-        ("  (the inlined work, one durable each, vs raw APSW)", inlined_single, raw_single, RAW, None),
-        ("  x1000, vs the kernel's own SQL", ours_batch, floor_batch, FLOOR, None),
-        ("  x1000, vs its SQL without savepoints", ours_batch, bare_batch, BARE, None),
-        ("  (the kernel's SQL x1000 vs raw APSW)", floor_batch, raw_batch, RAW, None),
-        ("  (the same without savepoints vs raw APSW)", bare_batch, raw_batch, RAW, None),
-        ("  x1000, vs the same work inlined", ours_batch, inlined_batch, INLINED, None),
-        ("  (the inlined work x1000 vs raw APSW)", inlined_batch, raw_batch, RAW, None),
+    for name, kind, ours, theirs, baseline, target in (
+        ("work.enqueue, one durable transaction each", "single", "ours", "raw", RAW, 0.7),
+        ("work.enqueue x1000 in one k.transaction()", "batch", "ours", "raw", RAW, 0.3),
+        ("  the same, vs the kernel's own SQL", "single", "ours", "floor", FLOOR, None),
+        ("  (the kernel's SQL, one durable each, vs raw APSW)", "single", "floor", "raw", RAW, None),
+        ("  the same, vs the same work inlined", "single", "ours", "inlined", INLINED, None),
+        ("  (the inlined work, one durable each, vs raw APSW)", "single", "inlined", "raw", RAW, None),
+        ("  x1000, vs the kernel's own SQL", "batch", "ours", "floor", FLOOR, None),
+        ("  x1000, vs its SQL without savepoints", "batch", "ours", "bare", BARE, None),
+        ("  (the kernel's SQL x1000 vs raw APSW)", "batch", "floor", "raw", RAW, None),
+        ("  (the same without savepoints vs raw APSW)", "batch", "bare", "raw", RAW, None),
+        ("  x1000, vs the same work inlined", "batch", "ours", "inlined", INLINED, None),
+        ("  (the inlined work x1000 vs raw APSW)", "batch", "inlined", "raw", RAW, None),
     ):
-        # A batch's round is short, and a WAL checkpoint lands in one round and not the next:
-        # three times the rounds keep the median steady.
-        a, b = interleaved(rounds * 3 if "x1000" in name else rounds, ours, theirs)
-        sa, sb = summary(a), summary(b)
+        sa, sb = summary(measured[kind][ours]), summary(measured[kind][theirs])
         results.append({
             "name": name, "value": sa["median"], "min": sa["min"], "max": sa["max"], "unit": "commands/s",
             "baseline": baseline, "baseline_value": sb["median"],
@@ -108,3 +112,14 @@ def run(*, quick: bool, synchronous: str) -> list[dict[str, Any]]:
     floor.close()
     inlined.close()
     return results
+
+
+def _side_by_side(series: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Each function's rates over ``rounds`` rounds, every function once per
+    round, the order turning by one each round."""
+    names = list(series)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            out[name].append(series[name]())
+    return out
