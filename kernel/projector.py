@@ -417,10 +417,12 @@ class Projector:
         wanted = {m.NAME for m in modules}
         folds = folds or {}
         # Per event type, the wanted modules that handle it, each with its
-        # fold or None (the hot loop below runs once per event of a rebuild).
+        # fold or None and the fold's bound ``add_row`` (the hot loop below
+        # runs once per event of a rebuild).
         plan = {
             t: ps for t, hs in self.handlers.items()
-            if (ps := tuple((m, folds.get(m.NAME)) for m in hs if m.NAME in wanted))
+            if (ps := tuple((m, f, None if f is None else f.add_row) for m in hs if m.NAME in wanted
+                            for f in (folds.get(m.NAME),)))
         }
         record_from_row = journal.record_from_row
         last = 0
@@ -433,9 +435,9 @@ class Projector:
                 if after is not None:
                     targets = tuple(p for p in targets if after[p[0].NAME] < last)
                 record = None
-                for m, fold in targets:
+                for m, fold, add_row in targets:
                     try:
-                        if fold is not None and fold.add_row(row):
+                        if add_row is not None and add_row(row):
                             continue
                         if record is None:
                             record = record_from_row(row)

@@ -174,6 +174,20 @@ def apply(conn: Target, recorded: Recorded, event: Event) -> None:
         )
 
 
+class _FailureRow(msgspec.Struct, gc=False):
+    """What the fold reads of a ``recovery.failure_recorded``."""
+
+    task_id: str
+    failure_type: str
+    error_message: str
+    error_hash: str
+    signature: str
+
+
+_FAILED = FailureRecorded.__event_type__
+_failure_row = msgspec.json.Decoder(_FailureRow).decode
+
+
 class Fold:
     """The rebuild's bulk path: the four tables' rows as ``apply`` leaves
     them, folded in Python and written with one ``executemany`` each. The
@@ -186,7 +200,25 @@ class Fold:
         self.tasks: dict[str, builtins.list[Any]] = {}
 
     def add_row(self, row: tuple[Any, ...]) -> bool:
-        return False
+        """Fold a failure at the current schema from its stored JSON (its
+        context, which no table keeps, skipped unread). False: use ``add``."""
+        if row[3] != _FAILED or row[4] != FailureRecorded.__event_schema__:
+            return False
+        e = _failure_row(row[5])
+        self._failed(e.signature, e.failure_type, e.error_hash, e.error_message, e.task_id, row[9], row[0])
+        return True
+
+    def _failed(self, signature: str, failure_type: str, error_hash: str, error_message: str, task_id: str,
+                at: int, pos: int) -> None:
+        p = self.patterns.get(signature)
+        if p is None:
+            self.patterns[signature] = [signature, failure_type, error_hash, error_message, 1, at, at, 0.5, pos]
+        else:
+            p[7] = 1.0 - 1.0 / (2 + p[4])
+            p[2], p[3], p[4], p[6], p[8] = error_hash, error_message, p[4] + 1, at, pos
+        task = self._task(task_id, pos)
+        task[1] += 1
+        task[3], task[4], task[7] = failure_type, at, pos
 
     def _task(self, task_id: str, pos: int) -> builtins.list[Any]:
         task = self.tasks.get(task_id)
@@ -202,16 +234,8 @@ class Fold:
             return
         at, pos = recorded.recorded_at, recorded.position
         if isinstance(event, FailureRecorded):
-            p = self.patterns.get(event.signature)
-            if p is None:
-                self.patterns[event.signature] = [event.signature, event.failure_type, event.error_hash,
-                                                  event.error_message, 1, at, at, 0.5, pos]
-            else:
-                p[7] = 1.0 - 1.0 / (2 + p[4])
-                p[2], p[3], p[4], p[6], p[8] = event.error_hash, event.error_message, p[4] + 1, at, pos
-            task = self._task(event.task_id, pos)
-            task[1] += 1
-            task[3], task[4], task[7] = event.failure_type, at, pos
+            self._failed(event.signature, event.failure_type, event.error_hash, event.error_message, event.task_id,
+                         at, pos)
         elif isinstance(event, RecoveryAttemptStarted):
             if event.attempt_id in self.attempts:
                 raise apsw.ConstraintError("UNIQUE constraint failed: recovery_attempts.attempt_id")

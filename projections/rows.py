@@ -59,8 +59,10 @@ def raw_json(raw: msgspec.Raw) -> str | None:
     """A nested JSON value for a column, as the journal stores it (the bulk
     rebuild's shortcut): the kernel's encoder wrote it, so it is already what
     ``dump`` would write after decoding it; null stays NULL."""
-    text = bytes(raw).decode()
-    return None if text == "null" else text
+    return None if raw == _NULL else str(raw, "utf-8")  # decoded from its buffer, not copied to bytes first
+
+
+_NULL = msgspec.Raw(b"null")
 
 
 def where_equal(**filters: Any) -> tuple[str, list[Any]]:

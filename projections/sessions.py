@@ -194,7 +194,7 @@ class Fold:
         if row[3] != _APPENDED or row[4] != SessionEventAppended.__event_schema__:
             return False
         e = _appended_row(row[5])
-        delta = bytes(e.state_delta).decode()
+        delta = str(e.state_delta, "utf-8")
         self._appended(e.session_id, e.seq, e.author, raw_json(e.content),
                        {} if delta == "{}" else codec.decode_json(delta), delta, row[9], row[0], row[2])
         return True
@@ -216,7 +216,8 @@ class Fold:
         if delta:
             own, app, user = _split(delta)
             s.state.update(own)
-            self._share(s.app_name, s.user_id, app, user, pos)
+            if app or user:
+                self._share(s.app_name, s.user_id, app, user, pos)
 
     def add(self, recorded: Recorded, event: Event) -> None:
         if isinstance(event, RowsForgotten):

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 TASKS = st.sampled_from(["t1", "t2", "t3"])
 
 OPS = [
-    st.builds(lambda t, f, m: ("recovery.failure", t, f, m), TASKS, st.sampled_from(["timeout", "crash"]),
-              st.sampled_from(["took 10 ms", "took 20 ms", "disk full"])),
+    st.builds(lambda t, f, m, c: ("recovery.failure", t, f, m, c), TASKS, st.sampled_from(["timeout", "crash"]),
+              st.sampled_from(["took 10 ms", "took 20 ms", "disk full"]),
+              st.sampled_from([None, {}, {"tool": "search", "tries": [1, 2.5, None]}])),
     st.builds(lambda t: ("recovery.start", t), TASKS),
     st.builds(lambda t, ok: ("recovery.finish", t, ok), TASKS, st.booleans()),
     st.builds(lambda t: ("recovery.explain", t), TASKS),
@@ -21,7 +22,8 @@ OPS = [
 def resolve(k: Any, op: tuple) -> Any:
     name, task_id, *a = op
     if name == "recovery.failure":
-        return k.recovery.record_failure, {"task_id": task_id, "failure_type": a[0], "error_message": a[1]}
+        return k.recovery.record_failure, {"task_id": task_id, "failure_type": a[0], "error_message": a[1],
+                                         "context": a[2]}
     if name == "recovery.start":
         return k.recovery.start_attempt, {"task_id": task_id, "strategy": "retry"}
     if name == "recovery.finish":

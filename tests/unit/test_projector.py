@@ -377,7 +377,8 @@ def test_the_bulk_rebuild_folds_every_event_of_every_folded_projection_as_apply_
     k.recovery.set_auto_recovery("lonely", False)  # a task row made by the setting alone
     for message in ("timeout after 3000 ms", "timeout after 3100 ms", "timeout after 2900 ms"):
         k.recovery.record_failure("task", "tool_timeout", message)
-    k.recovery.record_failure("other", "rate_limited", "429 too many requests")
+    k.recovery.record_failure("other", "rate_limited", "429 too many requests",
+                              context={"tool": "search", "args": {"q": "é", "n": [1, 2.5, None]}})
     first = k.recovery.start_attempt("task", "retry", reasoning="transient")
     k.recovery.start_attempt("other", "backoff")  # left running
     clock.advance(250)
