@@ -74,7 +74,7 @@ def test_every_command_is_in_the_workload():
            ("idempotency.fail", "i"), ("sessions.event", "s", {}), ("sessions.status", "s", "active"),
            ("memory.delete", "n", "k"), ("memory.restore", "n", "k"), ("memory.rollback", "n", "k", 1),
            ("memory.publish", "n", "k", "m"), ("memory.expire", ""), ("memory.touch", "n", "k"),
-           ("sessions.delete", "s"), ("recovery.failure", "t", "x", "y"),
+           ("sessions.delete", "s"), ("recovery.failure", "t", "x", "y", {"tool": "x"}),
            ("recovery.finish", "t1", True), ("recovery.explain", "t"), ("recovery.auto", "t", True),
            ("tasks.status", "t1", "running"), ("tasks.tool", "t1"), ("tasks.add_to_workflow", "t1", 1),
            ("tasks.agent_status", "running"), ("graphs.put", "th-1", "", {}, "run-a", 0),
