@@ -18,6 +18,7 @@ from eventkernel.errors import (
     InvalidArgument,
     JournalCorrupt,
     JournalError,
+    KernelError,
     NotFound,
     ReadOnly,
     WrongProcess,
@@ -742,7 +743,36 @@ class Kernel(Reader):
 
         if self._replica is not None:  # the server's journal, then the replica against it
             return self._replica.verify(lambda: local(None), anchor)
+        try:
+            self._fresh("verify")  # what other processes appended without this process's projections
+        except KernelError as e:  # they stay behind the journal, which the report says, with why
+            report = local()
+            return msgspec.structs.replace(report, ok=False, problems=[
+                *report.problems, f"this process's projections cannot fold what other processes appended: {e}"])
         return local()
+
+    def _fresh(self, doing: str) -> None:
+        """Fold into this process's projections what other processes appended
+        without them (a process opened without an application's projection
+        still appends its events), so that a read of their tables agrees with
+        the journal. One read when nothing is missing; otherwise a write
+        transaction of the file's own upkeep, all of it or nothing. Raises as
+        a command's catch-up does (ProjectionFailed: a projection cannot fold
+        one of those events; JournalError: another process rebuilt it at
+        another VERSION; JournalBusy). Only application projections can lag:
+        every writer applies the kernel's own. A read-only open cannot fold
+        (its reads lag until a writable process folds them), and on
+        PostgreSQL the replica follows the server."""
+        db, projector = self._db, self._projector
+        if not projector.user_names or db.read_only is not None or self._replica is not None:
+            return
+        with db.read(doing) as conn:
+            head = journal.head(conn)[0]
+            behind = any(name in projector.by_name and (position < head or version != projector.by_name[name].VERSION)
+                         for name, (version, position) in projector.positions(conn).items())
+        if behind:
+            with db.write(doing, shared=False) as conn:
+                projector.overtake(conn, journal.head(conn)[0])
 
     def checkpoint(self, mode: Literal["passive", "full", "restart", "truncate"] = "passive") -> tuple[int, int]:
         """Copy the WAL into the database file now (maintenance; appends never

@@ -157,11 +157,16 @@ class Reader(JournalReader, Services):
         with self._db.read("reading"):
             yield self
 
+    def _fresh(self, doing: str) -> None:
+        """Before a read of projection tables that must agree with the
+        journal: nothing here (a view of the past is built whole)."""
+
     def table(self, name: str) -> tuple[list[str], list[tuple[object, ...]]]:
         """(columns, rows) of one projection table, by primary key."""
         known = {t for names in self._projector.tables.values() for t in names}
         if name not in known:
             raise InvalidArgument(f"table refused: {name!r} is not a projection table; known: {', '.join(sorted(known))}")
+        self._fresh(f"reading {name}")
         with self._db.read(f"reading {name}") as conn:  # a name from a projection's DDL
             columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{name}")')]
             return columns, conn.execute(f'SELECT * FROM "{name}" ORDER BY 1').fetchall()

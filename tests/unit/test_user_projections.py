@@ -183,6 +183,61 @@ def test_a_commit_that_appended_nothing_does_not_hide_what_another_process_appen
         assert live_tables(a) == rebuilt_tables(a) and a.verify().ok
 
 
+def test_reads_of_a_projection_fold_first_what_another_process_appended_without_it(db_path, clock):
+    """A process that only reads: ``k.table`` and ``verify`` fold in first
+    the events another process appended without the projection (before,
+    the table lagged until this process's next command, and ``verify``
+    reported it as a problem). A read-only open cannot fold: its reads lag
+    and its ``verify`` notes it."""
+    with eventkernel.open(db_path, clock=clock, projections=ALL) as a, eventkernel.open(db_path, clock=clock) as b:
+        _write(a, 2)
+        then, folded = a.table("notes_per_author")[1], a.head
+        _write(b, 3)  # a's tables do not have these yet
+        assert live_tables(a) != rebuilt_tables(a)
+        with eventkernel.open(db_path, read_only=True, projections=ALL) as reader:
+            assert reader.table("notes_per_author")[1] == then  # lagging
+            report = reader.verify()
+            assert report.ok and any(f"notes_per_author: at position {folded}, the journal head is {b.head}" in note
+                                     for note in report.notes), report.notes
+        assert sum(n for author, n, _ in a.table("notes_per_author")[1] if author != "(work)") == 5
+        assert live_tables(a) == rebuilt_tables(a)
+        _write(b, 2)
+        report = a.verify()
+        assert report.ok, report.problems
+        assert live_tables(a) == rebuilt_tables(a)
+        before = snapshot(a)
+        _tables(a)
+        assert snapshot(a) == before  # nothing to fold: a read writes nothing
+
+
+def test_a_read_whose_catch_up_is_refused_writes_nothing_and_verify_says_why(db_path, clock):
+    fussy = SimpleNamespace(**{**vars(PER_AUTHOR), "apply": lambda conn, r, e: (
+        (_ for _ in ()).throw(ValueError("no notes from bob")) if getattr(e, "author", "") == "bob"
+        else _per_author(conn, r, e))})
+    with eventkernel.open(db_path, clock=clock, projections=[fussy]) as a, \
+            eventkernel.open(db_path, clock=clock) as b:
+        a.append("note:1", [Noted(author="ann", text="one")])
+        bobs = b.append("note:2", [Noted(author="bob", text="two")])
+        with refused(a, ProjectionFailed, f"'notes_per_author' failed on userproj.noted \\(position {bobs}\\)"):
+            a.table("notes_per_author")
+        report = a.verify()
+        assert not report.ok
+        assert report.problems[-1].startswith("this process's projections cannot fold what other processes "
+                                              "appended: projection 'notes_per_author' failed"), report.problems
+
+
+def test_a_read_refuses_a_table_another_process_rebuilt_at_another_version(db_path, clock):
+    """An older process does not read a table of a newer VERSION as if it
+    were its own."""
+    newer = SimpleNamespace(**{**vars(PER_AUTHOR), "VERSION": 2})
+    with eventkernel.open(db_path, clock=clock, projections=[PER_AUTHOR]) as a:
+        a.append("note:1", [Noted(author="ann", text="one")])
+        with eventkernel.open(db_path, clock=clock, projections=[newer]) as b:
+            b.append("note:1", [Noted(author="bob", text="two")])
+        with refused(a, JournalError, "'notes_per_author' is at version 2 in the file .* applies version 1"):
+            a.table("notes_per_author")
+
+
 def test_a_projection_that_cannot_fold_another_process_event_refuses_the_next_command(db_path, clock):
     fussy = SimpleNamespace(**{**vars(PER_AUTHOR), "apply": lambda conn, r, e: (
         (_ for _ in ()).throw(ValueError("no notes from bob")) if getattr(e, "author", "") == "bob"
@@ -196,11 +251,11 @@ def test_a_projection_that_cannot_fold_another_process_event_refuses_the_next_co
             a.append("note:3", [Noted(author="ann", text="three")])
         # inside a transaction too, a command of no savepoint of its own (an enqueue) whose catch-up is
         # refused leaves nothing behind (cy's row, folded before bob's failed, included)
-        before = a.table("notes_per_author")[1]
+        before = live_tables(a)["notes_per_author"]  # (k.table would fold first, and be refused too)
         with a.transaction():
             with pytest.raises(ProjectionFailed):
                 a.work.enqueue("t", {})
-        assert a.table("notes_per_author")[1] == before == [("ann", 1, 1)]
+        assert live_tables(a)["notes_per_author"] == before == [("ann", 1, 1)]
 
 
 def test_a_process_refuses_to_write_once_another_rebuilt_its_projection_at_another_version(db_path, clock):
