@@ -165,6 +165,8 @@ class Connection:
 # --- the journal ---------------------------------------------------------------
 
 _NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+_BASE = "SELECT position, hash, recorded_at, archive FROM journal_base ORDER BY position DESC LIMIT 1"
+_ERASED = "SELECT position, data_digest, meta_digest, erasure FROM erased ORDER BY position"
 
 
 class _Tx:
@@ -701,22 +703,22 @@ class PgJournal(JournalReader):
     def erased_rows(self) -> list[tuple[Any, ...]]:
         """(position, data_digest, meta_digest, erasure) of every erased payload."""
         with self._statement("reading the erased payloads") as conn:
-            return [tuple(r) for r in conn.raw.execute(
-                "SELECT position, data_digest, meta_digest, erasure FROM erased ORDER BY position")]
+            return [tuple(r) for r in conn.raw.execute(_ERASED)]
 
     def base(self) -> tuple[int, bytes, int, str] | None:
         """(position, hash, recorded_at, archive) of the journal's base — the
         last event a compaction moved to an archive — or None (the journal
         starts at position 1)."""
-        found = self._query("reading the journal's base", "SELECT position, hash, recorded_at, archive FROM "
-                            "journal_base ORDER BY position DESC LIMIT 1")
+        found = self._query("reading the journal's base", _BASE)
         return None if not found else (int(found[0][0]), bytes(found[0][1]), int(found[0][2]), str(found[0][3]))
 
     def verify(self, *, anchor: tuple[int, str] | None = None, limit: int = 50) -> VerifyReport:
         """Dense positions from 1 (after a compaction, from its base), dense
         stream versions, the hash chain (as on SQLite, erased payloads by
         their digests), the head row, and ``anchor`` (a ``(position, hex
-        hash)`` kept from an earlier report). Never raises for what it finds."""
+        hash)`` kept from an earlier report), all read in one snapshot of the
+        server (what other processes commit meanwhile is not half seen).
+        Never raises for what it finds."""
         problems: list[str] = []
         bad: list[int] = []
         prev, last = journal.GENESIS_HASH, 0
@@ -728,17 +730,22 @@ class PgJournal(JournalReader):
             if position is not None:
                 bad.append(position)
 
+        psycopg = _psycopg()
+        conn = None
         try:
-            base = self.base()
+            self._check()
+            conn = self._connect()  # (a transaction of its own: never the reader other threads share)
+            raw = conn.raw
+            raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            base = raw.execute(_BASE).fetchone()
             if base is not None:  # the chain goes on from the archive's head
-                last, prev = base[0], base[1]
-                versions = dict(self._query("reading the streams' versions at the base",
-                                            "SELECT stream, version FROM base_streams"))
+                last, prev = int(base[0]), bytes(base[1])
+                versions = {str(s): int(v) for s, v in raw.execute("SELECT stream, version FROM base_streams")}
                 if anchor is not None and anchor[0] < last:
                     problem(f"the anchor is at position {anchor[0]}, before the journal's base {last}: check it "
                             f"against the archive {base[3]!r}")
-            erased = {r[0]: r for r in self.erased_rows()}
-            for row in self.rows(last):
+            erased = {r[0]: tuple(r) for r in raw.execute(_ERASED)}
+            for row in journal.read_rows(conn, after=last):
                 position, stream, version, _, _, data, meta, _, _, _, h = row
                 if position != last + 1:
                     problem(f"positions jump from {last} to {position}", last + 1)
@@ -754,13 +761,18 @@ class PgJournal(JournalReader):
                 prev, last = bytes(h), position
                 if anchor is not None and position == anchor[0] and bytes(h).hex() != anchor[1]:
                     problem(f"position {position}: the chain does not pass through the anchor", position)
-            head, head_hash = self.head_hash()
-            if (head, head_hash) != (last, prev.hex()):
+            head, head_hash = raw.execute("SELECT position, hash FROM journal_head").fetchone()
+            if (int(head), bytes(head_hash)) != (last, prev):
                 problem(f"the head row says position {head}, the journal ends at {last}", last + 1)
             if anchor is not None and anchor[0] > last:
                 problem(f"the anchor is at position {anchor[0]}, past the head {last}: events were cut", last + 1)
+        except psycopg.Error as e:
+            problem(f"the journal cannot be read to the end: {translate(e, 'verifying the journal')}", last + 1)
         except KernelError as e:
             problem(f"the journal cannot be read to the end: {e}", last + 1)
+        finally:
+            if conn is not None:
+                conn.raw.close()
         return VerifyReport(ok=not problems, problems=problems, head=last, head_hash=prev.hex(),
                             first_bad_position=min(bad) if bad else None,
                             notes=["the kernel's projections are not kept on PostgreSQL: the journal alone checked"])
