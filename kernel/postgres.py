@@ -731,7 +731,7 @@ class PgJournal(JournalReader):
                 bad.append(position)
 
         psycopg = _psycopg()
-        conn = None
+        conn: Any = None  # (journal.read_rows reads it as it reads an apsw connection)
         try:
             self._check()
             conn = self._connect()  # (a transaction of its own: never the reader other threads share)
