@@ -130,8 +130,11 @@ def copy(src: str, dst: str, *, schema: str = postgres.DEFAULT_SCHEMA,
         check: Callable[[tuple[Any, ...]], None] = _chain_checker(src, done, prev, erased)
         for rows in source.rows(done):
             for row in rows:
+                if row[5] == journal.ERASED_DATA and row[0] not in erased:
+                    erased.update(source.erased())  # erased since the copy began: its records are there now
                 check(row)
-            target.write(rows, [erased[r[0]] for r in rows if r[0] in erased])
+            # (a row read before an erasure made during the copy keeps its payload, as the source had it then)
+            target.write(rows, [erased[r[0]] for r in rows if r[0] in erased and r[5] == journal.ERASED_DATA])
             done = rows[-1][0]
             if progress is not None:
                 progress(done, total)
