@@ -298,21 +298,24 @@ def test_copy_continues_a_journal_that_grew(pg_url: str, tmp_path: Path) -> None
         assert j.verify().ok
 
 
-def test_a_copy_of_a_server_journal_erased_meanwhile_completes(pg_url: str, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another process erases a subject while the copy reads the server's
-    rows a page at a time: the rows it reads after the erasure are blanked,
+@pytest.mark.parametrize("engine", ["postgres", "sqlite"])
+def test_a_copy_of_a_journal_erased_meanwhile_completes(engine: str, pg_url: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process erases a subject while the copy reads the source's
+    rows a batch at a time: the rows it reads after the erasure are blanked,
     with erasure records the copy had not read when it began (it refused
     them: "the chain breaks"). What it read before keeps its payload."""
     monkeypatch.setattr(view, "_PAGE", 4)
     monkeypatch.setattr(transfer, "BATCH", 4)
-    with eventkernel.open(pg_url) as k:
+    src = pg_url if engine == "postgres" else str(tmp_path / "src.db")
+    source: Any = transfer._Postgres if engine == "postgres" else transfer._Sqlite
+    with eventkernel.open(src) as k:
         early = k.append("note:early", [Noted(text="read before the erasure")], correlation_id="subject-1")
         for i in range(6):
             k.append("note:kept", [Noted(text=f"kept {i}")])
         for i in range(6):
             k.append("note:secret", [Noted(text=f"secret {i}")], correlation_id="subject-1")
-        reading = transfer._Postgres.rows
+        reading = source.rows
 
         def erased_after_the_first_batch(self: Any, after: int) -> Any:
             batches = reading(self, after)
@@ -320,16 +323,16 @@ def test_a_copy_of_a_server_journal_erased_meanwhile_completes(pg_url: str, tmp_
             k.erase(correlation_id="subject-1", reason="a request to forget")
             yield from batches
 
-        monkeypatch.setattr(transfer._Postgres, "rows", erased_after_the_first_batch)
+        monkeypatch.setattr(source, "rows", erased_after_the_first_batch)
         out = str(tmp_path / "copy.db")
-        assert transfer.copy(pg_url, out) == k.head
+        assert transfer.copy(src, out) == k.head
     with eventkernel.open(out, read_only=True) as c:
         report = c.verify()
         assert report.ok, report.problems
         texts = {r.position: getattr(r.event, "text", None) for r in c.read()}
         assert early == 1 and texts[1] == "read before the erasure"  # in the first batch, before the erasure
         assert [texts[p] for p in range(2, 8)] == [f"kept {i}" for i in range(6)]
-        assert [texts[p] for p in range(8, 14)] == [None] * 6  # blanked on the server, then read
+        assert [texts[p] for p in range(8, 14)] == [None] * 6  # blanked at the source, then read
         assert list(c.read())[-1].type == PayloadsErased.__event_type__
 
 
