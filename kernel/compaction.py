@@ -281,6 +281,9 @@ def compact(where: str, db: Database, projector: Projector, now: Any, position: 
                 replica is not None and replica.server_base != start):  # (another process's, on the server)
             raise JournalError(f"{where} failed: an erasure or another compaction ran meanwhile; compact again "
                                f"(the archive {path!r} is kept and will be used)")
+        # This process's projections fold first what other processes appended without them: the
+        # events moved away would never reach them afterwards.
+        projector.overtake(conn, journal.head(conn)[0])
         compacted_at = now()
         moved, kept = record(conn, projector, position, head_hash, recorded_at, path, compacted_at, img, size)
         if replica is not None:

@@ -174,6 +174,24 @@ def test_a_compaction_needs_every_projection_of_the_file(tmp_path, clock):
         assert k.verify().ok and live_tables(k) == rebuilt_tables(k)
 
 
+def test_a_compaction_folds_first_what_another_process_appended(tmp_path, clock):
+    """The process with the projection is open while another appends its
+    events without it: its compaction folds them in before they move to the
+    archive (they were lost to its table: the events had moved away before
+    its next command would have folded them)."""
+    path, archive = str(tmp_path / "live.db"), str(tmp_path / "a.db")
+    with eventkernel.open(path, clock=clock, projections=[NOTES]) as k, eventkernel.open(path, clock=clock) as other:
+        k.append("note:1", [Noted(text="one")])
+        for i in range(3):
+            other.append("note:1", [Noted(text=f"more {i}")])
+        other.work.enqueue("t", {})  # (the last event stays)
+        k.compact(before=k.head, archive=archive)
+        assert [text for _, text in live_tables(k)["notes"]] == ["one", "more 0", "more 1", "more 2"]
+        assert live_tables(k) == rebuilt_tables(k)
+        report = k.verify()
+        assert report.ok, report.problems
+
+
 def test_an_archive_left_by_a_stopped_compaction_is_used(tmp_path, clock):
     path, archive = str(tmp_path / "live.db"), str(tmp_path / "archive.db")
     with eventkernel.open(path, clock=clock, snapshot_every=0) as k:
