@@ -50,10 +50,12 @@ def _triggers(conn: apsw.Connection, *names: str) -> list[str]:
         f"SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name IN ({', '.join('?' * len(names))})", names)]
 
 
-def _write_archive(where: str, db: Database, position: int, head_hash: bytes, path: str) -> None:
+def _write_archive(where: str, db: Database, projector: Projector, position: int, head_hash: bytes,
+                   path: str) -> None:
     """The journal as of ``position`` into a new file at ``path``: a copy of
-    the live file cut after ``position``, its projections rebuilt, verified,
-    rewritten (no page of what follows stays), synced, then linked into place."""
+    the live file cut after ``position``, its projections (the application's
+    among them) rebuilt, verified, rewritten (no page of what follows
+    stays), synced, then linked into place."""
     from eventkernel.kernel import open as open_kernel  # the archive is opened as any journal is
 
     directory = os.path.dirname(path)
@@ -80,7 +82,9 @@ def _write_archive(where: str, db: Database, position: int, head_hash: bytes, pa
                 dest.execute("DELETE FROM projection_positions")  # rebuilt on the archive's first open
         finally:
             dest.close()
-        with open_kernel(tmp, snapshot_every=0) as archive:  # rebuilds every projection as of ``position``
+        # Rebuilds every projection as of ``position``: from the base before it, if any, which holds
+        # the application's projections too.
+        with open_kernel(tmp, snapshot_every=0, projections=projector.user) as archive:
             report = archive.verify()
             if not report.ok or report.head != position or report.head_hash != head_hash.hex():
                 raise JournalCorrupt(f"{where}: the archive written to {tmp!r} does not verify: "
@@ -273,7 +277,7 @@ def compact(where: str, db: Database, projector: Projector, now: Any, position: 
     if os.path.lexists(path):
         _archive_holds(where, path, position, head_hash)
     else:
-        _write_archive(where, db, position, head_hash, path)
+        _write_archive(where, db, projector, position, head_hash, path)
     img, size = _base_image(db, projector, position)
     before = _database_bytes(db, where)
     with db.write(where) as conn:  # (on PostgreSQL: under the server's lock, the replica caught up)

@@ -146,12 +146,32 @@ def inspect(conn: apsw.Connection, path: str, *, newest: int, doing: str = "open
     raise NotAJournal(path, _describe(tables, application_id, user_version), doing=doing)
 
 
-def _chains(last: tuple[object, ...], prev_position: object, prev_hash: object, level: int) -> bool:
+def _chains(last: tuple[object, ...], prev_position: object, prev_hash: object, level: int,
+            erased: tuple[object, ...] | None = None) -> bool:
+    """Whether ``last`` follows (prev_position, prev_hash); ``erased``: its
+    row in ``erased`` when its payload was erased (chained by the digests)."""
     hash_ = journal.row_hash if level >= DIGEST_CHAIN_LEVEL else journal.row_hash_v1
     try:
-        return last[0] == prev_position + 1 and hash_(prev_hash, *last[:10]) == last[10]  # type: ignore[arg-type,operator]
+        if last[0] != prev_position + 1:  # type: ignore[operator]
+            return False
+        if erased is not None:
+            return journal.expected_hash(prev_hash, last, erased) == last[10]  # type: ignore[arg-type]
+        return hash_(prev_hash, *last[:10]) == last[10]  # type: ignore[arg-type]
     except (TypeError, AttributeError, ValueError):  # columns of the wrong type: pages that are not ours
         return False
+
+
+def _erased_row(conn: apsw.Connection, last: tuple[object, ...], level: int) -> tuple[object, ...] | None:
+    """The erasure record of the last row, when its payload was erased (an
+    archive's last event may be: the erasure's own event is in the live file)."""
+    if level < DIGEST_CHAIN_LEVEL or last[5] != journal.ERASED_DATA:
+        return None
+    try:
+        row = conn.execute("SELECT position, data_digest, meta_digest, erasure FROM erased WHERE position = ?",
+                           (last[0],)).fetchone()
+    except apsw.SQLError:  # no such table: not an erasure
+        return None
+    return None if row is None else tuple(row)
 
 
 def check_head(conn: apsw.Connection, path: str, level: int, *, doing: str = "open") -> None:
@@ -178,7 +198,7 @@ def check_head(conn: apsw.Connection, path: str, level: int, *, doing: str = "op
         found = journal.base(conn)  # the rest moved to an archive: the chain continues from the base
         if found is not None:
             prev_position, prev_hash = found[0], found[1]
-    if not _chains(rows[0], prev_position, prev_hash, level):
+    if not _chains(rows[0], prev_position, prev_hash, level, _erased_row(conn, rows[0], level)):
         raise JournalCorrupt(
             f"{doing} refused: in {path!r} the journal's last event (position {rows[0][0]!r}) does not chain to "
             "the one before it. Either the journal's tail was altered, or a write-ahead log (-wal file) that does "

@@ -830,7 +830,7 @@ class _Archived:
         self.projector = projector
         if not os.path.exists(path):
             raise InvalidArgument(f"{where} refused: the archive {path!r} does not exist")
-        with open(path, read_only=True, snapshot_every=0) as a, a._db.read(where) as conn:
+        with open(path, read_only=True, snapshot_every=0, projections=projector.user) as a, a._db.read(where) as conn:
             head = journal.head(conn)
             if head != (base[0], base[1]):
                 raise InvalidArgument(
@@ -846,7 +846,7 @@ class _Archived:
 
     def base_image(self) -> tuple[bytes, int]:
         """Every projection as of the base, replayed from the archive with the subject's payloads erased."""
-        with open(self.path, read_only=True, snapshot_every=0) as a:
+        with open(self.path, read_only=True, snapshot_every=0, projections=self.projector.user) as a:
             mem, upto = self.projector.build_in_memory(a._db, erased=frozenset(p for p, *_ in self.rows))
         try:
             assert upto == self.base[0]
@@ -858,7 +858,7 @@ class _Archived:
         """Erase the rows in the archive (their ``erasure`` is the live
         file's event), rebuild its projections, rewrite it. Done again, it
         finds what is left to erase and rewrites the archive again."""
-        with open(self.path, snapshot_every=0) as a:
+        with open(self.path, snapshot_every=0, projections=self.projector.user) as a:
             db = a._db
             with db.write(self.where) as conn:
                 conn.pragma("secure_delete", True)

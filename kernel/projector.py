@@ -166,6 +166,7 @@ class Projector:
         # The event types an application projection folds.
         self.user_types = frozenset(t for m in user for t in m.HANDLES)
         self.user_names = frozenset(m.NAME for m in user)
+        self.user = tuple(user)
         self.by_name = {m.NAME: m for m in self.modules}
         handlers: dict[str, list[Projection]] = {}
         for m in self.modules:

@@ -198,7 +198,7 @@ def test_an_archive_left_by_a_stopped_compaction_is_used(tmp_path, clock):
         fill(k, 100)
         hash_at = {r.position: r.hash for r in k.read()}
         # the archive was written, then the process stopped before the live file changed
-        compaction._write_archive("compact", k._db, 40, hash_at[40], archive)
+        compaction._write_archive("compact", k._db, k._projector, 40, hash_at[40], archive)
         written = os.path.getmtime(archive)
         assert k._db.conn.execute("SELECT count(*) FROM journal_base").fetchone() == (0,)
         done = k.compact(before=41, archive=archive)
@@ -259,6 +259,55 @@ def test_a_subject_that_predates_the_base_is_erased_with_its_archive(tmp_path, c
         assert a.memory.get("person:ann", "ssn") is None
         with pytest.raises(eventkernel.NotFound):
             a.sessions.get("s-ann")
+
+
+def test_an_archive_whose_last_event_was_erased_opens(tmp_path, clock):
+    """The erasure's own event is in the live file, so an archive's last
+    event may be one it erased: the check of the tail at open took its blank
+    payload for a tail that does not chain, and the archive could no longer
+    be opened, read-only or not."""
+    path, archive = str(tmp_path / "live.db"), str(tmp_path / "a.db")
+    with eventkernel.open(path, clock=clock) as k:
+        k.append("note:1", [Noted(text="kept")])
+        k.append("note:2", [Noted(text="zebra-one")], correlation_id="subject")
+        k.append("note:2", [Noted(text="zebra-two")], correlation_id="subject")  # the archive's last event
+        k.append("note:1", [Noted(text="stays live")])
+        k.compact(before=4, archive=archive)
+        assert k.erase(correlation_id="subject", reason="asked", archive=archive).events == 2
+    for read_only in (True, False):
+        with eventkernel.open(archive, read_only=read_only) as a:
+            report = a.verify()
+            assert report.ok and report.head == 3, report.problems
+            assert [getattr(r.event, "text", None) for r in a.read()] == ["kept", None, None]
+    with open(archive, "rb") as f:
+        assert b"zebra" not in f.read()
+
+
+def test_a_file_with_an_application_projection_compacts_twice_and_erases_into_its_archives(tmp_path, clock):
+    """The second compaction opened the first archive's copy without the
+    application's projections, whose base it could not rebuild from (the
+    base holds them): it failed. So did an erasure into that archive."""
+    path, first, second = str(tmp_path / "live.db"), str(tmp_path / "a1.db"), str(tmp_path / "a2.db")
+    with eventkernel.open(path, clock=clock, projections=[NOTES]) as k:
+        for i in range(4):
+            k.append("note:1", [Noted(text=f"early {i}")])
+        k.compact(before=3, archive=first)
+        for i in range(3):
+            k.append("note:2", [Noted(text=f"zebra {i}")], correlation_id="subject")
+        k.append("note:1", [Noted(text="later")])
+        k.compact(before=k.head, archive=second)
+        assert live_tables(k) == rebuilt_tables(k) and k.verify().ok
+        assert k.erase(correlation_id="subject", reason="asked", archive=second).events == 3
+        assert live_tables(k) == rebuilt_tables(k)
+        report = k.verify()
+        assert report.ok, report.problems
+    with eventkernel.open(second, read_only=True, projections=[NOTES]) as a:
+        report = a.verify()
+        assert report.ok, report.problems
+        assert [text for _, text in a.table("notes")[1]] == [f"early {i}" for i in range(4)]
+    for name in (path, second):
+        with open(name, "rb") as f:
+            assert b"zebra" not in f.read()
 
 
 def test_the_compact_command(tmp_path, clock, capsys):
