@@ -118,20 +118,21 @@ REMARKS = SimpleNamespace(
 )
 
 
-@given(st.lists(st.tuples(st.sampled_from(["with", "without", "read", "compact"]), operation), max_size=24))
+@given(st.lists(st.tuples(st.sampled_from(["with", "without", "read", "compact", "erase"]), operation), max_size=24))
 def test_a_process_without_an_application_projection_never_makes_another_skip_events(steps):
     """Two kernels on one file, one with an application projection and one
     without it, taking turns at random: after every turn in which the first
     appended (so folded what the second had appended), after every read of
-    its table (which folds it first) and after every compaction it makes
-    (which folds first what it moves away), its projections equal a rebuild
-    from the journal."""
+    its table (which folds it first) and after every compaction or erasure
+    it makes (a compaction folds first what it moves away), its projections
+    equal a rebuild from the journal."""
     clock = eventkernel.FrozenClock(1_000_000)
     with tempfile.TemporaryDirectory() as where:
         path = f"{where}/journal.db"
         with eventkernel.open(path, clock=clock, projections=[REMARKS]) as with_it, \
                 eventkernel.open(path, clock=clock) as without:
             ids: list[str] = []
+            archives: list[str] = []
             n = [0]
             for i, (who, op) in enumerate(steps):
                 if who == "read":
@@ -143,6 +144,15 @@ def test_a_process_without_an_application_projection_never_makes_another_skip_ev
                         with_it.compact(before=with_it.head, archive=f"{where}/archive-{i}.db")
                     except eventkernel.InvalidArgument:
                         continue  # too few events after the base
+                    archives.append(f"{where}/archive-{i}.db")
+                    assert live_tables(with_it) == rebuilt_tables(with_it)
+                    continue
+                if who == "erase":  # every remark so far (one the other process just made), in the latest archive too
+                    without.append("remark:1", [Remark(text="to forget")])
+                    try:
+                        with_it.erase(stream="remark:1", reason="asked", archive=archives[-1] if archives else None)
+                    except eventkernel.InvalidArgument:
+                        continue  # some in an older archive than the latest
                     assert live_tables(with_it) == rebuilt_tables(with_it)
                     continue
                 head = with_it.head
