@@ -605,15 +605,20 @@ def from_base(db: Database, projector: Projector, modules: Sequence[Any], base: 
             raise JournalError(f"position {upto} is before the journal's base {position}: the events up to it "
                                f"were moved to the archive {base[3]!r}; open it to see them")
         row = conn.execute("SELECT projections FROM snapshots WHERE position = ?", (position,)).fetchone()
-        if row is None or row[0] != key(projector):
+        stored = {} if row is None else msgspec.json.decode(row[0], type=dict[str, int])
+        wanted = {m.NAME: m.VERSION for m in modules}
+        if any(stored.get(name) != version for name, version in wanted.items()):
+            # (a projection the image holds and this process does not apply, an application's, is left out)
             raise JournalError(
                 f"the projections cannot be rebuilt: the journal starts after position {position} (the events "
                 f"before it are in the archive {base[3]!r}), and the projections there were stored for "
-                f"{'no projection' if row is None else row[0]}, not {key(projector)} (a projection changed "
-                "version since the compaction)"
+                f"{'no projection' if row is None else row[0]}, which lacks "
+                f"{msgspec.json.encode({n: v for n, v in wanted.items() if stored.get(n) != v}).decode()} (a "
+                "projection new or changed in version since the compaction)"
             )
         mem = load(conn, position)
         try:
+            _drop_others(mem, projector)
             mem.execute("BEGIN")
             report = None if progress is None else (lambda n: progress(n, upto - position))
             rows = journal.read_rows(conn, after=position, until=upto, page=10_000,
@@ -628,6 +633,16 @@ def from_base(db: Database, projector: Projector, modules: Sequence[Any], base: 
     if progress is not None:
         progress(upto - position, upto - position)
     return mem, upto
+
+
+def _drop_others(mem: apsw.Connection, projector: Projector) -> None:
+    """Drop from a base image the tables of projections this process does
+    not apply (an application's, stored by a process that had it): they
+    would stay as at the base while the journal goes on."""
+    known = {t for names in projector.tables.values() for t in names}
+    for _, name, kind, *_ in mem.execute("PRAGMA main.table_list").fetchall():
+        if kind in ("table", "virtual") and name not in known and not str(name).startswith("sqlite_"):
+            mem.execute(f'DROP TABLE IF EXISTS main."{name}"')  # a name from the image's own schema
 
 
 def _check_each(conn: apsw.Connection, projector: Projector, problem: Callable[[str], None], limit: int) -> None:

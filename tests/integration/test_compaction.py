@@ -310,6 +310,36 @@ def test_a_file_with_an_application_projection_compacts_twice_and_erases_into_it
             assert b"zebra" not in f.read()
 
 
+def test_a_process_without_the_application_projection_reads_backs_up_and_rebuilds_a_compacted_file(tmp_path, clock):
+    """The base holds every projection of the compacting process, the
+    application's too; a process without it (the CLI, a backup's check, a
+    worker) needed exactly that set to build from the base, so it could not
+    verify, view the past, rebuild, or back up the file ("failed
+    verification"). It now uses the base for its own projections and leaves
+    the others out."""
+    from eventkernel import backup
+
+    path = str(tmp_path / "live.db")
+    with eventkernel.open(path, clock=clock, projections=[NOTES]) as k:
+        for i in range(5):
+            k.append("note:1", [Noted(text=f"n{i}")])
+            k.memory.put("ns", "k", i)
+        k.compact(before=6, archive=str(tmp_path / "a.db"))
+        notes = live_tables(k)["notes"]
+    with eventkernel.open(path, read_only=True) as r:  # as the CLI's read commands open it
+        report = r.verify()
+        assert report.ok, report.problems
+        with r.at(8) as then:
+            assert then.memory.get("ns", "k").value == 3 and "notes" not in then.table_names()
+    with eventkernel.open(path, clock=clock) as w:
+        w.rebuild()
+        assert live_tables(w) == rebuilt_tables(w) and w.verify().ok
+        assert w.backup(str(tmp_path / "b.db")) == 10
+    assert backup.restore(str(tmp_path / "b.db"), str(tmp_path / "restored.db")) == 10
+    with eventkernel.open(str(tmp_path / "restored.db"), clock=clock, projections=[NOTES]) as k:
+        assert live_tables(k)["notes"] == notes and live_tables(k) == rebuilt_tables(k) and k.verify().ok
+
+
 def test_the_compact_command(tmp_path, clock, capsys):
     path = str(tmp_path / "live.db")
     with eventkernel.open(path, clock=clock, snapshot_every=0) as k:
