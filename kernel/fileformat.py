@@ -169,7 +169,7 @@ def _erased_row(conn: apsw.Connection, last: tuple[object, ...], level: int) -> 
     try:
         row = conn.execute("SELECT position, data_digest, meta_digest, erasure FROM erased WHERE position = ?",
                            (last[0],)).fetchone()
-    except apsw.SQLError:  # no such table: not an erasure
+    except apsw.Error:  # no such table (not an erasure), or pages that are not ours: the chain check says so
         return None
     return None if row is None else tuple(row)
 

@@ -642,7 +642,8 @@ def _drop_others(mem: apsw.Connection, projector: Projector) -> None:
     known = {t for names in projector.tables.values() for t in names}
     for _, name, kind, *_ in mem.execute("PRAGMA main.table_list").fetchall():
         if kind in ("table", "virtual") and name not in known and not str(name).startswith("sqlite_"):
-            mem.execute(f'DROP TABLE IF EXISTS main."{name}"')  # a name from the image's own schema
+            quoted = str(name).replace('"', '""')  # a name from the image's own schema, quoted as one
+            mem.execute(f'DROP TABLE IF EXISTS main."{quoted}"')
 
 
 def _check_each(conn: apsw.Connection, projector: Projector, problem: Callable[[str], None], limit: int) -> None:
