@@ -725,7 +725,10 @@ class Kernel(Reader):
         report.head_hash)`` from an earlier report also detects a cut tail.
         On PostgreSQL: the server's journal, then this process's replica
         (brought up to it) as a file, and that the two chains are one.
-        Never raises for what it finds; raises InvalidArgument for a bad anchor."""
+        In a writable process with application projections, these first fold
+        what other processes appended without them (the file's own upkeep,
+        as before a command). Never raises for what it finds; raises
+        InvalidArgument for a bad anchor."""
         _check_progress("verify", progress)
         if anchor is not None and not (
             isinstance(anchor, tuple) and len(anchor) == 2 and type(anchor[0]) is int and anchor[0] >= 0

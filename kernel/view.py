@@ -162,7 +162,10 @@ class Reader(JournalReader, Services):
         journal: nothing here (a view of the past is built whole)."""
 
     def table(self, name: str) -> tuple[list[str], list[tuple[object, ...]]]:
-        """(columns, rows) of one projection table, by primary key."""
+        """(columns, rows) of one projection table, by primary key. On the
+        live kernel an application projection first folds what other
+        processes appended without it (ProjectionFailed or JournalError
+        when it cannot, as before a command)."""
         known = {t for names in self._projector.tables.values() for t in names}
         if name not in known:
             raise InvalidArgument(f"table refused: {name!r} is not a projection table; known: {', '.join(sorted(known))}")
