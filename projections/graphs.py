@@ -14,6 +14,7 @@ import msgspec
 from eventkernel import codec
 from eventkernel.codec import Event
 from eventkernel.events.graphs import (
+    ChannelValue,
     GraphCheckpointSaved,
     GraphRunsDeleted,
     GraphThreadCopied,
@@ -217,9 +218,9 @@ def _checkpoint(row: tuple[Any, ...]) -> GraphCheckpointRow:
     return GraphCheckpointRow(*values)
 
 
-Found = tuple[GraphCheckpointRow, "tuple[str, int, Any] | None"]
-"""A checkpoint's row with its event's journal row (type, schema, data), None
-when that row is not in the journal table (kept with a compaction's base)."""
+Found = tuple[GraphCheckpointRow, "GraphCheckpointSaved | None"]
+"""A checkpoint's row with its event, decoded; None when that event is not in
+the journal table (kept with a compaction's base)."""
 
 _WITH_EVENT = (", j.type, j.schema, j.data FROM graph_checkpoints c "
                "LEFT JOIN journal j ON j.position = c.position")
@@ -227,8 +228,12 @@ _C_COLUMNS = ", ".join("c." + c for c in GraphCheckpointRow.__struct_fields__)
 
 
 def _found(row: tuple[Any, ...]) -> Found:
-    event = row[-3:]
-    return _checkpoint(row[:-3]), None if event[0] is None else event
+    if row[-1] is None:
+        return _checkpoint(row[:-3]), None
+    # The event holds the versions and metadata the row keeps as JSON: decoded once, from it.
+    saved: GraphCheckpointSaved = codec.decode(row[-3], row[-2], row[-1])  # type: ignore[assignment]
+    return GraphCheckpointRow(row[0], row[1], row[2], row[3], row[4], saved.channel_versions, saved.metadata,
+                              row[7], row[8]), saved
 
 
 def get(conn: apsw.Connection, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None) -> Found | None:
@@ -319,36 +324,56 @@ def has_thread(conn: apsw.Connection, thread_id: str) -> bool:
 _CHUNK = 200  # keys per statement (SQLite binds at most 32,766 values)
 
 
+def holds(saved: GraphCheckpointSaved, channel: str, version: Any) -> ChannelValue | None:
+    """The channel's value in the checkpoint's own event if it is there at
+    this version (the value saved with the checkpoint), else None."""
+    held = saved.values.get(channel)
+    if held is not None and type(held.version) is type(version) and held.version == version:
+        return held
+    return None
+
+
 def references(
-    conn: apsw.Connection, checkpoints: Sequence[GraphCheckpointRow]
+    conn: apsw.Connection, found: Sequence[tuple[GraphCheckpointRow, GraphCheckpointSaved]]
 ) -> tuple[dict[tuple[str, str, str], dict[str, int]], dict[tuple[str, str, str], builtins.list[GraphWriteRow]]]:
-    """What these checkpoints point at, per checkpoint (thread, namespace,
-    id): the position of the event holding each channel's value at its
-    version (channels without one left out), and the pending writes in
-    (task_path, task_id, idx) order. Primary-key lookups, one statement per
-    200 checkpoints and 200 channels."""
+    """What these checkpoints point at beyond their own events, per
+    checkpoint (thread, namespace, id): the position of the event holding
+    each channel's value at its version, for the channels whose value the
+    checkpoint's own event (given with its row) does not hold at that version (see
+    :func:`holds`; channels without one left out), and the pending writes
+    in (task_path, task_id, idx) order. Primary-key lookups, one statement
+    per 200 checkpoints and 200 channels."""
     positions: dict[tuple[str, str, str], dict[str, int]] = {}
     wanted: dict[tuple[str, str, str, str], builtins.list[tuple[dict[str, int], str]]] = {}
-    for c in checkpoints:
+    for c, saved in found:
         at = positions[c.thread_id, c.checkpoint_ns, c.checkpoint_id] = {}
         for channel, version in c.channel_versions.items():
-            wanted.setdefault((c.thread_id, c.checkpoint_ns, channel, version_key(version)), []).append((at, channel))
+            if holds(saved, channel, version) is None:
+                wanted.setdefault((c.thread_id, c.checkpoint_ns, channel, version_key(version)),
+                                  []).append((at, channel))
     values = builtins.list(wanted)
     keys = builtins.list(positions)
+    scopes = {key[:2] for key in keys}
+    if len(scopes) == 1:  # one namespace of one thread (a saver's reads): keyed by the rest
+        scope, rest = builtins.list(scopes.pop()), 2
+        in_values = "thread_id = ? AND checkpoint_ns = ? AND (channel, version) IN (VALUES {})", "(?, ?)"
+        in_keys = "thread_id = ? AND checkpoint_ns = ? AND checkpoint_id IN ({})", "?"
+    else:
+        scope, rest = [], 0
+        in_values = "(thread_id, checkpoint_ns, channel, version) IN (VALUES {})", "(?, ?, ?, ?)"
+        in_keys = "(thread_id, checkpoint_ns, checkpoint_id) IN (VALUES {})", "(?, ?, ?)"
     writes: dict[tuple[str, str, str], builtins.list[GraphWriteRow]] = {}
     for start in range(0, max(len(values), len(keys)), _CHUNK):
         some_values, some_keys = values[start:start + _CHUNK], keys[start:start + _CHUNK]
         parts, args = [], []
         if some_values:
             parts.append("SELECT 0, thread_id, checkpoint_ns, channel, version, position, NULL, NULL, NULL, NULL "
-                         "FROM graph_values WHERE (thread_id, checkpoint_ns, channel, version) IN "
-                         f"(VALUES {', '.join(['(?, ?, ?, ?)'] * len(some_values))})")
-            args += [part for key in some_values for part in key]
+                         f"FROM graph_values WHERE {in_values[0].format(', '.join([in_values[1]] * len(some_values)))}")
+            args += scope + [part for key in some_values for part in key[rest:]]
         if some_keys:
             parts.append(f"SELECT 1, thread_id, checkpoint_ns, checkpoint_id, {_WRITE_COLUMNS} FROM graph_writes "
-                         "WHERE (thread_id, checkpoint_ns, checkpoint_id) IN "
-                         f"(VALUES {', '.join(['(?, ?, ?)'] * len(some_keys))})")
-            args += [part for key in some_keys for part in key]
+                         f"WHERE {in_keys[0].format(', '.join([in_keys[1]] * len(some_keys)))}")
+            args += scope + [part for key in some_keys for part in key[rest:]]
         for row in conn.execute(" UNION ALL ".join(parts), args):
             if row[0] == 0:
                 for at, channel in wanted[row[1:5]]:

@@ -51,7 +51,8 @@ from eventkernel.integrations import Opening, in_thread
 from eventkernel.integrations.langgraph_store import EventKernelStore
 from eventkernel.kernel import Kernel
 from eventkernel.kernel import open as open_kernel
-from eventkernel.services.graphs import GraphCheckpoint, load, thread_stream
+from eventkernel.projections.graphs import GraphCheckpointRow
+from eventkernel.services.graphs import Make, load, thread_stream
 from eventkernel.validate import check_limit
 
 __all__ = ["EventKernelSaver", "EventKernelStore"]
@@ -63,6 +64,26 @@ _PAGE = 100  # checkpoints a list reads at once from one thread's namespace
 def _thread(value: Any) -> str:
     """LangGraph's thread ids are usually str; an int or a UUID is kept as its text, as SqliteSaver does."""
     return value if type(value) is str else str(value)
+
+
+def _tuples(thread_id: Any) -> Make[CheckpointTuple]:
+    """How a read makes each checkpoint's tuple (its values deserialized by
+    the saver's loader), under the thread id as the caller gave it (None:
+    each checkpoint's own)."""
+    def make(row: GraphCheckpointRow, checkpoint: Any, values: dict[str, Any], writes: list[Any]) -> CheckpointTuple:
+        thread = row.thread_id if thread_id is None else thread_id
+        ns = row.checkpoint_ns
+        return CheckpointTuple(  # config, checkpoint, metadata, parent_config, pending_writes
+            {"configurable": {"thread_id": thread, "checkpoint_ns": ns, "checkpoint_id": row.checkpoint_id}},
+            {**checkpoint, "channel_versions": row.channel_versions,  # type: ignore[typeddict-item]
+             "channel_values": values},
+            row.metadata,  # type: ignore[arg-type]
+            None if row.parent_checkpoint_id is None else {"configurable": {
+                "thread_id": thread, "checkpoint_ns": ns, "checkpoint_id": row.parent_checkpoint_id}},
+            writes,
+        )
+
+    return make
 
 
 class EventKernelSaver(BaseCheckpointSaver[str]):
@@ -170,11 +191,9 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         configurable = config["configurable"]
-        found = self.kernel.graphs._get(
-            _thread(configurable["thread_id"]), configurable.get("checkpoint_ns", ""), get_checkpoint_id(config),
-            self._loader(),
-        )
-        return None if found is None else self._tuple(configurable["thread_id"], found)
+        thread_id = configurable["thread_id"]
+        return self.kernel.graphs._get(_thread(thread_id), configurable.get("checkpoint_ns", ""),
+                                       get_checkpoint_id(config), self._loader(), _tuples(thread_id))
 
     def list(
         self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
@@ -192,52 +211,33 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
             size = left if not paged else _PAGE if left is None else min(left, _PAGE)
             found = self.kernel.graphs._list(None if thread_id is None else _thread(thread_id), ns,
                                              checkpoint_id=checkpoint_id, before=cursor, filter=filter, limit=size,
-                                             loader=self._loader())
-            for g in found:
-                yield self._tuple(g.thread_id if thread_id is None else thread_id, g)
+                                             loader=self._loader(), make=_tuples(thread_id))
+            yield from found
             if size is None or len(found) < size:
                 return
-            cursor = found[-1].checkpoint_id
+            cursor = found[-1].config["configurable"]["checkpoint_id"]
             if left is not None:
                 left -= len(found)
 
-    def _loader(self) -> Callable[[Stored], Any]:
+    def _loader(self) -> Callable[[Stored, bool], Any]:
         """How a read gives back each stored value: deserialized by this
         saver's serde. With LangGraph's own serializer, a msgpack value the
         journal keeps as plain JSON is already what ``loads_typed`` would
-        return (plain data, which msgpack and JSON decode alike), so it is
-        handed over as decoded instead of encoded to msgpack and decoded
-        again: once, as a value one read returns twice (two checkpoints of a
-        list sharing a channel's version) is copied for the second."""
+        return (plain data, which msgpack and JSON decode alike), so a value
+        given once in the read's answer (``fresh``) is handed over as
+        decoded instead of encoded to msgpack and decoded again; one given
+        twice (two checkpoints of a list sharing a channel's version) is
+        copied for all but one."""
         loads = self.serde.loads_typed
         if type(self.serde) is not JsonPlusSerializer:
-            return lambda stored: loads(load(stored))
-        handed: set[int] = set()  # the Stored objects handed over as they are (alive for the whole read)
+            return lambda stored, fresh: loads(load(stored))
 
-        def loader(stored: Stored) -> Any:
-            if stored.type == "msgpack" and stored.base64 is None and id(stored) not in handed:
-                handed.add(id(stored))
+        def loader(stored: Stored, fresh: bool) -> Any:
+            if fresh and stored.base64 is None and stored.type == "msgpack":
                 return stored.value
             return loads(load(stored))
 
         return loader
-
-    def _tuple(self, thread_id: Any, g: GraphCheckpoint) -> CheckpointTuple:
-        """The tuple of a checkpoint read with :meth:`_loader` (its values deserialized)."""
-        checkpoint = {
-            **g.checkpoint,  # type: ignore[dict-item]
-            "channel_versions": dict(g.channel_versions),
-            "channel_values": g.values,
-        }
-        return CheckpointTuple(
-            config={"configurable": {"thread_id": thread_id, "checkpoint_ns": g.checkpoint_ns,
-                                     "checkpoint_id": g.checkpoint_id}},
-            checkpoint=checkpoint,  # type: ignore[arg-type]
-            metadata=g.metadata,  # type: ignore[arg-type]
-            parent_config=None if g.parent_checkpoint_id is None else {"configurable": {
-                "thread_id": thread_id, "checkpoint_ns": g.checkpoint_ns, "checkpoint_id": g.parent_checkpoint_id}},
-            pending_writes=g.writes,
-        )
 
     # --- the same, awaitable (each call on a thread: the event loop never waits on SQLite) ---------
 

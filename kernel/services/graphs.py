@@ -16,7 +16,7 @@ import hashlib
 import math
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import apsw
 import msgspec
@@ -63,9 +63,11 @@ _any_msgpack = msgspec.msgpack.Decoder()
 class GraphCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
     """A checkpoint as saved: ``checkpoint`` without its channel values and
     versions, ``values`` each channel's value at its version in
-    ``channel_versions`` (channels saved empty are left out), ``writes`` the
-    pending writes (task id, channel, value) in (task path, task id, idx)
-    order, ``position`` the journal row that saved it."""
+    ``channel_versions`` (the value saved with the checkpoint where its save
+    holds the channel at that version, else the latest save of that version;
+    channels saved empty are left out), ``writes`` the pending writes (task
+    id, channel, value) in (task path, task id, idx) order, ``position`` the
+    journal row that saved it."""
 
     thread_id: str
     checkpoint_ns: str
@@ -297,36 +299,74 @@ def _events_at(conn: apsw.Connection, positions: Iterable[int], cache: dict[int,
                 cache[position] = codec.decode(type_, schema, data)
 
 
-def _assemble(
-    conn: apsw.Connection, found: Sequence[graphs.Found], load: Callable[[Stored], Any] = load,
-) -> builtins.list[GraphCheckpoint]:
+T = TypeVar("T")
+Make = Callable[[graphs.GraphCheckpointRow, Any, dict[str, Any], "builtins.list[tuple[str, str, Any]]"], T]
+"""What a read makes of each checkpoint from its row, its loaded checkpoint,
+values (channel: value) and pending writes (task id, channel, value)."""
+Load = Callable[[Stored, bool], Any]
+"""What a read gives back for each stored value: ``load(stored, fresh)``,
+``fresh`` when no other part of the read's answer is given this ``stored``
+object (so a value decoded with it can be handed over as it is)."""
+
+
+def _serialized(stored: Stored, fresh: bool) -> Serialized:
+    return load(stored)
+
+
+def _graph_checkpoint(row: graphs.GraphCheckpointRow, checkpoint: Any, values: dict[str, Any],
+                      writes: builtins.list[tuple[str, str, Any]]) -> GraphCheckpoint:
+    return GraphCheckpoint(
+        thread_id=row.thread_id, checkpoint_ns=row.checkpoint_ns, checkpoint_id=row.checkpoint_id,
+        parent_checkpoint_id=row.parent_checkpoint_id, checkpoint=checkpoint, channel_versions=row.channel_versions,
+        metadata=row.metadata, values=values, writes=writes, created_at=row.created_at, position=row.position,
+    )
+
+
+def _assemble(conn: apsw.Connection, found: Sequence[graphs.Found], load: Load, make: Make[T]) -> builtins.list[T]:
     """The checkpoints with their values and writes, each journal row read
-    and decoded once (a checkpoint's own event came with its row); each
-    stored value given back as ``load`` makes it (by default the (type,
-    bytes) it was stored from)."""
+    and decoded once (a checkpoint's own event came with its row, decoded
+    for it alone); each stored value given back as ``load`` makes it, each
+    checkpoint as ``make`` makes it (its row's versions and metadata are
+    its own objects)."""
     if not found:
         return []
-    rows = [row for row, _ in found]
-    cache: dict[int, Any] = {row.position: codec.decode(*event) for row, event in found if event is not None}
-    positions, pending = graphs.references(conn, rows)
-    _events_at(conn, [*(row.position for row in rows), *(p for at in positions.values() for p in at.values()),
-                      *(w.position for ws in pending.values() for w in ws)], cache)
+    cache: dict[int, Any] = {row.position: saved for row, saved in found if saved is not None}
+    kept = [row.position for row, saved in found if saved is None]
+    if kept:  # checkpoints whose events a compaction kept with its base
+        _events_at(conn, kept, cache)
+        each = [(row, cache[row.position] if saved is None else saved) for row, saved in found]
+    else:
+        each = cast("builtins.list[tuple[graphs.GraphCheckpointRow, GraphCheckpointSaved]]", found)
+    positions, pending = graphs.references(conn, each)
+    elsewhere = [p for at in positions.values() for p in at.values() if p not in cache]
+    elsewhere += [w.position for ws in pending.values() for w in ws if w.position not in cache]
+    if elsewhere:
+        _events_at(conn, elsewhere, cache)
+    # An event of another checkpoint in the answer, or one decoded into the cache and given
+    # already, is given again: its values are not fresh.
+    given: set[tuple[int, Any]] = {(row.position, None) for row, _ in found}
     out = []
-    for row in rows:
+    for (row, saved), (_, decoded) in zip(each, found):
+        own = decoded is not None  # decoded for this checkpoint alone
         key = (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
-        saved: GraphCheckpointSaved = cache[row.position]
+        versions = row.channel_versions
         values = {}
-        for channel, position in positions[key].items():
+        for channel, held in saved.values.items():  # the values saved with the checkpoint (see graphs.holds)
+            version = versions.get(channel)
+            if type(version) is type(held.version) and version == held.version and held.value.type != "empty":
+                values[channel] = load(held.value, own)
+        for channel, position in positions[key].items():  # and those saved before
             stored = cache[position].values[channel].value
             if stored.type != "empty":
-                values[channel] = load(stored)
-        out.append(GraphCheckpoint(
-            thread_id=row.thread_id, checkpoint_ns=row.checkpoint_ns, checkpoint_id=row.checkpoint_id,
-            parent_checkpoint_id=row.parent_checkpoint_id, checkpoint=load(saved.checkpoint),
-            channel_versions=row.channel_versions, metadata=row.metadata, values=values,
-            writes=[(w.task_id, w.channel, load(cache[w.position].writes[w.item].value)) for w in pending.get(key, ())],
-            created_at=row.created_at, position=row.position,
-        ))
+                fresh = (position, None) not in given and (position, channel) not in given
+                given.add((position, channel))
+                values[channel] = load(stored, fresh)
+        writes = []
+        for w in pending.get(key, ()):
+            fresh = (w.position, w.item) not in given
+            given.add((w.position, w.item))
+            writes.append((w.task_id, w.channel, load(cache[w.position].writes[w.item].value, fresh)))
+        out.append(make(row, load(saved.checkpoint, own), values, writes))
     return out
 
 
@@ -458,12 +498,13 @@ class Graphs:
     def get(self, thread_id: str, checkpoint_ns: str = "", checkpoint_id: str | None = None) -> GraphCheckpoint | None:
         """A checkpoint of the thread in the namespace, the newest without
         ``checkpoint_id``; None if there is none."""
-        return self._get(thread_id, checkpoint_ns, checkpoint_id, load)
+        return self._get(thread_id, checkpoint_ns, checkpoint_id, _serialized, _graph_checkpoint)
 
     def _get(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None,
-             loader: Callable[[Stored], Any]) -> GraphCheckpoint | None:
+             loader: Load, make: Make[T]) -> T | None:
         """:meth:`get`, each stored value given back as ``loader`` makes it
-        (an integration may deserialize it there)."""
+        (an integration may deserialize it there), the checkpoint as
+        ``make`` makes it (see :func:`_assemble`)."""
         where = "graphs.get"
         _text(where, "thread_id", thread_id)
         _text(where, "checkpoint_ns", checkpoint_ns)
@@ -471,7 +512,7 @@ class Graphs:
             _text(where, "checkpoint_id", checkpoint_id)
         with self._ctx.db.read(where) as conn:
             found = graphs.get(conn, thread_id, checkpoint_ns, checkpoint_id)
-            return None if found is None else _assemble(conn, [found], loader)[0]
+            return None if found is None else _assemble(conn, [found], loader, make)[0]
 
     def list(
         self,
@@ -488,7 +529,7 @@ class Graphs:
         each key of ``filter`` equal to its value (as JSON: compared through
         an index, not by decoding every checkpoint); at most ``limit``."""
         return self._list(thread_id, checkpoint_ns, checkpoint_id=checkpoint_id, before=before, filter=filter,
-                          limit=limit, loader=load)
+                          limit=limit, loader=_serialized, make=_graph_checkpoint)
 
     def _list(
         self,
@@ -499,9 +540,11 @@ class Graphs:
         before: str | None,
         filter: Mapping[str, Any] | None,
         limit: int | None,
-        loader: Callable[[Stored], Any],
-    ) -> builtins.list[GraphCheckpoint]:
-        """:meth:`list`, each stored value given back as ``loader`` makes it."""
+        loader: Load,
+        make: Make[T],
+    ) -> builtins.list[T]:
+        """:meth:`list`, each stored value given back as ``loader`` makes
+        it, each checkpoint as ``make`` makes it."""
         where = "graphs.list"
         for name, value in (("thread_id", thread_id), ("checkpoint_ns", checkpoint_ns),
                             ("checkpoint_id", checkpoint_id), ("before", before)):
@@ -525,4 +568,4 @@ class Graphs:
         with self._ctx.db.read(where) as conn:
             return _assemble(conn, graphs.list(conn, thread_id=thread_id, checkpoint_ns=checkpoint_ns,
                                                checkpoint_id=checkpoint_id, before=before, metadata=pairs,
-                                               limit=limit), loader)
+                                               limit=limit), loader, make)

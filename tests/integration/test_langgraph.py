@@ -257,6 +257,84 @@ def test_a_read_hands_each_value_over_once_and_copies_one_it_returns_twice(tmp_p
         assert decoding.get_tuple(config) == saver.get_tuple(config)
 
 
+def _containers(value: Any, into: set[int]) -> set[int]:
+    """The ids of every list, dict and set inside a value."""
+    if isinstance(value, (list, dict, set)):
+        into.add(id(value))
+        for item in (value.values() if isinstance(value, dict) else value):
+            _containers(item, into)
+    return into
+
+
+def test_no_two_tuples_of_a_read_share_a_value_whatever_holds_it(tmp_path):
+    """Values a read gives back are handed over as decoded where nothing else
+    in the answer is given the same decoded object: a value saved before
+    the page and shared by two of its checkpoints, the checkpoints and
+    writes a copied thread shares with its source, and events a compaction
+    kept with its base each come back as separate objects, equal to what
+    the serializer's own decoding gives."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    class Decoding(JsonPlusSerializer):  # not the exact class: every value through loads_typed
+        pass
+
+    path = str(tmp_path / "g.db")
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    with EventKernelSaver.from_conn_string(path) as saver:
+        previous = config
+        for step in range(4):
+            checkpoint = empty_checkpoint()
+            checkpoint["channel_values"] = {"messages": [{"n": 0}], "step": [step]}
+            checkpoint["channel_versions"] = {"messages": 1, "step": step + 1}  # messages saved once, first
+            previous = saver.put(previous, checkpoint, {"source": "loop", "step": step},
+                                 {"messages": 1, "step": step + 1} if step == 0 else {"step": step + 1})
+            saver.put_writes(previous, [("messages", [{"w": step}])], "task")
+        saver.copy_thread("t", "u")
+
+        def reads(s: EventKernelSaver) -> list[list[Any]]:
+            return [list(s.list(config, limit=2)), list(s.list(config)), list(s.list(None)),
+                    list(s.list(None, filter={"step": 3})), [s.get_tuple(config)]]
+
+        decoding = EventKernelSaver(saver.kernel, serde=Decoding())
+        for when in ("live", "compacted"):
+            if when == "compacted":
+                saver.kernel.compact(before=saver.kernel.head, archive=str(tmp_path / "archive.db"))
+            answers = reads(saver)
+            assert answers == reads(decoding), when
+            assert len(answers[2]) == 8
+            for answer in answers:
+                seen: set[int] = set()
+                for t in answer:
+                    held = _containers(t.checkpoint["channel_values"], set())
+                    for write in t.pending_writes:
+                        _containers(write[2], held)
+                    assert not held & seen, when
+                    seen |= held
+
+
+def test_a_checkpoint_reads_the_values_saved_with_it(tmp_path):
+    """A channel's value comes from the checkpoint's own save when that save
+    holds it at the checkpoint's version (as SqliteSaver, which keeps each
+    checkpoint whole): a later checkpoint saving the same version again,
+    with another value, changes only what it and those after it read."""
+    with EventKernelSaver.from_conn_string(str(tmp_path / "g.db")) as saver:
+        config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        first = empty_checkpoint()
+        first["channel_values"], first["channel_versions"] = {"n": "first"}, {"n": 1}
+        one = saver.put(config, first, {"step": 0}, {"n": 1})
+        second = empty_checkpoint()
+        second["channel_values"], second["channel_versions"] = {"n": "second"}, {"n": 1}
+        two = saver.put(one, second, {"step": 1}, {"n": 1})  # the same version, saved again
+        third = empty_checkpoint()
+        third["channel_values"], third["channel_versions"] = {}, {"n": 1}
+        saver.put(two, third, {"step": 2}, {})  # saved before: the latest saving of that version
+        got = [t.checkpoint["channel_values"] for t in saver.list(config)]
+        assert got == [{"n": "second"}, {"n": "second"}, {"n": "first"}]
+        assert saver.get_tuple(one).checkpoint["channel_values"] == {"n": "first"}
+        assert saver.kernel.graphs.get("t", "", one["configurable"]["checkpoint_id"]).values == {
+            "n": ("msgpack", msgspec.msgpack.encode("first"))}
+
+
 def test_any_thread_id_langgraph_accepts_is_accepted(tmp_path):
     with EventKernelSaver.from_conn_string(str(tmp_path / "g.db")) as saver:
         for thread in ["", "#x", "a" * 5000, "nul\x00inside", "white space/and:colons", 42]:
