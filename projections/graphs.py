@@ -5,6 +5,7 @@ stored once, in the events), with the metadata that lists and filters need."""
 from __future__ import annotations
 
 import builtins
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,6 @@ import msgspec
 from eventkernel import codec
 from eventkernel.codec import Event
 from eventkernel.events.graphs import (
-    ChannelValue,
     GraphCheckpointSaved,
     GraphRunsDeleted,
     GraphThreadCopied,
@@ -267,41 +267,50 @@ def list(
     """Checkpoints newest first (by id), of a thread or of all, in one
     namespace or all, before a checkpoint id, whose metadata has each (key,
     canonical JSON value) given (a None value: the key is absent or null);
-    each with its event's row."""
-    where: builtins.list[str] = []
-    args: builtins.list[Any] = []
-    for column, value in (("thread_id", thread_id), ("checkpoint_ns", checkpoint_ns),
-                          ("checkpoint_id", checkpoint_id)):
-        if value is not None:
-            where.append(f"c.{column} = ?")
-            args.append(value)
-    if before is not None:
+    each with its event."""
+    given = [value for value in (thread_id, checkpoint_ns, checkpoint_id, before) if value is not None]
+    driver = next((pair for pair in metadata if pair[1] is not None), None)
+    args: builtins.list[Any] = [] if driver is None else builtins.list(driver)
+    args += given
+    for pair in metadata:
+        if pair is not driver:
+            args += pair if pair[1] is not None else pair[:1]
+    args.append(limit_of(limit))
+    sql = _list_sql(thread_id is not None, checkpoint_ns is not None, checkpoint_id is not None, before is not None,
+                    tuple(value is None for _, value in metadata))
+    return [_found(row) for row in conn.execute(sql, args)]
+
+
+@functools.lru_cache(maxsize=128)
+def _list_sql(thread: bool, ns: bool, checkpoint_id: bool, before: bool, nulls: tuple[bool, ...]) -> str:
+    """The statement of :func:`list` for what it was given (``nulls``: for
+    each metadata pair, whether its value is None); its arguments are the
+    first non-None pair, the thread, namespace, id and ``before`` given, the
+    other pairs (a None one by its key alone), the limit."""
+    where = [f"c.{column} = ?" for column, present in (("thread_id", thread), ("checkpoint_ns", ns),
+                                                        ("checkpoint_id", checkpoint_id)) if present]
+    if before:
         where.append("c.checkpoint_id < ?")
-        args.append(before)
     same = "m.thread_id = c.thread_id AND m.checkpoint_ns = c.checkpoint_ns AND m.checkpoint_id = c.checkpoint_id"
     source = "graph_checkpoints c"
-    event = "LEFT JOIN journal j ON j.position = c.position"
-    driver = next((pair for pair in metadata if pair[1] is not None), None)
+    driver = nulls.index(False) if False in nulls else None
     if driver is not None:
         # Start from the metadata index: the checkpoints with this (key, value), then their rows.
         source = ("graph_checkpoint_metadata d JOIN graph_checkpoints c ON c.thread_id = d.thread_id "
                   "AND c.checkpoint_ns = d.checkpoint_ns AND c.checkpoint_id = d.checkpoint_id")
         where.insert(0, "d.key = ? AND d.value = ?")
-        args[:0] = builtins.list(driver)
-    for key, value in metadata:
-        if (key, value) == driver:
+    for i, null in enumerate(nulls):
+        if i == driver:
             continue
-        if value is None:  # absent or null: read from the checkpoint's own metadata
+        if null:  # absent or null: read from the checkpoint's own metadata
             where.append("NOT EXISTS (SELECT 1 FROM json_each(c.metadata) e WHERE e.key = ? AND e.type != 'null')")
-            args.append(key)
         else:
             where.append(f"EXISTS (SELECT 1 FROM graph_checkpoint_metadata m WHERE m.key = ? AND m.value = ? "
                          f"AND {same})")
-            args += [key, value]
-    sql = (f"SELECT {_C_COLUMNS}, j.type, j.schema, j.data FROM {source} {event}"
-           f"{' WHERE ' + ' AND '.join(where) if where else ''} "
-           "ORDER BY c.checkpoint_id DESC, c.checkpoint_ns, c.thread_id LIMIT ?")
-    return [_found(row) for row in conn.execute(sql, (*args, limit_of(limit)))]
+    return (f"SELECT {_C_COLUMNS}, j.type, j.schema, j.data FROM {source} "
+            "LEFT JOIN journal j ON j.position = c.position"
+            f"{' WHERE ' + ' AND '.join(where) if where else ''} "
+            "ORDER BY c.checkpoint_id DESC, c.checkpoint_ns, c.thread_id LIMIT ?")
 
 
 def threads_of_runs(conn: apsw.Connection, run_ids: Sequence[str]) -> builtins.list[str]:
@@ -324,31 +333,26 @@ def has_thread(conn: apsw.Connection, thread_id: str) -> bool:
 _CHUNK = 200  # keys per statement (SQLite binds at most 32,766 values)
 
 
-def holds(saved: GraphCheckpointSaved, channel: str, version: Any) -> ChannelValue | None:
-    """The channel's value in the checkpoint's own event if it is there at
-    this version (the value saved with the checkpoint), else None."""
-    held = saved.values.get(channel)
-    if held is not None and type(held.version) is type(version) and held.version == version:
-        return held
-    return None
-
-
 def references(
     conn: apsw.Connection, found: Sequence[tuple[GraphCheckpointRow, GraphCheckpointSaved]]
 ) -> tuple[dict[tuple[str, str, str], dict[str, int]], dict[tuple[str, str, str], builtins.list[GraphWriteRow]]]:
-    """What these checkpoints point at beyond their own events, per
-    checkpoint (thread, namespace, id): the position of the event holding
-    each channel's value at its version, for the channels whose value the
-    checkpoint's own event (given with its row) does not hold at that version (see
-    :func:`holds`; channels without one left out), and the pending writes
-    in (task_path, task_id, idx) order. Primary-key lookups, one statement
-    per 200 checkpoints and 200 channels."""
+    """What these checkpoints point at, per checkpoint (thread, namespace,
+    id): the position of the event holding each channel's value at its
+    version — the checkpoint's own when that event (given with its row)
+    holds the channel at that version, else the latest that saved it
+    (channels without one left out) — and the pending writes in (task_path,
+    task_id, idx) order. Primary-key lookups, one statement per 200
+    checkpoints and 200 channels."""
     positions: dict[tuple[str, str, str], dict[str, int]] = {}
     wanted: dict[tuple[str, str, str, str], builtins.list[tuple[dict[str, int], str]]] = {}
     for c, saved in found:
         at = positions[c.thread_id, c.checkpoint_ns, c.checkpoint_id] = {}
+        own = saved.values
         for channel, version in c.channel_versions.items():
-            if holds(saved, channel, version) is None:
+            held = own.get(channel)
+            if held is not None and type(held.version) is type(version) and held.version == version:
+                at[channel] = c.position
+            else:
                 wanted.setdefault((c.thread_id, c.checkpoint_ns, channel, version_key(version)),
                                   []).append((at, channel))
     values = builtins.list(wanted)

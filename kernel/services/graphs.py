@@ -349,17 +349,16 @@ def _assemble(conn: apsw.Connection, found: Sequence[graphs.Found], load: Load, 
     for (row, saved), (_, decoded) in zip(each, found):
         own = decoded is not None  # decoded for this checkpoint alone
         key = (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
-        versions = row.channel_versions
         values = {}
-        for channel, held in saved.values.items():  # the values saved with the checkpoint (see graphs.holds)
-            version = versions.get(channel)
-            if type(version) is type(held.version) and version == held.version and held.value.type != "empty":
-                values[channel] = load(held.value, own)
-        for channel, position in positions[key].items():  # and those saved before
-            stored = cache[position].values[channel].value
-            if stored.type != "empty":
+        for channel, position in positions[key].items():
+            if position == row.position:  # saved with the checkpoint
+                stored = saved.values[channel].value
+                fresh = own
+            else:
+                stored = cache[position].values[channel].value
                 fresh = (position, None) not in given and (position, channel) not in given
                 given.add((position, channel))
+            if stored.type != "empty":
                 values[channel] = load(stored, fresh)
         writes = []
         for w in pending.get(key, ()):
