@@ -116,22 +116,27 @@ class CapturedFloor:
         self.conn.pragma("trusted_schema", False)
         self.conn.wal_autocheckpoint(self.kernel._db.wal_checkpoint_pages)
 
-    def capture(self, work: Callable[[eventkernel.Kernel], None], *, reads: bool = False) -> list[tuple[str, Any]]:
+    def capture(self, work: Callable[[eventkernel.Kernel], None], *, reads: bool = False,
+                both: bool = False) -> list[tuple[str, Any]]:
         """Run ``work`` on the capturing kernel; return the statements its
         write connection executed, in order (``reads=True``: those of this
-        thread's read connection)."""
+        thread's read connection; ``both=True``: those of both, in the
+        order they ran)."""
         out: list[tuple[str, Any]] = []
-        conn = self.kernel._db.reader() if reads else self.kernel._db.conn
+        db = self.kernel._db
+        conns = [db.reader(), db.conn] if both else [db.reader() if reads else db.conn]
 
         def trace(_cursor: Any, sql: str, bindings: Any) -> bool:
             out.append((sql, bindings))
             return True
 
-        conn.exec_trace = trace
+        for conn in conns:
+            conn.exec_trace = trace
         try:
             work(self.kernel)
         finally:
-            conn.exec_trace = None
+            for conn in conns:
+                conn.exec_trace = None
         return out
 
     def replay(self, statements: list[tuple[str, Any]], *, savepoints: bool = True) -> None:

@@ -773,8 +773,10 @@ class _Read:
         if db._shares_writer():
             self.inner = db._writer_read(self.doing)
             return self.inner.__enter__()
-        with translating(self.doing):
+        try:
             conn = self.conn = db.reader()
+        except apsw.Error as e:  # as translating() does, without a generator's cost on every read
+            raise translate(e, self.doing) from e
         local = db._local
         if local.depth:  # a read inside a read: the same snapshot
             self.nested = True

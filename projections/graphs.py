@@ -335,18 +335,19 @@ _CHUNK = 200  # keys per statement (SQLite binds at most 32,766 values)
 
 def references(
     conn: apsw.Connection, found: Sequence[tuple[GraphCheckpointRow, GraphCheckpointSaved]]
-) -> tuple[dict[tuple[str, str, str], dict[str, int]], dict[tuple[str, str, str], builtins.list[GraphWriteRow]]]:
-    """What these checkpoints point at, per checkpoint (thread, namespace,
-    id): the position of the event holding each channel's value at its
+) -> tuple[builtins.list[dict[str, int]], dict[tuple[str, str, str], builtins.list[GraphWriteRow]]]:
+    """What these checkpoints point at: for each (in order) the position of
+    the event holding each channel's value at its
     version — the checkpoint's own when that event (given with its row)
     holds the channel at that version, else the latest that saved it
-    (channels without one left out) — and the pending writes in (task_path,
-    task_id, idx) order. Primary-key lookups, one statement per 200
-    checkpoints and 200 channels."""
-    positions: dict[tuple[str, str, str], dict[str, int]] = {}
+    (channels without one left out); and per checkpoint (thread, namespace,
+    id), the pending writes in (task_path, task_id, idx) order. Primary-key
+    lookups, one statement per 200 checkpoints and 200 channels."""
+    positions: builtins.list[dict[str, int]] = []
     wanted: dict[tuple[str, str, str, str], builtins.list[tuple[dict[str, int], str]]] = {}
     for c, saved in found:
-        at = positions[c.thread_id, c.checkpoint_ns, c.checkpoint_id] = {}
+        at: dict[str, int] = {}
+        positions.append(at)
         own = saved.values
         for channel, version in c.channel_versions.items():
             held = own.get(channel)
@@ -356,7 +357,7 @@ def references(
                 wanted.setdefault((c.thread_id, c.checkpoint_ns, channel, version_key(version)),
                                   []).append((at, channel))
     values = builtins.list(wanted)
-    keys = builtins.list(positions)
+    keys = [(c.thread_id, c.checkpoint_ns, c.checkpoint_id) for c, _ in found]
     scopes = {key[:2] for key in keys}
     if len(scopes) == 1:  # one namespace of one thread (a saver's reads): keyed by the rest
         scope, rest = builtins.list(scopes.pop()), 2

@@ -338,7 +338,7 @@ def _assemble(conn: apsw.Connection, found: Sequence[graphs.Found], load: Load, 
     else:
         each = cast("builtins.list[tuple[graphs.GraphCheckpointRow, GraphCheckpointSaved]]", found)
     positions, pending = graphs.references(conn, each)
-    elsewhere = [p for at in positions.values() for p in at.values() if p not in cache]
+    elsewhere = [p for at in positions for p in at.values() if p not in cache]
     elsewhere += [w.position for ws in pending.values() for w in ws if w.position not in cache]
     if elsewhere:
         _events_at(conn, elsewhere, cache)
@@ -346,12 +346,12 @@ def _assemble(conn: apsw.Connection, found: Sequence[graphs.Found], load: Load, 
     # already, is given again: its values are not fresh.
     given: set[tuple[int, Any]] = {(row.position, None) for row, _ in found}
     out = []
-    for (row, saved), (_, decoded) in zip(each, found):
+    for (row, saved), (_, decoded), at in zip(each, found, positions):
         own = decoded is not None  # decoded for this checkpoint alone
-        key = (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
+        here = row.position
         values = {}
-        for channel, position in positions[key].items():
-            if position == row.position:  # saved with the checkpoint
+        for channel, position in at.items():
+            if position == here:  # saved with the checkpoint
                 stored = saved.values[channel].value
                 fresh = own
             else:
@@ -361,7 +361,7 @@ def _assemble(conn: apsw.Connection, found: Sequence[graphs.Found], load: Load, 
             if stored.type != "empty":
                 values[channel] = load(stored, fresh)
         writes = []
-        for w in pending.get(key, ()):
+        for w in pending.get((row.thread_id, row.checkpoint_ns, row.checkpoint_id), ()) if pending else ():
             fresh = (w.position, w.item) not in given
             given.add((w.position, w.item))
             writes.append((w.task_id, w.channel, load(cache[w.position].writes[w.item].value, fresh)))
