@@ -359,27 +359,17 @@ def references(
     values = builtins.list(wanted)
     keys = [(c.thread_id, c.checkpoint_ns, c.checkpoint_id) for c, _ in found]
     scopes = {key[:2] for key in keys}
-    if len(scopes) == 1:  # one namespace of one thread (a saver's reads): keyed by the rest
-        scope, rest = builtins.list(scopes.pop()), 2
-        in_values = "thread_id = ? AND checkpoint_ns = ? AND (channel, version) IN (VALUES {})", "(?, ?)"
-        in_keys = "thread_id = ? AND checkpoint_ns = ? AND checkpoint_id IN ({})", "?"
-    else:
-        scope, rest = [], 0
-        in_values = "(thread_id, checkpoint_ns, channel, version) IN (VALUES {})", "(?, ?, ?, ?)"
-        in_keys = "(thread_id, checkpoint_ns, checkpoint_id) IN (VALUES {})", "(?, ?, ?)"
+    one = len(scopes) == 1  # one namespace of one thread (a saver's reads): keyed by the rest
+    scope, rest = (builtins.list(scopes.pop()), 2) if one else ([], 0)
     writes: dict[tuple[str, str, str], builtins.list[GraphWriteRow]] = {}
     for start in range(0, max(len(values), len(keys)), _CHUNK):
         some_values, some_keys = values[start:start + _CHUNK], keys[start:start + _CHUNK]
-        parts, args = [], []
+        args = []
         if some_values:
-            parts.append("SELECT 0, thread_id, checkpoint_ns, channel, version, position, NULL, NULL, NULL, NULL "
-                         f"FROM graph_values WHERE {in_values[0].format(', '.join([in_values[1]] * len(some_values)))}")
             args += scope + [part for key in some_values for part in key[rest:]]
         if some_keys:
-            parts.append(f"SELECT 1, thread_id, checkpoint_ns, checkpoint_id, {_WRITE_COLUMNS} FROM graph_writes "
-                         f"WHERE {in_keys[0].format(', '.join([in_keys[1]] * len(some_keys)))}")
             args += scope + [part for key in some_keys for part in key[rest:]]
-        for row in conn.execute(" UNION ALL ".join(parts), args):
+        for row in conn.execute(_references_sql(one, len(some_values), len(some_keys)), args):
             if row[0] == 0:
                 for at, channel in wanted[row[1:5]]:
                     at[channel] = row[5]
@@ -388,6 +378,27 @@ def references(
     for pending in writes.values():
         pending.sort(key=lambda w: (w.task_path, w.task_id, w.idx))
     return positions, writes
+
+
+@functools.lru_cache(maxsize=256)
+def _references_sql(one: bool, values: int, keys: int) -> str:
+    """The statement of :func:`references` for ``values`` channel versions
+    and ``keys`` checkpoints (``one``: all of one thread's namespace, whose
+    thread and namespace come first in the arguments of each part)."""
+    if one:
+        in_values = "thread_id = ? AND checkpoint_ns = ? AND (channel, version) IN (VALUES {})", "(?, ?)"
+        in_keys = "thread_id = ? AND checkpoint_ns = ? AND checkpoint_id IN ({})", "?"
+    else:
+        in_values = "(thread_id, checkpoint_ns, channel, version) IN (VALUES {})", "(?, ?, ?, ?)"
+        in_keys = "(thread_id, checkpoint_ns, checkpoint_id) IN (VALUES {})", "(?, ?, ?)"
+    parts = []
+    if values:
+        parts.append("SELECT 0, thread_id, checkpoint_ns, channel, version, position, NULL, NULL, NULL, NULL "
+                     f"FROM graph_values WHERE {in_values[0].format(', '.join([in_values[1]] * values))}")
+    if keys:
+        parts.append(f"SELECT 1, thread_id, checkpoint_ns, checkpoint_id, {_WRITE_COLUMNS} FROM graph_writes "
+                     f"WHERE {in_keys[0].format(', '.join([in_keys[1]] * keys))}")
+    return " UNION ALL ".join(parts)
 
 
 def write_keys(
