@@ -156,8 +156,10 @@ def _base_image(db: Database, projector: Projector, position: int) -> tuple[byte
         mem.close()
 
 
-def _store_full(conn: apsw.Connection, projector: Projector, position: int, img: bytes, size: int, now: int) -> None:
-    """Store ``img`` as a snapshot at ``position`` that needs no other."""
+def _store_full(conn: apsw.Connection, projector: Projector, position: int, img: bytes, size: int, now: int,
+                projections: str | None = None) -> None:
+    """Store ``img`` as a snapshot at ``position`` that needs no other, of
+    ``projections`` (a snapshot key; by default this process's)."""
     runs = snapshots._runs(None, img, size)
     count = len(img) // size
     sources, firsts = array("q", [0]) * count, array("q", [0]) * count
@@ -167,7 +169,8 @@ def _store_full(conn: apsw.Connection, projector: Projector, position: int, img:
     conn.execute(
         "INSERT INTO snapshots (position, parent, projections, page_size, page_count, pages, bytes, crc32, page_map, "
         "created_at) VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (position, snapshots.key(projector), size, count, count, sum(len(d) for _, _, d in runs), zlib.crc32(img),
+        (position, projections or snapshots.key(projector), size, count, count, sum(len(d) for _, _, d in runs),
+         zlib.crc32(img),
          snapshots._map_blob(sources, firsts), now),
     )
     conn.executemany(

@@ -590,6 +590,9 @@ class Kernel(Reader):
         if archive is not None:
             if base is None:
                 raise InvalidArgument(f"{where} refused: archive= is for a compacted journal; this one has no base")
+            if self._replica is not None:  # (the server's image of the base is made again too)
+                self._projector.refuse_others(self._replica.projections_at_base(), where, "erasure",
+                                              "the journal's base on the server holds")
             behind = _Archived(where, os.path.abspath(archive), base, self._projector, name, column, args)
         chosen_rows = f"SELECT position FROM journal WHERE {column} AND stream NOT LIKE 'erasure:%'"
         with self._db.write(where) as conn:

@@ -45,6 +45,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 import apsw
+import msgspec
 
 from eventkernel import compaction, journal, pgtables, snapshots
 from eventkernel.clock import Clock
@@ -1227,6 +1228,16 @@ class Replica:
         self.truncate_due = True  # (the WAL truncated by the follower's next round)
         return start
 
+    def projections_at_base(self) -> list[str]:
+        """The projections the server's image of the journal's base holds
+        (none before a compaction)."""
+        found = self.pg._query("reading the projections at the journal's base", "SELECT projections FROM base_image")
+        try:
+            return [] if not found else list(msgspec.json.decode(str(found[0][0]), type=dict[str, int]))
+        except msgspec.MsgspecError as e:
+            raise JournalError(f"the projections at the journal's base on {redact(self.pg.url)} are not "
+                               f"readable: {e}") from e
+
     def start_from_base(self) -> int:
         """Start an empty replica of a compacted journal at the server's base:
         in one snapshot of the server, its base rows, each stream's version,
@@ -1256,13 +1267,13 @@ class Replica:
         finally:
             pg.raw.close()
         position = int(bases[-1][0])
-        mine = snapshots.key(self.projector)
-        if image is None or int(image[0]) != position or str(image[1]) != mine:
+        if image is None or int(image[0]) != position or not snapshots.covers(str(image[1]), self.projector):
             raise JournalError(
                 f"{self.db.path!r} cannot start as a replica of the journal on {redact(self.pg.url)}: the journal "
                 f"starts after position {position} (the events before it are in the archive {bases[-1][3]!r}), and "
-                f"the projections stored there are {'missing' if image is None else repr(str(image[1]))}, not this "
-                f"process's {mine!r} (a projection added or changed version since the compaction)"
+                f"the projections stored there are {'missing' if image is None else repr(str(image[1]))}, which "
+                f"lack some of this process's {snapshots.key(self.projector)!r} (a projection added or changed "
+                "version since the compaction)"
             )
         with self.db.write("starting the replica at the server's base", shared=False) as conn:
             conn.executemany("INSERT INTO journal_base (position, hash, recorded_at, archive, compacted_at) "
@@ -1272,7 +1283,7 @@ class Replica:
             conn.executemany("INSERT INTO base_payloads (position, stream, type, schema, data, correlation_id) "
                              "VALUES (?, ?, ?, ?, ?, ?)", payloads)
             compaction._store_full(conn, self.projector, position, bytes(image[3]), int(image[2]),
-                                   int(bases[-1][4]))
+                                   int(bases[-1][4]), projections=str(image[1]))
         self.projector.rebuild(self.db, [m.NAME for m in self.projector.modules])  # (the projections at the base)
         self.server_base = max(self.server_base, position)
         return position
@@ -1547,9 +1558,9 @@ class Replica:
                                "SELECT projections, page_size, image FROM base_image WHERE position = %s", (mine[0],))
         kept = {int(r[0]) for r in self.pg._query("reading the payloads kept at the base",
                                                   "SELECT position FROM base_payloads")}
-        if not found or str(found[0][0]) != snapshots.key(self.projector):
-            # (a newer compaction replaced it, or another process's projections: the base stays as this
-            # replica made it until it follows that compaction; the payloads go in any case)
+        if not found or not snapshots.covers(str(found[0][0]), self.projector):
+            # (a newer compaction replaced it, or it lacks some of this process's projections: the base
+            # stays as this replica made it until it follows that compaction; the payloads go in any case)
             log.warning("the projections at the base of %r could not be made again after an erasure",
                         self.db.path)
         else:
@@ -1557,7 +1568,7 @@ class Replica:
             try:
                 snapshots.drop_from(conn, 0, keep_base=False)
                 compaction._store_full(conn, self.projector, mine[0], bytes(found[0][2]), int(found[0][1]),
-                                       mine[2])
+                                       mine[2], projections=str(found[0][0]))
             finally:
                 conn.pragma("secure_delete", False)
         gone = [p for (p,) in conn.execute("SELECT position FROM base_payloads") if p not in kept]

@@ -338,11 +338,16 @@ class Projector:
         projections this process does not apply (opened without an
         application's projection): it could not make them again, and they
         would keep what it removes or miss what it moves away."""
-        others = sorted(str(n) for (n,) in conn.execute("SELECT name FROM projection_positions")
-                        if n not in self.by_name)
+        self.refuse_others([str(n) for (n,) in conn.execute("SELECT name FROM projection_positions")], where, what,
+                           "this file holds")
+
+    def refuse_others(self, names: Iterable[str], where: str, what: str, holder: str) -> None:
+        """Refuse ``what`` when ``names`` (projections that ``holder``, e.g.
+        "this file holds") include one this process does not apply."""
+        others = sorted(n for n in names if n not in self.by_name)
         if others:
             raise CommandRejected(
-                f"{where} refused: this file holds projections this process does not apply "
+                f"{where} refused: {holder} projections this process does not apply "
                 f"({', '.join(map(repr, others))}: it was opened without them), which it could not make again "
                 f"after the {what}; run it from a process that opens the file with them. A projection no process "
                 "uses any more: drop its tables and delete its row from projection_positions"

@@ -71,6 +71,17 @@ def key(projector: Projector) -> str:
     return msgspec.json.encode(dict(sorted((m.NAME, m.VERSION) for m in projector.modules))).decode()
 
 
+def covers(stored: str, projector: Projector) -> bool:
+    """Whether a snapshot stored for the projections ``stored`` (its key)
+    holds each of this process's at its version (it may hold others too:
+    :func:`from_base` drops those)."""
+    try:
+        versions = msgspec.json.decode(stored, type=dict[str, int])
+    except msgspec.MsgspecError:
+        return False
+    return all(versions.get(m.NAME) == m.VERSION for m in projector.modules)
+
+
 def present(conn: apsw.Connection) -> bool:
     """Whether the file's format keeps snapshots."""
     return bool(conn.table_exists("main", "snapshots"))

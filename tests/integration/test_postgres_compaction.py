@@ -13,7 +13,7 @@ import pytest
 
 import eventkernel
 from eventkernel import journal, postgres, transfer
-from eventkernel.errors import ConcurrencyConflict, InvalidArgument, JournalError
+from eventkernel.errors import CommandRejected, ConcurrencyConflict, InvalidArgument, JournalError
 
 from support import NOTES, Noted, live_tables, rebuilt_tables, server_tables_hold, snapshot, until
 
@@ -183,6 +183,45 @@ def test_a_replica_with_other_projections_cannot_start_after_a_compaction(pg_url
         k.compact(before=4, archive=str(tmp_path / "archive.db"))
     with pytest.raises(JournalError, match="projection added or changed version since the compaction"):
         eventkernel.open(pg_url, projections=[NOTES])
+
+
+def test_a_replica_without_the_compacting_process_s_application_projection_starts_from_its_base(
+        pg_url: str, tmp_path: Path) -> None:
+    """The projections stored at the base hold an application projection a
+    process does not have: that process starts its replica from them all
+    the same (the other tables left out), follows, writes and verifies; the
+    process with it goes on; an erasure reaching the archive is refused to
+    the process without it (which could not make that projection again at
+    the base) and, from the other, remakes both replicas' bases."""
+    archive = str(tmp_path / "archive.db")
+    with eventkernel.open(pg_url, projections=[NOTES]) as a:
+        for i in range(3):
+            a.append("note:x", Noted(text=f"n{i}"))
+        session, *_ = _busy(a)
+        a.compact(before=a.head - 2, archive=archive)
+        with eventkernel.open(pg_url) as b:
+            assert _local_base(b) == _local_base(a) > 0
+            with b._db.statement("listing the replica's tables") as conn:
+                assert not conn.table_exists("main", "notes")
+            b.work.enqueue("task", {"n": 9})
+            a.append("note:x", Noted(text="after"))
+            until(lambda: b.head == a.head)
+            for k in (a, b):
+                _sound(k)
+            assert [row[1] for row in a.table("notes")[1]] == ["n0", "n1", "n2", "after"]
+            # b could not make the image of the base again with the projection it lacks: refused
+            before = (snapshot(a), snapshot(b))
+            with pytest.raises(CommandRejected, match="the journal's base on the server holds projections this "
+                                                      "process does not apply .'notes'"):
+                b.erase(stream=f"session:{session}", reason="test", actor="t", archive=archive)
+            assert (snapshot(a), snapshot(b)) == before
+            a.erase(stream=f"session:{session}", reason="test", actor="t", archive=archive)
+            until(lambda: a.head == b.head and b._replica is not None and b._replica.forgotten > 0)
+            for k in (a, b):
+                _sound(k)
+                with k._db.statement("reading the base's payloads") as conn:
+                    assert conn.execute("SELECT count(*) FROM base_payloads WHERE stream = ?",
+                                        (f"session:{session}",)).fetchone() == (0,)
 
 
 def test_a_bare_journal_appends_after_the_base_at_the_moved_streams_versions(pg_url: str, tmp_path: Path) -> None:
