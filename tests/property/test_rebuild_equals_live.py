@@ -8,7 +8,7 @@ from __future__ import annotations
 import tempfile
 from types import SimpleNamespace
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eventkernel
@@ -118,7 +118,10 @@ REMARKS = SimpleNamespace(
 )
 
 
-@given(st.lists(st.tuples(st.sampled_from(["with", "without", "read", "compact", "erase"]), operation), max_size=24))
+TURNS = st.lists(st.tuples(st.sampled_from(["with", "without", "read", "compact", "erase"]), operation), max_size=24)
+
+
+@given(TURNS)
 def test_a_process_without_an_application_projection_never_makes_another_skip_events(steps):
     """Two kernels on one file, one with an application projection and one
     without it, taking turns at random: after every turn in which the first
@@ -126,41 +129,61 @@ def test_a_process_without_an_application_projection_never_makes_another_skip_ev
     its table (which folds it first) and after every compaction or erasure
     it makes (a compaction folds first what it moves away), its projections
     equal a rebuild from the journal."""
-    clock = eventkernel.FrozenClock(1_000_000)
     with tempfile.TemporaryDirectory() as where:
-        path = f"{where}/journal.db"
-        with eventkernel.open(path, clock=clock, projections=[REMARKS]) as with_it, \
-                eventkernel.open(path, clock=clock) as without:
-            ids: list[str] = []
-            archives: list[str] = []
-            n = [0]
-            for i, (who, op) in enumerate(steps):
-                if who == "read":
-                    assert with_it.table("remarks")[1] == rebuilt_tables(with_it)["remarks"]
-                    assert live_tables(with_it) == rebuilt_tables(with_it)
-                    continue
-                if who == "compact":
-                    try:
-                        with_it.compact(before=with_it.head, archive=f"{where}/archive-{i}.db")
-                    except eventkernel.InvalidArgument:
-                        continue  # too few events after the base
-                    archives.append(f"{where}/archive-{i}.db")
-                    assert live_tables(with_it) == rebuilt_tables(with_it)
-                    continue
-                if who == "erase":  # every remark so far (one the other process just made), in the latest archive too
-                    without.append("remark:1", [Remark(text="to forget")])
-                    try:
-                        with_it.erase(stream="remark:1", reason="asked", archive=archives[-1] if archives else None)
-                    except eventkernel.InvalidArgument:
-                        continue  # some in an older archive than the latest
-                    assert live_tables(with_it) == rebuilt_tables(with_it)
-                    continue
-                head = with_it.head
-                run(with_it if who == "with" else without, clock, [op], ids, n)
-                if who == "with" and with_it.head > head:
-                    assert live_tables(with_it) == rebuilt_tables(with_it)
-            run(with_it, clock, [("remark", "last")], ids, n)
-            live = live_tables(with_it)
-            assert live == rebuilt_tables(with_it) == rebuilt_tables(with_it, bulk=False)
-            report = with_it.verify()
+        _two_processes(steps, where, lambda **options: eventkernel.open(f"{where}/journal.db", **options))
+
+
+@settings(max_examples=max(25, settings().max_examples // 4))
+@given(TURNS)
+def test_the_same_two_processes_on_postgresql(steps):
+    """The same turns with the journal on PostgreSQL: each kernel's replica
+    folds the other's events (its own projections, the application's or
+    not) before its next command, a compaction's base holds the application
+    projection for the process that lacks it, and an erasure reaching the
+    archive is made by the process that has it."""
+    import uuid
+
+    from benchmarks.pgcluster import shared
+
+    url, schema = shared().url(), "p_" + uuid.uuid4().hex[:12]
+    with tempfile.TemporaryDirectory() as where:
+        _two_processes(steps, where, lambda **options: eventkernel.open(url, schema=schema, **options))
+
+
+def _two_processes(steps, where: str, opener) -> None:
+    clock = eventkernel.FrozenClock(1_000_000)
+    with opener(clock=clock, projections=[REMARKS]) as with_it, opener(clock=clock) as without:
+        ids: list[str] = []
+        archives: list[str] = []
+        n = [0]
+        for i, (who, op) in enumerate(steps):
+            if who == "read":
+                assert with_it.table("remarks")[1] == rebuilt_tables(with_it)["remarks"]
+                assert live_tables(with_it) == rebuilt_tables(with_it)
+                continue
+            if who == "compact":
+                try:
+                    with_it.compact(before=with_it.head, archive=f"{where}/archive-{i}.db")
+                except eventkernel.InvalidArgument:
+                    continue  # too few events after the base
+                archives.append(f"{where}/archive-{i}.db")
+                assert live_tables(with_it) == rebuilt_tables(with_it)
+                continue
+            if who == "erase":  # every remark so far (one the other process just made), in the latest archive too
+                without.append("remark:1", [Remark(text="to forget")])
+                try:
+                    with_it.erase(stream="remark:1", reason="asked", archive=archives[-1] if archives else None)
+                except eventkernel.InvalidArgument:
+                    continue  # some in an older archive than the latest
+                assert live_tables(with_it) == rebuilt_tables(with_it)
+                continue
+            head = with_it.head
+            run(with_it if who == "with" else without, clock, [op], ids, n)
+            if who == "with" and with_it.head > head:
+                assert live_tables(with_it) == rebuilt_tables(with_it)
+        run(with_it, clock, [("remark", "last")], ids, n)
+        live = live_tables(with_it)
+        assert live == rebuilt_tables(with_it) == rebuilt_tables(with_it, bulk=False)
+        for k in (with_it, without):
+            report = k.verify()
             assert report.ok, report.problems
