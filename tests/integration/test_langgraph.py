@@ -1,5 +1,6 @@
 """EventKernelSaver against LangGraph's own judges: the checkpointer
-conformance suite (every capability, on a file and in memory), and
+conformance suite (every capability, on a file, in memory, on the asyncio
+kernel and on PostgreSQL), and
 LangGraph's InMemorySaver as the oracle of the sync methods."""
 
 from __future__ import annotations
@@ -31,11 +32,20 @@ def _report(saver_factory: Any) -> dict[str, Any]:
     return report.results
 
 
-@pytest.mark.parametrize("where", ["file", "memory", "aio"])
-def test_the_conformance_suite_passes_every_clause(where, tmp_path):
+@pytest.mark.parametrize("where", ["file", "memory", "aio", "postgres"])
+def test_the_conformance_suite_passes_every_clause(where, tmp_path, request):
     path = ":memory:" if where == "memory" else str(tmp_path / f"{where}.db")
+    schemas: list[str] = []
+    if where == "postgres":  # each factory's saver on a journal of its own (a schema) on the server
+        path = request.getfixturevalue("pg_url")
 
-    if where == "aio":
+    if where == "postgres":
+        @checkpointer_test(name=f"EventKernelSaver-{where}")
+        async def factory():
+            schemas.append(f"lg_{len(schemas)}")
+            async with EventKernelSaver.from_conn_string(path, schema=schemas[-1]) as saver:
+                yield saver
+    elif where == "aio":
         @checkpointer_test(name=f"EventKernelSaver-{where}")
         async def factory():
             async with eventkernel.aio.open(path) as k:
@@ -52,7 +62,12 @@ def test_the_conformance_suite_passes_every_clause(where, tmp_path):
     assert not failures, "\n".join(failures)
     assert all(r.detected and r.passed for r in results.values()), results
     assert sum(r.tests_passed for r in results.values()) == 81
-    if where != "memory":
+    if where == "postgres":
+        assert len(schemas) > 1
+        for schema in schemas:
+            with eventkernel.open(path, schema=schema) as k:
+                assert k.verify().ok
+    elif where != "memory":
         with eventkernel.open(path, read_only=True) as k:
             assert k.verify().ok
             assert k.stats().head > 0
