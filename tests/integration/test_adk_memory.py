@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from google.adk.events.event import Event
 from google.adk.memory import InMemoryMemoryService
 from google.adk.sessions.session import Session
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 import eventkernel
 from eventkernel.integrations.adk import EventKernelMemoryService
 
-from support import live_tables, rebuilt_tables
+from support import live_tables, open_kernel, rebuilt_tables
 
 TEXTS = ["I like green tea", "Tea or coffee?", "私はPythonを使う", "python is fun", "Café au lait", "naïve CAFÉ",
          "the weather: rain", "", "tea tea TEA"]
@@ -64,11 +65,12 @@ async def apply(service: Any, op: tuple) -> Any:
     return found(await service.search_memory(app_name="app", user_id=user, query=a[0]))
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
 @settings(max_examples=60, deadline=None)
 @given(ops=st.lists(OPS, max_size=12))
-def test_memory_answers_as_in_memory_memory_service_does(ops):
+def test_memory_answers_as_in_memory_memory_service_does(engine, ops):
     async def main() -> None:
-        with eventkernel.open(":memory:") as k:
+        with open_kernel(engine) as k:
             ours, theirs = EventKernelMemoryService(k), InMemoryMemoryService()
             for op in ops:
                 assert await apply(ours, op) == await apply(theirs, op), op

@@ -1,5 +1,5 @@
 """EventKernelSessionService held to ADK's session-service behaviours, each
-test run against ours and, as the oracles, ADK's own InMemorySessionService
+test run against ours (on a file and on PostgreSQL) and, as the oracles, ADK's own InMemorySessionService
 and DatabaseSessionService (SQLAlchemy on SQLite) with the same assertions.
 Where an oracle of theirs diverges, the test is a strict expected failure
 for that oracle, with the reason; ours never diverges."""
@@ -24,20 +24,22 @@ from google.genai import types
 import eventkernel
 from eventkernel.integrations.adk import EventKernelSessionService
 
-from support import live_tables, rebuilt_tables
+from support import live_tables, open_kernel, rebuilt_tables, server_tables_hold
 
-SERVICES = ("eventkernel", "in_memory", "database")
+SERVICES = ("eventkernel", "eventkernel-postgres", "in_memory", "database")
 APP, USER = "app", "alice"
 
 
 @contextlib.asynccontextmanager
 async def opened(kind: str, tmp_path: Any) -> AsyncIterator[BaseSessionService]:
-    if kind == "eventkernel":
-        k = eventkernel.open(str(tmp_path / "ek.db"))
+    if kind.startswith("eventkernel"):
+        k = open_kernel("postgres") if kind.endswith("postgres") else eventkernel.open(str(tmp_path / "ek.db"))
         try:
             yield EventKernelSessionService(k)
             assert k.verify().ok
             assert rebuilt_tables(k) == live_tables(k)
+            if k._replica is not None:
+                server_tables_hold(k)
         finally:
             k.close()
     elif kind == "in_memory":
