@@ -20,7 +20,9 @@ import eventkernel
 import eventkernel.aio
 from eventkernel.integrations.langgraph import EventKernelSaver, EventKernelStore
 
-from support import live_tables, rebuilt_tables, refused
+from support import live_tables, open_kernel, rebuilt_tables, refused
+
+BOTH_ENGINES = True  # the tests taking ``k`` run on a file and on PostgreSQL
 
 # Labels and keys LangGraph accepts, the odd ones included: what the kernel's
 # ids refuse ('/', NUL, the empty key, surrogates, 300 characters) and what
@@ -121,11 +123,12 @@ def to_op(spec: tuple) -> Any:
     return ListNamespacesOp(conditions, max_depth, limit, offset)
 
 
+@pytest.mark.parametrize("where", ["sqlite", "postgres"])
 @settings(max_examples=80, deadline=None)
 @given(ops=st.lists(OPS, max_size=16))
-def test_every_operation_answers_as_in_memory_store_does(ops):
+def test_every_operation_answers_as_in_memory_store_does(where, ops):
     reference = Reference()
-    with eventkernel.open(":memory:") as k:
+    with open_kernel(where) as k:
         store = EventKernelStore(k)
         for spec in ops:
             batch = [to_op(s) for s in spec[1]] if spec[0] == "batch" else [to_op(spec)]
