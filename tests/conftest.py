@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -58,6 +58,21 @@ def k(db_path: str, clock: eventkernel.FrozenClock, engine: str) -> Iterator[eve
         return
     with eventkernel.open(db_path, clock=clock) as kern:
         yield kern
+
+
+@pytest.fixture
+def journal(db_path: str, engine: str) -> Callable[..., eventkernel.Kernel]:
+    """Open the test's journal (the same one at each call) with these
+    options: the file at ``db_path``, or on PostgreSQL (in a module that
+    sets ``BOTH_ENGINES = True``) a schema of its own on the suite's server."""
+    if engine == "postgres":
+        import uuid
+
+        from benchmarks.pgcluster import shared
+
+        url, schema = shared().url(), "j_" + uuid.uuid4().hex[:12]
+        return lambda **options: eventkernel.open(url, schema=schema, **options)
+    return lambda **options: eventkernel.open(db_path, **options)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ import eventkernel
 
 from support import refused
 
+BOTH_ENGINES = True  # the tests taking ``k`` run on a file and on PostgreSQL
+
 
 def test_commands_on_a_view_are_read_only_and_append_nothing(k):
     item = k.work.enqueue("t", 1)

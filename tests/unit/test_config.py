@@ -12,12 +12,14 @@ from eventkernel.secrets import ENV, key_id
 
 from support import refused, snapshot
 
+BOTH_ENGINES = True  # the tests taking ``k`` or ``journal`` run on a file and on PostgreSQL
+
 KEY = generate_key()
 
 
 @pytest.fixture
-def ks(db_path, clock):
-    with eventkernel.open(db_path, clock=clock, secret_key=KEY) as k:
+def ks(journal, clock):
+    with journal(clock=clock, secret_key=KEY) as k:
         yield k
 
 
@@ -84,36 +86,36 @@ def test_a_secret_is_stored_encrypted_and_read_with_the_key(ks):
     assert ks.config.key_id() == key_id(KEY)
 
 
-def test_secrets_without_the_key_are_refused(db_path, clock, monkeypatch):
+def test_secrets_without_the_key_are_refused(journal, clock, monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
-    with eventkernel.open(db_path, clock=clock) as k:
+    with journal(clock=clock) as k:
         with refused(k, SecretKeyError, r"'api' is secret and this kernel has no secret key .*eventkernel keygen"):
             k.config.set("api", "token-123", secret=True)
-    with eventkernel.open(db_path, clock=clock, secret_key=KEY) as k:
+    with journal(clock=clock, secret_key=KEY) as k:
         k.config.set("api", "token-123", secret=True)
-    with eventkernel.open(db_path, clock=clock) as k:
+    with journal(clock=clock) as k:
         with pytest.raises(SecretKeyError, match="no secret key to decrypt it"):
             k.config.get("api")
     other = generate_key()
-    with eventkernel.open(db_path, clock=clock, secret_key=other) as k:
+    with journal(clock=clock, secret_key=other) as k:
         with pytest.raises(SecretKeyError, match=f"encrypted under secret key {key_id(KEY)}.*holds {key_id(other)}"):
             k.config.get("api")
         with refused(k, SecretKeyError, f"encrypted under key {key_id(KEY)} and this kernel encrypts with key"):
             k.config.set("api", "token-456", secret=True)
 
 
-def test_the_environment_supplies_the_key(db_path, clock, monkeypatch):
+def test_the_environment_supplies_the_key(journal, clock, monkeypatch):
     monkeypatch.setenv(ENV, f"{generate_key()},{KEY}")  # a list: the first encrypts, the others decrypt
-    with eventkernel.open(db_path, clock=clock, secret_key=KEY) as k:
+    with journal(clock=clock, secret_key=KEY) as k:
         k.config.set("api", "t", secret=True)
-    with eventkernel.open(db_path, clock=clock) as k:
+    with journal(clock=clock) as k:
         assert k.config.get("api") == "t"
 
 
-def test_a_key_that_is_not_one_is_refused_without_echoing_it(db_path):
+def test_a_key_that_is_not_one_is_refused_without_echoing_it(journal):
     for bad in ("not-a-key-but-a-password", b"short", ["x"], []):
         with pytest.raises(SecretKeyError) as e:
-            eventkernel.open(db_path, secret_key=bad)
+            journal(secret_key=bad)
         assert "not-a-key" not in str(e.value) and "password" not in str(e.value)
 
 
@@ -129,9 +131,9 @@ def test_a_secret_stays_secret(ks):
     assert ks.config.get("token") == 42
 
 
-def test_rotation_reencrypts_every_secret_and_is_recorded(db_path, clock):
+def test_rotation_reencrypts_every_secret_and_is_recorded(journal, clock):
     new = generate_key()
-    with eventkernel.open(db_path, clock=clock, secret_key=KEY) as k:
+    with journal(clock=clock, secret_key=KEY) as k:
         k.config.set("a", "alpha", secret=True)
         k.config.set("b", {"user": "u", "password": "p"}, secret=True)
         k.config.set("public", 1)
@@ -145,11 +147,11 @@ def test_rotation_reencrypts_every_secret_and_is_recorded(db_path, clock):
         types = [e.type for e in k.log(after=before)]
         assert types[:3] == ["config.reencrypted", "config.reencrypted", "config.key_rotated"]
         assert k.verify().ok
-    with eventkernel.open(db_path, clock=clock, secret_key=new) as k:
+    with journal(clock=clock, secret_key=new) as k:
         assert (k.config.get("a"), k.config.get("b")["password"], k.config.get("c")) == ("alpha", "p", "gamma")
         with pytest.raises(SecretKeyError, match="encrypted under secret key"):
             k.config.get("a", as_of=before)  # history stays under the old key until erased
-    with eventkernel.open(db_path, clock=clock, secret_key=generate_key()) as k:
+    with journal(clock=clock, secret_key=generate_key()) as k:
         with refused(k, SecretKeyError, "does not decrypt|encrypted under secret key"):
             k.config.rotate_key(generate_key())
 

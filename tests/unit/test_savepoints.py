@@ -12,6 +12,8 @@ import eventkernel
 from eventkernel.projections import work_items
 from support import snapshot
 
+BOTH_ENGINES = True  # the tests taking ``k`` run on a file and on PostgreSQL
+
 
 def _statements(k: eventkernel.Kernel) -> list[str]:
     seen: list[str] = []
