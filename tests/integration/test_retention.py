@@ -14,6 +14,8 @@ from eventkernel import RETENTION_DEFAULTS, Policy, cli
 
 from support import live_tables, rebuilt_tables, refused
 
+BOTH_ENGINES = True  # the tests taking ``journal`` run on a file and on PostgreSQL
+
 DAY = 24 * 3600 * 1000
 
 
@@ -55,8 +57,8 @@ def history(k: eventkernel.Kernel, clock: eventkernel.FrozenClock) -> dict[str, 
     return ids
 
 
-def test_the_seed_defaults_forget_old_successes_and_single_patterns(tmp_path, clock):
-    with eventkernel.open(str(tmp_path / "r.db"), clock=clock) as k:
+def test_the_seed_defaults_forget_old_successes_and_single_patterns(journal, clock):
+    with journal(clock=clock) as k:
         ids = history(k, clock)
         assert k.retention.policies() == []
         assert k.retention.apply().forgotten == 0  # no policy: nothing forgotten, nothing written
@@ -92,8 +94,8 @@ def test_the_seed_defaults_forget_old_successes_and_single_patterns(tmp_path, cl
         assert k.retention.apply().forgotten == 0 and k.head == head
 
 
-def test_work_items_and_archived_sessions_after_n_days(tmp_path, clock):
-    with eventkernel.open(str(tmp_path / "r.db"), clock=clock) as k:
+def test_work_items_and_archived_sessions_after_n_days(journal, clock):
+    with journal(clock=clock) as k:
         ids = history(k, clock)
         k.retention.set_policies({"work_items_finished": 30, "sessions_archived": 30})
         report = k.retention.apply(actor="ops")
@@ -120,8 +122,8 @@ def test_work_items_and_archived_sessions_after_n_days(tmp_path, clock):
                                           Policy(rule="work_items_finished", days=30)]
 
 
-def test_refused_policies_write_nothing(tmp_path, clock):
-    with eventkernel.open(str(tmp_path / "r.db"), clock=clock) as k:
+def test_refused_policies_write_nothing(journal, clock):
+    with journal(clock=clock) as k:
         history(k, clock)
         with refused(k, eventkernel.InvalidArgument, "no retention rule 'everything'"):
             k.retention.set_policies({"everything": 1})
@@ -212,8 +214,8 @@ def test_the_retain_command(tmp_path, clock, capsys):
     assert "--set takes RULE=DAYS" in capsys.readouterr().err
 
 
-def test_a_retry_with_its_command_id_returns_the_first_report(tmp_path, clock):
-    with eventkernel.open(str(tmp_path / "r.db"), clock=clock) as k:
+def test_a_retry_with_its_command_id_returns_the_first_report(journal, clock):
+    with journal(clock=clock) as k:
         ids = history(k, clock)
         first = k.retention.apply(policies={"work_items_finished": 30}, command_id="nightly-1")
         assert sorted(first.results[0].keys) == sorted([ids["done"], ids["cancelled"]])
