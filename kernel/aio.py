@@ -261,6 +261,9 @@ class AsyncKernel(_Services):
     async def table(self, name: str) -> tuple[list[str], list[tuple[object, ...]]]:
         return await self._call(self.kernel.table, name)
 
+    async def catch_up(self) -> int:
+        return await self._call(self.kernel.catch_up)
+
     async def stream_version(self, stream: str) -> int:
         return await self._call(self.kernel.stream_version, stream)
 

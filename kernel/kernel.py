@@ -757,6 +757,25 @@ class Kernel(Reader):
                 *report.problems, f"this process's projections cannot fold what other processes appended: {e}"])
         return local()
 
+    def catch_up(self) -> int:
+        """Make this process's reads reflect every commit the journal held
+        when called, another process's included; returns the head they
+        reflect. On PostgreSQL the replica folds what the server holds past
+        its head (one round trip when there is nothing new): reads otherwise
+        lag other processes by about a notification. On a file reads see
+        every commit already; this folds an application projection that
+        another process's events left behind (as ``k.table`` does). Inside
+        this thread's transaction, which caught up when it began, it folds
+        nothing."""
+        where = "catch_up"
+        self._db.check(where)
+        if not self._db.owns_write():
+            if self._replica is not None:
+                self._replica.catch_up()
+            else:
+                self._fresh(where)
+        return self.head
+
     def _fresh(self, doing: str) -> None:
         """Fold into this process's projections what other processes appended
         without them (a process opened without an application's projection

@@ -1682,6 +1682,15 @@ class Replica:
         self.seeded = upto
         return upto
 
+    def catch_up(self) -> int:
+        """Fold now what the server holds past the replica's head (one round
+        trip when there is nothing new), and follow a compaction made since,
+        as the following thread does; the replica's head."""
+        head = self.pull()
+        if max(self.server_base, self.pg.base_notified) > self._followed_base:
+            self.follow_base()
+        return head
+
     def start(self) -> None:
         """Follow the server in a thread of its own until :meth:`close`."""
         self._follower = threading.Thread(target=self._follow, name="eventkernel-replica", daemon=True)

@@ -34,6 +34,17 @@ def bind(kernel: Kernel | AsyncKernel | KernelView) -> tuple[Kernel | KernelView
     return kernel, in_thread
 
 
+def catching_up(kernel: Kernel | KernelView) -> Callable[[], object]:
+    """What a backend calls before a read its framework expects to see every
+    commit in, another process's too (as its own backends on a database
+    server do): on a kernel on PostgreSQL, :meth:`Kernel.catch_up` (one
+    round trip when nothing is new); otherwise nothing (a file's reads see
+    every commit, and a view of the past does not move)."""
+    if isinstance(kernel, Kernel) and kernel._replica is not None:
+        return kernel.catch_up
+    return lambda: None
+
+
 class Closing(Protocol):
     def close(self) -> None: ...
 

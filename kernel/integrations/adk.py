@@ -54,7 +54,7 @@ from pydantic import BaseModel
 
 from eventkernel.aio import AsyncKernel
 from eventkernel.errors import ConcurrencyConflict, InvalidArgument, InvalidTransition, NotFound
-from eventkernel.integrations import bind
+from eventkernel.integrations import bind, catching_up
 from eventkernel.kernel import Kernel
 from eventkernel.projections.sessions import Session as KernelSession
 from eventkernel.validate import MAX_ID_LEN
@@ -123,6 +123,7 @@ class EventKernelSessionService(BaseSessionService):
         the file is rewritten each time)."""
         self.erase_deleted = erase_deleted
         self.kernel, self._call = bind(kernel)
+        self._catch_up = catching_up(self.kernel)
         # Building an Event from its JSON is most of a read (ADK's validators);
         # an event at a journal position never changes, so the built one is
         # kept (with its copy plan) and each read gets its own deep copy.
@@ -223,6 +224,7 @@ class EventKernelSessionService(BaseSessionService):
         for name, value in (("app_name", app_name), ("user_id", user_id), ("session_id", session_id)):
             _text(where, name, value)
         key = session_key(app_name, user_id, session_id)
+        self._catch_up()
         with self.kernel.reading():  # one snapshot: the session and its events agree
             stored = self._stored(key)
             if stored is None:
@@ -251,6 +253,7 @@ class EventKernelSessionService(BaseSessionService):
         if user_id is not None:
             _text(where, "user_id", user_id)
         sessions = self.kernel.sessions
+        self._catch_up()
         with self.kernel.reading():
             # (a session of the kernel's own API, not ADK's, is left out)
             listed = [s for s in sessions.list(_name(app_name), None if user_id is None else _name(user_id))
@@ -282,6 +285,7 @@ class EventKernelSessionService(BaseSessionService):
     def get_user_state_sync(self, app_name: str, user_id: str) -> dict[str, Any]:
         _text("adk.get_user_state", "app_name", app_name)
         _text("adk.get_user_state", "user_id", user_id)
+        self._catch_up()
         shared = self.kernel.sessions.shared_state(_name(app_name), _name(user_id))
         return {k.removeprefix(State.USER_PREFIX): v for k, v in shared.items() if k.startswith(State.USER_PREFIX)}
 
@@ -511,6 +515,7 @@ class EventKernelMemoryService(BaseMemoryService):
 
     def __init__(self, kernel: Kernel | AsyncKernel | KernelView) -> None:
         self.kernel, self._call = bind(kernel)
+        self._catch_up = catching_up(self.kernel)
 
     async def add_session_to_memory(self, session: Session) -> None:
         """The session's events with content become its memories (replacing
@@ -540,14 +545,14 @@ class EventKernelMemoryService(BaseMemoryService):
         _text(where, "user_id", user_id)
         ns = memory_namespace(app_name, user_id)
         memory = self.kernel.memory
-        known = {e.key: e for e in memory.list(ns, include_deleted=True) if e.namespace == ns}
         wanted = {}
         for event in events:
             if event.content and event.content.parts:
                 wanted[_memory_key(event.id)] = {"session_id": session_id, "text": _text_of(event),
                                                  "event": event.model_dump(mode="json", exclude_none=True)}
         together = self.kernel.transaction() if isinstance(self.kernel, Kernel) else contextlib.nullcontext()
-        with together:
+        with together:  # (what is known is read under the write lock: no other process changes it meanwhile)
+            known = {e.key: e for e in memory.list(ns, include_deleted=True) if e.namespace == ns}
             for key, value in wanted.items():
                 old = known.get(key)
                 if old is not None and old.is_deleted and old.updated_by == _DELETED:
@@ -569,6 +574,7 @@ class EventKernelMemoryService(BaseMemoryService):
         _text(where, "query", query)
         ns = memory_namespace(app_name, user_id)
         asked = _words(query)
+        self._catch_up()
         scored = []
         for entry in self.kernel.memory.list(ns):
             if entry.namespace != ns:

@@ -47,7 +47,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from eventkernel.aio import AsyncKernel
 from eventkernel.events.graphs import Stored
-from eventkernel.integrations import Opening, in_thread
+from eventkernel.integrations import Opening, catching_up, in_thread
 from eventkernel.integrations.langgraph_store import EventKernelStore
 from eventkernel.kernel import Kernel
 from eventkernel.kernel import open as open_kernel
@@ -104,6 +104,7 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
         else:
             self.kernel = kernel
             self._call = in_thread
+        self._catch_up = catching_up(self.kernel)
         self._owned = False
 
     @classmethod
@@ -192,6 +193,7 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         configurable = config["configurable"]
         thread_id = configurable["thread_id"]
+        self._catch_up()
         return self.kernel.graphs._get(_thread(thread_id), configurable.get("checkpoint_ns", ""),
                                        get_checkpoint_id(config), self._loader(), _tuples(thread_id))
 
@@ -207,6 +209,7 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
         # first: a long history is never held whole, and a caller that stops early reads little.
         paged = thread_id is not None and ns is not None and checkpoint_id is None
         left = check_limit("graphs.list", limit)
+        self._catch_up()
         while left is None or left > 0:
             size = left if not paged else _PAGE if left is None else min(left, _PAGE)
             found = self.kernel.graphs._list(None if thread_id is None else _thread(thread_id), ns,

@@ -55,7 +55,7 @@ from langgraph.store.base import (
 
 from eventkernel.aio import AsyncKernel
 from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
-from eventkernel.integrations import Opening, bind
+from eventkernel.integrations import Opening, bind, catching_up
 from eventkernel.kernel import Kernel
 from eventkernel.kernel import open as open_kernel
 from eventkernel.projections.memory_entries import MemoryEntry
@@ -264,6 +264,7 @@ class EventKernelStore(BaseStore):
         index: IndexConfig | None = None,
     ) -> None:
         self.kernel, self._call = bind(kernel)
+        self._catch_up = catching_up(self.kernel)
         self.index_config: dict[str, Any] | None = None
         self.embeddings: Any = None
         self._fields: list[tuple[str, Any]] = []
@@ -306,6 +307,8 @@ class EventKernelStore(BaseStore):
         ops = list(ops)
         for op in ops:
             validate_op_namespace(op)
+        if not all(isinstance(op, PutOp) for op in ops):
+            self._catch_up()
         now = self._now()
         queries: dict[str, list[float]] = {}
         if self.embeddings is not None:

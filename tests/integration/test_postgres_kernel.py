@@ -94,6 +94,30 @@ def test_reads_follow_what_other_processes_commit(pg_url: str) -> None:
         sub.close()
 
 
+def test_catch_up_reads_what_another_process_just_committed(pg_url: str) -> None:
+    """Reads lag other processes by about a notification; ``k.catch_up()``
+    folds what the server holds at once, so the read after it sees every
+    commit made before it. Inside a transaction (whose first command caught
+    up under the lock) it folds nothing. The async kernel has it too."""
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        for i in range(30):
+            item = a.work.enqueue("t", {"n": i})
+            assert b.catch_up() == a.head
+            assert b.work.get(item).input == {"n": i}
+        a.work.enqueue("t", {"n": "before b's transaction"})
+        with b.transaction():
+            b.work.enqueue("t", {"n": "b's"})  # (under the lock: what a committed is folded first)
+            assert b.catch_up() == b.head == a.head + 1
+        assert a.catch_up() == b.head
+
+        async def main() -> int:
+            async with eventkernel.aio.open(pg_url) as c:
+                a.memory.put("user:x", "k", 1)
+                return await c.catch_up()
+
+        assert asyncio.run(main()) == a.head
+
+
 def test_a_replica_file_reopens_catches_up_and_belongs_to_one_journal(pg_url: str, tmp_path: Path) -> None:
     mine = str(tmp_path / "mine.db")
     with eventkernel.open(pg_url, replica=mine) as k:
