@@ -4,6 +4,7 @@ own — a plain table, an FTS5 table and a WITHOUT ROWID table."""
 
 from __future__ import annotations
 
+import sqlite3
 from types import SimpleNamespace
 
 import apsw
@@ -213,6 +214,26 @@ def test_reads_of_a_projection_fold_first_what_another_process_appended_without_
         before = snapshot(a)
         _tables(a)
         assert snapshot(a) == before  # nothing to fold: a read writes nothing
+
+
+def test_catch_up_folds_what_another_process_appended_for_plain_sql_readers(db_path, clock):
+    """``k.catch_up()`` on a file: the application projection's tables, read
+    with plain SQL on the file, then hold what another process appended
+    without it; its head is returned; with nothing to fold it writes nothing."""
+    with eventkernel.open(db_path, clock=clock, projections=ALL) as a, eventkernel.open(db_path, clock=clock) as b:
+        _write(a, 1)
+        _write(b, 3)
+        assert live_tables(a) != rebuilt_tables(a)
+        assert a.catch_up() == b.head
+        assert live_tables(a) == rebuilt_tables(a)
+        plain = sqlite3.connect(db_path)
+        try:
+            assert plain.execute("SELECT sum(notes) FROM notes_per_author WHERE author != '(work)'").fetchall() == [(4,)]
+        finally:
+            plain.close()
+        before = snapshot(a)
+        assert a.catch_up() == a.head
+        assert snapshot(a) == before
 
 
 def test_a_read_whose_catch_up_is_refused_writes_nothing_and_verify_says_why(db_path, clock):
