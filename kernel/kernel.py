@@ -592,7 +592,7 @@ class Kernel(Reader):
                 raise InvalidArgument(f"{where} refused: archive= is for a compacted journal; this one has no base")
             if self._replica is not None:  # (the server's image of the base is made again too)
                 self._projector.refuse_others(self._replica.projections_at_base(), where, "erasure",
-                                              "the journal's base on the server holds")
+                                              "the journal's base on the server holds", "")
             behind = _Archived(where, os.path.abspath(archive), base, self._projector, name, column, args)
         chosen_rows = f"SELECT position FROM journal WHERE {column} AND stream NOT LIKE 'erasure:%'"
         with self._db.write(where) as conn:
@@ -716,6 +716,11 @@ class Kernel(Reader):
             raise InvalidArgument(f"{where} refused: the archive cannot be the journal itself")
         if not os.path.isdir(os.path.dirname(path)):
             raise InvalidArgument(f"{where} refused: the directory {os.path.dirname(path)!r} does not exist")
+        if self._replica is not None:  # (the projections stored at the base must hold every process's)
+            self._projector.refuse_others(self._replica.projections_known(), where, "compaction",
+                                          "the journal on the server holds",
+                                          "(A projection no process uses any more: drop its tables on the server "
+                                          "and delete its row from projection_tables.)")
         done = compaction.compact(where, self._db, self._projector, self._ctx.now, before - 1, path, self._replica)
         if self._snapshotter is not None:
             self._snapshotter.latest = None

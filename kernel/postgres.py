@@ -1238,6 +1238,17 @@ class Replica:
             raise JournalError(f"the projections at the journal's base on {redact(self.pg.url)} are not "
                                f"readable: {e}") from e
 
+    def projections_known(self) -> list[str]:
+        """The projections the server knows of: those whose tables it keeps
+        (any process's, kept with ``server_tables=True``, the default) and
+        those the image of the journal's base holds."""
+        names = set(self.projections_at_base())
+        for (entry,) in self.pg._query("reading the projections' tables on the server",
+                                       "SELECT entry FROM projection_tables"):
+            # an entry is 'table:projection@version:digest'
+            names.add(str(entry).rsplit(":", 1)[0].rsplit("@", 1)[0].rsplit(":", 1)[-1])
+        return sorted(names)
+
     def start_from_base(self) -> int:
         """Start an empty replica of a compacted journal at the server's base:
         in one snapshot of the server, its base rows, each stream's version,

@@ -341,7 +341,9 @@ class Projector:
         self.refuse_others([str(n) for (n,) in conn.execute("SELECT name FROM projection_positions")], where, what,
                            "this file holds")
 
-    def refuse_others(self, names: Iterable[str], where: str, what: str, holder: str) -> None:
+    def refuse_others(self, names: Iterable[str], where: str, what: str, holder: str,
+                      advice: str = "A projection no process uses any more: drop its tables and delete its row "
+                                    "from projection_positions") -> None:
         """Refuse ``what`` when ``names`` (projections that ``holder``, e.g.
         "this file holds") include one this process does not apply."""
         others = sorted(n for n in names if n not in self.by_name)
@@ -349,8 +351,8 @@ class Projector:
             raise CommandRejected(
                 f"{where} refused: {holder} projections this process does not apply "
                 f"({', '.join(map(repr, others))}: it was opened without them), which it could not make again "
-                f"after the {what}; run it from a process that opens the file with them. A projection no process "
-                "uses any more: drop its tables and delete its row from projection_positions"
+                f"after the {what}; run it from a process that opens the journal with them."
+                + (" " + advice if advice else "")
             )
 
     def overtake(self, conn: apsw.Connection, head: int) -> None:

@@ -190,14 +190,20 @@ def test_a_replica_without_the_compacting_process_s_application_projection_start
     """The projections stored at the base hold an application projection a
     process does not have: that process starts its replica from them all
     the same (the other tables left out), follows, writes and verifies; the
-    process with it goes on; an erasure reaching the archive is refused to
-    the process without it (which could not make that projection again at
+    process with it goes on; a compaction, and an erasure reaching the
+    archive, are refused to the process without it (which could not make that projection again at
     the base) and, from the other, remakes both replicas' bases."""
     archive = str(tmp_path / "archive.db")
     with eventkernel.open(pg_url, projections=[NOTES]) as a:
         for i in range(3):
             a.append("note:x", Noted(text=f"n{i}"))
         session, *_ = _busy(a)
+        with eventkernel.open(pg_url) as b:  # it would store a base without the projection it lacks: refused
+            before = (snapshot(a), snapshot(b))
+            with pytest.raises(CommandRejected, match="compact refused: the journal on the server holds projections "
+                                                      "this process does not apply .'notes'"):
+                b.compact(before=a.head - 2, archive=str(tmp_path / "not.db"))
+            assert (snapshot(a), snapshot(b)) == before and not (tmp_path / "not.db").exists()
         a.compact(before=a.head - 2, archive=archive)
         with eventkernel.open(pg_url) as b:
             assert _local_base(b) == _local_base(a) > 0
