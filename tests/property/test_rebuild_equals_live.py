@@ -6,9 +6,11 @@ rebuild's bulk path (a projection's Fold) and by applying every event."""
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from types import SimpleNamespace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -119,8 +121,8 @@ REMARKS = SimpleNamespace(
 )
 
 
-TURNS = st.lists(st.tuples(st.sampled_from(["with", "without", "read", "compact", "erase", "reopen"]), operation),
-                 max_size=24)
+TURNS = st.lists(st.tuples(st.sampled_from(["with", "without", "read", "compact", "erase", "reopen",
+                                            "compact without"]), operation), max_size=24)
 
 
 @given(TURNS)
@@ -131,7 +133,9 @@ def test_a_process_without_an_application_projection_never_makes_another_skip_ev
     its table (which folds it first) and after every compaction or erasure
     it makes (a compaction folds first what it moves away), its projections
     equal a rebuild from the journal; the second, opened again at any time
-    (after a compaction, from the projections at the base), too."""
+    (after a compaction, from the projections at the base), too, and its
+    compactions are refused (it would store a base without the application
+    projection)."""
     with tempfile.TemporaryDirectory() as where:
         _two_processes(steps, where, lambda **options: eventkernel.open(f"{where}/journal.db", **options))
 
@@ -169,6 +173,13 @@ def _two_processes(steps, where: str, opener) -> None:
             if who == "read":
                 assert with_it.table("remarks")[1] == rebuilt_tables(with_it)["remarks"]
                 assert live_tables(with_it) == rebuilt_tables(with_it)
+                continue
+            if who == "compact without":  # it could not store the application projection at a base: refused
+                heads = (with_it.catch_up(), without.catch_up())
+                with pytest.raises(eventkernel.CommandRejected, match="this process does not apply .'remarks'"):
+                    without.compact(before=without.head, archive=f"{where}/refused-{i}.db")
+                assert (with_it.catch_up(), without.catch_up()) == heads
+                assert not os.path.exists(f"{where}/refused-{i}.db")
                 continue
             if who == "compact":
                 try:
