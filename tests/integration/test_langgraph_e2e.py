@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
@@ -60,15 +61,21 @@ def test_branches_writes_and_an_interrupt_run_as_on_langgraphs_own_saver(tmp_pat
         ours.kernel.close()
 
 
-def test_an_interrupt_is_resumed_by_another_process(tmp_path, child_env):
-    path = str(tmp_path / "graphs.db")
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_an_interrupt_is_resumed_by_another_process(engine, tmp_path, child_env, request):
+    """The first process stays open and reads at once the state the other
+    process left (on PostgreSQL too, where its replica has not heard of it
+    yet), then a process opened afterwards."""
+    path = request.getfixturevalue("pg_url") if engine == "postgres" else str(tmp_path / "graphs.db")
     with EventKernelSaver.from_conn_string(path) as saver:
         app.build(saver).invoke({"log": [], "route": "both"}, app.config("t"))
-    done = subprocess.run([sys.executable, str(APP), "resume", path, "t", "from another process"], env=child_env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"log": ["start", "left", "right", "review:from another process", "finish"],
-                                       "route": "both"}
+        done = subprocess.run([sys.executable, str(APP), "resume", path, "t", "from another process"],
+                              env=child_env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"log": ["start", "left", "right", "review:from another process",
+                                                   "finish"], "route": "both"}
+        state = app.build(saver).get_state(app.config("t"))
+        assert state.next == () and state.values["log"][-1] == "finish"
     with EventKernelSaver.from_conn_string(path) as saver:
         state = app.build(saver).get_state(app.config("t"))
         assert state.next == () and state.values["log"][-1] == "finish"
