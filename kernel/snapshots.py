@@ -380,7 +380,10 @@ def open_lazily(db: Database, conn: apsw.Connection, position: int) -> apsw.Conn
         row = source.execute("SELECT page_size, page_count, page_map FROM snapshots WHERE position = ?",
                              (position,)).fetchone()
         if row is None:
-            raise JournalCorrupt(f"no snapshot at position {position}")
+            # Dropped since the caller's snapshot found it (an erasure, a compaction, a replica following
+            # one): read it whole from the caller's snapshot, which still holds it.
+            source.close()
+            return load(conn, position)
         size, count = int(row[0]), int(row[1])
         try:
             sources, firsts = _map(row[2], count)

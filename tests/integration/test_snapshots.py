@@ -178,6 +178,28 @@ def test_verify_checks_every_snapshot_and_views_survive_a_damaged_one(tmp_path, 
         assert k.verify().ok
 
 
+def test_a_snapshot_dropped_while_a_view_opens_it_is_read_from_the_view_s_own_read(tmp_path, clock, caplog):
+    """A view found its snapshot in its read; another writer dropped it
+    before the view opened it (an erasure, a compaction, a replica following
+    one): the view reads it whole from its own read instead of reporting it
+    unusable and replaying from position 1."""
+    with eventkernel.open(str(tmp_path / "s.db"), clock=clock, snapshot_every=0) as k:
+        for i in range(30):
+            k.work.enqueue("t", {"n": i})
+        k.snapshot(every=10)
+        with caplog.at_level(logging.WARNING), k._db.read("a view") as conn:
+            position = snapshots.nearest(conn, k._projector, 25)
+            assert position == 20
+            k.drop_snapshots()
+            mem = snapshots.open_lazily(k._db, conn, position)
+            try:
+                assert mem.execute("SELECT count(*) FROM work_items").fetchone() == (20,)
+            finally:
+                mem.close()
+        assert not [r for r in caplog.records if "cannot be used" in r.getMessage()]
+        assert k.snapshots() == []
+
+
 def test_verify_finds_a_snapshot_that_does_not_follow_from_the_journal(tmp_path, clock):
     """A snapshot whose image is sound but whose rows are wrong (made from a
     tampered projection): verify compares the newest with the rebuild."""
