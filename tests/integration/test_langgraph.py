@@ -24,6 +24,8 @@ import eventkernel.aio
 from eventkernel.errors import InvalidArgument
 from eventkernel.integrations.langgraph import EventKernelSaver
 
+from support import open_kernel
+
 CAPABILITIES = {"put", "put_writes", "get_tuple", "list", "delete_thread", "delete_for_runs", "copy_thread", "prune"}
 
 
@@ -117,11 +119,14 @@ def _lists(saver: Any, thread: str, ns: str) -> list[Any]:
     return out
 
 
+@pytest.mark.parametrize("where", ["file", "postgres"])
 @settings(max_examples=60)
 @given(ops=st.lists(OPS, max_size=14))
-def test_sync_methods_answer_as_langgraphs_in_memory_saver_does(ops, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("lg") / "saver.db")
-    ours = EventKernelSaver(eventkernel.open(path))
+def test_sync_methods_answer_as_langgraphs_in_memory_saver_does(where, ops, tmp_path_factory):
+    if where == "postgres":
+        ours = EventKernelSaver(open_kernel("postgres"))
+    else:
+        ours = EventKernelSaver(eventkernel.open(str(tmp_path_factory.mktemp("lg") / "saver.db")))
     theirs = InMemorySaver()
     ids = itertools.count(1)
     latest: dict[tuple[str, str], Any] = {}
