@@ -419,12 +419,13 @@ semantic_ops = st.lists(st.one_of(
 ), min_size=1, max_size=25)
 
 
+@pytest.mark.parametrize("where", ["sqlite", "postgres"])
 @settings(max_examples=40)
 @given(semantic_ops)
-def test_semantic_search_ranks_as_in_memory_store_does(ops):
+def test_semantic_search_ranks_as_in_memory_store_does(where, ops):
     index = _index()
     theirs = InMemoryStore(index=index)
-    with eventkernel.open(":memory:") as k:
+    with open_kernel(where) as k:
         ours = EventKernelStore(k, index=index)
         for op in ops:
             if op[0] == "put":
