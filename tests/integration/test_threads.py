@@ -17,6 +17,8 @@ from workload import commands, resolve
 import eventkernel
 from eventkernel.journal import command_event_id
 
+BOTH_ENGINES = True  # the tests taking ``journal`` run on a file and on PostgreSQL
+
 
 @settings(max_examples=15, deadline=None)
 @given(plans=st.lists(st.lists(commands, min_size=1, max_size=12), min_size=2, max_size=6))
@@ -53,8 +55,8 @@ def test_many_threads_on_one_kernel_lose_nothing_and_rebuild_equals_live(tmp_pat
         assert live_tables(k) == rebuilt_tables(k)
 
 
-def test_reads_of_other_threads_never_see_uncommitted_work_nor_wait_for_it(db_path):
-    with eventkernel.open(db_path) as k:
+def test_reads_of_other_threads_never_see_uncommitted_work_nor_wait_for_it(journal):
+    with journal() as k:
         k.work.enqueue("before", None)
         inside, release = threading.Event(), threading.Event()
 
@@ -80,8 +82,8 @@ def test_reads_of_other_threads_never_see_uncommitted_work_nor_wait_for_it(db_pa
         assert k.head == 1
 
 
-def test_a_transaction_belongs_to_its_thread_and_others_wait_for_it(db_path):
-    with eventkernel.open(db_path) as k:
+def test_a_transaction_belongs_to_its_thread_and_others_wait_for_it(journal):
+    with journal() as k:
         inside, release = threading.Event(), threading.Event()
 
         def holder():
@@ -103,8 +105,8 @@ def test_a_transaction_belongs_to_its_thread_and_others_wait_for_it(db_path):
         assert [i.work_item_id for i in k.work.list()] == ["theirs"]  # theirs committed, mine undone
 
 
-def test_a_command_waits_for_another_threads_transaction_no_longer_than_busy_timeout(db_path):
-    with eventkernel.open(db_path, busy_timeout_ms=200) as k:
+def test_a_command_waits_for_another_threads_transaction_no_longer_than_busy_timeout(journal):
+    with journal(busy_timeout_ms=200) as k:
         inside, release = threading.Event(), threading.Event()
 
         def holder():
@@ -129,6 +131,8 @@ def test_a_command_waits_for_another_threads_transaction_no_longer_than_busy_tim
 
 
 def test_a_group_commits_once_a_refusal_undoes_only_itself_and_later_commands_see_earlier_ones(db_path):
+    # (a file's: on PostgreSQL a claim that finds nothing answers from the server's state at once, without
+    # queueing behind the transaction)
     with eventkernel.open(db_path) as k:
         group = k._db.group
         results: dict[str, object] = {}
@@ -177,8 +181,8 @@ def test_concurrent_commands_share_commits(tmp_path):
         assert k.verify().ok
 
 
-def test_a_kernel_does_not_cross_processes(db_path):
-    with eventkernel.open(db_path) as k:
+def test_a_kernel_does_not_cross_processes(journal):
+    with journal() as k:
         k.work.enqueue("t", None)
         with pytest.raises(eventkernel.WrongProcess, match="cannot be pickled"):
             pickle.dumps(k)
@@ -196,8 +200,8 @@ def test_a_kernel_does_not_cross_processes(db_path):
         assert k.head == 1  # and the parent's kernel works on
 
 
-def test_close_wakes_waiters_and_every_later_use_raises(db_path):
-    k = eventkernel.open(db_path)
+def test_close_wakes_waiters_and_every_later_use_raises(journal):
+    k = journal()
     sub = k.subscribe(after=0)
     waiting_sub, sub_box = in_thread(lambda: next(sub))
     waiting_claim, claim_box = in_thread(lambda: k.work.claim("w", wait_ms=30_000))
@@ -215,13 +219,13 @@ def test_close_wakes_waiters_and_every_later_use_raises(db_path):
     k.close()  # idempotent
 
 
-def test_vector_search_from_many_threads_while_others_index(db_path):
+def test_vector_search_from_many_threads_while_others_index(journal):
     """The in-memory embeddings are shared by the kernel's threads: searches
     racing writes never fail, and once the writes end every thread sees them all."""
     import random
 
     errors: list[BaseException] = []
-    with eventkernel.open(db_path) as k:
+    with journal() as k:
         def writer(w: int) -> None:
             rng = random.Random(w)
             try:
