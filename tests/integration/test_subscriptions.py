@@ -20,6 +20,8 @@ import eventkernel
 
 from support import in_thread, open_kernel
 
+BOTH_ENGINES = True  # the tests taking ``journal`` or ``engine`` run on a file and on PostgreSQL
+
 HERE = Path(__file__).parent
 
 
@@ -27,8 +29,8 @@ class Note(eventkernel.Event, tag="subs.note"):
     n: int
 
 
-def test_a_subscription_catches_up_then_follows_every_commit_in_order(db_path):
-    with eventkernel.open(db_path) as k:
+def test_a_subscription_catches_up_then_follows_every_commit_in_order(journal):
+    with journal() as k:
         for n in range(5):
             k.append("note:a", [Note(n=n)])
         got: list[int] = []
@@ -52,8 +54,8 @@ def test_a_subscription_catches_up_then_follows_every_commit_in_order(db_path):
         assert got == list(range(3, 5 + 200 + 1))  # every position after 2, once, in order
 
 
-def test_a_subscription_filters_and_close_ends_it_from_another_thread(db_path):
-    with eventkernel.open(db_path) as k:
+def test_a_subscription_filters_and_close_ends_it_from_another_thread(journal):
+    with journal() as k:
         k.work.enqueue("t1", 1)
         k.memory.put("ns", "k", 1, correlation_id="t1")
         k.append("note:x", [Note(n=1)], correlation_id="t2")
@@ -84,7 +86,6 @@ def test_a_subscription_sees_commits_of_another_process(db_path, child_env):
         sub.close()
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
 def test_a_consumers_commands_and_position_commit_together(engine):
     with open_kernel(engine) as k:
         for i in range(5):
@@ -109,8 +110,8 @@ def test_a_consumers_commands_and_position_commit_together(engine):
         assert other.position == 0
 
 
-def test_a_consumer_runs_until_stopped(db_path):
-    with eventkernel.open(db_path) as k:
+def test_a_consumer_runs_until_stopped(journal):
+    with journal() as k:
         seen: list[int] = []
         consumer = k.consumer("counter", types=["subs.note"])
         t, box = in_thread(lambda: consumer.run(lambda r: seen.append(r.event.n)))
@@ -221,8 +222,8 @@ def test_a_blocking_claim_wakes_on_an_enqueue_a_release_and_a_lease_running_out(
         assert box["result"].kind == "remote"
 
 
-def test_a_blocking_claims_command_id_binds_to_its_final_answer(db_path):
-    with eventkernel.open(db_path) as k:
+def test_a_blocking_claims_command_id_binds_to_its_final_answer(journal):
+    with journal() as k:
         assert k.work.claim("w", wait_ms=100, command_id="c-1") is None
         k.work.enqueue("t", None)
         head = k.head
