@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -60,19 +60,35 @@ def k(db_path: str, clock: eventkernel.FrozenClock, engine: str) -> Iterator[eve
         yield kern
 
 
+class Journal:
+    """Opens the test's journal (the same one at each call) with the options
+    given: ``journal(**options)`` an ``eventkernel.Kernel``,
+    ``journal.aio(**options)`` an ``eventkernel.aio`` one."""
+
+    def __init__(self, target: str, **where: str) -> None:
+        self.target, self.where = target, where
+
+    def __call__(self, **options: object) -> eventkernel.Kernel:
+        return eventkernel.open(self.target, **self.where, **options)  # type: ignore[arg-type]
+
+    def aio(self, **options: object) -> object:
+        import eventkernel.aio
+
+        return eventkernel.aio.open(self.target, **self.where, **options)  # type: ignore[arg-type]
+
+
 @pytest.fixture
-def journal(db_path: str, engine: str) -> Callable[..., eventkernel.Kernel]:
-    """Open the test's journal (the same one at each call) with these
-    options: the file at ``db_path``, or on PostgreSQL (in a module that
-    sets ``BOTH_ENGINES = True``) a schema of its own on the suite's server."""
+def journal(db_path: str, engine: str) -> Journal:
+    """The test's journal: the file at ``db_path``, or on PostgreSQL (in a
+    module that sets ``BOTH_ENGINES = True``) a schema of its own on the
+    suite's server."""
     if engine == "postgres":
         import uuid
 
         from benchmarks.pgcluster import shared
 
-        url, schema = shared().url(), "j_" + uuid.uuid4().hex[:12]
-        return lambda **options: eventkernel.open(url, schema=schema, **options)
-    return lambda **options: eventkernel.open(db_path, **options)
+        return Journal(shared().url(), schema="j_" + uuid.uuid4().hex[:12])
+    return Journal(db_path)
 
 
 @pytest.fixture(scope="session")

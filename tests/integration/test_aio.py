@@ -14,14 +14,16 @@ import eventkernel
 import eventkernel.aio
 from eventkernel.journal import command_event_id
 
+BOTH_ENGINES = True  # the tests taking ``journal`` run on a file and on PostgreSQL
+
 
 def run(coro):
     return asyncio.run(coro)
 
 
-def test_open_both_ways_and_every_service_is_awaitable(db_path):
+def test_open_both_ways_and_every_service_is_awaitable(journal):
     async def main():
-        async with eventkernel.aio.open(db_path) as k:
+        async with journal.aio() as k:
             item_id = await k.work.enqueue("t", {"n": 1})
             assert (await k.work.get(item_id)).status == "pending"
             await k.memory.put("ns", "k", 1)
@@ -31,7 +33,7 @@ def test_open_both_ways_and_every_service_is_awaitable(db_path):
             assert [r.type async for r in k.read()] == ["work_item.enqueued", "memory.put"]
             async with k.at(1) as then:
                 assert await then.memory.get("ns", "k") is None
-        k = await eventkernel.aio.open(db_path)
+        k = await journal.aio()
         try:
             assert await k.head == 2
         finally:
@@ -42,9 +44,9 @@ def test_open_both_ways_and_every_service_is_awaitable(db_path):
     run(main())
 
 
-def test_the_loop_never_waits_on_sqlite(db_path):
+def test_the_loop_never_waits_on_sqlite(journal):
     async def main():
-        async with eventkernel.aio.open(db_path) as k:
+        async with journal.aio() as k:
             ticks = 0
             stop = False
 
@@ -88,9 +90,9 @@ def test_gathered_commands_share_group_commits(tmp_path):
         run(main(vfs))
 
 
-def test_an_async_transaction_commits_once_or_not_at_all(db_path):
+def test_an_async_transaction_commits_once_or_not_at_all(journal):
     async def main():
-        async with eventkernel.aio.open(db_path) as k:
+        async with journal.aio() as k:
             async with k.transaction() as tx:
                 await tx.work.enqueue("t", 1)
                 await tx.memory.put("ns", "k", 1)
@@ -109,9 +111,9 @@ def test_an_async_transaction_commits_once_or_not_at_all(db_path):
     run(main())
 
 
-def test_a_cancelled_await_never_leaves_half_a_command_nor_loses_an_acknowledged_one(db_path):
+def test_a_cancelled_await_never_leaves_half_a_command_nor_loses_an_acknowledged_one(journal):
     async def main():
-        async with eventkernel.aio.open(db_path) as k:
+        async with journal.aio() as k:
             acked = []
 
             async def one(i):
@@ -137,9 +139,9 @@ def test_a_cancelled_await_never_leaves_half_a_command_nor_loses_an_acknowledged
     run(main())
 
 
-def test_async_subscriptions_and_blocking_claims(db_path):
+def test_async_subscriptions_and_blocking_claims(journal):
     async def main():
-        async with eventkernel.aio.open(db_path) as k:
+        async with journal.aio() as k:
             got = []
 
             async def follow():
