@@ -36,12 +36,14 @@ def db_path(tmp_path: object) -> str:
 def engine() -> str:
     """The engine ``k`` (or a fixture of a module taking it) runs on: a file,
     or, in a module that sets ``BOTH_ENGINES = True``, a file and PostgreSQL
-    (each test once on each)."""
+    (each test once on each; a test there that works on the file itself
+    says ``@pytest.mark.parametrize("engine", ["sqlite"])``)."""
     return "sqlite"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "engine" in metafunc.fixturenames and getattr(metafunc.module, "BOTH_ENGINES", False):
+    chosen = any("engine" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize"))
+    if "engine" in metafunc.fixturenames and getattr(metafunc.module, "BOTH_ENGINES", False) and not chosen:
         metafunc.parametrize("engine", ["sqlite", "postgres"])
 
 

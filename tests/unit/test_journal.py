@@ -11,6 +11,8 @@ from eventkernel.errors import ConcurrencyConflict, IdempotencyConflict, Invalid
 
 from support import refused, snapshot
 
+BOTH_ENGINES = True  # the tests taking ``k`` run on a file and on PostgreSQL
+
 
 class Said(eventkernel.Event, tag="test_journal.said"):
     text: str
@@ -168,6 +170,7 @@ def test_read_pages_through_long_journals(k):
     assert len(list(k.read(after=100, limit=1500))) == 1500
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # it works on the file itself
 def test_journal_rows_cannot_be_updated_or_deleted(k, db_path):
     k.append("chat:a", said("1"))
     raw = apsw.Connection(db_path)
@@ -262,6 +265,7 @@ def test_checkpoint_is_explicit(k):
         k.checkpoint("sometimes")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # it works on the file itself
 def test_the_wal_stays_bounded_by_checkpoints_after_commits(k, db_path):
     k._db.wal_checkpoint_pages = 50
     for i in range(300):

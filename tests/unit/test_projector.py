@@ -9,6 +9,8 @@ from eventkernel.projections import work_items
 
 from support import live_tables, rebuilt_tables
 
+BOTH_ENGINES = True  # the tests taking ``k`` run on a file and on PostgreSQL
+
 
 def workload(k, clock):
     ids = [k.work.enqueue(f"t{i % 2}", {"n": i}, priority=i % 3, max_retries=1) for i in range(6)]
@@ -27,6 +29,7 @@ def raw(path):
     return apsw.Connection(path)
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # it works on the file itself
 def test_rebuild_restores_a_damaged_projection(k, clock, db_path):
     workload(k, clock)
     expected = live_tables(k)
@@ -110,6 +113,7 @@ def _tamper(path, sql):
     conn.close()
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # it works on the file itself
 def test_verify_names_the_first_edited_row(k, clock, db_path):
     workload(k, clock)
     _tamper(db_path, """UPDATE journal SET data = replace(data, '"ok"', '"no"') WHERE type = 'work_item.completed'""")
@@ -122,6 +126,7 @@ def test_verify_names_the_first_edited_row(k, clock, db_path):
     assert any("work_items: row" in p and "differs" in p for p in report.problems)
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # it works on the file itself
 def test_verify_finds_a_deleted_row(k, clock, db_path):
     workload(k, clock)
     _tamper(db_path, "DELETE FROM journal WHERE position = 3")
@@ -130,6 +135,7 @@ def test_verify_finds_a_deleted_row(k, clock, db_path):
     assert "position 3 is missing: the next event is at 4" in report.problems
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # it works on the file itself
 def test_verify_finds_reordered_versions(k, clock, db_path):
     workload(k, clock)
     _tamper(db_path, "UPDATE journal SET version = version + 10 WHERE position = 2")
@@ -138,6 +144,7 @@ def test_verify_finds_reordered_versions(k, clock, db_path):
     assert any("position 2: stream" in p and "version 11, expected 1" in p for p in report.problems)
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # it works on the file itself
 def test_verify_head_hash_detects_a_cut_tail(k, clock, db_path):
     workload(k, clock)
     anchored = k.verify().head_hash
@@ -146,6 +153,7 @@ def test_verify_head_hash_detects_a_cut_tail(k, clock, db_path):
     assert report.head_hash != anchored  # a kept head hash tells the tail was cut
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # it works on the file itself
 def test_verify_with_an_anchor_names_where_a_cut_tail_began(k, clock, db_path):
     workload(k, clock)
     before = k.verify()
@@ -160,6 +168,7 @@ def test_verify_with_an_anchor_names_where_a_cut_tail_began(k, clock, db_path):
         k.verify(anchor=(1, "nothex"))
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # it works on the file itself
 def test_verify_finds_two_rows_swapped(k, clock, db_path):
     workload(k, clock)
     cols = "stream, version, type, schema, data, meta, event_id, correlation_id, recorded_at, hash"
