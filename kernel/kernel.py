@@ -770,15 +770,11 @@ class Kernel(Reader):
         lag other processes by about a notification. On a file reads see
         every commit already; this folds an application projection that
         another process's events left behind (as ``k.table`` does). Inside
-        this thread's transaction, which caught up when it began, it folds
-        nothing."""
+        this thread's transaction on PostgreSQL, which caught up when it
+        took the lock, it folds nothing."""
         where = "catch_up"
         self._db.check(where)
-        if not self._db.owns_write():
-            if self._replica is not None:
-                self._replica.catch_up()
-            else:
-                self._fresh(where)
+        self._fresh(where)
         return self.head
 
     def _fresh(self, doing: str) -> None:
@@ -791,10 +787,16 @@ class Kernel(Reader):
         one of those events; JournalError: another process rebuilt it at
         another VERSION; JournalBusy). Only application projections can lag:
         every writer applies the kernel's own. A read-only open cannot fold
-        (its reads lag until a writable process folds them), and on
-        PostgreSQL the replica follows the server."""
+        (its reads lag until a writable process folds them). On PostgreSQL
+        the replica folds what the server holds past its head (every
+        projection lags there until then), except inside this thread's
+        transaction, which caught up when it took the lock."""
         db, projector = self._db, self._projector
-        if not projector.user_names or db.read_only is not None or self._replica is not None:
+        if self._replica is not None:
+            if not db.owns_write():
+                self._replica.catch_up()
+            return
+        if not projector.user_names or db.read_only is not None:
             return
         with db.read(doing) as conn:
             head = journal.head(conn)[0]

@@ -165,7 +165,8 @@ class Reader(JournalReader, Services):
         """(columns, rows) of one projection table, by primary key. On the
         live kernel an application projection first folds what other
         processes appended without it (ProjectionFailed or JournalError
-        when it cannot, as before a command)."""
+        when it cannot, as before a command); on PostgreSQL the replica
+        first folds what the server holds (see ``Kernel.catch_up``)."""
         known = {t for names in self._projector.tables.values() for t in names}
         if name not in known:
             raise InvalidArgument(f"table refused: {name!r} is not a projection table; known: {', '.join(sorted(known))}")

@@ -376,3 +376,16 @@ class AnswerLost:
         except OSError:
             pass
         self._close(client, upstream)
+
+
+def deaf(k: eventkernel.Kernel) -> eventkernel.Kernel:
+    """Stop the thread that follows the server for ``k``: its replica then
+    learns of other processes' commits only when it catches up (as when a
+    notification has not arrived yet, every time)."""
+    replica = k._replica
+    assert replica is not None and replica._follower is not None
+    replica._stop.set()
+    replica.pg.interrupt()
+    replica._follower.join(10)
+    assert not replica._follower.is_alive()
+    return k

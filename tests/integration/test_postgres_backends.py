@@ -18,24 +18,13 @@ import eventkernel
 from eventkernel.integrations.adk import EventKernelMemoryService, EventKernelSessionService
 from eventkernel.integrations.langgraph import EventKernelSaver, EventKernelStore
 
+from support import deaf
+
 ROUNDS = 40
 
 
-def _deaf(k: eventkernel.Kernel) -> eventkernel.Kernel:
-    """Stop the thread that follows the server for ``k``: its replica then
-    learns of other processes' commits only when it catches up (as when a
-    notification has not arrived yet, every time)."""
-    replica = k._replica
-    assert replica is not None and replica._follower is not None
-    replica._stop.set()
-    replica.pg.interrupt()
-    replica._follower.join(10)
-    assert not replica._follower.is_alive()
-    return k
-
-
 def test_a_checkpoint_saved_by_one_process_is_the_latest_for_another_at_once(pg_url: str) -> None:
-    with eventkernel.open(pg_url) as a, _deaf(eventkernel.open(pg_url)) as b:
+    with eventkernel.open(pg_url) as a, deaf(eventkernel.open(pg_url)) as b:
         mine, theirs = EventKernelSaver(a), EventKernelSaver(b)
         config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
         for i in range(ROUNDS):
@@ -48,7 +37,7 @@ def test_a_checkpoint_saved_by_one_process_is_the_latest_for_another_at_once(pg_
 
 
 def test_a_store_item_put_by_one_process_is_read_by_another_at_once(pg_url: str) -> None:
-    with eventkernel.open(pg_url) as a, _deaf(eventkernel.open(pg_url)) as b:
+    with eventkernel.open(pg_url) as a, deaf(eventkernel.open(pg_url)) as b:
         mine, theirs = EventKernelStore(a), EventKernelStore(b)
         for i in range(ROUNDS):
             mine.batch([PutOp(("users", "u1"), "prefs", {"n": i})])
@@ -58,7 +47,7 @@ def test_a_store_item_put_by_one_process_is_read_by_another_at_once(pg_url: str)
 
 def test_an_adk_session_appended_by_one_process_is_read_by_another_at_once(pg_url: str) -> None:
     async def main() -> None:
-        with eventkernel.open(pg_url) as a, _deaf(eventkernel.open(pg_url)) as b:
+        with eventkernel.open(pg_url) as a, deaf(eventkernel.open(pg_url)) as b:
             mine, theirs = EventKernelSessionService(a), EventKernelSessionService(b)
             memory_a, memory_b = EventKernelMemoryService(a), EventKernelMemoryService(b)
             session = await mine.create_session(app_name="app", user_id="u", session_id="s")

@@ -22,7 +22,8 @@ import eventkernel.aio
 from eventkernel import postgres
 from eventkernel.errors import CommitOutcomeUnknown, InvalidArgument, JournalCorrupt, NotFound
 
-from support import AnswerLost, connection_lost_at_commit, in_thread, live_tables, rebuilt_tables, until
+from support import (NOTES, AnswerLost, Noted, connection_lost_at_commit, deaf, in_thread, live_tables, rebuilt_tables,
+                     until)
 
 
 def test_a_command_decides_on_the_servers_state_not_its_replicas(pg_url: str) -> None:
@@ -116,6 +117,15 @@ def test_catch_up_reads_what_another_process_just_committed(pg_url: str) -> None
                 return await c.catch_up()
 
         assert asyncio.run(main()) == a.head
+
+
+def test_a_table_read_on_a_replica_holds_what_another_process_just_committed(pg_url: str) -> None:
+    """``k.table()`` catches up first on PostgreSQL, as on a file it folds an
+    application projection first: it agrees with the journal."""
+    with eventkernel.open(pg_url, projections=[NOTES]) as a, deaf(eventkernel.open(pg_url, projections=[NOTES])) as b:
+        for i in range(5):
+            a.append("note:x", [Noted(text=f"n{i}")])
+            assert [row[1] for row in b.table("notes")[1]] == [f"n{j}" for j in range(i + 1)]
 
 
 def test_a_replica_file_reopens_catches_up_and_belongs_to_one_journal(pg_url: str, tmp_path: Path) -> None:
