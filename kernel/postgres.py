@@ -1694,13 +1694,19 @@ class Replica:
         return upto
 
     def catch_up(self) -> int:
-        """Fold now what the server holds past the replica's head (one round
-        trip when there is nothing new), and follow a compaction made since,
-        as the following thread does; the replica's head."""
-        head = self.pull()
-        if max(self.server_base, self.pg.base_notified) > self._followed_base:
+        """Fold now what the server holds past the replica's head, and follow
+        a compaction made since, as the following thread does: one round
+        trip (the server's head and base) when there is nothing new. The
+        replica's head."""
+        with self.db.statement("reading the replica's head") as conn:
+            local = journal.head(conn)[0]
+        position, base = self.pg._query("reading the server's head", "SELECT position, base FROM journal_head")[0]
+        if int(position) > local:
+            local = self.pull()
+        if max(self.server_base, self.pg.base_notified, int(base)) > self._followed_base:
+            self.server_base = max(self.server_base, int(base))
             self.follow_base()
-        return head
+        return local
 
     def start(self) -> None:
         """Follow the server in a thread of its own until :meth:`close`."""
