@@ -15,7 +15,7 @@ import eventkernel
 from eventkernel import journal, postgres, transfer
 from eventkernel.errors import CommandRejected, ConcurrencyConflict, InvalidArgument, JournalError
 
-from support import NOTES, Noted, live_tables, rebuilt_tables, server_tables_hold, snapshot, until
+from support import NOTES, Noted, deaf, live_tables, rebuilt_tables, server_tables_hold, snapshot, until
 
 
 def _server(url: str, sql: str) -> list[tuple[object, ...]]:
@@ -100,6 +100,21 @@ def test_a_compaction_moves_the_prefix_on_the_server_and_every_replica_follows(p
         report = old.verify()
         assert report.ok and (report.head, report.head_hash) == (5, done.base_hash)
         assert old.sessions.get(session).event_count == 1
+
+
+def test_catch_up_follows_a_compaction_another_process_made(pg_url: str, tmp_path: Path) -> None:
+    """A replica that has not heard of another process's compaction follows
+    it when it catches up (its base moves, the moved rows leave it)."""
+    with eventkernel.open(pg_url) as a, deaf(eventkernel.open(pg_url)) as b:
+        _busy(a)
+        assert b.catch_up() == a.head and _local_base(b) == 0
+        a.compact(before=5, archive=str(tmp_path / "archive.db"))
+        a.work.enqueue("after", None)
+        assert b.catch_up() == a.head
+        assert _local_base(b) == 4
+        with b._db.statement("reading the replica") as conn:
+            assert conn.execute("SELECT min(position) FROM journal").fetchone() == (5,)
+        _sound(b)
 
 
 def test_a_replica_closed_during_a_compaction_follows_it_when_it_opens(pg_url: str, tmp_path: Path) -> None:
