@@ -24,6 +24,7 @@ import eventkernel
 from eventkernel.integrations.langgraph import EventKernelSaver
 
 import graphs_app as app
+from support import deaf
 
 APP = Path(__file__).with_name("graphs_app.py")
 
@@ -64,10 +65,12 @@ def test_branches_writes_and_an_interrupt_run_as_on_langgraphs_own_saver(tmp_pat
 @pytest.mark.parametrize("engine", ["sqlite", "postgres"])
 def test_an_interrupt_is_resumed_by_another_process(engine, tmp_path, child_env, request):
     """The first process stays open and reads at once the state the other
-    process left (on PostgreSQL too, where its replica has not heard of it
-    yet), then a process opened afterwards."""
+    process left (on PostgreSQL too, where its replica never hears of it:
+    its following thread is stopped), then a process opened afterwards."""
     path = request.getfixturevalue("pg_url") if engine == "postgres" else str(tmp_path / "graphs.db")
     with EventKernelSaver.from_conn_string(path) as saver:
+        if engine == "postgres":
+            deaf(saver.kernel)
         app.build(saver).invoke({"log": [], "route": "both"}, app.config("t"))
         done = subprocess.run([sys.executable, str(APP), "resume", path, "t", "from another process"],
                               env=child_env, capture_output=True, text=True, timeout=120)
