@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import eventkernel
-from benchmarks.common import CapturedFloor, interleaved, rate, scratch_dir, summary
+from benchmarks.common import CapturedFloor, calls, interleaved, rate, scratch_dir, summary
 
 THEIRS = "langgraph-checkpoint-sqlite SqliteSaver"
 FLOOR = "raw APSW replaying the saver's own statements"
@@ -51,6 +51,7 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
 
     where = scratch_dir()
     n = 40 if quick else 200
+    reads = n * 5  # reads are fast: longer rounds
     rounds = 3 if quick else 7
     conn = sqlite3.connect(str(where / "sqlitesaver.db"), check_same_thread=False)
     theirs = SqliteSaver(conn)
@@ -94,17 +95,17 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
             put_one(who, "reads")
     floor.replay(floor.capture(lambda _: [put_one("floor", "reads") for _ in range(50)]))
 
-    def replayed(work: Any, *, reads: bool = False, times: int = 1) -> float:
-        statements = floor.capture(work, reads=reads)  # not timed: the saver issuing them
-        return rate(n, lambda: [floor.replay(statements) for _ in range(times)])
+    def replayed(work: Any, *, read: bool = False, times: int = 1) -> float:
+        statements = floor.capture(work, reads=read)  # not timed: the saver issuing them
+        return calls(times, lambda: floor.replay(statements)) * (1 if read else n)
 
     def gets(who: str) -> float:
         config = {"configurable": {"thread_id": "reads", "checkpoint_ns": ""}}
-        return rate(n, lambda: [savers[who].get_tuple(config) for _ in range(n)])
+        return calls(reads, lambda: savers[who].get_tuple(config))
 
     def lists(who: str) -> float:
         config = {"configurable": {"thread_id": "reads", "checkpoint_ns": ""}}
-        return rate(n, lambda: [list(savers[who].list(config, limit=10)) for _ in range(n)])
+        return calls(reads, lambda: list(savers[who].list(config, limit=10)))
 
     def floor_puts() -> float:
         return replayed(lambda _: [put_one("floor", "puts") for _ in range(n)])
@@ -118,11 +119,11 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
 
     def floor_gets() -> float:
         config = {"configurable": {"thread_id": "reads", "checkpoint_ns": ""}}
-        return replayed(lambda _: savers["floor"].get_tuple(config), reads=True, times=n)
+        return replayed(lambda _: savers["floor"].get_tuple(config), read=True, times=reads)
 
     def floor_lists() -> float:
         config = {"configurable": {"thread_id": "reads", "checkpoint_ns": ""}}
-        return replayed(lambda _: list(savers["floor"].list(config, limit=10)), reads=True, times=n)
+        return replayed(lambda _: list(savers["floor"].list(config, limit=10)), read=True, times=reads)
 
     out = []
     for name, fn, target, floor_fn in (("put", puts, 0.8, floor_puts),
@@ -270,7 +271,7 @@ def _store_searches(where: Path, quick: bool, rounds: int) -> list[dict[str, Any
 
     from eventkernel.integrations.langgraph import EventKernelStore
 
-    items, calls = (500, 20) if quick else (5_000, 100)
+    items, searches = (500, 20) if quick else (5_000, 100)
     conn = sqlite3.connect(str(where / "sqlitestore.db"), check_same_thread=False, isolation_level=None)
     stores: dict[str, Any] = {"theirs": SqliteStore(conn), "ours": EventKernelStore(
         eventkernel.open(str(where / "eventkernel-store.db")))}
@@ -283,7 +284,7 @@ def _store_searches(where: Path, quick: bool, rounds: int) -> list[dict[str, Any
     for name, wanted in (("", None), (", filtered (a quarter pass)", {"kind": "preference"})):
         def search(who: str, wanted: Any = wanted) -> float:
             store = stores[who]
-            return rate(calls, lambda: [store.search(namespace, filter=wanted, limit=10) for _ in range(calls)])
+            return calls(searches, lambda: store.search(namespace, filter=wanted, limit=10))
 
         a, b = interleaved(rounds, lambda: search("ours"), lambda: search("theirs"))
         out.append(_row(f"LangGraph store search(limit=10) of {items:,} items{name}", a, b, "calls/s",

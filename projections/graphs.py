@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import builtins
 import functools
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 import apsw
 import msgspec
@@ -211,29 +211,32 @@ def _forget(conn: Target, thread_id: str, doomed: Sequence[tuple[Any, ...]]) -> 
 # --- queries ---------------------------------------------------------------------
 
 
-def _checkpoint(row: tuple[Any, ...]) -> GraphCheckpointRow:
-    values = builtins.list(row)
-    values[5] = codec.decode_json(values[5])
-    values[6] = codec.decode_json(values[6])
-    return GraphCheckpointRow(*values)
-
-
 Found = tuple[GraphCheckpointRow, "GraphCheckpointSaved | None"]
 """A checkpoint's row with its event, decoded; None when that event is not in
 the journal table (kept with a compaction's base)."""
 
-_WITH_EVENT = (", j.type, j.schema, j.data FROM graph_checkpoints c "
-               "LEFT JOIN journal j ON j.position = c.position")
-_C_COLUMNS = ", ".join("c." + c for c in GraphCheckpointRow.__struct_fields__)
+# A checkpoint's row without its JSON columns (its event holds the same versions and
+# metadata: decoded once, from it), then its event's.
+_SELECT = ("SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.run_id, c.created_at, "
+           "c.position, j.type, j.schema, j.data")
+_WITH_EVENT = "LEFT JOIN journal j ON j.position = c.position"
 
 
-def _found(row: tuple[Any, ...]) -> Found:
-    if row[-1] is None:
-        return _checkpoint(row[:-3]), None
-    # The event holds the versions and metadata the row keeps as JSON: decoded once, from it.
-    saved: GraphCheckpointSaved = codec.decode(row[-3], row[-2], row[-1])  # type: ignore[assignment]
-    return GraphCheckpointRow(row[0], row[1], row[2], row[3], row[4], saved.channel_versions, saved.metadata,
-                              row[7], row[8]), saved
+def _found(conn: apsw.Connection, rows: Iterable[tuple[Any, ...]]) -> builtins.list[Found]:
+    found: builtins.list[Found] = []
+    for row in rows:
+        data = row[9]
+        if data is None:  # the event is kept with a compaction's base: the row's own JSON
+            versions, metadata = cast("tuple[str, str]", conn.execute(
+                "SELECT channel_versions, metadata FROM graph_checkpoints "
+                "WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?", row[:3]).fetchone())
+            found.append((GraphCheckpointRow(row[0], row[1], row[2], row[3], row[4], codec.decode_json(versions),
+                                             codec.decode_json(metadata), row[5], row[6]), None))
+            continue
+        saved: GraphCheckpointSaved = codec.decode(row[7], row[8], data)  # type: ignore[assignment]
+        found.append((GraphCheckpointRow(row[0], row[1], row[2], row[3], row[4], saved.channel_versions,
+                                         saved.metadata, row[5], row[6]), saved))
+    return found
 
 
 def get(conn: apsw.Connection, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None) -> Found | None:
@@ -241,17 +244,17 @@ def get(conn: apsw.Connection, thread_id: str, checkpoint_ns: str, checkpoint_id
     the newest when ``checkpoint_id`` is None."""
     if checkpoint_id is None:
         row = conn.execute(
-            f"SELECT {_C_COLUMNS}{_WITH_EVENT} WHERE c.thread_id = ? AND c.checkpoint_ns = ? "
+            f"{_SELECT} FROM graph_checkpoints c {_WITH_EVENT} WHERE c.thread_id = ? AND c.checkpoint_ns = ? "
             "ORDER BY c.checkpoint_id DESC LIMIT 1",
             (thread_id, checkpoint_ns),
         ).fetchone()
     else:
         row = conn.execute(
-            f"SELECT {_C_COLUMNS}{_WITH_EVENT} WHERE c.thread_id = ? AND c.checkpoint_ns = ? "
+            f"{_SELECT} FROM graph_checkpoints c {_WITH_EVENT} WHERE c.thread_id = ? AND c.checkpoint_ns = ? "
             "AND c.checkpoint_id = ?",
             (thread_id, checkpoint_ns, checkpoint_id),
         ).fetchone()
-    return None if row is None else _found(row)
+    return None if row is None else _found(conn, (row,))[0]
 
 
 def list(
@@ -278,7 +281,7 @@ def list(
     args.append(limit_of(limit))
     sql = _list_sql(thread_id is not None, checkpoint_ns is not None, checkpoint_id is not None, before is not None,
                     tuple(value is None for _, value in metadata))
-    return [_found(row) for row in conn.execute(sql, args)]
+    return _found(conn, conn.execute(sql, args).fetchall())
 
 
 @functools.lru_cache(maxsize=128)
@@ -307,10 +310,10 @@ def _list_sql(thread: bool, ns: bool, checkpoint_id: bool, before: bool, nulls: 
         else:
             where.append(f"EXISTS (SELECT 1 FROM graph_checkpoint_metadata m WHERE m.key = ? AND m.value = ? "
                          f"AND {same})")
-    return (f"SELECT {_C_COLUMNS}, j.type, j.schema, j.data FROM {source} "
-            "LEFT JOIN journal j ON j.position = c.position"
-            f"{' WHERE ' + ' AND '.join(where) if where else ''} "
-            "ORDER BY c.checkpoint_id DESC, c.checkpoint_ns, c.thread_id LIMIT ?")
+    # Ids are unique in one namespace of one thread: with both given, the id alone orders.
+    order = "c.checkpoint_id DESC" if thread and ns else "c.checkpoint_id DESC, c.checkpoint_ns, c.thread_id"
+    return (f"{_SELECT} FROM {source} {_WITH_EVENT}{' WHERE ' + ' AND '.join(where) if where else ''} "
+            f"ORDER BY {order} LIMIT ?")
 
 
 def threads_of_runs(conn: apsw.Connection, run_ids: Sequence[str]) -> builtins.list[str]:
@@ -334,36 +337,22 @@ _CHUNK = 200  # keys per statement (SQLite binds at most 32,766 values)
 
 
 def references(
-    conn: apsw.Connection, found: Sequence[tuple[GraphCheckpointRow, GraphCheckpointSaved]]
-) -> tuple[builtins.list[dict[str, int]], dict[tuple[str, str, str], builtins.list[GraphWriteRow]]]:
-    """What these checkpoints point at: for each (in order) the position of
-    the event holding each channel's value at its
-    version — the checkpoint's own when that event (given with its row)
-    holds the channel at that version, else the latest that saved it
-    (channels without one left out); and per checkpoint (thread, namespace,
-    id), the pending writes in (task_path, task_id, idx) order. Primary-key
-    lookups, one statement per 200 checkpoints and 200 channels."""
-    positions: builtins.list[dict[str, int]] = []
-    wanted: dict[tuple[str, str, str, str], builtins.list[tuple[dict[str, int], str]]] = {}
-    for c, saved in found:
-        at: dict[str, int] = {}
-        positions.append(at)
-        own = saved.values
-        for channel, version in c.channel_versions.items():
-            held = own.get(channel)
-            if held is not None and type(held.version) is type(version) and held.version == version:
-                at[channel] = c.position
-            else:
-                wanted.setdefault((c.thread_id, c.checkpoint_ns, channel, version_key(version)),
-                                  []).append((at, channel))
-    values = builtins.list(wanted)
-    keys = [(c.thread_id, c.checkpoint_ns, c.checkpoint_id) for c, _ in found]
-    scopes = {key[:2] for key in keys}
+    conn: apsw.Connection, values: Sequence[tuple[str, str, str, str]], checkpoints: Sequence[tuple[str, str, str]]
+) -> tuple[dict[tuple[str, str, str, str], int], dict[tuple[str, str, str], builtins.list[GraphWriteRow]]]:
+    """What checkpoints point at: for each (thread, namespace, channel,
+    version key) of ``values``, the position of the latest event that saved
+    the channel at that version (those without one left out); for each
+    (thread, namespace, id) of ``checkpoints``, its pending writes in
+    (task_path, task_id, idx) order (those without any left out).
+    Primary-key lookups, one statement per 200 of each."""
+    scopes = {key[:2] for key in values}
+    scopes.update(key[:2] for key in checkpoints)
     one = len(scopes) == 1  # one namespace of one thread (a saver's reads): keyed by the rest
     scope, rest = (builtins.list(scopes.pop()), 2) if one else ([], 0)
+    positions: dict[tuple[str, str, str, str], int] = {}
     writes: dict[tuple[str, str, str], builtins.list[GraphWriteRow]] = {}
-    for start in range(0, max(len(values), len(keys)), _CHUNK):
-        some_values, some_keys = values[start:start + _CHUNK], keys[start:start + _CHUNK]
+    for start in range(0, max(len(values), len(checkpoints)), _CHUNK):
+        some_values, some_keys = values[start:start + _CHUNK], checkpoints[start:start + _CHUNK]
         args = []
         if some_values:
             args += scope + [part for key in some_values for part in key[rest:]]
@@ -371,12 +360,12 @@ def references(
             args += scope + [part for key in some_keys for part in key[rest:]]
         for row in conn.execute(_references_sql(one, len(some_values), len(some_keys)), args):
             if row[0] == 0:
-                for at, channel in wanted[row[1:5]]:
-                    at[channel] = row[5]
+                positions[row[1:5]] = row[5]
             else:
                 writes.setdefault(row[1:4], []).append(GraphWriteRow(*row[4:]))
     for pending in writes.values():
-        pending.sort(key=lambda w: (w.task_path, w.task_id, w.idx))
+        if len(pending) > 1:
+            pending.sort(key=lambda w: (w.task_path, w.task_id, w.idx))
     return positions, writes
 
 

@@ -337,35 +337,51 @@ def _assemble(conn: apsw.Connection, found: Sequence[graphs.Found], load: Load, 
         each = [(row, cache[row.position] if saved is None else saved) for row, saved in found]
     else:
         each = cast("builtins.list[tuple[graphs.GraphCheckpointRow, GraphCheckpointSaved]]", found)
-    positions, pending = graphs.references(conn, each)
-    elsewhere = [p for at in positions for p in at.values() if p not in cache]
-    elsewhere += [w.position for ws in pending.values() for w in ws if w.position not in cache]
-    if elsewhere:
-        _events_at(conn, elsewhere, cache)
-    # An event of another checkpoint in the answer, or one decoded into the cache and given
-    # already, is given again: its values are not fresh.
-    given: set[tuple[int, Any]] = {(row.position, None) for row, _ in found}
-    out = []
-    for (row, saved), (_, decoded), at in zip(each, found, positions):
+    # A channel's value at a checkpoint's version is in the checkpoint's own event when that
+    # event saved it at that version (the common case: given now), else in the latest event
+    # that did (looked up, then given).
+    answers: builtins.list[dict[str, Any]] = []
+    wanted: dict[tuple[str, str, str, str], builtins.list[dict[str, Any]]] = {}
+    for (row, saved), (_, decoded) in zip(each, found):
         own = decoded is not None  # decoded for this checkpoint alone
-        here = row.position
-        values = {}
-        for channel, position in at.items():
-            if position == here:  # saved with the checkpoint
-                stored = saved.values[channel].value
-                fresh = own
+        values: dict[str, Any] = {}
+        answers.append(values)
+        mine = saved.values
+        for channel, version in row.channel_versions.items():
+            held = mine.get(channel)
+            if held is not None and type(held.version) is type(version) and held.version == version:
+                stored = held.value
+                if stored.type != "empty":
+                    values[channel] = load(stored, own)
             else:
-                stored = cache[position].values[channel].value
+                wanted.setdefault((row.thread_id, row.checkpoint_ns, channel, graphs.version_key(version)),
+                                  []).append(values)
+    positions, pending = graphs.references(
+        conn, builtins.list(wanted), [(row.thread_id, row.checkpoint_ns, row.checkpoint_id) for row, _ in found])
+    if positions or pending:
+        elsewhere = [p for p in positions.values() if p not in cache]
+        elsewhere += [w.position for ws in pending.values() for w in ws if w.position not in cache]
+        if elsewhere:
+            _events_at(conn, elsewhere, cache)
+        # An event of another checkpoint in the answer, or one decoded into the cache and given
+        # already, is given again: its values are not fresh.
+        given: set[tuple[int, Any]] = {(row.position, None) for row, _ in found}
+        for key, position in positions.items():
+            channel = key[2]
+            stored = cache[position].values[channel].value
+            for values in wanted[key]:
                 fresh = (position, None) not in given and (position, channel) not in given
                 given.add((position, channel))
-            if stored.type != "empty":
-                values[channel] = load(stored, fresh)
+                if stored.type != "empty":
+                    values[channel] = load(stored, fresh)
+    out = []
+    for (row, saved), (_, decoded), values in zip(each, found, answers):
         writes = []
         for w in pending.get((row.thread_id, row.checkpoint_ns, row.checkpoint_id), ()) if pending else ():
             fresh = (w.position, w.item) not in given
             given.add((w.position, w.item))
             writes.append((w.task_id, w.channel, load(cache[w.position].writes[w.item].value, fresh)))
-        out.append(make(row, load(saved.checkpoint, own), values, writes))
+        out.append(make(row, load(saved.checkpoint, decoded is not None), values, writes))
     return out
 
 
