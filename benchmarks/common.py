@@ -15,6 +15,7 @@ import apsw
 import msgspec
 
 import eventkernel
+from eventkernel.connection import plan_once
 
 
 def environment(synchronous: str) -> dict[str, Any]:
@@ -92,7 +93,8 @@ class CapturedFloor:
     by raw APSW with none of the kernel's Python, on a file the kernel
     created (same schema, page size, auto_vacuum) opened with the kernel's
     pragmas (WAL, the same synchronous, temp_store=MEMORY, trusted_schema
-    off) and its checkpoint bound. ``savepoints=False`` drops the
+    off), its plans kept from prepare (``plan_once``) and its checkpoint
+    bound. ``savepoints=False`` drops the
     per-command SAVEPOINT/RELEASE pairs: what the statements cost without
     them."""
 
@@ -114,6 +116,7 @@ class CapturedFloor:
         self.conn.pragma("synchronous", synchronous.upper())
         self.conn.pragma("temp_store", "MEMORY")
         self.conn.pragma("trusted_schema", False)
+        plan_once(self.conn)
         self.conn.wal_autocheckpoint(self.kernel._db.wal_checkpoint_pages)
 
     def capture(self, work: Callable[[eventkernel.Kernel], None], *, reads: bool = False,

@@ -140,6 +140,17 @@ def _safety(conn: apsw.Connection) -> None:
     conn.pragma("trusted_schema", False)
 
 
+def plan_once(conn: apsw.Connection) -> None:
+    """Keep each statement's plan from its prepare. Without this, SQLite
+    prepared a statement again at every run with new bound values when its
+    WHERE binds an index's leading columns and its ORDER BY follows that
+    index (a thread's newest checkpoint, a queue's next item): 2.9 µs a
+    lookup instead of 0.9 on this machine's APSW build (it has STAT4). Plans
+    no longer depend on bound values (the query planner stability
+    guarantee). https://sqlite.org/c3ref/c_dbconfig_defensive.html#sqlitedbconfigenableqpsg"""
+    conn.config(apsw.SQLITE_DBCONFIG_ENABLE_QPSG, 1)
+
+
 def _incremental_vacuum(conn: apsw.Connection) -> None:
     """New files keep freed pages apart so that forgotten data can give space
     back with ``PRAGMA incremental_vacuum`` instead of a full VACUUM. Must be
@@ -399,6 +410,7 @@ class Database:
                 conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
                 _busy_timeout(conn, self.busy_timeout_ms)
                 _safety(conn)
+                plan_once(conn)
                 _temp_in_memory(conn)
             except BaseException:
                 conn.close()
@@ -447,6 +459,7 @@ class Database:
             with translating("opening an in-memory journal"):
                 conn = apsw.Connection(self.path)
                 _safety(conn)
+                plan_once(conn)
                 _temp_in_memory(conn)
             return conn
         conn = self._raw(create=False)
@@ -576,6 +589,7 @@ class Database:
             conn = apsw.Connection(name, flags=flags, vfs=self.vfs)
             _busy_timeout(conn, self.busy_timeout_ms)
             _safety(conn)
+            plan_once(conn)
             _temp_in_memory(conn)
         return conn
 
@@ -994,6 +1008,7 @@ def memory_connection() -> apsw.Connection:
     URI names are on so that a view of the past can ATTACH the file read-only."""
     conn = apsw.Connection(":memory:", flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI)
     _safety(conn)
+    plan_once(conn)
     conn.pragma("synchronous", "OFF")
     return conn
 

@@ -31,7 +31,7 @@ import apsw
 import msgspec
 
 from eventkernel import journal
-from eventkernel.connection import Database, memory_connection
+from eventkernel.connection import Database, memory_connection, plan_once
 from eventkernel.errors import JournalCorrupt, JournalError, KernelError
 from eventkernel.projector import Progress, Projector
 
@@ -410,6 +410,7 @@ def open_lazily(db: Database, conn: apsw.Connection, position: int) -> apsw.Conn
         lazy.pragma("journal_mode", "off")
         lazy.pragma("synchronous", "off")
         lazy.pragma("temp_store", "memory")
+        plan_once(lazy)
         lazy.pragma("cache_size", -(size * count // 1024 + 65536))  # every page read stays cached
     except BaseException:
         lazy.close()
