@@ -337,27 +337,30 @@ _CHUNK = 200  # keys per statement (SQLite binds at most 32,766 values)
 
 
 def references(
-    conn: apsw.Connection, values: Sequence[tuple[str, str, str, str]], checkpoints: Sequence[tuple[str, str, str]]
+    conn: apsw.Connection, scope: tuple[str, str] | None, values: Sequence[tuple[str, str, str, str]],
+    checkpoints: Sequence[tuple[str, str, str]],
 ) -> tuple[dict[tuple[str, str, str, str], int], dict[tuple[str, str, str], builtins.list[GraphWriteRow]]]:
     """What checkpoints point at: for each (thread, namespace, channel,
     version key) of ``values``, the position of the latest event that saved
     the channel at that version (those without one left out); for each
     (thread, namespace, id) of ``checkpoints``, its pending writes in
     (task_path, task_id, idx) order (those without any left out).
-    Primary-key lookups, one statement per 200 of each."""
-    scopes = {key[:2] for key in values}
-    scopes.update(key[:2] for key in checkpoints)
-    one = len(scopes) == 1  # one namespace of one thread (a saver's reads): keyed by the rest
-    scope, rest = (builtins.list(scopes.pop()), 2) if one else ([], 0)
+    ``scope``: the (thread, namespace) of every key, when they share one
+    (a saver's reads: looked up by the rest of each key). Primary-key
+    lookups, one statement per 200 of each."""
+    one = scope is not None
+    prefix = [] if scope is None else builtins.list(scope)
     positions: dict[tuple[str, str, str, str], int] = {}
     writes: dict[tuple[str, str, str], builtins.list[GraphWriteRow]] = {}
     for start in range(0, max(len(values), len(checkpoints)), _CHUNK):
         some_values, some_keys = values[start:start + _CHUNK], checkpoints[start:start + _CHUNK]
         args = []
         if some_values:
-            args += scope + [part for key in some_values for part in key[rest:]]
+            args += prefix
+            args += [part for key in some_values for part in (key[2:] if one else key)]
         if some_keys:
-            args += scope + [part for key in some_keys for part in key[rest:]]
+            args += prefix
+            args += [key[2] for key in some_keys] if one else [part for key in some_keys for part in key]
         for row in conn.execute(_references_sql(one, len(some_values), len(some_keys)), args):
             if row[0] == 0:
                 positions[row[1:5]] = row[5]

@@ -106,6 +106,7 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
             self._call = in_thread
         self._catch_up = catching_up(self.kernel)
         self._owned = False
+        self._made_loader: tuple[SerializerProtocol, Callable[[Stored, bool], Any]] | None = None
 
     @classmethod
     def from_conn_string(cls, path: str, **options: Any) -> Opening[EventKernelSaver]:
@@ -223,6 +224,14 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
                 left -= len(found)
 
     def _loader(self) -> Callable[[Stored, bool], Any]:
+        """:meth:`_load_with` for this saver's serde, made once per serde."""
+        made = self._made_loader
+        if made is None or made[0] is not self.serde:
+            made = self._made_loader = (self.serde, self._load_with(self.serde))
+        return made[1]
+
+    @staticmethod
+    def _load_with(serde: SerializerProtocol) -> Callable[[Stored, bool], Any]:
         """How a read gives back each stored value: deserialized by this
         saver's serde. With LangGraph's own serializer, a msgpack value the
         journal keeps as plain JSON is already what ``loads_typed`` would
@@ -231,8 +240,8 @@ class EventKernelSaver(BaseCheckpointSaver[str]):
         decoded instead of encoded to msgpack and decoded again; one given
         twice (two checkpoints of a list sharing a channel's version) is
         copied for all but one."""
-        loads = self.serde.loads_typed
-        if type(self.serde) is not JsonPlusSerializer:
+        loads = serde.loads_typed
+        if type(serde) is not JsonPlusSerializer:
             return lambda stored, fresh: loads(load(stored))
 
         def loader(stored: Stored, fresh: bool) -> Any:

@@ -163,6 +163,8 @@ def load(stored: Stored) -> Serialized:
 
 def _text(where: str, name: str, value: Any) -> str:
     """Any str JSON can carry (empty, long, any character but a lone surrogate)."""
+    if type(value) is str and value.isascii():  # the common case, at once
+        return value
     if type(value) is not str:
         raise InvalidArgument(f"{where} refused: {name} must be a str, got {type(value).__name__} {value!r:.60}")
     check_str(where, name, value)
@@ -322,19 +324,21 @@ def _graph_checkpoint(row: graphs.GraphCheckpointRow, checkpoint: Any, values: d
     )
 
 
-def _assemble(conn: apsw.Connection, found: Sequence[graphs.Found], load: Load, make: Make[T]) -> builtins.list[T]:
+def _assemble(conn: apsw.Connection, scope: tuple[str, str] | None, found: Sequence[graphs.Found], load: Load,
+              make: Make[T]) -> builtins.list[T]:
     """The checkpoints with their values and writes, each journal row read
     and decoded once (a checkpoint's own event came with its row, decoded
     for it alone); each stored value given back as ``load`` makes it, each
     checkpoint as ``make`` makes it (its row's versions and metadata are
-    its own objects)."""
+    its own objects). ``scope``: the (thread, namespace) of every
+    checkpoint, when the read asked for one."""
     if not found:
         return []
-    cache: dict[int, Any] = {row.position: saved for row, saved in found if saved is not None}
     kept = [row.position for row, saved in found if saved is None]
     if kept:  # checkpoints whose events a compaction kept with its base
-        _events_at(conn, kept, cache)
-        each = [(row, cache[row.position] if saved is None else saved) for row, saved in found]
+        events: dict[int, Any] = {}
+        _events_at(conn, kept, events)
+        each = [(row, events[row.position] if saved is None else saved) for row, saved in found]
     else:
         each = cast("builtins.list[tuple[graphs.GraphCheckpointRow, GraphCheckpointSaved]]", found)
     # A channel's value at a checkpoint's version is in the checkpoint's own event when that
@@ -357,8 +361,9 @@ def _assemble(conn: apsw.Connection, found: Sequence[graphs.Found], load: Load, 
                 wanted.setdefault((row.thread_id, row.checkpoint_ns, channel, graphs.version_key(version)),
                                   []).append(values)
     positions, pending = graphs.references(
-        conn, builtins.list(wanted), [(row.thread_id, row.checkpoint_ns, row.checkpoint_id) for row, _ in found])
+        conn, scope, builtins.list(wanted), [(row.thread_id, row.checkpoint_ns, row.checkpoint_id) for row, _ in found])
     if positions or pending:
+        cache: dict[int, Any] = {row.position: saved for row, saved in each}
         elsewhere = [p for p in positions.values() if p not in cache]
         elsewhere += [w.position for ws in pending.values() for w in ws if w.position not in cache]
         if elsewhere:
@@ -527,7 +532,7 @@ class Graphs:
             _text(where, "checkpoint_id", checkpoint_id)
         with self._ctx.db.read(where) as conn:
             found = graphs.get(conn, thread_id, checkpoint_ns, checkpoint_id)
-            return None if found is None else _assemble(conn, [found], loader, make)[0]
+            return None if found is None else _assemble(conn, (thread_id, checkpoint_ns), [found], loader, make)[0]
 
     def list(
         self,
@@ -581,6 +586,7 @@ class Graphs:
                     return []  # no stored metadata (JSON) can equal it
                 pairs.append((key, graphs.metadata_value(value)))
         with self._ctx.db.read(where) as conn:
-            return _assemble(conn, graphs.list(conn, thread_id=thread_id, checkpoint_ns=checkpoint_ns,
-                                               checkpoint_id=checkpoint_id, before=before, metadata=pairs,
-                                               limit=limit), loader, make)
+            scope = None if thread_id is None or checkpoint_ns is None else (thread_id, checkpoint_ns)
+            return _assemble(conn, scope, graphs.list(conn, thread_id=thread_id, checkpoint_ns=checkpoint_ns,
+                                                      checkpoint_id=checkpoint_id, before=before, metadata=pairs,
+                                                      limit=limit), loader, make)
