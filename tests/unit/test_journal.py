@@ -244,6 +244,27 @@ def test_durability_settings(db_path):
         eventkernel.open(db_path, synchronous="off")  # type: ignore[arg-type]
 
 
+def test_every_connection_keeps_its_plans_from_prepare(db_path):
+    # Otherwise SQLite may prepare a statement again at each run with new bound values.
+    def kept(conn: apsw.Connection) -> bool:
+        return conn.config(apsw.SQLITE_DBCONFIG_ENABLE_QPSG, -1) == 1
+
+    with eventkernel.open(db_path, snapshot_every=2) as k:
+        for i in range(5):
+            k.work.enqueue("t", {"n": i})
+        with k._db.read() as reader:
+            assert kept(reader)
+        assert kept(k._db.conn)
+        with k.at(4) as view:  # from a snapshot
+            assert kept(view._db.conn)
+        with k.at(1) as view:  # replayed
+            assert kept(view._db.conn)
+    with eventkernel.open(":memory:") as k:
+        assert kept(k._db.conn)
+    with eventkernel.open(db_path, read_only=True) as k, k._db.read() as reader:
+        assert kept(reader)
+
+
 def test_a_failed_commit_is_outcome_unknown_and_the_connection_is_reopened(k):
     old = k._db.conn
     old.set_commit_hook(lambda: True)  # turns the COMMIT into a failure
