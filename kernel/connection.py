@@ -1067,10 +1067,14 @@ class Shared(Protocol):
 
 class Writer(Protocol):
     """What a group commit needs of an engine: its write lock (held by a
-    group's leader), the busy timeout, and a write transaction."""
+    group's leader), the busy timeout, a write transaction, and whether a
+    group's first try may be optimistic (``optimistic``, set by the leader
+    where ``retries_stale``: the transaction may raise Stale, and the group
+    runs again)."""
 
     _lock: threading.RLock
     busy_timeout_ms: int
+    optimistic: bool
 
     def write(self, doing: str) -> AbstractContextManager[Any]: ...
 
@@ -1189,7 +1193,8 @@ class GroupCommit:
         failure: BaseException | None = None
         # On a replica of a shared journal, a group may first run optimistically (decided on the replica,
         # checked by the journal at its commit); when that finds the journal moved on, it runs again.
-        replica = db if isinstance(db, Database) and db.shared is not None else None
+        replica = db if (db.shared is not None if isinstance(db, Database) else getattr(db, "retries_stale", False)) \
+            else None
         optimistic = replica is not None
         while True:
             try:
@@ -1202,7 +1207,7 @@ class GroupCommit:
                     ticket.result, ticket.error = None, None
                 continue
             except CommandRejected as e:
-                if optimistic and replica is not None and getattr(replica.shared, "optimistic_tx", False):
+                if optimistic and isinstance(replica, Database) and getattr(replica.shared, "optimistic_tx", False):
                     # A lone command refused on a replica that may be behind: decided again under the lock.
                     optimistic = False
                     group[0].result, group[0].error = None, None

@@ -176,12 +176,17 @@ class _Tx:
     change them while it holds the lock), and the lookups sent with its
     BEGIN (a lone append's, so that it takes two round trips in all)."""
 
-    __slots__ = ("asked", "conn", "hash", "now", "position", "recorded_at", "rows", "spoiled", "start", "versions")
+    __slots__ = ("asked", "base", "conn", "hash", "now", "optimistic", "position", "recorded_at", "rows", "spoiled",
+                 "start", "versions")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.position, self.hash, self.recorded_at, self.now = 0, journal.GENESIS_HASH, 0, 0
         self.start = 0
+        self.base = 0  # the journal's base (compaction) under the lock
+        # Decided on what this process last saw, checked by expect_head at the commit (no answer awaited
+        # before it): event ids are taken as new (a duplicate fails the commit, which then runs again).
+        self.optimistic = False
         self.spoiled: BaseException | None = None
         self.versions: dict[str, int] = {}
         self.asked: tuple[str, list[str | None], Any, list[Any]] | None = None
@@ -195,13 +200,13 @@ class _Tx:
 
     def ask(self, stream: str, ids: list[str | None]) -> None:
         """Send the lookups an append of ``stream`` with ``ids`` needs (answers come at the next sync)."""
-        if stream in self.versions and not any(ids):
+        if stream in self.versions and (self.optimistic or not any(ids)):
             self.asked = (stream, ids, None, [None] * len(ids))
             return
         self.flush()
         raw = self.conn.raw
         version = None if stream in self.versions else raw.execute(_VERSION, {"s": stream})
-        found = [None if i is None else raw.execute(_BY_ID, (i,)) for i in ids]
+        found = [None if i is None or self.optimistic else raw.execute(_BY_ID, (i,)) for i in ids]
         self.asked = (stream, ids, version, found)
 
     def lookup(self, stream: str, ids: list[str | None]) -> tuple[list[Any], int]:
@@ -225,7 +230,7 @@ _ERASED_AFTER = "SELECT position, data_digest, meta_digest, erasure FROM erased 
 _VERSION = ("SELECT coalesce((SELECT max(version) FROM journal WHERE stream = %(s)s), "
             "(SELECT version FROM base_streams WHERE stream = %(s)s), 0)")
 _BY_ID = f"SELECT {journal.COLUMNS} FROM journal WHERE event_id = %s"
-_HEAD = "SELECT position, hash, recorded_at, {now} FROM journal_head FOR UPDATE"
+_HEAD = "SELECT position, hash, recorded_at, {now}, base FROM journal_head FOR UPDATE"
 _REPLICA_HEAD = (f"SELECT position, hash, recorded_at, {_NOW_MS}, tables_position, tables, base FROM journal_head "
                  "FOR UPDATE")
 _BASE_NOTICE = "base:"  # the payload of a compaction's NOTIFY: "base:<position>"
@@ -245,6 +250,20 @@ _MOVE_CONSUMER = (
 )
 
 
+_KNOWN_STREAMS = 10_000  # stream versions a journal keeps between transactions, at most
+
+
+def _stale(e: BaseException) -> bool:
+    """Whether a failed optimistic commit found the journal moved on (or the
+    clocks apart: expect_head's EK001), or an event id or stream version it
+    took as new already there (a unique violation): nothing was committed."""
+    while e is not None:
+        if getattr(e, "sqlstate", None) in (_STALE, "23505"):
+            return True
+        e = e.__cause__  # type: ignore[assignment]
+    return False
+
+
 class _Lost(Exception):
     """The writer connection was found lost when a transaction began."""
 
@@ -262,7 +281,16 @@ os.register_at_fork(after_in_child=_forked)
 
 class PgJournal(JournalReader):
     """The journal in a PostgreSQL schema. Open it with :func:`open_journal`;
-    a context manager; one per process, shared by any number of threads."""
+    a context manager; one per process, shared by any number of threads.
+
+    A group commit's transaction takes one round trip when this process
+    knows the journal's head (it made or saw the last commit): its appends
+    are decided on what it knows and sent with ``expect_head``, which takes
+    the lock and checks that nothing moved; when something did, nothing is
+    committed and the group runs again the usual way (the lock first, its
+    lookups, then the rows with the COMMIT: two round trips)."""
+
+    retries_stale = True  # (GroupCommit: a group's first try may be optimistic)
 
     def __init__(self, url: str, *, schema: str, clock: Clock | None, create: bool, busy_timeout_ms: int,
                  statement_timeout_ms: int, idle_in_transaction_timeout_ms: int, group_commit: bool) -> None:
@@ -294,6 +322,16 @@ class PgJournal(JournalReader):
         self._interrupted = False
         self.base_notified = 0  # the newest base a compaction's notification announced to wait()
         self.heard = 0  # the newest head a commit's notification announced to wait()
+        # An optimistic commit (one round trip): the head this process last saw under the lock or made,
+        # (position, hash, recorded_at, base), the versions of streams it knows as of that head, the
+        # server's clock less this machine's, when the writer connection last answered, and until when
+        # the lock is taken first (after an optimistic commit found the journal moved on).
+        self.optimistic = False  # set by GroupCommit: a group's first try may be optimistic
+        self._known: tuple[int, bytes, int, int] | None = None
+        self._versions: dict[str, int] = {}
+        self._offset: int | None = None
+        self._answered = 0.0
+        self._contended_until = 0.0
         self._writer = self._connect()
         try:
             self._prepare(create)
@@ -488,9 +526,23 @@ class PgJournal(JournalReader):
         """A group's transaction (for :class:`GroupCommit`, which holds ``_lock``)."""
         return self._write(doing, getattr(self._hint, "ask", None))
 
+    def _may_skip_lock(self, conn: Connection | None) -> bool:
+        """Whether a group's transaction may decide on what this process last
+        saw and send everything at once, the lock and its check included
+        (``expect_head``): a group's first try (``optimistic``), a head this
+        process saw or made and no notification of a newer one, the server's
+        clock known, a writer connection that answered within FRESH_S, and no
+        optimistic commit found stale in the last half second."""
+        now = time.monotonic()
+        return (self.optimistic and self._known is not None and self._offset is not None
+                and self.heard <= self._known[0] and self.base_notified <= self._known[3]
+                and conn is not None and not conn.raw.closed and not conn.raw.broken
+                and now - self._answered < FRESH_S and now >= self._contended_until)
+
     def _transact(self, doing: str, ask: tuple[str, list[str | None]] | None, *, retry: bool) -> Iterator[_Tx]:
         psycopg = _psycopg()
         conn = self._writer
+        optimistic = self._may_skip_lock(conn)
         if conn is None or conn.raw.closed or conn.raw.broken:
             conn = self._writer = self._connect()
         raw = conn.raw
@@ -499,19 +551,39 @@ class PgJournal(JournalReader):
         try:
             with raw.pipeline():
                 raw.execute("BEGIN")
-                head = raw.execute(_HEAD.format(now=_NOW_MS))
-                if ask is not None:
-                    tx.ask(*ask)
-                try:
-                    row = head.fetchone()
-                except psycopg.Error as e:
-                    if retry and isinstance(e, psycopg.OperationalError) and (raw.closed or raw.broken):
-                        # A connection the server dropped while it sat idle (a restart, a failover):
-                        # nothing was written, so once more on a new one.
-                        raise _Lost from e
-                    raise translate(e, f"{doing}: taking the journal's write lock") from e
-                assert row is not None
-                tx.position, tx.hash, tx.recorded_at, tx.now = int(row[0]), bytes(row[1]), int(row[2]), int(row[3])
+                if optimistic:
+                    assert self._known is not None and self._offset is not None
+                    tx.optimistic = True
+                    tx.position, tx.hash, tx.recorded_at, tx.base = self._known
+                    tx.now = max(time.time_ns() // 1_000_000 + self._offset, tx.recorded_at)
+                    tx.versions = self._versions  # as of the known head (dropped if the commit fails)
+                    raw.execute(_EXPECT, (tx.position, tx.hash, tx.base, 0, None, tx.now, SLACK_MS))
+                    if ask is not None:
+                        tx.ask(*ask)
+                else:
+                    sent = time.time_ns() // 1_000_000
+                    head = raw.execute(_HEAD.format(now=_NOW_MS))
+                    if ask is not None:
+                        tx.ask(*ask)
+                    try:
+                        row = head.fetchone()
+                    except psycopg.Error as e:
+                        if retry and isinstance(e, psycopg.OperationalError) and (raw.closed or raw.broken):
+                            # A connection the server dropped while it sat idle (a restart, a failover):
+                            # nothing was written, so once more on a new one.
+                            raise _Lost from e
+                        raise translate(e, f"{doing}: taking the journal's write lock") from e
+                    assert row is not None
+                    tx.position, tx.hash, tx.recorded_at, tx.now = int(row[0]), bytes(row[1]), int(row[2]), int(row[3])
+                    tx.base = int(row[4])
+                    self._offset = tx.now - (sent + time.time_ns() // 1_000_000) // 2
+                    self._answered = time.monotonic()
+                    known = self._known
+                    if known is None or known[:2] != (tx.position, tx.hash):
+                        # another process appended since: what this one knew of streams may be old
+                        self._known, self._versions = None, {}
+                    else:
+                        tx.versions = self._versions
                 tx.start = tx.position
                 self._tx = tx
                 try:
@@ -530,12 +602,24 @@ class PgJournal(JournalReader):
                 raw.execute("COMMIT")
         except BaseException as e:
             self._rollback(conn)
+            if tx.versions is self._versions:
+                self._known, self._versions = None, {}  # (the failed transaction may have moved them)
+            if tx.optimistic and (isinstance(e, Stale) or _stale(e)):
+                # Nothing was committed: the journal moved on, or an event id already there (or the
+                # clocks drifted). The group runs again, the lock first, for a while.
+                self._contended_until = time.monotonic() + 0.5
+                raise Stale(str(e)) from e
             if (retry and self._tx is None and isinstance(e, psycopg.OperationalError)
                     and (raw.closed or raw.broken)):
                 raise _Lost from e  # lost before the lock was taken: nothing was written
             if isinstance(e, psycopg.Error):
                 if not committing:
                     raise translate(e, doing) from e
+                sqlstate = e.sqlstate or ""
+                if tx.optimistic and sqlstate and sqlstate[:2] not in ("08", "57", "58", "XX"):
+                    # An optimistic transaction's statements all answer at its COMMIT: the server refused
+                    # one of them (its lock's timeout, say), so it rolled the whole of it back.
+                    raise translate(e, f"{doing} (nothing was written)") from e
                 if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
                     raise CommitOutcomeUnknown(
                         f"{doing}: COMMIT failed ({type(e).__name__}: {str(e).strip()}); the transaction may or "
@@ -544,6 +628,10 @@ class PgJournal(JournalReader):
                     ) from e
                 raise translate(e, f"{doing}: committing (nothing was written)") from e
             raise
+        # Committed: the head as this process made it, and what it knows of streams as of it.
+        self._known = (tx.position, tx.hash, tx.recorded_at, tx.base)
+        self._versions = tx.versions if len(tx.versions) <= _KNOWN_STREAMS else {}
+        self._answered = time.monotonic()
 
     def _writer_raw(self) -> Any:
         """The writer connection (a new one if the last was lost)."""
@@ -588,12 +676,16 @@ class PgJournal(JournalReader):
                     found, current = tx.lookup(stream, ids)
                 except _psycopg().Error as e:
                     tx.spoiled = e  # the server rolls the whole transaction back
+                    if tx.optimistic and _stale(e):
+                        raise Stale(str(e)) from e
                     raise translate(e, where) from e
                 if event_ids is not None:
                     replay = journal.replayed(found, stream, encoded, where)
                     if replay is not None:
                         return replay[-1].position
                 if expected_version is not None and expected_version != current:
+                    if tx.optimistic:  # what this process knows may be old: decided again under the lock
+                        raise Stale(f"{stream} at version {current} as last seen, {expected_version} expected")
                     raise ConcurrencyConflict(stream, expected_version, current)
                 recorded_at = max(self._now(tx), tx.recorded_at)
                 rows, _ = journal.chain((tx.position, tx.hash), stream, events, encoded, ids, current, recorded_at,

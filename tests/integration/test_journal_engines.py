@@ -185,3 +185,71 @@ def test_busy_timeout_bounds_the_wait_for_the_write_lock(pg_url: str) -> None:
         assert j.head == 1
         assert j.append("note:a", [Noted(text="after")]) == 2
         assert j.verify().ok
+
+
+# --- PostgreSQL: a group's transaction in one round trip -------------------------
+
+
+def _asked_before_commit(j: Any, append: Any) -> list[str]:
+    """The requests for an answer (Flush, Sync) the journal's writer
+    connection sent while ``append`` ran, before it sent its COMMIT: none
+    when the whole transaction went in one round trip."""
+    import os
+    import tempfile
+
+    fd, path = tempfile.mkstemp()
+    pgconn = j._writer.raw.pgconn
+    pgconn.trace(fd)
+    try:
+        append()
+    finally:
+        pgconn.untrace()
+        os.close(fd)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        sent = [[field.strip() for field in line.split("\t")] for line in f if "\tF\t" in line]
+    os.remove(path)
+    commit = next(i for i, fields in enumerate(sent) if "COMMIT" in fields[-1])
+    return [fields[3] for fields in sent[:commit] if fields[3] in ("Flush", "Sync")]
+
+
+def test_an_append_by_the_process_that_made_the_last_commit_takes_one_round_trip(pg_url: str) -> None:
+    with postgres.open_journal(pg_url) as j:
+        # The first learns the head, under the lock: an answer awaited before the rows go.
+        assert _asked_before_commit(j, lambda: j.append("note:a", [Noted(text="one")], event_ids=["e1"])) == ["Flush"]
+        # Then the lock, its check, the rows and the COMMIT go at once.
+        assert _asked_before_commit(j, lambda: j.append("note:a", [Noted(text="two")], event_ids=["e2"])) == []
+        assert _asked_before_commit(j, lambda: j.append("note:a", [Noted(text="three")],
+                                                        expected_version=2)) == []
+        j.retries_stale = False  # (the same journal taking the lock first: what the test tells apart)
+        assert _asked_before_commit(j, lambda: j.append("note:a", [Noted(text="four")])) == ["Flush"]
+        assert [(r.position, r.version, r.event_id) for r in j.read()] == [
+            (1, 1, "e1"), (2, 2, "e2"), (3, 3, None), (4, 4, None)]
+        assert j.verify().ok
+
+
+def test_an_optimistic_append_that_finds_the_journal_moved_on_runs_again_under_the_lock(pg_url: str) -> None:
+    with postgres.open_journal(pg_url) as a, postgres.open_journal(pg_url) as b:
+        a.append("note:a", [Noted(text="a1")])
+        a.append("note:a", [Noted(text="a2")])  # a knows the head: 2, and note:a at 2
+        b.append("note:a", [Noted(text="b1")])  # another process moves both on
+        # a's version of note:a is old: the append is decided again under the lock, and succeeds.
+        assert a.append("note:a", [Noted(text="a3")], expected_version=3) == 4
+        b.append("note:b", [Noted(text="b2")])  # the head moves on; note:a does not
+        assert a.append("note:a", [Noted(text="a4")]) == 6
+        # A real conflict is refused, and writes nothing.
+        _refused(a, lambda: a.append("note:a", [Noted(text="late")], expected_version=1), ConcurrencyConflict,
+                 "expected version 1")
+        assert [(r.position, r.stream, r.version) for r in a.read()] == [
+            (1, "note:a", 1), (2, "note:a", 2), (3, "note:a", 3), (4, "note:a", 4), (5, "note:b", 1),
+            (6, "note:a", 5)]
+        assert a.verify().ok and b.verify().ok
+
+
+def test_a_retry_of_an_event_id_returns_its_first_position_after_an_optimistic_try(pg_url: str) -> None:
+    with postgres.open_journal(pg_url) as j:
+        first = j.append("note:a", [Noted(text="once")], event_ids=["x"])
+        j.append("note:a", [Noted(text="other")])  # j knows the head
+        # Taken as new, the id fails the commit: the retry runs under the lock and finds it.
+        assert j.append("note:a", [Noted(text="once")], event_ids=["x"]) == first
+        _refused(j, lambda: j.append("note:a", [Noted(text="changed")], event_ids=["x"]), IdempotencyConflict, "x")
+        assert j.head == 2 and j.verify().ok
