@@ -716,6 +716,7 @@ class PgJournal(JournalReader):
         """Write journal rows verbatim (``eventkernel copy``): each must follow
         the head, densely; ``erased`` records their erased payloads."""
         with self._write("copy") as tx:
+            tx.versions = {}  # (rows written verbatim: the versions this process knew may no longer hold)
             for row in rows:
                 if row[0] != tx.position + 1:
                     raise InvalidArgument(f"copy refused: position {row[0]} does not follow the head {tx.position}")
