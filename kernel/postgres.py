@@ -66,7 +66,7 @@ from eventkernel.errors import (
 )
 from eventkernel.projector import Projector
 from eventkernel.registry import check_application_append
-from eventkernel.validate import check_int, check_text
+from eventkernel.validate import check_bool, check_int, check_text
 from eventkernel.verify import VerifyReport
 from eventkernel.view import JournalReader
 
@@ -1848,6 +1848,7 @@ def open_journal(
     statement_timeout_ms: int = 60_000,
     idle_in_transaction_timeout_ms: int = 60_000,
     group_commit: bool = True,
+    one_round_trip: bool = True,
 ) -> PgJournal:
     """Open (creating when ``create``) the journal in ``schema`` of the
     PostgreSQL database at ``url`` (``postgresql://…`` or a libpq conninfo).
@@ -1860,7 +1861,12 @@ def open_journal(
     ``clock``: a zero-argument callable of int ms since the epoch; by default
     the server's clock, read under the write lock. ``group_commit``: appends
     of this process's threads share one transaction and one COMMIT when
-    they meet (as on SQLite); a lone append waits for no one."""
+    they meet (as on SQLite); a lone append waits for no one; with it, a
+    group's transaction takes one round trip when this process knows the
+    journal's head (see :class:`PgJournal`), its time then this machine's
+    clock set to the server's by its last answer and checked under the lock
+    to be within 100 ms of it. ``one_round_trip=False``: every transaction
+    takes the lock first, its time the server's clock read under it."""
     check_text("open_journal", "url", url)
     check_text("open_journal", "schema", schema, max_len=40)
     for name, value in (("busy_timeout_ms", busy_timeout_ms), ("statement_timeout_ms", statement_timeout_ms),
@@ -1868,9 +1874,12 @@ def open_journal(
         check_int("open_journal", name, value, minimum=0)
     if clock is not None and not callable(clock):
         raise InvalidArgument(f"open_journal refused: clock must be a zero-argument callable, got {clock!r:.60}")
-    return PgJournal(url, schema=schema, clock=clock, create=create, busy_timeout_ms=busy_timeout_ms,
-                     statement_timeout_ms=statement_timeout_ms,
-                     idle_in_transaction_timeout_ms=idle_in_transaction_timeout_ms, group_commit=group_commit)
+    check_bool("open_journal", "one_round_trip", one_round_trip)
+    opened = PgJournal(url, schema=schema, clock=clock, create=create, busy_timeout_ms=busy_timeout_ms,
+                       statement_timeout_ms=statement_timeout_ms,
+                       idle_in_transaction_timeout_ms=idle_in_transaction_timeout_ms, group_commit=group_commit)
+    opened.retries_stale = one_round_trip
+    return opened
 
 
 __all__ = ["FORMAT", "PgJournal", "Replica", "dialect", "is_url", "open_journal", "redact"]
