@@ -174,7 +174,10 @@ class _Tx:
     """The write transaction of one thread, in pipeline mode: the head it
     holds the lock on, the stream versions it knows (no other writer can
     change them while it holds the lock), and the lookups sent with its
-    BEGIN (a lone append's, so that it takes two round trips in all)."""
+    BEGIN (a lone append's, so that it takes two round trips in all). An
+    optimistic one (``optimistic``) holds the head its process last knew
+    instead, sends ``expect_head`` for the lock and waits for no answer
+    before its COMMIT: one round trip."""
 
     __slots__ = ("asked", "base", "conn", "hash", "now", "optimistic", "position", "recorded_at", "rows", "spoiled",
                  "start", "versions")
