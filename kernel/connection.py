@@ -1191,8 +1191,9 @@ class GroupCommit:
         if not group:
             return
         failure: BaseException | None = None
-        # On a replica of a shared journal, a group may first run optimistically (decided on the replica,
-        # checked by the journal at its commit); when that finds the journal moved on, it runs again.
+        # On a replica of a shared journal, or on a PgJournal (``retries_stale``), a group may first run
+        # optimistically (decided on what the process knows, checked by the journal at its commit); when
+        # that finds the journal moved on, it runs again.
         replica = db if (db.shared is not None if isinstance(db, Database) else getattr(db, "retries_stale", False)) \
             else None
         optimistic = replica is not None
