@@ -807,8 +807,9 @@ class Kernel(Reader):
                 projector.overtake(conn, journal.head(conn)[0])
 
     def checkpoint(self, mode: Literal["passive", "full", "restart", "truncate"] = "passive") -> tuple[int, int]:
-        """Copy the WAL into the database file now (maintenance; appends never
-        checkpoint synchronously). Returns (WAL pages, pages copied)."""
+        """Copy the WAL into the database file now (maintenance: the kernel
+        checkpoints by itself once the WAL passes 4,000 pages; this waits for
+        one in progress). Returns (WAL pages, pages copied)."""
         return self._db.checkpoint(mode)
 
     def close(self) -> None:
