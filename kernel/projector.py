@@ -38,6 +38,13 @@ _POSITIONS_DDL = (
     "CREATE TABLE IF NOT EXISTS projection_positions ("
     " name TEXT PRIMARY KEY, version INTEGER NOT NULL, position INTEGER NOT NULL) STRICT"
 )
+AT_HEAD = -1
+"""The position a projection records when it has applied every event of the
+journal, whatever its head (format 7): the commits of a process that applies
+every projection of the file then write nothing to ``projection_positions``.
+A projection is recorded at a number only while it lags: when a process
+without it appends (:meth:`Projector.overtake`, :meth:`Projector.hold`), or
+while it is made or caught up."""
 
 
 class _ApplyFailed(Exception):
@@ -230,7 +237,24 @@ class Projector:
         return tuple(chosen)
 
     def positions(self, conn: apsw.Connection) -> dict[str, tuple[int, int]]:
-        return {name: (v, p) for name, v, p in conn.execute("SELECT name, version, position FROM projection_positions")}
+        """(version, position) of every projection the file holds, one at the
+        head given the head's position (call inside a transaction)."""
+        rows = [(str(name), int(v), int(p))
+                for name, v, p in conn.execute("SELECT name, version, position FROM projection_positions")]
+        head = journal.head(conn)[0] if any(p == AT_HEAD for _, _, p in rows) else 0
+        return {name: (v, head if p == AT_HEAD else p) for name, v, p in rows}
+
+    def hold(self, conn: apsw.Connection, head: int, names: Iterable[str] | None = None) -> None:
+        """Before events are appended that ``names`` (default: every
+        projection of the file) will not fold as they come: record the head
+        they have reached, ``head``, for those recorded at the head."""
+        if names is None:
+            conn.execute("UPDATE projection_positions SET position = ? WHERE position = ?", (head, AT_HEAD))
+            return
+        chosen = list(names)
+        if chosen:
+            conn.execute(f"UPDATE projection_positions SET position = ? WHERE position = ? "
+                         f"AND name IN ({', '.join('?' * len(chosen))})", (head, AT_HEAD, *chosen))
 
     def _recreate(self, conn: apsw.Connection, module: Projection, position: int, *, indexes: bool = True) -> None:
         """Drop whatever holds the names of the projection's tables, indexes
@@ -366,16 +390,22 @@ class Projector:
         another process rebuilt one at another ``VERSION`` (its code is not
         this process's)."""
         behind = {}
+        others = []
         for name, version, position in conn.execute("SELECT name, version, position FROM projection_positions"):
             module = self.by_name.get(name)
             if module is None:
+                if position == AT_HEAD:
+                    others.append(name)
                 continue
             if version != module.VERSION:
                 raise JournalError(
                     f"projection {name!r} is at version {version} in the file (another process rebuilt it), but "
                     f"this process applies version {module.VERSION}; reopen the file with the same projections")
-            if position < head:
+            if position != AT_HEAD and position < head:
                 behind[name] = position
+        # The file's projections this process does not apply stop at this head (their processes fold
+        # what follows when they next write).
+        self.hold(conn, head, others)
         if not behind:
             return
         modules = [self.by_name[name] for name in behind]
@@ -401,13 +431,17 @@ class Projector:
         conn.execute("RELEASE ek_overtake")
 
     def advance(self, conn: apsw.Connection, position: int) -> None:
-        """Record that this process's projections reached ``position`` (other
-        processes may register projections this one does not apply)."""
-        conn.execute(self._advance_sql, (position, *self.by_name))
+        """Just before a COMMIT that appended up to ``position``: record that
+        this process's projections are at the head (other processes may
+        register projections this one does not apply). Once they are, as
+        after every commit of this process, the statement changes no row and
+        writes no page."""
+        conn.execute(self._advance_sql, (AT_HEAD, AT_HEAD, *self.by_name))
 
     @cached_property
     def _advance_sql(self) -> str:
-        return f"UPDATE projection_positions SET position = ? WHERE name IN ({', '.join('?' * len(self.by_name))})"
+        return (f"UPDATE projection_positions SET position = ? WHERE position != ? "
+                f"AND name IN ({', '.join('?' * len(self.by_name))})")
 
     def _fold_rows(
         self,
@@ -490,9 +524,9 @@ class Projector:
                     failed = e
                 else:
                     conn.execute(
-                        f"UPDATE projection_positions SET position = ? WHERE position < ? "
+                        f"UPDATE projection_positions SET position = ? WHERE position < ? AND position != ? "
                         f"AND name IN ({', '.join('?' * len(self.by_name))})",
-                        (last, last, *self.by_name),
+                        (last, last, AT_HEAD, *self.by_name),
                     )
                     if progress is not None:
                         progress(last, head)

@@ -53,6 +53,9 @@ class _Sqlite:
 
     def write(self, rows: list[tuple[Any, ...]], erased: list[tuple[Any, ...]]) -> None:
         with self.k._db.write("copy") as conn:
+            # The rows are written, not folded (the projections are rebuilt once at the end): they stay
+            # where they were, also if the copy stops half way.
+            self.k._projector.hold(conn, rows[0][0] - 1)
             conn.executemany(journal.INSERT, rows)
             if erased:
                 conn.executemany("INSERT INTO erased (position, data_digest, meta_digest, erasure) VALUES (?, ?, ?, ?)",

@@ -117,7 +117,7 @@ def test_the_refusal_says_what_was_found(tmp_path):
     newer = tmp_path / "newer.db"
     _journal_of_a_newer_version(newer)
     with pytest.raises(eventkernel.NotAJournal, match=r"newer eventkernel \(file format 99; this version reads "
-                                                      r"formats up to 6\); upgrade"):
+                                                      r"formats up to 7\); upgrade"):
         eventkernel.open(str(newer), read_only=True)
 
 

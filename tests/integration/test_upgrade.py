@@ -65,7 +65,7 @@ def test_the_first_writable_open_migrates_a_0_1_0_file(old_file):
         events = _events(k)
     with eventkernel.open(old_file) as k:
         conn = k._db.conn
-        assert (conn.pragma("application_id"), conn.pragma("user_version")) == (0x45764B6E, 6)
+        assert (conn.pragma("application_id"), conn.pragma("user_version")) == (0x45764B6E, 7)
         assert _events(k) == events  # every event as it was; only the chain hashes changed
         report = k.verify()
         assert report.ok, report.problems
@@ -92,7 +92,7 @@ def test_the_first_writable_open_migrates_a_0_1_0_file(old_file):
         assert k.verify().ok
         head = k.head
     with eventkernel.open(old_file) as k:  # migrated once
-        assert k._db.conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (6,)
+        assert k._db.conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (7,)
         assert k.head == head and k.verify(anchor=(OLD_HEAD, OLD_HASH)).ok
 
 

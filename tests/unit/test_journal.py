@@ -197,13 +197,14 @@ def test_migrations_are_recorded_and_applied_once_and_the_file_is_marked(db_path
     with eventkernel.open(db_path, clock=clock) as k:
         rows = k._db.conn.execute("SELECT version, name, applied_at FROM schema_migrations").fetchall()
     assert rows == [(1, "journal", clock()), (2, "views", clock()), (3, "chain_over_digests", clock()),
-                    (4, "erasure", clock()), (5, "snapshots", clock()), (6, "compaction", clock())]
+                    (4, "erasure", clock()), (5, "snapshots", clock()), (6, "compaction", clock()),
+                    (7, "positions_at_head", clock())]
     clock.advance(10)
     with eventkernel.open(db_path, clock=clock) as k:
-        assert k._db.conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (6,)
+        assert k._db.conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (7,)
     raw = apsw.Connection(db_path)
     assert raw.pragma("application_id") == 0x45764B6E
-    assert raw.pragma("user_version") == 6
+    assert raw.pragma("user_version") == 7
     assert raw.pragma("auto_vacuum") == 2  # incremental
     raw.close()
 

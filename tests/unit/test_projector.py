@@ -5,6 +5,7 @@ import pytest
 
 import eventkernel
 from eventkernel.errors import InvalidArgument
+from eventkernel.projector import AT_HEAD
 from eventkernel.projections import work_items
 
 from support import live_tables, rebuilt_tables
@@ -208,7 +209,11 @@ def test_a_rebuild_in_memory_has_every_table_and_index_of_the_ddl(k, clock):
 
 
 def _positions(k):
-    return {p for (p,) in k._db.conn.execute("SELECT position FROM projection_positions")}
+    """The positions the projections are at, and what projection_positions holds."""
+    with k._db.read("reading the positions") as conn:
+        reached = {p for _, p in k._projector.positions(conn).values()}
+        held = {p for (p,) in conn.execute("SELECT position FROM projection_positions")}
+    return reached, held
 
 
 def test_projection_positions_reach_the_head_when_a_transaction_commits(k):
@@ -219,7 +224,7 @@ def test_projection_positions_reach_the_head_when_a_transaction_commits(k):
             k.work.enqueue("", 3)  # refused inside the transaction: undoes only itself
         k.work.enqueue("t", 4)
     assert k.head == 3
-    assert _positions(k) == {3}
+    assert _positions(k) == ({3}, {AT_HEAD})
     assert k.verify().ok
 
 
@@ -232,8 +237,26 @@ def test_projection_positions_stay_put_when_everything_in_a_transaction_is_undon
         with pytest.raises(eventkernel.NotFound):
             k.work.cancel("wi_missing", "nope")
     assert k.head == 1
-    assert _positions(k) == {1}
+    assert _positions(k) == ({1}, {AT_HEAD})
     assert k.verify().ok
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])  # the file's own connection
+def test_a_commit_writes_no_position_once_every_projection_is_at_the_head(k):
+    """The positions say "at the head" once; later commits of a process
+    applying every projection change no row of projection_positions (no page
+    written for it)."""
+    k.work.enqueue("t", 1)
+    changed: list[str] = []
+    k._db.conn.set_update_hook(lambda _op, _db, table, _rowid: changed.append(table))
+    for n in range(3):
+        k.work.enqueue("t", n)
+    with k.transaction():
+        k.memory.put("ns", "k", 1)
+        k.sessions.create("app", "u")
+    k._db.conn.set_update_hook(None)
+    assert "work_items" in changed and "projection_positions" not in changed
+    assert _positions(k) == ({6}, {AT_HEAD})
 
 
 def test_rebuild_inside_a_transaction_copies_rows_without_attaching(k, clock):
@@ -403,3 +426,41 @@ def test_the_bulk_rebuild_folds_every_event_of_every_folded_projection_as_apply_
     live = live_tables(k)
     assert rebuilt_tables(k) == live
     assert rebuilt_tables(k, bulk=False) == live
+
+
+def test_a_copy_stopped_half_way_leaves_the_projections_to_fold_what_it_wrote(tmp_path, monkeypatch):
+    """``copy`` writes rows without folding them (it rebuilds at the end): a
+    destination whose projections were at the head records where they were,
+    so that its next open folds the rows a stopped copy left."""
+    import shutil
+
+    from eventkernel import transfer
+
+    src, dst = str(tmp_path / "src.db"), str(tmp_path / "dst.db")
+    with eventkernel.open(src, snapshot_every=0) as k:
+        for n in range(4):
+            k.work.enqueue("t", {"n": n})
+    shutil.copy(src, dst)  # (closed: no -wal) a destination at the head of the first 4
+    with eventkernel.open(src, snapshot_every=0) as k:
+        for n in range(4, 30):
+            k.memory.put("ns", f"k{n % 5}", n)
+    writes = []
+    original = transfer._Sqlite.write
+
+    def stop_after_one(self, rows, erased):  # type: ignore[no-untyped-def]
+        if writes:
+            raise OSError("the copy stops here")
+        writes.append(len(rows))
+        original(self, rows, erased)
+
+    monkeypatch.setattr(transfer, "BATCH", 10)
+    monkeypatch.setattr(transfer._Sqlite, "write", stop_after_one)
+    with pytest.raises(OSError, match="stops here"):
+        transfer.copy(src, dst)
+    monkeypatch.undo()
+    with eventkernel.open(dst, snapshot_every=0) as k:
+        assert k.head == 14 and writes == [10]
+        assert live_tables(k) == rebuilt_tables(k)
+        assert _positions(k) == ({14}, {14})
+        k.work.enqueue("t", {"n": 99})
+        assert live_tables(k) == rebuilt_tables(k) and _positions(k) == ({15}, {AT_HEAD})

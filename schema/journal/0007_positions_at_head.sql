@@ -1,0 +1,12 @@
+-- From format 7 a projection that has folded every event of the journal
+-- records the position -1 in projection_positions ("at the head, whatever
+-- it is") instead of the head's position, so that the commits of a process
+-- that applies every projection of the file write nothing there (a page
+-- fewer per commit). A projection is recorded at a position only while it
+-- lags: when a process opened without it appends, it first records the
+-- head it found for that projection; a projection being made or caught up
+-- records how far it got. A version of eventkernel from before this format
+-- would read -1 as "nothing folded yet": it refuses the file, as it refuses
+-- every format newer than its own. The positions already recorded stay
+-- true as they are.
+SELECT 1;
