@@ -296,8 +296,9 @@ class Database:
         # this connection holds the write lock; restored when a savepoint rolls back.
         self.head_cache: tuple[int, bytes, int] | None = None
         # Called with the head position just before an outermost COMMIT that
-        # appended something: the projector records how far the projections
-        # reached once per transaction rather than once per command.
+        # appended something: the projector records that its projections are
+        # at the head, once per transaction rather than once per command (a
+        # statement that changes nothing once they are).
         self.before_commit: Callable[[apsw.Connection, int], None] | None = None
         # Called with the head position after a COMMIT that appended something
         # (the snapshotter looks whether a snapshot is due); must not raise.

@@ -105,6 +105,6 @@ class Context:
             last = appended.records[-1]
             db.head_cache = (last.position, last.hash, recorded_at)
             db.appended = True
-            # projection_positions moves once, just before COMMIT (Database.before_commit).
+            # projection_positions is set, if at all, once just before COMMIT (Database.before_commit).
             self.projector.apply(db.apply_cursor(), appended.records)
         return appended
