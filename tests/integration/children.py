@@ -37,12 +37,15 @@ def worker(path: str, name: str) -> None:
     say("\n".join(done))
 
 
-def appender(path: str, synchronous: str, prefix: str = "", threads: str = "1") -> None:
+def appender(path: str, synchronous: str, prefix: str = "", threads: str = "1", wal_pages: str = "0") -> None:
     """Append forever, printing each acknowledged command id; with several
-    threads on one kernel, their commands share group commits."""
+    threads on one kernel, their commands share group commits. ``wal_pages``:
+    the WAL's bound before a checkpoint (0: the kernel's)."""
     import threading
 
     with eventkernel.open(path, synchronous=synchronous, busy_timeout_ms=30_000) as k:  # type: ignore[arg-type]
+        if int(wal_pages):
+            k._db.wal_checkpoint_pages = int(wal_pages)
         say("ready")
         if int(threads) > 1:
             printing = threading.Lock()

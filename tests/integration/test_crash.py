@@ -4,8 +4,10 @@ acknowledged command is present (checked by its event id), verify() is ok,
 and the projections equal a rebuild. A process crash loses nothing in
 either mode; NORMAL only risks the last commits on power loss.
 
-CI runs 4 trials per configuration (64 kills); EVENTKERNEL_STRESS=1 runs
-32 (512 kills), and EVENTKERNEL_CRASH_TRIALS=N sets the count.
+CI runs 4 trials per configuration (112 kills); EVENTKERNEL_STRESS=1 runs
+32 (896 kills), and EVENTKERNEL_CRASH_TRIALS=N sets the count. Two NORMAL
+configurations checkpoint every 40 pages, so that kills land while the
+checkpointer's thread copies the WAL back.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from support import live_tables, rebuilt_tables
 STRESS = os.environ.get("EVENTKERNEL_STRESS", "") not in ("", "0")
 TRIALS = int(os.environ.get("EVENTKERNEL_CRASH_TRIALS", "32" if STRESS else "4"))
 ROUNDS = 2  # the second round appends to a file that was killed once
-# (synchronous, writer processes, threads per writer sharing one kernel: group commits)
-CONFIGS = [("full", 1, 1), ("normal", 1, 1), ("full", 3, 1), ("normal", 3, 1), ("full", 1, 4), ("full", 2, 4)]
+# (synchronous, writer processes, threads per writer sharing one kernel: group commits, the WAL's bound
+# before a checkpoint: 0 for the kernel's; 40 pages keeps checkpoints running, under NORMAL on their thread)
+CONFIGS = [("full", 1, 1, 0), ("normal", 1, 1, 0), ("full", 3, 1, 0), ("normal", 3, 1, 0), ("full", 1, 4, 0),
+           ("full", 2, 4, 0), ("normal", 1, 1, 40), ("normal", 2, 4, 40)]
 
 
 def _collect(stream, acked: list[str]) -> None:
@@ -38,17 +42,17 @@ def _collect(stream, acked: list[str]) -> None:
             acked.extend(line.split())
 
 
-@pytest.mark.parametrize(("synchronous", "writers", "threads"), CONFIGS)
+@pytest.mark.parametrize(("synchronous", "writers", "threads", "wal_pages"), CONFIGS)
 @pytest.mark.parametrize("trial", range(TRIALS))
-def test_acknowledged_commands_survive_sigkill(tmp_path, child_env, trial, synchronous, writers, threads):
-    rng = random.Random(f"{trial}-{synchronous}-{writers}-{threads}")
+def test_acknowledged_commands_survive_sigkill(tmp_path, child_env, trial, synchronous, writers, threads, wal_pages):
+    rng = random.Random(f"{trial}-{synchronous}-{writers}-{threads}-{wal_pages}")
     path = str(tmp_path / "crash.db")
     acked: list[str] = []
     kills = 0
     for round_ in range(ROUNDS):
         children, readers = [], []
         for w in range(writers):
-            child = spawn(child_env, "appender", path, synchronous, f"r{round_}w{w}-", str(threads))
+            child = spawn(child_env, "appender", path, synchronous, f"r{round_}w{w}-", str(threads), str(wal_pages))
             assert child.stdout.readline().strip() == "ready", child.stderr.read()
             reader = threading.Thread(target=_collect, args=(child.stdout, acked))
             reader.start()
