@@ -29,7 +29,7 @@ from eventkernel.projections.rows import after as after_cursor
 from eventkernel.validate import prefix_upper
 
 NAME = "memory_entries"
-VERSION = 2  # 2: ttl_ms, and touches
+VERSION = 3  # 2: ttl_ms, and touches; 3: the index memory_recent
 HANDLES = frozenset(
     c.__event_type__
     for c in (MemoryPut, MemoryDeleted, MemoryRestored, MemoryRolledBack, MemoryExpired, MemoryPublished, MemoryTouched)

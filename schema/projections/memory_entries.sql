@@ -21,5 +21,8 @@ CREATE TABLE IF NOT EXISTS memory_entries (
 ) STRICT;
 
 CREATE INDEX IF NOT EXISTS memory_latest ON memory_entries (namespace, key) WHERE is_latest = 1;
+-- A namespace's newest versions, the most recently written first (memory.recent,
+-- the LangGraph store's search of one namespace): read in order, not sorted.
+CREATE INDEX IF NOT EXISTS memory_recent ON memory_entries (namespace, position) WHERE is_latest = 1;
 CREATE INDEX IF NOT EXISTS memory_expiry ON memory_entries (expires_at)
     WHERE is_latest = 1 AND is_deleted = 0 AND expires_at IS NOT NULL;

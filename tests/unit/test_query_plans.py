@@ -78,3 +78,23 @@ def test_no_projection_query_scans_a_table(db_path, clock):
         projection_queries = [s for s in seen if any(t in s for t in tables)]
         assert len(projection_queries) > 40, "the workload did not exercise the queries"
         assert not scans, "\n".join(scans)
+
+
+def test_a_namespaces_newest_memories_are_read_in_order_not_sorted(db_path):
+    """``memory.recent`` of one namespace (the LangGraph store's search of a
+    namespace) walks the index of newest versions by position: however many
+    the namespace holds, it reads as many as it returns, and sorts no more."""
+    with eventkernel.open(db_path) as k:
+        for i in range(30):
+            k.memory.put("user:1", f"k{i % 12}", {"v": i})
+        seen: list[tuple[str, object]] = []
+        reader = k._db.reader()
+        reader.exec_trace = lambda _c, sql, bindings: seen.append((sql, bindings)) is None
+        newest = k.memory.recent(namespace="user:1", limit=3)
+        reader.exec_trace = None
+        assert [e.key for e in newest] == ["k5", "k4", "k3"]
+        (sql, bindings), = [(s, b) for s, b in seen if "memory_entries" in s]
+        plan = k._db.conn.execute(f"EXPLAIN QUERY PLAN {sql}", bindings).fetchall()
+        (subquery,) = [row[0] for row in plan if row[3] == "LIST SUBQUERY 1"]
+        inner = [row[3] for row in plan if row[1] == subquery]  # (the outer query sorts the few it found)
+        assert inner == ["SEARCH memory_entries USING INDEX memory_recent (namespace=?)"], plan
