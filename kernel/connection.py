@@ -276,6 +276,9 @@ class Database:
         self.aborted: str | None = None
         self._depth = 0
         self._wal_pages = 0
+        # The WAL's sizes (pages) over which no checkpoint is tried: a reader's snapshot held the
+        # last one back (see _checkpoint_now); empty until one does.
+        self._held = range(0)
         self._checkpointer: _Checkpointer | None = None  # started when the WAL first passes its bound
         self._stale = False  # the connection was lost and could not be reopened yet
         self.pid = _this_process
@@ -332,6 +335,7 @@ class Database:
         self.in_memory, self.read_only, self.vfs = True, read_only, None
         self.opened_read_only, self.immutable = True, False
         self._lock, self._depth, self._wal_pages, self.head_cache = threading.RLock(), 0, 0, None
+        self._held = range(0)
         self._checkpointer = None
         self._owner, self.pid, self.closed = None, _this_process, False
         self.aborted = None
@@ -725,7 +729,7 @@ class Database:
         the checkpointer's thread, and copy the frames committed meanwhile
         at the next commit (the short rest of the work); under FULL, copy it
         now. Never raises: the caller's commit already succeeded."""
-        if self._wal_pages < self.wal_checkpoint_pages:
+        if self._wal_pages < self.wal_checkpoint_pages or self._wal_pages in self._held:
             return
         if self.synchronous == "full":
             # Under FULL every commit syncs the WAL, and a copy beside them slowed them more than it
@@ -746,10 +750,19 @@ class Database:
                 self._checkpoint_now()
 
     def _checkpoint_now(self) -> None:
-        """A passive checkpoint on the writer connection; logs, never raises."""
+        """A passive checkpoint on the writer connection; logs, never raises.
+        When it could not copy every frame, a reader's snapshot still needs
+        the older pages (this process's commits wait for the write lock this
+        runs under): copying more must wait until that reader ends. Trying
+        again after every commit started the thread's rounds again after
+        every other commit under NORMAL (16-34% fewer commands/s on a small
+        VM while an analytics script held a read open). The next try waits
+        until the WAL has grown by a quarter of its bound (or was started
+        again from its beginning)."""
         try:
-            self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+            pages, copied = self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
             self._wal_pages = 0
+            self._held = range(pages, pages + max(1, self.wal_checkpoint_pages // 4)) if copied < pages else range(0)
         except apsw.BusyError:
             # Another connection is checkpointing this file right now: its
             # checkpoint does the work, so there is nothing to report.

@@ -361,6 +361,41 @@ def test_under_normal_a_thread_of_its_own_copies_the_wal_back(db_path, synchrono
         assert k.verify().ok and k.head == 200
 
 
+@pytest.mark.parametrize("synchronous", ["full", "normal"])
+def test_a_reader_holding_old_pages_is_not_checkpointed_against_at_every_commit(db_path, synchronous, monkeypatch):
+    """While a reader's snapshot needs pages the WAL holds, a checkpoint
+    cannot copy past them: the kernel then tries again only once the WAL has
+    grown by a quarter of its bound, not after every commit; once the reader
+    ends, the WAL is copied back and used again from its start."""
+    tries: list[str] = []
+    copy = connection._Checkpointer._copy
+    monkeypatch.setattr(connection._Checkpointer, "_copy",
+                        lambda self, conn: (tries.append("thread"), copy(self, conn))[1])
+    with eventkernel.open(db_path, synchronous=synchronous) as k:
+        k._db.wal_checkpoint_pages = 400
+        now = k._db._checkpoint_now
+        monkeypatch.setattr(k._db, "_checkpoint_now", lambda: (tries.append("commit"), now())[1])
+        for i in range(100):
+            k.work.enqueue("t", {"n": i})
+        reader = apsw.Connection(db_path)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM journal").fetchone()  # its snapshot: the head now
+        tries.clear()
+        for i in range(1000):  # ~9 pages each: 9,000 pages past the reader's snapshot
+            k.work.enqueue("t", {"n": i})
+        # Each try after a commit past the bound would be ~1,000 here (two tries for every two
+        # commits under NORMAL: the thread's, then the commit's); one per 100 pages is ~90.
+        assert 0 < len(tries) < 250, len(tries)
+        reader.execute("COMMIT")
+        reader.close()
+        more = 0
+        while k._db._wal_pages > 400 + 100 + 20 and more < 3000:  # (a copy of ~10,000 pages on the thread)
+            k.work.enqueue("t", {"n": more})
+            more += 1
+        assert k._db._wal_pages < 400 + 100 + 20, more  # started again from its beginning
+        assert k.verify().ok and k.head == 1100 + more
+
+
 def test_a_failed_checkpoint_on_its_thread_is_logged_and_tried_again(db_path, caplog):
     vfs = _ThreadsWriting("failing-checkpoints", fail=3)
     try:
