@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 import weakref
@@ -592,10 +593,13 @@ class Database:
 
     def _address(self, flags: int) -> tuple[str, int]:
         """The name and open flags that reach the file: a URI with
-        ``immutable=1`` where it is read in a read-only place."""
+        ``immutable=1`` where it is read in a read-only place. URI names are
+        on (a rebuild ATTACHes a :class:`SharedMemory` by its URI); the path,
+        absolute or ``:memory:``, never starts with ``file:``, so it is read
+        as it is."""
         if self.immutable:
             return "file:" + quote(self.path) + "?mode=ro&immutable=1", flags | apsw.SQLITE_OPEN_URI
-        return self.path, flags
+        return self.path, flags | apsw.SQLITE_OPEN_URI
 
     def open_reader(self) -> apsw.Connection:
         """A new read-only connection to the file, with the kernel's settings
@@ -1056,11 +1060,32 @@ class _Write:
             db.after_commit(reached)
 
 
-def memory_connection() -> apsw.Connection:
-    """A private in-memory database (rebuilds, verification, views of the past).
-    URI names are on so that a view of the past can ATTACH the file read-only."""
-    conn = apsw.Connection(":memory:", flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI,
-                           statementcachesize=STATEMENTS)
+class SharedMemory(apsw.Connection):
+    """An in-memory database that this process's other connections can
+    ATTACH by ``uri`` while this connection is open (SQLite's memdb VFS,
+    under a name no one guesses): a rebuild's swap reads the tables it built
+    where they are, instead of copying the whole database out
+    (``serialize``) and in again (``deserialize``). ``uri`` is None once
+    ``deserialize`` replaced its main database (the name no longer reaches it)."""
+
+    def __init__(self) -> None:
+        self.uri: str | None = f"file:/eventkernel-{os.getpid()}-{secrets.token_hex(12)}?vfs=memdb"
+        super().__init__(self.uri, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI,
+                         statementcachesize=STATEMENTS)
+
+    def deserialize(self, name: str, contents: bytes) -> None:
+        if name == "main":
+            self.uri = None
+        super().deserialize(name, contents)
+
+
+def memory_connection(*, shared: bool = False) -> apsw.Connection:
+    """A private in-memory database (rebuilds, verification, views of the past);
+    ``shared``: a :class:`SharedMemory`. URI names are on so that a view of the
+    past can ATTACH the file read-only."""
+    conn = SharedMemory() if shared else apsw.Connection(
+        ":memory:", flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI,
+        statementcachesize=STATEMENTS)
     _safety(conn)
     plan_once(conn)
     conn.pragma("synchronous", "OFF")

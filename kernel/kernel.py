@@ -475,7 +475,7 @@ class Kernel(Reader):
         names = None if name is None else [name]
         self._projector.select(names)  # an unknown name is refused before any work
         build = None if from_scratch else (
-            lambda: snapshots.build(self._db, self._projector, self.head, progress))
+            lambda: snapshots.build(self._db, self._projector, self.head, progress, shared=True))
         return self._projector.rebuild(self._db, names, progress, build=build)
 
     # --- snapshots ----------------------------------------------------------------------

@@ -434,12 +434,13 @@ def fold(projector: Projector, conn: apsw.Connection, mem: apsw.Connection, afte
     mem.execute("COMMIT")
 
 
-def build(db: Database, projector: Projector, until: int, progress: Progress | None = None,
-          ) -> tuple[apsw.Connection, int]:
+def build(db: Database, projector: Projector, until: int, progress: Progress | None = None, *,
+          shared: bool = False) -> tuple[apsw.Connection, int]:
     """Every projection as of ``until`` (at most the head) in a private
     database: the nearest usable snapshot's image (its pages decompressed
     as they are read) with the events after it folded, or, without one, a
-    replay from position 1 in memory. A snapshot found damaged on the way is
+    replay from position 1 in memory (``shared``: for a rebuild's swap, see
+    ``Projector.build_in_memory``). A snapshot found damaged on the way is
     reported in the log and replayed around."""
     with db.read("replaying the journal") as conn:
         head = journal.head(conn)[0]
@@ -462,7 +463,7 @@ def build(db: Database, projector: Projector, until: int, progress: Progress | N
                 if progress is not None:
                     progress(upto - base, upto - base)
                 return mem, upto
-    return projector.build_in_memory(db, until=upto, progress=progress)
+    return projector.build_in_memory(db, until=upto, progress=progress, shared=shared)
 
 
 def _runs(prev: bytes | None, img: bytes, size: int) -> list[tuple[int, int, bytes]]:

@@ -4,6 +4,7 @@ import apsw
 import pytest
 
 import eventkernel
+from eventkernel.connection import SharedMemory
 from eventkernel.errors import InvalidArgument
 from eventkernel.projector import AT_HEAD
 from eventkernel.projections import work_items
@@ -275,6 +276,27 @@ def test_rebuild_leaves_no_database_attached(k, clock):
     k.rebuild()
     names = [row[1] for row in k._db.conn.execute("PRAGMA database_list")]
     assert names == ["main"] or names == ["main", "temp"]
+    assert k.verify().ok
+
+
+def test_a_rebuild_reads_its_build_where_it_is_the_full_text_index_included(k, clock, monkeypatch):
+    """The swap attaches the in-memory build by its name (never copied out
+    with ``serialize`` and in again); the full-text index is copied through
+    itself and answers as before."""
+    workload(k, clock)
+    k.documents.index("docs/a.txt", title="A", content="the journal is the source of truth")
+    k.documents.index("docs/b.txt", title="B", content="workers lease items from the journal")
+    before = [hit.file_path for hit in k.documents.search("journal")]
+
+    def copied(self, name):  # pragma: no cover - the assertion is the point
+        raise AssertionError("the rebuilt tables were copied out of memory")
+
+    monkeypatch.setattr(SharedMemory, "serialize", copied)
+    assert k.rebuild() == k.head
+    assert sorted(before) == ["docs/a.txt", "docs/b.txt"]
+    assert [hit.file_path for hit in k.documents.search("journal")] == before
+    assert [hit.file_path for hit in k.documents.search("workers")] == ["docs/b.txt"]
+    assert live_tables(k) == rebuilt_tables(k)
     assert k.verify().ok
 
 
