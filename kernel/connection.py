@@ -474,7 +474,9 @@ class Database:
         failed commit), or the private database of ``:memory:``."""
         if self.in_memory:
             with translating("opening an in-memory journal"):
-                conn = apsw.Connection(self.path, statementcachesize=STATEMENTS)
+                # (URI names on, as for a file: a rebuild ATTACHes its build by its URI)
+                conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+                                       | apsw.SQLITE_OPEN_URI, statementcachesize=STATEMENTS)
                 _safety(conn)
                 plan_once(conn)
                 _temp_in_memory(conn)

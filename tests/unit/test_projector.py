@@ -300,6 +300,44 @@ def test_a_rebuild_reads_its_build_where_it_is_the_full_text_index_included(k, c
     assert k.verify().ok
 
 
+def test_a_build_that_cannot_be_attached_by_name_is_copied(k, clock, monkeypatch, caplog):
+    workload(k, clock)
+    build = k._projector.build_in_memory
+
+    def unreachable(*args, **kwargs):
+        mem, upto = build(*args, **kwargs)
+        if isinstance(mem, SharedMemory):
+            mem.uri = "file:/no-such-directory-here/x.db?mode=ro"
+        return mem, upto
+
+    monkeypatch.setattr(k._projector, "build_in_memory", unreachable)
+    assert k.rebuild(from_scratch=True) == k.head
+    assert "by name failed" in caplog.text
+    assert live_tables(k) == rebuilt_tables(k)
+    assert [row[1] for row in k._db.conn.execute("PRAGMA database_list")] in (["main"], ["main", "temp"])
+
+
+def test_a_rebuild_copies_each_tables_rows_as_stored_records(k, clock):
+    """Into an empty table of the same shape, ``INSERT … SELECT *`` lets
+    SQLite copy each row's record and key without decoding them (its
+    transfer optimization): a few virtual machine steps a row, where copying
+    column by column takes a few per column (work_items has 21)."""
+    workload(k, clock)
+    for i in range(40):
+        k.work.enqueue("bulk", {"n": i})
+    profiles: list[dict] = []
+    k._db.conn.trace_v2(apsw.SQLITE_TRACE_PROFILE, profiles.append)
+    try:
+        k.rebuild(from_scratch=True)
+    finally:
+        k._db.conn.trace_v2(0, None)
+    copies = {p["sql"].split('"')[1]: p["stmt_status"] for p in profiles if p["sql"].startswith("INSERT INTO main.")}
+    rows = k._db.conn.execute("SELECT count(*) FROM work_items").fetchone()[0]
+    assert rows == 46 and "work_items" in copies, sorted(copies)
+    assert copies["work_items"]["SQLITE_STMTSTATUS_VM_STEP"] <= 10 * rows, copies["work_items"]
+    assert live_tables(k) == rebuilt_tables(k)
+
+
 DAMAGE = {
     "positions set to 0 (rows kept)": "UPDATE projection_positions SET position = 0",
     "positions set back halfway": "UPDATE projection_positions SET position = position / 2",
