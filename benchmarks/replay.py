@@ -77,8 +77,8 @@ def sql_floor(k: eventkernel.Kernel) -> float:
     captured: list[tuple[str, Any]] = []
     original = connection.memory_connection
 
-    def traced() -> apsw.Connection:
-        conn = original()
+    def traced(**options: Any) -> apsw.Connection:
+        conn = original(**options)
         conn.exec_trace = lambda _cursor, sql, bindings: captured.append((sql, bindings)) is None
         return conn
 
