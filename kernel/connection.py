@@ -640,7 +640,7 @@ class Database:
 
     @contextmanager
     def _writer_read(self, doing: str) -> Iterator[apsw.Connection]:
-        with self._locked(doing):
+        with self.locked(doing):
             if self._depth:
                 with translating(doing):
                     yield self.conn
@@ -661,8 +661,10 @@ class Database:
                     self._reopen()
 
     @contextmanager
-    def _locked(self, doing: str) -> Iterator[None]:
-        """The write lock, waited for up to busy_timeout_ms."""
+    def locked(self, doing: str) -> Iterator[None]:
+        """The write lock, waited for up to busy_timeout_ms, without a
+        transaction: for work on the writer connection that must not
+        interleave with another thread's (``db.write`` takes it again)."""
         if not self._lock.acquire(timeout=max(self.busy_timeout_ms, 1) / 1000):
             raise JournalBusy(
                 f"{doing} failed: another thread held the journal for longer than busy_timeout_ms "
@@ -797,7 +799,7 @@ class Database:
         """Rewrite the whole file (VACUUM): every page written afresh, so no
         byte of deleted content stays in the free space of a page or on a
         free page. Waits for the write lock; readers keep their snapshots."""
-        with self._locked(doing), translating(f"{doing}: rewriting {self.path!r}"):
+        with self.locked(doing), translating(f"{doing}: rewriting {self.path!r}"):
             self.conn.execute("VACUUM")
 
     def execute(self, sql: str, bindings: Any = None) -> apsw.Cursor:

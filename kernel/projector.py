@@ -98,8 +98,8 @@ class _Shadow:
 
     def __enter__(self) -> _Shadow:
         if not self.db.in_transaction:
-            conn = self.db.conn
             with translating("attaching the rebuilt projections"):
+                conn = self.db._fresh()  # (the connection the transaction after it will use)
                 if any(row[1] == self.SCHEMA for row in conn.execute("PRAGMA database_list")):
                     conn.execute(f"DETACH {self.SCHEMA}")  # left by a rebuild the disk interrupted
                 uri = self.mem.uri if isinstance(self.mem, SharedMemory) else None
@@ -644,7 +644,11 @@ class Projector:
         else:
             mem, upto = build()
         try:
-            with _Shadow(db, mem) as shadow, db.write("swapping in the rebuilt projections", shared=False) as conn:
+            # The write lock from the ATTACH to the DETACH: the writer connection is every thread's, and
+            # another thread's command run on it meanwhile failed with the swap (apsw refuses a connection
+            # two threads use at once).
+            with db.locked("swapping in the rebuilt projections"), _Shadow(db, mem) as shadow, \
+                    db.write("swapping in the rebuilt projections", shared=False) as conn:
                 for m in modules:
                     # The secondary indexes after the rows: one sort each instead of an update per row.
                     self._recreate(conn, m, upto, indexes=False)

@@ -55,6 +55,43 @@ def test_many_threads_on_one_kernel_lose_nothing_and_rebuild_equals_live(tmp_pat
         assert live_tables(k) == rebuilt_tables(k)
 
 
+def test_a_rebuild_beside_another_threads_commands_fails_neither(journal):
+    """A rebuild's swap attaches its build to the writer connection, which
+    every thread's commands use: another thread's command between the
+    ATTACH and the swap's transaction ran on it at the same time, and both
+    failed (apsw refuses a connection two threads use at once)."""
+    with journal(snapshot_every=0) as k:
+        for i in range(300):
+            k.work.enqueue("before", {"i": i})
+        stop, failures, done = threading.Event(), [], []
+
+        def writer() -> None:
+            while not stop.is_set():
+                try:
+                    done.append(k.work.enqueue("during", {"n": len(done)}))
+                except Exception as e:  # noqa: BLE001 - any failure is the finding
+                    failures.append(e)
+                    return
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            rebuilt = 0
+            for _ in range(25):
+                try:
+                    k.rebuild(from_scratch=True)
+                    rebuilt += 1
+                except Exception as e:  # noqa: BLE001
+                    failures.append(e)
+        finally:
+            stop.set()
+            thread.join()
+        assert not failures and rebuilt == 25 and done, failures[:3]
+        assert len(k.work.list(limit=None)) == 300 + len(done)
+        assert live_tables(k) == rebuilt_tables(k)
+        assert k.verify().ok
+
+
 def test_reads_of_other_threads_never_see_uncommitted_work_nor_wait_for_it(journal):
     with journal() as k:
         k.work.enqueue("before", None)
