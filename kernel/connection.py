@@ -763,7 +763,7 @@ class Database:
         the older pages (this process's commits wait for the write lock this
         runs under): copying more must wait until that reader ends. Trying
         again after every commit started the thread's rounds again after
-        every other commit under NORMAL (16-34% fewer commands/s on a small
+        every other commit under NORMAL (14-26% fewer commands/s on a small
         VM while an analytics script held a read open). The next try waits
         until the WAL has grown by a quarter of its bound (or was started
         again from its beginning)."""
