@@ -751,6 +751,12 @@ class PgJournal(JournalReader):
         wakes it), a compaction is announced (``base_notified``) or
         ``timeout_s`` elapses; the head either way."""
         check_int("wait", "after", after, minimum=0)
+        return self._await(after, timeout_s, fresh=True)
+
+    def _await(self, after: int, timeout_s: float, *, fresh: bool) -> int:
+        """``wait``; not ``fresh``: the head as the notifications heard so far
+        tell it (no round trip when they tell of one past ``after``), read
+        from the server only when the listening connection is new."""
         psycopg = _psycopg()
         from psycopg import sql
 
@@ -763,14 +769,16 @@ class PgJournal(JournalReader):
                     listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._wake)))
                     self._listener = listener
+                    fresh = True
                 listener = self._listener
                 while True:
-                    # after LISTEN, so that a commit between this read and the wait still wakes it
-                    row = listener.execute(
-                        sql.SQL("SELECT position FROM {}.journal_head").format(sql.Identifier(self.schema))
-                    ).fetchone()
-                    head = int(row[0])
-                    self.heard = max(self.heard, head)
+                    if fresh:
+                        # after LISTEN, so that a commit between this read and the wait still wakes it
+                        row = listener.execute(
+                            sql.SQL("SELECT position FROM {}.journal_head").format(sql.Identifier(self.schema))
+                        ).fetchone()
+                        self.heard = max(self.heard, int(row[0]))
+                    head = self.heard
                     remaining = deadline - time.monotonic()
                     if head > after or remaining <= 0 or self._interrupted:
                         return head
@@ -909,6 +917,13 @@ class PgJournal(JournalReader):
         return f"<PgJournal {self._where()} schema={self.schema!r}{' closed' if self._closed else ''}>"
 
 
+DEFER_S = 0.005
+"""How long after its last write a process's follower still leaves the
+folding of others' commits to its next write (:meth:`Replica._pause`)."""
+DEFER_MAX_S = 0.25
+"""The longest a follower defers one pull to a process's writes."""
+
+
 class Replica:
     """A kernel's SQLite file as a replica of the journal on PostgreSQL: the
     file's journal is the server's, row for row, and its projections are
@@ -921,7 +936,8 @@ class Replica:
     check that the server's head did not move (``expect_head``): one round
     trip; when it did, the group runs again the usual way. Between commands a thread follows the server (``LISTEN``)
     and folds what other processes appended, so reads lag them by about the
-    time of a notification. With ``tables`` (the default), the server also
+    time of a notification (while this process writes, its writes do that
+    folding, and the thread waits for a pause in them: :meth:`_pause`). With ``tables`` (the default), the server also
     holds a copy of every projection table, brought to the replica's state in
     the transaction of each commit (:mod:`eventkernel.pgtables`).
     (:class:`eventkernel.connection.Shared`)"""
@@ -958,6 +974,8 @@ class Replica:
         self.answered = 0.0  # when the writer connection last answered (monotonic)
         self.contended_until = 0.0  # after an optimistic commit found the journal moved on: the lock first
         self._followed_base = 0  # the base the replica recorded (follow_base)
+        self.writing = False  # a write transaction of this process is open (begun, not ended)
+        self.wrote = 0.0  # when this process's last write transaction ended (monotonic)
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
 
@@ -987,6 +1005,7 @@ class Replica:
                 and time.monotonic() - self.answered < FRESH_S and time.monotonic() >= self.contended_until)
 
     def begin(self, conn: apsw.Connection) -> None:
+        self.writing = True
         psycopg = _psycopg()
         local = journal.head_row(conn)
         self.optimistic_tx = False
@@ -1049,9 +1068,15 @@ class Replica:
             session.attach(None)
 
     def commit(self, conn: apsw.Connection) -> None:
-        if self.optimistic_tx:
-            self._commit_optimistic(conn)
-            return
+        try:
+            if self.optimistic_tx:
+                self._commit_optimistic(conn)
+            else:
+                self._commit_locked(conn)
+        finally:
+            self._ended()
+
+    def _commit_locked(self, conn: apsw.Connection) -> None:
         psycopg = _psycopg()
         rows = list(journal.read_rows(conn, after=self.base))
         # an erasure made by this transaction (Kernel.erase): its digests, then the payloads blanked
@@ -1215,6 +1240,9 @@ class Replica:
             self._positions.clear()
             self.sending = 0
 
+    def _ended(self) -> None:
+        self.writing, self.wrote = False, time.monotonic()
+
     def _outcome(self, pid: int, last: tuple[Any, ...]) -> bool | None:
         """After the connection of an optimistic commit was lost: whether its
         last row is on the server (True), is not and never will be (False:
@@ -1240,6 +1268,7 @@ class Replica:
             conn.raw.close()
 
     def rollback(self) -> None:
+        self._ended()
         self._positions.clear()
         self.compacting = self.rebasing = None
         self._unwatch()
@@ -1813,8 +1842,10 @@ class Replica:
         while not self._stop.is_set():
             try:
                 # (not woken by this process's own commits: they are in the replica already, or about to be)
-                if self.pg.wait(self._seen(), 0.5) > self._seen() and not self._stop.is_set():
-                    self.pull()
+                if self.pg._await(self._seen(), 0.5, fresh=False) > self._seen() and not self._stop.is_set():
+                    self._pause()
+                    if self.pg.heard > self._seen() and not self._stop.is_set():
+                        self.pull()
                 if max(self.server_base, self.pg.base_notified) > self._followed_base and not self._stop.is_set():
                     self.follow_base()
                 self._rewrite()
@@ -1825,6 +1856,20 @@ class Replica:
                     return
                 log.warning("following the journal on %s failed; trying again", redact(self.pg.url), exc_info=True)
                 self._stop.wait(1.0)
+
+    def _pause(self) -> None:
+        """Wait while this process writes (a write transaction of its own open
+        or ended less than ``DEFER_S`` ago), at most ``DEFER_MAX_S``: each of
+        its writes folds what the others committed when it takes the lock, so
+        a pull of the same rows beside them would be work done twice (and
+        would wait for the replica's write lock anyway)."""
+        until = time.monotonic() + DEFER_MAX_S
+        while not self._stop.is_set():
+            now = time.monotonic()
+            left = min(DEFER_S if self.writing else self.wrote + DEFER_S - now, until - now)
+            if left <= 0:
+                return
+            self._stop.wait(left)
 
     def _seen(self) -> int:
         """The server's head as far as this process knows it: in its replica,

@@ -95,6 +95,60 @@ def test_reads_follow_what_other_processes_commit(pg_url: str) -> None:
         sub.close()
 
 
+def test_a_writing_processes_follower_leaves_the_folding_to_its_writes(pg_url: str) -> None:
+    """While B writes command after command, each of its writes folds what A
+    committed when it takes the lock: B's follower does not pull the same
+    rows beside them (it pulled at nearly every one of A's commits, and
+    waited for B's writes to do it). Once B stops, it follows A again."""
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        assert b._replica is not None
+        pulls = []
+        pull = b._replica.pull
+        b._replica.pull = lambda *args, **kw: pulls.append(1) or pull(*args, **kw)  # type: ignore[method-assign]
+        stop = threading.Event()
+
+        def a_writes() -> int:
+            n = 0
+            while not stop.is_set():
+                a.work.enqueue("by-a", {"n": n})
+                n += 1
+            return n
+
+        thread, box = in_thread(a_writes)
+        for i in range(150):
+            b.work.enqueue("by-b", {"n": i})
+        stop.set()
+        thread.join(30)
+        assert box.get("result", 0) >= 30, box  # A committed all along
+        assert len(pulls) <= box["result"] // 5, (len(pulls), box["result"])
+        during = len(pulls)
+        a.work.enqueue("after", {})
+        until(lambda: b.head == a.head)  # B idle: its follower pulls again
+        assert len(pulls) > during
+        assert len(b.work.list(task_id="by-a")) == box["result"]
+        assert live_tables(b) == rebuilt_tables(b)
+
+
+def test_the_follower_reads_no_head_from_the_server_once_it_listens(pg_url: str) -> None:
+    """The commits' notifications carry their heads: after the first read of
+    the head (once listening), B's follower asks the server for none of
+    them, and still follows every one of A's commits."""
+    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+        assert b._replica is not None
+        a.work.enqueue("first", {})
+        until(lambda: b.head == a.head)
+        listener = b._replica.pg._listener
+        assert listener is not None
+        statements: list[str] = []
+        execute = listener.execute
+        listener.execute = lambda query, *args, **kw: statements.append(str(query)) or execute(query, *args, **kw)
+        for i in range(20):
+            a.work.enqueue("t", {"n": i})
+            until(lambda: b.head == a.head)
+        assert statements == []
+        assert len(b.work.list(task_id="t")) == 20
+
+
 def test_catch_up_reads_what_another_process_just_committed(pg_url: str) -> None:
     """Reads lag other processes by about a notification; ``k.catch_up()``
     folds what the server holds at once, so the read after it sees every
