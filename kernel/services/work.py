@@ -321,11 +321,16 @@ class WorkQueue:
         its state (at the server's time) is the server's at that moment, so
         no pending item and no expired lease there is the claim's answer —
         and workers polling an empty queue do not serialise every writer.
-        (On a file the lock is local and a claim just takes it.)"""
+        Asked only when the replica holds no pending item: when it holds
+        one, the claim runs at once (deciding on the server's state) without
+        that round trip. (On a file the lock is local and a claim just takes it.)"""
         db, ctx = self._ctx.db, self._ctx
         shared = db.shared
         if shared is None or db.owns_write():
             return False
+        with db.read("work.claim") as conn:
+            if work_items.next_pending(conn, *_filters(args)) is not None:
+                return False  # (the claim decides, on the server's state: the round trip would not answer it)
         with shared.current("work.claim") as seen:
             if seen is None:
                 return False

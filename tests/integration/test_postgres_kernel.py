@@ -84,6 +84,29 @@ def test_a_claim_that_finds_nothing_does_not_take_the_shared_lock(pg_url: str) -
         assert taken is not None and taken.work_item_id == item and taken.lease_holder == "w3"
 
 
+def test_a_claim_of_an_item_the_replica_holds_asks_the_server_nothing_first(pg_url: str) -> None:
+    """The round trip that lets a claim find nothing without the lock is
+    made only when the replica holds no pending item: with one, the claim
+    runs at once (one round trip on a current replica). A pending item
+    another process took meanwhile is decided under the lock: the claim
+    takes the next, or finds nothing."""
+    with eventkernel.open(pg_url) as a, deaf(eventkernel.open(pg_url)) as b:
+        assert b._replica is not None
+        asked: list[str] = []
+        current = b._replica.current
+        b._replica.current = lambda doing: asked.append(doing) or current(doing)  # type: ignore[method-assign]
+        first, second = a.work.enqueue("t", {"n": 1}), a.work.enqueue("t", {"n": 2})
+        assert b.catch_up() == a.head
+        mine = b.work.claim("b", lease_ms=60_000)
+        assert mine is not None and mine.work_item_id == first and asked == []
+        assert a.work.claim("a", lease_ms=60_000).work_item_id == second  # b's replica still shows it pending
+        assert b.work.claim("b", lease_ms=60_000) is None  # decided on the server's state
+        assert asked == []
+        assert b.work.claim("b", lease_ms=60_000) is None  # now the replica holds none: the server is asked
+        assert asked == ["work.claim"]
+        assert live_tables(b) == rebuilt_tables(b)
+
+
 def test_reads_follow_what_other_processes_commit(pg_url: str) -> None:
     with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
         sub = b.subscribe()
