@@ -121,7 +121,7 @@ def open(
     ``one_round_trip``: a command on a replica that knows of no newer commit
     is decided there and committed in one round trip, its time this
     machine's clock set by the server's last answer and checked by the
-    server within 100 ms; ``False``: every write takes the server's lock
+    server to be at most 100 ms behind its clock, never ahead; ``False``: every write takes the server's lock
     first (two round trips), its time the server's clock read under the lock.
 
     Raises JournalError subclasses when the file cannot be opened,

@@ -241,7 +241,31 @@ _EXPECT = "SELECT expect_head(%s, %s, %s, %s, %s, %s, %s)"
 _STALE = "EK001"  # expect_head's SQLSTATE: the journal moved on since the replica read it
 SLACK_MS = 100
 """How far an optimistic commit's time (this machine's clock, set to the
-server's by its last answer) may be from the server's clock."""
+server's by its last answer) may be behind the server's clock when its check
+takes the lock; it may not be ahead of it at all (:func:`_window`)."""
+
+
+def _window(now: int) -> tuple[int, int]:
+    """``expect_head``'s time and slack for a commit at ``now``: its check
+    passes when the server's clock is within slack of the time, so centring
+    the window half a slack later makes it pass when the server's clock is
+    at ``now`` or at most SLACK_MS past it. A time decided ahead of the
+    server's clock (a lease taken over before the server's time says it ran
+    out) is refused, and the command runs again under the lock. The offsets
+    are measured so that this machine's estimate of the server's clock is
+    behind it (:func:`_behind`)."""
+    half = SLACK_MS // 2
+    return now + half, half
+
+
+def _behind(server_ms: int) -> int:
+    """The server's clock less this machine's, from a time the server read
+    before its answer arrived (now): an estimate that keeps this machine's
+    reading of the server's clock behind it (by the answer's way back, and a
+    millisecond for both clocks' rounding to ms)."""
+    return server_ms - time.time_ns() // 1_000_000 - 1
+
+
 FRESH_S = 1.0
 """An optimistic commit is sent only on a connection that answered this
 recently: one idle for longer may have been dropped (a restart, a failover),
@@ -560,11 +584,10 @@ class PgJournal(JournalReader):
                     tx.position, tx.hash, tx.recorded_at, tx.base = self._known
                     tx.now = max(time.time_ns() // 1_000_000 + self._offset, tx.recorded_at)
                     tx.versions = self._versions  # as of the known head (dropped if the commit fails)
-                    raw.execute(_EXPECT, (tx.position, tx.hash, tx.base, 0, None, tx.now, SLACK_MS))
+                    raw.execute(_EXPECT, (tx.position, tx.hash, tx.base, 0, None, *_window(tx.now)))
                     if ask is not None:
                         tx.ask(*ask)
                 else:
-                    sent = time.time_ns() // 1_000_000
                     head = raw.execute(_HEAD.format(now=_NOW_MS))
                     if ask is not None:
                         tx.ask(*ask)
@@ -579,7 +602,7 @@ class PgJournal(JournalReader):
                     assert row is not None
                     tx.position, tx.hash, tx.recorded_at, tx.now = int(row[0]), bytes(row[1]), int(row[2]), int(row[3])
                     tx.base = int(row[4])
-                    self._offset = tx.now - (sent + time.time_ns() // 1_000_000) // 2
+                    self._offset = _behind(tx.now)
                     self._answered = time.monotonic()
                     known = self._known
                     if known is None or known[:2] != (tx.position, tx.hash):
@@ -1019,7 +1042,6 @@ class Replica:
         for attempt in (1, 2):
             raw = self.pg._writer_raw()
             try:
-                sent = time.time_ns() // 1_000_000
                 # One round trip: the statements as one simple query (its one parameter, the replica's
                 # head, an int written in), each statement's rows a result set. (In pipeline mode the
                 # end of the block waits for a second sync.)
@@ -1045,7 +1067,7 @@ class Replica:
                 raise translate(e, "taking the shared journal's write lock") from e
         assert row is not None
         self.base, self.server_now = int(row[0]), int(row[3])
-        self.offset = self.server_now - (sent + time.time_ns() // 1_000_000) // 2
+        self.offset = _behind(self.server_now)
         self.kept = (int(row[4]), str(row[5]))
         self.server_base = max(self.server_base, int(row[6]))
         if local[0] < self.server_base:
@@ -1196,7 +1218,7 @@ class Replica:
                 try:
                     raw.execute("BEGIN")
                     check = raw.execute(_EXPECT, (self.base, self.base_hash, self.server_base, self.kept[0],
-                                                  self.digest if self.tables else None, self.server_now, SLACK_MS))
+                                                  self.digest if self.tables else None, *_window(self.server_now)))
                     self._send(raw, rows, changes)
                     committing = True
                     raw.execute("COMMIT")
@@ -1207,7 +1229,7 @@ class Replica:
                 raise early
             found = check.fetchone()
             self.answered = time.monotonic()
-            self.offset = int(found[0]) - time.time_ns() // 1_000_000
+            self.offset = _behind(int(found[0]))
             self.known = max(self.known, head)
             if changes is not None:
                 self.kept = (head, self.digest)
@@ -1913,7 +1935,7 @@ def open_journal(
     group's transaction takes one round trip when this process knows the
     journal's head (see :class:`PgJournal`), its time then this machine's
     clock set to the server's by its last answer and checked under the lock
-    to be within 100 ms of it. ``one_round_trip=False``: every transaction
+    to be at most 100 ms behind it, never ahead. ``one_round_trip=False``: every transaction
     takes the lock first, its time the server's clock read under it."""
     check_text("open_journal", "url", url)
     check_text("open_journal", "schema", schema, max_len=40)

@@ -566,6 +566,46 @@ def test_a_lone_command_on_a_current_replica_commits_in_one_round_trip(pg_url: s
         assert abs(times[-1] - time.time() * 1000) < 5_000
 
 
+def _server_ms(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return int(conn.execute("SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint").fetchone()[0])
+
+
+def test_a_one_round_trip_time_is_never_ahead_of_the_servers_clock(pg_url: str) -> None:
+    """A command decided on the replica takes this machine's clock set to the
+    server's; the check under the lock refuses a time ahead of the server's
+    clock (here an estimate 40 ms fast, well inside the 100 ms allowed
+    behind it), and the command runs again under the lock at the server's
+    time: a lease is never taken over before the server's clock says it ran
+    out. An estimate behind the server's clock, within 100 ms, commits in
+    one round trip. The same holds for a ``PgJournal``'s appends."""
+    with eventkernel.open(pg_url) as k:
+        replica = k._replica
+        assert replica is not None
+        k.work.enqueue("first", None)  # (the lock: the server's clock learnt)
+        k.work.enqueue("second", None)
+        assert replica.optimistic_tx and replica.offset is not None
+        replica.offset += 40
+        k.work.enqueue("ahead", None)
+        assert not replica.optimistic_tx  # refused by the check: run again under the lock
+        assert list(k.read(after=k.head - 1))[0].recorded_at <= _server_ms(pg_url)
+        replica.contended_until = 0.0
+        replica.offset -= 60
+        k.work.enqueue("behind", None)
+        assert replica.optimistic_tx
+        assert k.head == 4 and live_tables(k) == rebuilt_tables(k) and k.verify().ok
+    with postgres.open_journal(pg_url) as j:
+        j.append("note:s", [Noted(text="a")])
+        j.append("note:s", [Noted(text="b")])
+        assert j._offset is not None and j._contended_until == 0.0
+        j._offset += 40
+        j.append("note:s", [Noted(text="ahead")])
+        assert j._contended_until > time.monotonic()  # refused once, then under the lock
+        assert [r.recorded_at for r in j.read(after=j.head - 1)][0] <= _server_ms(pg_url)
+        times = [r.recorded_at for r in j.read()]
+        assert times == sorted(times)
+
+
 def test_one_round_trip_false_takes_the_lock_first_and_the_servers_clock_under_it(pg_url: str) -> None:
     """Opened with ``one_round_trip=False``, no command decides on the
     replica: each takes the lock first (and its time is the server's clock,
