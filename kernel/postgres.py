@@ -138,6 +138,26 @@ def translate(e: BaseException, doing: str) -> KernelError:
     return JournalError(f"{doing} failed: {type(e).__name__}: {str(e).strip()}")
 
 
+@contextmanager
+def _pipeline(raw: Any) -> Iterator[None]:
+    """``raw.pipeline()``, except that after an error in its block the end
+    of the pipeline — which then fails too, the pipeline aborted by that
+    error — is not reported: the block's error is what is raised. (psycopg
+    logs a warning for it, which a routine retry, an optimistic commit found
+    stale, made on every retry.)"""
+    pipeline = raw.pipeline()
+    pipeline.__enter__()
+    try:
+        yield
+    except BaseException:
+        try:
+            pipeline.__exit__(None, None, None)
+        except Exception:  # noqa: S110 - the aborted pipeline's own error, after the block's (the caller rolls back)
+            pass
+        raise
+    pipeline.__exit__(None, None, None)
+
+
 class Connection:
     """A psycopg connection answering the part of ``apsw.Connection`` the
     journal's read functions use (``execute`` with ``?`` bindings, rows as
@@ -576,7 +596,7 @@ class PgJournal(JournalReader):
         tx = _Tx(conn)
         committing = False
         try:
-            with raw.pipeline():
+            with _pipeline(raw):
                 raw.execute("BEGIN")
                 if optimistic:
                     assert self._known is not None and self._offset is not None
@@ -1117,7 +1137,7 @@ class Replica:
             # that the next process keeping them copies them whole.
             others = [str(n) for (n,) in raw.execute("SELECT name FROM projection_tables")
                       if n not in self.tables] if erasing else []
-            with raw.pipeline():
+            with _pipeline(raw):
                 for name in others:
                     raw.execute(f'DELETE FROM "{name.replace(chr(34), chr(34) * 2)}"')
                 if others:
