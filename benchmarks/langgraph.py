@@ -37,7 +37,7 @@ def _size(path: Path) -> int:
 
 def run(*, quick: bool) -> list[dict[str, Any]]:
     try:
-        import langgraph.checkpoint.sqlite  # noqa: F401
+        import langgraph.checkpoint.sqlite
         import langgraph.graph  # noqa: F401
     except ImportError:
         print('  langgraph or langgraph-checkpoint-sqlite is not installed (pip install -e ".[test]"): skipped',

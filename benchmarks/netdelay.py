@@ -81,7 +81,7 @@ def _serve(server_socket: str, one_way_s: float, ports: Any, stop: Any) -> None:
     while not stop.is_set():
         try:
             client, _ = listener.accept()
-        except socket.timeout:
+        except TimeoutError:
             continue
         threading.Thread(target=relay, args=(client,), daemon=True).start()
     listener.close()

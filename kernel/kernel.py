@@ -24,15 +24,15 @@ from eventkernel.errors import (
     WrongProcess,
 )
 from eventkernel.events.commands import PayloadsErased
-from eventkernel.ids import new_id
-from eventkernel.registry import KERNEL_STREAM_KINDS, PROJECTIONS, check_application_append
 from eventkernel.fileformat import Found
+from eventkernel.ids import new_id
 from eventkernel.projector import Progress, Projector, TableDiff, check_projections
+from eventkernel.registry import KERNEL_STREAM_KINDS, PROJECTIONS, check_application_append
 from eventkernel.services.base import Context
+from eventkernel.snapshots import Snapshot
+from eventkernel.subscription import Consumer, LogFollower, Subscription
 from eventkernel.validate import check_int, check_optional_text, check_text
 from eventkernel.verify import VerifyReport, verify
-from eventkernel.subscription import Consumer, LogFollower, Subscription
-from eventkernel.snapshots import Snapshot
 from eventkernel.view import KernelView, Reader, type_names
 
 

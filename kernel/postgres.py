@@ -41,7 +41,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, TypeVar
 
 import apsw
@@ -150,10 +150,8 @@ def _pipeline(raw: Any) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        try:
+        with suppress(Exception):  # the aborted pipeline's own error, after the block's (the caller rolls back)
             pipeline.__exit__(None, None, None)
-        except Exception:  # noqa: S110 - the aborted pipeline's own error, after the block's (the caller rolls back)
-            pass
         raise
     pipeline.__exit__(None, None, None)
 

@@ -77,7 +77,7 @@ def key_id(key: str | bytes) -> str:
 class Key:
     """One secret key: its id and its cipher."""
 
-    __slots__ = ("id", "_aead", "_mac")
+    __slots__ = ("_aead", "_mac", "id")
 
     def __init__(self, raw: bytes) -> None:
         self.id = _id(raw)

@@ -13,8 +13,8 @@ from msgspec.structs import astuple
 
 from eventkernel import codec
 from eventkernel.codec import Event
-from eventkernel.events.sessions import SessionCreated, SessionDeleted, SessionEventAppended, SessionStatusChanged
 from eventkernel.events.retention import RowsForgotten
+from eventkernel.events.sessions import SessionCreated, SessionDeleted, SessionEventAppended, SessionStatusChanged
 from eventkernel.journal import Recorded
 from eventkernel.projections import retention
 from eventkernel.projections.rows import Order, Target, columns, dump, limit_of, loader, order_by, raw_json, where_equal

@@ -15,6 +15,7 @@ import msgspec
 from msgspec.structs import astuple
 
 from eventkernel import codec
+from eventkernel.events.retention import RowsForgotten
 from eventkernel.events.work import (
     WorkItemCancelled,
     WorkItemClaimed,
@@ -25,7 +26,6 @@ from eventkernel.events.work import (
     WorkItemLeaseExtended,
     WorkItemReleased,
 )
-from eventkernel.events.retention import RowsForgotten
 from eventkernel.journal import Recorded
 from eventkernel.projections import retention
 from eventkernel.projections.rows import Order, Target, limit_of, loader, order_by, raw_json, where_equal

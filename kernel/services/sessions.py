@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import apsw
 
-from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
 from eventkernel import journal
+from eventkernel.errors import InvalidArgument, InvalidTransition, NotFound
 from eventkernel.events.sessions import SessionCreated, SessionDeleted, SessionEventAppended, SessionStatusChanged
 from eventkernel.ids import new_id
 from eventkernel.journal import Recorded

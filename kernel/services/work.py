@@ -17,6 +17,7 @@ from typing import Any
 
 import apsw
 
+from eventkernel import journal
 from eventkernel.errors import InvalidArgument, LeaseNotHeld, NotFound, TerminalState
 from eventkernel.events.work import (
     WorkItemCancelled,
@@ -28,7 +29,6 @@ from eventkernel.events.work import (
     WorkItemLeaseExtended,
     WorkItemReleased,
 )
-from eventkernel import journal
 from eventkernel.ids import new_id
 from eventkernel.journal import Recorded
 from eventkernel.projections import work_items

@@ -51,9 +51,8 @@ def test_benchmarks_run_and_write_the_documented_json(tmp_path, capsys):
 def test_the_inlined_floor_writes_what_the_kernel_writes(tmp_path):
     # The floor is only a floor if it does the kernel's work: a journal that
     # verifies, the same rows but for ids, times and hashes.
-    from benchmarks.common import InlinedEnqueue
-
     import eventkernel
+    from benchmarks.common import InlinedEnqueue
 
     inlined = InlinedEnqueue(str(tmp_path / "inlined.db"), "full")
     with eventkernel.open(str(tmp_path / "kernel.db")) as k, inlined.kernel.transaction():

@@ -26,9 +26,8 @@ import threading
 import time
 from collections import Counter
 
-from conftest import spawn
-
 import pytest
+from conftest import spawn
 
 import eventkernel
 

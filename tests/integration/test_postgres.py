@@ -20,7 +20,6 @@ import pytest
 import eventkernel
 from eventkernel import postgres, transfer, view
 from eventkernel.cli import main
-from eventkernel.events.commands import PayloadsErased
 from eventkernel.errors import (
     CommitOutcomeUnknown,
     ConcurrencyConflict,
@@ -31,6 +30,7 @@ from eventkernel.errors import (
     NotAJournal,
     WrongProcess,
 )
+from eventkernel.events.commands import PayloadsErased
 from tests.integration.pg_children import Noted, raw_rows
 
 from support import AnswerLost, connection_lost_at_commit

@@ -181,9 +181,8 @@ def test_refused_compactions_write_nothing_on_either_side(pg_url: str, tmp_path:
         for bad, match in ((1, "before must be between 2"), (k.head + 1, "and the head")):
             with pytest.raises(InvalidArgument, match=match):
                 k.compact(before=bad, archive=str(tmp_path / "a.db"))
-        with k.transaction():
-            with pytest.raises(InvalidArgument, match="inside this thread's transaction"):
-                k.compact(before=3, archive=str(tmp_path / "a.db"))
+        with k.transaction(), pytest.raises(InvalidArgument, match="inside this thread's transaction"):
+            k.compact(before=3, archive=str(tmp_path / "a.db"))
         assert snapshot(k) == before
         assert _server(pg_url, "SELECT position, hash FROM eventkernel.journal ORDER BY position") == server
         assert _server(pg_url, "SELECT count(*) FROM eventkernel.journal_base") == [(0,)]

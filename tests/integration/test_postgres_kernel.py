@@ -22,8 +22,17 @@ import eventkernel.aio
 from eventkernel import postgres
 from eventkernel.errors import CommitOutcomeUnknown, InvalidArgument, JournalCorrupt, NotFound
 
-from support import (NOTES, AnswerLost, Noted, connection_lost_at_commit, deaf, in_thread, live_tables, rebuilt_tables,
-                     until)
+from support import (
+    NOTES,
+    AnswerLost,
+    Noted,
+    connection_lost_at_commit,
+    deaf,
+    in_thread,
+    live_tables,
+    rebuilt_tables,
+    until,
+)
 
 
 def test_a_command_decides_on_the_servers_state_not_its_replicas(pg_url: str) -> None:
@@ -588,7 +597,7 @@ def test_a_one_round_trip_time_is_never_ahead_of_the_servers_clock(pg_url: str) 
         replica.offset += 40
         k.work.enqueue("ahead", None)
         assert not replica.optimistic_tx  # refused by the check: run again under the lock
-        assert list(k.read(after=k.head - 1))[0].recorded_at <= _server_ms(pg_url)
+        assert next(iter(k.read(after=k.head - 1))).recorded_at <= _server_ms(pg_url)
         replica.contended_until = 0.0
         replica.offset -= 60
         k.work.enqueue("behind", None)
@@ -601,7 +610,7 @@ def test_a_one_round_trip_time_is_never_ahead_of_the_servers_clock(pg_url: str) 
         j._offset += 40
         j.append("note:s", [Noted(text="ahead")])
         assert j._contended_until > time.monotonic()  # refused once, then under the lock
-        assert [r.recorded_at for r in j.read(after=j.head - 1)][0] <= _server_ms(pg_url)
+        assert next(iter(j.read(after=j.head - 1))).recorded_at <= _server_ms(pg_url)
         times = [r.recorded_at for r in j.read()]
         assert times == sorted(times)
 

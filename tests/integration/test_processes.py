@@ -14,9 +14,8 @@ ITEMS = 300
 
 
 def test_each_item_is_completed_exactly_once_across_processes(db_path, child_env):
-    with eventkernel.open(db_path) as k:
-        with k.transaction():
-            ids = {k.work.enqueue("multi", {"n": i}, priority=i % 4) for i in range(ITEMS)}
+    with eventkernel.open(db_path) as k, k.transaction():
+        ids = {k.work.enqueue("multi", {"n": i}, priority=i % 4) for i in range(ITEMS)}
     children = [spawn(child_env, "worker", db_path, f"p{i}") for i in range(WORKERS)]
     reported: list[str] = []
     for child in children:

@@ -149,10 +149,9 @@ def test_consumer_effects_happen_exactly_once_across_kill_9(tmp_path, child_env,
     path = str(tmp_path / "consumer.db")
     script = tmp_path / "consumer.py"
     script.write_text(CONSUMER)
-    with eventkernel.open(path) as k:
-        with k.transaction():
-            for n in range(EVENTS):
-                k.append("note:src", [Note(n=n)])
+    with eventkernel.open(path) as k, k.transaction():
+        for n in range(EVENTS):
+            k.append("note:src", [Note(n=n)])
     kills, mid_stream = 0, 0
     while kills < 100:
         child = subprocess.Popen([sys.executable, str(script), path], env=child_env, stdout=subprocess.PIPE,

@@ -11,11 +11,12 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import in_thread, live_tables, rebuilt_tables
-from workload import commands, resolve
 
 import eventkernel
 from eventkernel.journal import command_event_id
+
+from support import in_thread, live_tables, rebuilt_tables
+from workload import commands, resolve
 
 BOTH_ENGINES = True  # the tests taking ``journal`` run on a file and on PostgreSQL
 
@@ -157,9 +158,8 @@ def test_a_command_waits_for_another_threads_transaction_no_longer_than_busy_tim
         with pytest.raises(eventkernel.JournalBusy, match="busy_timeout_ms"):
             k.work.enqueue("late", None)
         assert 0.15 < time.monotonic() - started < 2
-        with pytest.raises(eventkernel.JournalBusy):
-            with k.transaction():
-                pass
+        with pytest.raises(eventkernel.JournalBusy), k.transaction():
+            pass
         release.set()
         t.join()
         assert k.head == 0

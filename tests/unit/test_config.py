@@ -93,9 +93,8 @@ def test_secrets_without_the_key_are_refused(journal, clock, monkeypatch):
             k.config.set("api", "token-123", secret=True)
     with journal(clock=clock, secret_key=KEY) as k:
         k.config.set("api", "token-123", secret=True)
-    with journal(clock=clock) as k:
-        with pytest.raises(SecretKeyError, match="no secret key to decrypt it"):
-            k.config.get("api")
+    with journal(clock=clock) as k, pytest.raises(SecretKeyError, match="no secret key to decrypt it"):
+        k.config.get("api")
     other = generate_key()
     with journal(clock=clock, secret_key=other) as k:
         with pytest.raises(SecretKeyError, match=f"encrypted under secret key {key_id(KEY)}.*holds {key_id(other)}"):

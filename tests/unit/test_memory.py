@@ -119,7 +119,7 @@ def test_list_by_namespace_prefix_and_type(k):
     k.memory.put("user:bob", "lang", "de")
     k.memory.put("user:alice:prefs", "gone", 0)
     k.memory.delete("user:alice:prefs", "gone")
-    keys = lambda entries: [(e.namespace, e.key) for e in entries]  # noqa: E731
+    keys = lambda entries: [(e.namespace, e.key) for e in entries]
     assert keys(k.memory.list("user:alice:")) == [("user:alice:facts", "city"), ("user:alice:prefs", "lang")]
     assert keys(k.memory.list("user:ali")) == [("user:alice:facts", "city"), ("user:alice:prefs", "lang"), ("user:alicia", "x")]
     assert keys(k.memory.list("user:alice:", memory_type="episodic")) == [("user:alice:facts", "city")]
@@ -134,7 +134,7 @@ def test_recent_lists_the_newest_first_and_pages_by_position(k):
     k.memory.put("user:alice:prefs", "gone", 0)
     k.memory.put("user:alice:prefs", "lang", "en")  # a new version: the most recent now
     k.memory.delete("user:alice:prefs", "gone")
-    keys = lambda entries: [(e.namespace, e.key) for e in entries]  # noqa: E731
+    keys = lambda entries: [(e.namespace, e.key) for e in entries]
     newest = [("user:alice:prefs", "lang"), ("user:alicia", "x"), ("user:alice:facts", "city")]
     assert keys(k.memory.recent("user:ali")) == newest
     assert [e.value for e in k.memory.recent("user:alice:prefs")] == ["en"]

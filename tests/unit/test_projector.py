@@ -6,8 +6,8 @@ import pytest
 import eventkernel
 from eventkernel.connection import SharedMemory
 from eventkernel.errors import InvalidArgument
-from eventkernel.projector import AT_HEAD
 from eventkernel.projections import work_items
+from eventkernel.projector import AT_HEAD
 
 from support import live_tables, rebuilt_tables
 
@@ -234,9 +234,8 @@ def test_projection_positions_stay_put_when_everything_in_a_transaction_is_undon
     with pytest.raises(RuntimeError), k.transaction():
         k.work.enqueue("t", 2)
         raise RuntimeError("the caller gives up")
-    with k.transaction():
-        with pytest.raises(eventkernel.NotFound):
-            k.work.cancel("wi_missing", "nope")
+    with k.transaction(), pytest.raises(eventkernel.NotFound):
+        k.work.cancel("wi_missing", "nope")
     assert k.head == 1
     assert _positions(k) == ({1}, {AT_HEAD})
     assert k.verify().ok

@@ -10,6 +10,7 @@ import pytest
 
 import eventkernel
 from eventkernel.projections import work_items
+
 from support import snapshot
 
 BOTH_ENGINES = True  # the tests taking ``k`` run on a file and on PostgreSQL
@@ -81,10 +82,9 @@ def test_a_command_that_fails_after_writing_rolls_back_its_whole_transaction(k, 
     before = snapshot(k)
     with pytest.raises(eventkernel.JournalError, match=r"work.enqueue failed \(ProjectionFailed: .*a bug in a "
                                                        r"projection.*\), so the whole transaction it was part of "
-                                                       r"is rolled back"):
-        with k.transaction():
-            k.work.enqueue("t", {"n": 1})
-            k.work.enqueue("t", {"poison": True})
+                                                       r"is rolled back"), k.transaction():
+        k.work.enqueue("t", {"n": 1})
+        k.work.enqueue("t", {"poison": True})
     assert snapshot(k) == before
     k.work.enqueue("after", None)  # the kernel goes on
     assert k.head == 2 and k.verify().ok

@@ -11,7 +11,6 @@ import apsw
 import pytest
 
 import eventkernel
-
 from eventkernel.errors import JournalError, ProjectionFailed
 
 from support import live_tables, open_kernel, rebuilt_tables, refused, server_tables_hold, snapshot
@@ -260,9 +259,8 @@ def test_a_projection_that_cannot_fold_another_process_event_refuses_the_next_co
         # inside a transaction too, a command of no savepoint of its own (an enqueue) whose catch-up is
         # refused leaves nothing behind (cy's row, folded before bob's failed, included)
         before = live_tables(a)["notes_per_author"]  # (k.table would fold first, and be refused too)
-        with a.transaction():
-            with pytest.raises(ProjectionFailed):
-                a.work.enqueue("t", {})
+        with a.transaction(), pytest.raises(ProjectionFailed):
+            a.work.enqueue("t", {})
         assert live_tables(a)["notes_per_author"] == before == [("ann", 1, 1)]
 
 

@@ -324,10 +324,9 @@ def test_a_rejected_command_inside_a_transaction_undoes_only_itself(k):
 
 
 def test_an_exception_in_a_transaction_undoes_everything(k):
-    with pytest.raises(RuntimeError):
-        with k.transaction():
-            k.work.enqueue("t", 1)
-            raise RuntimeError("the caller changed its mind")
+    with pytest.raises(RuntimeError), k.transaction():
+        k.work.enqueue("t", 1)
+        raise RuntimeError("the caller changed its mind")
     assert k.head == 0 and k.work.list() == []
 
 
