@@ -47,6 +47,12 @@ without it appends (:meth:`Projector.overtake`, :meth:`Projector.hold`), or
 while it is made or caught up."""
 
 
+FLUSH_ROWS = 16 * 4096
+"""How many journal rows a build folds between the writes of the folds'
+rows that can be written before the end (a multiple of 4,096: the fold
+reports its progress that often)."""
+
+
 class _ApplyFailed(Exception):
     """A projection's tables refused an event while folding the journal."""
 
@@ -611,7 +617,7 @@ class Projector:
             split = [self.ddl_split(m) for m in modules]
             for tables, _ in split:
                 mem.execute(tables)
-            report = None if progress is None else (lambda n: progress(n, upto))
+            report = self._reporter(mem, folds, upto, progress)
             columns = self.journal_columns(modules)
             rows = journal.read_rows(conn, until=upto, columns=columns)  # (pages of 1,000 stay in the CPU's caches)
             if erased:
@@ -628,6 +634,28 @@ class Projector:
         if progress is not None:
             progress(upto, upto)
         return mem, upto
+
+    @staticmethod
+    def _reporter(mem: apsw.Connection, folds: dict[str, Any], upto: int,
+                  progress: Progress | None) -> Callable[[int], None] | None:
+        """What a build's fold calls every 4,096 rows: the caller's progress,
+        and every ``FLUSH_ROWS`` rows the folds that can write what they
+        hold so far (rows never changed once folded) do."""
+        flushing = [(name, fold.flush) for name, fold in folds.items() if hasattr(fold, "flush")]
+        if not flushing:
+            return None if progress is None else (lambda n: progress(n, upto))
+
+        def report(n: int) -> None:
+            if not n % FLUSH_ROWS:
+                for name, flush in flushing:
+                    try:
+                        flush(mem)
+                    except apsw.Error as e:
+                        raise _ApplyFailed(name, upto) from e
+            if progress is not None:
+                progress(n, upto)
+
+        return report
 
     def rebuild(
         self, db: Database, names: Iterable[str] | None = None, progress: Progress | None = None,

@@ -11,6 +11,7 @@ import msgspec
 from eventkernel.codec import Event
 from eventkernel.events.checkpoints import CheckpointRecorded
 from eventkernel.journal import Recorded
+from eventkernel.projections import rows as _rows
 from eventkernel.projections.rows import Target, columns, dump, limit_of, loader, placeholders, raw_json
 
 NAME = "checkpoints"
@@ -69,7 +70,8 @@ _recorded_row = msgspec.json.Decoder(_RecordedRow).decode
 
 class Fold:
     """The rebuild's bulk path: the rows ``apply`` would insert, collected
-    (snapshots copied as stored) and written with one ``executemany``."""
+    (snapshots copied as stored) and written with ``executemany`` now and
+    then (:meth:`flush`) and at the end."""
 
     def __init__(self) -> None:
         self.rows: builtins.list[tuple[Any, ...]] = []
@@ -90,6 +92,14 @@ class Fold:
 
     def write(self, conn: apsw.Connection) -> None:
         conn.executemany(f"INSERT INTO checkpoints ({_COLS}) VALUES ({placeholders(Checkpoint)})", self.rows)
+
+    def flush(self, conn: apsw.Connection) -> None:
+        """Once it holds ``HELD_ROWS``, write the rows folded so far and
+        forget them (a row is never changed once folded): a long journal's
+        checkpoints are not all held in memory until the end."""
+        if len(self.rows) >= _rows.HELD_ROWS:
+            self.write(conn)
+            self.rows = []
 
 
 def latest(conn: apsw.Connection, task_id: str) -> Checkpoint | None:

@@ -64,6 +64,12 @@ def raw_json(raw: msgspec.Raw) -> str | None:
 
 _NULL = msgspec.Raw(b"null")
 
+HELD_ROWS = 100_000
+"""How many finished rows a rebuild's fold holds before it writes them
+(``Fold.flush``): what bounds a long journal's rebuild in memory (about
+30 MiB of a kind's rows), while a journal of a few hundred thousand events
+is written at the end, as fast as one ``executemany``."""
+
 
 def where_equal(**filters: Any) -> tuple[str, list[Any]]:
     """`` WHERE a = ? AND b = ?`` for the filters that are not None, and their

@@ -487,6 +487,44 @@ def test_the_bulk_rebuild_folds_every_event_of_every_folded_projection_as_apply_
     assert rebuilt_tables(k, bulk=False) == live
 
 
+def test_a_long_rebuild_writes_finished_rows_as_it_goes_and_builds_the_same_tables(k, clock, monkeypatch):
+    """Checkpoints and superseded memory versions are never changed once
+    folded: past ``HELD_ROWS`` of them a build writes them (checked every
+    ``FLUSH_ROWS`` journal rows) instead of holding them to the end. With
+    both made small, the tables are the live ones, row for row, and the
+    folds held no more than the bound."""
+    from eventkernel import projector
+    from eventkernel.projections import checkpoints, memory_entries
+    from eventkernel.projections import rows as rows_module
+
+    monkeypatch.setattr(projector, "FLUSH_ROWS", 4096)
+    monkeypatch.setattr(rows_module, "HELD_ROWS", 300)
+    held: list[int] = []
+    for fold in (checkpoints.Fold, memory_entries.Fold):
+        flush = fold.flush
+
+        def counting(self, conn, flush=flush, fold=fold):
+            held.append(len(self.rows) if fold is checkpoints.Fold else len(self.superseded))
+            flush(self, conn)
+
+        monkeypatch.setattr(fold, "flush", counting)
+    with k.transaction():
+        for i in range(5_000):
+            k.checkpoints.record(f"task-{i % 7}", "manual", {"i": i})
+            k.memory.put(f"user:{i % 3}", f"k{i % 40}", {"v": i}, ttl_ms=None if i % 5 else 60_000)
+            if i % 97 == 0:
+                clock.advance(1)
+                k.memory.touch(f"user:{i % 3}", f"k{i % 40}")
+                k.memory.delete(f"user:{i % 3}", f"k{i % 40}")
+    assert k.head > 2 * 4096
+    live = live_tables(k)
+    assert rebuilt_tables(k) == live
+    assert len(held) >= 4 and max(held) < 300 + 4096  # flushed along the way, never more than a batch over
+    assert any(n >= 300 for n in held)
+    k.rebuild()
+    assert live_tables(k) == live == rebuilt_tables(k, bulk=False)
+
+
 def test_a_copy_stopped_half_way_leaves_the_projections_to_fold_what_it_wrote(tmp_path, monkeypatch):
     """``copy`` writes rows without folding them (it rebuilds at the end): a
     destination whose projections were at the head records where they were,
