@@ -203,9 +203,9 @@ class Fold:
 
     def flush(self, conn: apsw.Connection) -> None:
         """Once ``HELD_ROWS`` were superseded, write the versions a later one
-        superseded and forget them: such a
-        version is never changed again (a touch changes the latest, the next
-        version reads the latest). The latest of each key stay, in order."""
+        superseded and forget them: such a version is never changed again (a
+        touch changes the latest, the next version reads the latest). The
+        latest of each key stay, in order."""
         superseded = self.superseded
         if len(superseded) < _rows.HELD_ROWS:
             return
