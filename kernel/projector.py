@@ -6,7 +6,10 @@ one transaction, and row-for-row comparison of live tables with a rebuild.
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property, lru_cache
 from typing import Any, cast
@@ -19,7 +22,7 @@ from eventkernel.codec import Event
 from eventkernel.connection import Database, SharedMemory, memory_connection, translating
 from eventkernel.errors import CommandRejected, InvalidArgument, JournalError, ProjectionFailed
 from eventkernel.journal import Recorded
-from eventkernel.projections.rows import Target
+from eventkernel.projections.rows import Inserter, Target, Writer
 
 log = logging.getLogger("eventkernel")
 
@@ -51,6 +54,154 @@ FLUSH_ROWS = 16 * 4096
 """How many journal rows a build folds between the writes of the folds'
 rows that can be written before the end (a multiple of 4,096: the fold
 reports its progress that often)."""
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
+
+
+_JSONB_EACH = tuple(int(n) for n in apsw.sqlite_lib_version().split(".")[:2]) >= (3, 45)
+"""Whether this SQLite has ``jsonb_each`` (3.45): what :class:`_Aside` inserts with."""
+
+
+class _Aside:
+    """A build's second thread: it writes the rows of the folds set aside
+    (a ``Fold`` with ``ASIDE``, its tables of TEXT and INTEGER columns
+    only) into a database of its own while the building thread folds the
+    journal and writes the other folds' rows; the tables are then copied
+    into the build (SQLite's transfer of stored records).
+
+    Rows cross as JSON text, and each call's rows are inserted by one
+    statement (``INSERT … SELECT value->>0, … FROM jsonb_each(?)``): SQLite
+    parses and inserts them without Python, so this thread runs without
+    the GIL while the other folds. JSON keeps what these columns hold
+    exactly: text (any character, NUL included), 64-bit integers, NULL.
+    Measured on the 1,000,027-event benchmark journal with two cores: the
+    checkpoints, memory versions and sessions written beside the fold,
+    a build in 5.6–5.7 s instead of 6.2–6.4."""
+
+    SCHEMA = "ek_aside"
+
+    def __init__(self, upto: int) -> None:
+        self.upto = upto  # the build's last position: where a refusal is reported
+        self.db = SharedMemory()
+        self.db.pragma("journal_mode", "off")  # a private, throwaway database
+        self.db.pragma("synchronous", "OFF")
+        self.tables: dict[str, str] = {}  # table → the projection it is of
+        self.jobs: queue.Queue[tuple[str, str, str] | None] = queue.Queue()
+        self.failed: tuple[str, BaseException] | None = None
+        self.stopping = False
+        self.thread: threading.Thread | None = None
+
+    def take(self, name: str, ddl: str) -> bool:
+        """Create projection ``name``'s tables here, if every column is TEXT
+        or INTEGER (what JSON carries exactly); False: leave them to the
+        building thread."""
+        self.db.execute("SAVEPOINT aside")
+        self.db.execute(ddl)
+        added = [(kind, t) for kind, t in self.db.execute("SELECT type, name FROM sqlite_schema WHERE type != 'index'")
+                 if t not in self.tables]
+        if all(kind == "table" and row[2] in ("TEXT", "INTEGER") for kind, t in added
+               for row in self.db.execute(f'PRAGMA table_info("{t}")')):
+            self.db.execute("RELEASE aside")
+            self.tables.update((t, name) for _, t in added)
+            return True
+        self.db.execute("ROLLBACK TO aside")
+        self.db.execute("RELEASE aside")
+        return False
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="eventkernel-build", daemon=True)
+        self.thread.start()
+
+    def writer(self, name: str) -> Writer:
+        """Where projection ``name``'s fold writes: rows handed to this thread."""
+        return _AsideWriter(self, name)
+
+    def put(self, name: str, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None:
+        if self.failed is not None:
+            raise _ApplyFailed(self.failed[0], self.upto) from self.failed[1]
+        values = ", ".join(f"value->>{i}" for i in range(columns.count(",") + 1))
+        sql = f"INSERT INTO {table} ({columns}) SELECT {values} FROM jsonb_each(?)"
+        chunk: list[Sequence[Any]] = []
+        for row in rows:  # in chunks: the JSON text and SQLite's parse of it stay small
+            chunk.append(row)
+            if len(chunk) == _CHUNK:
+                self.jobs.put((name, sql, _encode(chunk).decode()))
+                chunk = []
+        if chunk:
+            self.jobs.put((name, sql, _encode(chunk).decode()))
+
+    def _run(self) -> None:
+        # Each call's rows in one statement, committed alone (no journal to write: a failure fails the build).
+        while (job := self.jobs.get()) is not None:
+            if self.failed is None and not self.stopping:
+                try:
+                    self.db.execute(job[1], (job[2],))
+                except BaseException as e:  # reported to the building thread
+                    self.failed = (job[0], e)
+
+    def finish(self) -> None:
+        """Wait for every row to be written; a projection whose rows were
+        refused is reported as failing at the build's last position (a
+        fold's own writes are, too)."""
+        self._stop()
+        if self.failed is not None:
+            raise _ApplyFailed(self.failed[0], self.upto) from self.failed[1]
+
+    def _stop(self) -> None:
+        if self.thread is not None:
+            self.jobs.put(None)
+            self.thread.join()
+            self.thread = None
+
+    def copy_into(self, mem: apsw.Connection) -> None:
+        """Copy every table into ``mem`` (its twins there empty), outside a
+        transaction of ``mem``: attached by name, or row by row when it
+        cannot be (logged)."""
+        try:
+            mem.execute(f"ATTACH ? AS {self.SCHEMA}", (self.db.uri,))
+        except apsw.CantOpenError:
+            log.warning("attaching a build's second database by name failed; copying its rows", exc_info=True)
+            with mem:
+                for table in self.tables:
+                    marks = ", ".join("?" * len(self.db.execute(f'PRAGMA table_info("{table}")').fetchall()))
+                    mem.executemany(f'INSERT INTO "{table}" VALUES ({marks})',
+                                    self.db.execute(f'SELECT * FROM "{table}"'))
+            return
+        try:
+            with mem:
+                for table in self.tables:
+                    # Both tables made by the same DDL, the target empty: SQLite copies the stored records.
+                    mem.execute(f'INSERT INTO main."{table}" SELECT * FROM {self.SCHEMA}."{table}"')
+        finally:
+            mem.execute(f"DETACH {self.SCHEMA}")
+
+    def close(self) -> None:
+        self.stopping = True
+        self._stop()
+        self.db.close()
+
+
+class _AsideWriter:
+    """A fold's :class:`Writer` on a build's second thread."""
+
+    __slots__ = ("aside", "name")
+
+    def __init__(self, aside: _Aside, name: str) -> None:
+        self.aside = aside
+        self.name = name
+
+    def insert(self, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.aside.put(self.name, table, columns, rows)
+
+
+_encode = msgspec.json.Encoder().encode
+_CHUNK = 16_384
 
 
 class _ApplyFailed(Exception):
@@ -585,6 +736,7 @@ class Projector:
         page_size: int | None = None,
         erased: frozenset[int] = frozenset(),
         shared: bool = False,
+        second_thread: bool | None = None,
     ) -> tuple[apsw.Connection, int]:
         """Replay the journal up to ``until`` (default: head) into a private
         in-memory database holding the selected projections' tables. A
@@ -595,7 +747,9 @@ class Projector:
         ``shared``: built in a :class:`SharedMemory` (when replayed from
         position 1), which a rebuild's swap reads where it is (a view's
         ``save`` could not: its ``VACUUM INTO`` would write through the same
-        in-memory VFS)."""
+        in-memory VFS); ``second_thread``: whether folds may be written by a
+        second thread (:class:`_Aside`; default: when this process may run
+        on more than one core)."""
         modules = self.select(names)
         from eventkernel import snapshots  # the same layer; imported here, as it imports this module
 
@@ -610,46 +764,69 @@ class Projector:
             mem.pragma("page_size", page_size)
         # A private, throwaway database: no rollback journal to keep.
         mem.pragma("journal_mode", "off")
-        with db.read("replaying the journal") as conn:
-            head = journal.head(conn)[0]
-            upto = head if until is None else min(until, head)
-            mem.execute("BEGIN")
-            split = [self.ddl_split(m) for m in modules]
-            for tables, _ in split:
-                mem.execute(tables)
-            report = self._reporter(mem, folds, upto, progress)
-            columns = self.journal_columns(modules)
-            rows = journal.read_rows(conn, until=upto, columns=columns)  # (pages of 1,000 stay in the CPU's caches)
-            if erased:
-                rows = ((*r[:5], journal.ERASED_DATA, *r[6:]) if r[0] in erased else r for r in rows)
-            self._fold_rows(mem.cursor(), rows, modules, progress=report, folds=folds)
-            for name, fold in folds.items():
-                try:
-                    fold.write(mem)
-                except apsw.Error as e:
-                    raise _ApplyFailed(name, upto) from e
-            for _, indexes in split:
-                mem.execute(indexes)
-            mem.execute("COMMIT")
+        aside: _Aside | None = None
+        try:
+            with db.read("replaying the journal") as conn:
+                head = journal.head(conn)[0]
+                upto = head if until is None else min(until, head)
+                split = {m.NAME: self.ddl_split(m) for m in modules}
+                if (second_thread if second_thread is not None else _cores() > 1 and _JSONB_EACH) and any(
+                        getattr(fold, "ASIDE", False) for fold in folds.values()):
+                    aside = _Aside(upto)
+                writers: dict[str, Writer] = {}
+                for name, fold in folds.items():
+                    if aside is not None and getattr(fold, "ASIDE", False) and aside.take(name, split[name][0]):
+                        writers[name] = aside.writer(name)
+                    else:
+                        writers[name] = Inserter(mem)
+                if aside is not None:
+                    aside.start()
+                mem.execute("BEGIN")
+                for tables, _ in split.values():
+                    mem.execute(tables)
+                report = self._reporter(writers, folds, upto, progress)
+                columns = self.journal_columns(modules)
+                rows = journal.read_rows(conn, until=upto, columns=columns)  # (pages of 1,000 stay in the CPU's caches)
+                if erased:
+                    rows = ((*r[:5], journal.ERASED_DATA, *r[6:]) if r[0] in erased else r for r in rows)
+                self._fold_rows(mem.cursor(), rows, modules, progress=report, folds=folds)
+                # The rows set aside first: the other thread writes them while this one writes the rest.
+                for name in sorted(folds, key=lambda name: isinstance(writers[name], Inserter)):
+                    try:
+                        folds[name].write(writers[name])
+                    except apsw.Error as e:
+                        raise _ApplyFailed(name, upto) from e
+                if aside is not None:
+                    aside.finish()
+                    mem.execute("COMMIT")  # (no ATTACH inside a transaction)
+                    aside.copy_into(mem)
+                    aside.close()
+                    mem.execute("BEGIN")
+                for _, indexes in split.values():
+                    mem.execute(indexes)
+                mem.execute("COMMIT")
+        finally:
+            if aside is not None:
+                aside.close()
         if progress is not None:
             progress(upto, upto)
         return mem, upto
 
     @staticmethod
-    def _reporter(mem: apsw.Connection, folds: dict[str, Any], upto: int,
+    def _reporter(writers: dict[str, Writer], folds: dict[str, Any], upto: int,
                   progress: Progress | None) -> Callable[[int], None] | None:
         """What a build's fold calls every 4,096 rows: the caller's progress,
         and every ``FLUSH_ROWS`` rows the folds that can write what they
         hold so far (rows never changed once folded) do."""
-        flushing = [(name, fold.flush) for name, fold in folds.items() if hasattr(fold, "flush")]
+        flushing = [(name, fold.flush, writers[name]) for name, fold in folds.items() if hasattr(fold, "flush")]
         if not flushing:
             return None if progress is None else (lambda n: progress(n, upto))
 
         def report(n: int) -> None:
             if not n % FLUSH_ROWS:
-                for name, flush in flushing:
+                for name, flush, out in flushing:
                     try:
-                        flush(mem)
+                        flush(out)
                     except apsw.Error as e:
                         raise _ApplyFailed(name, upto) from e
             if progress is not None:

@@ -12,7 +12,7 @@ from eventkernel.codec import Event
 from eventkernel.events.checkpoints import CheckpointRecorded
 from eventkernel.journal import Recorded
 from eventkernel.projections import rows as _rows
-from eventkernel.projections.rows import Target, columns, dump, limit_of, loader, placeholders, raw_json
+from eventkernel.projections.rows import Target, Writer, columns, dump, limit_of, loader, placeholders, raw_json
 
 NAME = "checkpoints"
 VERSION = 1
@@ -70,8 +70,10 @@ _recorded_row = msgspec.json.Decoder(_RecordedRow).decode
 
 class Fold:
     """The rebuild's bulk path: the rows ``apply`` would insert, collected
-    (snapshots copied as stored) and written with ``executemany`` now and
+    (snapshots copied as stored) and written now and
     then (:meth:`flush`) and at the end."""
+
+    ASIDE = True  # its rows may be written by a build's second thread (projector._Aside)
 
     def __init__(self) -> None:
         self.rows: builtins.list[tuple[Any, ...]] = []
@@ -90,15 +92,15 @@ class Fold:
                               event.checkpoint_type, recorded.version, dump(event.snapshot), recorded.recorded_at,
                               recorded.position))
 
-    def write(self, conn: apsw.Connection) -> None:
-        conn.executemany(f"INSERT INTO checkpoints ({_COLS}) VALUES ({placeholders(Checkpoint)})", self.rows)
+    def write(self, out: Writer) -> None:
+        out.insert("checkpoints", _COLS, self.rows)
 
-    def flush(self, conn: apsw.Connection) -> None:
+    def flush(self, out: Writer) -> None:
         """Once it holds ``HELD_ROWS``, write the rows folded so far and
         forget them (a row is never changed once folded): a long journal's
         checkpoints are not all held in memory until the end."""
         if len(self.rows) >= _rows.HELD_ROWS:
-            self.write(conn)
+            self.write(out)
             self.rows = []
 
 

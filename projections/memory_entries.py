@@ -25,7 +25,7 @@ from eventkernel.events.memory import (
 )
 from eventkernel.journal import Recorded
 from eventkernel.projections import rows as _rows
-from eventkernel.projections.rows import Order, Target, columns, dump, limit_of, loader, raw_json
+from eventkernel.projections.rows import Order, Target, Writer, columns, dump, limit_of, loader, raw_json
 from eventkernel.projections.rows import after as after_cursor
 from eventkernel.validate import prefix_upper
 
@@ -153,10 +153,12 @@ class Fold:
     """The rebuild's bulk path: every version ``apply`` would insert, made as
     ``_version`` makes it (the latest version of each key found through a
     dict, not a query; a put at the current schema read from the stored
-    JSON, its value copied as stored) and written with ``executemany``, the
+    JSON, its value copied as stored) and written, the
     superseded versions now and then (:meth:`flush`), the rest at the end.
     Versions are kept as tuples (which the garbage collector stops
     tracking), which were superseded as a set of their indexes."""
+
+    ASIDE = True  # its rows may be written by a build's second thread (projector._Aside)
 
     def __init__(self) -> None:
         self.rows: builtins.list[tuple[Any, ...]] = []
@@ -194,14 +196,12 @@ class Fold:
         self.latest[name] = len(self.rows)
         self.rows.append(tuple(row))
 
-    def write(self, conn: apsw.Connection) -> None:
+    def write(self, out: Writer) -> None:
         superseded = self.superseded
-        conn.executemany(
-            f"INSERT INTO memory_entries ({_COLS}, is_latest) VALUES ({', '.join('?' * 16)})",
-            ((*row, int(i not in superseded)) for i, row in enumerate(self.rows)),
-        )
+        out.insert("memory_entries", f"{_COLS}, is_latest",
+                   ((*row, int(i not in superseded)) for i, row in enumerate(self.rows)))
 
-    def flush(self, conn: apsw.Connection) -> None:
+    def flush(self, out: Writer) -> None:
         """Once ``HELD_ROWS`` were superseded, write the versions a later one
         superseded and forget them: such a version is never changed again (a
         touch changes the latest, the next version reads the latest). The
@@ -210,8 +210,7 @@ class Fold:
         if len(superseded) < _rows.HELD_ROWS:
             return
         rows = self.rows
-        conn.executemany(f"INSERT INTO memory_entries ({_COLS}, is_latest) VALUES ({', '.join('?' * 16)})",
-                         ((*rows[i], 0) for i in sorted(superseded)))
+        out.insert("memory_entries", f"{_COLS}, is_latest", ((*rows[i], 0) for i in sorted(superseded)))
         kept = sorted(self.latest.items(), key=lambda item: item[1])
         self.rows = [rows[i] for _, i in kept]
         self.latest = {name: j for j, (name, _) in enumerate(kept)}

@@ -21,7 +21,7 @@ from eventkernel.events.recovery import (
 from eventkernel.events.retention import RowsForgotten
 from eventkernel.journal import Recorded
 from eventkernel.projections import retention
-from eventkernel.projections.rows import Order, Target, columns, limit_of, loader, order_by
+from eventkernel.projections.rows import Order, Target, Writer, columns, limit_of, loader, order_by
 from eventkernel.projections.rows import after as after_cursor
 
 NAME = "recovery"
@@ -257,14 +257,11 @@ class Fold:
             task = self._task(event.task_id, pos)
             task[6], task[7] = int(event.enabled), pos
 
-    def write(self, conn: apsw.Connection) -> None:
-        conn.executemany(f"INSERT INTO recovery_attempts ({_ACOLS}) VALUES ({', '.join('?' * 11)})",
-                         self.attempts.values())
-        conn.executemany(f"INSERT INTO failure_patterns ({_PCOLS}) VALUES ({', '.join('?' * 9)})",
-                         self.patterns.values())
-        conn.executemany(f"INSERT INTO recovery_explanations ({_ECOLS}) VALUES ({', '.join('?' * 8)})",
-                         self.explanations.values())
-        conn.executemany(f"INSERT INTO recovery_tasks ({_TCOLS}) VALUES ({', '.join('?' * 8)})", self.tasks.values())
+    def write(self, out: Writer) -> None:
+        out.insert("recovery_attempts", _ACOLS, self.attempts.values())
+        out.insert("failure_patterns", _PCOLS, self.patterns.values())
+        out.insert("recovery_explanations", _ECOLS, self.explanations.values())
+        out.insert("recovery_tasks", _TCOLS, self.tasks.values())
 
 
 # --- queries ----------------------------------------------------------------------

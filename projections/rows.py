@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import apsw
 import msgspec
@@ -63,6 +63,28 @@ def raw_json(raw: msgspec.Raw) -> str | None:
 
 
 _NULL = msgspec.Raw(b"null")
+
+class Writer(Protocol):
+    """Where a rebuild's fold (a projection's ``Fold``) writes its rows:
+    ``insert`` adds ``rows`` (sequences of values in ``columns`` order, a
+    comma-separated list of the table's column names) to ``table``."""
+
+    def insert(self, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+
+class Inserter:
+    """A :class:`Writer` that inserts through a connection, one
+    ``executemany`` per call."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self.conn = conn
+
+    def insert(self, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None:
+        marks = ", ".join("?" * (columns.count(",") + 1))
+        self.conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+
 
 HELD_ROWS = 100_000
 """How many finished rows a rebuild's fold holds before it writes them

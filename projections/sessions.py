@@ -17,7 +17,18 @@ from eventkernel.events.retention import RowsForgotten
 from eventkernel.events.sessions import SessionCreated, SessionDeleted, SessionEventAppended, SessionStatusChanged
 from eventkernel.journal import Recorded
 from eventkernel.projections import retention
-from eventkernel.projections.rows import Order, Target, columns, dump, limit_of, loader, order_by, raw_json, where_equal
+from eventkernel.projections.rows import (
+    Order,
+    Target,
+    Writer,
+    columns,
+    dump,
+    limit_of,
+    loader,
+    order_by,
+    raw_json,
+    where_equal,
+)
 from eventkernel.projections.rows import after as after_cursor
 
 NAME = "sessions"
@@ -183,7 +194,9 @@ class Fold:
     (encoded once, at the end, instead of decoded and encoded per event),
     their events (an append at the current schema read from the stored
     JSON, its content and delta copied as stored) and the shared state,
-    written with one ``executemany`` per table."""
+    written at the end."""
+
+    ASIDE = True  # its rows may be written by a build's second thread (projector._Aside)
 
     def __init__(self) -> None:
         self.sessions: dict[str, Any] = {}
@@ -252,17 +265,12 @@ class Fold:
             self.sessions.pop(event.session_id, None)
             self.events.pop(event.session_id, None)
 
-    def write(self, conn: apsw.Connection) -> None:
-        conn.executemany(
-            f"INSERT INTO sessions ({_SCOLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ((*t[:5], codec.dump_json(t[5]), *t[6:]) for t in map(astuple, self.sessions.values())),
-        )
-        conn.executemany(f"INSERT INTO session_events ({_ECOLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (row for rows in self.events.values() for row in rows))
-        conn.executemany(
-            "INSERT INTO session_shared_state (app_name, user_id, key, position, value) VALUES (?, ?, ?, ?, ?)",
-            ((*k, v) for k, v in self.shared.items()),
-        )
+    def write(self, out: Writer) -> None:
+        out.insert("sessions", _SCOLS,
+                   ((*t[:5], codec.dump_json(t[5]), *t[6:]) for t in map(astuple, self.sessions.values())))
+        out.insert("session_events", _ECOLS, (row for rows in self.events.values() for row in rows))
+        out.insert("session_shared_state", "app_name, user_id, key, position, value",
+                   ((*k, v) for k, v in self.shared.items()))
 
 
 # --- queries ----------------------------------------------------------------------

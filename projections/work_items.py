@@ -28,7 +28,7 @@ from eventkernel.events.work import (
 )
 from eventkernel.journal import Recorded
 from eventkernel.projections import retention
-from eventkernel.projections.rows import Order, Target, limit_of, loader, order_by, raw_json, where_equal
+from eventkernel.projections.rows import Order, Target, Writer, limit_of, loader, order_by, raw_json, where_equal
 from eventkernel.projections.rows import after as after_cursor
 
 NAME = "work_items"
@@ -193,8 +193,9 @@ def _no_lease(row: Any) -> None:
 
 class Fold:
     """The rebuild's bulk path: the rows ``apply`` would leave, folded in
-    Python (one ``_Row`` per item) and written with one ``executemany``
-    into the empty table. Must agree with ``apply`` exactly: rebuilt ==
+    Python (one ``_Row`` per item) and written at the end
+    into the empty table (by the building thread, while a second one
+    writes the folds set aside). Must agree with ``apply`` exactly: rebuilt ==
     live is the property test that says so."""
 
     def __init__(self) -> None:
@@ -285,9 +286,8 @@ class Fold:
             return
         row.updated_at, row.position = at, recorded.position
 
-    def write(self, conn: apsw.Connection) -> None:
-        conn.executemany(f"INSERT INTO work_items ({_COLUMNS}) VALUES ({', '.join('?' * 21)})",
-                         map(astuple, self.rows.values()))
+    def write(self, out: Writer) -> None:
+        out.insert("work_items", _COLUMNS, map(astuple, self.rows.values()))
 
 
 # --- queries --------------------------------------------------------------------

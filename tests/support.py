@@ -127,10 +127,13 @@ def server_tables_hold(k: eventkernel.Kernel) -> None:
         assert server_tables(k) == kept_tables(k), "the server's projection tables are not the replica's"
 
 
-def rebuilt_tables(k: eventkernel.Kernel, *, bulk: bool = True) -> dict[str, list[tuple[Any, ...]]]:
+def rebuilt_tables(k: eventkernel.Kernel, *, bulk: bool = True,
+                   second_thread: bool | None = None) -> dict[str, list[tuple[Any, ...]]]:
     """The same tables rebuilt from the journal in a private memory database
-    (``bulk=False``: every event applied one by one, as live commands do)."""
-    mem, _ = k._projector.build_in_memory(k._db, bulk=bulk)
+    (``bulk=False``: every event applied one by one, as live commands do;
+    ``second_thread``: whether folds set aside are written by a second
+    thread, default: when the machine has two cores)."""
+    mem, _ = k._projector.build_in_memory(k._db, bulk=bulk, second_thread=second_thread)
     try:
         out = {}
         for names in k._projector.tables.values():

@@ -487,12 +487,15 @@ def test_the_bulk_rebuild_folds_every_event_of_every_folded_projection_as_apply_
     assert rebuilt_tables(k, bulk=False) == live
 
 
-def test_a_long_rebuild_writes_finished_rows_as_it_goes_and_builds_the_same_tables(k, clock, monkeypatch):
+@pytest.mark.parametrize("second_thread", [True, False])
+def test_a_long_rebuild_writes_finished_rows_as_it_goes_and_builds_the_same_tables(k, clock, monkeypatch,
+                                                                                   second_thread):
     """Checkpoints and superseded memory versions are never changed once
     folded: past ``HELD_ROWS`` of them a build writes them (checked every
-    ``FLUSH_ROWS`` journal rows) instead of holding them to the end. With
-    both made small, the tables are the live ones, row for row, and the
-    folds held no more than the bound."""
+    ``FLUSH_ROWS`` journal rows) instead of holding them to the end, by a
+    second thread or by the building one. With both made small, the tables
+    are the live ones, row for row, and the folds held no more than the
+    bound."""
     from eventkernel import projector
     from eventkernel.projections import checkpoints, memory_entries
     from eventkernel.projections import rows as rows_module
@@ -518,11 +521,154 @@ def test_a_long_rebuild_writes_finished_rows_as_it_goes_and_builds_the_same_tabl
                 k.memory.delete(f"user:{i % 3}", f"k{i % 40}")
     assert k.head > 2 * 4096
     live = live_tables(k)
-    assert rebuilt_tables(k) == live
+    assert rebuilt_tables(k, second_thread=second_thread) == live
     assert len(held) >= 4 and max(held) < 300 + 4096  # flushed along the way, never more than a batch over
     assert any(n >= 300 for n in held)
     k.rebuild()
     assert live_tables(k) == live == rebuilt_tables(k, bulk=False)
+
+
+def _aside_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name == "eventkernel-build"]
+
+
+def test_a_build_writes_the_folds_set_aside_in_a_second_thread_and_the_rest_in_its_own(k, clock, monkeypatch):
+    """Checkpoints, memory versions and sessions go to a second thread (as
+    JSON, inserted by SQLite alone); the work queue and the recovery tables
+    (a REAL column, which JSON need not carry exactly) stay with the
+    building thread. Both ways build the live tables."""
+    import threading
+
+    from eventkernel import projector
+
+    wrote: dict[str, set[str]] = {}
+    run = projector._Aside._run
+
+    def spying(self):
+        execute = self.db.execute
+
+        def recorded(sql, *args):
+            if sql.startswith("INSERT INTO "):
+                wrote.setdefault(sql.split()[2], set()).add(threading.current_thread().name)
+            return execute(sql, *args)
+
+        self.db.execute = recorded
+        run(self)
+
+    monkeypatch.setattr(projector._Aside, "_run", spying)
+    workload(k, clock)
+    s = k.sessions.create("app", "ann", state={"n": 1})
+    k.sessions.append_event(s.session_id, actor="user", content={"text": "hi"}, state_delta={"app:x": 1, "y": 2})
+    k.checkpoints.record("task", "manual", {"step": 1})
+    k.memory.put("ns", "key", {"v": 1})
+    k.memory.put("ns", "key", {"v": 2})
+    k.recovery.record_failure("task", "timeout", "slow")
+    live = live_tables(k)
+    assert rebuilt_tables(k, second_thread=True) == live
+    assert wrote == {t: {"eventkernel-build"} for t in ("checkpoints", "memory_entries", "sessions", "session_events",
+                                                        "session_shared_state")}
+    wrote.clear()
+    assert rebuilt_tables(k, second_thread=False) == live
+    assert wrote == {}
+    assert _aside_threads() == []
+
+
+def test_rows_crossing_to_the_second_thread_keep_every_value_exactly(k, clock):
+    """Text with control, line-separator and astral characters, quotes and
+    backslashes, 64-bit integers and NULLs cross as JSON and come back as
+    they were (a build of the kernel's tables, then the crossing itself
+    with a NUL, which ids refuse)."""
+    from eventkernel import projector
+    from eventkernel.projections import checkpoints
+
+    odd = "a\x01\x1f\u2028\U0001F600\"\\ é"
+    for value in (odd, 2**63 - 1, -(2**63), None, "", {"nested": [odd + "\x00", 2**63 - 1, None, 1.5]}):
+        k.checkpoints.record(f"task {odd}", "manual", value)
+        k.memory.put(f"ns:{odd}", odd, value, metadata={"m": value})
+    s = k.sessions.create(odd, odd, state={odd: odd, "big": 2**63 - 1})
+    k.sessions.append_event(s.session_id, actor=odd, content=odd, state_delta={f"app:{odd}": -(2**63), odd: None})
+    live = live_tables(k)
+    assert rebuilt_tables(k, second_thread=True) == live == rebuilt_tables(k, bulk=False)
+
+    rows = [(f"cp{i}", "t\x00" + odd, None, odd, "manual", i, value, 2**63 - 1 - i, -(2**63) + i)
+            for i, value in enumerate([None, "", "\x00", odd + "\x00" + odd])]
+    aside = projector._Aside(0)
+    try:
+        assert aside.take("checkpoints", k._projector.ddl_split(checkpoints)[0])
+        aside.start()
+        aside.writer("checkpoints").insert("checkpoints", checkpoints._COLS, rows)
+        aside.finish()
+        assert aside.db.execute(f"SELECT {checkpoints._COLS} FROM checkpoints ORDER BY sequence_number").fetchall() == rows
+    finally:
+        aside.close()
+
+
+def test_a_second_database_that_cannot_be_attached_by_name_is_copied_row_by_row(k, clock, monkeypatch, caplog):
+    from eventkernel import projector
+
+    workload(k, clock)
+    k.checkpoints.record("task", "manual", {"step": 1})
+    k.memory.put("ns", "key", {"v": 1})
+    start = projector._Aside.start
+
+    def unreachable(self):
+        self.db.uri = "file:/no-such-directory-here/x.db?mode=ro"
+        start(self)
+
+    monkeypatch.setattr(projector._Aside, "start", unreachable)
+    assert rebuilt_tables(k, second_thread=True) == live_tables(k)
+    assert "copying its rows" in caplog.text
+
+
+def test_only_tables_of_text_and_integer_columns_are_set_aside():
+    from eventkernel import projector
+    from eventkernel.projections import checkpoints, recovery
+
+    with eventkernel.open(":memory:") as k:
+        aside = projector._Aside(0)
+        try:
+            assert aside.take("recovery", k._projector.ddl_split(recovery)[0]) is False
+            assert aside.take("checkpoints", k._projector.ddl_split(checkpoints)[0]) is True
+            assert aside.tables == {"checkpoints": "checkpoints"}
+            assert [r[0] for r in aside.db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")] == [
+                "checkpoints"]
+        finally:
+            aside.close()
+
+
+@pytest.mark.parametrize("second_thread", [True, False])
+def test_rows_a_table_refuses_fail_the_build_either_way_and_leave_no_thread(k, clock, monkeypatch, second_thread):
+    """A fold's rows that break a constraint (two checkpoints with one id)
+    fail the build, naming the projection, whichever thread wrote them; the
+    second thread is stopped."""
+    from eventkernel import projector
+    from eventkernel.projections import checkpoints
+
+    for i in range(3):
+        k.checkpoints.record("task", "manual", {"i": i})
+    write = checkpoints.Fold.write
+    monkeypatch.setattr(checkpoints.Fold, "write", lambda self, out: (write(self, out), write(self, out)))
+    with pytest.raises(projector._ApplyFailed, match="projection checkpoints failed") as failed:
+        k._projector.build_in_memory(k._db, second_thread=second_thread)
+    assert isinstance(failed.value.__cause__, apsw.ConstraintError)
+    assert _aside_threads() == []
+
+
+def test_a_build_that_fails_while_folding_stops_its_second_thread(k, clock, monkeypatch):
+    from eventkernel.projections import checkpoints
+
+    for i in range(3):
+        k.checkpoints.record("task", "manual", {"i": i})
+
+    def broken(self, row):
+        raise RuntimeError("a bug in a fold")
+
+    monkeypatch.setattr(checkpoints.Fold, "add_row", broken)
+    with pytest.raises(eventkernel.ProjectionFailed, match="a bug in a fold"):
+        k._projector.build_in_memory(k._db, second_thread=True)
+    assert _aside_threads() == []
 
 
 def test_a_copy_stopped_half_way_leaves_the_projections_to_fold_what_it_wrote(tmp_path, monkeypatch):
