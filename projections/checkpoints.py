@@ -11,7 +11,6 @@ import msgspec
 from eventkernel.codec import Event
 from eventkernel.events.checkpoints import CheckpointRecorded
 from eventkernel.journal import Recorded
-from eventkernel.projections import rows as _rows
 from eventkernel.projections.rows import Target, Writer, columns, dump, limit_of, loader, placeholders, raw_json
 
 NAME = "checkpoints"
@@ -96,10 +95,10 @@ class Fold:
         out.insert("checkpoints", _COLS, self.rows)
 
     def flush(self, out: Writer) -> None:
-        """Once it holds ``HELD_ROWS``, write the rows folded so far and
+        """Once it holds ``out.held``, write the rows folded so far and
         forget them (a row is never changed once folded): a long journal's
         checkpoints are not all held in memory until the end."""
-        if len(self.rows) >= _rows.HELD_ROWS:
+        if len(self.rows) >= out.held:
             self.write(out)
             self.rows = []
 

@@ -24,7 +24,6 @@ from eventkernel.events.memory import (
     MemoryTouched,
 )
 from eventkernel.journal import Recorded
-from eventkernel.projections import rows as _rows
 from eventkernel.projections.rows import Order, Target, Writer, columns, dump, limit_of, loader, raw_json
 from eventkernel.projections.rows import after as after_cursor
 from eventkernel.validate import prefix_upper
@@ -202,12 +201,13 @@ class Fold:
                    ((*row, int(i not in superseded)) for i, row in enumerate(self.rows)))
 
     def flush(self, out: Writer) -> None:
-        """Once ``HELD_ROWS`` were superseded, write the versions a later one
-        superseded and forget them: such a version is never changed again (a
-        touch changes the latest, the next version reads the latest). The
-        latest of each key stay, in order."""
+        """Once ``out.held`` were superseded, and at least as many as there
+        are keys (the latest versions are listed again), write the versions a
+        later one superseded and forget them: such a version is never changed
+        again (a touch changes the latest, the next version reads the
+        latest). The latest of each key stay, in order."""
         superseded = self.superseded
-        if len(superseded) < _rows.HELD_ROWS:
+        if len(superseded) < max(out.held, len(self.latest)):
             return
         rows = self.rows
         out.insert("memory_entries", f"{_COLS}, is_latest", ((*rows[i], 0) for i in sorted(superseded)))

@@ -67,7 +67,12 @@ _NULL = msgspec.Raw(b"null")
 class Writer(Protocol):
     """Where a rebuild's fold (a projection's ``Fold``) writes its rows:
     ``insert`` adds ``rows`` (sequences of values in ``columns`` order, a
-    comma-separated list of the table's column names) to ``table``."""
+    comma-separated list of the table's column names) to ``table``;
+    ``held``: how many finished rows a fold holds before it writes them
+    (``Fold.flush``)."""
+
+    @property
+    def held(self) -> int: ...
 
     def insert(self, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
@@ -81,6 +86,10 @@ class Inserter:
     def __init__(self, conn: apsw.Connection) -> None:
         self.conn = conn
 
+    @property
+    def held(self) -> int:
+        return HELD_ROWS
+
     def insert(self, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None:
         marks = ", ".join("?" * (columns.count(",") + 1))
         self.conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
@@ -88,9 +97,11 @@ class Inserter:
 
 HELD_ROWS = 100_000
 """How many finished rows a rebuild's fold holds before it writes them
-(``Fold.flush``): what bounds a long journal's rebuild in memory (about
-30 MiB of a kind's rows), while a journal of a few hundred thousand events
-is written at the end, as fast as one ``executemany``."""
+(``Fold.flush``) through its own connection: what bounds a long journal's
+rebuild in memory (about 30 MiB of a kind's rows), while a journal of a few
+hundred thousand events is written at the end, as fast as one
+``executemany``. (A fold whose rows a second thread writes hands them over
+sooner.)"""
 
 
 def where_equal(**filters: Any) -> tuple[str, list[Any]]:

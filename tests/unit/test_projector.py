@@ -622,6 +622,22 @@ def test_a_second_database_that_cannot_be_attached_by_name_is_copied_row_by_row(
     assert "copying its rows" in caplog.text
 
 
+@pytest.mark.parametrize(("cores", "fewest", "used"), [(2, 0, True), (1, 0, False), (2, 10**9, False)])
+def test_a_build_takes_a_second_thread_by_default_only_with_two_cores_and_enough_rows(k, clock, monkeypatch, cores,
+                                                                                        fewest, used):
+    from eventkernel import projector
+
+    workload(k, clock)
+    k.checkpoints.record("task", "manual", {"step": 1})
+    started: list[bool] = []
+    start = projector._Aside.start
+    monkeypatch.setattr(projector._Aside, "start", lambda self: (started.append(True), start(self)))
+    monkeypatch.setattr(projector, "_cores", lambda: cores)
+    monkeypatch.setattr(projector, "ASIDE_EVENTS", fewest)
+    assert rebuilt_tables(k) == live_tables(k)
+    assert started == ([True] if used else [])
+
+
 def test_only_tables_of_text_and_integer_columns_are_set_aside():
     from eventkernel import projector
     from eventkernel.projections import checkpoints, recovery
