@@ -51,10 +51,12 @@ without it appends (:meth:`Projector.overtake`, :meth:`Projector.hold`), or
 while it is made or caught up."""
 
 
+REPORT_ROWS = 4096
+"""How often (in journal rows, a power of two) a fold reports its progress."""
+
 FLUSH_ROWS = 16 * 4096
 """How many journal rows a build folds between the writes of the folds'
-rows that can be written before the end (a multiple of 4,096: the fold
-reports its progress that often)."""
+rows that can be written before the end (a multiple of ``REPORT_ROWS``)."""
 
 
 def _cores() -> int:
@@ -143,6 +145,12 @@ class _Aside:
         if chunk:
             self.jobs.put((name, sql, _encode(chunk).decode()))
 
+    def drop(self, name: str, table: str, column: str, keys: Iterable[Any]) -> None:
+        if self.failed is not None:
+            raise _ApplyFailed(self.failed[0], self.upto) from self.failed[1]
+        self.jobs.put((name, f"DELETE FROM {table} WHERE {column} IN (SELECT value FROM json_each(?))",
+                       _encode(list(keys)).decode()))
+
     def _run(self) -> None:
         # Each call's rows in one statement, committed alone (no journal to write: a failure fails the build).
         while (job := self.jobs.get()) is not None:
@@ -211,6 +219,9 @@ class _AsideWriter:
 
     def insert(self, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None:
         self.aside.put(self.name, table, columns, rows)
+
+    def delete(self, table: str, column: str, keys: Iterable[Any]) -> None:
+        self.aside.drop(self.name, table, column, keys)
 
 
 _encode = msgspec.json.Encoder().encode
@@ -668,6 +679,7 @@ class Projector:
                             for f in (folds.get(m.NAME),)))
         }
         record_from_row = journal.record_from_row
+        mask = REPORT_ROWS - 1
         last = 0
         n = 0
         for row in rows:
@@ -693,7 +705,7 @@ class Projector:
                         raise _ApplyFailed(m.NAME, last) from e
                     except Exception as e:
                         raise ProjectionFailed(m.NAME, row[3], last, e) from e
-            if progress is not None and not n & 4095:
+            if progress is not None and not n & mask:
                 progress(n)
         return last
 
@@ -829,7 +841,7 @@ class Projector:
     @staticmethod
     def _reporter(writers: dict[str, Writer], folds: dict[str, Any], upto: int,
                   progress: Progress | None) -> Callable[[int], None] | None:
-        """What a build's fold calls every 4,096 rows: the caller's progress,
+        """What a build's fold calls every ``REPORT_ROWS`` rows: the caller's progress,
         and every ``FLUSH_ROWS`` rows the folds that can write what they
         hold so far (rows never changed once folded) do."""
         flushing = [(name, fold.flush, writers[name]) for name, fold in folds.items() if hasattr(fold, "flush")]

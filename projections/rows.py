@@ -68,13 +68,16 @@ class Writer(Protocol):
     """Where a rebuild's fold (a projection's ``Fold``) writes its rows:
     ``insert`` adds ``rows`` (sequences of values in ``columns`` order, a
     comma-separated list of the table's column names) to ``table``;
-    ``held``: how many finished rows a fold holds before it writes them
-    (``Fold.flush``)."""
+    ``delete`` removes the rows whose ``column`` is one of ``keys`` (rows a
+    fold wrote before a later event changed or dropped them); ``held``: how
+    many finished rows a fold holds before it writes them (``Fold.flush``)."""
 
     @property
     def held(self) -> int: ...
 
     def insert(self, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def delete(self, table: str, column: str, keys: Iterable[Any]) -> None: ...
 
 
 class Inserter:
@@ -93,6 +96,9 @@ class Inserter:
     def insert(self, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None:
         marks = ", ".join("?" * (columns.count(",") + 1))
         self.conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+
+    def delete(self, table: str, column: str, keys: Iterable[Any]) -> None:
+        self.conn.executemany(f"DELETE FROM {table} WHERE {column} = ?", ((key,) for key in keys))
 
 
 HELD_ROWS = 100_000

@@ -193,15 +193,20 @@ class Fold:
     """The rebuild's bulk path: sessions with their state kept as a dict
     (encoded once, at the end, instead of decoded and encoded per event),
     their events (an append at the current schema read from the stored
-    JSON, its content and delta copied as stored) and the shared state,
-    written at the end."""
+    JSON, its content and delta copied as stored), written at the fold's
+    flushes once ``out.held`` are waiting (a deleted session's are deleted
+    from the build again), and the shared state, written at the end."""
 
     ASIDE = True  # its rows may be written by a build's second thread (projector._Aside)
 
     def __init__(self) -> None:
         self.sessions: dict[str, Any] = {}
-        self.events: dict[str, builtins.list[tuple[Any, ...]]] = {}
+        self.events: dict[str, builtins.list[tuple[Any, ...]]] = {}  # per session, its events not yet written
         self.shared: dict[tuple[str, str, str, int], str] = {}
+        self.waiting: dict[str, None] = {}  # sessions with events not yet written, in order
+        self.held = 0  # about how many
+        self.written: set[str] = set()  # sessions with events in the build
+        self.dropped: builtins.list[str] = []  # sessions deleted after some of their events were written
 
     def add_row(self, row: tuple[Any, ...]) -> bool:
         if row[3] != _APPENDED or row[4] != SessionEventAppended.__event_schema__:
@@ -223,6 +228,8 @@ class Fold:
         if s is None:
             return
         self.events[session_id].append((session_id, seq, author, content, delta_text, at, pos))
+        self.waiting[session_id] = None
+        self.held += 1
         s.event_count, s.updated_at, s.position, s.version = seq, at, pos, version
         if s.status == "created":
             s.status = "active"
@@ -235,8 +242,7 @@ class Fold:
     def add(self, recorded: Recorded, event: Event) -> None:
         if isinstance(event, RowsForgotten):
             for key in event.keys if event.table == "sessions" else ():
-                self.sessions.pop(key, None)
-                self.events.pop(key, None)
+                self._drop(key)
             return
         at, pos = recorded.recorded_at, recorded.position
         if isinstance(event, SessionCreated):
@@ -262,13 +268,37 @@ class Fold:
             elif event.status == "archived":
                 s.archived_at = at
         elif isinstance(event, SessionDeleted):
-            self.sessions.pop(event.session_id, None)
-            self.events.pop(event.session_id, None)
+            self._drop(event.session_id)
+
+    def _drop(self, session_id: str) -> None:
+        self.sessions.pop(session_id, None)
+        self.events.pop(session_id, None)
+        self.waiting.pop(session_id, None)
+        if session_id in self.written:
+            self.written.discard(session_id)
+            self.dropped.append(session_id)
+
+    def flush(self, out: Writer) -> None:
+        """Once about ``out.held`` events wait, write them."""
+        if self.held >= out.held:
+            self._write_events(out)
+
+    def _write_events(self, out: Writer) -> None:
+        if self.dropped:
+            out.delete("session_events", "session_id", self.dropped)
+            self.dropped = []
+        events = self.events
+        out.insert("session_events", _ECOLS, (row for session_id in self.waiting for row in events[session_id]))
+        for session_id in self.waiting:
+            events[session_id] = []
+        self.written.update(self.waiting)
+        self.waiting = {}
+        self.held = 0
 
     def write(self, out: Writer) -> None:
         out.insert("sessions", _SCOLS,
                    ((*t[:5], codec.dump_json(t[5]), *t[6:]) for t in map(astuple, self.sessions.values())))
-        out.insert("session_events", _ECOLS, (row for rows in self.events.values() for row in rows))
+        self._write_events(out)
         out.insert("session_shared_state", "app_name, user_id, key, position, value",
                    ((*k, v) for k, v in self.shared.items()))
 

@@ -536,7 +536,8 @@ def _aside_threads() -> list[str]:
 
 def test_a_build_writes_the_folds_set_aside_in_a_second_thread_and_the_rest_in_its_own(k, clock, monkeypatch):
     """Checkpoints, memory versions and sessions go to a second thread (as
-    JSON, inserted by SQLite alone); the work queue and the recovery tables
+    JSON, inserted by SQLite alone); the work queue (its rows, written at
+    the end, are the building thread's share then) and the recovery tables
     (a REAL column, which JSON need not carry exactly) stay with the
     building thread. Both ways build the live tables."""
     import threading
@@ -567,8 +568,8 @@ def test_a_build_writes_the_folds_set_aside_in_a_second_thread_and_the_rest_in_i
     k.recovery.record_failure("task", "timeout", "slow")
     live = live_tables(k)
     assert rebuilt_tables(k, second_thread=True) == live
-    assert wrote == {t: {"eventkernel-build"} for t in ("checkpoints", "memory_entries", "sessions", "session_events",
-                                                        "session_shared_state")}
+    assert wrote == {t: {"eventkernel-build"} for t in ("checkpoints", "memory_entries", "sessions",
+                                                        "session_events", "session_shared_state")}
     wrote.clear()
     assert rebuilt_tables(k, second_thread=False) == live
     assert wrote == {}
