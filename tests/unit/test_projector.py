@@ -639,6 +639,20 @@ def test_a_build_takes_a_second_thread_by_default_only_with_two_cores_and_enough
     assert started == ([True] if used else [])
 
 
+def test_a_build_whose_second_database_cannot_be_made_runs_on_one_thread(k, clock, monkeypatch, caplog):
+    from eventkernel import projector
+
+    workload(k, clock)
+    k.checkpoints.record("task", "manual", {"step": 1})
+
+    def refused(self, upto):
+        raise apsw.CantOpenError("no memdb here")
+
+    monkeypatch.setattr(projector._Aside, "__init__", refused)
+    assert rebuilt_tables(k, second_thread=True) == live_tables(k)
+    assert "building on one thread" in caplog.text
+
+
 def test_only_tables_of_text_and_integer_columns_are_set_aside():
     from eventkernel import projector
     from eventkernel.projections import checkpoints, recovery
