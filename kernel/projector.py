@@ -10,7 +10,8 @@ import os
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import cached_property, lru_cache
 from typing import Any, cast
 
@@ -231,12 +232,28 @@ _CHUNK = 16_384
 
 
 class _ApplyFailed(Exception):
-    """A projection's tables refused an event while folding the journal."""
+    """A projection's tables refused an event while folding the journal (or
+    the rows its fold made: ``event_type`` None, at the build's last
+    position). Caught where a projection can be rebuilt instead; a build
+    reports it as :class:`ProjectionFailed` (:func:`_reported`)."""
 
-    def __init__(self, name: str, position: int) -> None:
+    def __init__(self, name: str, position: int, event_type: str | None = None) -> None:
         super().__init__(f"projection {name} failed to apply the event at position {position}")
         self.name = name
         self.position = position
+        self.event_type = event_type
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """A build's or a rebuild's :class:`_ApplyFailed` as the KernelError a
+    caller can catch: a projection whose tables refuse what the journal
+    holds (e.g. a new version's stricter DDL)."""
+    try:
+        yield
+    except _ApplyFailed as e:
+        cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
+        raise ProjectionFailed(e.name, e.event_type or "the rows its fold made", e.position, cause) from e
 
 
 class TableDiff(msgspec.Struct, frozen=True, kw_only=True):
@@ -704,7 +721,7 @@ class Projector:
                         else:
                             m.apply(target, record, event)
                     except apsw.Error as e:
-                        raise _ApplyFailed(m.NAME, last) from e
+                        raise _ApplyFailed(m.NAME, last, row[3]) from e
                     except Exception as e:
                         raise ProjectionFailed(m.NAME, row[3], last, e) from e
             if progress is not None and not n & mask:
@@ -752,6 +769,7 @@ class Projector:
 
     # --- rebuilding -------------------------------------------------------------------
 
+    @_reported()
     def build_in_memory(
         self,
         db: Database,
@@ -865,6 +883,7 @@ class Projector:
 
         return report
 
+    @_reported()
     def rebuild(
         self, db: Database, names: Iterable[str] | None = None, progress: Progress | None = None,
         build: Callable[[], tuple[apsw.Connection, int]] | None = None,

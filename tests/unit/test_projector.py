@@ -681,9 +681,10 @@ def test_rows_a_table_refuses_fail_the_build_either_way_and_leave_no_thread(k, c
         k.checkpoints.record("task", "manual", {"i": i})
     write = checkpoints.Fold.write
     monkeypatch.setattr(checkpoints.Fold, "write", lambda self, out: (write(self, out), write(self, out)))
-    with pytest.raises(projector._ApplyFailed, match="projection checkpoints failed") as failed:
+    with pytest.raises(eventkernel.ProjectionFailed, match=r"projection 'checkpoints' failed on the rows its fold "
+                                                          r"made \(position 3\): ConstraintError: UNIQUE") as failed:
         k._projector.build_in_memory(k._db, second_thread=second_thread)
-    assert isinstance(failed.value.__cause__, apsw.ConstraintError)
+    assert isinstance(failed.value.__cause__, projector._ApplyFailed)
     assert _aside_threads() == []
 
 

@@ -364,3 +364,27 @@ def test_an_application_projection_is_always_applied_event_by_event(db_path, clo
         assert rebuilt_tables(k) == live_tables(k)
         k.rebuild()
         assert k.verify().ok
+
+
+def test_a_new_version_whose_tables_refuse_the_journal_fails_to_open_with_projection_failed(db_path, clock):
+    """A projection's new version whose DDL the journal's events break (a
+    UNIQUE the old rows never kept) cannot be rebuilt: open raises
+    ProjectionFailed naming it, the event and its position — not an
+    internal exception — and writes nothing; the old version opens as
+    before."""
+    logged = SimpleNamespace(
+        NAME="note_log", VERSION=1, HANDLES=frozenset({"userproj.noted"}),
+        DDL="CREATE TABLE note_log (author TEXT NOT NULL, position INTEGER NOT NULL) STRICT",
+        apply=lambda conn, r, e: conn.execute("INSERT INTO note_log VALUES (?, ?)", (e.author, r.position)),
+    )
+    with eventkernel.open(db_path, clock=clock, projections=[logged]) as k:
+        k.append("note:1", [Noted(author="ann", text="a"), Noted(author="ann", text="b")])
+        head, tables = k.head, live_tables(k)
+    stricter = SimpleNamespace(**{**vars(logged), "VERSION": 2,
+                                  "DDL": "CREATE TABLE note_log (author TEXT NOT NULL UNIQUE, position INTEGER NOT NULL) "
+                                         "STRICT"})
+    with pytest.raises(ProjectionFailed, match=r"projection 'note_log' failed on userproj.noted \(position 2\): "
+                                               r"ConstraintError: UNIQUE constraint failed: note_log.author"):
+        eventkernel.open(db_path, clock=clock, projections=[stricter])
+    with eventkernel.open(db_path, clock=clock, projections=[logged]) as k:
+        assert k.head == head and live_tables(k) == tables
