@@ -16,6 +16,7 @@ chain, stream versions).
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import time
 from typing import Any
@@ -37,10 +38,15 @@ CREATE TABLE IF NOT EXISTS raw_events (
 RAW_INSERT = "INSERT INTO raw_events (stream, type, data, recorded_at) VALUES (%s, %s, %s, %s)"
 
 
-def _ours(url: str, name: str, n: int, batch: int, start: Any, results: Any) -> None:
+ONE_ROUND_TRIP = {"one_round_trip": True}
+"""The options of the rows that measure the one-round-trip commit against the
+default (the lock first, the server's clock read under it)."""
+
+
+def _ours(url: str, name: str, n: int, batch: int, start: Any, results: Any, options: Any = None) -> None:
     from eventkernel import postgres
 
-    with postgres.open_journal(url) as j:
+    with postgres.open_journal(url, **(options or {})) as j:
         start.wait()
         t0 = time.perf_counter()
         for i in range(n // batch):
@@ -97,9 +103,10 @@ RETURNING id, token
 COMPLETE = "UPDATE queue SET status = 'completed', output = %s WHERE id = %s AND holder = %s AND token = %s"
 
 
-def _kernel_enqueue(target: str, name: str, n: int, batch: int, start: Any, results: Any) -> None:
+def _kernel_enqueue(target: str, name: str, n: int, batch: int, start: Any, results: Any,
+                    options: Any = None) -> None:
     """``n`` durable work.enqueue commands on a kernel (a file or a URL)."""
-    with eventkernel.open(target) as k:
+    with eventkernel.open(target, **(options or {})) as k:
         start.wait()
         t0 = time.perf_counter()
         for i in range(n):
@@ -117,8 +124,9 @@ def _kernel_enqueue_bare(target: str, name: str, n: int, batch: int, start: Any,
         results.put(time.perf_counter() - t0)
 
 
-def _kernel_worker(target: str, name: str, n: int, batch: int, start: Any, results: Any) -> None:
-    with eventkernel.open(target) as k:
+def _kernel_worker(target: str, name: str, n: int, batch: int, start: Any, results: Any,
+                   options: Any = None) -> None:
+    with eventkernel.open(target, **(options or {})) as k:
         start.wait()
         t0 = time.perf_counter()
         while True:
@@ -266,6 +274,20 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
                                    lambda: _clients(_kernel_enqueue_bare, bare_url, 1, kernel_n, 1))
         row("kernel on PostgreSQL, durable work.enqueue, 1 process, the server's tables kept", ours, theirs,
             "the same with server_tables=False (the journal alone on the server)", "commands/s")
+        # a commit decided on the replica and sent in one round trip, against the default (the lock first)
+        trip_url = cluster.new_database()
+        eventkernel.open(trip_url).close()
+        ours, theirs = interleaved(
+            rounds, lambda: _clients(functools.partial(_kernel_enqueue, options=ONE_ROUND_TRIP), trip_url, 1,
+                                     kernel_n, 1),
+            lambda: _clients(_kernel_enqueue, trip_url, 1, kernel_n, 1))
+        row("kernel on PostgreSQL, durable work.enqueue, 1 process, one_round_trip=True", ours, theirs,
+            "the same by default (the lock first, the server's clock under it)", "commands/s")
+        ours, theirs = interleaved(rounds, lambda: _clients(functools.partial(_ours, options=ONE_ROUND_TRIP), url, 1,
+                                                            per_client, 1),
+                                   lambda: _clients(_ours, url, 1, per_client, 1))
+        row("PostgreSQL journal, durable appends, 1 process, one_round_trip=True", ours, theirs,
+            "the same by default (the lock first, the server's clock under it)")
         # opening a kernel with a new replica: seeded from the server's tables vs folding every event
         events = 2_000 if quick else 100_000
         made = str(scratch_dir() / "seed.db")
@@ -312,6 +334,13 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
                                            lambda u=linked: _clients(_raw_single, u, 1, net_n, 1))
                 row(f"kernel on PostgreSQL over {link_name}, durable work.enqueue, 1 process", ours, theirs,
                     "raw psycopg over the same link: one INSERT, autocommit (one round trip)", "commands/s")
+                trips_ours, trips_default = interleaved(
+                    rounds, lambda u=linked: _clients(functools.partial(_kernel_enqueue, options=ONE_ROUND_TRIP), u, 1,
+                                                      net_n, 1),
+                    lambda u=linked: _clients(_kernel_enqueue, u, 1, net_n, 1))
+                row(f"kernel on PostgreSQL over {link_name}, durable work.enqueue, 1 process, one_round_trip=True",
+                    trips_ours, trips_default, "the same by default (the lock first, the server's clock under it)",
+                    "commands/s")
                 ours, theirs = interleaved(rounds, lambda u=linked: _clients(_ours, u, 1, net_n, 1),
                                            lambda u=linked: _clients(_raw_single, u, 1, net_n, 1))
                 row(f"PostgreSQL journal over {link_name}, durable appends, 1 process", ours, theirs,
@@ -337,6 +366,16 @@ def run(*, quick: bool) -> list[dict[str, Any]]:
                 theirs.append(items / _clients_time(_skip_locked_worker, url, workers))
             row(f"kernel on PostgreSQL, claim+complete, {workers} processes, {items:,} items", ours, theirs,
                 "a hand-written FOR UPDATE SKIP LOCKED queue, same server", "items/s")
+        ours, theirs = [], []
+        for _ in range(rounds):  # 4 workers committing in one round trip, against the default
+            for options, into in ((ONE_ROUND_TRIP, ours), (None, theirs)):
+                queue_url = cluster.new_database()
+                with eventkernel.open(queue_url) as k, k.transaction():
+                    for i in range(items):
+                        k.work.enqueue(f"task-{i}", {"n": i})
+                into.append(items / _clients_time(functools.partial(_kernel_worker, options=options), queue_url, 4))
+        row(f"kernel on PostgreSQL, claim+complete, 4 processes, {items:,} items, one_round_trip=True", ours, theirs,
+            "the same by default (the lock first, the server's clock under it)", "items/s")
         return out
     finally:
         cluster.close()

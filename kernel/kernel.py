@@ -75,7 +75,7 @@ def open(
     replica: str | None = None,
     schema: str = "eventkernel",
     server_tables: bool = True,
-    one_round_trip: bool = True,
+    one_round_trip: bool | None = None,
 ) -> Kernel:
     """Open the journal at ``path`` (or ":memory:", or a ``postgresql://`` URL).
 
@@ -118,11 +118,14 @@ def open(
     default clock is then the server's. ``server_tables``: the server also
     holds a copy of every projection table, kept in the transaction of each
     commit, for whatever reads SQL there (:mod:`eventkernel.pgtables`).
-    ``one_round_trip``: a command on a replica that knows of no newer commit
-    is decided there and committed in one round trip, its time this
-    machine's clock set by the server's last answer and checked by the
-    server to be at most 100 ms behind its clock, never ahead; ``False``: every write takes the server's lock
-    first (two round trips), its time the server's clock read under the lock.
+    ``one_round_trip``: ``True`` lets a command on a replica that knows of
+    no newer commit be decided there and committed in one round trip, its
+    time (without ``clock``) this machine's clock set by the server's last
+    answer and checked by the server to be at most 100 ms behind its clock,
+    never ahead; ``False`` makes every write take the server's lock first
+    (two round trips), its time the server's clock read under the lock. The
+    default, None, is ``False`` with the server's clock and ``True`` with a
+    ``clock`` of the caller's (whose time is the same either way).
 
     Raises JournalError subclasses when the file cannot be opened,
     InvalidArgument for a projection that does not fit.
@@ -167,7 +170,7 @@ class Kernel(Reader):
         replica: str | None = None,
         schema: str = "eventkernel",
         server_tables: bool = True,
-        one_round_trip: bool = True,
+        one_round_trip: bool | None = None,
     ) -> None:
         if clock is not None and not callable(clock):
             raise InvalidArgument(f"open refused: clock must be a callable returning int ms, got {clock!r}")
@@ -182,8 +185,9 @@ class Kernel(Reader):
         elif replica is not None:
             raise InvalidArgument("open refused: replica= is for a postgresql:// URL; a file is its own journal")
         for name, flag in (("server_tables", server_tables), ("one_round_trip", one_round_trip)):
-            if type(flag) is not bool:
-                raise InvalidArgument(f"open refused: {name} must be a bool, got {flag!r:.60}")
+            if type(flag) is not bool and not (flag is None and name == "one_round_trip"):
+                kinds = "a bool or None" if name == "one_round_trip" else "a bool"
+                raise InvalidArgument(f"open refused: {name} must be {kinds}, got {flag!r:.60}")
         try:
             # (for a URL, create= is the server's journal's; the replica is made when missing)
             # A replica's commits need not reach the disk: the server holds them, and a replica that lost
@@ -207,7 +211,8 @@ class Kernel(Reader):
                 if group_commit and not self._db.in_memory:
                     self._db.group = GroupCommit(self._db)
             if url is not None:
-                self._follow(url, schema, busy_timeout_ms, clock, create, server_tables, one_round_trip)
+                self._follow(url, schema, busy_timeout_ms, clock, create, server_tables,
+                             clock is not None if one_round_trip is None else one_round_trip)
         except BaseException:
             if self._replica is not None:
                 self._replica.close()

@@ -21,8 +21,9 @@ The whole kernel runs on it through :class:`Replica`:
 consumers' positions) on the server and, in each process, an SQLite file
 holding the server's journal row for row and the projections folded from
 it, caught up under the server's write lock before a write transaction (or,
-for a command on a replica that knows of no newer commit, checked under it
-at the commit, in one round trip) and followed between them (``LISTEN``);
+with ``one_round_trip=True``, for a command on a replica that knows of no
+newer commit, checked under it at the commit, in one round trip) and
+followed between them (``LISTEN``);
 the server also holds a copy of every
 projection table, kept in the transaction of each commit
 (:mod:`eventkernel.pgtables`). ``eventkernel copy`` moves a whole
@@ -328,14 +329,15 @@ class PgJournal(JournalReader):
     """The journal in a PostgreSQL schema. Open it with :func:`open_journal`;
     a context manager; one per process, shared by any number of threads.
 
-    A group commit's transaction takes one round trip when this process
-    knows the journal's head (it made or saw the last commit): its appends
+    With ``one_round_trip`` (see :func:`open_journal`), a group commit's
+    transaction takes one round trip when this process knows the journal's
+    head (it made or saw the last commit): its appends
     are decided on what it knows and sent with ``expect_head``, which takes
     the lock and checks that nothing moved; when something did, nothing is
     committed and the group runs again the usual way (the lock first, its
     lookups, then the rows with the COMMIT: two round trips)."""
 
-    retries_stale = True  # (GroupCommit: a group's first try may be optimistic)
+    retries_stale = False  # (GroupCommit: a group's first try may be optimistic; open_journal's one_round_trip)
 
     def __init__(self, url: str, *, schema: str, clock: Clock | None, create: bool, busy_timeout_ms: int,
                  statement_timeout_ms: int, idle_in_transaction_timeout_ms: int, group_commit: bool) -> None:
@@ -972,19 +974,21 @@ class Replica:
     the kernel takes the server's write lock first and brings the file up to
     the server's head under it, so each command decides on the state every
     process shares; its new rows are committed on the server before the file
-    commits them. A group commit's command on a replica that knows of no
-    newer commit is decided first without the lock and committed with a
-    check that the server's head did not move (``expect_head``): one round
-    trip; when it did, the group runs again the usual way. Between commands a thread follows the server (``LISTEN``)
-    and folds what other processes appended, so reads lag them by about the
-    time of a notification (while this process writes, its writes do that
-    folding, and the thread waits for a pause in them: :meth:`_pause`). With ``tables`` (the default), the server also
-    holds a copy of every projection table, brought to the replica's state in
-    the transaction of each commit (:mod:`eventkernel.pgtables`).
+    commits them. With ``one_round_trip``, a group commit's command on a
+    replica that knows of no newer commit is decided first without the lock
+    and committed with a check that the server's head did not move
+    (``expect_head``): one round trip; when it did, the group runs again the
+    usual way. Between commands a thread follows the server (``LISTEN``) and
+    folds what other processes appended, so reads lag them by about the time
+    of a notification (while this process writes, its writes do that
+    folding, and the thread waits for a pause in them: :meth:`_pause`). With
+    ``tables`` (the default), the server also holds a copy of every
+    projection table, brought to the replica's state in the transaction of
+    each commit (:mod:`eventkernel.pgtables`).
     (:class:`eventkernel.connection.Shared`)"""
 
     def __init__(self, pg: PgJournal, db: Database, projector: Projector, *, tables: bool = True,
-                 one_round_trip: bool = True) -> None:
+                 one_round_trip: bool = False) -> None:
         self.pg = pg
         self.db = db
         self.projector = projector
@@ -1036,8 +1040,8 @@ class Replica:
         processes' announced by NOTIFY, a compaction), the server's tables
         this replica's set at that head, the server's clock known, no
         optimistic commit found stale in the last half second, a writer
-        connection that answered within FRESH_S, and the kernel opened with
-        ``one_round_trip=True`` (the default)."""
+        connection that answered within FRESH_S, and ``one_round_trip`` (the
+        kernel's ``one_round_trip=True``, or a ``clock`` of the caller's)."""
         writer = self.pg._writer
         return (self.db.optimistic and self.one_round_trip and self.offset is not None and not self.refresh
                 and self.known <= local[0] and self.pg.heard <= local[0] and self.pg.base_notified <= self.server_base
@@ -1936,7 +1940,7 @@ def open_journal(
     statement_timeout_ms: int = 60_000,
     idle_in_transaction_timeout_ms: int = 60_000,
     group_commit: bool = True,
-    one_round_trip: bool = True,
+    one_round_trip: bool | None = None,
 ) -> PgJournal:
     """Open (creating when ``create``) the journal in ``schema`` of the
     PostgreSQL database at ``url`` (``postgresql://…`` or a libpq conninfo).
@@ -1949,12 +1953,15 @@ def open_journal(
     ``clock``: a zero-argument callable of int ms since the epoch; by default
     the server's clock, read under the write lock. ``group_commit``: appends
     of this process's threads share one transaction and one COMMIT when
-    they meet (as on SQLite); a lone append waits for no one; with it, a
-    group's transaction takes one round trip when this process knows the
-    journal's head (see :class:`PgJournal`), its time then this machine's
-    clock set to the server's by its last answer and checked under the lock
-    to be at most 100 ms behind it, never ahead. ``one_round_trip=False``: every transaction
-    takes the lock first, its time the server's clock read under it."""
+    they meet (as on SQLite); a lone append waits for no one.
+    ``one_round_trip=True`` (with group commit): a group's transaction takes
+    one round trip when this process knows the journal's head (see
+    :class:`PgJournal`), its time (without ``clock``) this machine's clock
+    set to the server's by its last answer and checked under the lock to be
+    at most 100 ms behind it, never ahead; ``False``: every transaction
+    takes the lock first, its time the server's clock read under it. The
+    default, None, is ``False`` with the server's clock and ``True`` with a
+    ``clock`` of the caller's."""
     check_text("open_journal", "url", url)
     check_text("open_journal", "schema", schema, max_len=40)
     for name, value in (("busy_timeout_ms", busy_timeout_ms), ("statement_timeout_ms", statement_timeout_ms),
@@ -1962,11 +1969,12 @@ def open_journal(
         check_int("open_journal", name, value, minimum=0)
     if clock is not None and not callable(clock):
         raise InvalidArgument(f"open_journal refused: clock must be a zero-argument callable, got {clock!r:.60}")
-    check_bool("open_journal", "one_round_trip", one_round_trip)
+    if one_round_trip is not None:
+        check_bool("open_journal", "one_round_trip", one_round_trip)
     opened = PgJournal(url, schema=schema, clock=clock, create=create, busy_timeout_ms=busy_timeout_ms,
                        statement_timeout_ms=statement_timeout_ms,
                        idle_in_transaction_timeout_ms=idle_in_transaction_timeout_ms, group_commit=group_commit)
-    opened.retries_stale = one_round_trip
+    opened.retries_stale = clock is not None if one_round_trip is None else one_round_trip
     return opened
 
 

@@ -92,16 +92,20 @@ def opener(path: str, start_at: str) -> None:
     say("opened")
 
 
-def contender(path: str, name: str, seed: str, lease: str, replica: str = "") -> None:
+def contender(path: str, name: str, seed: str, lease: str, replica: str = "", one_round_trip: str = "") -> None:
     """A worker that misbehaves the ways real ones do: it stalls past its
     lease, heartbeats, fails, and may be killed at any moment by the test.
-    ``replica``: its replica file, when ``path`` is a journal on PostgreSQL."""
+    ``replica``: its replica file, when ``path`` is a journal on PostgreSQL
+    (opened with ``one_round_trip=True`` when that is "1")."""
     import random
     import time
 
     rng = random.Random(seed)
     lease_ms = int(lease)
-    with eventkernel.open(path, busy_timeout_ms=30_000, **({"replica": replica} if replica else {})) as k:
+    options: dict[str, object] = {"replica": replica} if replica else {}
+    if one_round_trip:
+        options["one_round_trip"] = True
+    with eventkernel.open(path, busy_timeout_ms=30_000, **options) as k:  # type: ignore[arg-type]
         say("ready")
         while True:
             item = k.work.claim(name, lease_ms=lease_ms)

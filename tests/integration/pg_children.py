@@ -29,11 +29,16 @@ class Rollback(Exception):
     pass
 
 
-def writer(url: str, name: str, count: int, seed: int, out: str) -> None:
+def _options(mode: str) -> dict[str, bool]:
+    """``open_journal``'s options for a mode of the tests: "one_round_trip" or "default"."""
+    return {"one_round_trip": True} if mode == "one_round_trip" else {}
+
+
+def writer(url: str, name: str, count: int, seed: int, out: str, mode: str = "default") -> None:
     """``count`` appends with event ids, a third inside a transaction that is
     rolled back half the time: 'ack ID' or 'rolled ID' per line of ``out``."""
     rng = random.Random(seed)
-    with postgres.open_journal(url) as j, open(out, "a", encoding="utf-8") as log:
+    with postgres.open_journal(url, **_options(mode)) as j, open(out, "a", encoding="utf-8") as log:
         for i in range(count):
             event_id = f"{name}-{i}"
             events = [Noted(text=name, n=i)] * rng.randint(1, 3)
@@ -53,10 +58,10 @@ def writer(url: str, name: str, count: int, seed: int, out: str) -> None:
             log.flush()
 
 
-def until_killed(url: str, out: str) -> None:
+def until_killed(url: str, out: str, mode: str = "default") -> None:
     """Append until the server goes away: 'try ID' before each append, 'ack ID'
     after it returns (flushed each time); exits on the first error."""
-    with postgres.open_journal(url) as j, open(out, "a", encoding="utf-8") as log:
+    with postgres.open_journal(url, **_options(mode)) as j, open(out, "a", encoding="utf-8") as log:
         i = 0
         while True:
             event_id = f"k-{i}"
@@ -76,8 +81,8 @@ def until_killed(url: str, out: str) -> None:
 if __name__ == "__main__":
     role, *rest = sys.argv[1:]
     if role == "writer":
-        writer(rest[0], rest[1], int(rest[2]), int(rest[3]), rest[4])
+        writer(rest[0], rest[1], int(rest[2]), int(rest[3]), rest[4], *rest[5:])
     elif role == "until_killed":
-        until_killed(rest[0], rest[1])
+        until_killed(rest[0], rest[1], *rest[2:])
     else:
         raise SystemExit(f"unknown role {role!r}")

@@ -214,7 +214,7 @@ def _asked_before_commit(j: Any, append: Any) -> list[str]:
 
 
 def test_an_append_by_the_process_that_made_the_last_commit_takes_one_round_trip(pg_url: str) -> None:
-    with postgres.open_journal(pg_url) as j:
+    with postgres.open_journal(pg_url, one_round_trip=True) as j:
         # The first learns the head, under the lock: an answer awaited before the rows go.
         assert _asked_before_commit(j, lambda: j.append("note:a", [Noted(text="one")], event_ids=["e1"])) == ["Flush"]
         # Then the lock, its check, the rows and the COMMIT go at once.
@@ -223,14 +223,19 @@ def test_an_append_by_the_process_that_made_the_last_commit_takes_one_round_trip
                                                         expected_version=2)) == []
         assert [(r.position, r.version, r.event_id) for r in j.read()] == [(1, 1, "e1"), (2, 2, "e2"), (3, 3, None)]
         assert j.verify().ok
-    with postgres.open_journal(pg_url, one_round_trip=False) as j:  # every transaction takes the lock first
-        assert _asked_before_commit(j, lambda: j.append("note:a", [Noted(text="four")])) == ["Flush"]
-        assert _asked_before_commit(j, lambda: j.append("note:a", [Noted(text="five")])) == ["Flush"]
-        assert j.head == 5 and j.verify().ok
+    for options in ({"one_round_trip": False}, {}):  # every transaction takes the lock first (the default)
+        with postgres.open_journal(pg_url, **options) as j:  # type: ignore[arg-type]
+            assert _asked_before_commit(j, lambda: j.append("note:a", [Noted(text="four")])) == ["Flush"]
+            assert _asked_before_commit(j, lambda: j.append("note:a", [Noted(text="five")])) == ["Flush"]
+    # a clock of the caller's: its time is the same either way, so the default takes one round trip
+    with postgres.open_journal(pg_url, clock=lambda: time.time_ns() // 1_000_000) as j:
+        assert _asked_before_commit(j, lambda: j.append("note:a", [Noted(text="six")])) == ["Flush"]
+        assert _asked_before_commit(j, lambda: j.append("note:a", [Noted(text="seven")])) == []
+        assert j.head == 9 and j.verify().ok
 
 
 def test_an_optimistic_append_that_finds_the_journal_moved_on_runs_again_under_the_lock(pg_url: str) -> None:
-    with postgres.open_journal(pg_url) as a, postgres.open_journal(pg_url) as b:
+    with postgres.open_journal(pg_url, one_round_trip=True) as a, postgres.open_journal(pg_url) as b:
         a.append("note:a", [Noted(text="a1")])
         a.append("note:a", [Noted(text="a2")])  # a knows the head: 2, and note:a at 2
         b.append("note:a", [Noted(text="b1")])  # another process moves both on
@@ -252,7 +257,7 @@ def test_an_optimistic_append_found_stale_logs_no_warning(pg_url: str, caplog: A
     moved on runs again under the lock, quietly: the pipeline the check
     aborted is ended without psycopg's warning (one on every such retry)."""
     caplog.set_level(logging.DEBUG)
-    with postgres.open_journal(pg_url) as a, postgres.open_journal(pg_url) as b:
+    with postgres.open_journal(pg_url, one_round_trip=True) as a, postgres.open_journal(pg_url) as b:
         a.append("note:a", [Noted(text="a1")])
         a.append("note:a", [Noted(text="a2")])
         b.append("note:a", [Noted(text="b1")])
@@ -263,7 +268,7 @@ def test_an_optimistic_append_found_stale_logs_no_warning(pg_url: str, caplog: A
 
 
 def test_a_retry_of_an_event_id_returns_its_first_position_after_an_optimistic_try(pg_url: str) -> None:
-    with postgres.open_journal(pg_url) as j:
+    with postgres.open_journal(pg_url, one_round_trip=True) as j:
         first = j.append("note:a", [Noted(text="once")], event_ids=["x"])
         j.append("note:a", [Noted(text="other")])  # j knows the head
         # Taken as new, the id fails the commit: the retry runs under the lock and finds it.

@@ -47,8 +47,14 @@ def lines(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
 
+MODES = ["default", "one_round_trip"]
+"""How the processes of a test open the journal: the default (the lock first,
+the server's clock under it) and ``one_round_trip=True``."""
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_writer_processes_with_rollbacks_leave_a_dense_chain_a_follower_misses_nothing(
-        pg_url: str, tmp_path: Path, child_env: dict[str, str]) -> None:
+        pg_url: str, tmp_path: Path, child_env: dict[str, str], mode: str) -> None:
     """Four processes append at once, some transactions rolled back: positions
     stay dense from 1 in commit order, a follower reading by position sees
     every row exactly once and in order, every acknowledged append is there
@@ -69,7 +75,7 @@ def test_writer_processes_with_rollbacks_leave_a_dense_chain_a_follower_misses_n
     follower = threading.Thread(target=follow)
     follower.start()
     outs = [tmp_path / f"w{i}.txt" for i in range(4)]
-    children = [run_child(child_env, "writer", pg_url, f"p{i}", "60", str(i), str(out))
+    children = [run_child(child_env, "writer", pg_url, f"p{i}", "60", str(i), str(out), mode)
                 for i, out in enumerate(outs)]
     for child in children:
         _, err = child.communicate(timeout=300)
@@ -93,14 +99,15 @@ def test_writer_processes_with_rollbacks_leave_a_dense_chain_a_follower_misses_n
     assert head == sum(acked.values())
 
 
+@pytest.mark.parametrize("mode", MODES)
 def test_a_server_crash_loses_no_acknowledged_append(pg_cluster: Any, pg_url: str, tmp_path: Path,
-                                                     child_env: dict[str, str]) -> None:
+                                                     child_env: dict[str, str], mode: str) -> None:
     """`pg_ctl stop -m immediate` while a process appends: after the restart
     every acknowledged append is there, the chain verifies, and the append in
     flight, retried with its event id, is there exactly once."""
     postgres.open_journal(pg_url).close()
     out = tmp_path / "killed.txt"
-    child = run_child(child_env, "until_killed", pg_url, str(out))
+    child = run_child(child_env, "until_killed", pg_url, str(out), mode)
     deadline = time.monotonic() + 60
     while sum(1 for w in lines(out) if w[0] == "ack") < 50 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -96,7 +96,7 @@ def test_a_claim_that_finds_nothing_does_not_take_the_shared_lock(pg_url: str) -
 def test_a_claim_of_an_item_the_replica_holds_asks_the_server_nothing_first(pg_url: str) -> None:
     """The round trip that lets a claim find nothing without the lock is
     made only when the replica holds no pending item: with one, the claim
-    runs at once (one round trip on a current replica). A pending item
+    runs at once. A pending item
     another process took meanwhile is decided under the lock: the claim
     takes the next, or finds nothing."""
     with eventkernel.open(pg_url) as a, deaf(eventkernel.open(pg_url)) as b:
@@ -261,7 +261,7 @@ def test_a_commit_whose_answer_is_lost_after_the_server_committed_it_is_kept_onc
     hears it (a one-round-trip commit): the kernel asks the server once the
     session that sent it is gone, finds its rows there, and returns as if it
     had heard; the replica keeps them too, and a retry by id appends nothing."""
-    with AnswerLost(pg_url) as proxy, eventkernel.open(proxy.url) as k:
+    with AnswerLost(pg_url) as proxy, eventkernel.open(proxy.url, one_round_trip=True) as k:
         k.work.enqueue("task", None, work_item_id="wi-0")
         before = k.head
         proxy.arm()
@@ -555,7 +555,7 @@ def test_a_lone_command_on_a_current_replica_commits_in_one_round_trip(pg_url: s
     lock once), a lone command of a process whose replica knows of no newer
     commit decides on it and sends check, rows and COMMIT at once; the
     journal is the same."""
-    with eventkernel.open(pg_url) as k:
+    with eventkernel.open(pg_url, one_round_trip=True) as k:
         k.work.enqueue("first", None)
         assert k._replica.optimistic_tx  # type: ignore[union-attr]
         item = k.work.enqueue("second", {"n": 2})
@@ -588,7 +588,7 @@ def test_a_one_round_trip_time_is_never_ahead_of_the_servers_clock(pg_url: str) 
     time: a lease is never taken over before the server's clock says it ran
     out. An estimate behind the server's clock, within 100 ms, commits in
     one round trip. The same holds for a ``PgJournal``'s appends."""
-    with eventkernel.open(pg_url) as k:
+    with eventkernel.open(pg_url, one_round_trip=True) as k:
         replica = k._replica
         assert replica is not None
         k.work.enqueue("first", None)  # (the lock: the server's clock learnt)
@@ -603,7 +603,7 @@ def test_a_one_round_trip_time_is_never_ahead_of_the_servers_clock(pg_url: str) 
         k.work.enqueue("behind", None)
         assert replica.optimistic_tx
         assert k.head == 4 and live_tables(k) == rebuilt_tables(k) and k.verify().ok
-    with postgres.open_journal(pg_url) as j:
+    with postgres.open_journal(pg_url, one_round_trip=True) as j:
         j.append("note:s", [Noted(text="a")])
         j.append("note:s", [Noted(text="b")])
         assert j._offset is not None and j._contended_until == 0.0
@@ -615,20 +615,31 @@ def test_a_one_round_trip_time_is_never_ahead_of_the_servers_clock(pg_url: str) 
         assert times == sorted(times)
 
 
-def test_one_round_trip_false_takes_the_lock_first_and_the_servers_clock_under_it(pg_url: str) -> None:
-    """Opened with ``one_round_trip=False``, no command decides on the
-    replica: each takes the lock first (and its time is the server's clock,
-    read under the lock)."""
-    with eventkernel.open(pg_url, one_round_trip=False) as k:
-        for n in range(3):
-            k.work.enqueue(f"t-{n}", None)
-            assert not k._replica.optimistic_tx  # type: ignore[union-attr]
-        assert k.head == 3 and live_tables(k) == rebuilt_tables(k) and k.verify().ok
-    with eventkernel.open(pg_url) as k:  # the default: one round trip once the server's clock is known
-        k.work.enqueue("t-3", None)
-        k.work.enqueue("t-4", None)
+def test_by_default_every_command_takes_the_lock_first_and_the_servers_clock_under_it(pg_url: str) -> None:
+    """Opened with the server's clock and ``one_round_trip`` left as it is
+    (or ``False``), no command decides on the replica: each takes the lock
+    first, its time the server's clock read under the lock, whatever this
+    machine's estimate of it (here 80 ms fast, which a one-round-trip commit
+    would have had refused). With a clock of the caller's, whose time is the
+    same either way, the default commits in one round trip."""
+    for options in ({}, {"one_round_trip": False}):
+        with eventkernel.open(pg_url, **options) as k:  # type: ignore[arg-type]
+            replica = k._replica
+            assert replica is not None
+            for n in range(3):
+                before = _server_ms(pg_url)
+                k.work.enqueue(f"t-{n}", None)
+                assert not replica.optimistic_tx
+                assert before <= next(iter(k.read(after=k.head - 1))).recorded_at <= _server_ms(pg_url)
+                assert replica.offset is not None
+                replica.offset += 80
+            assert live_tables(k) == rebuilt_tables(k) and k.verify().ok
+    with eventkernel.open(pg_url, clock=lambda: time.time_ns() // 1_000_000) as k:
+        k.work.enqueue("t-6", None)
+        k.work.enqueue("t-7", None)
         assert k._replica.optimistic_tx  # type: ignore[union-attr]
-    with pytest.raises(eventkernel.InvalidArgument, match="one_round_trip must be a bool"):
+        assert k.head == 8 and k.verify().ok
+    with pytest.raises(eventkernel.InvalidArgument, match="one_round_trip must be a bool or None"):
         eventkernel.open(pg_url, one_round_trip="no")  # type: ignore[arg-type]
 
 
@@ -637,7 +648,7 @@ def test_an_optimistic_command_on_a_stale_replica_runs_again_under_the_lock(pg_u
     commands decide on it, the server's check finds the journal moved on,
     and each runs again under the lock, deciding on the shared state: a
     claim takes the item A left, a cancel of an item B has not seen finds it."""
-    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+    with eventkernel.open(pg_url, one_round_trip=True) as a, eventkernel.open(pg_url, one_round_trip=True) as b:
         b.memory.put("user:b", "k", 0)  # (B's first command: the lock, the server's clock)
         until(lambda: a.head == b.head)
         b._replica._stop.set()  # type: ignore[union-attr]
@@ -670,7 +681,7 @@ def test_an_optimistic_commit_on_a_connection_just_dropped_runs_again(pg_url: st
     the dead connection, finds out that nothing was written (the session
     that would have written it is gone, its rows absent) and runs again on a
     new connection, once."""
-    with eventkernel.open(pg_url) as k:
+    with eventkernel.open(pg_url, one_round_trip=True) as k:
         k.memory.put("user:a", "k", 1)
         pid = k._replica.pg._writer.raw.info.backend_pid  # type: ignore[union-attr]
         with psycopg.connect(pg_url, autocommit=True) as admin:
@@ -688,7 +699,7 @@ def test_many_optimistic_commits_found_stale_leave_the_connection_sound(pg_url: 
     stays usable. (The lease-contention test across processes is the one
     that caught statements psycopg counted as prepared in an aborted
     pipeline: "prepared statement … does not exist".)"""
-    with eventkernel.open(pg_url) as a, eventkernel.open(pg_url) as b:
+    with eventkernel.open(pg_url, one_round_trip=True) as a, eventkernel.open(pg_url, one_round_trip=True) as b:
         b.memory.put("user:b", "k", 0)
         until(lambda: a.head == b.head)
         b._replica._stop.set()  # type: ignore[union-attr]
