@@ -26,9 +26,17 @@ def test_on_postgres_every_domain_rebuilds_to_the_live_tables(steps):
     _rebuilds_to_the_live_tables("postgres", steps)
 
 
-def _rebuilds_to_the_live_tables(engine, steps):
+@settings(max_examples=20)
+@given(steps=st.lists(step, max_size=25))
+def test_on_postgres_taking_the_lock_first_every_domain_rebuilds_to_the_live_tables(steps):
+    """The same with every write taking the server's lock first (as with the
+    server's clock by default; a caller's clock commits in one round trip)."""
+    _rebuilds_to_the_live_tables("postgres", steps, one_round_trip=False)
+
+
+def _rebuilds_to_the_live_tables(engine, steps, **options):
     clock = eventkernel.FrozenClock(1_000)
-    with open_kernel(engine, clock=clock) as k:
+    with open_kernel(engine, clock=clock, **options) as k:
         run_steps(k, clock, steps)
         assert live_tables(k) == rebuilt_tables(k)
         report = k.verify()

@@ -193,16 +193,30 @@ test_queue_matches_its_model = QueueMachine.TestCase
 
 
 class QueueMachineOnPostgres(QueueMachine):
-    """The same machine, the journal on PostgreSQL (each command takes the
-    server's lock and commits there first)."""
+    """The same machine, the journal on PostgreSQL (each command decided on
+    the replica and committed in one round trip when it knows of no newer
+    commit, as with a clock of the caller's by default)."""
+
+    OPTIONS: dict[str, bool] = {}
 
     @initialize()
     def start(self) -> None:
         self.clock = eventkernel.FrozenClock(0)
-        self.k = open_kernel("postgres", clock=self.clock)
+        self.k = open_kernel("postgres", clock=self.clock, **self.OPTIONS)
         self.items = {}
         self.seq = 0
 
 
 QueueMachineOnPostgres.TestCase.settings = settings(max_examples=20, stateful_step_count=40, deadline=None)
 test_queue_on_postgres_matches_its_model = QueueMachineOnPostgres.TestCase
+
+
+class QueueMachineOnPostgresLockFirst(QueueMachineOnPostgres):
+    """The same with every command taking the server's lock first
+    (``one_round_trip=False``, as with the server's clock by default)."""
+
+    OPTIONS = {"one_round_trip": False}
+
+
+QueueMachineOnPostgresLockFirst.TestCase.settings = settings(max_examples=10, stateful_step_count=40, deadline=None)
+test_queue_on_postgres_taking_the_lock_first_matches_its_model = QueueMachineOnPostgresLockFirst.TestCase
