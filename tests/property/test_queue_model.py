@@ -4,6 +4,7 @@ retries, terminal states and clock advances."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -197,7 +198,7 @@ class QueueMachineOnPostgres(QueueMachine):
     the replica and committed in one round trip when it knows of no newer
     commit, as with a clock of the caller's by default)."""
 
-    OPTIONS: dict[str, bool] = {}
+    OPTIONS: ClassVar[dict[str, bool]] = {}
 
     @initialize()
     def start(self) -> None:
@@ -215,7 +216,7 @@ class QueueMachineOnPostgresLockFirst(QueueMachineOnPostgres):
     """The same with every command taking the server's lock first
     (``one_round_trip=False``, as with the server's clock by default)."""
 
-    OPTIONS = {"one_round_trip": False}
+    OPTIONS: ClassVar[dict[str, bool]] = {"one_round_trip": False}
 
 
 QueueMachineOnPostgresLockFirst.TestCase.settings = settings(max_examples=10, stateful_step_count=40, deadline=None)
