@@ -67,7 +67,7 @@ from eventkernel.errors import (
 )
 from eventkernel.projector import Projector
 from eventkernel.registry import check_application_append
-from eventkernel.validate import check_bool, check_int, check_text
+from eventkernel.validate import check_int, check_text
 from eventkernel.verify import VerifyReport
 from eventkernel.view import JournalReader
 
@@ -1969,8 +1969,9 @@ def open_journal(
         check_int("open_journal", name, value, minimum=0)
     if clock is not None and not callable(clock):
         raise InvalidArgument(f"open_journal refused: clock must be a zero-argument callable, got {clock!r:.60}")
-    if one_round_trip is not None:
-        check_bool("open_journal", "one_round_trip", one_round_trip)
+    if one_round_trip is not None and type(one_round_trip) is not bool:
+        raise InvalidArgument(f"open_journal refused: one_round_trip must be a bool or None, got "
+                              f"{one_round_trip!r:.60}")
     opened = PgJournal(url, schema=schema, clock=clock, create=create, busy_timeout_ms=busy_timeout_ms,
                        statement_timeout_ms=statement_timeout_ms,
                        idle_in_transaction_timeout_ms=idle_in_transaction_timeout_ms, group_commit=group_commit)

@@ -232,6 +232,8 @@ def test_an_append_by_the_process_that_made_the_last_commit_takes_one_round_trip
         assert _asked_before_commit(j, lambda: j.append("note:a", [Noted(text="six")])) == ["Flush"]
         assert _asked_before_commit(j, lambda: j.append("note:a", [Noted(text="seven")])) == []
         assert j.head == 9 and j.verify().ok
+    with pytest.raises(InvalidArgument, match="open_journal refused: one_round_trip must be a bool or None"):
+        postgres.open_journal(pg_url, one_round_trip=1)  # type: ignore[arg-type]
 
 
 def test_an_optimistic_append_that_finds_the_journal_moved_on_runs_again_under_the_lock(pg_url: str) -> None:
